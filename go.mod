@@ -1,0 +1,3 @@
+module github.com/fcgikit/fcgi
+
+go 1.26
