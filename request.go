@@ -1,0 +1,369 @@
+package fcgi
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/fcgikit/fcgi/internal/wire"
+)
+
+// request is one active request ID on a connection.
+type request struct {
+	// Immutable after begin.
+	conn     *conn
+	id       uint16
+	role     Role
+	keepConn bool
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+
+	// Owned by the serve goroutine until the handler starts; the handler
+	// then only reads env.
+	params        []byte
+	env           string // the PARAMS stream as one string; variables are substrings
+	contentLength int64  // from CONTENT_LENGTH; -1 when absent
+	paramsDone    bool
+	started       bool
+	body          *bodyPipe // nil when the request has no body
+
+	stdinDone atomic.Bool // the empty STDIN record arrived
+	aborted   atomic.Bool // ABORT_REQUEST arrived
+}
+
+// parseParams checks the PARAMS stream and keeps it as one string, so the
+// variables and headers made from it are substrings that cost nothing.
+func (req *request) parseParams() error {
+	req.env = string(req.params)
+	req.params = nil
+	req.contentLength = -1
+	var err error
+	perr := wire.ForEachPair(req.env, func(name, value string) bool {
+		if name == "CONTENT_LENGTH" && value != "" {
+			req.contentLength, err = strconv.ParseInt(value, 10, 64)
+			if err != nil || req.contentLength < 0 {
+				err = errors.New("fcgi: bad CONTENT_LENGTH " + strconv.Quote(value))
+				return false
+			}
+		}
+		return true
+	})
+	if perr != nil {
+		return perr
+	}
+	return err
+}
+
+// envKey is the context key under which a request's variables are kept
+// for ProcessEnv.
+type envKey struct{}
+
+// httpRequest builds the *http.Request a handler sees from the CGI
+// variables, the way net/http's server would have built it from the
+// client's request.
+func (req *request) httpRequest(maxBodyBuffer int) (*http.Request, error) {
+	r := &http.Request{
+		Method:        "GET",
+		Proto:         "HTTP/1.0",
+		ProtoMajor:    1,
+		ProtoMinor:    0,
+		ContentLength: req.contentLength,
+	}
+	var (
+		nheaders                                int
+		remoteAddr, remotePort, https           string
+		serverName, serverPort                  string
+		scriptName, pathInfo, query, requestURI string
+		contentType                             string
+	)
+	wire.ForEachPair(req.env, func(name, value string) bool {
+		if strings.HasPrefix(name, "HTTP_") {
+			nheaders++
+			return true
+		}
+		switch name {
+		case "REQUEST_METHOD":
+			if value != "" {
+				r.Method = value
+			}
+		case "SERVER_PROTOCOL":
+			if major, minor, ok := http.ParseHTTPVersion(value); ok {
+				r.Proto, r.ProtoMajor, r.ProtoMinor = value, major, minor
+			}
+		case "REQUEST_URI":
+			requestURI = value
+		case "SCRIPT_NAME":
+			scriptName = value
+		case "PATH_INFO":
+			pathInfo = value
+		case "QUERY_STRING":
+			query = value
+		case "REMOTE_ADDR":
+			remoteAddr = value
+		case "REMOTE_PORT":
+			remotePort = value
+		case "HTTPS":
+			https = value
+		case "SERVER_NAME":
+			serverName = value
+		case "SERVER_PORT":
+			serverPort = value
+		case "CONTENT_TYPE":
+			contentType = value
+		}
+		return true
+	})
+
+	if requestURI == "" {
+		// A web server that sends no REQUEST_URI (cgi-fcgi passes only
+		// what it is given) still names the script and the query.
+		requestURI = scriptName + pathInfo
+		if query != "" {
+			requestURI += "?" + query
+		}
+	}
+	if requestURI == "" {
+		requestURI = "/"
+	}
+	u, err := url.ParseRequestURI(requestURI)
+	if err != nil {
+		return nil, errors.New("fcgi: bad REQUEST_URI " + strconv.Quote(requestURI))
+	}
+	r.URL = u
+	r.RequestURI = requestURI
+
+	h := make(http.Header, nheaders+1)
+	// One backing array for all header values: one allocation, not one
+	// per header.
+	vals := make([]string, 0, nheaders+1)
+	wire.ForEachPair(req.env, func(name, value string) bool {
+		key, ok := strings.CutPrefix(name, "HTTP_")
+		if !ok {
+			return true
+		}
+		if key == "HOST" {
+			r.Host = value
+			return true
+		}
+		vals = append(vals, value)
+		h[headerKey(key)] = vals[len(vals)-1 : len(vals) : len(vals)]
+		return true
+	})
+	if contentType != "" {
+		vals = append(vals, contentType)
+		h["Content-Type"] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	r.Header = h
+	if r.Host == "" {
+		r.Host = serverName
+		if serverPort != "" && serverPort != "80" && serverPort != "443" {
+			r.Host = net.JoinHostPort(serverName, serverPort)
+		}
+	}
+	if remotePort != "" {
+		r.RemoteAddr = net.JoinHostPort(remoteAddr, remotePort)
+	} else {
+		r.RemoteAddr = remoteAddr
+	}
+	if strings.EqualFold(https, "on") {
+		r.TLS = &tls.ConnectionState{HandshakeComplete: true, ServerName: serverName}
+	}
+
+	switch {
+	case req.contentLength == 0:
+		r.Body = http.NoBody
+	default:
+		req.body = newBodyPipe(req.contentLength, maxBodyBuffer)
+		r.Body = req.body
+	}
+	return r.WithContext(context.WithValue(req.ctx, envKey{}, req.env)), nil
+}
+
+// ProcessEnv returns the FastCGI variables of r that have no place in an
+// http.Request: REMOTE_USER, SCRIPT_FILENAME, DOCUMENT_ROOT, SERVER_SOFTWARE
+// and the like, as net/http/fcgi's ProcessEnv does. Variables that made r's
+// method, URL, headers, body length, remote address or TLS state are left
+// out. It returns nil for a request that did not come through this package.
+// The map is built on each call, so a handler that never asks pays nothing.
+func ProcessEnv(r *http.Request) map[string]string {
+	env, ok := r.Context().Value(envKey{}).(string)
+	if !ok {
+		return nil
+	}
+	m := make(map[string]string)
+	wire.ForEachPair(env, func(name, value string) bool {
+		switch name {
+		case "CONTENT_LENGTH", "CONTENT_TYPE", "HTTPS", "PATH_INFO", "QUERY_STRING",
+			"REMOTE_ADDR", "REMOTE_HOST", "REMOTE_PORT", "REQUEST_METHOD",
+			"REQUEST_URI", "SCRIPT_NAME", "SERVER_PROTOCOL":
+			return true
+		}
+		if !strings.HasPrefix(name, "HTTP_") {
+			m[name] = value
+		}
+		return true
+	})
+	return m
+}
+
+// headerKey turns the part of a CGI variable after HTTP_ into a canonical
+// header name: ACCEPT_LANGUAGE becomes Accept-Language. Common names come
+// from a table and cost no allocation.
+func headerKey(cgi string) string {
+	if k, ok := commonHeaders[cgi]; ok {
+		return k
+	}
+	b := []byte(cgi)
+	upper := true
+	for i, c := range b {
+		switch {
+		case c == '_':
+			b[i] = '-'
+			upper = true
+			continue
+		case upper && 'a' <= c && c <= 'z':
+			b[i] = c - ('a' - 'A')
+		case !upper && 'A' <= c && c <= 'Z':
+			b[i] = c + ('a' - 'A')
+		}
+		upper = false
+	}
+	return string(b)
+}
+
+var commonHeaders = func() map[string]string {
+	m := make(map[string]string)
+	for _, k := range []string{
+		"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Authorization",
+		"Cache-Control", "Connection", "Content-Length", "Content-Type", "Cookie", "Dnt", "Forwarded",
+		"If-Match", "If-Modified-Since", "If-None-Match", "If-Range", "If-Unmodified-Since",
+		"Origin", "Pragma", "Range", "Referer", "Sec-Ch-Ua", "Sec-Ch-Ua-Mobile", "Sec-Ch-Ua-Platform",
+		"Sec-Fetch-Dest", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Sec-Fetch-User", "Te", "Upgrade",
+		"Upgrade-Insecure-Requests", "User-Agent", "Via", "X-Forwarded-For", "X-Forwarded-Host",
+		"X-Forwarded-Proto", "X-Real-Ip", "X-Request-Id", "X-Requested-With",
+	} {
+		m[strings.ToUpper(strings.ReplaceAll(k, "-", "_"))] = k
+	}
+	return m
+}()
+
+// bodyPipe carries a request body from the serve goroutine, which writes
+// STDIN content into it, to the handler, which reads. It buffers up to a
+// limit so the serve goroutine does not wait for the handler; past the
+// limit it does (see Server.MaxBodyBuffer).
+type bodyPipe struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	buf    []byte
+	off    int
+	limit  int
+	remain int64 // bytes CONTENT_LENGTH still allows; -1 when unknown
+	done   bool  // the empty STDIN arrived
+	err    error // abort or connection error, returned at once
+	closed bool  // the handler returned or closed the body
+}
+
+func newBodyPipe(contentLength int64, limit int) *bodyPipe {
+	p := &bodyPipe{limit: limit, remain: contentLength}
+	p.cond.L = &p.mu
+	return p
+}
+
+// write appends STDIN content, waiting while the buffer is full.
+// Called by the serve goroutine.
+func (p *bodyPipe) write(b []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.remain >= 0 && int64(len(b)) > p.remain {
+		// A Responder reads at most CONTENT_LENGTH bytes (§6.2).
+		b = b[:p.remain]
+	}
+	for len(p.buf)-p.off >= p.limit && !p.closed && p.err == nil {
+		p.cond.Wait()
+	}
+	if p.closed || p.err != nil || len(b) == 0 {
+		return
+	}
+	if p.off > 0 && len(p.buf)+len(b) > cap(p.buf) {
+		n := copy(p.buf, p.buf[p.off:])
+		p.buf, p.off = p.buf[:n], 0
+	}
+	p.buf = append(p.buf, b...)
+	if p.remain >= 0 {
+		p.remain -= int64(len(b))
+	}
+	p.cond.Broadcast()
+}
+
+// closeWrite marks the end of STDIN.
+func (p *bodyPipe) closeWrite() {
+	p.mu.Lock()
+	p.done = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// closeWithError fails reads with err at once: the request was aborted or
+// its connection closed.
+func (p *bodyPipe) closeWithError(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// closeRead drops the buffer and lets the serve goroutine discard the rest
+// of the body. Called when the handler closes the body or returns.
+func (p *bodyPipe) closeRead() {
+	p.mu.Lock()
+	p.closed = true
+	p.buf, p.off = nil, 0
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// Read implements io.Reader for the handler.
+func (p *bodyPipe) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		switch {
+		case p.err != nil:
+			return 0, p.err
+		case p.closed:
+			return 0, http.ErrBodyReadAfterClose
+		case p.off < len(p.buf):
+			n := copy(b, p.buf[p.off:])
+			p.off += n
+			if p.off == len(p.buf) {
+				p.buf, p.off = p.buf[:0], 0
+			}
+			p.cond.Broadcast()
+			return n, nil
+		case p.done:
+			if p.remain > 0 {
+				return 0, io.ErrUnexpectedEOF
+			}
+			return 0, io.EOF
+		case p.remain == 0:
+			return 0, io.EOF
+		}
+		p.cond.Wait()
+	}
+}
+
+// Close implements io.Closer: the rest of the body is discarded.
+func (p *bodyPipe) Close() error {
+	p.closeRead()
+	return nil
+}

@@ -1,0 +1,329 @@
+package fcgi
+
+import (
+	"context"
+	"net/http"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/fcgikit/fcgi/internal/wire"
+)
+
+// outBufSize is how much response body is buffered before it is sent. A
+// response that fits is sent with the empty STDOUT and END_REQUEST in one
+// write, with a Content-Length the web server can pass on.
+const outBufSize = 8 << 10
+
+var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, outBufSize); return &b }}
+
+// response is the http.ResponseWriter of one request. It writes a CGI
+// response (a Status: line, headers, a blank line, the body) on STDOUT.
+// It belongs to the handler's goroutine.
+type response struct {
+	req    *request
+	hr     *http.Request
+	header http.Header
+	status int
+
+	wroteHeader bool // the status is fixed
+	hdr         []byte
+	hdrReady    bool   // hdr holds the encoded CGI header
+	hdrSent     bool   // hdr went to the connection
+	sentAny     bool   // some STDOUT went to the connection
+	out         []byte // body not yet sent
+	outp        *[]byte
+	done        bool // the handler returned
+	abandon     bool // end without completing STDOUT: the response is broken
+	appStatus   uint32
+	hdrArr      [256]byte
+}
+
+func newResponse(req *request, hr *http.Request) *response {
+	w := &response{req: req, hr: hr, header: make(http.Header)}
+	w.hdr = w.hdrArr[:0]
+	return w
+}
+
+// Header implements http.ResponseWriter.
+func (w *response) Header() http.Header { return w.header }
+
+// WriteHeader implements http.ResponseWriter. Informational statuses (1xx)
+// cannot be expressed in a CGI response and are ignored.
+func (w *response) WriteHeader(code int) {
+	if w.wroteHeader || w.done {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic("fcgi: invalid WriteHeader code " + strconv.Itoa(code))
+	}
+	if code < 200 {
+		return
+	}
+	w.wroteHeader = true
+	w.status = code
+}
+
+func (w *response) bodyAllowed() bool {
+	return w.status != http.StatusNoContent && w.status != http.StatusNotModified
+}
+
+// err reports why the response can no longer be written.
+func (w *response) err() error {
+	if w.req.aborted.Load() {
+		return ErrRequestAborted
+	}
+	if w.req.ctx.Err() != nil {
+		if cause := context.Cause(w.req.ctx); cause == ErrConnClosed || cause == ErrRequestAborted {
+			return cause
+		}
+	}
+	return nil
+}
+
+// prepare fixes the status and checks that body bytes may be written;
+// discard is set for HEAD, whose body is dropped.
+func (w *response) prepare() (discard bool, err error) {
+	if w.done {
+		return false, http.ErrHandlerTimeout
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.bodyAllowed() {
+		return false, http.ErrBodyNotAllowed
+	}
+	if w.hr.Method == http.MethodHead {
+		return true, nil
+	}
+	if err := w.err(); err != nil {
+		return false, err
+	}
+	if w.outp == nil {
+		w.outp = outBufs.Get().(*[]byte)
+		w.out = (*w.outp)[:0]
+	}
+	return false, nil
+}
+
+// Write implements http.ResponseWriter.
+func (w *response) Write(p []byte) (int, error) {
+	if discard, err := w.prepare(); discard || err != nil {
+		if discard {
+			return len(p), nil
+		}
+		return 0, err
+	}
+	if len(w.out)+len(p) <= cap(w.out) {
+		w.out = append(w.out, p...)
+		return len(p), nil
+	}
+	if !w.hdrReady {
+		w.encodeHeader(p)
+	}
+	if err := w.send(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// WriteString lets io.WriteString skip a conversion.
+func (w *response) WriteString(s string) (int, error) {
+	if discard, err := w.prepare(); discard || err != nil {
+		if discard {
+			return len(s), nil
+		}
+		return 0, err
+	}
+	if len(w.out)+len(s) <= cap(w.out) {
+		w.out = append(w.out, s...)
+		return len(s), nil
+	}
+	return w.Write([]byte(s))
+}
+
+// Flush implements http.Flusher: the header, and what body there is, go
+// to the web server now. Flushing before any Write sends the header alone,
+// so a server-sent events stream starts at once.
+func (w *response) Flush() { w.FlushError() }
+
+// FlushError is Flush returning its error, for http.ResponseController.
+func (w *response) FlushError() error {
+	if w.done {
+		return http.ErrHandlerTimeout
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if err := w.err(); err != nil {
+		return err
+	}
+	if !w.hdrReady {
+		w.encodeHeader(nil)
+	}
+	return w.send(nil)
+}
+
+// EnableFullDuplex lets http.ResponseController callers know that reading
+// the body after writing is allowed here (though nginx stops sending the
+// body once the response header has gone out).
+func (w *response) EnableFullDuplex() error { return nil }
+
+// send writes the header if not yet sent, the buffered body and p as STDOUT
+// records, and flushes them.
+func (w *response) send(p []byte) error {
+	c := w.req.conn
+	id := w.req.id
+	err := c.write(func(wr *wire.Writer) error {
+		if !w.hdrSent {
+			if err := wr.WriteStream(wire.TypeStdout, id, w.hdr); err != nil {
+				return err
+			}
+		}
+		if err := wr.WriteStream(wire.TypeStdout, id, w.out); err != nil {
+			return err
+		}
+		return wr.WriteStream(wire.TypeStdout, id, p)
+	})
+	w.hdrSent, w.sentAny = true, true
+	w.out = w.out[:0]
+	return err
+}
+
+// encodeHeader fixes the CGI header. sniff is body not yet buffered that
+// may be needed to detect the content type.
+func (w *response) encodeHeader(sniff []byte) {
+	w.hdrReady = true
+	h := w.header
+	if _, haveType := h["Content-Type"]; !haveType && w.bodyAllowed() && w.hr.Method != http.MethodHead && len(w.out)+len(sniff) > 0 {
+		var buf [512]byte
+		n := copy(buf[:], w.out)
+		n += copy(buf[n:], sniff)
+		h["Content-Type"] = []string{http.DetectContentType(buf[:n])}
+	}
+	b := append(w.hdr, "Status: "...)
+	b = strconv.AppendInt(b, int64(w.status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(w.status)...)
+	b = append(b, "\r\n"...)
+	var keyArr [32]string
+	keys := keyArr[:0]
+	for k := range h {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if !validHeaderName(k) || strings.EqualFold(k, "Transfer-Encoding") || strings.EqualFold(k, "Status") {
+			continue
+		}
+		for _, v := range h[k] {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = appendHeaderValue(b, v)
+			b = append(b, "\r\n"...)
+		}
+	}
+	w.hdr = append(b, "\r\n"...)
+}
+
+// validHeaderName reports whether k can be written as a header name
+// without breaking the CGI header apart.
+func validHeaderName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c <= ' ' || c == ':' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// appendHeaderValue appends v with line breaks turned into spaces, as
+// net/http does, so a value cannot inject headers.
+func appendHeaderValue(b []byte, v string) []byte {
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c == '\r' || c == '\n' {
+			c = ' '
+		}
+		b = append(b, c)
+	}
+	return b
+}
+
+// finish completes the response once the handler has returned: the rest
+// of the body, the empty STDOUT and END_REQUEST, in one write.
+func (w *response) finish() {
+	if w.done {
+		return
+	}
+	w.done = true
+	req := w.req
+	c := req.conn
+	if w.abandon {
+		c.abandonRequest(req, w.appStatus)
+		return
+	}
+	if w.err() != nil {
+		// Aborted or disconnected: the web server wants END_REQUEST
+		// alone (§5.4), if it still listens.
+		c.endRequest(req, nil, nil, w.appStatus, false)
+		return
+	}
+	if !w.wroteHeader {
+		w.wroteHeader, w.status = true, http.StatusOK
+	}
+	if !w.hdrReady {
+		h := w.header
+		if w.bodyAllowed() && w.hr.Method != http.MethodHead && h.Get("Content-Length") == "" && h.Get("Transfer-Encoding") == "" {
+			h["Content-Length"] = []string{strconv.Itoa(len(w.out))}
+		}
+		w.encodeHeader(nil)
+	}
+	var hdr []byte
+	switch {
+	case w.hdrSent:
+	case len(w.out) > 0 && len(w.hdr)+len(w.out) <= cap(w.out):
+		// Header and body in one STDOUT record.
+		n := len(w.out)
+		w.out = w.out[:n+len(w.hdr)]
+		copy(w.out[len(w.hdr):], w.out[:n])
+		copy(w.out, w.hdr)
+	default:
+		hdr = w.hdr
+	}
+	c.endRequest(req, hdr, w.out, w.appStatus, true)
+}
+
+// recovered deals with a handler panic: logged (unless it is
+// http.ErrAbortHandler), then a 500 if nothing was sent yet, or else the
+// response is abandoned so the web server does not take it as complete.
+func (w *response) recovered(p any) {
+	if p != http.ErrAbortHandler {
+		buf := make([]byte, 64<<10)
+		buf = buf[:runtime.Stack(buf, false)]
+		w.req.conn.srv.logger().Error("fcgi: panic serving request", "remote", w.hr.RemoteAddr, "uri", w.hr.RequestURI, "panic", p, "stack", string(buf))
+	}
+	if w.sentAny || p == http.ErrAbortHandler {
+		w.abandon = true
+		return
+	}
+	w.header = http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "X-Content-Type-Options": {"nosniff"}}
+	w.hdr, w.hdrReady = w.hdrArr[:0], false
+	w.out = w.out[:0]
+	w.wroteHeader, w.status = true, http.StatusInternalServerError
+	w.WriteString(http.StatusText(http.StatusInternalServerError) + "\n")
+}
+
+// release gives the body buffer back once the request is answered.
+func (w *response) release() {
+	if w.outp != nil {
+		*w.outp = (*w.outp)[:0]
+		outBufs.Put(w.outp)
+		w.outp, w.out = nil, nil
+	}
+}

@@ -1,0 +1,412 @@
+package fcgi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A Server serves FastCGI requests from web servers, passing each to an
+// http.Handler. The zero value, with a Handler, is a valid configuration.
+//
+// A Server multiplexes: any number of requests may be in flight on one
+// connection, each served on its own goroutine, and request IDs are reused
+// as soon as their END_REQUEST is sent. The connection's reader never waits
+// for a handler, so a slow handler does not delay other requests, aborts or
+// management records on its connection (see MaxBodyBuffer for the one
+// exception).
+//
+// A Server must not be copied after first use.
+type Server struct {
+	// Handler is invoked for each request. Nil means http.DefaultServeMux.
+	Handler http.Handler
+
+	// MaxConns is the most connections served at once; above it the
+	// listener is not accepted from, so new connections wait in the
+	// kernel's backlog. It is reported to web servers as FCGI_MAX_CONNS.
+	// Zero means 10000.
+	MaxConns int
+
+	// MaxRequests is the most requests in flight at once, over all
+	// connections. Requests beyond it are refused with FCGI_OVERLOADED.
+	// It is reported as FCGI_MAX_REQS. Zero means 10000.
+	MaxRequests int
+
+	// MaxRequestsPerConn is the most requests in flight on one connection.
+	// Requests beyond it are refused with FCGI_CANT_MPX_CONN when it is 1
+	// (FCGI_MPXS_CONNS is then reported as 0) and with FCGI_OVERLOADED
+	// otherwise. Zero means 1000.
+	MaxRequestsPerConn int
+
+	// MaxParamsBytes limits the size of one request's PARAMS stream (the
+	// CGI variables, headers included). A request over it is answered with
+	// status 431 without calling the handler. Zero means 1 MiB, which is
+	// more than nginx, Apache or HAProxy can send.
+	MaxParamsBytes int
+
+	// MaxBodyBuffer is how many bytes of a request body the connection
+	// buffers while the handler has not read them. When a handler lets its
+	// buffer fill, the connection stops reading (TCP back-pressure on the
+	// web server) until the handler reads or returns; on a multiplexed
+	// connection that delays its other requests, as it must, since FastCGI
+	// has no flow control. Zero means 1 MiB.
+	MaxBodyBuffer int
+
+	// ErrorLog receives protocol errors, handler panics and accept errors.
+	// Nil means slog.Default().
+	ErrorLog *slog.Logger
+
+	// BaseContext optionally returns the base context for requests on the
+	// listener l; it must not return nil. Nil means context.Background().
+	BaseContext func(l net.Listener) context.Context
+
+	// ConnContext optionally derives the context of a new connection from
+	// the base context; requests' contexts derive from it. It must not
+	// return nil.
+	ConnContext func(ctx context.Context, c net.Conn) context.Context
+
+	// ConnState, if not nil, is called when a connection changes state.
+	ConnState func(net.Conn, ConnState)
+
+	mu         sync.Mutex
+	listeners  map[*net.Listener]struct{}
+	conns      map[*conn]struct{}
+	inShutdown atomic.Bool
+	closing    chan struct{} // closed by Shutdown and Close
+	connsDone  chan struct{} // closed when conns is empty during shutdown
+	requests   atomic.Int64  // in flight, over all connections
+}
+
+// ConnState is the state of a connection, reported to Server.ConnState.
+type ConnState int
+
+const (
+	// StateNew is a connection just accepted. It moves to StateActive or
+	// StateClosed.
+	StateNew ConnState = iota
+	// StateActive is a connection with at least one request in flight.
+	// On a multiplexed connection it says nothing about how many. It moves
+	// to StateIdle or StateClosed.
+	StateActive
+	// StateIdle is a connection kept open between requests (KEEP_CONN).
+	// It moves to StateActive or StateClosed.
+	StateIdle
+	// StateClosed is a closed connection. It is terminal.
+	StateClosed
+)
+
+var stateNames = [...]string{StateNew: "new", StateActive: "active", StateIdle: "idle", StateClosed: "closed"}
+
+func (s ConnState) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "ConnState(" + strconv.Itoa(int(s)) + ")"
+}
+
+const (
+	defaultMaxConns           = 10000
+	defaultMaxRequests        = 10000
+	defaultMaxRequestsPerConn = 1000
+	defaultMaxParamsBytes     = 1 << 20
+	defaultMaxBodyBuffer      = 1 << 20
+)
+
+func orDefault(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+func (s *Server) maxConns() int    { return orDefault(s.MaxConns, defaultMaxConns) }
+func (s *Server) maxRequests() int { return orDefault(s.MaxRequests, defaultMaxRequests) }
+func (s *Server) maxRequestsPerConn() int {
+	return orDefault(s.MaxRequestsPerConn, defaultMaxRequestsPerConn)
+}
+func (s *Server) maxParamsBytes() int { return orDefault(s.MaxParamsBytes, defaultMaxParamsBytes) }
+func (s *Server) maxBodyBuffer() int  { return orDefault(s.MaxBodyBuffer, defaultMaxBodyBuffer) }
+
+func (s *Server) logger() *slog.Logger {
+	if s.ErrorLog != nil {
+		return s.ErrorLog
+	}
+	return slog.Default()
+}
+
+func (s *Server) handler() http.Handler {
+	if s.Handler != nil {
+		return s.Handler
+	}
+	return http.DefaultServeMux
+}
+
+// Serve accepts connections on l and serves FastCGI requests on each, on
+// its own goroutine. A nil l means the listening socket on file descriptor
+// 0, as web servers and spawn-fcgi hand it over.
+//
+// Temporary accept errors are retried with a back-off, as net/http does.
+// Serve always returns a non-nil error and closes l; after Shutdown or
+// Close it returns ErrServerClosed.
+func (s *Server) Serve(l net.Listener) error {
+	if l == nil {
+		var err error
+		if l, err = stdinListener(); err != nil {
+			return err
+		}
+	}
+	l = &onceCloseListener{Listener: l}
+	defer l.Close()
+	if !s.trackListener(&l, true) {
+		return ErrServerClosed
+	}
+	defer s.trackListener(&l, false)
+
+	base := context.Background()
+	if s.BaseContext != nil {
+		if base = s.BaseContext(l); base == nil {
+			panic("fcgi: BaseContext returned a nil context")
+		}
+	}
+	// slots bounds the connections served at once; a full semaphore stops
+	// accepting, leaving new connections to the kernel's backlog.
+	slots := make(chan struct{}, s.maxConns())
+	var delay time.Duration
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-s.doneChan():
+			return ErrServerClosed
+		}
+		rw, err := l.Accept()
+		if err != nil {
+			<-slots
+			if s.inShutdown.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.logger().Warn("fcgi: accept error; retrying", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		ctx := base
+		if s.ConnContext != nil {
+			if ctx = s.ConnContext(ctx, rw); ctx == nil {
+				panic("fcgi: ConnContext returned a nil context")
+			}
+		}
+		c := newConn(s, rw)
+		if !s.trackConn(c, true) {
+			rw.Close()
+			<-slots
+			return ErrServerClosed
+		}
+		s.setState(rw, StateNew)
+		// The connection's goroutine owns c and ends when the connection
+		// closes; it gives back the slot.
+		go func() {
+			defer func() { <-slots }()
+			c.serve(ctx)
+		}()
+	}
+}
+
+// doneChan returns a channel closed once the server shuts down. Waiting on
+// it lets Serve stop while all connection slots are taken.
+func (s *Server) doneChan() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shutdownCh()
+}
+
+// shutdownCh is closed by Shutdown and Close. s.mu must be held.
+func (s *Server) shutdownCh() chan struct{} {
+	if s.closing == nil {
+		s.closing = make(chan struct{})
+	}
+	return s.closing
+}
+
+// isTemporary reports the accept errors that pass by themselves: too many
+// open files, a connection aborted before it was accepted.
+func isTemporary(err error) bool {
+	var te interface{ Temporary() bool }
+	return errors.As(err, &te) && te.Temporary()
+}
+
+// ListenAndServe listens on addr and serves FastCGI on it. An address of
+// the form "unix:/path" is a unix socket (a stale socket file left by an
+// earlier run is removed first, one that another server still answers on
+// is not); anything else is a TCP "host:port".
+func (s *Server) ListenAndServe(addr string) error {
+	if s.inShutdown.Load() {
+		return ErrServerClosed
+	}
+	l, err := Listen(addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(l)
+}
+
+// Shutdown stops the server gracefully: it closes the listeners, closes
+// every idle kept connection, and waits for the requests in flight to
+// finish and their connections to close. If ctx ends first, Shutdown
+// returns ctx.Err() and leaves the remaining connections running (call
+// Close to end them). A Server cannot be used again after Shutdown.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.inShutdown.Store(true)
+	s.mu.Lock()
+	err := s.closeListenersLocked()
+	s.closeShutdownChLocked()
+	for c := range s.conns {
+		c.shutdown()
+	}
+	done := s.connsDoneLocked()
+	s.mu.Unlock()
+	select {
+	case <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the server at once: it closes the listeners and every
+// connection. Handlers in flight see their requests' contexts cancelled
+// with ErrConnClosed. Close does not wait for handlers to return.
+func (s *Server) Close() error {
+	s.inShutdown.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.closeListenersLocked()
+	s.closeShutdownChLocked()
+	for c := range s.conns {
+		c.close(ErrConnClosed)
+	}
+	return err
+}
+
+func (s *Server) closeShutdownChLocked() {
+	ch := s.shutdownCh()
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
+
+func (s *Server) closeListenersLocked() error {
+	var err error
+	for l := range s.listeners {
+		if cerr := (*l).Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// connsDoneLocked returns a channel closed once no connection is left.
+func (s *Server) connsDoneLocked() <-chan struct{} {
+	if s.connsDone == nil {
+		s.connsDone = make(chan struct{})
+	}
+	if len(s.conns) == 0 {
+		select {
+		case <-s.connsDone:
+		default:
+			close(s.connsDone)
+		}
+	}
+	return s.connsDone
+}
+
+func (s *Server) trackListener(l *net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.inShutdown.Load() {
+			return false
+		}
+		if s.listeners == nil {
+			s.listeners = make(map[*net.Listener]struct{})
+		}
+		s.listeners[l] = struct{}{}
+	} else {
+		delete(s.listeners, l)
+	}
+	return true
+}
+
+func (s *Server) trackConn(c *conn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.inShutdown.Load() {
+			return false
+		}
+		if s.conns == nil {
+			s.conns = make(map[*conn]struct{})
+		}
+		s.conns[c] = struct{}{}
+		return true
+	}
+	delete(s.conns, c)
+	if s.inShutdown.Load() {
+		s.connsDoneLocked()
+	}
+	return true
+}
+
+func (s *Server) setState(c net.Conn, st ConnState) {
+	if s.ConnState != nil {
+		s.ConnState(c, st)
+	}
+}
+
+// Serve accepts connections on l and serves FastCGI requests on each with
+// handler, as net/http/fcgi.Serve does. A nil l means the listening socket
+// on file descriptor 0; a nil handler means http.DefaultServeMux. It uses a
+// Server with default settings; use a Server for limits, logging and
+// graceful shutdown.
+func Serve(l net.Listener, handler http.Handler) error {
+	srv := &Server{Handler: handler}
+	return srv.Serve(l)
+}
+
+// stdinListener turns file descriptor 0 into a listener, with a clear
+// error when it is not a listening socket.
+func stdinListener() (net.Listener, error) {
+	f := os.NewFile(0, "stdin")
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, ErrNotListener
+	}
+	// FileListener dups the descriptor; fd 0 stays open for the process.
+	return l, nil
+}
+
+// onceCloseListener makes Close idempotent, since both Serve and
+// Shutdown close the listener.
+type onceCloseListener struct {
+	net.Listener
+	once sync.Once
+	err  error
+}
+
+func (l *onceCloseListener) Close() error {
+	l.once.Do(func() { l.err = l.Listener.Close() })
+	return l.err
+}

@@ -1,0 +1,504 @@
+package fcgi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fcgikit/fcgi/internal/wire"
+)
+
+// drainTimeout bounds how long a connection that is about to close keeps
+// reading (and discarding) what the web server still sends, so that the
+// close is a FIN and not a reset that makes nginx log "Connection reset by
+// peer" and answer 502.
+const drainTimeout = 2 * time.Second
+
+// drainLimit bounds how many bytes such a connection discards.
+const drainLimit = 1 << 20
+
+// conn is one accepted connection from a web server. Its serve goroutine
+// reads records and dispatches them; each request's handler runs on its own
+// goroutine and writes through the shared, mutex-guarded Writer.
+type conn struct {
+	// Immutable after newConn.
+	srv *Server
+	rwc net.Conn
+
+	// Owned by the serve goroutine.
+	rd      wire.Reader
+	drained int // bytes read while closing
+
+	// wmu guards wr, werr and every write to rwc.
+	wmu  sync.Mutex
+	wr   wire.Writer
+	werr error
+
+	// mu guards the fields below. Lock order: wmu, then mu.
+	mu      sync.Mutex
+	reqs    map[uint16]*request // active request IDs (§3.3)
+	closing bool                // serve no new requests; close when reqs is empty
+	closed  bool
+	cancel  context.CancelCauseFunc
+	// draining is set once the connection is to be closed: the serve
+	// goroutine reads on, under a deadline, and then closes.
+	draining atomic.Bool
+}
+
+func newConn(s *Server, rwc net.Conn) *conn {
+	c := &conn{srv: s, rwc: rwc, reqs: make(map[uint16]*request)}
+	c.rd.Reset(rwc)
+	c.wr.Reset(rwc)
+	return c
+}
+
+// serve runs on the connection's own goroutine, started by Server.Serve; it
+// returns when the connection is closed.
+func (c *conn) serve(ctx context.Context) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	c.mu.Lock()
+	c.cancel = cancel
+	c.mu.Unlock()
+	cause := ErrConnClosed
+	defer func() {
+		c.close(cause)
+		c.rd.Release()
+		c.srv.trackConn(c, false)
+		c.srv.setState(c.rwc, StateClosed)
+	}()
+	for {
+		rec, err := c.rd.Next()
+		if err != nil {
+			if !c.draining.Load() && !isClosedConnError(err) {
+				c.logProtocolError(err)
+			}
+			return
+		}
+		if c.draining.Load() {
+			// Only what the web server sent before it saw our last
+			// END_REQUEST: discard it, within bounds.
+			if c.drained += wire.HeaderLen + len(rec.Content); c.drained > drainLimit {
+				return
+			}
+			continue
+		}
+		if err := c.dispatch(ctx, rec); err != nil {
+			c.logProtocolError(err)
+			return
+		}
+	}
+}
+
+func isClosedConnError(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
+}
+
+func (c *conn) logProtocolError(err error) {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		c.srv.logger().Debug("fcgi: connection closed inside a record", "remote", c.remoteAddr())
+		return
+	}
+	c.srv.logger().Warn("fcgi: closing connection", "remote", c.remoteAddr(), "err", err)
+}
+
+func (c *conn) remoteAddr() string {
+	if a := c.rwc.RemoteAddr(); a != nil && a.String() != "" {
+		return a.String()
+	}
+	return "unix"
+}
+
+// dispatch handles one record. An error ends the connection.
+func (c *conn) dispatch(ctx context.Context, rec wire.Record) error {
+	if rec.RequestID == wire.NullRequestID {
+		return c.management(rec)
+	}
+	if rec.Type == wire.TypeBeginRequest {
+		return c.begin(ctx, rec)
+	}
+	// Records for an inactive ID are ignored (§3.3), and so are types an
+	// application never receives (STDOUT, END_REQUEST...) or does not know.
+	req := c.lookup(rec.RequestID)
+	if req == nil {
+		return nil
+	}
+	switch rec.Type {
+	case wire.TypeParams:
+		c.params(req, rec.Content)
+	case wire.TypeStdin:
+		c.stdin(req, rec.Content)
+	case wire.TypeAbortRequest:
+		c.abort(req)
+	}
+	return nil
+}
+
+func (c *conn) lookup(id uint16) *request {
+	c.mu.Lock()
+	req := c.reqs[id]
+	c.mu.Unlock()
+	return req
+}
+
+// management answers records with request ID 0 (§4).
+func (c *conn) management(rec wire.Record) error {
+	switch rec.Type {
+	case wire.TypeGetValues:
+		return c.getValues(rec.Content)
+	case wire.TypeGetValuesResult, wire.TypeUnknownType:
+		// Answers, not questions: answering them could loop between
+		// two confused peers.
+		return nil
+	}
+	// Any other type with ID 0, BEGIN_REQUEST included, is a management
+	// record this application does not understand (§4.2).
+	return c.write(func(w *wire.Writer) error { return w.WriteUnknownType(rec.Type) })
+}
+
+// getValues answers GET_VALUES with one GET_VALUES_RESULT holding the
+// variables asked for that this server knows (§4.1).
+func (c *conn) getValues(content []byte) error {
+	var out [128]byte
+	res := out[:0]
+	s := c.srv
+	// A malformed query is answered as far as it could be read.
+	_ = wire.ForEachPair(content, func(name, _ []byte) bool {
+		switch string(name) {
+		case wire.ValueMaxConns:
+			res = wire.AppendPair(res, wire.ValueMaxConns, strconv.Itoa(s.maxConns()))
+		case wire.ValueMaxReqs:
+			res = wire.AppendPair(res, wire.ValueMaxReqs, strconv.Itoa(s.maxRequests()))
+		case wire.ValueMpxsConns:
+			mpxs := "1"
+			if s.maxRequestsPerConn() == 1 {
+				mpxs = "0"
+			}
+			res = wire.AppendPair(res, wire.ValueMpxsConns, mpxs)
+		}
+		// Three answers at most, whatever was asked: a query repeating
+		// names cannot make the answer grow.
+		return len(res) < 96
+	})
+	return c.write(func(w *wire.Writer) error {
+		return w.WriteRecord(wire.TypeGetValuesResult, wire.NullRequestID, res)
+	})
+}
+
+// begin starts a request (§5.1).
+func (c *conn) begin(ctx context.Context, rec wire.Record) error {
+	br, err := wire.ParseBeginRequest(rec.Content)
+	if err != nil {
+		return err
+	}
+	id := rec.RequestID
+	s := c.srv
+	status := wire.StatusRequestComplete
+	c.mu.Lock()
+	switch _, dup := c.reqs[id]; {
+	case dup:
+		c.mu.Unlock()
+		return fmt.Errorf("%w: request ID %d", ErrDuplicateRequest, id)
+	case c.closing:
+		status = wire.StatusOverloaded
+	case Role(br.Role) != Responder:
+		status = wire.StatusUnknownRole
+	case len(c.reqs) >= s.maxRequestsPerConn():
+		status = wire.StatusOverloaded
+		if s.maxRequestsPerConn() == 1 {
+			status = wire.StatusCantMpxConn
+		}
+	case s.requests.Add(1) > int64(s.maxRequests()):
+		s.requests.Add(-1)
+		status = wire.StatusOverloaded
+	}
+	if status != wire.StatusRequestComplete {
+		c.mu.Unlock()
+		// The ID never became active: nothing else is owed for it.
+		return c.write(func(w *wire.Writer) error { return w.WriteEndRequest(id, 0, status) })
+	}
+	req := &request{conn: c, id: id, role: Role(br.Role), keepConn: br.KeepConn()}
+	req.ctx, req.cancel = context.WithCancelCause(ctx)
+	c.reqs[id] = req
+	first := len(c.reqs) == 1
+	c.mu.Unlock()
+	if first {
+		s.setState(c.rwc, StateActive)
+	}
+	return nil
+}
+
+// params collects the PARAMS stream and starts the handler at its end.
+func (c *conn) params(req *request, content []byte) {
+	if req.paramsDone {
+		return
+	}
+	if len(content) == 0 {
+		req.paramsDone = true
+		if err := req.parseParams(); err != nil {
+			c.refuse(req, err)
+			return
+		}
+		// Without CONTENT_LENGTH only STDIN tells whether a body comes;
+		// web servers send it at once, so wait for its first record.
+		if req.contentLength >= 0 {
+			c.start(req)
+		}
+		return
+	}
+	if len(req.params)+len(content) > c.srv.maxParamsBytes() {
+		req.paramsDone = true
+		c.refuse(req, ErrParamsTooLarge)
+		return
+	}
+	req.params = append(req.params, content...)
+}
+
+// stdin feeds the request body.
+func (c *conn) stdin(req *request, content []byte) {
+	if !req.paramsDone || req.stdinDone.Load() {
+		return
+	}
+	if !req.started {
+		if len(content) == 0 {
+			req.contentLength = 0
+		}
+		c.start(req)
+	}
+	if len(content) == 0 {
+		req.stdinDone.Store(true)
+		if req.body != nil {
+			req.body.closeWrite()
+		}
+		return
+	}
+	if req.body != nil {
+		req.body.write(content)
+	}
+}
+
+// start runs the request's handler on a goroutine of its own, which ends
+// when the handler returns and the request is answered.
+func (c *conn) start(req *request) {
+	req.started = true
+	hr, err := req.httpRequest(c.srv.maxBodyBuffer())
+	if err != nil {
+		c.refuse(req, err)
+		return
+	}
+	go c.runHandler(req, hr)
+}
+
+// refuse answers a request whose handler could not be run, from the serve
+// goroutine.
+func (c *conn) refuse(req *request, err error) {
+	req.started = true
+	code := http.StatusBadRequest
+	if errors.Is(err, ErrParamsTooLarge) {
+		code = http.StatusRequestHeaderFieldsTooLarge
+	}
+	c.srv.logger().Debug("fcgi: refusing request", "remote", c.remoteAddr(), "id", req.id, "err", err)
+	body := http.StatusText(code) + "\n"
+	out := fmt.Appendf(nil, "Status: %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s", code, http.StatusText(code), len(body), body)
+	req.cancel(err)
+	c.endRequest(req, nil, out, 0, true)
+}
+
+// abort handles ABORT_REQUEST: the handler's context is cancelled and its
+// body and response fail with ErrRequestAborted. The END_REQUEST comes from
+// the handler's return. A request whose handler has not started yet is
+// ended here.
+func (c *conn) abort(req *request) {
+	req.aborted.Store(true)
+	req.cancel(ErrRequestAborted)
+	if req.body != nil {
+		req.body.closeWithError(ErrRequestAborted)
+	}
+	if !req.started {
+		req.started = true
+		c.endRequest(req, nil, nil, 0, false)
+	}
+}
+
+// write runs f on the connection's Writer and flushes, under wmu. After a
+// write error the connection is closed and every later write fails.
+func (c *conn) write(f func(w *wire.Writer) error) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeLocked(f)
+}
+
+func (c *conn) writeLocked(f func(w *wire.Writer) error) error {
+	if c.werr != nil {
+		return c.werr
+	}
+	err := f(&c.wr)
+	if err == nil {
+		err = c.wr.Flush()
+	}
+	if err != nil {
+		c.werr = ErrConnClosed
+		c.wr.Reset(c.rwc)
+		go c.close(ErrConnClosed)
+		return c.werr
+	}
+	return nil
+}
+
+// endRequest sends the rest of a request's STDOUT (hdr and out), the
+// empty STDOUT record that ends the stream when endStdout is set, and
+// END_REQUEST, in one write. The ID is released before the END_REQUEST can
+// reach the web server, so a new BEGIN_REQUEST reusing it at once is
+// accepted.
+func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endStdout bool) {
+	c.wmu.Lock()
+	c.mu.Lock()
+	delete(c.reqs, req.id)
+	idle := len(c.reqs) == 0
+	if !req.keepConn {
+		c.closing = true
+	}
+	closing := c.closing
+	c.mu.Unlock()
+	_ = c.writeLocked(func(w *wire.Writer) error {
+		if err := w.WriteStream(wire.TypeStdout, req.id, hdr); err != nil {
+			return err
+		}
+		if err := w.WriteStream(wire.TypeStdout, req.id, out); err != nil {
+			return err
+		}
+		if endStdout {
+			if err := w.WriteRecord(wire.TypeStdout, req.id, nil); err != nil {
+				return err
+			}
+		}
+		return w.WriteEndRequest(req.id, appStatus, wire.StatusRequestComplete)
+	})
+	c.wmu.Unlock()
+	c.released(req, idle, closing)
+}
+
+// abandonRequest ends a request whose response is broken (its handler
+// panicked after output went out): the web server must not take it for
+// complete. Alone on its connection, the connection is closed, which is
+// what every web server understands; beside other requests, they are
+// spared and END_REQUEST goes without the empty STDOUT that would complete
+// the response, with appStatus set.
+func (c *conn) abandonRequest(req *request, appStatus uint32) {
+	if appStatus == 0 {
+		appStatus = 1
+	}
+	c.wmu.Lock()
+	c.mu.Lock()
+	delete(c.reqs, req.id)
+	idle := len(c.reqs) == 0
+	c.mu.Unlock()
+	if idle {
+		c.wmu.Unlock()
+		c.close(ErrConnClosed)
+	} else {
+		_ = c.writeLocked(func(w *wire.Writer) error {
+			return w.WriteEndRequest(req.id, appStatus, wire.StatusRequestComplete)
+		})
+		c.wmu.Unlock()
+	}
+	c.released(req, false, false)
+}
+
+// released accounts for a request that left the connection's table.
+func (c *conn) released(req *request, idle, closing bool) {
+	c.srv.requests.Add(-1)
+	if req.body != nil {
+		req.body.closeRead()
+	}
+	if !idle {
+		return
+	}
+	if closing {
+		c.finish(req.stdinDone.Load())
+	} else {
+		c.srv.setState(c.rwc, StateIdle)
+	}
+}
+
+// finish closes a connection that has no request left and serves no more:
+// at once when the web server has sent all it will, otherwise after
+// draining what it still sends, so that it reads our last bytes rather
+// than a reset.
+//
+// The serve goroutine does the closing: the deadline set here wakes it.
+func (c *conn) finish(inputDone bool) {
+	c.draining.Store(true)
+	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	d := drainTimeout
+	if inputDone {
+		d = 0
+	}
+	c.rwc.SetReadDeadline(time.Now().Add(d))
+}
+
+// shutdown makes the connection close once its requests are done; an idle
+// one closes now.
+func (c *conn) shutdown() {
+	c.mu.Lock()
+	c.closing = true
+	idle := len(c.reqs) == 0
+	c.mu.Unlock()
+	if idle {
+		c.close(nil)
+	}
+}
+
+// close closes the connection and fails every request in flight with
+// cause (nil for an orderly close after the last request).
+func (c *conn) close(cause error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.closing = true
+	reqs := make([]*request, 0, len(c.reqs))
+	for _, r := range c.reqs {
+		reqs = append(reqs, r)
+	}
+	cancel := c.cancel
+	c.mu.Unlock()
+	c.rwc.Close()
+	if cause == nil {
+		cause = ErrConnClosed
+	}
+	for _, r := range reqs {
+		r.cancel(cause)
+		if r.body != nil {
+			r.body.closeWithError(cause)
+		}
+	}
+	if cancel != nil {
+		cancel(cause)
+	}
+}
+
+// runHandler runs on the request's own goroutine, started by start; it ends
+// once the request is answered.
+func (c *conn) runHandler(req *request, hr *http.Request) {
+	w := newResponse(req, hr)
+	defer func() {
+		if p := recover(); p != nil {
+			w.recovered(p)
+		}
+		w.finish()
+		req.cancel(context.Canceled)
+		w.release()
+	}()
+	c.srv.handler().ServeHTTP(w, hr)
+}
