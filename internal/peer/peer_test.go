@@ -1,0 +1,128 @@
+package peer_test
+
+import (
+	"io"
+	"os"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/fcgikit/fcgi/internal/peer"
+)
+
+// checkReaped registers a cleanup that, because it is registered before
+// the peers start, runs after their own cleanups, and fails the test if
+// any process of theirs (workers included) is still alive. Call it first
+// and pass it each peer as it starts.
+func checkReaped(t *testing.T) (watch func(...*peer.Process)) {
+	var procs []*peer.Process
+	t.Cleanup(func() {
+		for _, p := range procs {
+			if peer.Running(p.PID()) {
+				t.Errorf("process group %d (%s) still running after cleanup", p.PID(), p.Dir())
+			}
+		}
+	})
+	return func(ps ...*peer.Process) { procs = append(procs, ps...) }
+}
+
+// get fetches url with the given request headers and returns the status
+// code and body.
+func get(t testing.TB, url string, header map[string]string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// wantGet checks that GET url answers status with a body containing want.
+func wantGet(t testing.TB, url string, header map[string]string, status int, want string) {
+	t.Helper()
+	code, body := get(t, url, header)
+	if code != status || !strings.Contains(body, want) {
+		t.Errorf("GET %s: got %d %q, want %d with %q", url, code, body, status, want)
+	}
+}
+
+// echoURI is a PHP script that prints the request URI and the FastCGI
+// role it was run in.
+const echoURI = `<?php
+header('Content-Type: text/plain');
+echo 'uri=', $_SERVER['REQUEST_URI'], ' role=', $_SERVER['FCGI_ROLE'] ?? '', "\n";
+`
+
+// startPHP starts PHP-FPM with echo.php in its document root.
+func startPHP(t *testing.T, cfg peer.PHPFPMConfig) *peer.PHPFPM {
+	fpm := peer.StartPHPFPM(t, cfg)
+	fpm.WriteFile("echo.php", echoURI)
+	return fpm
+}
+
+func TestNginxStatic(t *testing.T) {
+	t.Parallel()
+	watch := checkReaped(t)
+	n := peer.StartNginx(t, peer.NginxConfig{})
+	watch(n.Process)
+	writeFile(t, n.Root()+"/hello.txt", "hello from nginx\n")
+	wantGet(t, n.URL()+"/hello.txt", nil, 200, "hello from nginx")
+	wantGet(t, n.URL()+"/missing.txt", nil, 404, "")
+	if log := n.ErrorLog(); !strings.Contains(log, "missing.txt") {
+		t.Errorf("error log does not mention the 404:\n%s", log)
+	}
+}
+
+func TestNginxPHPFPM(t *testing.T) {
+	t.Parallel()
+	watch := checkReaped(t)
+	fpm := startPHP(t, peer.PHPFPMConfig{MaxChildren: 2})
+	n := peer.StartNginx(t, peer.NginxConfig{
+		FastCGI:   fpm.Addr(),
+		Keepalive: 1,
+		Root:      fpm.Root(),
+	})
+	watch(fpm.Process, n.Process)
+	for range 3 {
+		wantGet(t, n.URL()+"/echo.php?a=1", nil, 200, "uri=/echo.php?a=1 role=RESPONDER")
+	}
+}
+
+func TestPHPFPMPing(t *testing.T) {
+	t.Parallel()
+	watch := checkReaped(t)
+	fpm := peer.StartPHPFPM(t, peer.PHPFPMConfig{MaxChildren: 1})
+	watch(fpm.Process)
+	out, err := peer.CGIFCGI(t, fpm.Addr(), map[string]string{
+		"REQUEST_METHOD":  "GET",
+		"SCRIPT_NAME":     "/ping",
+		"SCRIPT_FILENAME": "/ping",
+		"SERVER_PROTOCOL": "HTTP/1.1",
+		"REQUEST_URI":     "/ping",
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(out), "\r\n\r\npong") {
+		t.Errorf("ping response %q, want headers then pong", out)
+	}
+}
+// writeFile writes content to path or fails the test.
+func writeFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
