@@ -2,8 +2,8 @@ package peer_test
 
 import (
 	"io"
-	"os"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
@@ -119,6 +119,7 @@ func TestPHPFPMPing(t *testing.T) {
 		t.Errorf("ping response %q, want headers then pong", out)
 	}
 }
+
 // writeFile writes content to path or fails the test.
 func writeFile(t testing.TB, path, content string) {
 	t.Helper()
