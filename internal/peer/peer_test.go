@@ -127,3 +127,126 @@ func writeFile(t testing.TB, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// startAuthorizer starts a PHP-FPM pool whose every script of a PHP-FPM pool run authorize.php
+// first (auto_prepend_file), which always exits: web servers send an
+// Authorizer the path the URL maps to as SCRIPT_FILENAME, here a .txt
+// file, which the pool is allowed to "run" so that the prepended script
+// gets control. It answers 200 if the request has "X-Allow: yes" and 403
+// otherwise.
+func startAuthorizer(t *testing.T, tcp bool) *peer.PHPFPM {
+	dir := peer.TempDir(t)
+	writeFile(t, dir+"/authorize.php", `<?php
+if (($_SERVER['FCGI_ROLE'] ?? '') !== 'AUTHORIZER') {
+    http_response_code(500);
+    exit("not called as an authorizer\n");
+}
+if (($_SERVER['HTTP_X_ALLOW'] ?? '') === 'yes') {
+    header('Variable-REMOTE_USER: alice');
+    exit;
+}
+http_response_code(403);
+exit("denied by authorizer\n");
+`)
+	return peer.StartPHPFPM(t, peer.PHPFPMConfig{
+		Dir:         dir,
+		TCP:         tcp,
+		MaxChildren: 2,
+		Pool: "security.limit_extensions = .txt .php\n" +
+			"php_admin_value[auto_prepend_file] = " + dir + "/authorize.php\n",
+	})
+}
+
+func TestHAProxyPHPFPM(t *testing.T) {
+	t.Parallel()
+	watch := checkReaped(t)
+	fpm := startPHP(t, peer.PHPFPMConfig{MaxChildren: 2})
+	h := peer.StartHAProxy(t, peer.HAProxyConfig{
+		FastCGI:   fpm.Addr(),
+		Root:      fpm.Root(),
+		MaxConn:   2,
+		GetValues: true,
+	})
+	watch(fpm.Process, h.Process)
+	for range 3 {
+		wantGet(t, h.URL()+"/echo.php?b=2", nil, 200, "uri=/echo.php?b=2 role=RESPONDER")
+	}
+}
+
+func TestLighttpdPHPFPM(t *testing.T) {
+	t.Parallel()
+	watch := checkReaped(t)
+	fpm := startPHP(t, peer.PHPFPMConfig{MaxChildren: 2})
+	l := peer.StartLighttpd(t, peer.LighttpdConfig{FastCGI: fpm.Addr(), Root: fpm.Root()})
+	watch(fpm.Process, l.Process)
+	wantGet(t, l.URL()+"/echo.php?c=3", nil, 200, "uri=/echo.php?c=3 role=RESPONDER")
+}
+
+func TestLighttpdAuthorizer(t *testing.T) {
+	t.Parallel()
+	watch := checkReaped(t)
+	fpm := startAuthorizer(t, false)
+	l := peer.StartLighttpd(t, peer.LighttpdConfig{Authorizer: fpm.Addr(), AuthorizerPrefix: "/private/"})
+	watch(fpm.Process, l.Process)
+	mkdir(t, l.Root()+"/private")
+	writeFile(t, l.Root()+"/private/secret.txt", "static secret\n")
+	writeFile(t, l.Root()+"/public.txt", "static public\n")
+	wantGet(t, l.URL()+"/private/secret.txt", map[string]string{"X-Allow": "yes"}, 200, "static secret")
+	wantGet(t, l.URL()+"/private/secret.txt", nil, 403, "denied by authorizer")
+	wantGet(t, l.URL()+"/public.txt", nil, 200, "static public")
+}
+
+func TestApacheProxyFCGI(t *testing.T) {
+	t.Parallel()
+	for _, reuse := range []bool{false, true} {
+		t.Run(map[bool]string{false: "close", true: "enablereuse"}[reuse], func(t *testing.T) {
+			t.Parallel()
+			watch := checkReaped(t)
+			fpm := startPHP(t, peer.PHPFPMConfig{MaxChildren: 2})
+			a := peer.StartApache(t, peer.ApacheConfig{
+				FastCGI:     fpm.Addr(),
+				EnableReuse: reuse,
+				Root:        fpm.Root(),
+			})
+			watch(fpm.Process, a.Process)
+			for range 3 {
+				wantGet(t, a.URL()+"/echo.php?d=4", nil, 200, "uri=/echo.php?d=4 role=RESPONDER")
+			}
+		})
+	}
+}
+
+func TestApacheAuthnzFCGI(t *testing.T) {
+	t.Parallel()
+	watch := checkReaped(t)
+	fpm := startAuthorizer(t, true)
+	a := peer.StartApache(t, peer.ApacheConfig{Authorizer: fpm.Addr(), AuthorizerPrefix: "/private/"})
+	watch(fpm.Process, a.Process)
+	mkdir(t, a.Root()+"/private")
+	writeFile(t, a.Root()+"/private/secret.txt", "static secret\n")
+	writeFile(t, a.Root()+"/public.txt", "static public\n")
+	wantGet(t, a.URL()+"/private/secret.txt", map[string]string{"X-Allow": "yes"}, 200, "static secret")
+	wantGet(t, a.URL()+"/private/secret.txt", nil, 403, "denied by authorizer")
+	wantGet(t, a.URL()+"/public.txt", nil, 200, "static public")
+	if log := readFile(t, a.Dir()+"/access.log"); !strings.Contains(log, " alice ") {
+		t.Errorf("access log does not name the user the authorizer returned:\n%s", log)
+	}
+}
+
+// mkdir creates dir, world-readable, or fails the test.
+func mkdir(t testing.TB, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readFile returns the contents of path or fails the test.
+func readFile(t testing.TB, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
