@@ -175,7 +175,14 @@ DocumentRoot %[1]q
 	writeFile(t, conf, b.String())
 
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p := start(t, "apache", dir, syscall.SIGTERM,
-		[]string{bin, "-X", "-f", conf}, dialable("tcp", addr), filepath.Join(dir, "error.log"))
+	p := start(t, spec{
+		name:    "apache",
+		dir:     dir,
+		conf:    conf,
+		argv:    []string{bin, "-X", "-f", conf},
+		stopSig: syscall.SIGTERM,
+		ready:   dialable("tcp", addr),
+		logs:    []string{filepath.Join(dir, "error.log")},
+	})
 	return &Apache{Process: p, url: "http://" + addr, root: root}
 }

@@ -126,7 +126,14 @@ fcgi-app app
 `, port, server.String(), cfg.Backend, root, app.String(), cfg.App))
 
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p := start(t, "haproxy", dir, syscall.SIGTERM,
-		[]string{bin, "-db", "-f", conf}, dialable("tcp", addr))
+	p := start(t, spec{
+		name: "haproxy",
+		dir:  dir,
+		conf: conf,
+		// -db: foreground, one process, no master-worker (-W) split.
+		argv:    []string{bin, "-db", "-f", conf},
+		stopSig: syscall.SIGTERM,
+		ready:   dialable("tcp", addr),
+	})
 	return &HAProxy{Process: p, url: "http://" + addr}
 }

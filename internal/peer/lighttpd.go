@@ -116,7 +116,14 @@ mimetype.assign = ( ".html" => "text/html", ".txt" => "text/plain", ".json" => "
 	writeFile(t, conf, b.String())
 
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p := start(t, "lighttpd", dir, syscall.SIGTERM,
-		[]string{bin, "-D", "-f", conf}, dialable("tcp", addr), filepath.Join(dir, "error.log"))
+	p := start(t, spec{
+		name:    "lighttpd",
+		dir:     dir,
+		conf:    conf,
+		argv:    []string{bin, "-D", "-f", conf},
+		stopSig: syscall.SIGTERM,
+		ready:   dialable("tcp", addr),
+		logs:    []string{filepath.Join(dir, "error.log")},
+	})
 	return &Lighttpd{Process: p, url: "http://" + addr, root: root}
 }

@@ -196,8 +196,15 @@ http {
 	writeFile(t, conf, b.String())
 
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p := start(t, "nginx", dir, syscall.SIGTERM,
-		[]string{bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")},
-		dialable("tcp", addr), filepath.Join(dir, "error.log"))
+	p := start(t, spec{
+		name: "nginx",
+		dir:  dir,
+		conf: conf,
+		// -e: the error log used before the configuration is read.
+		argv:    []string{bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")},
+		stopSig: syscall.SIGTERM, // fast shutdown, workers included
+		ready:   dialable("tcp", addr),
+		logs:    []string{filepath.Join(dir, "error.log")},
+	})
 	return &Nginx{Process: p, url: "http://" + addr, root: root}
 }

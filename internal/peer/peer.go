@@ -172,11 +172,12 @@ func parseAddr(t testing.TB, addr string) (network, address string) {
 // Process is a running peer: the child process of the test and the
 // directory holding its configuration and logs. The peer types embed it.
 type Process struct {
-	name string
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd.Wait has returned
-	logs []string      // log files, read by Logs and dumped on failure
+	name    string
+	dir     string
+	cmd     *exec.Cmd
+	stopSig syscall.Signal
+	done    chan struct{} // closed when cmd.Wait has returned
+	logs    []string      // log files, read by Logs and dumped on failure
 }
 
 // PID returns the peer's process ID. The peer is the leader of its own
@@ -228,47 +229,61 @@ func (p *Process) exited() bool {
 	}
 }
 
-// Stop stops the peer: stopSignal to the process, then SIGKILL to its
-// whole process group if it has not exited within a few seconds, and
-// waits until no process of the group is left. It is registered with
-// t.Cleanup by every launcher; calling it earlier (to test how a client
-// copes with a vanished peer) is allowed and makes the cleanup a no-op.
-func (p *Process) Stop() { p.stop(syscall.SIGTERM) }
+// Stop stops the peer: its stop signal (SIGTERM) to the process, then
+// SIGKILL to its whole process group if it has not exited within a few
+// seconds, and waits until no process of the group is left. It is
+// registered with t.Cleanup by every launcher; calling it earlier (to
+// test how a client copes with a vanished peer) is allowed and makes the
+// cleanup a no-op.
+func (p *Process) Stop() { p.stop() }
 
-func (p *Process) stop(sig syscall.Signal) {
+// stop is Stop reporting whether the peer had to be killed.
+func (p *Process) stop() (killed bool) {
 	pid := p.PID()
 	if !p.exited() {
-		_ = syscall.Kill(pid, sig)
+		_ = syscall.Kill(pid, p.stopSig)
 		select {
 		case <-p.done:
 		case <-time.After(stopTimeout):
+			killed = true
 		}
 	}
-	// Workers outlive a killed leader; the group ID outlives the leader
-	// as long as one member is left.
+	// Workers can outlive their leader; the group ID stays valid as
+	// long as one member is left.
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	<-p.done
 	deadline := time.Now().Add(stopTimeout)
 	for Running(pid) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
+	return killed
 }
 
-// start runs argv[0] with the remaining arguments in dir as the leader of
-// a new process group, with stdout and stderr going to files in dir, and
-// registers its stop with t.Cleanup. stopSig is the signal that makes the
-// peer exit promptly. ready is then polled until it returns nil or the
-// start timeout passes; on failure the test fails with the peer's logs.
-// logs are the peer's own log files, which join its stdout and stderr.
-func start(t testing.TB, name, dir string, stopSig syscall.Signal, argv []string, ready func() error, logs ...string) *Process {
+// spec describes how to run one peer.
+type spec struct {
+	name    string         // short name for messages and the output file
+	dir     string         // working directory, holding conf and logs
+	conf    string         // configuration file, shown if start-up fails
+	argv    []string       // the command
+	stopSig syscall.Signal // makes the peer exit promptly
+	ready   func() error   // nil once the peer accepts connections
+	logs    []string       // the peer's own log files
+}
+
+// start runs s.argv in s.dir as the leader of a new process group, with
+// stdout and stderr going to s.dir/NAME.out, and registers its stop with
+// t.Cleanup. It then polls s.ready until it returns nil, and fails the
+// test with the peer's configuration and logs if the peer exits first or
+// the start timeout passes.
+func start(t testing.TB, s spec) *Process {
 	t.Helper()
-	out, err := os.Create(filepath.Join(dir, name+".out"))
+	out, err := os.Create(filepath.Join(s.dir, s.name+".out"))
 	if err != nil {
-		t.Fatalf("peer %s: %v", name, err)
+		t.Fatalf("peer %s: %v", s.name, err)
 	}
 	defer out.Close() // the child has its own copy
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = dir
+	cmd := exec.Command(s.argv[0], s.argv[1:]...)
+	cmd.Dir = s.dir
 	cmd.Stdout = out
 	cmd.Stderr = out
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -278,37 +293,46 @@ func start(t testing.TB, name, dir string, stopSig syscall.Signal, argv []string
 		Pdeathsig: syscall.SIGKILL,
 	}
 	p := &Process{
-		name: name,
-		dir:  dir,
-		cmd:  cmd,
-		done: make(chan struct{}),
-		logs: append(logs, out.Name()),
+		name:    s.name,
+		dir:     s.dir,
+		cmd:     cmd,
+		stopSig: s.stopSig,
+		done:    make(chan struct{}),
+		logs:    append(s.logs, out.Name()),
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("peer %s: start %s: %v", name, argv[0], err)
+		t.Fatalf("peer %s: start %s: %v", s.name, s.argv[0], err)
 	}
 	go func() {
 		_ = cmd.Wait()
 		close(p.done)
 	}()
+	failedStart := false
 	t.Cleanup(func() {
-		p.stop(stopSig)
-		if t.Failed() {
-			t.Logf("peer %s (pid %d) logs, last %d bytes each:\n%s", name, p.PID(), tailBytes, p.readLogs(tailBytes))
+		if p.stop() {
+			t.Logf("peer %s (pid %d) ignored %v for %v and was killed", s.name, p.PID(), s.stopSig, stopTimeout)
+		}
+		if t.Failed() && !failedStart {
+			t.Logf("peer %s (pid %d) logs, last %d bytes each:\n%s", s.name, p.PID(), tailBytes, p.readLogs(tailBytes))
 		}
 	})
 
 	deadline := time.Now().Add(startTimeout)
 	for {
-		err := ready()
+		err := s.ready()
 		if err == nil {
 			return p
 		}
+		why := ""
 		if p.exited() {
-			t.Fatalf("peer %s exited during startup (%v): %s\n%s", name, cmd.ProcessState, strings.Join(argv, " "), p.Logs())
+			why = fmt.Sprintf("exited during start-up (%v)", cmd.ProcessState)
+		} else if time.Now().After(deadline) {
+			why = fmt.Sprintf("not ready after %v: %v", startTimeout, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("peer %s not ready after %v: %v\n%s", name, startTimeout, err, p.Logs())
+		if why != "" {
+			failedStart = true
+			t.Fatalf("peer %s %s\ncommand: %s\n==> %s <==\n%s%s", s.name, why,
+				strings.Join(s.argv, " "), s.conf, readFile(s.conf), p.Logs())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

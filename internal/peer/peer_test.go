@@ -1,6 +1,7 @@
 package peer_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -249,4 +250,56 @@ func readFile(t testing.TB, path string) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// fakeTB records what Require asks of its test instead of stopping it.
+type fakeTB struct {
+	testing.TB
+	skip, fatal string
+}
+
+func (f *fakeTB) Helper() {}
+
+func (f *fakeTB) Skipf(format string, args ...any) {
+	if f.skip == "" {
+		f.skip = fmt.Sprintf(format, args...)
+	}
+}
+
+func (f *fakeTB) Fatalf(format string, args ...any) {
+	if f.fatal == "" {
+		f.fatal = fmt.Sprintf(format, args...)
+	}
+}
+
+func TestRequire(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Require skips everything in -short mode")
+	}
+	const missing = "fcgikit-no-such-binary"
+	for _, tc := range []struct {
+		ci          string
+		skip, fatal bool
+	}{
+		{ci: "", skip: true},
+		{ci: "false", skip: true},
+		{ci: "true", fatal: true},
+		{ci: "1", fatal: true}, // not a documented value
+	} {
+		t.Setenv("CI", tc.ci)
+		f := &fakeTB{TB: t}
+		if path := peer.Require(f, missing, "fcgikit-pkg"); path != "" {
+			t.Errorf("CI=%q: Require returned %q for a missing binary", tc.ci, path)
+		}
+		if tc.fatal != (f.fatal != "") || (!tc.fatal && tc.skip != (f.skip != "")) {
+			t.Errorf("CI=%q: skip %q, fatal %q; want skip %v, fatal %v", tc.ci, f.skip, f.fatal, tc.skip, tc.fatal)
+		}
+		if msg := f.skip + f.fatal; !strings.Contains(msg, "apt-get install fcgikit-pkg") {
+			t.Errorf("CI=%q: message %q does not name the package", tc.ci, msg)
+		}
+	}
+	f := &fakeTB{TB: t}
+	if path := peer.Require(f, "sh", "dash"); path == "" || f.skip != "" || f.fatal != "" {
+		t.Errorf("Require(sh) = %q, skip %q, fatal %q", path, f.skip, f.fatal)
+	}
 }

@@ -148,8 +148,16 @@ php_admin_value[error_log] = %[2]s
 	writeFile(t, conf, b.String())
 
 	network, address := parseAddr(t, f.addr)
-	f.Process = start(t, "php-fpm", dir, syscall.SIGTERM,
-		[]string{bin, "-R", "-F", "-y", conf, "-p", dir},
-		dialable(network, address), log)
+	f.Process = start(t, spec{
+		name: "php-fpm",
+		dir:  dir,
+		conf: conf,
+		// -R: allow running as root; -F: stay in the foreground (our
+		// child, whatever daemonize says); -p: prefix for relative paths.
+		argv:    []string{bin, "-R", "-F", "-y", conf, "-p", dir},
+		stopSig: syscall.SIGTERM, // immediate termination, workers included
+		ready:   dialable(network, address),
+		logs:    []string{log},
+	})
 	return f
 }
