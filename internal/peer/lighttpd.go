@@ -26,24 +26,29 @@ type LighttpdConfig struct {
 	// or not a file exists under Root. Default: none.
 	FastCGI string
 
-	// FastCGIPrefix is the URL prefix passed to FastCGI. Default "/".
+	// FastCGIPrefix is the fastcgi.server key for FastCGI: a URL path
+	// prefix ("/app/") or a file extension (".php"). Default "/".
 	FastCGIPrefix string
 
 	// Authorizer is an Authorizer backend address for requests under
 	// AuthorizerPrefix ("mode" => "authorizer"): each request is first
-	// sent to it with FCGI_ROLE=AUTHORIZER and no body; if it answers
-	// 200, lighttpd serves the request itself as a static file from
-	// Root, otherwise it sends the authorizer's response to the client.
-	// lighttpd picks one fastcgi.server entry per request, so requests
-	// under FastCGIPrefix do not go through the authorizer; give the two
-	// different prefixes. Default: none.
+	// sent to it with FCGI_ROLE=AUTHORIZER and no body, and
+	// SCRIPT_FILENAME is the file the URL maps to under Root. If it
+	// answers 200, lighttpd goes on with the request, otherwise it sends
+	// the authorizer's response to the client. Going on means a static
+	// file from Root, or FastCGI when FastCGIPrefix is an extension
+	// (".php") and AuthorizerPrefix a path prefix ("/"): lighttpd then
+	// runs both for one request. A path-prefix FastCGIPrefix takes its
+	// requests away from the authorizer. Default: none.
 	Authorizer string
 
-	// AuthorizerPrefix is the URL prefix guarded by Authorizer.
+	// AuthorizerPrefix is the URL path prefix guarded by Authorizer.
 	// Default "/".
 	AuthorizerPrefix string
 
 	// Config is raw text added at the end of the configuration.
+	// mod_setenv is loaded, so setenv.set-environment can change the
+	// parameters sent to backends.
 	Config string
 }
 

@@ -193,17 +193,17 @@ func (p *Process) Dir() string { return p.dir }
 // "==> path <==" line.
 func (p *Process) Logs() string { return p.readLogs(0) }
 
-// readLogs is Logs keeping only the last max bytes of each file when
-// max > 0.
-func (p *Process) readLogs(max int) string {
+// readLogs is Logs keeping only the last limit bytes of each file when
+// limit > 0.
+func (p *Process) readLogs(limit int) string {
 	var b strings.Builder
 	for _, path := range p.logs {
 		data, err := os.ReadFile(path)
 		if err != nil || len(data) == 0 {
 			continue
 		}
-		if max > 0 && len(data) > max {
-			data = append([]byte("[...]"), data[len(data)-max:]...)
+		if limit > 0 && len(data) > limit {
+			data = append([]byte("[...]"), data[len(data)-limit:]...)
 		}
 		fmt.Fprintf(&b, "==> %s <==\n%s", path, data)
 		if data[len(data)-1] != '\n' {
@@ -248,9 +248,12 @@ func (p *Process) stop() (killed bool) {
 			killed = true
 		}
 	}
-	// Workers can outlive their leader; the group ID stays valid as
-	// long as one member is left.
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	// Workers can outlive their leader. The kernel does not reuse a
+	// process ID while it names a group with members, so while Running
+	// says so the group is still ours.
+	if Running(pid) {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	}
 	<-p.done
 	deadline := time.Now().Add(stopTimeout)
 	for Running(pid) && time.Now().Before(deadline) {

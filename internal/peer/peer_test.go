@@ -186,14 +186,25 @@ func TestLighttpdPHPFPM(t *testing.T) {
 func TestLighttpdAuthorizer(t *testing.T) {
 	t.Parallel()
 	watch := checkReaped(t)
-	fpm := startAuthorizer(t, false)
-	l := peer.StartLighttpd(t, peer.LighttpdConfig{Authorizer: fpm.Addr(), AuthorizerPrefix: "/private/"})
-	watch(fpm.Process, l.Process)
-	mkdir(t, l.Root()+"/private")
-	writeFile(t, l.Root()+"/private/secret.txt", "static secret\n")
-	writeFile(t, l.Root()+"/public.txt", "static public\n")
-	wantGet(t, l.URL()+"/private/secret.txt", map[string]string{"X-Allow": "yes"}, 200, "static secret")
+	auth := startAuthorizer(t, false)
+	fpm := startPHP(t, peer.PHPFPMConfig{MaxChildren: 1})
+	l := peer.StartLighttpd(t, peer.LighttpdConfig{
+		Root:             fpm.Root(),
+		Authorizer:       auth.Addr(),
+		AuthorizerPrefix: "/private/",
+		// An extension key: PHP under /private/ is authorized first.
+		FastCGI:       fpm.Addr(),
+		FastCGIPrefix: ".php",
+	})
+	watch(auth.Process, fpm.Process, l.Process)
+	fpm.WriteFile("private/secret.txt", "static secret\n")
+	fpm.WriteFile("private/echo.php", echoURI)
+	fpm.WriteFile("public.txt", "static public\n")
+	allow := map[string]string{"X-Allow": "yes"}
+	wantGet(t, l.URL()+"/private/secret.txt", allow, 200, "static secret")
 	wantGet(t, l.URL()+"/private/secret.txt", nil, 403, "denied by authorizer")
+	wantGet(t, l.URL()+"/private/echo.php", allow, 200, "uri=/private/echo.php role=RESPONDER")
+	wantGet(t, l.URL()+"/private/echo.php", nil, 403, "denied by authorizer")
 	wantGet(t, l.URL()+"/public.txt", nil, 200, "static public")
 }
 
