@@ -5,7 +5,17 @@
 // starts the Debian binary in the foreground as a child process of the
 // test, waits until the peer accepts connections, and registers a
 // t.Cleanup that stops it by PID and reaps it. When the test has failed,
-// the cleanup also copies the tail of the peer's logs into the test log.
+// the cleanup also copies the tail of the peer's logs into the test log;
+// a peer that fails to start fails the test with its configuration and
+// logs. [Process.Logs] and each peer's ErrorLog give the logs on demand.
+//
+// A test puts nginx in front of PHP-FPM like this (peer_test.go has one
+// working configuration per peer):
+//
+//	fpm := peer.StartPHPFPM(t, peer.PHPFPMConfig{MaxChildren: 2})
+//	fpm.WriteFile("echo.php", "<?php echo $_SERVER['REQUEST_URI'];")
+//	n := peer.StartNginx(t, peer.NginxConfig{FastCGI: fpm.Addr(), Keepalive: 1, Root: fpm.Root()})
+//	resp, err := http.Get(n.URL() + "/echo.php?a=1")
 //
 // # Gating
 //
