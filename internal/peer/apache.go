@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -106,7 +107,7 @@ func StartApache(t testing.TB, cfg ApacheConfig) *Apache {
 	t.Helper()
 	bin := Require(t, "apache2", "apache2")
 	dir := peerDir(t, cfg.Dir)
-	root := orDefault(cfg.Root, filepath.Join(dir, "htdocs"))
+	root := cmp.Or(cfg.Root, filepath.Join(dir, "htdocs"))
 	run := filepath.Join(dir, "run")
 	mkdirs(t, root, run)
 	port := FreePort(t)
@@ -127,7 +128,7 @@ CustomLog %[7]q common
 User www-data
 Group www-data
 `, dir, port, filepath.Join(run, "httpd.pid"), run, filepath.Join(dir, "error.log"),
-		orDefault(cfg.LogLevel, "info"), filepath.Join(dir, "access.log"))
+		cmp.Or(cfg.LogLevel, "info"), filepath.Join(dir, "access.log"))
 	for _, m := range apacheModules {
 		fmt.Fprintf(&b, "LoadModule %s_module /usr/lib/apache2/modules/mod_%[1]s.so\n", m)
 	}
@@ -141,7 +142,7 @@ DocumentRoot %[1]q
 `, root)
 
 	if cfg.FastCGI != "" {
-		prefix := orDefault(cfg.FastCGIPrefix, "/")
+		prefix := cmp.Or(cfg.FastCGIPrefix, "/")
 		network, address := parseAddr(t, cfg.FastCGI)
 		target := "fcgi://" + address + root + prefix
 		if network == "unix" {
@@ -167,7 +168,7 @@ DocumentRoot %[1]q
     AuthnzFcgiCheckAuthnProvider fcgiauth Authoritative On RequireBasicAuth Off UserExpr "%%{reqenv:REMOTE_USER}" DefaultUser fcgi
     Require fcgiauth
 </Location>
-`, address, orDefault(cfg.AuthorizerPrefix, "/"))
+`, address, cmp.Or(cfg.AuthorizerPrefix, "/"))
 	}
 	b.WriteString(cfg.Config)
 	b.WriteString("\n")

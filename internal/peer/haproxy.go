@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"cmp"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -78,7 +79,7 @@ func StartHAProxy(t testing.TB, cfg HAProxyConfig) *HAProxy {
 		address = "unix@" + address
 	}
 	dir := peerDir(t, cfg.Dir)
-	root := orDefault(cfg.Root, filepath.Join(dir, "html"))
+	root := cmp.Or(cfg.Root, filepath.Join(dir, "html"))
 	mkdirs(t, root)
 	port := FreePort(t)
 

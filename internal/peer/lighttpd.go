@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -87,7 +88,7 @@ func StartLighttpd(t testing.TB, cfg LighttpdConfig) *Lighttpd {
 	t.Helper()
 	bin := Require(t, "lighttpd", "lighttpd")
 	dir := peerDir(t, cfg.Dir)
-	root := orDefault(cfg.Root, filepath.Join(dir, "html"))
+	root := cmp.Or(cfg.Root, filepath.Join(dir, "html"))
 	mkdirs(t, root, filepath.Join(dir, "upload"))
 	port := FreePort(t)
 
@@ -106,11 +107,11 @@ mimetype.assign = ( ".html" => "text/html", ".txt" => "text/plain", ".json" => "
 	var entries []string
 	if cfg.FastCGI != "" {
 		entries = append(entries, fmt.Sprintf("  %q => ( \"responder\" => ( %s, \"check-local\" => \"disable\" ) )",
-			orDefault(cfg.FastCGIPrefix, "/"), lighttpdHost(t, cfg.FastCGI)))
+			cmp.Or(cfg.FastCGIPrefix, "/"), lighttpdHost(t, cfg.FastCGI)))
 	}
 	if cfg.Authorizer != "" {
 		entries = append(entries, fmt.Sprintf("  %q => ( \"authorizer\" => ( %s, \"mode\" => \"authorizer\", \"docroot\" => %q ) )",
-			orDefault(cfg.AuthorizerPrefix, "/"), lighttpdHost(t, cfg.Authorizer), root))
+			cmp.Or(cfg.AuthorizerPrefix, "/"), lighttpdHost(t, cfg.Authorizer), root))
 	}
 	if len(entries) > 0 {
 		fmt.Fprintf(&b, "fastcgi.server = (\n%s\n)\n", strings.Join(entries, ",\n"))

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"cmp"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -117,7 +118,7 @@ func StartNginx(t testing.TB, cfg NginxConfig) *Nginx {
 	t.Helper()
 	bin := Require(t, "nginx", "nginx")
 	dir := peerDir(t, cfg.Dir)
-	root := orDefault(cfg.Root, filepath.Join(dir, "html"))
+	root := cmp.Or(cfg.Root, filepath.Join(dir, "html"))
 	mkdirs(t, root, filepath.Join(dir, "temp"))
 	port := FreePort(t)
 
@@ -146,7 +147,7 @@ http {
     types { text/html html; text/plain txt; application/json json; }
     default_type application/octet-stream;
     client_max_body_size %[3]s;
-`, orDefault(cfg.Workers, 1), dir, orDefault(cfg.ClientMaxBodySize, "64m"))
+`, cmp.Or(cfg.Workers, 1), dir, cmp.Or(cfg.ClientMaxBodySize, "64m"))
 
 	fcgiPass, proxyPass := "", ""
 	if cfg.FastCGI != "" {
@@ -169,8 +170,8 @@ http {
 	}
 	b.WriteString(cfg.HTTP)
 	fmt.Fprintf(&b, "\n    server {\n        listen 127.0.0.1:%d;\n        server_name 127.0.0.1;\n        root %s;\n", port, root)
-	fcgiPrefix := orDefault(cfg.FastCGIPrefix, "/")
-	proxyPrefix := orDefault(cfg.ProxyPrefix, "/proxy/")
+	fcgiPrefix := cmp.Or(cfg.FastCGIPrefix, "/")
+	proxyPrefix := cmp.Or(cfg.ProxyPrefix, "/proxy/")
 	if fcgiPass != "" && proxyPass != "" && fcgiPrefix == proxyPrefix {
 		t.Fatalf("peer nginx: FastCGIPrefix and ProxyPrefix are both %q", fcgiPrefix)
 	}

@@ -415,12 +415,3 @@ func mkdirs(t testing.TB, dirs ...string) {
 		}
 	}
 }
-
-// orDefault returns v, or def if v is the zero value.
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
-}

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"cmp"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -134,7 +135,7 @@ catch_workers_output = yes
 decorate_workers_output = no
 php_admin_flag[log_errors] = on
 php_admin_value[error_log] = %[2]s
-`, dir, log, listen, orDefault(cfg.MaxChildren, 4), cfg.MaxRequests)
+`, dir, log, listen, cmp.Or(cfg.MaxChildren, 4), cfg.MaxRequests)
 	if cfg.Backlog > 0 {
 		fmt.Fprintf(&b, "listen.backlog = %d\n", cfg.Backlog)
 	}
