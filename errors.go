@@ -1,6 +1,7 @@
 package fcgi
 
 import (
+	"context"
 	"errors"
 
 	"github.com/fcgikit/fcgi/internal/wire"
@@ -31,6 +32,12 @@ var (
 	// process manager such as spawn-fcgi or systemd.
 	ErrNotListener = errors.New("fcgi: no listener given and file descriptor 0 is not a listening socket")
 
+	// ErrReadTimeout is returned by Read on a request body whose input did
+	// not arrive within Server.ReadTimeout. It is a net.Error whose
+	// Timeout method reports true, and it matches
+	// context.DeadlineExceeded with errors.Is.
+	ErrReadTimeout error = &timeoutError{"fcgi: request input timed out"}
+
 	// ErrParamsTooLarge is the cause of a request refused because its
 	// PARAMS stream passed Server.MaxParamsBytes. The web server is sent
 	// status 431.
@@ -52,3 +59,14 @@ var (
 	// active (§3.3: an ID is active from BEGIN_REQUEST until END_REQUEST).
 	ErrDuplicateRequest = errors.New("fcgi: BEGIN_REQUEST for an active request ID")
 )
+
+// timeoutError is a sentinel that net/http-style code recognises as a
+// timeout.
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string   { return e.msg }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+func (e *timeoutError) Is(target error) bool {
+	return target == context.DeadlineExceeded
+}

@@ -2,8 +2,11 @@ package fcgi
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -35,4 +38,97 @@ func Listen(addr string) (net.Listener, error) {
 		return nil, err
 	}
 	return net.Listen("unix", path)
+}
+
+// inheritedListener returns the listening socket the process was started
+// with: the first one passed by systemd socket activation when LISTEN_PID
+// names this process, else file descriptor 0 (FCGI_LISTENSOCK_FILENO).
+func inheritedListener() (net.Listener, error) {
+	if pid, err := strconv.Atoi(os.Getenv("LISTEN_PID")); err == nil && pid == os.Getpid() {
+		n, err := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("fcgi: LISTEN_FDS=%q: no socket passed by systemd", os.Getenv("LISTEN_FDS"))
+		}
+		// The variables are for this process only, not its children.
+		os.Unsetenv("LISTEN_PID")
+		os.Unsetenv("LISTEN_FDS")
+		os.Unsetenv("LISTEN_FDNAMES")
+		const sdListenFdsStart = 3
+		f := os.NewFile(sdListenFdsStart, "LISTEN_FD_3")
+		l, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("fcgi: systemd socket (fd 3): %w", err)
+		}
+		return l, nil
+	}
+	f := os.NewFile(0, "stdin")
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, ErrNotListener
+	}
+	// FileListener dups the descriptor; fd 0 itself stays open.
+	return l, nil
+}
+
+// allowedPeers returns the addresses TCP peers must come from, nil for any.
+func (s *Server) allowedPeers() ([]netip.Prefix, error) {
+	s.peersOnce.Do(func() {
+		if len(s.WebServerAddrs) > 0 {
+			s.peers = s.WebServerAddrs
+			return
+		}
+		if env := os.Getenv("FCGI_WEB_SERVER_ADDRS"); strings.TrimSpace(env) != "" {
+			s.peers, s.peersErr = ParseWebServerAddrs(env)
+		}
+	})
+	return s.peers, s.peersErr
+}
+
+// ParseWebServerAddrs parses a FCGI_WEB_SERVER_ADDRS value: addresses
+// separated by commas (spaces allowed), IPv4 or IPv6, each optionally with
+// a /bits prefix length.
+func ParseWebServerAddrs(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if strings.Contains(f, "/") {
+			p, err := netip.ParsePrefix(f)
+			if err != nil {
+				return nil, fmt.Errorf("fcgi: FCGI_WEB_SERVER_ADDRS: %w", err)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("fcgi: FCGI_WEB_SERVER_ADDRS: %w", err)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+// peerAllowed checks a TCP connection's remote address against the
+// allowed web servers.
+func (s *Server) peerAllowed(c net.Conn) bool {
+	peers, _ := s.allowedPeers()
+	if len(peers) == 0 {
+		return true
+	}
+	ta, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return true
+	}
+	ap := ta.AddrPort().Addr().Unmap()
+	for _, p := range peers {
+		if p.Contains(ap) {
+			return true
+		}
+	}
+	return false
 }

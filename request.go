@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/fcgikit/fcgi/internal/wire"
 )
@@ -35,7 +36,8 @@ type request struct {
 	started       bool
 	body          *bodyPipe // nil when the request has no body
 
-	stdinDone atomic.Bool // the empty STDIN record arrived
+	deadline  time.Time   // input must have arrived by then; zero for none
+	inputDone atomic.Bool // the empty STDIN record arrived, or the input timed out
 	aborted   atomic.Bool // ABORT_REQUEST arrived
 }
 

@@ -303,6 +303,7 @@ func (w *response) finish() {
 // http.ErrAbortHandler), then a 500 if nothing was sent yet, or else the
 // response is abandoned so the web server does not take it as complete.
 func (w *response) recovered(p any) {
+	w.req.conn.srv.stats.panics.Add(1)
 	if p != http.ErrAbortHandler {
 		buf := make([]byte, 64<<10)
 		buf = buf[:runtime.Stack(buf, false)]

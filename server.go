@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -59,6 +59,35 @@ type Server struct {
 	// has no flow control. Zero means 1 MiB.
 	MaxBodyBuffer int
 
+	// ReadTimeout bounds how long a request's input, its PARAMS and STDIN
+	// streams, may take to arrive, counted from its BEGIN_REQUEST. A
+	// request whose handler has not started by then is answered with
+	// status 408; a started one sees its body fail with ErrReadTimeout.
+	// Web servers buffer requests and send them at once, so this only
+	// ends stalled or hostile peers. Zero means 1 minute; negative, none.
+	ReadTimeout time.Duration
+
+	// WriteTimeout bounds each write to the web server: a web server that
+	// stops reading for that long has its connection closed, which frees
+	// the handlers writing to it (their writes fail with ErrConnClosed).
+	// It is per write, not per response, so long streams are fine. Zero
+	// means 1 minute; negative, none.
+	WriteTimeout time.Duration
+
+	// IdleTimeout is how long a kept connection with no request in flight
+	// stays open. Zero means 2 minutes, longer than nginx's default
+	// upstream keepalive_timeout (60 s), so that nginx, which knows when
+	// it will reuse a connection, is the one that closes it; negative
+	// means no limit.
+	IdleTimeout time.Duration
+
+	// WebServerAddrs, when not empty, lists the addresses TCP connections
+	// are accepted from; others are closed at once (§3.2). When it is
+	// empty the FCGI_WEB_SERVER_ADDRS environment variable (addresses
+	// separated by commas, IPv4 or IPv6, with an optional /bits prefix
+	// length) is used if set. Unix-socket connections are not checked.
+	WebServerAddrs []netip.Prefix
+
 	// ErrorLog receives protocol errors, handler panics and accept errors.
 	// Nil means slog.Default().
 	ErrorLog *slog.Logger
@@ -82,6 +111,50 @@ type Server struct {
 	closing    chan struct{} // closed by Shutdown and Close
 	connsDone  chan struct{} // closed when conns is empty during shutdown
 	requests   atomic.Int64  // in flight, over all connections
+	peersOnce  sync.Once
+	peers      []netip.Prefix
+	peersErr   error
+	stats      serverStats
+}
+
+// Stats are counters of a Server's activity since it started, for a
+// program to export (with expvar, say). Reading them is cheap; the server
+// keeps them whether or not anybody reads.
+type Stats struct {
+	Conns          int64 // connections open now
+	ConnsAccepted  int64 // connections accepted
+	ConnsRefused   int64 // connections closed because of WebServerAddrs
+	InFlight       int64 // requests in flight now
+	Requests       int64 // requests begun, refused ones included
+	Aborted        int64 // requests aborted by ABORT_REQUEST or a closed connection
+	Overloaded     int64 // requests refused by MaxRequests or MaxRequestsPerConn
+	Panics         int64 // handlers that panicked
+	ProtocolErrors int64 // connections closed because the web server broke the protocol
+	Timeouts       int64 // read, write and idle timeouts
+}
+
+type serverStats struct {
+	connsAccepted, connsRefused, requests, aborted, overloaded, panics, protocolErrors, timeouts atomic.Int64
+}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	conns := int64(len(s.conns))
+	s.mu.Unlock()
+	st := &s.stats
+	return Stats{
+		Conns:          conns,
+		ConnsAccepted:  st.connsAccepted.Load(),
+		ConnsRefused:   st.connsRefused.Load(),
+		InFlight:       s.requests.Load(),
+		Requests:       st.requests.Load(),
+		Aborted:        st.aborted.Load(),
+		Overloaded:     st.overloaded.Load(),
+		Panics:         st.panics.Load(),
+		ProtocolErrors: st.protocolErrors.Load(),
+		Timeouts:       st.timeouts.Load(),
+	}
 }
 
 // ConnState is the state of a connection, reported to Server.ConnState.
@@ -117,7 +190,30 @@ const (
 	defaultMaxRequestsPerConn = 1000
 	defaultMaxParamsBytes     = 1 << 20
 	defaultMaxBodyBuffer      = 1 << 20
+	defaultReadTimeout        = time.Minute
+	defaultWriteTimeout       = time.Minute
+	defaultIdleTimeout        = 2 * time.Minute
 )
+
+func durationOrDefault(d, def time.Duration) time.Duration {
+	switch {
+	case d > 0:
+		return d
+	case d < 0:
+		return 0
+	}
+	return def
+}
+
+func (s *Server) readTimeout() time.Duration {
+	return durationOrDefault(s.ReadTimeout, defaultReadTimeout)
+}
+func (s *Server) writeTimeout() time.Duration {
+	return durationOrDefault(s.WriteTimeout, defaultWriteTimeout)
+}
+func (s *Server) idleTimeout() time.Duration {
+	return durationOrDefault(s.IdleTimeout, defaultIdleTimeout)
+}
 
 func orDefault(v, def int) int {
 	if v > 0 {
@@ -149,8 +245,9 @@ func (s *Server) handler() http.Handler {
 }
 
 // Serve accepts connections on l and serves FastCGI requests on each, on
-// its own goroutine. A nil l means the listening socket on file descriptor
-// 0, as web servers and spawn-fcgi hand it over.
+// its own goroutine. A nil l means the listening socket the process was
+// started with: the one systemd passes by socket activation (LISTEN_FDS),
+// or else file descriptor 0, as web servers and spawn-fcgi hand it over.
 //
 // Temporary accept errors are retried with a back-off, as net/http does.
 // Serve always returns a non-nil error and closes l; after Shutdown or
@@ -158,9 +255,13 @@ func (s *Server) handler() http.Handler {
 func (s *Server) Serve(l net.Listener) error {
 	if l == nil {
 		var err error
-		if l, err = stdinListener(); err != nil {
+		if l, err = inheritedListener(); err != nil {
 			return err
 		}
+	}
+	if _, err := s.allowedPeers(); err != nil {
+		l.Close()
+		return err
 	}
 	l = &onceCloseListener{Listener: l}
 	defer l.Close()
@@ -201,6 +302,14 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		delay = 0
+		if !s.peerAllowed(rw) {
+			s.stats.connsRefused.Add(1)
+			s.logger().Warn("fcgi: connection refused: peer not in WebServerAddrs", "remote", rw.RemoteAddr().String())
+			rw.Close()
+			<-slots
+			continue
+		}
+		s.stats.connsAccepted.Add(1)
 		ctx := base
 		if s.ConnContext != nil {
 			if ctx = s.ConnContext(ctx, rw); ctx == nil {
@@ -384,18 +493,6 @@ func (s *Server) setState(c net.Conn, st ConnState) {
 func Serve(l net.Listener, handler http.Handler) error {
 	srv := &Server{Handler: handler}
 	return srv.Serve(l)
-}
-
-// stdinListener turns file descriptor 0 into a listener, with a clear
-// error when it is not a listening socket.
-func stdinListener() (net.Listener, error) {
-	f := os.NewFile(0, "stdin")
-	l, err := net.FileListener(f)
-	if err != nil {
-		return nil, ErrNotListener
-	}
-	// FileListener dups the descriptor; fd 0 stays open for the process.
-	return l, nil
 }
 
 // onceCloseListener makes Close idempotent, since both Serve and

@@ -47,6 +47,10 @@ type conn struct {
 	closing bool                // serve no new requests; close when reqs is empty
 	closed  bool
 	cancel  context.CancelCauseFunc
+	// readDeadline is what rwc's read deadline is set to; idleArmed says
+	// it is the idle timeout rather than a request's input deadline.
+	readDeadline time.Time
+	idleArmed    bool
 	// draining is set once the connection is to be closed: the serve
 	// goroutine reads on, under a deadline, and then closes.
 	draining atomic.Bool
@@ -73,10 +77,18 @@ func (c *conn) serve(ctx context.Context) {
 		c.srv.trackConn(c, false)
 		c.srv.setState(c.rwc, StateClosed)
 	}()
+	c.mu.Lock()
+	c.armIdleLocked()
+	c.mu.Unlock()
 	for {
 		rec, err := c.rd.Next()
 		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && !c.draining.Load() && c.expire() {
+				continue
+			}
 			if !c.draining.Load() && !isClosedConnError(err) {
+				c.srv.stats.protocolErrors.Add(1)
 				c.logProtocolError(err)
 			}
 			return
@@ -90,10 +102,74 @@ func (c *conn) serve(ctx context.Context) {
 			continue
 		}
 		if err := c.dispatch(ctx, rec); err != nil {
+			c.srv.stats.protocolErrors.Add(1)
 			c.logProtocolError(err)
 			return
 		}
 	}
+}
+
+// armIdleLocked sets the idle deadline on a connection with no request in
+// flight. c.mu must be held: deadlines are set under it, so that the
+// serve goroutine and a finishing handler cannot overwrite each other's
+// with stale state.
+func (c *conn) armIdleLocked() {
+	if c.closing {
+		return
+	}
+	var d time.Time
+	if t := c.srv.idleTimeout(); t > 0 {
+		d = time.Now().Add(t)
+	}
+	c.setReadDeadlineLocked(d, true)
+}
+
+func (c *conn) setReadDeadlineLocked(d time.Time, idle bool) {
+	c.idleArmed = idle
+	if !d.Equal(c.readDeadline) {
+		c.readDeadline = d
+		c.rwc.SetReadDeadline(d)
+	}
+}
+
+// expire handles a read deadline: requests whose input is late are ended,
+// and the next deadline is armed. It reports whether the connection lives
+// on; an idle connection past its idle timeout does not.
+func (c *conn) expire() bool {
+	now := time.Now()
+	var late []*request
+	c.mu.Lock()
+	if c.idleArmed {
+		c.mu.Unlock()
+		c.srv.stats.timeouts.Add(1)
+		return false
+	}
+	var next time.Time
+	for _, req := range c.reqs {
+		if req.inputDone.Load() {
+			continue
+		}
+		if !req.deadline.After(now) {
+			late = append(late, req)
+			continue
+		}
+		if next.IsZero() || req.deadline.Before(next) {
+			next = req.deadline
+		}
+	}
+	c.setReadDeadlineLocked(next, false)
+	c.mu.Unlock()
+	for _, req := range late {
+		c.srv.stats.timeouts.Add(1)
+		req.inputDone.Store(true)
+		if !req.started {
+			req.paramsDone = true
+			c.refuse(req, ErrReadTimeout)
+		} else if req.body != nil {
+			req.body.closeWithError(ErrReadTimeout)
+		}
+	}
+	return true
 }
 
 func isClosedConnError(err error) bool {
@@ -220,6 +296,10 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 	}
 	if status != wire.StatusRequestComplete {
 		c.mu.Unlock()
+		s.stats.requests.Add(1)
+		if status == wire.StatusOverloaded || status == wire.StatusCantMpxConn {
+			s.stats.overloaded.Add(1)
+		}
 		// The ID never became active: nothing else is owed for it.
 		return c.write(func(w *wire.Writer) error { return w.WriteEndRequest(id, 0, status) })
 	}
@@ -227,7 +307,18 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 	req.ctx, req.cancel = context.WithCancelCause(ctx)
 	c.reqs[id] = req
 	first := len(c.reqs) == 1
+	if t := s.readTimeout(); t > 0 {
+		// Later requests have later deadlines: only a connection that
+		// was idle, or had none, needs its deadline moved.
+		req.deadline = time.Now().Add(t)
+		if c.idleArmed || c.readDeadline.IsZero() {
+			c.setReadDeadlineLocked(req.deadline, false)
+		}
+	} else if c.idleArmed {
+		c.setReadDeadlineLocked(time.Time{}, false)
+	}
 	c.mu.Unlock()
+	s.stats.requests.Add(1)
 	if first {
 		s.setState(c.rwc, StateActive)
 	}
@@ -262,7 +353,7 @@ func (c *conn) params(req *request, content []byte) {
 
 // stdin feeds the request body.
 func (c *conn) stdin(req *request, content []byte) {
-	if !req.paramsDone || req.stdinDone.Load() {
+	if !req.paramsDone || req.inputDone.Load() {
 		return
 	}
 	if !req.started {
@@ -272,7 +363,7 @@ func (c *conn) stdin(req *request, content []byte) {
 		c.start(req)
 	}
 	if len(content) == 0 {
-		req.stdinDone.Store(true)
+		req.inputDone.Store(true)
 		if req.body != nil {
 			req.body.closeWrite()
 		}
@@ -300,8 +391,11 @@ func (c *conn) start(req *request) {
 func (c *conn) refuse(req *request, err error) {
 	req.started = true
 	code := http.StatusBadRequest
-	if errors.Is(err, ErrParamsTooLarge) {
+	switch {
+	case errors.Is(err, ErrParamsTooLarge):
 		code = http.StatusRequestHeaderFieldsTooLarge
+	case errors.Is(err, ErrReadTimeout):
+		code = http.StatusRequestTimeout
 	}
 	c.srv.logger().Debug("fcgi: refusing request", "remote", c.remoteAddr(), "id", req.id, "err", err)
 	body := http.StatusText(code) + "\n"
@@ -315,6 +409,7 @@ func (c *conn) refuse(req *request, err error) {
 // the handler's return. A request whose handler has not started yet is
 // ended here.
 func (c *conn) abort(req *request) {
+	c.srv.stats.aborted.Add(1)
 	req.aborted.Store(true)
 	req.cancel(ErrRequestAborted)
 	if req.body != nil {
@@ -338,11 +433,19 @@ func (c *conn) writeLocked(f func(w *wire.Writer) error) error {
 	if c.werr != nil {
 		return c.werr
 	}
+	if t := c.srv.writeTimeout(); t > 0 {
+		c.rwc.SetWriteDeadline(time.Now().Add(t))
+	}
 	err := f(&c.wr)
 	if err == nil {
 		err = c.wr.Flush()
 	}
 	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			c.srv.stats.timeouts.Add(1)
+			c.srv.logger().Warn("fcgi: write timeout; closing connection", "remote", c.remoteAddr())
+		}
 		c.werr = ErrConnClosed
 		c.wr.Reset(c.rwc)
 		go c.close(ErrConnClosed)
@@ -421,10 +524,15 @@ func (c *conn) released(req *request, idle, closing bool) {
 		return
 	}
 	if closing {
-		c.finish(req.stdinDone.Load())
-	} else {
-		c.srv.setState(c.rwc, StateIdle)
+		c.finish(req.inputDone.Load())
+		return
 	}
+	c.mu.Lock()
+	if len(c.reqs) == 0 {
+		c.armIdleLocked()
+	}
+	c.mu.Unlock()
+	c.srv.setState(c.rwc, StateIdle)
 }
 
 // finish closes a connection that has no request left and serves no more:
@@ -477,6 +585,7 @@ func (c *conn) close(cause error) {
 	if cause == nil {
 		cause = ErrConnClosed
 	}
+	c.srv.stats.aborted.Add(int64(len(reqs)))
 	for _, r := range reqs {
 		r.cancel(cause)
 		if r.body != nil {
