@@ -62,12 +62,18 @@ func inheritedListener() (net.Listener, error) {
 		}
 		return l, nil
 	}
-	f := os.NewFile(0, "stdin")
+	// Work on a duplicate: an *os.File for fd 0 itself would close it when
+	// collected, taking whatever descriptor has that number by then.
+	fd, err := syscall.Dup(0)
+	if err != nil {
+		return nil, ErrNotListener
+	}
+	f := os.NewFile(uintptr(fd), "stdin")
+	defer f.Close()
 	l, err := net.FileListener(f)
 	if err != nil {
 		return nil, ErrNotListener
 	}
-	// FileListener dups the descriptor; fd 0 itself stays open.
 	return l, nil
 }
 

@@ -340,4 +340,3 @@ func TestListenRemovesStaleSocket(t *testing.T) {
 	}
 	l2.Close()
 }
-
