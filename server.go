@@ -102,6 +102,8 @@ type Server struct {
 	ConnContext func(ctx context.Context, c net.Conn) context.Context
 
 	// ConnState, if not nil, is called when a connection changes state.
+	// It is called with the connection's lock held, so that calls for one
+	// connection come in order: it must return quickly.
 	ConnState func(net.Conn, ConnState)
 
 	mu         sync.Mutex

@@ -317,11 +317,13 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 	} else if c.idleArmed {
 		c.setReadDeadlineLocked(time.Time{}, false)
 	}
-	c.mu.Unlock()
-	s.stats.requests.Add(1)
 	if first {
+		// Under c.mu, so that it cannot pass the StateIdle of the
+		// request that just ended.
 		s.setState(c.rwc, StateActive)
 	}
+	c.mu.Unlock()
+	s.stats.requests.Add(1)
 	return nil
 }
 
@@ -528,11 +530,11 @@ func (c *conn) released(req *request, idle, closing bool) {
 		return
 	}
 	c.mu.Lock()
-	if len(c.reqs) == 0 {
+	if len(c.reqs) == 0 && !c.closing {
 		c.armIdleLocked()
+		c.srv.setState(c.rwc, StateIdle)
 	}
 	c.mu.Unlock()
-	c.srv.setState(c.rwc, StateIdle)
 }
 
 // finish closes a connection that has no request left and serves no more:
