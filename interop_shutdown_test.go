@@ -43,7 +43,7 @@ func nginxInFront(t *testing.T, srv *fcgi.Server) (*peer.Nginx, <-chan error) {
 	return ngx, served
 }
 
-func httpClient(conns int) *http.Client {
+func loadClient(conns int) *http.Client {
 	return &http.Client{
 		Timeout:   30 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true},
@@ -62,7 +62,7 @@ func TestNginxShutdownUnderLoad(t *testing.T) {
 		finished.Add(1)
 	})}
 	ngx, served := nginxInFront(t, srv)
-	client := httpClient(8)
+	client := loadClient(8)
 	defer client.CloseIdleConnections()
 
 	var ok, failed atomic.Int64
@@ -158,7 +158,7 @@ func TestNginxSoak(t *testing.T) {
 	srv := &fcgi.Server{Handler: mux}
 	ngx, _ := nginxInFront(t, srv)
 	const workers = 16
-	client := httpClient(workers)
+	client := loadClient(workers)
 	defer client.CloseIdleConnections()
 
 	// Warm up, then take the baseline.

@@ -21,7 +21,10 @@ import (
 // peer" and answer 502.
 const drainTimeout = 2 * time.Second
 
-// drainLimit bounds how many bytes such a connection discards.
+// drainLimit bounds how many bytes such a connection discards, on top of
+// the declared body (CONTENT_LENGTH) of the request that was answered
+// last: a web server still sending a body the handler did not read must
+// be able to finish, or it sees a broken pipe and answers 502.
 const drainLimit = 1 << 20
 
 // conn is one accepted connection from a web server. Its serve goroutine
@@ -34,7 +37,7 @@ type conn struct {
 
 	// Owned by the serve goroutine.
 	rd      wire.Reader
-	drained int // bytes read while closing
+	drained int64 // bytes read while closing
 
 	// wmu guards wr, werr and every write to rwc.
 	wmu  sync.Mutex
@@ -52,8 +55,10 @@ type conn struct {
 	readDeadline time.Time
 	idleArmed    bool
 	// draining is set once the connection is to be closed: the serve
-	// goroutine reads on, under a deadline, and then closes.
+	// goroutine reads on, under a deadline and up to drainMax bytes, and
+	// then closes.
 	draining atomic.Bool
+	drainMax atomic.Int64
 }
 
 func newConn(s *Server, rwc net.Conn) *conn {
@@ -96,7 +101,7 @@ func (c *conn) serve(ctx context.Context) {
 		if c.draining.Load() {
 			// Only what the web server sent before it saw our last
 			// END_REQUEST: discard it, within bounds.
-			if c.drained += wire.HeaderLen + len(rec.Content); c.drained > drainLimit {
+			if c.drained += int64(wire.HeaderLen + len(rec.Content)); c.drained > c.drainMax.Load() {
 				return
 			}
 			continue
@@ -526,7 +531,7 @@ func (c *conn) released(req *request, idle, closing bool) {
 		return
 	}
 	if closing {
-		c.finish(req.inputDone.Load())
+		c.finish(req.inputDone.Load(), req.contentLength)
 		return
 	}
 	c.mu.Lock()
@@ -543,7 +548,8 @@ func (c *conn) released(req *request, idle, closing bool) {
 // than a reset.
 //
 // The serve goroutine does the closing: the deadline set here wakes it.
-func (c *conn) finish(inputDone bool) {
+func (c *conn) finish(inputDone bool, bodyLen int64) {
+	c.drainMax.Store(drainLimit + max(bodyLen, 0))
 	c.draining.Store(true)
 	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
