@@ -18,7 +18,7 @@
 //
 // Usage:
 //
-//	sidebyside [-duration 5s] [-conns 8] [-parts direct,nginx]
+//	sidebyside [-duration 2s] [-rounds 3] [-conns 8] [-parts direct,nginx]
 //
 // It prints a Markdown table per part. All traffic stays on loopback and
 // unix sockets; nginx and wrk are stopped before it exits.
@@ -40,6 +40,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,7 +53,8 @@ import (
 )
 
 func main() {
-	duration := flag.Duration("duration", 5*time.Second, "length of each measurement")
+	duration := flag.Duration("duration", 2*time.Second, "length of each measurement")
+	rounds := flag.Int("rounds", 3, "measurements per server and response size, interleaved between servers; medians are reported")
 	conns := flag.Int("conns", 8, "concurrent connections: kept FastCGI connections for part direct, wrk connections for part nginx")
 	parts := flag.String("parts", "direct,nginx", "comma-separated parts to run: direct, nginx")
 	workers := flag.Int("nginx-workers", 1, "nginx worker_processes")
@@ -63,7 +65,7 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *duration, *conns, *parts, *workers, *wrkThreads); err != nil {
+	if err := run(ctx, *duration, *rounds, *conns, *parts, *workers, *wrkThreads); err != nil {
 		log.Print(err)
 		stop()
 		os.Exit(1)
@@ -139,7 +141,7 @@ func (s *servers) close() {
 	}
 }
 
-func run(ctx context.Context, d time.Duration, conns int, parts string, workers, wrkThreads int) error {
+func run(ctx context.Context, d time.Duration, rounds, conns int, parts string, workers, wrkThreads int) error {
 	want := map[string]bool{}
 	for _, p := range strings.Split(parts, ",") {
 		switch p = strings.TrimSpace(p); p {
@@ -160,15 +162,16 @@ func run(ctx context.Context, d time.Duration, conns int, parts string, workers,
 	}
 	defer s.close()
 
-	fmt.Printf("# fcgikit side by side\n\n%s, GOMAXPROCS %d, %d CPUs; %v per measurement, %d connections.\n\n",
-		time.Now().UTC().Format(time.DateTime), runtime.GOMAXPROCS(0), runtime.NumCPU(), d, conns)
+	fmt.Printf("# fcgikit side by side\n\n%s, GOMAXPROCS %d, %d CPUs; %d interleaved rounds of %v per server and size, %d connections.\n"+
+		"Figures are medians over the rounds; ratios are medians of the per-round ratios.\n\n",
+		time.Now().UTC().Format(time.DateTime), runtime.GOMAXPROCS(0), runtime.NumCPU(), rounds, d, conns)
 	if want["direct"] {
-		if err := direct(ctx, s, d, conns); err != nil {
+		if err := direct(ctx, s, d, rounds, conns); err != nil {
 			return err
 		}
 	}
 	if want["nginx"] {
-		if err := viaNginx(ctx, s, dir, d, conns, workers, wrkThreads); err != nil {
+		if err := viaNginx(ctx, s, dir, d, rounds, conns, workers, wrkThreads); err != nil {
 			return err
 		}
 	}
@@ -176,25 +179,25 @@ func run(ctx context.Context, d time.Duration, conns int, parts string, workers,
 }
 
 // direct is part (a).
-func direct(ctx context.Context, s *servers, d time.Duration, conns int) error {
+func direct(ctx context.Context, s *servers, d time.Duration, rounds, conns int) error {
 	fmt.Printf("## Direct: in-process FastCGI client, %d kept connections, request ID 1\n\n", conns)
 	fmt.Println("| response | fcgikit req/s | net/http/fcgi req/s | fcgikit / stdlib |")
 	fmt.Println("|---|---:|---:|---:|")
 	for _, size := range sizes {
 		req := encodeRequest("/" + size.path)
-		var rates [2]float64
-		for i, sock := range []string{s.fcgikit, s.stdlib} {
-			// Warm up, then measure.
-			if _, err := load(ctx, sock, req, conns, d/10); err != nil {
+		socks := []string{s.fcgikit, s.stdlib}
+		for _, sock := range socks { // warm up
+			if _, err := load(ctx, sock, req, conns, d/4); err != nil {
 				return err
 			}
-			r, err := load(ctx, sock, req, conns, d)
-			if err != nil {
-				return err
-			}
-			rates[i] = r
 		}
-		fmt.Printf("| %s | %.0f | %.0f | %.2f× |\n", size.name, rates[0], rates[1], rates[0]/rates[1])
+		rates, err := interleave(len(socks), rounds, func(i int) (float64, error) {
+			return load(ctx, socks[i], req, conns, d)
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("| %s | %.0f | %.0f | %.2f× |\n", size.name, median(rates[0]), median(rates[1]), medianRatio(rates[0], rates[1]))
 	}
 	fmt.Println()
 	return nil
@@ -312,7 +315,7 @@ func roundTrip(nc net.Conn, rd *wire.Reader, req []byte) error {
 }
 
 // viaNginx is part (b).
-func viaNginx(ctx context.Context, s *servers, dir string, d time.Duration, conns, workers, wrkThreads int) error {
+func viaNginx(ctx context.Context, s *servers, dir string, d time.Duration, rounds, conns, workers, wrkThreads int) error {
 	wrk, err := exec.LookPath("wrk")
 	if err != nil {
 		return fmt.Errorf("part nginx needs wrk (apt-get install wrk): %w", err)
@@ -327,23 +330,26 @@ func viaNginx(ctx context.Context, s *servers, dir string, d time.Duration, conn
 	fmt.Println("| response | fcgikit req/s | net/http/fcgi req/s | proxy_pass → net/http req/s | fcgikit / stdlib | fcgikit / proxy_pass |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|")
 	for _, size := range sizes {
-		var rates [3]float64
-		for i, prefix := range []string{"fcgikit", "stdlib", "proxy"} {
+		var urls []string
+		for _, prefix := range []string{"fcgikit", "stdlib", "proxy"} {
 			url := ng.url + "/" + prefix + "/" + size.path
 			if err := check(url, size.path); err != nil {
 				return fmt.Errorf("%w\nnginx error log:\n%s", err, tail(filepath.Join(ng.dir, "error.log")))
 			}
-			wd := max(d/10, time.Second)
-			if _, err := runWrk(ctx, wrk, url, wrkThreads, conns, wd); err != nil {
+			if _, err := runWrk(ctx, wrk, url, wrkThreads, conns, time.Second); err != nil { // warm up
 				return err
 			}
-			r, err := runWrk(ctx, wrk, url, wrkThreads, conns, d)
-			if err != nil {
-				return err
-			}
-			rates[i] = r
+			urls = append(urls, url)
 		}
-		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.2f× | %.2f× |\n", size.name, rates[0], rates[1], rates[2], rates[0]/rates[1], rates[0]/rates[2])
+		rates, err := interleave(len(urls), rounds, func(i int) (float64, error) {
+			return runWrk(ctx, wrk, urls[i], wrkThreads, conns, d)
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.2f× | %.2f× |\n", size.name,
+			median(rates[0]), median(rates[1]), median(rates[2]),
+			medianRatio(rates[0], rates[1]), medianRatio(rates[0], rates[2]))
 	}
 	fmt.Println()
 	return nil
@@ -393,4 +399,39 @@ func runWrk(ctx context.Context, wrk, url string, threads, conns int, d time.Dur
 		return 0, fmt.Errorf("wrk %s: no Requests/sec in output:\n%s", url, out)
 	}
 	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// interleave runs measure(i) for each of n servers, round after round, so
+// that load from elsewhere on the machine falls on all of them alike. It
+// returns the figures by server, one per round.
+func interleave(n, rounds int, measure func(i int) (float64, error)) ([][]float64, error) {
+	rates := make([][]float64, n)
+	for range rounds {
+		for i := range n {
+			r, err := measure(i)
+			if err != nil {
+				return nil, err
+			}
+			rates[i] = append(rates[i], r)
+		}
+	}
+	return rates, nil
+}
+
+func median(v []float64) float64 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// medianRatio is the median of a[i]/b[i]: rounds measured back to back.
+func medianRatio(a, b []float64) float64 {
+	r := make([]float64, len(a))
+	for i := range a {
+		r[i] = a[i] / b[i]
+	}
+	return median(r)
 }
