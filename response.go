@@ -41,8 +41,9 @@ type response struct {
 	hdrArr      [256]byte
 }
 
-func newResponse(req *request, hr *http.Request) *response {
-	w := &response{req: req, hr: hr, header: make(http.Header)}
+func (req *request) newResponse(hr *http.Request) *response {
+	w := &req.resp
+	w.req, w.hr, w.header = req, hr, make(http.Header)
 	w.hdr = w.hdrArr[:0]
 	return w
 }
@@ -121,7 +122,7 @@ func (w *response) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if !w.hdrReady {
-		w.encodeHeader(p)
+		w.encodeHeader(p, -1)
 	}
 	if err := w.send(p); err != nil {
 		return 0, err
@@ -161,7 +162,7 @@ func (w *response) FlushError() error {
 		return err
 	}
 	if !w.hdrReady {
-		w.encodeHeader(nil)
+		w.encodeHeader(nil, -1)
 	}
 	return w.send(nil)
 }
@@ -193,21 +194,31 @@ func (w *response) send(p []byte) error {
 }
 
 // encodeHeader fixes the CGI header. sniff is body not yet buffered that
-// may be needed to detect the content type.
-func (w *response) encodeHeader(sniff []byte) {
+// may be needed to detect the content type; contentLength, when not
+// negative, is a Content-Length to add.
+func (w *response) encodeHeader(sniff []byte, contentLength int64) {
 	w.hdrReady = true
 	h := w.header
-	if _, haveType := h["Content-Type"]; !haveType && w.bodyAllowed() && w.hr.Method != http.MethodHead && len(w.out)+len(sniff) > 0 {
-		var buf [512]byte
-		n := copy(buf[:], w.out)
-		n += copy(buf[n:], sniff)
-		h["Content-Type"] = []string{http.DetectContentType(buf[:n])}
-	}
 	b := append(w.hdr, "Status: "...)
 	b = strconv.AppendInt(b, int64(w.status), 10)
 	b = append(b, ' ')
 	b = append(b, http.StatusText(w.status)...)
 	b = append(b, "\r\n"...)
+	// Headers the server adds are written, not stored in the handler's
+	// map: that would cost allocations for nothing.
+	if _, haveType := h["Content-Type"]; !haveType && w.bodyAllowed() && w.hr.Method != http.MethodHead && len(w.out)+len(sniff) > 0 {
+		var buf [512]byte
+		n := copy(buf[:], w.out)
+		n += copy(buf[n:], sniff)
+		b = append(b, "Content-Type: "...)
+		b = append(b, http.DetectContentType(buf[:n])...)
+		b = append(b, "\r\n"...)
+	}
+	if contentLength >= 0 {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, contentLength, 10)
+		b = append(b, "\r\n"...)
+	}
 	var keyArr [32]string
 	keys := keyArr[:0]
 	for k := range h {
@@ -279,10 +290,11 @@ func (w *response) finish() {
 	}
 	if !w.hdrReady {
 		h := w.header
+		cl := int64(-1)
 		if w.bodyAllowed() && w.hr.Method != http.MethodHead && h.Get("Content-Length") == "" && h.Get("Transfer-Encoding") == "" {
-			h["Content-Length"] = []string{strconv.Itoa(len(w.out))}
+			cl = int64(len(w.out))
 		}
-		w.encodeHeader(nil)
+		w.encodeHeader(nil, cl)
 	}
 	var hdr []byte
 	switch {

@@ -350,12 +350,22 @@ func (c *conn) params(req *request, content []byte) {
 		}
 		return
 	}
-	if len(req.params)+len(content) > c.srv.maxParamsBytes() {
+	if len(req.params)+len(req.env)+len(content) > c.srv.maxParamsBytes() {
 		req.paramsDone = true
 		c.refuse(req, ErrParamsTooLarge)
 		return
 	}
-	req.params = append(req.params, content...)
+	// Web servers send all PARAMS in one record: keep it as the string it
+	// will become. A stream in several records is gathered in params.
+	switch {
+	case req.env == "" && req.params == nil:
+		req.env = string(content)
+	case req.params == nil:
+		req.params = append([]byte(req.env), content...)
+		req.env = ""
+	default:
+		req.params = append(req.params, content...)
+	}
 }
 
 // stdin feeds the request body.
@@ -608,7 +618,7 @@ func (c *conn) close(cause error) {
 // runHandler runs on the request's own goroutine, started by start; it ends
 // once the request is answered.
 func (c *conn) runHandler(req *request, hr *http.Request) {
-	w := newResponse(req, hr)
+	w := req.newResponse(hr)
 	defer func() {
 		if p := recover(); p != nil {
 			w.recovered(p)

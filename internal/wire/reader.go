@@ -94,6 +94,11 @@ func (r *Reader) fill(n int) error {
 		r.small = smallBufs.Get().(*[]byte)
 		r.buf = *r.small
 	}
+	if r.r == r.w {
+		// Everything was consumed: read into the whole buffer, not its
+		// tail, or a request would arrive in two reads.
+		r.r, r.w = 0, 0
+	}
 	// Move the unread tail to the front when the record would not fit
 	// after it; grow only when the buffer is full of unread bytes, so
 	// memory follows what arrived, not what a header declared.

@@ -133,9 +133,12 @@ func (w *Writer) Flush() error {
 		if len(w.buf) > 0 {
 			w.vec = append(w.vec, w.buf)
 		}
-		v := w.vec
-		_, err = v.WriteTo(w.w)
-		clear(w.vec)
+		// WriteTo consumes the slice it is called on: call it on the
+		// field (no copy escapes to the heap) and restore the array.
+		vec := w.vec
+		_, err = w.vec.WriteTo(w.w)
+		clear(vec)
+		w.vec = vec[:0]
 	}
 	w.drop()
 	return err
