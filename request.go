@@ -37,6 +37,13 @@ type request struct {
 
 	stdinDone atomic.Bool // the empty STDIN record arrived
 	aborted   atomic.Bool // ABORT_REQUEST arrived
+
+	// filter is the FCGI_DATA stream of a Filter request, set by the
+	// serve goroutine before the handler starts (see roles.go).
+	filter *FilterData
+	// stderr is set, under conn.wmu, once STDERR content went out: the
+	// stream then needs its empty end record (see stderr.go).
+	stderr bool
 }
 
 // parseParams checks the PARAMS stream and keeps it as one string, so the
@@ -59,11 +66,16 @@ func (req *request) parseParams() error {
 	if perr != nil {
 		return perr
 	}
+	if req.role == Authorizer {
+		// An Authorizer gets no body (§6.3), whatever CONTENT_LENGTH the
+		// web server passed on from the client's request.
+		req.contentLength = 0
+	}
 	return err
 }
 
-// envKey is the context key under which a request's variables are kept
-// for ProcessEnv.
+// envKey is the context key under which a request is kept for
+// ProcessEnv, RoleOf and FilterDataOf.
 type envKey struct{}
 
 // httpRequest builds the *http.Request a handler sees from the CGI
@@ -184,7 +196,7 @@ func (req *request) httpRequest(maxBodyBuffer int) (*http.Request, error) {
 		req.body = newBodyPipe(req.contentLength, maxBodyBuffer)
 		r.Body = req.body
 	}
-	return r.WithContext(context.WithValue(req.ctx, envKey{}, req.env)), nil
+	return r.WithContext(context.WithValue(req.ctx, envKey{}, req)), nil
 }
 
 // ProcessEnv returns the FastCGI variables of r that have no place in an
@@ -194,12 +206,12 @@ func (req *request) httpRequest(maxBodyBuffer int) (*http.Request, error) {
 // out. It returns nil for a request that did not come through this package.
 // The map is built on each call, so a handler that never asks pays nothing.
 func ProcessEnv(r *http.Request) map[string]string {
-	env, ok := r.Context().Value(envKey{}).(string)
+	req, ok := r.Context().Value(envKey{}).(*request)
 	if !ok {
 		return nil
 	}
 	m := make(map[string]string)
-	wire.ForEachPair(env, func(name, value string) bool {
+	wire.ForEachPair(req.env, func(name, value string) bool {
 		switch name {
 		case "CONTENT_LENGTH", "CONTENT_TYPE", "HTTPS", "PATH_INFO", "QUERY_STRING",
 			"REMOTE_ADDR", "REMOTE_HOST", "REMOTE_PORT", "REQUEST_METHOD",

@@ -136,6 +136,8 @@ func (c *conn) dispatch(ctx context.Context, rec wire.Record) error {
 		c.stdin(req, rec.Content)
 	case wire.TypeAbortRequest:
 		c.abort(req)
+	case wire.TypeData:
+		c.data(req, rec.Content)
 	}
 	return nil
 }
@@ -207,7 +209,7 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 		return fmt.Errorf("%w: request ID %d", ErrDuplicateRequest, id)
 	case c.closing:
 		status = wire.StatusOverloaded
-	case Role(br.Role) != Responder:
+	case s.roleHandler(Role(br.Role)) == nil:
 		status = wire.StatusUnknownRole
 	case len(c.reqs) >= s.maxRequestsPerConn():
 		status = wire.StatusOverloaded
@@ -291,6 +293,9 @@ func (c *conn) start(req *request) {
 	if err != nil {
 		c.refuse(req, err)
 		return
+	}
+	if req.role == Filter {
+		c.filterData(req)
 	}
 	go c.runHandler(req, hr)
 }
@@ -378,6 +383,9 @@ func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endSt
 				return err
 			}
 		}
+		if err := req.endStderr(w); err != nil {
+			return err
+		}
 		return w.WriteEndRequest(req.id, appStatus, wire.StatusRequestComplete)
 	})
 	c.wmu.Unlock()
@@ -404,6 +412,9 @@ func (c *conn) abandonRequest(req *request, appStatus uint32) {
 		c.close(ErrConnClosed)
 	} else {
 		_ = c.writeLocked(func(w *wire.Writer) error {
+			if err := req.endStderr(w); err != nil {
+				return err
+			}
 			return w.WriteEndRequest(req.id, appStatus, wire.StatusRequestComplete)
 		})
 		c.wmu.Unlock()
@@ -500,5 +511,5 @@ func (c *conn) runHandler(req *request, hr *http.Request) {
 		req.cancel(context.Canceled)
 		w.release()
 	}()
-	c.srv.handler().ServeHTTP(w, hr)
+	c.srv.roleHandler(req.role).ServeHTTP(w, hr)
 }
