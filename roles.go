@@ -63,9 +63,9 @@ func responseOf(w http.ResponseWriter) *response {
 //
 // An Authorizer allows a request by answering status 200; its variables
 // then go with the request to the next stage: lighttpd passes each to the
-// responder that serves the request as a CGI variable (ProcessEnv shows it
-// to a Go responder), and Apache's mod_authnz_fcgi takes REMOTE_USER as
-// the authenticated user. Any other status denies the request, and the
+// responder that serves the request as a CGI variable, its name
+// upper-cased (ProcessEnv shows it to a Go responder), and Apache's
+// mod_authnz_fcgi takes REMOTE_USER as the authenticated user. Any other status denies the request, and the
 // web server sends that status, the headers and the body to the client.
 //
 // SetVariable must be called before the response header is written.
