@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -56,21 +55,7 @@ func peerServer(t *testing.T, network string, srv *fcgi.Server) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if srv.ErrorLog == nil {
-		srv.ErrorLog = testLogger(t)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-done; !errors.Is(err, fcgi.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for srvBusy(srv) && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
+	serveOn(t, l, srv)
 	return addr
 }
 
@@ -226,10 +211,7 @@ func TestHAProxyMultiplexing(t *testing.T) {
 	}
 	sniff := &firstRecordSniffer{Listener: l}
 	addr := "unix:" + l.Addr().String()
-	srv.ErrorLog = testLogger(t)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sniff) }()
-	t.Cleanup(func() { srv.Close(); <-done })
+	serveOn(t, sniff, srv)
 
 	h := peer.StartHAProxy(t, peer.HAProxyConfig{
 		FastCGI:   addr,
@@ -454,11 +436,6 @@ func TestNginxStderrAndAppStatus(t *testing.T) {
 	if got := conns.n.Load(); got >= reqs {
 		t.Errorf("%d requests over %d connections: a non-zero app status broke keep-alive", reqs, got)
 	}
-}
-
-// testLogger logs at debug level into the test's log.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func mustMkdir(t *testing.T, dir string) {
