@@ -22,6 +22,11 @@ var (
 	// is then cancelled with this error as its cause.
 	ErrConnClosed = errors.New("fcgi: connection to web server closed")
 
+	// ErrDataLength is returned by FilterData.Read when the FCGI_DATA
+	// stream of a Filter request holds more or fewer bytes than its
+	// FCGI_DATA_LENGTH variable declared.
+	ErrDataLength = errors.New("fcgi: FCGI_DATA length differs from FCGI_DATA_LENGTH")
+
 	// ErrServerClosed is returned by Server.Serve after a call to
 	// Server.Shutdown or Server.Close.
 	ErrServerClosed = errors.New("fcgi: Server closed")

@@ -209,7 +209,7 @@ func startNginxFor(t *testing.T, app *interopApp, keepalive int) *peer.Nginx {
 // httpClient returns a client that keeps its connections to nginx, closed
 // when t ends.
 func httpClient(t *testing.T) *http.Client {
-	tr := &http.Transport{MaxIdleConnsPerHost: 16, DisableCompression: true}
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }

@@ -43,6 +43,13 @@ type request struct {
 	deadline  time.Time   // input must have arrived by then; zero for none
 	inputDone atomic.Bool // the empty STDIN record arrived, or the input timed out
 	aborted   atomic.Bool // ABORT_REQUEST arrived
+
+	// filter is the FCGI_DATA stream of a Filter request, set by the
+	// serve goroutine before the handler starts (see roles.go).
+	filter *FilterData
+	// stderr is set, under conn.wmu, once STDERR content went out: the
+	// stream then needs its empty end record (see stderr.go).
+	stderr bool
 }
 
 // parseParams checks the PARAMS stream and keeps it as one string, so the
@@ -67,11 +74,16 @@ func (req *request) parseParams() error {
 	if perr != nil {
 		return perr
 	}
+	if req.role == Authorizer {
+		// An Authorizer gets no body (§6.3), whatever CONTENT_LENGTH the
+		// web server passed on from the client's request.
+		req.contentLength = 0
+	}
 	return err
 }
 
-// envKey is the context key under which a request's variables are kept
-// for ProcessEnv.
+// envKey is the context key under which a request is kept for
+// ProcessEnv, RoleOf and FilterDataOf.
 type envKey struct{}
 
 // httpRequest builds the *http.Request a handler sees from the CGI
@@ -221,9 +233,8 @@ func ProcessEnv(r *http.Request) map[string]string {
 	if !ok {
 		return nil
 	}
-	env := req.env
 	m := make(map[string]string)
-	wire.ForEachPair(env, func(name, value string) bool {
+	wire.ForEachPair(req.env, func(name, value string) bool {
 		switch name {
 		case "CONTENT_LENGTH", "CONTENT_TYPE", "HTTPS", "PATH_INFO", "QUERY_STRING",
 			"REMOTE_ADDR", "REMOTE_HOST", "REMOTE_PORT", "REQUEST_METHOD",

@@ -25,8 +25,19 @@ import (
 //
 // A Server must not be copied after first use.
 type Server struct {
-	// Handler is invoked for each request. Nil means http.DefaultServeMux.
+	// Handler is invoked for each request in the Responder role. Nil
+	// means http.DefaultServeMux.
 	Handler http.Handler
+
+	// Authorizer, if not nil, is invoked for each request in the
+	// Authorizer role; nil refuses them with FCGI_UNKNOWN_ROLE. See
+	// SetVariable for how it allows or denies a request.
+	Authorizer http.Handler
+
+	// Filter, if not nil, is invoked for each request in the Filter role;
+	// nil refuses them with FCGI_UNKNOWN_ROLE. See FilterDataOf for the
+	// file it filters.
+	Filter http.Handler
 
 	// MaxConns is the most connections served at once; above it the
 	// listener is not accepted from, so new connections wait in the

@@ -47,8 +47,17 @@ func startServer(t testing.TB, network string, srv *fcgi.Server, h http.Handler)
 		srv = &fcgi.Server{}
 	}
 	srv.Handler = h
+	serveOn(t, l, srv)
+	return l.Addr().String()
+}
+
+// serveOn runs srv.Serve(l) until the end of the test, logging into the
+// test's log unless srv has an ErrorLog, and then closes srv and waits
+// for its handlers to return.
+func serveOn(t testing.TB, l net.Listener, srv *fcgi.Server) {
+	t.Helper()
 	if srv.ErrorLog == nil {
-		srv.ErrorLog = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		srv.ErrorLog = testLogger(t)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
@@ -64,7 +73,11 @@ func startServer(t testing.TB, network string, srv *fcgi.Server, h http.Handler)
 			time.Sleep(5 * time.Millisecond)
 		}
 	})
-	return l.Addr().String()
+}
+
+// testLogger logs at debug level into the test's log.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func srvBusy(srv *fcgi.Server) bool {

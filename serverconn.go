@@ -217,6 +217,8 @@ func (c *conn) dispatch(ctx context.Context, rec wire.Record) error {
 		c.stdin(req, rec.Content)
 	case wire.TypeAbortRequest:
 		c.abort(req)
+	case wire.TypeData:
+		c.data(req, rec.Content)
 	}
 	return nil
 }
@@ -288,7 +290,7 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 		return fmt.Errorf("%w: request ID %d", ErrDuplicateRequest, id)
 	case c.closing:
 		status = wire.StatusOverloaded
-	case Role(br.Role) != Responder:
+	case s.roleHandler(Role(br.Role)) == nil:
 		status = wire.StatusUnknownRole
 	case len(c.reqs) >= s.maxRequestsPerConn():
 		status = wire.StatusOverloaded
@@ -400,6 +402,9 @@ func (c *conn) start(req *request) {
 		c.refuse(req, err)
 		return
 	}
+	if req.role == Filter {
+		c.filterData(req)
+	}
 	go c.runHandler(req, hr)
 }
 
@@ -498,6 +503,9 @@ func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endSt
 				return err
 			}
 		}
+		if err := req.endStderr(w); err != nil {
+			return err
+		}
 		return w.WriteEndRequest(req.id, appStatus, wire.StatusRequestComplete)
 	})
 	c.wmu.Unlock()
@@ -524,6 +532,9 @@ func (c *conn) abandonRequest(req *request, appStatus uint32) {
 		c.close(ErrConnClosed)
 	} else {
 		_ = c.writeLocked(func(w *wire.Writer) error {
+			if err := req.endStderr(w); err != nil {
+				return err
+			}
 			return w.WriteEndRequest(req.id, appStatus, wire.StatusRequestComplete)
 		})
 		c.wmu.Unlock()
@@ -627,5 +638,5 @@ func (c *conn) runHandler(req *request, hr *http.Request) {
 		req.cancel(context.Canceled)
 		w.release()
 	}()
-	c.srv.handler().ServeHTTP(w, hr)
+	c.srv.roleHandler(req.role).ServeHTTP(w, hr)
 }
