@@ -19,6 +19,17 @@
 // FCGI_ABORT_REQUEST and the management records GET_VALUES and
 // UNKNOWN_TYPE.
 //
+// # Roles, stderr and application status
+//
+// Server.Handler serves the Responder role. Server.Authorizer and
+// Server.Filter, when set, serve the Authorizer role (lighttpd's
+// "mode" => "authorizer", Apache's mod_authnz_fcgi) and the Filter role;
+// a role with no handler is refused with FCGI_UNKNOWN_ROLE. RoleOf tells a
+// handler its request's role, SetVariable passes an authorizer's variables
+// on, FilterDataOf gives a filter its FCGI_DATA stream, Stderr writes to
+// the request's FCGI_STDERR (nginx logs it as "FastCGI sent in stderr")
+// and SetAppStatus sets END_REQUEST's application status.
+//
 // # Migrating from net/http/fcgi
 //
 // Change the import path: Serve, ProcessEnv, ErrRequestAborted and

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fcgikit/fcgi/internal/wire"
@@ -177,8 +178,11 @@ func (c *conn) expire() bool {
 	return true
 }
 
+// isClosedConnError reports the ways a web server ends a connection that
+// are not protocol errors: a close, or a reset (HAProxy resets a backend
+// connection when its client aborts).
 func isClosedConnError(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET)
 }
 
 func (c *conn) logProtocolError(err error) {
