@@ -181,6 +181,22 @@ func (app *interopApp) handler() http.Handler {
 		}
 		io.WriteString(w, "data: second\n\n")
 	})
+	// /cgi/ reports what cgi-fcgi sent, in headers and body.
+	mux.HandleFunc("/cgi/", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		h.Set("X-Script", fcgi.ProcessEnv(r)["SCRIPT_FILENAME"])
+		h.Set("X-Custom", r.Header.Get("X-Custom"))
+		h.Set("X-Remote", r.RemoteAddr)
+		h.Set("X-Host", r.Host)
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "%s %s length=%d body=%q", r.Method, r.RequestURI, r.ContentLength, body)
+	})
 	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) {
 		panic("interop test panic")
 	})
