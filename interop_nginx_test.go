@@ -356,10 +356,11 @@ func testKeepConnReuse(t *testing.T, app *interopApp, n *peer.Nginx, client *htt
 	t.Logf("%d requests (%d sequential in %v, then %d×%d concurrent) in %v over %d FastCGI connections",
 		total, sequential, seqTime.Round(time.Millisecond), clients, perClient, time.Since(start).Round(time.Millisecond), conns)
 	mark.checkClean(t)
-	// nginx keeps 8 idle connections; a few more may open while all 8
-	// are busy. Either way, each connection carried hundreds of requests.
-	if conns < 1 || conns > 2*8 {
-		t.Errorf("%d FastCGI connections accepted for %d requests, want 1 to 16", conns, total)
+	// nginx keeps up to 8 idle connections and opens more when those are
+	// busy (11 were seen on an idle machine). The bound leaves room for
+	// that and still means over 160 requests per connection.
+	if conns < 1 || conns > 4*8 {
+		t.Errorf("%d FastCGI connections accepted for %d requests, want 1 to 32", conns, total)
 	}
 	if w := app.warnings.Load() - warnings0; w != 0 {
 		t.Errorf("server logged %d warnings", w)
