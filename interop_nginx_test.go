@@ -3,6 +3,7 @@ package fcgi_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -361,7 +362,15 @@ func testFidelity(t *testing.T, n *peer.Nginx, client *http.Client) {
 // testSSE: with fastcgi_buffering off, a flushed event reaches the client
 // while the handler is still running (it waits for the test to release it).
 func testSSE(t *testing.T, app *interopApp, n *peer.Nginx, client *http.Client) {
-	resp, err := client.Get(n.URL() + "/sse/stream")
+	// The handler does not return until released below: without a flush
+	// that reaches the client, the headers never come.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", n.URL()+"/sse/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
