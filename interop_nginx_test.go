@@ -9,183 +9,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/internal/peer"
 )
-
-// interopApp is a fcgikit Server on a real listener with counters of its
-// connections, for tests that put a real web server in front of it.
-type interopApp struct {
-	srv  *fcgi.Server
-	addr string // in internal/peer's format: "host:port" or "unix:/path"
-
-	accepted atomic.Int64 // connections that reached StateNew
-	closed   atomic.Int64 // connections that reached StateClosed
-	warnings atomic.Int64 // WARN and ERROR lines in the server's log
-
-	// slowStarted receives when a /slow handler starts; cancelled, when
-	// its context ends.
-	slowStarted chan struct{}
-	cancelled   chan slowResult
-	// sseRelease lets the /sse/ handler send its second event.
-	sseRelease chan struct{}
-}
-
-type slowResult struct {
-	at    time.Time
-	cause error
-}
-
-// countingWriter copies the server's log into t.Log and counts the lines
-// at level WARN or above.
-type countingWriter struct {
-	t *testing.T
-	n *atomic.Int64
-}
-
-func (w countingWriter) Write(p []byte) (int, error) {
-	s := string(p)
-	if strings.Contains(s, "level=WARN") || strings.Contains(s, "level=ERROR") {
-		w.n.Add(1)
-	}
-	w.t.Log(strings.TrimRight(s, "\n"))
-	return len(p), nil
-}
-
-// startInteropApp serves the interop handlers on network ("tcp" or
-// "unix"). The server is closed when t ends.
-func startInteropApp(t *testing.T, network string) *interopApp {
-	t.Helper()
-	app := &interopApp{
-		slowStarted: make(chan struct{}, 1),
-		cancelled:   make(chan slowResult, 1),
-		sseRelease:  make(chan struct{}),
-	}
-	var (
-		l   net.Listener
-		err error
-	)
-	if network == "unix" {
-		path := filepath.Join(peer.TempDir(t), "app.sock")
-		l, err = net.Listen("unix", path)
-		app.addr = "unix:" + path
-	} else {
-		l, err = net.Listen("tcp", "127.0.0.1:0")
-		if err == nil {
-			app.addr = l.Addr().String()
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	app.srv = &fcgi.Server{
-		Handler:  app.handler(),
-		ErrorLog: slog.New(slog.NewTextHandler(countingWriter{t, &app.warnings}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		ConnState: func(_ net.Conn, st fcgi.ConnState) {
-			switch st {
-			case fcgi.StateNew:
-				app.accepted.Add(1)
-			case fcgi.StateClosed:
-				app.closed.Add(1)
-			}
-		},
-	}
-	done := make(chan error, 1)
-	go func() { done <- app.srv.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := app.srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-			app.srv.Close()
-		}
-		if err := <-done; !errors.Is(err, fcgi.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
-	return app
-}
-
-// fidelity is what /info reports about the request it got.
-type fidelity struct {
-	Method, RequestURI, Path, RawQuery, Host, RemoteAddr string
-	Custom                                               string
-	Query                                                map[string][]string
-	Env                                                  map[string]string
-}
-
-func (app *interopApp) handler() http.Handler {
-	mux := http.NewServeMux()
-	// Everything not matched below echoes its path and query.
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, r.URL.Path+"|"+r.URL.RawQuery)
-	})
-	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
-		// Behind nginx the body must be read before the first write.
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Write(body)
-	})
-	mux.HandleFunc("/ignore", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "not read")
-	})
-	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
-		app.slowStarted <- struct{}{}
-		select {
-		case <-r.Context().Done():
-			app.cancelled <- slowResult{time.Now(), context.Cause(r.Context())}
-		case <-time.After(10 * time.Second):
-			io.WriteString(w, "never cancelled")
-		}
-	})
-	mux.HandleFunc("/info/", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(fidelity{
-			Method:     r.Method,
-			RequestURI: r.RequestURI,
-			Path:       r.URL.Path,
-			RawQuery:   r.URL.RawQuery,
-			Host:       r.Host,
-			RemoteAddr: r.RemoteAddr,
-			Custom:     r.Header.Get("X-Custom"),
-			Query:      r.URL.Query(),
-			Env:        fcgi.ProcessEnv(r),
-		})
-	})
-	mux.HandleFunc("/sse/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.WriteHeader(http.StatusOK)
-		w.(http.Flusher).Flush()
-		io.WriteString(w, "data: first\n\n")
-		w.(http.Flusher).Flush()
-		select {
-		case <-app.sseRelease:
-		case <-r.Context().Done():
-			return
-		}
-		io.WriteString(w, "data: second\n\n")
-	})
-	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) {
-		panic("interop test panic")
-	})
-	return mux
-}
 
 // startNginxFor starts nginx in front of app. With keepalive > 0 it keeps
 // FastCGI connections (fastcgi_keep_conn on, upstream keepalive) and
@@ -340,10 +176,11 @@ func testKeepConnReuse(t *testing.T, app *interopApp, n *peer.Nginx, client *htt
 	t.Logf("%d requests (%d sequential in %v, then %d×%d concurrent) in %v over %d FastCGI connections",
 		total, sequential, seqTime.Round(time.Millisecond), clients, perClient, time.Since(start).Round(time.Millisecond), conns)
 	mark.checkClean(t)
-	// nginx keeps 8 idle connections; a few more may open while all 8
-	// are busy. Either way, each connection carried hundreds of requests.
-	if conns < 1 || conns > 2*8 {
-		t.Errorf("%d FastCGI connections accepted for %d requests, want 1 to 16", conns, total)
+	// nginx keeps up to 8 idle connections and opens more when those are
+	// busy (11 were seen on an idle machine). The bound leaves room for
+	// that and still means over 160 requests per connection.
+	if conns < 1 || conns > 4*8 {
+		t.Errorf("%d FastCGI connections accepted for %d requests, want 1 to 32", conns, total)
 	}
 	if w := app.warnings.Load() - warnings0; w != 0 {
 		t.Errorf("server logged %d warnings", w)
@@ -525,7 +362,15 @@ func testFidelity(t *testing.T, n *peer.Nginx, client *http.Client) {
 // testSSE: with fastcgi_buffering off, a flushed event reaches the client
 // while the handler is still running (it waits for the test to release it).
 func testSSE(t *testing.T, app *interopApp, n *peer.Nginx, client *http.Client) {
-	resp, err := client.Get(n.URL() + "/sse/stream")
+	// The handler does not return until released below: without a flush
+	// that reaches the client, the headers never come.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", n.URL()+"/sse/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
