@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,7 +90,10 @@ type envKey struct{}
 // httpRequest builds the *http.Request a handler sees from the CGI
 // variables, the way net/http's server would have built it from the
 // client's request.
-func (req *request) httpRequest(maxBodyBuffer int) (*http.Request, error) {
+func (req *request) httpRequest(maxBodyBuffer int, maxBody int64) (*http.Request, error) {
+	if maxBody > 0 && req.contentLength > maxBody {
+		return nil, &http.MaxBytesError{Limit: maxBody}
+	}
 	// The ctx field can only be set by WithContext, which copies: copying
 	// from a zero Request on the stack costs one allocation, not two.
 	r := (&http.Request{}).WithContext(context.WithValue(req.ctx, envKey{}, req))
@@ -201,6 +205,7 @@ func (req *request) httpRequest(maxBodyBuffer int) (*http.Request, error) {
 		r.Body = http.NoBody
 	default:
 		req.body = newBodyPipe(req.contentLength, maxBodyBuffer)
+		req.body.maxBytes = maxBody
 		r.Body = req.body
 	}
 	return r, nil
@@ -304,6 +309,13 @@ type bodyPipe struct {
 	done   bool  // the empty STDIN arrived
 	err    error // abort or connection error, returned at once
 	closed bool  // the handler returned or closed the body
+
+	maxBytes int64 // Server.MaxRequestBodyBytes; 0 for none
+	total    int64 // bytes written
+	tooBig   bool  // the body went past maxBytes
+
+	deadline time.Time   // set by http.ResponseController.SetReadDeadline
+	timer    *time.Timer // wakes readers at the deadline
 }
 
 func newBodyPipe(contentLength int64, limit int) *bodyPipe {
@@ -324,9 +336,14 @@ func (p *bodyPipe) write(b []byte) {
 	for len(p.buf)-p.off >= p.limit && !p.closed && p.err == nil {
 		p.cond.Wait()
 	}
-	if p.closed || p.err != nil || len(b) == 0 {
+	if p.closed || p.err != nil || p.tooBig || len(b) == 0 {
 		return
 	}
+	if p.maxBytes > 0 && p.total+int64(len(b)) > p.maxBytes {
+		b = b[:p.maxBytes-p.total]
+		p.tooBig = true
+	}
+	p.total += int64(len(b))
 	if p.off > 0 && len(p.buf)+len(b) > cap(p.buf) {
 		n := copy(p.buf, p.buf[p.off:])
 		p.buf, p.off = p.buf[:n], 0
@@ -362,6 +379,10 @@ func (p *bodyPipe) closeWithError(err error) {
 func (p *bodyPipe) closeRead() {
 	p.mu.Lock()
 	p.closed = true
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
 	p.buf, p.off = nil, 0
 	p.cond.Broadcast()
 	p.mu.Unlock()
@@ -377,6 +398,8 @@ func (p *bodyPipe) Read(b []byte) (int, error) {
 			return 0, p.err
 		case p.closed:
 			return 0, http.ErrBodyReadAfterClose
+		case !p.deadline.IsZero() && !time.Now().Before(p.deadline):
+			return 0, os.ErrDeadlineExceeded
 		case p.off < len(p.buf):
 			n := copy(b, p.buf[p.off:])
 			p.off += n
@@ -385,6 +408,8 @@ func (p *bodyPipe) Read(b []byte) (int, error) {
 			}
 			p.cond.Broadcast()
 			return n, nil
+		case p.tooBig:
+			return 0, &http.MaxBytesError{Limit: p.maxBytes}
 		case p.done:
 			if p.remain > 0 {
 				return 0, io.ErrUnexpectedEOF
@@ -395,6 +420,26 @@ func (p *bodyPipe) Read(b []byte) (int, error) {
 		}
 		p.cond.Wait()
 	}
+}
+
+// setDeadline makes reads fail with os.ErrDeadlineExceeded from t on;
+// the zero time removes the deadline.
+func (p *bodyPipe) setDeadline(t time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.deadline = t
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+	if !t.IsZero() {
+		p.timer = time.AfterFunc(time.Until(t), func() {
+			p.mu.Lock()
+			p.cond.Broadcast()
+			p.mu.Unlock()
+		})
+	}
+	p.cond.Broadcast()
 }
 
 // Close implements io.Closer: the rest of the body is discarded.

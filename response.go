@@ -3,11 +3,13 @@ package fcgi
 import (
 	"context"
 	"net/http"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/fcgikit/fcgi/internal/wire"
 )
@@ -37,8 +39,10 @@ type response struct {
 	outp        *[]byte
 	done        bool // the handler returned
 	abandon     bool // end without completing STDOUT: the response is broken
-	appStatus   uint32
-	hdrArr      [256]byte
+	// writeDeadline is set by http.ResponseController.SetWriteDeadline.
+	writeDeadline time.Time
+	appStatus     uint32
+	hdrArr        [256]byte
 }
 
 func (req *request) newResponse(hr *http.Request) *response {
@@ -167,6 +171,27 @@ func (w *response) FlushError() error {
 	return w.send(nil)
 }
 
+// SetReadDeadline, for http.ResponseController, makes reads of the
+// request body fail with os.ErrDeadlineExceeded from t on; the zero time
+// removes the deadline. It does not limit how long the web server may take
+// to send the body: that is Server.ReadTimeout.
+func (w *response) SetReadDeadline(t time.Time) error {
+	if w.req.body != nil {
+		w.req.body.setDeadline(t)
+	}
+	return nil
+}
+
+// SetWriteDeadline, for http.ResponseController, makes writes that
+// cannot start by t fail with os.ErrDeadlineExceeded, and bounds each
+// write by t. A write cut off half-way breaks the connection, which the
+// web server shares with other requests only when it multiplexes. The
+// zero time removes the deadline.
+func (w *response) SetWriteDeadline(t time.Time) error {
+	w.writeDeadline = t
+	return nil
+}
+
 // EnableFullDuplex lets http.ResponseController callers know that reading
 // the body after writing is allowed here (though nginx stops sending the
 // body once the response header has gone out).
@@ -177,7 +202,8 @@ func (w *response) EnableFullDuplex() error { return nil }
 func (w *response) send(p []byte) error {
 	c := w.req.conn
 	id := w.req.id
-	err := c.write(func(wr *wire.Writer) error {
+	c.wmu.Lock()
+	err := c.writeLockedUntil(func(wr *wire.Writer) error {
 		if !w.hdrSent {
 			if err := wr.WriteStream(wire.TypeStdout, id, w.hdr); err != nil {
 				return err
@@ -187,7 +213,13 @@ func (w *response) send(p []byte) error {
 			return err
 		}
 		return wr.WriteStream(wire.TypeStdout, id, p)
-	})
+	}, w.writeDeadline)
+	c.wmu.Unlock()
+	if err == os.ErrDeadlineExceeded {
+		// Nothing was written: the response can go on after the
+		// handler moves the deadline.
+		return err
+	}
 	w.hdrSent, w.sentAny = true, true
 	w.out = w.out[:0]
 	return err

@@ -70,6 +70,13 @@ type Server struct {
 	// has no flow control. Zero means 1 MiB.
 	MaxBodyBuffer int
 
+	// MaxRequestBodyBytes limits the size of a request body. A request
+	// whose CONTENT_LENGTH is larger is answered with status 413 without
+	// calling the handler; a body that comes without CONTENT_LENGTH fails,
+	// when read past the limit, with an *http.MaxBytesError, as with
+	// http.MaxBytesReader. Zero means no limit.
+	MaxRequestBodyBytes int64
+
 	// ReadTimeout bounds how long a request's input, its PARAMS and STDIN
 	// streams, may take to arrive, counted from its BEGIN_REQUEST. A
 	// request whose handler has not started by then is answered with

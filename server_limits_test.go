@@ -340,3 +340,69 @@ func TestListenRemovesStaleSocket(t *testing.T) {
 	}
 	l2.Close()
 }
+
+func TestMaxRequestBodyBytes(t *testing.T) {
+	type result struct {
+		body string
+		err  error
+	}
+	got := make(chan result, 1)
+	srv := &fcgi.Server{MaxRequestBodyBytes: 10, ErrorLog: quietLog()}
+	addr := startServer(t, "tcp", srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		got <- result{string(b), err}
+	}))
+	c := dial(t, "tcp", addr)
+	post := func(cl string, body string) {
+		kv := []string{"REQUEST_METHOD", "POST", "REQUEST_URI", "/"}
+		if cl != "" {
+			kv = append(kv, "CONTENT_LENGTH", cl)
+		}
+		c.Begin(1, wire.RoleResponder, true).Params(1, kv...).Stdin(1, []byte(body)).Flush()
+	}
+	post("11", "01234567890")
+	if h, _ := parseCGI(t, c.ReadResponse(1).Stdout); h["Status"] != "413 Request Entity Too Large" {
+		t.Fatalf("declared too large: %q", h["Status"])
+	}
+	post("10", "0123456789")
+	if r := <-got; r.body != "0123456789" || r.err != nil {
+		t.Fatalf("at the limit: %+v", r)
+	}
+	c.ReadResponse(1)
+	post("", "0123456789abc")
+	var mbe *http.MaxBytesError
+	if r := <-got; r.body != "0123456789" || !errors.As(r.err, &mbe) || mbe.Limit != 10 {
+		t.Fatalf("undeclared body past the limit: %+v", r)
+	}
+	c.ReadResponse(1)
+}
+
+func TestResponseControllerDeadlines(t *testing.T) {
+	errs := make(chan error, 2)
+	addr := startServer(t, "tcp", nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+			errs <- err
+			return
+		}
+		// The body never finishes: the read deadline ends the wait.
+		_, err := io.ReadAll(r.Body)
+		errs <- err
+		rc.SetWriteDeadline(time.Now().Add(-time.Second))
+		io.WriteString(w, "buffered")
+		errs <- rc.Flush()
+		rc.SetWriteDeadline(time.Time{})
+		io.WriteString(w, " and sent")
+	}))
+	c := dial(t, "tcp", addr)
+	c.Begin(1, wire.RoleResponder, true).Params(1, "REQUEST_METHOD", "POST", "CONTENT_LENGTH", "100").Record(wire.TypeStdin, 1, []byte("part")).Flush()
+	if err := <-errs; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v", err)
+	}
+	if err := <-errs; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("flush past the write deadline: %v", err)
+	}
+	if _, body := parseCGI(t, c.ReadResponse(1).Stdout); body != "buffered and sent" {
+		t.Fatalf("body %q", body)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,9 @@ type conn struct {
 	wmu  sync.Mutex
 	wr   wire.Writer
 	werr error
+	// writeDeadlineSet says rwc has a write deadline that a write
+	// without one must clear.
+	writeDeadlineSet bool
 
 	// mu guards the fields below. Lock order: wmu, then mu.
 	mu      sync.Mutex
@@ -401,7 +405,7 @@ func (c *conn) stdin(req *request, content []byte) {
 // when the handler returns and the request is answered.
 func (c *conn) start(req *request) {
 	req.started = true
-	hr, err := req.httpRequest(c.srv.maxBodyBuffer())
+	hr, err := req.httpRequest(c.srv.maxBodyBuffer(), c.srv.MaxRequestBodyBytes)
 	if err != nil {
 		c.refuse(req, err)
 		return
@@ -422,6 +426,8 @@ func (c *conn) refuse(req *request, err error) {
 		code = http.StatusRequestHeaderFieldsTooLarge
 	case errors.Is(err, ErrReadTimeout):
 		code = http.StatusRequestTimeout
+	case errors.As(err, new(*http.MaxBytesError)):
+		code = http.StatusRequestEntityTooLarge
 	}
 	c.srv.logger().Debug("fcgi: refusing request", "remote", c.remoteAddr(), "id", req.id, "err", err)
 	body := http.StatusText(code) + "\n"
@@ -456,11 +462,34 @@ func (c *conn) write(f func(w *wire.Writer) error) error {
 }
 
 func (c *conn) writeLocked(f func(w *wire.Writer) error) error {
+	return c.writeLockedUntil(f, time.Time{})
+}
+
+// writeLockedUntil is writeLocked with a deadline of the request's own
+// (http.ResponseController.SetWriteDeadline), when not zero, on top of
+// Server.WriteTimeout.
+func (c *conn) writeLockedUntil(f func(w *wire.Writer) error, until time.Time) error {
 	if c.werr != nil {
 		return c.werr
 	}
-	if t := c.srv.writeTimeout(); t > 0 {
-		c.rwc.SetWriteDeadline(time.Now().Add(t))
+	var d time.Time
+	if t := c.srv.writeTimeout(); t > 0 || !until.IsZero() {
+		now := time.Now()
+		if t > 0 {
+			d = now.Add(t)
+		}
+		if !until.IsZero() {
+			if !until.After(now) {
+				return os.ErrDeadlineExceeded
+			}
+			if d.IsZero() || until.Before(d) {
+				d = until
+			}
+		}
+	}
+	if !d.IsZero() || c.writeDeadlineSet {
+		c.rwc.SetWriteDeadline(d)
+		c.writeDeadlineSet = !d.IsZero()
 	}
 	err := f(&c.wr)
 	if err == nil {
