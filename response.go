@@ -239,11 +239,14 @@ func (w *response) encodeHeader(sniff []byte, contentLength int64) {
 	// Headers the server adds are written, not stored in the handler's
 	// map: that would cost allocations for nothing.
 	if _, haveType := h["Content-Type"]; !haveType && w.bodyAllowed() && w.hr.Method != http.MethodHead && len(w.out)+len(sniff) > 0 {
-		var buf [512]byte
-		n := copy(buf[:], w.out)
-		n += copy(buf[n:], sniff)
+		// Sniff the buffered body in place when it suffices, so no 512-byte
+		// copy escapes to the heap.
+		data := w.out
+		if len(data) < 512 && len(sniff) > 0 {
+			data = append(append(make([]byte, 0, 512), w.out...), sniff[:min(len(sniff), 512-len(w.out))]...)
+		}
 		b = append(b, "Content-Type: "...)
-		b = append(b, http.DetectContentType(buf[:n])...)
+		b = append(b, http.DetectContentType(data)...)
 		b = append(b, "\r\n"...)
 	}
 	if contentLength >= 0 {
