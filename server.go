@@ -197,6 +197,7 @@ const (
 
 var stateNames = [...]string{StateNew: "new", StateActive: "active", StateIdle: "idle", StateClosed: "closed"}
 
+// String returns the state's name: new, active, idle or closed.
 func (s ConnState) String() string {
 	if s >= 0 && int(s) < len(stateNames) {
 		return stateNames[s]
