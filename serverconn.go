@@ -198,7 +198,8 @@ func (c *conn) logProtocolError(err error) {
 }
 
 func (c *conn) remoteAddr() string {
-	if a := c.rwc.RemoteAddr(); a != nil && a.String() != "" {
+	// A unix socket's peer has no name: its address prints as "" or "@".
+	if a := c.rwc.RemoteAddr(); a != nil && a.String() != "" && a.String() != "@" {
 		return a.String()
 	}
 	return "unix"
