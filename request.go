@@ -254,6 +254,23 @@ func ProcessEnv(r *http.Request) map[string]string {
 	return m
 }
 
+// Params returns every FastCGI variable of r (its PARAMS stream) as the web
+// server sent them, HTTP_* headers and those that made r's method, URL and
+// body included: what a CGI wrapper passes on as the script's environment.
+// It returns nil for a request that did not come through this package.
+func Params(r *http.Request) map[string]string {
+	req, ok := r.Context().Value(envKey{}).(*request)
+	if !ok {
+		return nil
+	}
+	m := make(map[string]string)
+	wire.ForEachPair(req.env, func(name, value string) bool {
+		m[name] = value
+		return true
+	})
+	return m
+}
+
 // headerKey turns the part of a CGI variable after HTTP_ into a canonical
 // header name: ACCEPT_LANGUAGE becomes Accept-Language. Common names come
 // from a table and cost no allocation.

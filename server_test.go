@@ -272,6 +272,7 @@ func TestRequestFidelity(t *testing.T) {
 	got := make(chan *http.Request, 1)
 	gotBody := make(chan string, 1)
 	gotEnv := make(chan map[string]string, 1)
+	gotParams := make(chan map[string]string, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -280,6 +281,7 @@ func TestRequestFidelity(t *testing.T) {
 		got <- r
 		gotBody <- string(b)
 		gotEnv <- fcgi.ProcessEnv(r)
+		gotParams <- fcgi.Params(r)
 	})
 	addr := startServer(t, "tcp", nil, h)
 	c := dial(t, "tcp", addr)
@@ -326,6 +328,9 @@ func TestRequestFidelity(t *testing.T) {
 		}
 	}
 	env := <-gotEnv
+	if all := <-gotParams; all["SCRIPT_NAME"] != "/a b/c" || all["HTTP_X_CUSTOM_THING"] != "yes" || len(all) != 16 {
+		t.Errorf("Params = %v", all)
+	}
 	if env["REMOTE_USER"] != "alice" || env["SCRIPT_FILENAME"] != "/srv/app" {
 		t.Errorf("ProcessEnv = %v", env)
 	}
