@@ -66,7 +66,7 @@ var commands = []*command{
 	valuesCmd,
 	lintCmd,
 	// benchCmd,
-	// wrapCmd,
+	wrapCmd,
 	// spawnCmd,
 	demoAppCmd,
 	// execSystemdCmd,
