@@ -67,9 +67,9 @@ var commands = []*command{
 	lintCmd,
 	// benchCmd,
 	wrapCmd,
-	// spawnCmd,
+	spawnCmd,
 	demoAppCmd,
-	// execSystemdCmd,
+	execSystemdCmd,
 }
 
 // env is what a subcommand needs from the process: its streams and the
