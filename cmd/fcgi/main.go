@@ -65,7 +65,7 @@ var commands = []*command{
 	// callCmd,
 	valuesCmd,
 	lintCmd,
-	// benchCmd,
+	benchCmd,
 	wrapCmd,
 	spawnCmd,
 	demoAppCmd,
