@@ -23,6 +23,7 @@ const (
 	exitUsage       = 2 // bad command line
 	exitUnreachable = 3 // the FastCGI application could not be reached, or did not answer in time
 	exitProtocol    = 4 // the application answered but broke the FastCGI protocol
+	exitBusy        = 5 // connected, but no answer in time: busy (every worker taken) or stuck
 )
 
 // exitError carries an exit status up to main with the message to print.
@@ -62,7 +63,9 @@ type command struct {
 
 // commands is the command table, in the order the help lists them.
 var commands = []*command{
-	// callCmd,
+	callCmd,
+	pingCmd,
+	statusCmd,
 	valuesCmd,
 	lintCmd,
 	benchCmd,

@@ -113,12 +113,15 @@ func (c *rawConn) readResponse(id uint16, deadline time.Time) (*rawResponse, err
 	}
 }
 
+// errNoAnswer: the application did not answer before the deadline.
+var errNoAnswer = errors.New("no answer in time")
+
 // readError explains a failed read: a timeout, the application closing the
 // connection, or a protocol error.
 func readError(err error, doing string) error {
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return &exitError{code: exitUnreachable, err: fmt.Errorf("no answer in time %s", doing)}
+		return &exitError{code: exitUnreachable, err: fmt.Errorf("%w %s", errNoAnswer, doing)}
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return &exitError{code: exitUnreachable, err: fmt.Errorf("connection closed by the application %s", doing)}
 	case errors.Is(err, wire.ErrVersion):
