@@ -66,6 +66,7 @@ var commands = []*command{
 	callCmd,
 	pingCmd,
 	statusCmd,
+	gatewayCmd,
 	valuesCmd,
 	lintCmd,
 	benchCmd,
