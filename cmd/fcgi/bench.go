@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -119,9 +118,7 @@ non-REQUEST_COMPLETE statuses), 3 if the application could not be reached.
 				stopProgress()
 			}
 			if *asJSON {
-				enc := json.NewEncoder(e.stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(r); err != nil {
+				if err := printJSON(e.stdout, r); err != nil {
 					return err
 				}
 			} else {

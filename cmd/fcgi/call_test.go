@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -91,46 +90,32 @@ func TestCallOutput(t *testing.T) {
 // TestCallStderrAndRefusal: FCGI_STDERR goes to stderr, the body to
 // stdout; an END_REQUEST with OVERLOADED is exit 4.
 func TestCallStderrAndRefusal(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "raw.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
+	sock := rawServer(t, func(nc net.Conn) {
+		defer nc.Close()
+		r, w := wire.NewReader(nc), wire.NewWriter(nc)
+		var params []byte
 		for {
-			nc, err := l.Accept()
+			rec, err := r.Next()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer nc.Close()
-				r, w := wire.NewReader(nc), wire.NewWriter(nc)
-				var params []byte
-				for {
-					rec, err := r.Next()
-					if err != nil {
-						return
-					}
-					switch {
-					case rec.Type == wire.TypeParams:
-						params = append(params, rec.Content...)
-					case rec.Type == wire.TypeStdin && len(rec.Content) == 0:
-						if strings.Contains(string(params), "/busy") {
-							w.WriteEndRequest(rec.RequestID, 0, wire.StatusOverloaded)
-						} else {
-							w.WriteRecord(wire.TypeStderr, rec.RequestID, []byte("a warning\n"))
-							w.WriteRecord(wire.TypeStdout, rec.RequestID, []byte("Content-Type: text/plain\n\nbody\n"))
-							w.WriteRecord(wire.TypeStdout, rec.RequestID, nil)
-							w.WriteEndRequest(rec.RequestID, 0, wire.StatusRequestComplete)
-						}
-						w.Flush()
-						return
-					}
+			switch {
+			case rec.Type == wire.TypeParams:
+				params = append(params, rec.Content...)
+			case rec.Type == wire.TypeStdin && len(rec.Content) == 0:
+				if strings.Contains(string(params), "/busy") {
+					w.WriteEndRequest(rec.RequestID, 0, wire.StatusOverloaded)
+				} else {
+					w.WriteRecord(wire.TypeStderr, rec.RequestID, []byte("a warning\n"))
+					w.WriteRecord(wire.TypeStdout, rec.RequestID, []byte("Content-Type: text/plain\n\nbody\n"))
+					w.WriteRecord(wire.TypeStdout, rec.RequestID, nil)
+					w.WriteEndRequest(rec.RequestID, 0, wire.StatusRequestComplete)
 				}
-			}()
+				w.Flush()
+				return
+			}
 		}
-	}()
+	})
 	res := runFcgi(t, nil, "call", sock, "/x")
 	if res.code != 0 || res.stdout != "body\n" || res.stderr != "a warning\n" {
 		t.Errorf("exit %d, stdout %q, stderr %q", res.code, res.stdout, res.stderr)

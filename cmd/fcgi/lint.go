@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -76,9 +75,7 @@ Exit status: 0 no FAIL (and no WARN with --strict), 1 some check failed,
 			c.Close()
 			l.run(ctx)
 			if *asJSON {
-				enc := json.NewEncoder(e.stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(l.results); err != nil {
+				if err := printJSON(e.stdout, l.results); err != nil {
 					return err
 				}
 			} else {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -69,21 +68,7 @@ func TestLintPHPFPM(t *testing.T) {
 // TestLintBroken: an application with the classic mistakes fails the
 // matching checks and only those, and lint exits 1.
 func TestLintBroken(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "broken.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			nc, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go serveBroken(nc)
-		}
-	}()
+	sock := rawServer(t, serveBroken)
 	rs, code := lintJSON(t, "--timeout", "500ms", sock)
 	if code != exitFail {
 		t.Errorf("exit %d, want 1", code)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -243,4 +244,11 @@ func dial(ctx context.Context, addr string, timeout time.Duration) (net.Conn, er
 		return nil, &exitError{code: exitUnreachable, err: err}
 	}
 	return c, nil
+}
+
+// printJSON writes v to w as indented JSON, for --json outputs.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -99,4 +100,44 @@ func startServer(t *testing.T, h http.Handler) string {
 		<-done
 	})
 	return "unix:" + sock
+}
+
+// rawServer accepts on a unix socket in a temp dir and runs serve on each
+// connection in its own goroutine; the test's cleanup closes the listener
+// and every connection and waits for the goroutines. It returns the
+// socket's path.
+func rawServer(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "raw.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	wg.Go(func() {
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, nc)
+			mu.Unlock()
+			wg.Go(func() { serve(nc) })
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return sock
 }

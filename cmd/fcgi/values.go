@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"time"
@@ -55,9 +54,7 @@ Exit status: 0 answered, 3 unreachable or no answer in time,
 				for _, p := range kv {
 					m[p[0]] = p[1]
 				}
-				enc := json.NewEncoder(e.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(m)
+				return printJSON(e.stdout, m)
 			}
 			for _, p := range kv {
 				fmt.Fprintf(e.stdout, "%s=%s\n", p[0], p[1])

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -40,21 +41,8 @@ func TestValuesPHPFPM(t *testing.T) {
 // TestValuesNoAnswer: an application that accepts but never answers gives
 // a timeout error and exit status 3, after --timeout, not before.
 func TestValuesNoAnswer(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "mute.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-		}
-	}()
+	// Accepts, reads nothing, answers nothing.
+	sock := rawServer(t, func(nc net.Conn) { io.Copy(io.Discard, nc) })
 	start := time.Now()
 	res := runFcgi(t, nil, "values", "--timeout", "300ms", sock)
 	if res.code != exitUnreachable || !strings.Contains(res.stderr, "no answer in time") {
