@@ -1,0 +1,668 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fcgikit/fcgi/cmd/fcgi/internal/histo"
+	"github.com/fcgikit/fcgi/internal/wire"
+)
+
+var benchCmd = &command{
+	name:    "bench",
+	summary: "load-test an application over FastCGI, without a web server",
+	usage: `
+Usage: fcgi bench [flags] ADDR
+
+Bench sends requests straight to a FastCGI application and reports
+throughput, latency percentiles (p50, p90, p99, max) and a latency
+histogram. With no web server in between, it measures the application.
+
+By default each of -c connections does what nginx does with
+fastcgi_keep_conn: one request at a time, request ID 1, KEEP_CONN set.
+--no-keep-conn opens a connection per request (nginx without upstream
+keepalive). --mpx N keeps N requests in flight on each connection with
+distinct IDs, as HAProxy does with mpxs-conns; the application should
+report FCGI_MPXS_CONNS=1.
+
+The run stops after -n requests or -d, whichever comes first (-d defaults
+to 10s when -n is not given). --rate caps the total request rate; latency
+is then measured from each request's scheduled start, so a stalled
+application is not hidden (no coordinated omission).
+
+While it runs, a progress line is shown on stderr if stderr is a terminal.
+
+Examples:
+
+	fcgi bench -c 8 -d 10s unix:/run/php/php8.2-fpm.sock --path /index.php --root /srv/app
+	fcgi bench -c 2 --mpx 32 -n 100000 127.0.0.1:9000
+	fcgi bench --rate 500 -d 30s --json unix:/run/app.sock > result.json
+
+Exit status: 0 if every request succeeded, 1 if some failed (errors or
+non-REQUEST_COMPLETE statuses), 3 if the application could not be reached.
+`,
+	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+		b := &bencher{}
+		fs.IntVar(&b.conns, "c", 10, "connections")
+		fs.IntVar(&b.mpx, "mpx", 0, "requests in flight per connection, with distinct IDs (0: one, ID 1, like nginx)")
+		fs.BoolVar(&b.noKeep, "no-keep-conn", false, "a new connection per request (KEEP_CONN off)")
+		fs.Int64Var(&b.n, "n", 0, "stop after this many requests (0: no count limit)")
+		dur := fs.Duration("d", 0, "stop after this long (default 10s without -n)")
+		fs.Float64Var(&b.rate, "rate", 0, "total requests per second (0: as fast as possible)")
+		fs.DurationVar(&b.timeout, "timeout", 10*time.Second, "per-request timeout")
+		fs.StringVar(&b.rp.method, "X", "GET", "request `method`")
+		fs.StringVar(&b.rp.target, "path", "/", "request `path`, with an optional ?query")
+		fs.StringVar(&b.rp.root, "root", "/var/www/html", "document root, for SCRIPT_FILENAME")
+		fs.Var(&b.rp.extra, "p", "extra FastCGI parameter `NAME=VALUE` (repeatable)")
+		var headers headerList
+		fs.Var(&headers, "H", "request header `Name: value` (repeatable)")
+		bodyArg := fs.String("body", "", "request body: a string, or @file")
+		asJSON := fs.Bool("json", false, "print the result as JSON")
+		return func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usageError(e, fs, "want exactly one ADDR")
+			}
+			if b.conns < 1 || b.mpx < 0 || b.mpx > 65535 || b.n < 0 || b.rate < 0 {
+				return usageError(e, fs, "-c, --mpx, -n and --rate must be positive")
+			}
+			if b.mpx > 0 && b.noKeep {
+				return usageError(e, fs, "--mpx needs kept connections; drop --no-keep-conn")
+			}
+			b.addr = args[0]
+			b.duration = *dur
+			if b.duration == 0 && b.n == 0 {
+				b.duration = 10 * time.Second
+			}
+			if strings.HasPrefix(*bodyArg, "@") {
+				var err error
+				if b.body, err = os.ReadFile((*bodyArg)[1:]); err != nil {
+					return err
+				}
+			} else {
+				b.body = []byte(*bodyArg)
+			}
+			b.rp.header = headers
+			b.rp.body = int64(len(b.body))
+			if len(b.body) == 0 && b.rp.method == "GET" {
+				b.rp.body = -1
+			}
+			kv, err := b.rp.pairs()
+			if err != nil {
+				return usageError(e, fs, "%v", err)
+			}
+			b.params = encodePairs(kv)
+			// Fail fast with a clear error on a wrong address.
+			c, err := dial(ctx, b.addr, b.timeout)
+			if err != nil {
+				return err
+			}
+			c.Close()
+
+			var stopProgress func()
+			if isTerminal(e.stderr) && !*asJSON {
+				stopProgress = b.progress(e.stderr)
+			}
+			r := b.run(ctx)
+			if stopProgress != nil {
+				stopProgress()
+			}
+			if *asJSON {
+				if err := printJSON(e.stdout, r); err != nil {
+					return err
+				}
+			} else {
+				b.print(e.stdout, r)
+			}
+			switch {
+			case r.OK == 0 && r.Errors > 0:
+				return &exitError{code: exitUnreachable}
+			case r.Errors > 0:
+				return &exitError{code: exitFail}
+			}
+			return nil
+		}
+	},
+}
+
+// headerList is a repeatable -H "Name: value" flag.
+type headerList [][2]string
+
+func (h *headerList) String() string { return fmt.Sprint(*h) }
+
+func (h *headerList) Set(s string) error {
+	name, value, ok := strings.Cut(s, ":")
+	if !ok || strings.TrimSpace(name) == "" {
+		return fmt.Errorf("%q: want Name: value", s)
+	}
+	*h = append(*h, [2]string{strings.TrimSpace(name), strings.TrimSpace(value)})
+	return nil
+}
+
+type bencher struct {
+	addr     string
+	conns    int
+	mpx      int
+	noKeep   bool
+	n        int64
+	duration time.Duration
+	rate     float64
+	timeout  time.Duration
+	rp       requestParams
+	params   []byte
+	body     []byte
+
+	start   time.Time
+	stopAt  time.Time // zero: none
+	issued  atomic.Int64
+	done    atomic.Int64
+	failed  atomic.Int64
+	mu      sync.Mutex
+	total   histo.Histogram
+	errs    map[string]int64
+	status  map[int]int64
+	bytes   int64
+	elapsed time.Duration
+}
+
+// benchResult is the outcome of a run, as printed by --json.
+type benchResult struct {
+	Target      string           `json:"target"`
+	Mode        string           `json:"mode"`
+	Connections int              `json:"connections"`
+	Seconds     float64          `json:"seconds"`
+	Requests    int64            `json:"requests"`
+	OK          int64            `json:"ok"`
+	Errors      int64            `json:"errors"`
+	ErrorKinds  map[string]int64 `json:"error_kinds,omitempty"`
+	Statuses    map[string]int64 `json:"statuses"`
+	RPS         float64          `json:"requests_per_second"`
+	Bytes       int64            `json:"stdout_bytes"`
+	Latency     map[string]int64 `json:"latency_us"`
+	Histogram   []benchBar       `json:"histogram"`
+}
+
+type benchBar struct {
+	FromUS int64  `json:"from_us"`
+	ToUS   int64  `json:"to_us"`
+	Count  uint64 `json:"count"`
+}
+
+// ticket waits for the next request's turn and returns its scheduled start
+// time, or false when the run is over.
+func (b *bencher) ticket(ctx context.Context) (time.Time, bool) {
+	i := b.issued.Add(1) - 1
+	if b.n > 0 && i >= b.n || ctx.Err() != nil {
+		return time.Time{}, false
+	}
+	now := time.Now()
+	due := now
+	if b.rate > 0 {
+		due = b.start.Add(time.Duration(float64(i) / b.rate * float64(time.Second)))
+	}
+	if !b.stopAt.IsZero() && !due.Before(b.stopAt) {
+		return time.Time{}, false
+	}
+	if wait := due.Sub(now); wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return time.Time{}, false
+		}
+	}
+	return due, true
+}
+
+// stats is one worker's tally, merged into the bencher at its end.
+type stats struct {
+	h      histo.Histogram
+	errs   map[string]int64
+	status map[int]int64
+	bytes  int64
+}
+
+func (s *stats) fail(b *bencher, kind string) {
+	if s.errs == nil {
+		s.errs = map[string]int64{}
+	}
+	s.errs[kind]++
+	b.failed.Add(1)
+}
+
+func (s *stats) ok(b *bencher, d time.Duration, status int, n int64) {
+	s.h.Record(d)
+	if s.status == nil {
+		s.status = map[int]int64{}
+	}
+	s.status[status]++
+	s.bytes += n
+	b.done.Add(1)
+}
+
+func (b *bencher) merge(s *stats) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.total.Merge(&s.h)
+	for k, v := range s.errs {
+		b.errs[k] += v
+	}
+	for k, v := range s.status {
+		b.status[k] += v
+	}
+	b.bytes += s.bytes
+}
+
+func (b *bencher) run(ctx context.Context) benchResult {
+	b.errs, b.status = map[string]int64{}, map[int]int64{}
+	b.start = time.Now()
+	if b.duration > 0 {
+		b.stopAt = b.start.Add(b.duration)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, b.stopAt.Add(b.timeout))
+		defer cancel()
+	}
+	var wg sync.WaitGroup
+	for range b.conns {
+		// Each worker owns one connection at a time and ends when the
+		// run is over (count, duration or ctx).
+		wg.Go(func() {
+			s := &stats{}
+			if b.mpx > 0 {
+				b.workerMpx(ctx, s)
+			} else {
+				b.worker(ctx, s)
+			}
+			b.merge(s)
+		})
+	}
+	wg.Wait()
+	b.elapsed = time.Since(b.start)
+	return b.result()
+}
+
+// worker runs requests one at a time, ID 1, as nginx does.
+func (b *bencher) worker(ctx context.Context, s *stats) {
+	var c *rawConn
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	for {
+		due, ok := b.ticket(ctx)
+		if !ok {
+			return
+		}
+		if c == nil {
+			var err error
+			if c, err = dialRaw(ctx, b.addr, b.timeout); err != nil {
+				s.fail(b, "connect")
+				continue
+			}
+		}
+		status, n, err := b.roundTrip(c)
+		if err != nil {
+			s.fail(b, err.Error())
+			c.Close()
+			c = nil
+			continue
+		}
+		s.ok(b, time.Since(due), status, n)
+		if b.noKeep {
+			c.Close()
+			c = nil
+		}
+	}
+}
+
+var (
+	errBenchTimeout  = errors.New("timeout")
+	errBenchClosed   = errors.New("connection closed")
+	errBenchProtocol = errors.New("protocol error")
+)
+
+// roundTrip sends one request with ID 1 and reads its response, returning
+// the HTTP status from the CGI header and the STDOUT byte count.
+func (b *bencher) roundTrip(c *rawConn) (status int, n int64, err error) {
+	deadline := time.Now().Add(b.timeout)
+	c.nc.SetDeadline(deadline)
+	const id = 1
+	if err := c.writeRequest(id, wire.RoleResponder, !b.noKeep, b.params, b.body); err != nil {
+		return 0, 0, errBenchClosed
+	}
+	if err := c.w.Flush(); err != nil {
+		return 0, 0, classify(err)
+	}
+	var head []byte
+	for {
+		rec, err := c.r.Next()
+		if err != nil {
+			return 0, n, classify(err)
+		}
+		if rec.RequestID != id {
+			continue
+		}
+		switch rec.Type {
+		case wire.TypeStdout:
+			n += int64(len(rec.Content))
+			if len(head) < 1024 {
+				head = append(head, rec.Content[:min(len(rec.Content), 1024-len(head))]...)
+			}
+		case wire.TypeEndRequest:
+			end, err := wire.ParseEndRequest(rec.Content)
+			if err != nil || end.ProtocolStatus != wire.StatusRequestComplete {
+				if err == nil {
+					return 0, n, errors.New(end.ProtocolStatus.String())
+				}
+				return 0, n, errBenchProtocol
+			}
+			return cgiStatus(head), n, nil
+		}
+	}
+}
+
+func classify(err error) error {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return errBenchTimeout
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), isConnReset(err):
+		return errBenchClosed
+	case errors.Is(err, wire.ErrVersion):
+		return errBenchProtocol
+	}
+	return err
+}
+
+// cgiStatus returns the status of a CGI response from its first bytes:
+// the Status header's, 302 with a Location, else 200.
+func cgiStatus(head []byte) int {
+	status := 200
+	for line := range bytes.Lines(head) {
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			break
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		switch {
+		case bytes.EqualFold(name, []byte("Status")):
+			f := bytes.Fields(value)
+			if len(f) > 0 {
+				if n, err := strconv.Atoi(string(f[0])); err == nil {
+					return n
+				}
+			}
+		case bytes.EqualFold(name, []byte("Location")):
+			status = 302
+		}
+	}
+	return status
+}
+
+// workerMpx keeps b.mpx requests in flight on one connection: this
+// goroutine writes, a reader goroutine it owns matches END_REQUESTs to IDs.
+func (b *bencher) workerMpx(ctx context.Context, s *stats) {
+	for ctx.Err() == nil {
+		c, err := dialRaw(ctx, b.addr, b.timeout)
+		if err != nil {
+			s.fail(b, "connect")
+			if _, ok := b.ticket(ctx); !ok {
+				return
+			}
+			continue
+		}
+		if !b.mpxConn(ctx, c, s) {
+			return
+		}
+	}
+}
+
+// mpxConn runs requests on c until the run ends (false) or c fails (true).
+func (b *bencher) mpxConn(ctx context.Context, c *rawConn, s *stats) (again bool) {
+	defer c.Close()
+	type inflight struct {
+		due  time.Time
+		head []byte
+		n    int64
+	}
+	free := make(chan uint16, b.mpx)
+	for id := 1; id <= b.mpx; id++ {
+		free <- uint16(id)
+	}
+	var mu sync.Mutex
+	reqs := make(map[uint16]*inflight, b.mpx)
+	readErr := make(chan error, 1)
+	// The reader goroutine ends when the connection fails or is closed.
+	go func() {
+		for {
+			c.nc.SetReadDeadline(time.Now().Add(b.timeout))
+			rec, err := c.r.Next()
+			if err != nil {
+				readErr <- err
+				return
+			}
+			mu.Lock()
+			r := reqs[rec.RequestID]
+			switch {
+			case r == nil:
+			case rec.Type == wire.TypeStdout:
+				r.n += int64(len(rec.Content))
+				if len(r.head) < 1024 {
+					r.head = append(r.head, rec.Content[:min(len(rec.Content), 1024-len(r.head))]...)
+				}
+			case rec.Type == wire.TypeEndRequest:
+				delete(reqs, rec.RequestID)
+				end, perr := wire.ParseEndRequest(rec.Content)
+				switch {
+				case perr != nil:
+					s.fail(b, errBenchProtocol.Error())
+				case end.ProtocolStatus != wire.StatusRequestComplete:
+					s.fail(b, end.ProtocolStatus.String())
+				default:
+					s.ok(b, time.Since(r.due), cgiStatus(r.head), r.n)
+				}
+				free <- rec.RequestID
+			}
+			mu.Unlock()
+		}
+	}()
+	finish := func(err error) {
+		// Requests still in flight on a failed connection count as
+		// failed; the reader has stopped, so reqs is ours.
+		mu.Lock()
+		for range reqs {
+			s.fail(b, classify(err).Error())
+		}
+		clear(reqs)
+		mu.Unlock()
+	}
+	for {
+		var id uint16
+		select {
+		case id = <-free:
+		case err := <-readErr:
+			finish(err)
+			return ctx.Err() == nil
+		}
+		due, ok := b.ticket(ctx)
+		if !ok {
+			// Let the requests in flight finish, then stop.
+			for range b.mpx - 1 {
+				select {
+				case <-free:
+				case err := <-readErr:
+					finish(err)
+					return false
+				}
+			}
+			c.nc.Close()
+			<-readErr
+			return false
+		}
+		mu.Lock()
+		reqs[id] = &inflight{due: due}
+		mu.Unlock()
+		c.nc.SetWriteDeadline(time.Now().Add(b.timeout))
+		c.writeRequest(id, wire.RoleResponder, true, b.params, b.body)
+		if err := c.w.Flush(); err != nil {
+			c.nc.Close()
+			finish(<-readErr)
+			return ctx.Err() == nil
+		}
+	}
+}
+
+// progress prints a status line to w every second until stopped.
+func (b *bencher) progress(w io.Writer) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	// Owned by run's caller; ends when stop is called.
+	wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		var last int64
+		for {
+			select {
+			case <-done:
+				fmt.Fprint(w, "\r\033[K")
+				return
+			case <-t.C:
+				n := b.done.Load()
+				fmt.Fprintf(w, "\r\033[K%5.0fs  %d requests  %d/s  %d errors",
+					time.Since(b.start).Seconds(), n, n-last, b.failed.Load())
+				last = n
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+func (b *bencher) mode() string {
+	switch {
+	case b.mpx > 0:
+		return fmt.Sprintf("multiplexed, %d requests in flight per connection", b.mpx)
+	case b.noKeep:
+		return "a new connection per request (KEEP_CONN off)"
+	}
+	return "kept connections, one request at a time, ID 1 (like nginx)"
+}
+
+func (b *bencher) result() benchResult {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	h := &b.total
+	r := benchResult{
+		Target:      b.addr + " " + b.rp.method + " " + b.rp.target,
+		Mode:        b.mode(),
+		Connections: b.conns,
+		Seconds:     b.elapsed.Seconds(),
+		OK:          int64(h.Count()),
+		ErrorKinds:  b.errs,
+		Statuses:    map[string]int64{},
+		Bytes:       b.bytes,
+		Latency:     map[string]int64{},
+	}
+	for _, v := range b.errs {
+		r.Errors += v
+	}
+	r.Requests = r.OK + r.Errors
+	if r.Seconds > 0 {
+		r.RPS = float64(r.OK) / r.Seconds
+	}
+	for k, v := range b.status {
+		r.Statuses[strconv.Itoa(k)] = v
+	}
+	us := func(d time.Duration) int64 { return d.Microseconds() }
+	r.Latency["min"] = us(h.Min())
+	r.Latency["mean"] = us(h.Mean())
+	r.Latency["p50"] = us(h.Quantile(0.50))
+	r.Latency["p90"] = us(h.Quantile(0.90))
+	r.Latency["p99"] = us(h.Quantile(0.99))
+	r.Latency["max"] = us(h.Max())
+	for _, bar := range h.Bars(10) {
+		r.Histogram = append(r.Histogram, benchBar{us(bar.Lo), us(bar.Hi), bar.Count})
+	}
+	return r
+}
+
+func (b *bencher) print(w io.Writer, r benchResult) {
+	fmt.Fprintf(w, "Target:       %s\n", r.Target)
+	fmt.Fprintf(w, "Mode:         %d connections, %s\n", r.Connections, r.Mode)
+	fmt.Fprintf(w, "Duration:     %.2fs\n", r.Seconds)
+	fmt.Fprintf(w, "Requests:     %d completed, %d failed, %.1f/s\n", r.OK, r.Errors, r.RPS)
+	if len(r.ErrorKinds) > 0 {
+		kinds := make([]string, 0, len(r.ErrorKinds))
+		for k, v := range r.ErrorKinds {
+			kinds = append(kinds, fmt.Sprintf("%s: %d", k, v))
+		}
+		sort.Strings(kinds)
+		fmt.Fprintf(w, "Errors:       %s\n", strings.Join(kinds, ", "))
+	}
+	codes := make([]string, 0, len(r.Statuses))
+	for k := range r.Statuses {
+		codes = append(codes, k)
+	}
+	sort.Strings(codes)
+	var sts []string
+	for _, k := range codes {
+		sts = append(sts, fmt.Sprintf("%s: %d", k, r.Statuses[k]))
+	}
+	fmt.Fprintf(w, "Statuses:     %s\n", strings.Join(sts, ", "))
+	mb := float64(r.Bytes) / 1e6
+	fmt.Fprintf(w, "Transfer:     %.2f MB stdout, %.2f MB/s\n", mb, mb/max(r.Seconds, 1e-9))
+	if r.OK == 0 {
+		return
+	}
+	h := &b.total
+	fmt.Fprintf(w, "Latency:      min %v  mean %v  p50 %v  p90 %v  p99 %v  max %v\n",
+		rd(h.Min()), rd(h.Mean()), rd(h.Quantile(0.5)), rd(h.Quantile(0.9)), rd(h.Quantile(0.99)), rd(h.Max()))
+	fmt.Fprintln(w, "Histogram:")
+	bars := h.Bars(10)
+	var most uint64
+	for _, bar := range bars {
+		most = max(most, bar.Count)
+	}
+	for _, bar := range bars {
+		width := int(bar.Count * 40 / max(most, 1))
+		fmt.Fprintf(w, "  %10v - %-10v %8d  %s\n", rd(bar.Lo), rd(bar.Hi), bar.Count, strings.Repeat("■", width))
+	}
+}
+
+// rd rounds a duration to three significant digits for printing.
+func rd(d time.Duration) time.Duration {
+	switch {
+	case d >= 100*time.Millisecond:
+		return d.Round(time.Millisecond)
+	case d >= 10*time.Millisecond:
+		return d.Round(100 * time.Microsecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	case d >= 100*time.Microsecond:
+		return d.Round(time.Microsecond)
+	}
+	return d.Round(100 * time.Nanosecond)
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

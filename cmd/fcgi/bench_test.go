@@ -1,0 +1,95 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fcgikit/fcgi/internal/peer"
+)
+
+func benchJSON(t *testing.T, args ...string) (benchResult, int) {
+	t.Helper()
+	res := runFcgi(t, nil, append([]string{"bench", "--json"}, args...)...)
+	var r benchResult
+	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil {
+		t.Fatalf("bench --json output: %v", err)
+	}
+	return r, res.code
+}
+
+// TestBenchCount: -n N sends exactly N requests, in each mode, and the
+// application sees each one; the report adds up.
+func TestBenchCount(t *testing.T) {
+	var served atomic.Int64
+	addr := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		if r.URL.Path == "/missing" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	}))
+	for _, mode := range [][]string{{}, {"--mpx", "8"}, {"--no-keep-conn"}} {
+		t.Run(strings.Join(mode, ""), func(t *testing.T) {
+			served.Store(0)
+			r, code := benchJSON(t, append([]string{addr, "-c", "3", "-n", "500"}, mode...)...)
+			if code != 0 || r.Requests != 500 || r.OK != 500 || r.Errors != 0 || r.Statuses["200"] != 500 {
+				t.Errorf("exit %d, result %+v", code, r)
+			}
+			if n := served.Load(); n != 500 {
+				t.Errorf("application served %d requests, want 500", n)
+			}
+			// STDOUT is CGI headers plus the 3-byte body, the same for
+			// every request.
+			if r.Bytes%500 != 0 || r.Bytes/500 < int64(3+len("\r\n\r\n")) {
+				t.Errorf("stdout bytes %d: not 500 equal responses", r.Bytes)
+			}
+			var inHist uint64
+			for _, b := range r.Histogram {
+				inHist += b.Count
+			}
+			if inHist != 500 || r.Latency["p50"] > r.Latency["p99"] || r.Latency["p99"] > r.Latency["max"] {
+				t.Errorf("histogram holds %d; latency %v", inHist, r.Latency)
+			}
+		})
+	}
+	r, _ := benchJSON(t, addr, "-n", "20", "--path", "/missing")
+	if r.Statuses["404"] != 20 {
+		t.Errorf("statuses %v, want 20 × 404", r.Statuses)
+	}
+}
+
+// TestBenchDurationRate: -d with --rate stops on time with about rate×d
+// requests.
+func TestBenchDurationRate(t *testing.T) {
+	addr := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	start := time.Now()
+	r, code := benchJSON(t, addr, "-c", "2", "-d", "1s", "--rate", "100")
+	el := time.Since(start)
+	if code != 0 || r.OK < 90 || r.OK > 101 {
+		t.Errorf("exit %d, %d requests in 1s at 100/s", code, r.OK)
+	}
+	if el > 5*time.Second {
+		t.Errorf("took %v for -d 1s", el)
+	}
+}
+
+// TestBenchErrors: a dead application is exit 3; the report still comes.
+func TestBenchUnreachable(t *testing.T) {
+	res := runFcgi(t, nil, "bench", "-n", "1", "unix:/nonexistent/sock")
+	if res.code != exitUnreachable {
+		t.Errorf("exit %d, want 3", res.code)
+	}
+}
+
+func TestBenchPHPFPM(t *testing.T) {
+	fpm := peer.StartPHPFPM(t, peer.PHPFPMConfig{MaxChildren: 2})
+	r, code := benchJSON(t, fpm.Addr(), "-c", "2", "-n", "200", "--path", "/ping")
+	if code != 0 || r.OK != 200 || r.Statuses["200"] != 200 {
+		t.Errorf("exit %d, result %+v", code, r)
+	}
+}

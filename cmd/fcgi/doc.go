@@ -1,0 +1,54 @@
+// Fcgi is a toolkit for FastCGI in one static binary. It talks to, checks,
+// loads and runs FastCGI applications, doing the jobs of cgi-fcgi,
+// fcgiwrap, spawn-fcgi and the shell scripts around them.
+//
+// Install it with
+//
+//	go install github.com/fcgikit/fcgi/cmd/fcgi@latest
+//
+// Usage:
+//
+//	fcgi <command> [flags] [arguments]
+//
+// The commands are:
+//
+//	call     send one request to an application and print the response (cgi-fcgi)
+//	ping     health-check PHP-FPM (ping.path) for Docker and Kubernetes
+//	status   read PHP-FPM's pool status (pm.status_path), with health thresholds
+//	gateway  serve HTTP from FastCGI applications; with no backend, a built-in demo
+//	values   ask an application for its limits (FCGI_GET_VALUES)
+//	lint     check a live application against the FastCGI spec and what web servers need
+//	bench    load-test an application over FastCGI, without a web server
+//	wrap     run CGI scripts for a web server over FastCGI (fcgiwrap)
+//	spawn    bind a socket and run FastCGI application processes on it (spawn-fcgi)
+//
+// Run "fcgi <command> --help" for a command's flags and examples. Flags
+// may come before or after the arguments; everything after "--" is an
+// argument.
+//
+// # Addresses
+//
+// A FastCGI address is "host:port" for TCP, or "unix:/path" (or just an
+// absolute path) for a unix socket.
+//
+// # Logs and signals
+//
+// Every command logs to stderr with log/slog; --log-format json switches
+// from text to JSON, and --log-level sets the least severe level shown.
+// SIGTERM and SIGINT stop a command gracefully: servers (wrap, spawn,
+// gateway) stop accepting, let running work finish for a grace period and
+// then end it; a second signal kills the command at once.
+//
+// # Exit status
+//
+//	0  the job was done
+//	1  it ran and found a problem: a lint check failed, a health check or
+//	   threshold failed, an HTTP error with call --fail, failed bench requests
+//	2  bad command line
+//	3  the application could not be reached (nothing listening, connection
+//	   refused), or, where no connection was involved, did not answer in time
+//	4  the application answered but broke the FastCGI protocol or refused the
+//	   request (END_REQUEST with OVERLOADED, CANT_MPX_CONN, UNKNOWN_ROLE)
+//	5  call, ping and status: connected but no answer in time - the
+//	   application is busy (every worker taken) or stuck, not dead
+package main

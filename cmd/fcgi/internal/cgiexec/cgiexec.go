@@ -1,0 +1,256 @@
+// Package cgiexec runs a CGI/1.1 script (RFC 3875) for one HTTP request
+// and streams its response, with what net/http/cgi lacks for a FastCGI
+// wrapper: the script runs in a process group of its own, and the whole
+// group (the script and anything it started) is killed when the request's
+// context ends, when a deadline passes, and when the script exits, so no
+// process outlives its request.
+package cgiexec
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// MaxHeaderBytes bounds the CGI header block a script may write.
+const MaxHeaderBytes = 64 << 10
+
+// A Cmd is one run of a CGI script.
+type Cmd struct {
+	Path string   // the script
+	Args []string // argv[1:]; CGI scripts usually get none
+	Dir  string   // working directory; "" means the script's directory
+	Env  []string // the CGI environment, "NAME=value" strings
+
+	// Stdin is the request body. Serve closes it when it returns, which
+	// also ends a copy blocked reading it.
+	Stdin io.ReadCloser
+
+	// Stderr receives the script's standard error, line by line. Nil
+	// discards it.
+	Stderr func(line string)
+}
+
+// Errors Serve returns.
+var (
+	// ErrBadHeader: the script's output did not start with a valid CGI
+	// header block. The client got 502 Bad Gateway.
+	ErrBadHeader = errors.New("cgiexec: malformed CGI response header")
+)
+
+// Serve starts the script, passes it the request body, and writes its
+// response to w. When ctx ends first, the script's process group is
+// killed; if no header was sent yet the client gets 504 Gateway Timeout
+// for a deadline, nothing otherwise (the client has gone). Serve returns
+// only once every process of the group is gone and every pipe is
+// drained, with the script's exit error, ErrBadHeader, or ctx's error.
+func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
+	var closers []io.Closer
+	defer func() {
+		for _, f := range closers {
+			f.Close()
+		}
+	}()
+	pipe := func() (r, w *os.File, err error) {
+		r, w, err = os.Pipe()
+		if err == nil {
+			closers = append(closers, r, w)
+		}
+		return r, w, err
+	}
+	inR, inW, err := pipe()
+	if err != nil {
+		return err
+	}
+	outR, outW, err := pipe()
+	if err != nil {
+		return err
+	}
+	errR, errW, err := pipe()
+	if err != nil {
+		return err
+	}
+
+	cmd := exec.Command(c.Path, c.Args...)
+	cmd.Env = c.Env
+	cmd.Dir = c.Dir
+	if cmd.Dir == "" {
+		cmd.Dir = dirOf(c.Path)
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// A group of its own, so that killing -pgid reaches everything
+		// the script starts (unless it calls setsid, as daemons do).
+		Setpgid: true,
+		// If this process dies, the kernel kills the script.
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if err := cmd.Start(); err != nil {
+		http.Error(w, "cannot start script", http.StatusInternalServerError)
+		return err
+	}
+	// The children hold their ends now; ours must go, or EOF never comes.
+	inR.Close()
+	outW.Close()
+	errW.Close()
+
+	g := &group{pgid: cmd.Process.Pid}
+	waitc := make(chan error, 1)
+	// Owned by Serve: reaps the script, then kills what it left behind,
+	// which closes the pipes. Ends when the script exits.
+	go func() {
+		err := cmd.Wait()
+		g.kill(true)
+		waitc <- err
+	}()
+	stopKill := context.AfterFunc(ctx, func() { g.kill(false) })
+	defer stopKill()
+
+	var wg sync.WaitGroup
+	// Owned by Serve: copies the body to the script. Ends at the body's
+	// end, or when the script stops reading (EPIPE), or when Serve closes
+	// the body.
+	wg.Go(func() {
+		if c.Stdin != nil {
+			io.Copy(inW, c.Stdin)
+		}
+		inW.Close()
+	})
+	// Owned by Serve: forwards stderr lines. Ends when every process of
+	// the group has gone.
+	wg.Go(func() {
+		sc := bufio.NewScanner(errR)
+		sc.Buffer(make([]byte, 4096), 64<<10)
+		for sc.Scan() {
+			if c.Stderr != nil {
+				c.Stderr(sc.Text())
+			}
+		}
+		io.Copy(io.Discard, errR)
+	})
+
+	status, herr := writeResponse(w, bufio.NewReaderSize(outR, 32<<10))
+	if herr != nil {
+		// A bad header, or the client went away: nobody wants the rest.
+		g.kill(false)
+	}
+	// Drain stdout so the group is never blocked writing to it, then
+	// wait for the group's end.
+	io.Copy(io.Discard, outR)
+	werr := <-waitc
+	if c.Stdin != nil {
+		c.Stdin.Close()
+	}
+	wg.Wait()
+
+	switch {
+	case ctx.Err() != nil:
+		if status == 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			http.Error(w, "script timed out", http.StatusGatewayTimeout)
+		}
+		return fmt.Errorf("%w (script killed)", context.Cause(ctx))
+	case herr != nil:
+		if status == 0 {
+			http.Error(w, "bad gateway: malformed CGI response", http.StatusBadGateway)
+		}
+		if werr != nil {
+			return fmt.Errorf("%w (script: %v)", herr, werr)
+		}
+		return herr
+	}
+	return werr
+}
+
+func dirOf(path string) string {
+	if i := strings.LastIndexByte(path, '/'); i > 0 {
+		return path[:i]
+	}
+	return "/"
+}
+
+// group is a process group that must be killed exactly until it is known
+// to be empty: after the leader is reaped and the group killed once more,
+// its ID may be reused and must not be signalled again.
+type group struct {
+	mu   sync.Mutex
+	pgid int
+	done bool
+}
+
+func (g *group) kill(final bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.done {
+		return
+	}
+	syscall.Kill(-g.pgid, syscall.SIGKILL)
+	if final {
+		g.done = true
+	}
+}
+
+// writeResponse parses the CGI header block from r (RFC 3875 §6) and writes
+// the response to w. It returns the status sent (0 if none was).
+func writeResponse(w http.ResponseWriter, r *bufio.Reader) (status int, err error) {
+	tp := textproto.NewReader(bufio.NewReader(io.LimitReader(r, MaxHeaderBytes)))
+	hdr, err := tp.ReadMIMEHeader()
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, fmt.Errorf("%w: output ended before the blank line after the headers", ErrBadHeader)
+		}
+		return 0, fmt.Errorf("%w: %v", ErrBadHeader, err)
+	}
+	// The LimitReader's bufio.Reader may hold body bytes past the header
+	// block; read them from it first.
+	body := io.MultiReader(tp.R, r)
+
+	status = http.StatusOK
+	if s := hdr.Get("Status"); s != "" {
+		code, _, _ := strings.Cut(strings.TrimSpace(s), " ")
+		n, err := strconv.Atoi(code)
+		if err != nil || n < 100 || n > 999 {
+			return 0, fmt.Errorf("%w: Status %q", ErrBadHeader, s)
+		}
+		status = n
+		hdr.Del("Status")
+	} else if hdr.Get("Location") != "" {
+		status = http.StatusFound
+	}
+	h := w.Header()
+	for k, vs := range hdr {
+		h[k] = vs
+	}
+	w.WriteHeader(status)
+
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return status, err
+			}
+			// Stream: the script decides the pacing, as with nginx's
+			// fastcgi_buffering off.
+			if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+				return status, err
+			}
+		}
+		if rerr == io.EOF {
+			return status, nil
+		}
+		if rerr != nil {
+			return status, rerr
+		}
+	}
+}

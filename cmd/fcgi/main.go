@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Exit statuses shared by every subcommand; doc.go lists them for users.
+const (
+	exitOK          = 0 // the job was done
+	exitFail        = 1 // the job ran and found a problem (lint FAIL, ping unhealthy, HTTP error with --fail)
+	exitUsage       = 2 // bad command line
+	exitUnreachable = 3 // the FastCGI application could not be reached, or did not answer in time
+	exitProtocol    = 4 // the application answered but broke the FastCGI protocol
+	exitBusy        = 5 // connected, but no answer in time: busy (every worker taken) or stuck
+)
+
+// exitError carries an exit status up to main with the message to print.
+// A nil err prints nothing.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+func exitf(code int, format string, args ...any) error {
+	return &exitError{code: code, err: fmt.Errorf(format, args...)}
+}
+
+// errUsage marks a command-line error already explained to the user.
+var errUsage = errors.New("usage")
+
+// A command is one subcommand: its flags are declared by setup, which
+// returns the function that runs it with the positional arguments.
+type command struct {
+	name    string
+	summary string
+	// usage is the text printed by --help: synopsis, description,
+	// examples. Flags are listed after it.
+	usage  string
+	hidden bool
+	setup  func(fs *flag.FlagSet, e *env) func(ctx context.Context, args []string) error
+}
+
+// commands is the command table, in the order the help lists them.
+var commands = []*command{
+	callCmd,
+	pingCmd,
+	statusCmd,
+	gatewayCmd,
+	valuesCmd,
+	lintCmd,
+	benchCmd,
+	wrapCmd,
+	spawnCmd,
+	demoAppCmd,
+	execSystemdCmd,
+}
+
+// env is what a subcommand needs from the process: its streams and the
+// logger configured by --log-format and --log-level.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	log            *slog.Logger
+
+	logFormat string
+	logLevel  slog.Level
+}
+
+func main() {
+	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	// SIGTERM and SIGINT cancel ctx: every subcommand treats that as a
+	// request to stop gracefully. A second signal kills the process.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-ctx.Done()
+		stop() // restore default handling, so a second signal kills
+	}()
+	os.Exit(run(ctx, e, os.Args[1:]))
+}
+
+// run runs the command line args and returns the exit status.
+func run(ctx context.Context, e *env, args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		if len(args) > 1 {
+			if c := lookupCommand(args[1]); c != nil {
+				return run(ctx, e, []string{c.name, "--help"})
+			}
+		}
+		printTopUsage(e.stderr)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	c := lookupCommand(args[0])
+	if c == nil {
+		fmt.Fprintf(e.stderr, "fcgi: unknown command %q; run 'fcgi help' for the list\n", args[0])
+		return exitUsage
+	}
+	fs := flag.NewFlagSet("fcgi "+c.name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprint(e.stderr, strings.TrimLeft(c.usage, "\n"))
+		fmt.Fprintln(e.stderr, "\nFlags:")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&e.logFormat, "log-format", "text", "log format: `text` or json")
+	fs.TextVar(&e.logLevel, "log-level", slog.LevelInfo, "least severe log `level`: debug, info, warn or error")
+	runCmd := c.setup(fs, e)
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	var h slog.Handler
+	opts := &slog.HandlerOptions{Level: e.logLevel}
+	switch e.logFormat {
+	case "text":
+		h = slog.NewTextHandler(e.stderr, opts)
+	case "json":
+		h = slog.NewJSONHandler(e.stderr, opts)
+	default:
+		fmt.Fprintf(e.stderr, "fcgi %s: --log-format %q: want text or json\n", c.name, e.logFormat)
+		return exitUsage
+	}
+	e.log = slog.New(h)
+
+	err = runCmd(ctx, pos)
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, errUsage) {
+		return exitUsage
+	}
+	code := exitFail
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+		if ee.err == nil {
+			return code
+		}
+	}
+	fmt.Fprintf(e.stderr, "fcgi %s: %v\n", c.name, err)
+	return code
+}
+
+func lookupCommand(name string) *command {
+	i := slices.IndexFunc(commands, func(c *command) bool { return c.name == name })
+	if i < 0 {
+		return nil
+	}
+	return commands[i]
+}
+
+func printTopUsage(w io.Writer) {
+	fmt.Fprint(w, "fcgi is a toolkit for FastCGI: talk to, test, load and run FastCGI applications.\n\nUsage:\n\n\tfcgi <command> [flags] [arguments]\n\nCommands:\n\n")
+	for _, c := range commands {
+		if !c.hidden {
+			fmt.Fprintf(w, "\t%-8s %s\n", c.name, c.summary)
+		}
+	}
+	fmt.Fprint(w, "\nRun 'fcgi <command> --help' for a command's flags and examples.\n")
+}
+
+// usageError reports a command-line mistake and returns errUsage.
+func usageError(e *env, fs *flag.FlagSet, format string, args ...any) error {
+	fmt.Fprintf(e.stderr, "%s: %s\nRun '%s --help' for usage.\n", fs.Name(), fmt.Sprintf(format, args...), fs.Name())
+	return errUsage
+}
+
+// parseInterspersed parses fs's flags wherever they appear among the
+// positional arguments ("fcgi lint ADDR --path /x"), as curl and most GNU
+// tools allow. Everything after a "--" is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		consumed := len(args) - len(rest)
+		if consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// splitAddr turns an address as users write it into a network and address
+// for net.Dial: "unix:/path" or a path containing a slash is a unix socket,
+// anything else TCP "host:port".
+func splitAddr(addr string) (network, address string) {
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return "unix", p
+	}
+	if strings.HasPrefix(addr, "/") || strings.HasPrefix(addr, "./") {
+		return "unix", addr
+	}
+	return "tcp", addr
+}
+
+// listenAddr converts an address as users write it to fcgi.Listen's form.
+func listenAddr(addr string) string {
+	if network, address := splitAddr(addr); network == "unix" {
+		return "unix:" + address
+	}
+	return addr
+}
+
+// dial connects to a FastCGI application.
+func dial(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
+	network, address := splitAddr(addr)
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, &exitError{code: exitUnreachable, err: err}
+	}
+	return c, nil
+}
+
+// printJSON writes v to w as indented JSON, for --json outputs.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fcgikit/fcgi"
+)
+
+var spawnCmd = &command{
+	name:    "spawn",
+	summary: "bind a socket and run FastCGI application processes on it (spawn-fcgi)",
+	usage: `
+Usage: fcgi spawn --listen ADDR [flags] -- PROG [ARGS...]
+
+Spawn binds the listening socket ADDR and starts -n copies of PROG that
+all accept on it, as spawn-fcgi does, but stays in the foreground and
+supervises them: a process that exits is restarted after a back-off that
+doubles from --min-backoff up to --max-backoff (and resets once a process
+has run for a minute). SIGTERM or SIGINT is forwarded to every process;
+spawn waits up to --grace for them to exit, then kills them.
+
+The socket is passed as file descriptor 0 (FCGI_LISTENSOCK_FILENO), which
+is what libfcgi, PHP's php-cgi, Go's net/http/fcgi and fcgikit's Serve(nil)
+expect; with --systemd it is passed as fd 3 with LISTEN_FDS=1 and
+LISTEN_PID set to each process's PID, as systemd socket activation does.
+
+The processes share spawn's standard output and error.
+
+Examples:
+
+	fcgi spawn --listen unix:/run/app.sock -n 4 -- /usr/local/bin/app
+	fcgi spawn --listen 127.0.0.1:9000 -- php-cgi
+	fcgi spawn --listen unix:/run/app.sock --systemd -- ./server --flag
+
+Exit status: 0 after SIGTERM and a clean stop, 1 if the socket could not
+be bound or PROG could not be started at all.
+`,
+	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+		sp := &spawner{}
+		listen := fs.String("listen", "", "listen `address`: unix:/path or host:port (required)")
+		fs.IntVar(&sp.n, "n", 1, "number of processes")
+		fs.BoolVar(&sp.systemd, "systemd", false, "pass the socket as fd 3 with LISTEN_FDS/LISTEN_PID instead of fd 0")
+		fs.DurationVar(&sp.grace, "grace", 10*time.Second, "on SIGTERM, how long processes may take to exit")
+		fs.DurationVar(&sp.minBackoff, "min-backoff", 100*time.Millisecond, "first restart delay")
+		fs.DurationVar(&sp.maxBackoff, "max-backoff", 10*time.Second, "longest restart delay")
+		return func(ctx context.Context, args []string) error {
+			if *listen == "" {
+				return usageError(e, fs, "--listen is required")
+			}
+			if len(args) == 0 {
+				return usageError(e, fs, "missing PROG (put it after --)")
+			}
+			if sp.n < 1 {
+				return usageError(e, fs, "-n must be at least 1")
+			}
+			prog, err := exec.LookPath(args[0])
+			if err != nil {
+				return err
+			}
+			sp.argv = append([]string{prog}, args[1:]...)
+			sp.e = e
+			l, err := fcgi.Listen(listenAddr(*listen))
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			fl, ok := l.(interface{ File() (*os.File, error) })
+			if !ok {
+				return fmt.Errorf("listener %T has no file descriptor", l)
+			}
+			if sp.sock, err = fl.File(); err != nil {
+				return err
+			}
+			defer sp.sock.Close()
+			if sp.systemd {
+				if sp.self, err = os.Executable(); err != nil {
+					return err
+				}
+			}
+			e.log.Info("spawn listening", "addr", l.Addr().String(), "n", sp.n, "prog", prog)
+			var wg sync.WaitGroup
+			errs := make([]error, sp.n)
+			for i := range sp.n {
+				// One supervisor per slot; it ends when ctx is cancelled
+				// and its process has exited.
+				wg.Go(func() { errs[i] = sp.supervise(ctx, i) })
+			}
+			wg.Wait()
+			return errors.Join(errs...)
+		}
+	},
+}
+
+type spawner struct {
+	n          int
+	systemd    bool
+	grace      time.Duration
+	minBackoff time.Duration
+	maxBackoff time.Duration
+	argv       []string
+	self       string // this executable, for --systemd
+	sock       *os.File
+	e          *env
+}
+
+// resetAfter is how long a process must run for its slot's back-off to
+// start again from --min-backoff.
+const resetAfter = time.Minute
+
+// supervise keeps one process running in slot i until ctx is cancelled.
+func (sp *spawner) supervise(ctx context.Context, i int) error {
+	log := sp.e.log.With("slot", i)
+	backoff := sp.minBackoff
+	for started := 0; ; started++ {
+		cmd := sp.command()
+		t0 := time.Now()
+		if err := cmd.Start(); err != nil {
+			if started == 0 {
+				return fmt.Errorf("starting %s: %w", sp.argv[0], err)
+			}
+			log.Error("restart failed", "err", err)
+		} else {
+			log.Info("started", "pid", cmd.Process.Pid)
+			err := sp.wait(ctx, cmd, log)
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.Warn("process exited", "pid", cmd.Process.Pid, "status", exitStatus(err), "ran", time.Since(t0).Round(time.Millisecond))
+		}
+		if time.Since(t0) > resetAfter {
+			backoff = sp.minBackoff
+		}
+		log.Info("restarting", "after", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+		backoff = min(2*backoff, sp.maxBackoff)
+	}
+}
+
+func (sp *spawner) command() *exec.Cmd {
+	var cmd *exec.Cmd
+	if sp.systemd {
+		// LISTEN_PID must be the application's own PID, unknown before
+		// it starts: a hidden subcommand sets it and then execs PROG,
+		// which keeps the PID.
+		cmd = exec.Command(sp.self, append([]string{"exec-systemd", "--"}, sp.argv...)...)
+		cmd.ExtraFiles = []*os.File{sp.sock}
+		cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=fcgi")
+		cmd.Stdin = nil
+	} else {
+		cmd = exec.Command(sp.argv[0], sp.argv[1:]...)
+		cmd.Stdin = sp.sock
+	}
+	cmd.Stdout, cmd.Stderr = sp.e.stdout, sp.e.stderr
+	// If spawn dies without forwarding a signal, the kernel tells the
+	// children.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	return cmd
+}
+
+// wait waits for cmd to exit. When ctx is cancelled first it sends
+// SIGTERM, and SIGKILL after the grace period.
+func (sp *spawner) wait(ctx context.Context, cmd *exec.Cmd, log *slog.Logger) error {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		log.Info("stopped", "pid", cmd.Process.Pid, "status", exitStatus(err))
+		return err
+	case <-time.After(sp.grace):
+	}
+	log.Warn("grace period over: killing", "pid", cmd.Process.Pid)
+	cmd.Process.Kill()
+	return <-done
+}
+
+func exitStatus(err error) string {
+	if err == nil {
+		return "0"
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return ws.Signal().String()
+		}
+		return strconv.Itoa(ee.ExitCode())
+	}
+	return err.Error()
+}
+
+var execSystemdCmd = &command{
+	name:    "exec-systemd",
+	summary: "set LISTEN_PID to this process and exec PROG (used by spawn --systemd)",
+	hidden:  true,
+	usage: `
+Usage: fcgi exec-systemd -- PROG [ARGS...]
+
+Exec-systemd sets LISTEN_PID to its own PID and replaces itself with PROG,
+which therefore sees LISTEN_PID equal to its PID, as under systemd.
+`,
+	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+		return func(ctx context.Context, args []string) error {
+			if len(args) == 0 {
+				return usageError(e, fs, "missing PROG")
+			}
+			env := append(os.Environ(), "LISTEN_PID="+strconv.Itoa(os.Getpid()))
+			return syscall.Exec(args[0], args, env)
+		}
+	},
+}

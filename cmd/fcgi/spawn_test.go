@@ -1,0 +1,125 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fcgikit/fcgi/internal/peer"
+)
+
+func httpGet(url string) (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return string(b), &statusError{resp.StatusCode}
+	}
+	return string(b), err
+}
+
+type statusError struct{ code int }
+
+func (e *statusError) Error() string { return "HTTP status " + strconv.Itoa(e.code) }
+
+// getPID asks the demo app behind url for its PID, retrying for a few
+// seconds while the app (re)starts.
+func getPID(t *testing.T, url string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		body, err := httpGet(url + "/pid")
+		if err == nil {
+			pid, err := strconv.Atoi(strings.TrimSpace(body))
+			if err != nil {
+				t.Fatalf("/pid: %q", body)
+			}
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /pid: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSpawnNginx: spawn runs the demo app (fcgikit's Serve on fd 0) behind
+// nginx; an app killed with SIGKILL is restarted; SIGTERM stops spawn and
+// its app.
+func TestSpawnNginx(t *testing.T) {
+	peer.Require(t, "nginx", "nginx")
+	var newPID int
+	t.Cleanup(func() {
+		// Registered first, so it runs after spawn's own cleanup
+		// (SIGTERM and wait): the restarted app must be gone too.
+		if newPID != 0 && processAlive(newPID) {
+			t.Errorf("app %d outlived spawn", newPID)
+		}
+	})
+	sock := filepath.Join(t.TempDir(), "app.sock")
+	startFcgi(t, "spawn", "--listen", "unix:"+sock, "--min-backoff", "50ms", "--", fcgiBin, "demo-app")
+	waitDial(t, sock)
+	n := peer.StartNginx(t, peer.NginxConfig{FastCGI: "unix:" + sock})
+
+	pid := getPID(t, n.URL())
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if newPID = getPID(t, n.URL()); newPID != pid {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("app not restarted")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	body, err := httpGet(n.URL() + "/env")
+	if err != nil || !strings.Contains(body, "SCRIPT_FILENAME=") {
+		t.Errorf("GET /env: %v\n%s", err, body)
+	}
+}
+
+// TestSpawnSystemd: with --systemd the app gets the socket as fd 3 with
+// LISTEN_PID equal to its own PID, and -n 2 starts two processes.
+func TestSpawnSystemd(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "app.sock")
+	spawn, _ := startFcgi(t, "spawn", "--listen", "unix:"+sock, "-n", "2", "--systemd", "--", fcgiBin, "demo-app")
+	waitDial(t, sock)
+	res := runFcgi(t, nil, "values", "unix:"+sock)
+	if res.code != 0 || !strings.Contains(res.stdout, "FCGI_MPXS_CONNS=1") {
+		t.Fatalf("values through the systemd-style socket: exit %d", res.code)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		kids := childrenOf(spawn.Process.Pid)
+		if len(kids) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("spawn -n 2 has children %v", kids)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// childrenOf lists the live children of ppid.
+func childrenOf(ppid int) []int {
+	var kids []int
+	for _, pid := range allPIDs() {
+		if st := procStat(pid); len(st) > 1 && st[0] != "Z" && st[1] == strconv.Itoa(ppid) {
+			kids = append(kids, pid)
+		}
+	}
+	return kids
+}

@@ -1,0 +1,283 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/cmd/fcgi/internal/cgiexec"
+)
+
+var wrapCmd = &command{
+	name:    "wrap",
+	summary: "run CGI scripts for a web server over FastCGI (fcgiwrap)",
+	usage: `
+Usage: fcgi wrap [flags]
+
+Wrap is a FastCGI server that runs CGI scripts, as fcgiwrap does: for each
+request it runs the program named by the SCRIPT_FILENAME parameter (or
+--script), with the CGI/1.1 environment built from the request's FastCGI
+parameters, the request body on its standard input, and its standard
+output parsed as a CGI response and streamed back.
+
+Each script runs in a process group of its own. The whole group - the
+script and everything it started - is killed when --timeout passes, when
+the web server aborts the request or closes the connection (a client that
+went away), and when the script exits; no process outlives its request.
+The script's standard error is logged, one record per line.
+
+At most --max scripts run at once; further requests wait for a slot.
+SIGTERM (or SIGINT) stops accepting connections and lets running scripts
+finish for --grace, then kills them.
+
+PATH_INFO and SCRIPT_NAME: wrap derives them from the request path. When
+SCRIPT_FILENAME lies under DOCUMENT_ROOT, SCRIPT_NAME is its part below
+the root and PATH_INFO the rest of the path; otherwise (git-http-backend,
+say) SCRIPT_NAME is empty and PATH_INFO is the whole path.
+
+Examples:
+
+	fcgi wrap --listen unix:/run/fcgiwrap.sock --max 8 --timeout 5m
+	fcgi wrap --listen 127.0.0.1:9001 --root /usr/lib/cgi-bin
+
+nginx in front of git-http-backend (git clone and push over HTTP):
+
+	location ~ ^/[^/]+\.git/ {
+	    fastcgi_pass unix:/run/fcgiwrap.sock;
+	    include fastcgi_params;
+	    fastcgi_param SCRIPT_FILENAME /usr/lib/git-core/git-http-backend;
+	    fastcgi_param GIT_PROJECT_ROOT /srv/git;
+	    fastcgi_param GIT_HTTP_EXPORT_ALL "";
+	    fastcgi_param PATH_INFO $uri;
+	    fastcgi_param REMOTE_USER $remote_user;
+	}
+
+Exit status: 0 after a graceful stop, 1 if serving failed.
+`,
+	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+		wr := &wrapper{}
+		listen := fs.String("listen", "", "listen `address` (unix:/path or host:port); default: the socket on fd 0 or from systemd")
+		fs.IntVar(&wr.max, "max", 16, "most scripts running at once")
+		fs.DurationVar(&wr.timeout, "timeout", 0, "kill a script's process group after this long (0: no limit)")
+		fs.StringVar(&wr.script, "script", "", "run this `program` for every request, ignoring SCRIPT_FILENAME")
+		fs.StringVar(&wr.root, "root", "", "run only scripts under this `directory`")
+		grace := fs.Duration("grace", 30*time.Second, "on SIGTERM, how long running scripts may finish")
+		fs.Var(&wr.env, "env", "extra environment `NAME=VALUE` for scripts (repeatable)")
+		return func(ctx context.Context, args []string) error {
+			if len(args) != 0 {
+				return usageError(e, fs, "unexpected argument %q", args[0])
+			}
+			if wr.max < 1 {
+				return usageError(e, fs, "--max must be at least 1")
+			}
+			if wr.root != "" {
+				abs, err := filepath.Abs(wr.root)
+				if err != nil {
+					return err
+				}
+				wr.root = abs
+			}
+			wr.log = e.log
+			wr.slots = make(chan struct{}, wr.max)
+			var l net.Listener
+			if *listen != "" {
+				var err error
+				if l, err = fcgi.Listen(listenAddr(*listen)); err != nil {
+					return err
+				}
+				e.log.Info("wrap listening", "addr", l.Addr().String(), "max", wr.max, "timeout", wr.timeout)
+			}
+			// hard is cancelled when the grace period ends: every
+			// request's context derives from it, so every script dies.
+			hard, kill := context.WithCancel(context.Background())
+			defer kill()
+			srv := &fcgi.Server{
+				Handler:     wr,
+				ErrorLog:    e.log,
+				BaseContext: func(net.Listener) context.Context { return hard },
+			}
+			errc := make(chan error, 1)
+			go func() { errc <- srv.Serve(l) }()
+			var err error
+			select {
+			case err = <-errc:
+			case <-ctx.Done():
+				e.log.Info("stopping: waiting for running scripts", "grace", *grace)
+				sctx, cancel := context.WithTimeout(context.Background(), *grace)
+				err = srv.Shutdown(sctx)
+				cancel()
+				if err != nil {
+					e.log.Warn("grace period over: killing running scripts")
+					srv.Close()
+				}
+				<-errc
+				err = nil
+			}
+			kill()
+			// Handlers may outlive Close by the moment their scripts take
+			// to die; never leave one behind.
+			wr.running.Wait()
+			if errors.Is(err, fcgi.ErrServerClosed) {
+				err = nil
+			}
+			return err
+		}
+	},
+}
+
+// wrapper is the FastCGI handler of fcgi wrap.
+type wrapper struct {
+	max     int
+	timeout time.Duration
+	script  string
+	root    string
+	env     paramList
+	log     *slog.Logger
+
+	slots   chan struct{} // a token per running script
+	running sync.WaitGroup
+}
+
+func (wr *wrapper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	wr.running.Add(1)
+	defer wr.running.Done()
+	penv := fcgi.ProcessEnv(r)
+	script := wr.script
+	if script == "" {
+		script = penv["SCRIPT_FILENAME"]
+	}
+	if code, msg := wr.checkScript(script); code != 0 {
+		wr.log.Warn("refused", "script", script, "uri", r.RequestURI, "reason", msg)
+		http.Error(w, http.StatusText(code), code)
+		return
+	}
+
+	ctx := r.Context()
+	select {
+	case wr.slots <- struct{}{}:
+		defer func() { <-wr.slots }()
+	case <-ctx.Done():
+		return
+	}
+	if wr.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wr.timeout)
+		defer cancel()
+	}
+	start := time.Now()
+	cmd := &cgiexec.Cmd{
+		Path:  script,
+		Env:   wr.cgiEnv(r, penv, script),
+		Stdin: r.Body,
+		Stderr: func(line string) {
+			wr.log.Warn("script stderr", "script", script, "line", line)
+		},
+	}
+	err := cmd.Serve(ctx, w)
+	switch {
+	case err == nil:
+		wr.log.Debug("done", "script", script, "uri", r.RequestURI, "duration", time.Since(start))
+	case errors.Is(err, context.DeadlineExceeded):
+		wr.log.Warn("timed out: script's process group killed", "script", script, "uri", r.RequestURI, "timeout", wr.timeout)
+	case ctx.Err() != nil:
+		wr.log.Info("request aborted: script's process group killed", "script", script, "uri", r.RequestURI, "cause", err)
+	default:
+		wr.log.Warn("script failed", "script", script, "uri", r.RequestURI, "err", err)
+	}
+}
+
+// checkScript says why script cannot run: a status and a reason, or 0.
+func (wr *wrapper) checkScript(script string) (int, string) {
+	switch {
+	case script == "":
+		return http.StatusNotFound, "no SCRIPT_FILENAME"
+	case !filepath.IsAbs(script) || filepath.Clean(script) != script || strings.ContainsRune(script, 0):
+		return http.StatusNotFound, "SCRIPT_FILENAME not a clean absolute path"
+	case wr.root != "" && !strings.HasPrefix(script, wr.root+"/"):
+		return http.StatusForbidden, "outside --root"
+	}
+	fi, err := os.Stat(script)
+	switch {
+	case err != nil:
+		return http.StatusNotFound, err.Error()
+	case !fi.Mode().IsRegular():
+		return http.StatusForbidden, "not a regular file"
+	case fi.Mode()&0o111 == 0:
+		return http.StatusForbidden, "not executable"
+	}
+	return 0, ""
+}
+
+// cgiEnv rebuilds the CGI/1.1 environment (RFC 3875 §4.1) of r: the
+// FastCGI parameters the server kept (ProcessEnv), those it turned into
+// request fields, and the HTTP_ variables from the header.
+func (wr *wrapper) cgiEnv(r *http.Request, penv map[string]string, script string) []string {
+	env := make([]string, 0, len(penv)+len(r.Header)+16)
+	set := map[string]bool{}
+	add := func(k, v string) {
+		if !set[k] {
+			set[k] = true
+			env = append(env, k+"="+v)
+		}
+	}
+	for _, kv := range wr.env {
+		add(kv[0], kv[1])
+	}
+	add("SCRIPT_FILENAME", script)
+	add("REQUEST_METHOD", r.Method)
+	add("SERVER_PROTOCOL", r.Proto)
+	add("REQUEST_URI", r.RequestURI)
+	add("QUERY_STRING", r.URL.RawQuery)
+	add("GATEWAY_INTERFACE", "CGI/1.1")
+	if r.ContentLength > 0 || r.ContentLength == 0 && r.Method != "GET" && r.Method != "HEAD" {
+		add("CONTENT_LENGTH", strconv.FormatInt(r.ContentLength, 10))
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		add("CONTENT_TYPE", ct)
+	}
+	if host, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		add("REMOTE_ADDR", host)
+		add("REMOTE_PORT", port)
+	} else if r.RemoteAddr != "" {
+		add("REMOTE_ADDR", r.RemoteAddr)
+	}
+	if r.TLS != nil {
+		add("HTTPS", "on")
+	}
+	scriptName, pathInfo := "", r.URL.Path
+	if root := strings.TrimSuffix(penv["DOCUMENT_ROOT"], "/"); root != "" {
+		if rel, ok := strings.CutPrefix(script, root); ok && strings.HasPrefix(rel, "/") {
+			if rest, ok := strings.CutPrefix(r.URL.Path, rel); ok && (rest == "" || rest[0] == '/') {
+				scriptName, pathInfo = rel, rest
+			}
+		}
+	}
+	add("SCRIPT_NAME", scriptName)
+	add("PATH_INFO", pathInfo)
+	for k, v := range penv {
+		add(k, v)
+	}
+	if r.Host != "" {
+		add("HTTP_HOST", r.Host)
+	}
+	for k, vs := range r.Header {
+		name := "HTTP_" + strings.ToUpper(strings.ReplaceAll(k, "-", "_"))
+		if name == "HTTP_PROXY" || name == "HTTP_CONTENT_TYPE" || name == "HTTP_CONTENT_LENGTH" {
+			continue // httpoxy; and the two that have CGI names of their own
+		}
+		add(name, strings.Join(vs, ", "))
+	}
+	add("PATH", cmp.Or(os.Getenv("PATH"), "/usr/local/bin:/usr/bin:/bin"))
+	return env
+}

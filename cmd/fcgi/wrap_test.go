@@ -1,0 +1,304 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fcgikit/fcgi/internal/peer"
+	"github.com/fcgikit/fcgi/internal/wire"
+)
+
+// syncBuffer is a bytes.Buffer safe for a process's output and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startFcgi starts the command in the background; the test's cleanup
+// stops it with SIGTERM (SIGKILL after 10 s), checks it exited 0, and
+// logs its output.
+func startFcgi(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(fcgiBin, args...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			err = <-done
+			t.Errorf("fcgi %s: still running 10 s after SIGTERM", strings.Join(args, " "))
+		}
+		t.Logf("fcgi %s: %v; output:\n%s", strings.Join(args, " "), err, out.String())
+		if err != nil {
+			t.Errorf("fcgi %s: exit after SIGTERM: %v", strings.Join(args, " "), err)
+		}
+	})
+	return cmd, out
+}
+
+// waitDial waits until a unix socket accepts connections.
+func waitDial(t *testing.T, sock string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not accepting: %v", sock, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func git(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+dir, "GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_NOSYSTEM=1",
+		"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestWrapGitHTTPBackend: git clone and git push over HTTP through nginx,
+// fcgi wrap and git-http-backend.
+func TestWrapGitHTTPBackend(t *testing.T) {
+	peer.Require(t, "nginx", "nginx")
+	backend := "/usr/lib/git-core/git-http-backend"
+	if _, err := os.Stat(backend); err != nil {
+		t.Skipf("%s missing (apt-get install git)", backend)
+	}
+	dir := t.TempDir()
+	repos := filepath.Join(dir, "repos")
+	os.Mkdir(repos, 0o755)
+	git(t, repos, "init", "-q", "--bare", "-b", "main", "project.git")
+	git(t, filepath.Join(repos, "project.git"), "config", "http.receivepack", "true")
+
+	sock := filepath.Join(dir, "wrap.sock")
+	startFcgi(t, "wrap", "--listen", "unix:"+sock, "--max", "4", "--timeout", "30s", "--log-level", "debug")
+	waitDial(t, sock)
+
+	ndir := peer.TempDir(t)
+	n := peer.StartNginx(t, peer.NginxConfig{Dir: ndir, Server: fmt.Sprintf(`
+        location / {
+            fastcgi_pass unix:%s;
+            include %s/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME %s;
+            fastcgi_param GIT_PROJECT_ROOT %s;
+            fastcgi_param GIT_HTTP_EXPORT_ALL "";
+            fastcgi_param PATH_INFO $uri;
+            fastcgi_param REMOTE_USER tester;
+        }
+`, sock, ndir, backend, repos)})
+
+	work := filepath.Join(dir, "work")
+	os.Mkdir(work, 0o755)
+	url := n.URL() + "/project.git"
+	git(t, work, "clone", "-q", url, "a")
+	a := filepath.Join(work, "a")
+	os.WriteFile(filepath.Join(a, "README"), []byte("pushed through fcgi wrap\n"), 0o644)
+	git(t, a, "add", "README")
+	git(t, a, "commit", "-q", "-m", "first")
+	git(t, a, "push", "-q", "origin", "HEAD:main")
+
+	git(t, work, "clone", "-q", url, "b")
+	got, err := os.ReadFile(filepath.Join(work, "b", "README"))
+	if err != nil || string(got) != "pushed through fcgi wrap\n" {
+		t.Fatalf("second clone: README %q, %v", got, err)
+	}
+}
+
+// hangScript writes a CGI script that prints a header and a line, starts
+// a background sleep, records both PIDs in pidfile and hangs.
+func hangScript(t *testing.T, dir string) (script, pidfile string) {
+	script = filepath.Join(dir, "hang.cgi")
+	pidfile = filepath.Join(dir, "pids")
+	body := fmt.Sprintf("#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho started\nsleep 300 &\necho $$ $! > %s\necho oops >&2\nsleep 300\n", pidfile)
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return script, pidfile
+}
+
+// readPIDs waits for the script to record its PIDs.
+func readPIDs(t *testing.T, pidfile string) []int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(pidfile)
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			var pids []int
+			for _, s := range f {
+				n, _ := strconv.Atoi(s)
+				pids = append(pids, n)
+			}
+			return pids
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("script did not write its PIDs")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// allPIDs lists the processes in /proc.
+func allPIDs() []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// procStat returns the fields of /proc/PID/stat after the command name:
+// state, ppid, pgrp, ...; nil if the process is gone.
+func procStat(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+}
+
+// groupMembers lists the live (non-zombie) processes in process group pgid.
+func groupMembers(pgid int) []int {
+	var pids []int
+	for _, pid := range allPIDs() {
+		if f := procStat(pid); len(f) > 2 && f[0] != "Z" && f[2] == strconv.Itoa(pgid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitGroupGone fails the test if process group pgid still has live
+// members after a few seconds.
+func waitGroupGone(t *testing.T, pgid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m := groupMembers(pgid)
+		if len(m) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process group %d still has members %v: orphans", pgid, m)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// wrapRequest sends one request for script to fcgi wrap on sock.
+func wrapRequest(t *testing.T, sock, script string) *rawConn {
+	t.Helper()
+	c, err := dialRaw(context.Background(), "unix:"+sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	rp := requestParams{target: "/hang.cgi", root: filepath.Dir(script), body: -1}
+	kv, _ := rp.pairs()
+	c.writeRequest(1, wire.RoleResponder, false, encodePairs(kv), nil)
+	if err := c.w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestWrapTimeoutKillsGroup: a script that hangs, with a child, is killed
+// with its child at --timeout; the response ends and has the output
+// written so far.
+func TestWrapTimeoutKillsGroup(t *testing.T) {
+	dir := t.TempDir()
+	script, pidfile := hangScript(t, dir)
+	sock := filepath.Join(dir, "wrap.sock")
+	_, out := startFcgi(t, "wrap", "--listen", "unix:"+sock, "--timeout", "1s")
+	waitDial(t, sock)
+
+	start := time.Now()
+	c := wrapRequest(t, sock, script)
+	pids := readPIDs(t, pidfile)
+	resp, err := c.readResponse(1, time.Now().Add(10*time.Second))
+	if err != nil {
+		t.Fatalf("response: %v", err)
+	}
+	if el := time.Since(start); el < time.Second || el > 5*time.Second {
+		t.Errorf("response ended after %v with --timeout 1s", el)
+	}
+	if !strings.Contains(string(resp.stdout), "started") {
+		t.Errorf("stdout %q: want the output written before the timeout", resp.stdout)
+	}
+	waitGroupGone(t, pids[0])
+	for _, pid := range pids {
+		if len(groupMembers(pid)) > 0 || processAlive(pid) {
+			t.Errorf("pid %d alive", pid)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if s := out.String(); !strings.Contains(s, "timed out") || !strings.Contains(s, "oops") {
+		t.Errorf("log lacks the timeout or the script's stderr:\n%s", s)
+	}
+}
+
+// TestWrapAbortKillsGroup: when the web server closes the connection
+// (nginx's only way to say the client went away), the script's whole
+// group is killed at once.
+func TestWrapAbortKillsGroup(t *testing.T) {
+	dir := t.TempDir()
+	script, pidfile := hangScript(t, dir)
+	sock := filepath.Join(dir, "wrap.sock")
+	startFcgi(t, "wrap", "--listen", "unix:"+sock)
+	waitDial(t, sock)
+	c := wrapRequest(t, sock, script)
+	pids := readPIDs(t, pidfile)
+	c.Close()
+	waitGroupGone(t, pids[0])
+}
+
+// processAlive reports whether pid exists and is not a zombie.
+func processAlive(pid int) bool {
+	f := procStat(pid)
+	return len(f) > 0 && f[0] != "Z"
+}
