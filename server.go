@@ -86,10 +86,12 @@ type Server struct {
 	ReadTimeout time.Duration
 
 	// WriteTimeout bounds each write to the web server: a web server that
-	// stops reading for that long has its connection closed, which frees
-	// the handlers writing to it (their writes fail with ErrConnClosed).
-	// It is per write, not per response, so long streams are fine. Zero
-	// means 1 minute; negative, none.
+	// stops reading has its connection closed, which frees the handlers
+	// writing to it (their writes fail with ErrConnClosed). It is per
+	// write, not per response, so long streams are fine. The deadline is
+	// moved once per half period rather than on every write, so a write
+	// gets between half of WriteTimeout and all of it. Zero means 1
+	// minute; negative, none.
 	WriteTimeout time.Duration
 
 	// IdleTimeout is how long a kept connection with no request in flight

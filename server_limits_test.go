@@ -406,3 +406,28 @@ func TestResponseControllerDeadlines(t *testing.T) {
 		t.Fatalf("body %q", body)
 	}
 }
+
+// Deadlines are moved lazily: a read deadline left early by a request
+// fires while the connection is idle, and must only re-arm, not close it.
+func TestIdleTimeoutAfterEarlierReadDeadline(t *testing.T) {
+	srv := &fcgi.Server{ReadTimeout: 100 * time.Millisecond, IdleTimeout: 700 * time.Millisecond}
+	addr := startServer(t, "tcp", srv, http.HandlerFunc(hello))
+	c := dial(t, "tcp", addr)
+	c.Get(1, true, "/a")
+	c.ReadResponse(1)
+	time.Sleep(300 * time.Millisecond) // past the first request's read deadline
+	c.Get(1, true, "/b")
+	if _, body := parseCGI(t, c.ReadResponse(1).Stdout); body != "hello, /b" {
+		t.Fatalf("body %q", body)
+	}
+	idle := time.Now()
+	if _, err := c.TryNext(); err != io.EOF {
+		t.Fatalf("idle connection: %v, want EOF", err)
+	}
+	if d := time.Since(idle); d < 500*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("closed after %v idle, want about 700ms", d)
+	}
+	if st := srv.Stats(); st.Timeouts != 1 {
+		t.Fatalf("timeouts counted: %d, want the idle one only", st.Timeouts)
+	}
+}

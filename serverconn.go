@@ -17,6 +17,13 @@ import (
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
+func minTime(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
 // drainTimeout bounds how long a connection that is about to close keeps
 // reading (and discarding) what the web server still sends, so that the
 // close is a FIN and not a reset that makes nginx log "Connection reset by
@@ -45,9 +52,11 @@ type conn struct {
 	wmu  sync.Mutex
 	wr   wire.Writer
 	werr error
-	// writeDeadlineSet says rwc has a write deadline that a write
-	// without one must clear.
-	writeDeadlineSet bool
+	// writeDeadline is rwc's write deadline. It is moved only when less
+	// than half of WriteTimeout is left, not on every write; exact says a
+	// request's own deadline set it, so the next write sets its own.
+	writeDeadline time.Time
+	exact         bool
 
 	// mu guards the fields below. Lock order: wmu, then mu.
 	mu      sync.Mutex
@@ -55,10 +64,12 @@ type conn struct {
 	closing bool                // serve no new requests; close when reqs is empty
 	closed  bool
 	cancel  context.CancelCauseFunc
-	// readDeadline is what rwc's read deadline is set to; idleArmed says
-	// it is the idle timeout rather than a request's input deadline.
+	// readDeadline is rwc's read deadline. It is moved only when it must
+	// come earlier, not on every request; when it passes, expire looks at
+	// what is really due and sets the next one. idleSince is when the
+	// connection last became idle, zero while requests are in flight.
 	readDeadline time.Time
-	idleArmed    bool
+	idleSince    time.Time
 	// draining is set once the connection is to be closed: the serve
 	// goroutine reads on, under a deadline and up to drainMax bytes, and
 	// then closes.
@@ -119,24 +130,25 @@ func (c *conn) serve(ctx context.Context) {
 	}
 }
 
-// armIdleLocked sets the idle deadline on a connection with no request in
-// flight. c.mu must be held: deadlines are set under it, so that the
-// serve goroutine and a finishing handler cannot overwrite each other's
-// with stale state.
+// armIdleLocked starts the idle period of a connection with no request
+// in flight. c.mu must be held: read deadlines are set under it, so that
+// the serve goroutine and a finishing handler cannot overwrite each
+// other's with stale state.
 func (c *conn) armIdleLocked() {
 	if c.closing {
 		return
 	}
-	var d time.Time
+	c.idleSince = time.Now()
 	if t := c.srv.idleTimeout(); t > 0 {
-		d = time.Now().Add(t)
+		c.lowerReadDeadlineLocked(c.idleSince.Add(t))
 	}
-	c.setReadDeadlineLocked(d, true)
 }
 
-func (c *conn) setReadDeadlineLocked(d time.Time, idle bool) {
-	c.idleArmed = idle
-	if !d.Equal(c.readDeadline) {
+// lowerReadDeadlineLocked makes sure the read deadline comes no later than
+// d. A deadline that is earlier already stays: it costs a spurious wake-up
+// at worst, where moving it would cost a timer update per request.
+func (c *conn) lowerReadDeadlineLocked(d time.Time) {
+	if c.readDeadline.IsZero() || d.Before(c.readDeadline) {
 		c.readDeadline = d
 		c.rwc.SetReadDeadline(d)
 	}
@@ -149,12 +161,14 @@ func (c *conn) expire() bool {
 	now := time.Now()
 	var late []*request
 	c.mu.Lock()
-	if c.idleArmed {
-		c.mu.Unlock()
-		c.srv.stats.timeouts.Add(1)
-		return false
-	}
 	var next time.Time
+	if t := c.srv.idleTimeout(); len(c.reqs) == 0 && t > 0 && !c.idleSince.IsZero() {
+		if next = c.idleSince.Add(t); !now.Before(next) {
+			c.mu.Unlock()
+			c.srv.stats.timeouts.Add(1)
+			return false
+		}
+	}
 	for _, req := range c.reqs {
 		if req.inputDone.Load() {
 			continue
@@ -167,7 +181,8 @@ func (c *conn) expire() bool {
 			next = req.deadline
 		}
 	}
-	c.setReadDeadlineLocked(next, false)
+	c.readDeadline = next
+	c.rwc.SetReadDeadline(next)
 	c.mu.Unlock()
 	for _, req := range late {
 		c.srv.stats.timeouts.Add(1)
@@ -323,15 +338,10 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 	req.ctx, req.cancel = context.WithCancelCause(ctx)
 	c.reqs[id] = req
 	first := len(c.reqs) == 1
+	c.idleSince = time.Time{}
 	if t := s.readTimeout(); t > 0 {
-		// Later requests have later deadlines: only a connection that
-		// was idle, or had none, needs its deadline moved.
 		req.deadline = time.Now().Add(t)
-		if c.idleArmed || c.readDeadline.IsZero() {
-			c.setReadDeadlineLocked(req.deadline, false)
-		}
-	} else if c.idleArmed {
-		c.setReadDeadlineLocked(time.Time{}, false)
+		c.lowerReadDeadlineLocked(req.deadline)
 	}
 	if first {
 		// Under c.mu, so that it cannot pass the StateIdle of the
@@ -473,24 +483,22 @@ func (c *conn) writeLockedUntil(f func(w *wire.Writer) error, until time.Time) e
 	if c.werr != nil {
 		return c.werr
 	}
-	var d time.Time
-	if t := c.srv.writeTimeout(); t > 0 || !until.IsZero() {
+	if t := c.srv.writeTimeout(); t > 0 || !until.IsZero() || c.exact {
 		now := time.Now()
+		var d time.Time
 		if t > 0 {
 			d = now.Add(t)
 		}
-		if !until.IsZero() {
+		switch {
+		case !until.IsZero():
 			if !until.After(now) {
 				return os.ErrDeadlineExceeded
 			}
-			if d.IsZero() || until.Before(d) {
-				d = until
-			}
+			d = minTime(d, until)
+			c.setWriteDeadline(d, true)
+		case c.exact || c.writeDeadline.Sub(now) < t/2:
+			c.setWriteDeadline(d, false)
 		}
-	}
-	if !d.IsZero() || c.writeDeadlineSet {
-		c.rwc.SetWriteDeadline(d)
-		c.writeDeadlineSet = !d.IsZero()
 	}
 	err := f(&c.wr)
 	if err == nil {
@@ -508,6 +516,11 @@ func (c *conn) writeLockedUntil(f func(w *wire.Writer) error, until time.Time) e
 		return c.werr
 	}
 	return nil
+}
+
+func (c *conn) setWriteDeadline(d time.Time, exact bool) {
+	c.writeDeadline, c.exact = d, exact
+	c.rwc.SetWriteDeadline(d)
 }
 
 // endRequest sends the rest of a request's STDOUT (hdr and out), the
