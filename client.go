@@ -151,7 +151,11 @@ const abortGrace = 2 * time.Second
 // [Request.Idempotent]) or the connection was reset (ECONNRESET, EPIPE):
 // a reset means the backend closed the connection with the request still
 // unread, which is how a PHP-FPM worker leaving after pm.max_requests
-// answers a request sent as it exits. A request refused with FCGI_CANT_MPX_CONN on a
+// answers a request sent as it exits. The client also learns after how
+// many responses a backend closes its connections (PHP-FPM's
+// pm.max_requests) and from then on retires connections at that count
+// itself, so that requests, idempotent or not, are not sent on a
+// connection about to close. A request refused with FCGI_CANT_MPX_CONN on a
 // multiplexed connection is resent (replayable bodies only) on a connection
 // of its own, and the backend is no longer multiplexed. A request whose
 // dial fails is tried on the next healthy backend.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -181,6 +180,11 @@ func TestClientRetryReusedConn(t *testing.T) {
 		t.Fatalf("%d connections, want 2", n)
 	}
 
+	// A fresh client, which has not yet learned that the backend closes
+	// connections after one request.
+	c = newClient(app.Addr)
+	defer c.Close()
+	doString(t, c, get("/"))
 	post := get("/")
 	post.Params["REQUEST_METHOD"] = "POST"
 	post.Body = strings.NewReader("x")
@@ -194,6 +198,8 @@ func TestClientRetryReusedConn(t *testing.T) {
 	}
 
 	// A replayable POST marked idempotent is retried.
+	c = newClient(app.Addr)
+	defer c.Close()
 	doString(t, c, get("/"))
 	post = get("/")
 	post.Params["REQUEST_METHOD"] = "PUT"
@@ -282,9 +288,6 @@ func TestClientPoolLimit(t *testing.T) {
 	hold := make(chan struct{})
 	app.Handler = func(r *fakeReq) { <-hold; r.Write("\r\n") }
 	var held []*fcgi.Response
-	for i := 0; i < 2; i++ {
-		go func() {}()
-	}
 	done := make(chan *fcgi.Response, 2)
 	for i := 0; i < 2; i++ {
 		go func() {
@@ -746,5 +749,3 @@ func TestClientClosed(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
-
-var _ = http.NoBody

@@ -24,6 +24,8 @@ type clientConn struct {
 	rd      *wire.Reader
 	created time.Time
 
+	served int // responses read to their end; owned by the connection's user
+
 	// Guarded by b.mu.
 	inIdle    bool
 	idleTimer *time.Timer
@@ -153,6 +155,9 @@ func (cl *call) roundTrip(ctx context.Context, req *Request, body, data io.Reade
 	}
 	status, h, err := cl.readHeader()
 	if err != nil {
+		if cl.reused && !cl.gotRecord && !cl.cc.mpx && errors.Is(err, ErrBackendClosed) {
+			cl.b.learnRecycling(cl.cc)
+		}
 		if !cl.reused && !cl.gotRecord && errors.Is(err, ErrBackendClosed) {
 			cl.b.setAside(err)
 		}

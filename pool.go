@@ -28,6 +28,12 @@ type backend struct {
 
 	probeStarted atomic.Bool
 
+	// recycleAfter is how many responses the backend gives on one
+	// connection before closing it (PHP-FPM's pm.max_requests, with one
+	// worker per kept connection), learned from connections it closed;
+	// 0 until then.
+	recycleAfter atomic.Int64
+
 	mu         sync.Mutex
 	mpx        int
 	maxReqs    int             // per multiplexed connection
@@ -103,6 +109,7 @@ func (b *backend) acquire(ctx context.Context, forceNew bool) (*call, error) {
 			if cc := b.popIdleLocked(); cc != nil {
 				b.mu.Unlock()
 				if !cc.aliveForReuse() {
+					b.learnRecycling(cc)
 					cc.closeConn()
 					b.connGone()
 					continue
@@ -220,7 +227,9 @@ func (b *backend) popIdleLocked() *clientConn {
 func (b *backend) putIdle(cc *clientConn) {
 	c := b.c
 	b.mu.Lock()
-	if c.closed.Load() || b.mpx == mpxYes || len(b.idle) >= c.maxIdle() || cc.expired(time.Now()) {
+	cc.served++
+	if c.closed.Load() || b.mpx == mpxYes || len(b.idle) >= c.maxIdle() || cc.expired(time.Now()) ||
+		(b.recycleAfter.Load() > 0 && int64(cc.served) >= b.recycleAfter.Load()) {
 		b.conns--
 		b.wakeLocked()
 		b.mu.Unlock()
@@ -425,4 +434,29 @@ func (b *backend) startProbe() {
 			cc.closeConn()
 		}
 	}()
+}
+
+// learnRecycling records that the backend closed cc, idle after cc.served
+// responses. PHP-FPM workers exit after pm.max_requests, and with keep-alive
+// each worker serves one connection: the client then retires connections
+// after that many responses itself, so that no request is ever sent on a
+// connection the backend is about to close (a request that could not be
+// retried if it is not idempotent).
+func (b *backend) learnRecycling(cc *clientConn) {
+	n := int64(cc.served)
+	if n <= 0 {
+		return
+	}
+	for {
+		cur := b.recycleAfter.Load()
+		if n <= cur {
+			return
+		}
+		if b.recycleAfter.CompareAndSwap(cur, n) {
+			if cur == 0 {
+				b.c.logger().Info("fcgi: backend closes connections after a number of requests; retiring them first", "backend", b.addr, "requests", n)
+			}
+			return
+		}
+	}
 }
