@@ -82,7 +82,11 @@ func parseCGIHeader(block []byte) (int, http.Header, error) {
 	// One string for the whole block: names and values are substrings of
 	// it, so the header costs one allocation plus the map.
 	s := string(block)
-	h := make(http.Header, 8)
+	lines := bytes.Count(block, []byte{'\n'})
+	h := make(http.Header, lines)
+	// One backing array for the values of all lines: a name seen once
+	// gets a one-element slice of it, capped so that appending copies.
+	vals := make([]string, 0, lines)
 	status := 0
 	for len(s) > 0 {
 		i := indexByteString(s, '\n')
@@ -121,7 +125,12 @@ func parseCGIHeader(block []byte) (int, http.Header, error) {
 			status = code
 			continue
 		}
-		h[name] = append(h[name], value)
+		if old, ok := h[name]; ok {
+			h[name] = append(old, value)
+		} else {
+			vals = append(vals, value)
+			h[name] = vals[len(vals)-1 : len(vals) : len(vals)]
+		}
 	}
 	if status == 0 {
 		status = http.StatusOK

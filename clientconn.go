@@ -25,6 +25,7 @@ type clientConn struct {
 	created time.Time
 
 	served int // responses read to their end; owned by the connection's user
+	alive  *aliveChecker
 
 	// Guarded by b.mu.
 	inIdle    bool
@@ -69,7 +70,13 @@ func (cc *clientConn) closeConn() {
 // aliveForReuse checks that an idle connection was not closed by the
 // backend and holds no stray bytes.
 func (cc *clientConn) aliveForReuse() bool {
-	return cc.rd.Buffered() == 0 && connAlive(cc.nc)
+	if cc.rd.Buffered() != 0 {
+		return false
+	}
+	if cc.alive == nil {
+		cc.alive = newAliveChecker(cc.nc)
+	}
+	return cc.alive.check()
 }
 
 // setWriteDeadline arms WriteTimeout for the next write, or clears a
@@ -129,6 +136,8 @@ type call struct {
 	endSeen atomic.Bool  // END_REQUEST read by the read loop
 	refs    atomic.Int32 // holders of the ID: read loop until END, writer
 	timer   *time.Timer
+
+	resp Response // returned by Do: one allocation for both
 }
 
 // An event is a record routed to a call by a multiplexed read loop; buf
@@ -167,7 +176,8 @@ func (cl *call) roundTrip(ctx context.Context, req *Request, body, data io.Reade
 		cl.finish(cl.ended)
 		return nil, err
 	}
-	return &Response{Status: status, Header: h, Body: cl, call: cl}, nil
+	cl.resp = Response{Status: status, Header: h, Body: cl, call: cl}
+	return &cl.resp, nil
 }
 
 // cancel runs on its own goroutine when ctx ends before the call does.

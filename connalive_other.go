@@ -4,6 +4,10 @@ package fcgi
 
 import "net"
 
-// connAlive cannot check without blocking on this platform; a connection
-// closed while idle is caught by the retry rule instead.
-func connAlive(net.Conn) bool { return true }
+// An aliveChecker cannot check without blocking on this platform; a
+// connection closed while idle is caught by the retry rule instead.
+type aliveChecker struct{}
+
+func newAliveChecker(net.Conn) *aliveChecker { return &aliveChecker{} }
+
+func (*aliveChecker) check() bool { return true }

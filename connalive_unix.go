@@ -7,28 +7,46 @@ import (
 	"syscall"
 )
 
-// connAlive reports whether an idle connection is still open: it peeks
-// without blocking, and a connection that reads end-of-file, an error, or
-// stray bytes is not reused.
-func connAlive(nc net.Conn) bool {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
+// An aliveChecker peeks at an idle connection without blocking: a
+// connection that reads end-of-file, an error, or stray bytes is not
+// reused. It is made once per connection so that a check costs no
+// allocation.
+type aliveChecker struct {
+	rc    syscall.RawConn
+	fn    func(fd uintptr) bool
+	alive bool
+	b     [1]byte
+}
+
+func newAliveChecker(nc net.Conn) *aliveChecker {
+	a := &aliveChecker{}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			a.rc = rc
+		}
+	}
+	a.fn = a.peek
+	return a
+}
+
+func (a *aliveChecker) peek(fd uintptr) bool {
+	n, _, err := syscall.Recvfrom(int(fd), a.b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	switch {
+	case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
+		a.alive = true
+	case err != nil, n >= 0:
+		a.alive = false
+	}
+	return true
+}
+
+func (a *aliveChecker) check() bool {
+	if a.rc == nil {
 		return true
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	a.alive = false
+	if err := a.rc.Read(a.fn); err != nil {
 		return false
 	}
-	alive := true
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
-		case err != nil, n >= 0:
-			alive = false
-		}
-		return true
-	})
-	return err == nil && alive
+	return a.alive
 }
