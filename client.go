@@ -206,8 +206,9 @@ type Client struct {
 	// then each piece of the body. Zero means no limit.
 	WriteTimeout time.Duration
 
-	// ResponseHeaderTimeout bounds the wait for the first response record
-	// after the request's parameters have been sent. Zero means no limit.
+	// ResponseHeaderTimeout bounds the wait for the first STDOUT record
+	// (STDERR does not count) after the request's parameters have been
+	// sent. Zero means no limit.
 	ResponseHeaderTimeout time.Duration
 
 	// ReadTimeout bounds each wait for the next response record once the

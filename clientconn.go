@@ -114,8 +114,10 @@ type call struct {
 	stderr io.Writer
 
 	// Owned by the goroutine reading the response.
-	gotRecord bool // a record for this request arrived
-	rdeadline bool // a read deadline is set
+	gotRecord bool      // a record for this request arrived
+	gotStdout bool      // a STDOUT or END_REQUEST record arrived
+	hdrDL     time.Time // when ResponseHeaderTimeout expires
+	rdeadline bool      // a read deadline is set
 	hs        cgiHeaderScanner
 	pending   []byte // STDOUT not yet returned by Read
 	ended     bool   // END_REQUEST arrived
@@ -386,7 +388,7 @@ func (cl *call) readErr(err error) error {
 		return fmt.Errorf("%w: %s: %v", ErrProtocol, cl.b.addr, err)
 	}
 	if isTimeout(err) {
-		if !cl.gotRecord {
+		if !cl.gotStdout {
 			return &TimeoutError{Op: "response header", Addr: cl.b.addr}
 		}
 		return &TimeoutError{Op: "read response", Addr: cl.b.addr}
@@ -403,10 +405,10 @@ func (cl *call) next() (wire.Type, []byte, error) {
 	}
 	cc, c := cl.cc, cl.c
 	for {
-		if d := c.ResponseHeaderTimeout; !cl.gotRecord && d > 0 {
-			cc.nc.SetReadDeadline(time.Now().Add(d))
+		if !cl.gotStdout && c.ResponseHeaderTimeout > 0 {
+			cc.nc.SetReadDeadline(cl.headerDeadline())
 			cl.rdeadline = true
-		} else if d := c.ReadTimeout; cl.gotRecord && d > 0 {
+		} else if d := c.ReadTimeout; cl.gotStdout && d > 0 {
 			cc.nc.SetReadDeadline(time.Now().Add(d))
 			cl.rdeadline = true
 		} else if cl.rdeadline {
@@ -424,6 +426,10 @@ func (cl *call) next() (wire.Type, []byte, error) {
 			return 0, nil, fmt.Errorf("%w: %s: %v for a request ID not in use", ErrProtocol, cl.b.addr, rec.Header)
 		}
 		cl.gotRecord = true
+		switch rec.Type {
+		case wire.TypeStdout, wire.TypeEndRequest:
+			cl.gotStdout = true
+		}
 		switch rec.Type {
 		case wire.TypeStderr:
 			if cl.stderr != nil && len(rec.Content) > 0 {
@@ -484,6 +490,15 @@ func (cl *call) setEnd(content []byte) error {
 		return &ProtocolStatusError{Addr: cl.b.addr, Status: uint8(end.ProtocolStatus)}
 	}
 	return nil
+}
+
+// headerDeadline returns when ResponseHeaderTimeout expires, counted from
+// the first wait for the response.
+func (cl *call) headerDeadline() time.Time {
+	if cl.hdrDL.IsZero() {
+		cl.hdrDL = time.Now().Add(cl.c.ResponseHeaderTimeout)
+	}
+	return cl.hdrDL
 }
 
 func (cl *call) appStatus() (uint32, bool) { return cl.end.AppStatus, cl.ended }
@@ -768,8 +783,8 @@ func (cl *call) nextMpx() (wire.Type, []byte, error) {
 	for {
 		var timeout <-chan time.Time
 		d := c.ReadTimeout
-		if !cl.gotRecord {
-			d = c.ResponseHeaderTimeout
+		if !cl.gotStdout && c.ResponseHeaderTimeout > 0 {
+			d = max(time.Until(cl.headerDeadline()), time.Nanosecond)
 		}
 		if d > 0 {
 			if cl.timer == nil {
@@ -807,7 +822,7 @@ func (cl *call) nextMpx() (wire.Type, []byte, error) {
 			}
 		case <-timeout:
 			cl.abort()
-			if !cl.gotRecord {
+			if !cl.gotStdout {
 				return 0, nil, &TimeoutError{Op: "response header", Addr: cl.b.addr}
 			}
 			return 0, nil, &TimeoutError{Op: "read response", Addr: cl.b.addr}
@@ -820,6 +835,7 @@ func (cl *call) nextMpx() (wire.Type, []byte, error) {
 			putEventBuf(ev.buf)
 			continue
 		}
+		cl.gotStdout = true
 		cl.cur = ev.buf
 		return ev.typ, *ev.buf, nil
 	}
