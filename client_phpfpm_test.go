@@ -28,8 +28,13 @@ import (
 // frontController is a PHP app routing on PATH_INFO (or REQUEST_URI) the
 // way framework front controllers do.
 const frontController = `<?php
+if (isset($_GET['dump'])) {
+	header('Content-Type: application/json');
+	echo json_encode($_SERVER);
+	exit;
+}
 while (ob_get_level()) { ob_end_flush(); }
-$path = $_SERVER['PATH_INFO'] ?? parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH);
+$path = ($_SERVER['PATH_INFO'] ?? '') ?: parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH);
 switch ($path) {
 case '/server':
 	header('Content-Type: application/json');
@@ -71,6 +76,7 @@ default:
 
 func startFPM(t *testing.T, cfg peer.PHPFPMConfig) *peer.PHPFPM {
 	t.Helper()
+	cfg.Pool += "php_admin_value[post_max_size] = 64M\nphp_admin_value[upload_max_filesize] = 64M\n"
 	fpm := peer.StartPHPFPM(t, cfg)
 	fpm.WriteFile("index.php", frontController)
 	return fpm

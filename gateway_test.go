@@ -102,9 +102,9 @@ func TestGatewayRouting(t *testing.T) {
 		script, pathInfo, docURI, q string
 	}{
 		{"/app.php", 200, "/app.php", "", "/app.php", ""},
-		{"/app.php/a/b?x=1", 200, "/app.php", "/a/b", "/app.php/a/b", "x=1"},
+		{"/app.php/a/b?x=1", 200, "/app.php", "/a/b", "/app.php", "x=1"},
 		{"/APP.php", 404, "", "", "", ""}, // the file is app.php
-		{"/Upper.PHP/x", 200, "/Upper.PHP", "/x", "/Upper.PHP/x", ""},
+		{"/Upper.PHP/x", 200, "/Upper.PHP", "/x", "/Upper.PHP", ""},
 		{"/blog/", 200, "/blog/index.php", "", "/blog/index.php", ""},
 		{"/blog", 200, "/blog/index.php", "", "/blog/index.php", ""},
 		{"/some/route?q=1", 200, "/index.php", "", "/index.php", "q=1"},
@@ -198,7 +198,7 @@ func TestGatewayParams(t *testing.T) {
 	want := map[string]string{
 		"QUERY_STRING": "a=1&b=2", "REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/x-www-form-urlencoded",
 		"CONTENT_LENGTH": "3", "SCRIPT_NAME": "/app.php", "SCRIPT_FILENAME": root + "/app.php", "PATH_INFO": "/p",
-		"REQUEST_URI": "/app.php/p?a=1&b=2", "DOCUMENT_URI": "/app.php/p", "DOCUMENT_ROOT": root,
+		"REQUEST_URI": "/app.php/p?a=1&b=2", "DOCUMENT_URI": "/app.php", "DOCUMENT_ROOT": root,
 		"SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_SCHEME": "http", "GATEWAY_INTERFACE": "CGI/1.1",
 		"SERVER_SOFTWARE": "fcgikit", "REMOTE_ADDR": "127.0.0.1", "REMOTE_USER": "alice",
 		"SERVER_ADDR": host, "SERVER_PORT": port, "SERVER_NAME": host, "REDIRECT_STATUS": "200",

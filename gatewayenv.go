@@ -126,7 +126,9 @@ func (g *Gateway) route(urlPath string) (route, error) {
 		if !ok || !isFile(f) {
 			return route{}, notFound
 		}
-		return route{script: script, pathInfo: info, docURI: p, file: f}, nil
+		// try_files $fastcgi_script_name sets $uri, hence DOCUMENT_URI,
+		// to the script.
+		return route{script: script, pathInfo: info, docURI: script, file: f}, nil
 	}
 	// try_files $uri
 	if f, ok := inRoot(root, p); ok && !strings.HasSuffix(p, "/") && isFile(f) {
