@@ -158,7 +158,8 @@ const abortGrace = 2 * time.Second
 // connection about to close. A request refused with FCGI_CANT_MPX_CONN on a
 // multiplexed connection is resent (replayable bodies only) on a connection
 // of its own, and the backend is no longer multiplexed. A request whose
-// dial fails is tried on the next healthy backend.
+// dial fails is tried on the next healthy backend, and so is an idempotent
+// request whose new connection is closed before any response byte.
 //
 // # Backends
 //
@@ -373,11 +374,17 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		}
 		switch {
 		case errors.Is(err, ErrCantMpxConn):
+			forceNew = true
 		case cl.reused && !cl.gotRecord && (req.idempotent() || isReset(err)) && !isTimeoutErr(err):
+			forceNew = true
+		case !cl.reused && !cl.gotRecord && req.idempotent() && errors.Is(err, ErrBackendClosed) && len(c.backends) > 1:
+			// A new connection failed: the backend was set aside; try
+			// another.
+			avoid = cl.b
 		default:
 			return nil, err
 		}
-		retried, forceNew = true, true
+		retried = true
 		if req.GetBody != nil && body != nil && body != http.NoBody {
 			if body, err = req.GetBody(); err != nil {
 				return nil, err

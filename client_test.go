@@ -749,3 +749,76 @@ func TestClientClosed(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+func TestClientIdleTimeoutAndLifetime(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, nil)
+	c := newClient(app.Addr)
+	c.IdleTimeout = 50 * time.Millisecond
+	defer c.Close()
+	doString(t, c, get("/"))
+	deadline := time.Now().Add(2 * time.Second)
+	for app.open.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if app.open.Load() != 0 {
+		t.Fatal("idle connection not closed after IdleTimeout")
+	}
+
+	app2 := startFake(t, false, nil)
+	c2 := newClient(app2.Addr)
+	c2.MaxLifetime = 60 * time.Millisecond
+	defer c2.Close()
+	doString(t, c2, get("/"))
+	doString(t, c2, get("/"))
+	time.Sleep(80 * time.Millisecond)
+	doString(t, c2, get("/"))
+	if n := app2.conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2 (one retired by MaxLifetime)", n)
+	}
+}
+
+// A backend set aside comes back after BackendCooldown.
+func TestClientBackendCooldown(t *testing.T) {
+	checkLeaks(t)
+	good := startFake(t, false, nil)
+	p, late := unixAddr(t)
+	c := &fcgi.Client{Backends: []string{late, good.Addr}, ErrorLog: quietLog, BackendCooldown: 100 * time.Millisecond, MaxIdleConnsPerBackend: -1}
+	defer c.Close()
+	for i := 0; i < 6; i++ {
+		doString(t, c, get("/"))
+	}
+	// Now the late backend starts listening.
+	ln, err := net.Listen("unix", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			nc.Close()
+		}
+	}()
+	defer func() { ln.Close(); <-done }()
+	for i := 0; i < 6; i++ {
+		doString(t, c, get("/"))
+	}
+	if accepted.Load() != 0 {
+		t.Fatal("set-aside backend used during its cool-down")
+	}
+	time.Sleep(150 * time.Millisecond)
+	// The backend closes connections at once: GETs go to the other one.
+	for i := 0; i < 6; i++ {
+		doString(t, c, get("/"))
+	}
+	if accepted.Load() == 0 {
+		t.Fatal("backend not tried again after its cool-down")
+	}
+}

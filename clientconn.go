@@ -41,6 +41,7 @@ type clientConn struct {
 	mpx       bool
 	maxReqs   int
 	active    atomic.Int32  // requests holding an ID; incremented under b.mu
+	calls0    atomic.Int64  // requests ever started on the connection
 	mu        sync.Mutex    // guards calls
 	calls     []*call       // calls[id-1], nil when the ID is free
 	broken    chan struct{} // closed when the connection failed
@@ -621,7 +622,7 @@ func (cc *clientConn) newMpxCall() *call {
 		if x == nil {
 			cl := newCall(cc)
 			cl.id = uint16(i + 1)
-			cl.reused = cc.usedBefore()
+			cl.reused = cc.calls0.Add(1) > 1
 			cl.events = make(chan event, 8)
 			cl.gone = make(chan struct{})
 			cl.refs.Store(1)
@@ -634,11 +635,6 @@ func (cc *clientConn) newMpxCall() *call {
 	cc.active.Add(-1)
 	panic("fcgi: no free request ID on a multiplexed connection")
 }
-
-// usedBefore reports whether the connection is older than a few
-// milliseconds: for retries, a multiplexed connection counts as reused
-// once it has been open a while.
-func (cc *clientConn) usedBefore() bool { return time.Since(cc.created) > 10*time.Millisecond }
 
 var (
 	smallEventBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}

@@ -248,8 +248,11 @@ func (g *Gateway) body(r *http.Request, req *Request) (string, func(), error) {
 			return "", nop, tooLarge
 		}
 		if r.ContentLength > smallBody {
-			req.Body = r.Body
-			return strconv.FormatInt(r.ContentLength, 10), nop, nil
+			// Streamed: the client may still be sending it when the
+			// response has ended, so reads stop when ServeHTTP returns.
+			gb := &guardedBody{r: r.Body}
+			req.Body = gb
+			return strconv.FormatInt(r.ContentLength, 10), gb.stop, nil
 		}
 	}
 	// Unknown length, or small: read it all.
@@ -382,3 +385,29 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r2)
 	})
 }
+
+// guardedBody passes a request body to the client's body writer until stop,
+// after which reads fail: net/http forbids reading a request body after
+// ServeHTTP has returned. stop waits for a read in progress.
+type guardedBody struct {
+	mu      sync.Mutex
+	r       io.Reader
+	stopped bool
+}
+
+func (b *guardedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return 0, errBodyStopped
+	}
+	return b.r.Read(p)
+}
+
+func (b *guardedBody) stop() {
+	b.mu.Lock()
+	b.stopped = true
+	b.mu.Unlock()
+}
+
+var errBodyStopped = errors.New("fcgi: request over")
