@@ -502,7 +502,7 @@ func TestClientCancel(t *testing.T) {
 	time.AfterFunc(30*time.Millisecond, cancel)
 	start := time.Now()
 	_, err := c.Do(ctx, get("/"))
-	if !errors.Is(err, context.Canceled) || time.Since(start) > 200*time.Millisecond {
+	if !errors.Is(err, context.Canceled) || time.Since(start) > 250*time.Millisecond {
 		t.Fatalf("error %v after %v", err, time.Since(start))
 	}
 
