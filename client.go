@@ -181,8 +181,12 @@ type Client struct {
 
 	// MaxConnsPerBackend bounds the connections to each backend; requests
 	// above it wait, in order, until a connection is free or their
-	// context ends. Zero means no limit. With PHP-FPM set it at most to
-	// pm.max_children, since every open connection pins a worker.
+	// context ends. Zero means no limit. With PHP-FPM set it to
+	// pm.max_children: every open connection pins a worker. Without a
+	// limit, while a request on a new connection waits for its first
+	// response byte (it may be in PHP-FPM's accept queue), connections
+	// that finish are closed instead of kept idle, so that their workers
+	// can take the waiting connections: correct, but slower than a limit.
 	MaxConnsPerBackend int
 
 	// MaxIdleConnsPerBackend bounds the idle connections kept for reuse

@@ -351,3 +351,41 @@ func TestClientPHPFPMRecycling(t *testing.T) {
 		t.Fatalf("%d errors, first: %v", len(errs), errs[0])
 	}
 }
+
+// Without MaxConnsPerBackend, more concurrent requests than PHP-FPM
+// workers: connections beyond the workers wait in PHP-FPM's accept queue,
+// and kept idle connections must not pin the workers they need.
+func TestClientPHPFPMOvercommit(t *testing.T) {
+	checkLeaks(t)
+	fpm := startFPM(t, peer.PHPFPMConfig{MaxChildren: 2})
+	c := newClient(fpm.Addr())
+	c.ResponseHeaderTimeout = 5 * time.Second
+	defer c.Close()
+	start := time.Now()
+	for round := 0; round < 3; round++ {
+		var wg sync.WaitGroup
+		errs := make(chan error, 12)
+		for i := 0; i < 12; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := c.Do(context.Background(), fpmRequest(fpm, "GET", "/slow", nil, ""))
+				if err != nil {
+					errs <- err
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	// 36 requests of 50 ms on 2 workers: about a second when nothing stalls.
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("took %v: requests stalled behind idle connections", d)
+	}
+}

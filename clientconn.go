@@ -115,16 +115,17 @@ type call struct {
 	stderr io.Writer
 
 	// Owned by the goroutine reading the response.
-	gotRecord bool      // a record for this request arrived
-	gotStdout bool      // a STDOUT or END_REQUEST record arrived
-	hdrDL     time.Time // when ResponseHeaderTimeout expires
-	rdeadline bool      // a read deadline is set
-	hs        cgiHeaderScanner
-	pending   []byte // STDOUT not yet returned by Read
-	ended     bool   // END_REQUEST arrived
-	end       wire.EndRequest
-	err       error // returned by Read once pending is empty
-	finished  bool
+	gotRecord    bool      // a record for this request arrived
+	gotStdout    bool      // a STDOUT or END_REQUEST record arrived
+	freshWaiting bool      // counted in backend.freshWaiting
+	hdrDL        time.Time // when ResponseHeaderTimeout expires
+	rdeadline    bool      // a read deadline is set
+	hs           cgiHeaderScanner
+	pending      []byte // STDOUT not yet returned by Read
+	ended        bool   // END_REQUEST arrived
+	end          wire.EndRequest
+	err          error // returned by Read once pending is empty
+	finished     bool
 
 	// The body writer goroutine: wdone is closed when it returns, after
 	// setting werr.
@@ -160,6 +161,10 @@ func (cl *call) roundTrip(ctx context.Context, req *Request, body, data io.Reade
 	cl.stderr = req.Stderr
 	if ctx.Done() != nil {
 		cl.stop = context.AfterFunc(ctx, cl.cancel)
+	}
+	if !cl.reused && !cl.cc.mpx {
+		cl.b.freshWaiting.Add(1)
+		cl.freshWaiting = true
 	}
 	if err := cl.writeRequest(req, body, data); err != nil {
 		cl.finish(false)
@@ -426,7 +431,10 @@ func (cl *call) next() (wire.Type, []byte, error) {
 			}
 			return 0, nil, fmt.Errorf("%w: %s: %v for a request ID not in use", ErrProtocol, cl.b.addr, rec.Header)
 		}
-		cl.gotRecord = true
+		if !cl.gotRecord {
+			cl.gotRecord = true
+			cl.notWaiting()
+		}
 		switch rec.Type {
 		case wire.TypeStdout, wire.TypeEndRequest:
 			cl.gotStdout = true
@@ -493,6 +501,14 @@ func (cl *call) setEnd(content []byte) error {
 	return nil
 }
 
+// notWaiting ends the call's count in backend.freshWaiting.
+func (cl *call) notWaiting() {
+	if cl.freshWaiting {
+		cl.freshWaiting = false
+		cl.b.freshWaiting.Add(-1)
+	}
+}
+
 // headerDeadline returns when ResponseHeaderTimeout expires, counted from
 // the first wait for the response.
 func (cl *call) headerDeadline() time.Time {
@@ -548,6 +564,7 @@ func (cl *call) finish(reuse bool) {
 		return
 	}
 	cl.finished = true
+	cl.notWaiting()
 	defer cl.b.inflight.Add(-1)
 	if cl.stop != nil && !cl.stop() {
 		reuse = false // the context ended: deadlines are spoiled, or an abort was sent

@@ -34,6 +34,13 @@ type backend struct {
 	// 0 until then.
 	recycleAfter atomic.Int64
 
+	// freshWaiting counts requests on new one-request connections that
+	// have had no response record yet. Such a connection may sit in the
+	// backend's accept queue, waiting for a worker that an idle kept
+	// connection pins (PHP-FPM); connections that finish meanwhile are
+	// closed rather than kept, to free their worker.
+	freshWaiting atomic.Int64
+
 	mu         sync.Mutex
 	mpx        int
 	maxReqs    int             // per multiplexed connection
@@ -229,6 +236,7 @@ func (b *backend) putIdle(cc *clientConn) {
 	b.mu.Lock()
 	cc.served++
 	if c.closed.Load() || b.mpx == mpxYes || len(b.idle) >= c.maxIdle() || cc.expired(time.Now()) ||
+		(b.freshWaiting.Load() > 0 && len(b.waiters) == 0) ||
 		(b.recycleAfter.Load() > 0 && int64(cc.served) >= b.recycleAfter.Load()) {
 		b.conns--
 		b.wakeLocked()
