@@ -254,3 +254,49 @@ func TestGatewayCVE201911043(t *testing.T) {
 		t.Fatalf("%q", b)
 	}
 }
+
+// A PHP script as a FastCGI Authorizer in front of a PHP application.
+func TestGatewayAuthorizerPHPFPM(t *testing.T) {
+	checkLeaks(t)
+	fpm := startFPM(t, peer.PHPFPMConfig{MaxChildren: 2})
+	fpm.WriteFile("auth.php", `<?php
+if (($_SERVER['HTTP_AUTHORIZATION'] ?? '') !== 'Bearer s3cret') {
+	http_response_code(401);
+	header('WWW-Authenticate: Bearer');
+	echo 'denied ', $_SERVER['FCGI_ROLE'];
+	exit;
+}
+header('Variable-AUTH_USER: alice');
+`)
+	fpm.WriteFile("env.php", dumpServer)
+	g, _, _ := phpGateway(t, fpm, 2)
+	// The authorizer runs auth.php whatever the path: no path names a
+	// script, so every one goes to the front controller.
+	ag, _ := newGateway(t, fpm.Addr(), fpm.Root())
+	ag.FrontController = "/auth.php"
+	ag.ScriptExt = ".none"
+	srv := httptest.NewServer(ag.Authorizer(g))
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/env.php")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 401 || string(b) != "denied AUTHORIZER" || resp.Header.Get("WWW-Authenticate") != "Bearer" {
+		t.Fatalf("denied: %d %q %v", resp.StatusCode, b, resp.Header)
+	}
+	req, _ := http.NewRequest("GET", srv.URL+"/env.php", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var server map[string]any
+	json.NewDecoder(resp.Body).Decode(&server)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || server["AUTH_USER"] != "alice" || server["FCGI_ROLE"] != "RESPONDER" {
+		t.Fatalf("allowed: %d AUTH_USER=%v FCGI_ROLE=%v", resp.StatusCode, server["AUTH_USER"], server["FCGI_ROLE"])
+	}
+}
