@@ -822,3 +822,101 @@ func TestClientBackendCooldown(t *testing.T) {
 		t.Fatal("backend not tried again after its cool-down")
 	}
 }
+
+// A backend that refuses a second request on a connection with
+// FCGI_CANT_MPX_CONN: the refused requests are sent again, one per
+// connection, and the backend is no longer multiplexed.
+func TestClientMultiplexRefused(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			if r.ID > 1 {
+				r.End(0, wire.StatusCantMpxConn)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+			r.Write("\r\nok")
+		}
+	})
+	c := newClient(app.Addr)
+	c.Multiplex = fcgi.MultiplexOn
+	defer c.Close()
+	var wg sync.WaitGroup
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := c.Do(context.Background(), get("/"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != "ok" {
+				t.Errorf("body %q", b)
+			}
+		}()
+	}
+	wg.Wait()
+	// Later requests use ID 1 only.
+	before := app.IDs()
+	doString(t, c, get("/"))
+	doString(t, c, get("/"))
+	after := app.IDs()
+	if after[1] != before[1]+2 {
+		t.Fatalf("IDs before %v after %v", before, after)
+	}
+}
+
+func TestClientMultiplexTimeoutAndBrokenConn(t *testing.T) {
+	checkLeaks(t)
+	release := make(chan struct{})
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			switch r.Params["REQUEST_URI"] {
+			case "/slow":
+				select {
+				case <-r.Aborted:
+				case <-release:
+				}
+			case "/die":
+				time.Sleep(30 * time.Millisecond)
+				r.conn.nc.Close()
+			default:
+				r.Write("\r\nok")
+			}
+		}
+	})
+	defer close(release)
+	c := newClient(app.Addr)
+	c.Multiplex = fcgi.MultiplexOn
+	c.ResponseHeaderTimeout = 50 * time.Millisecond
+	defer c.Close()
+	_, err := c.Do(context.Background(), get("/slow"))
+	var te *fcgi.TimeoutError
+	if !errors.As(err, &te) || te.Op != "response header" {
+		t.Fatalf("error %v", err)
+	}
+	// The connection dies under two requests: both fail (they are not
+	// idempotent), and the next request gets a new connection.
+	c = newClient(app.Addr)
+	c.Multiplex = fcgi.MultiplexOn
+	defer c.Close()
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := get("/die")
+			req.Params["REQUEST_METHOD"] = "POST"
+			if _, err := c.Do(context.Background(), req); !errors.Is(err, fcgi.ErrBackendClosed) {
+				t.Errorf("error %v, want ErrBackendClosed", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if _, body := doString(t, c, get("/")); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+}
