@@ -115,6 +115,11 @@ const (
 	// backend says 0 or does not answer, it behaves as MultiplexOff.
 	MultiplexAuto
 	// MultiplexOn multiplexes without asking.
+	//
+	// On a multiplexed connection one read loop routes records to the
+	// requests by ID and queues a few records per request: a request
+	// whose Body is not read holds up the others on its connection once
+	// its queue is full.
 	MultiplexOn
 )
 

@@ -920,3 +920,27 @@ func TestClientMultiplexTimeoutAndBrokenConn(t *testing.T) {
 		t.Fatalf("body %q", body)
 	}
 }
+
+func TestClientFilterRole(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			r.Write(fmt.Sprintf("\r\n%v stdin=%q data=%q", r.Role, r.Stdin, strings.ToUpper(string(r.Data))))
+		}
+	})
+	c := newClient(app.Addr)
+	defer c.Close()
+	req := get("/")
+	req.Role = fcgi.Filter
+	req.Body = strings.NewReader("in")
+	req.Data = strings.NewReader("file to filter")
+	if _, body := doString(t, c, req); body != `FILTER stdin="in" data="FILE TO FILTER"` {
+		t.Fatalf("body %q", body)
+	}
+	// Without Data, an empty DATA stream still ends the request.
+	req = get("/")
+	req.Role = fcgi.Filter
+	if _, body := doString(t, c, req); body != `FILTER stdin="" data=""` {
+		t.Fatalf("body %q", body)
+	}
+}
