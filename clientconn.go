@@ -1,12 +1,14 @@
 package fcgi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -237,6 +239,22 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 		buf = wire.AppendPair(buf, k, v)
 	}
 	cuts = append(cuts, len(buf))
+	// A small in-memory body goes out with the header in one write, with
+	// no goroutine: the socket buffer holds it even if the backend answers
+	// before reading it.
+	var small []byte
+	if data == nil {
+		if n, ok := smallBodyLen(body); ok {
+			start := len(buf)
+			buf = append(buf, make([]byte, n)...)
+			if _, err := io.ReadFull(body, buf[start:]); err != nil {
+				*bp = buf[:0]
+				paramBufs.Put(bp)
+				return fmt.Errorf("fcgi: reading request body: %w", err)
+			}
+			small, body = buf[start:], nil
+		}
+	}
 
 	cc.wmu.Lock()
 	cc.setWriteDeadline(cl.c.WriteTimeout)
@@ -253,6 +271,9 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 		err = wr.WriteRecord(wire.TypeParams, cl.id, nil)
 	}
 	inline := body == nil && data == nil
+	if inline && err == nil {
+		err = wr.WriteStream(wire.TypeStdin, cl.id, small)
+	}
 	if inline && err == nil {
 		err = wr.WriteRecord(wire.TypeStdin, cl.id, nil)
 		if err == nil && role == wire.RoleFilter {
@@ -286,6 +307,26 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 		go cl.writeBody(body, data, role == wire.RoleFilter)
 	}
 	return nil
+}
+
+// maxInlineBody is the largest body sent with the request header.
+const maxInlineBody = 16 << 10
+
+// smallBodyLen reports the length of a body held in memory by one of the
+// standard readers, when it is small enough to send inline.
+func smallBodyLen(r io.Reader) (int, bool) {
+	var n int
+	switch b := r.(type) {
+	case *bytes.Reader:
+		n = b.Len()
+	case *strings.Reader:
+		n = b.Len()
+	case *bytes.Buffer:
+		n = b.Len()
+	default:
+		return 0, false
+	}
+	return n, n <= maxInlineBody
 }
 
 var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
