@@ -133,6 +133,10 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 
 // ServeHTTP serves r through the FastCGI application.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.Client == nil {
+		g.fail(w, r, ErrNoBackend)
+		return
+	}
 	rt, err := g.route(r.URL.Path)
 	if err != nil {
 		g.fail(w, r, err)
