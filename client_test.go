@@ -66,8 +66,14 @@ func doString(t testing.TB, c *fcgi.Client, req *fcgi.Request) (*fcgi.Response, 
 }
 
 func TestClientDo(t *testing.T) {
+	for _, tcp := range []bool{false, true} {
+		t.Run(map[bool]string{false: "unix", true: "tcp"}[tcp], func(t *testing.T) { testClientDo(t, tcp) })
+	}
+}
+
+func testClientDo(t *testing.T, tcp bool) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, tcp, func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			r.WriteErr("warning: " + r.Params["REQUEST_URI"])
 			r.Write("Status: 201 Created\r\nX-A: 1\r\nX-A: 2\r\nContent-Type: text/plain\r\n\r\n")
@@ -100,8 +106,14 @@ func TestClientDo(t *testing.T) {
 }
 
 func TestClientKeepConn(t *testing.T) {
+	for _, tcp := range []bool{false, true} {
+		t.Run(map[bool]string{false: "unix", true: "tcp"}[tcp], func(t *testing.T) { testClientKeepConn(t, tcp) })
+	}
+}
+
+func testClientKeepConn(t *testing.T, tcp bool) {
 	checkLeaks(t)
-	app := startFake(t, false, nil)
+	app := startFake(t, tcp, nil)
 	c := newClient(app.Addr)
 	defer c.Close()
 	for i := 0; i < 50; i++ {
@@ -144,8 +156,14 @@ func TestClientNoKeepAlive(t *testing.T) {
 // A backend that closes kept connections (PHP-FPM's pm.max_requests) must
 // never cause an error.
 func TestClientWorkerRecycling(t *testing.T) {
+	for _, tcp := range []bool{false, true} {
+		t.Run(map[bool]string{false: "unix", true: "tcp"}[tcp], func(t *testing.T) { testClientWorkerRecycling(t, tcp) })
+	}
+}
+
+func testClientWorkerRecycling(t *testing.T, tcp bool) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) { a.MaxRequestsPerConn = 3 })
+	app := startFake(t, tcp, func(a *fakeApp) { a.MaxRequestsPerConn = 3 })
 	c := newClient(app.Addr)
 	defer c.Close()
 	for i := 0; i < 30; i++ {
