@@ -40,6 +40,18 @@ func checkLeaks(t testing.TB) {
 	})
 }
 
+// waitFor polls cond for up to two seconds.
+func waitFor(cond func() bool) bool {
+	deadline := time.Now().Add(2 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
 // quietLog discards the client's log.
 var quietLog = slogDiscard()
 
@@ -258,11 +270,7 @@ func TestClientBodyClosedEarly(t *testing.T) {
 		t.Fatalf("Read after Close: %v", err)
 	}
 	// The connection was closed, not pooled.
-	deadline := time.Now().Add(2 * time.Second)
-	for app.open.Load() != 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if app.open.Load() != 0 {
+	if !waitFor(func() bool { return app.open.Load() == 0 }) {
 		t.Fatal("connection still open after Body.Close")
 	}
 }
@@ -625,11 +633,7 @@ func TestClientMultiplexAbort(t *testing.T) {
 	if _, err := c.Do(ctx, get("/wait")); !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v", err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for app.aborts.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if app.aborts.Load() != 1 {
+	if !waitFor(func() bool { return app.aborts.Load() == 1 }) {
 		t.Fatal("no FCGI_ABORT_REQUEST")
 	}
 	// The connection stays in use.
@@ -650,11 +654,7 @@ func TestClientMultiplexAbort(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	deadline = time.Now().Add(2 * time.Second)
-	for app.aborts.Load() != 2 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if app.aborts.Load() != 2 {
+	if !waitFor(func() bool { return app.aborts.Load() == 2 }) {
 		t.Fatal("Body.Close sent no FCGI_ABORT_REQUEST")
 	}
 }
@@ -775,11 +775,7 @@ func TestClientIdleTimeoutAndLifetime(t *testing.T) {
 	c.IdleTimeout = 50 * time.Millisecond
 	defer c.Close()
 	doString(t, c, get("/"))
-	deadline := time.Now().Add(2 * time.Second)
-	for app.open.Load() != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if app.open.Load() != 0 {
+	if !waitFor(func() bool { return app.open.Load() == 0 }) {
 		t.Fatal("idle connection not closed after IdleTimeout")
 	}
 

@@ -35,10 +35,13 @@ type backend struct {
 	recycleAfter atomic.Int64
 
 	// freshWaiting counts requests on new one-request connections that
-	// have had no response record yet. Such a connection may sit in the
-	// backend's accept queue, waiting for a worker that an idle kept
-	// connection pins (PHP-FPM); connections that finish meanwhile are
-	// closed rather than kept, to free their worker.
+	// have had no response record yet. Without MaxConnsPerBackend such a
+	// connection may sit in the backend's accept queue, waiting for a
+	// worker that an idle kept connection pins (PHP-FPM); connections
+	// that finish meanwhile are closed rather than kept, to free their
+	// worker. With a limit no larger than the worker count this cannot
+	// happen, and connections are kept for their whole life, which keeps
+	// recycleAfter exact.
 	freshWaiting atomic.Int64
 
 	mu         sync.Mutex
@@ -236,7 +239,7 @@ func (b *backend) putIdle(cc *clientConn) {
 	b.mu.Lock()
 	cc.served++
 	if c.closed.Load() || b.mpx == mpxYes || len(b.idle) >= c.maxIdle() || cc.expired(time.Now()) ||
-		(b.freshWaiting.Load() > 0 && len(b.waiters) == 0) ||
+		(c.MaxConnsPerBackend <= 0 && b.freshWaiting.Load() > 0 && len(b.waiters) == 0) ||
 		(b.recycleAfter.Load() > 0 && int64(cc.served) >= b.recycleAfter.Load()) {
 		b.conns--
 		b.wakeLocked()
@@ -246,12 +249,7 @@ func (b *backend) putIdle(cc *clientConn) {
 	}
 	cc.inIdle = true
 	b.idle = append(b.idle, cc)
-	d := orDur(c.IdleTimeout, DefaultIdleTimeout)
-	if cc.idleTimer == nil {
-		cc.idleTimer = time.AfterFunc(d, cc.idleExpired)
-	} else {
-		cc.idleTimer.Reset(d)
-	}
+	b.armIdleTimer(cc)
 	b.wakeLocked()
 	b.mu.Unlock()
 }
@@ -325,12 +323,7 @@ func (b *backend) mpxSlotFree(cc *clientConn) {
 				go cc.closeConn() // closes the socket; the read loop then ends
 			}
 		} else {
-			d := orDur(b.c.IdleTimeout, DefaultIdleTimeout)
-			if cc.idleTimer == nil {
-				cc.idleTimer = time.AfterFunc(d, cc.idleExpired)
-			} else {
-				cc.idleTimer.Reset(d)
-			}
+			b.armIdleTimer(cc)
 		}
 	}
 	b.wakeLocked()
@@ -356,8 +349,7 @@ func (b *backend) stopMultiplexing() {
 // closeIdle closes the idle connections, for Client.Close.
 func (b *backend) closeIdle() {
 	b.mu.Lock()
-	idle := b.idle
-	b.idle = nil
+	idle := b.takeIdleLocked()
 	var mpx []*clientConn
 	keep := b.mpxConns[:0]
 	for _, cc := range b.mpxConns {
@@ -368,24 +360,50 @@ func (b *backend) closeIdle() {
 		}
 	}
 	b.mpxConns = keep
-	b.conns -= len(idle) + len(mpx)
+	b.conns -= len(mpx)
+	// Wake every waiter: they see the closed client and fail.
+	b.wakeAllLocked()
+	b.mu.Unlock()
+	closeConns(idle)
+	closeConns(mpx)
+}
+
+// takeIdleLocked removes the idle one-request connections from the pool
+// and returns them for closeConns.
+func (b *backend) takeIdleLocked() []*clientConn {
+	idle := b.idle
+	b.idle = nil
+	b.conns -= len(idle)
 	for _, cc := range idle {
 		cc.inIdle = false
 	}
-	// Wake every waiter: they see the closed client and fail.
-	for len(b.waiters) > 0 {
-		b.wakeLocked()
-	}
-	b.mu.Unlock()
-	for _, cc := range idle {
-		cc.idleTimer.Stop()
-		cc.closeConn()
-	}
-	for _, cc := range mpx {
+	return idle
+}
+
+// closeConns closes connections taken out of the pool.
+func closeConns(conns []*clientConn) {
+	for _, cc := range conns {
 		if cc.idleTimer != nil {
 			cc.idleTimer.Stop()
 		}
 		cc.closeConn()
+	}
+}
+
+// wakeAllLocked lets every waiter try again.
+func (b *backend) wakeAllLocked() {
+	for len(b.waiters) > 0 {
+		b.wakeLocked()
+	}
+}
+
+// armIdleTimer starts cc's IdleTimeout.
+func (b *backend) armIdleTimer(cc *clientConn) {
+	d := orDur(b.c.IdleTimeout, DefaultIdleTimeout)
+	if cc.idleTimer == nil {
+		cc.idleTimer = time.AfterFunc(d, cc.idleExpired)
+	} else {
+		cc.idleTimer.Reset(d)
 	}
 }
 
@@ -426,21 +444,11 @@ func (b *backend) startProbe() {
 		var idle []*clientConn
 		if mpx == mpxYes {
 			// One-request connections are no longer needed.
-			idle = b.idle
-			b.idle = nil
-			b.conns -= len(idle)
-			for _, cc := range idle {
-				cc.inIdle = false
-			}
+			idle = b.takeIdleLocked()
 		}
-		for len(b.waiters) > 0 {
-			b.wakeLocked()
-		}
+		b.wakeAllLocked()
 		b.mu.Unlock()
-		for _, cc := range idle {
-			cc.idleTimer.Stop()
-			cc.closeConn()
-		}
+		closeConns(idle)
 	}()
 }
 
