@@ -139,9 +139,20 @@ func (b *backend) acquire(ctx context.Context, forceNew bool) (*call, error) {
 			}
 			b.mu.Unlock()
 			nc, err := c.dial(ctx, b.addr)
+			var cc *clientConn
+			if err == nil {
+				cc = newClientConn(b, nc)
+			}
 			if mpx {
 				b.mu.Lock()
 				b.mpxDialing = false
+				if cc != nil {
+					cc.startMpx(maxReqs)
+					cc.active.Add(1)
+					b.mpxConns = append(b.mpxConns, cc)
+				}
+				// The next in line takes a free ID of the new
+				// connection, or dials in its turn.
 				b.wakeLocked()
 				b.mu.Unlock()
 			}
@@ -153,13 +164,7 @@ func (b *backend) acquire(ctx context.Context, forceNew bool) (*call, error) {
 				}
 				return nil, err
 			}
-			cc := newClientConn(b, nc)
 			if mpx {
-				cc.startMpx(maxReqs)
-				cc.active.Add(1)
-				b.mu.Lock()
-				b.mpxConns = append(b.mpxConns, cc)
-				b.mu.Unlock()
 				if cl := cc.newMpxCall(); cl != nil {
 					return cl, nil
 				}
