@@ -5,6 +5,9 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -161,4 +164,26 @@ func BenchmarkClient_GetMultiplexed(b *testing.B) {
 			benchDo(b, c, req, buf)
 		}
 	})
+}
+
+// BenchmarkGateway_Get: the gateway's own cost per request (routing,
+// CGI environment, response copy) against the fast backend, without HTTP.
+func BenchmarkGateway_Get(b *testing.B) {
+	app := startFastApp(b, "hello, world")
+	root := b.TempDir()
+	os.WriteFile(filepath.Join(root, "index.php"), []byte("<?php"), 0o644)
+	c := &fcgi.Client{Addr: app.addr}
+	defer c.Close()
+	g := &fcgi.Gateway{Client: c, Root: root, FrontController: "/index.php"}
+	req := httptest.NewRequest("GET", "/blog/post?id=1", nil)
+	req.Header.Set("User-Agent", "bench")
+	req.Header.Set("Accept", "*/*")
+	b.ReportAllocs()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		g.ServeHTTP(w, req)
+		if w.Code != 200 {
+			b.Fatal(w.Code)
+		}
+	}
 }

@@ -237,19 +237,21 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	http.Error(w, http.StatusText(code), code)
 }
 
+var errTooLarge = &httpError{code: http.StatusRequestEntityTooLarge, msg: "fcgi: request body too large"}
+
+func nop() {}
+
 // body prepares r's body as req.Body and returns CONTENT_LENGTH ("" for
 // no body) and a cleanup function. Small and unknown-length bodies are
 // read first and made replayable; large ones of known length stream.
 func (g *Gateway) body(r *http.Request, req *Request) (string, func(), error) {
-	nop := func() {}
 	max := g.maxBody()
-	tooLarge := &httpError{code: http.StatusRequestEntityTooLarge, msg: "fcgi: request body too large"}
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return "", nop, nil
 	}
 	if r.ContentLength > 0 {
 		if max >= 0 && r.ContentLength > max {
-			return "", nop, tooLarge
+			return "", nop, errTooLarge
 		}
 		if r.ContentLength > smallBody {
 			// Streamed: the client may still be sending it when the
@@ -274,7 +276,7 @@ func (g *Gateway) body(r *http.Request, req *Request) (string, func(), error) {
 	}
 	if n <= mem {
 		if max >= 0 && n > max {
-			return "", nop, tooLarge
+			return "", nop, errTooLarge
 		}
 		data := buf.Bytes()
 		if n == 0 {
@@ -303,7 +305,7 @@ func (g *Gateway) body(r *http.Request, req *Request) (string, func(), error) {
 	}
 	size := n + m
 	if max >= 0 && size > max {
-		return "", cleanup, tooLarge
+		return "", cleanup, errTooLarge
 	}
 	req.Body = io.NewSectionReader(f, 0, size)
 	req.GetBody = func() (io.Reader, error) { return io.NewSectionReader(f, 0, size), nil }

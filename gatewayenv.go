@@ -86,11 +86,6 @@ func isFile(name string) bool {
 	return err == nil && fi.Mode().IsRegular()
 }
 
-func isDir(name string) bool {
-	fi, err := os.Stat(name)
-	return err == nil && fi.IsDir()
-}
-
 // route maps a request path the way nginx does with
 //
 //	index index.php;
@@ -130,14 +125,18 @@ func (g *Gateway) route(urlPath string) (route, error) {
 		// to the script.
 		return route{script: script, pathInfo: info, docURI: script, file: f}, nil
 	}
-	// try_files $uri
-	if f, ok := inRoot(root, p); ok && !strings.HasSuffix(p, "/") && isFile(f) {
+	// try_files $uri $uri/, with one stat for both.
+	var fi os.FileInfo
+	f, ok := inRoot(root, p)
+	if ok {
+		fi, _ = os.Stat(f)
+	}
+	if fi != nil && fi.Mode().IsRegular() && !strings.HasSuffix(p, "/") {
 		if g.ServeStatic {
 			return route{docURI: p, file: f}, nil
 		}
 	}
-	// $uri/ with the index file
-	if f, ok := inRoot(root, p); ok && isDir(f) {
+	if fi != nil && fi.IsDir() {
 		index := g.index()
 		dirPath := strings.TrimSuffix(p, "/") + "/"
 		if idx, ok := inRoot(root, dirPath+index); ok && isFile(idx) {
