@@ -42,7 +42,11 @@ const smallBody = 64 << 10
 // PATH_INFO; the script must exist inside Root. Otherwise an existing file
 // is served directly when ServeStatic is set, a directory runs its Index
 // file, and anything else runs FrontController. Paths with control bytes
-// (NUL, newline) are refused with 400.
+// (NUL, newline) are refused with 400. Symbolic links inside Root are
+// followed, as nginx does by default.
+//
+// Hop-by-hop fields of the application's response header (Connection,
+// Transfer-Encoding, ...) are dropped; net/http frames the response.
 //
 // The application receives nginx's CGI environment: QUERY_STRING,
 // REQUEST_METHOD, CONTENT_TYPE, CONTENT_LENGTH, SCRIPT_NAME,
@@ -184,10 +188,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 		return
 	}
 	defer resp.Body.Close()
-	h := w.Header()
-	for k, vs := range resp.Header {
-		h[k] = vs
-	}
+	copyHeader(w.Header(), resp.Header)
 	w.WriteHeader(resp.Status)
 	rc := http.NewResponseController(w)
 	rc.Flush()
@@ -212,6 +213,19 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 			// Tell net/http the response is incomplete.
 			panic(http.ErrAbortHandler)
 		}
+	}
+}
+
+// copyHeader copies the application's header to the response, leaving
+// out hop-by-hop fields (RFC 9110 §7.6.1): framing and connection
+// management belong to net/http.
+func copyHeader(dst, src http.Header) {
+	for k, vs := range src {
+		switch k {
+		case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Te", "Trailer", "Upgrade":
+			continue
+		}
+		dst[k] = vs
 	}
 }
 
@@ -364,10 +378,7 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 		}
 		if resp.Status != http.StatusOK {
 			defer resp.Body.Close()
-			h := w.Header()
-			for k, vs := range resp.Header {
-				h[k] = vs
-			}
+			copyHeader(w.Header(), resp.Header)
 			w.WriteHeader(resp.Status)
 			io.Copy(w, resp.Body)
 			return

@@ -347,6 +347,15 @@ func TestGatewayErrors(t *testing.T) {
 		t.Fatalf("stderr not logged with the request: %q", logs.String())
 	}
 
+	hop := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) { r.Write("Connection: close\r\nTransfer-Encoding: chunked\r\nX-App: 1\r\n\r\nplain") }
+	})
+	g, _ = newGateway(t, hop.Addr, root)
+	if w := serveGW(g, "GET", "/", nil); w.Body.String() != "plain" || w.Header().Get("X-App") != "1" ||
+		w.Header().Get("Connection") != "" || w.Header().Get("Transfer-Encoding") != "" {
+		t.Fatalf("hop-by-hop: %q %v", w.Body.String(), w.Header())
+	}
+
 	bad := startFake(t, false, func(a *fakeApp) { a.Handler = func(r *fakeReq) { r.Write("garbage\r\n\r\n") } })
 	g, logs = newGateway(t, bad.Addr, root)
 	if w := serveGW(g, "GET", "/", nil); w.Code != http.StatusBadGateway || !strings.Contains(logs.String(), "malformed") {
