@@ -290,3 +290,17 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// The fixed-size records cost no allocation once the Writer has its buffer.
+func TestWriterFixedRecordsDoNotAllocate(t *testing.T) {
+	w := NewWriter(io.Discard)
+	n := testing.AllocsPerRun(100, func() {
+		w.WriteBeginRequest(1, RoleResponder, FlagKeepConn)
+		w.WriteEndRequest(1, 0, StatusRequestComplete)
+		w.WriteUnknownType(99)
+		w.Flush()
+	})
+	if n != 0 {
+		t.Fatalf("%v allocations per run", n)
+	}
+}

@@ -100,20 +100,36 @@ func (w *Writer) WriteStream(t Type, id uint16, p []byte) error {
 
 // WriteBeginRequest appends a BEGIN_REQUEST record (§5.1).
 func (w *Writer) WriteBeginRequest(id uint16, role Role, flags uint8) error {
-	b := [bodyLen]byte{byte(role >> 8), byte(role), flags}
-	return w.WriteRecord(TypeBeginRequest, id, b[:])
+	return w.writeFixed(TypeBeginRequest, id, [bodyLen]byte{byte(role >> 8), byte(role), flags})
 }
 
 // WriteEndRequest appends an END_REQUEST record (§5.5).
 func (w *Writer) WriteEndRequest(id uint16, appStatus uint32, status ProtocolStatus) error {
-	b := [bodyLen]byte{byte(appStatus >> 24), byte(appStatus >> 16), byte(appStatus >> 8), byte(appStatus), byte(status)}
-	return w.WriteRecord(TypeEndRequest, id, b[:])
+	return w.writeFixed(TypeEndRequest, id, [bodyLen]byte{byte(appStatus >> 24), byte(appStatus >> 16), byte(appStatus >> 8), byte(appStatus), byte(status)})
 }
 
 // WriteUnknownType appends an UNKNOWN_TYPE management record naming t (§4.2).
 func (w *Writer) WriteUnknownType(t Type) error {
-	b := [bodyLen]byte{byte(t)}
-	return w.WriteRecord(TypeUnknownType, NullRequestID, b[:])
+	return w.writeFixed(TypeUnknownType, NullRequestID, [bodyLen]byte{byte(t)})
+}
+
+// writeFixed appends a record with an 8-byte body. The body is passed by
+// value and always copied, so it does not escape to the heap.
+func (w *Writer) writeFixed(t Type, id uint16, body [bodyLen]byte) error {
+	if w.bp == nil {
+		w.bp = writeBufs.Get().(*[]byte)
+		w.buf = (*w.bp)[:0]
+	}
+	if len(w.buf)+HeaderLen+bodyLen > cap(w.buf) {
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		w.bp = writeBufs.Get().(*[]byte)
+		w.buf = (*w.bp)[:0]
+	}
+	w.buf = appendHeader(w.buf, t, id, bodyLen, 0)
+	w.buf = append(w.buf, body[:]...)
+	return nil
 }
 
 // Flush writes everything buffered in one write (a writev when large content

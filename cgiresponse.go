@@ -1,0 +1,228 @@
+package fcgi
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+)
+
+// The CGI response header (RFC 3875 §6) is what a Responder writes at the
+// start of STDOUT: header lines, each ended by LF or CRLF, then an empty
+// line. Status: gives the HTTP status ("404" or "404 Not Found"); without
+// it, Location: means 302 Found (as nginx does) and anything else 200.
+
+// defaultMaxResponseHeaderBytes is the default limit on a CGI response
+// header, blank line included.
+const defaultMaxResponseHeaderBytes = 64 << 10
+
+// cgiHeaderEnd finds the end of a CGI header in b, scanning lines from
+// offset from, which must be the start of a line. It returns the length of
+// the header including its blank line, or -1 and the offset of the first
+// incomplete line so that a later call can resume there.
+func cgiHeaderEnd(b []byte, from int) (end, next int) {
+	for {
+		i := bytes.IndexByte(b[from:], '\n')
+		if i < 0 {
+			return -1, from
+		}
+		line := b[from : from+i]
+		if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
+			return from + i + 1, from
+		}
+		from += i + 1
+	}
+}
+
+// cgiHeaderScanner collects a CGI header that may straddle STDOUT records.
+// The zero value is ready; it copies only when the header does not fit in
+// the first record.
+type cgiHeaderScanner struct {
+	buf  []byte
+	next int
+}
+
+// feed adds p, a piece of STDOUT, and reports whether the header is
+// complete. When it is, header holds it (blank line included) and rest the
+// body bytes that followed; both alias p or the scanner's buffer and stay
+// valid until p changes or the scanner is reset.
+func (s *cgiHeaderScanner) feed(p []byte, limit int) (header, rest []byte, done bool, err error) {
+	if len(s.buf) == 0 {
+		end, next := cgiHeaderEnd(p, 0)
+		if end >= 0 {
+			if end > limit {
+				return nil, nil, false, ErrResponseHeaderTooLarge
+			}
+			return p[:end], p[end:], true, nil
+		}
+		if len(p) > limit {
+			return nil, nil, false, ErrResponseHeaderTooLarge
+		}
+		s.buf = append(s.buf, p...)
+		s.next = next
+		return nil, nil, false, nil
+	}
+	s.buf = append(s.buf, p...)
+	end, next := cgiHeaderEnd(s.buf, s.next)
+	s.next = next
+	if end < 0 {
+		if len(s.buf) > limit {
+			return nil, nil, false, ErrResponseHeaderTooLarge
+		}
+		return nil, nil, false, nil
+	}
+	if end > limit {
+		return nil, nil, false, ErrResponseHeaderTooLarge
+	}
+	return s.buf[:end], s.buf[end:], true, nil
+}
+
+// parseCGIHeader parses a complete CGI header, as found by cgiHeaderEnd, into
+// an HTTP status and header. The Status field is removed from the header.
+func parseCGIHeader(block []byte) (int, http.Header, error) {
+	// One string for the whole block: names and values are substrings of
+	// it, so the header costs one allocation plus the map.
+	s := string(block)
+	lines := bytes.Count(block, []byte{'\n'})
+	h := make(http.Header, lines)
+	// One backing array for the values of all lines: a name seen once
+	// gets a one-element slice of it, capped so that appending copies.
+	vals := make([]string, 0, lines)
+	status := 0
+	for len(s) > 0 {
+		i := indexByteString(s, '\n')
+		if i < 0 {
+			return 0, nil, fmt.Errorf("%w: header line without end", ErrMalformedResponse)
+		}
+		line := s[:i]
+		s = s[i+1:]
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+		if line == "" {
+			break
+		}
+		colon := indexByteString(line, ':')
+		if colon <= 0 {
+			return 0, nil, fmt.Errorf("%w: header line %q", ErrMalformedResponse, clip(line))
+		}
+		name := line[:colon]
+		if !validHeaderName(name) {
+			return 0, nil, fmt.Errorf("%w: header name %q", ErrMalformedResponse, clip(name))
+		}
+		value := trimOWS(line[colon+1:])
+		if !validHeaderValue(value) {
+			return 0, nil, fmt.Errorf("%w: value of %q has control characters", ErrMalformedResponse, clip(name))
+		}
+		name = http.CanonicalHeaderKey(name)
+		if name == "Status" {
+			if status != 0 {
+				continue // the first Status wins
+			}
+			code, ok := parseStatus(value)
+			if !ok {
+				return 0, nil, fmt.Errorf("%w: Status %q", ErrMalformedResponse, clip(value))
+			}
+			status = code
+			continue
+		}
+		if old, ok := h[name]; ok {
+			h[name] = append(old, value)
+		} else {
+			vals = append(vals, value)
+			h[name] = vals[len(vals)-1 : len(vals) : len(vals)]
+		}
+	}
+	if status == 0 {
+		status = http.StatusOK
+		if _, ok := h["Location"]; ok {
+			status = http.StatusFound
+		}
+	}
+	return status, h, nil
+}
+
+// parseStatus accepts "NNN" or "NNN reason" with NNN from 100 to 999.
+func parseStatus(v string) (int, bool) {
+	if len(v) < 3 || (len(v) > 3 && v[3] != ' ' && v[3] != '\t') {
+		return 0, false
+	}
+	code := 0
+	for i := 0; i < 3; i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 100 {
+		return 0, false
+	}
+	return code, true
+}
+
+func indexByteString(s string, c byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// validHeaderName reports whether name is an RFC 9110 token.
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= 0x80 || tokenTable[c] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue rejects control characters other than tab, so that a
+// backend cannot split the response.
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+var tokenTable = func() (t [128]byte) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = 1
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = 1
+		t[c-'a'+'A'] = 1
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = 1
+	}
+	return t
+}()
+
+// clip shortens s for an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}

@@ -1,0 +1,162 @@
+package fcgi
+
+import (
+	"errors"
+	"net/http"
+	"reflect"
+	"testing"
+)
+
+func TestParseCGIHeader(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		status int
+		header http.Header
+		err    error
+	}{
+		{"Content-Type: text/html\r\n\r\n", 200, http.Header{"Content-Type": {"text/html"}}, nil},
+		{"Status: 404\r\n\r\n", 404, http.Header{}, nil},
+		{"Status: 404 Not Found\r\nX: y\r\n\r\n", 404, http.Header{"X": {"y"}}, nil},
+		{"status:503 Service Unavailable\n\n", 503, http.Header{}, nil},
+		{"Location: http://example.com/\r\n\r\n", 302, http.Header{"Location": {"http://example.com/"}}, nil},
+		{"Location: /local\n\n", 302, http.Header{"Location": {"/local"}}, nil},
+		{"Status: 301\r\nLocation: /x\r\n\r\n", 301, http.Header{"Location": {"/x"}}, nil},
+		{"x-lower:  spaced \t\n\n", 200, http.Header{"X-Lower": {"spaced"}}, nil},
+		{"Set-Cookie: a=1\nSet-Cookie: b=2\n\n", 200, http.Header{"Set-Cookie": {"a=1", "b=2"}}, nil},
+		{"Status: 200\nStatus: 500\n\n", 200, http.Header{}, nil},
+		{"\r\n", 200, http.Header{}, nil},
+		{"Status: 20\n\n", 0, nil, ErrMalformedResponse},
+		{"Status: 2000\n\n", 0, nil, ErrMalformedResponse},
+		{"Status: OK\n\n", 0, nil, ErrMalformedResponse},
+		{"no colon\n\n", 0, nil, ErrMalformedResponse},
+		{": empty name\n\n", 0, nil, ErrMalformedResponse},
+		{"Bad Name: x\n\n", 0, nil, ErrMalformedResponse},
+		{"X: a\rb\n\n", 0, nil, ErrMalformedResponse},
+		{"X: a\x00b\n\n", 0, nil, ErrMalformedResponse},
+	} {
+		status, h, err := parseCGIHeader([]byte(tc.in))
+		if tc.err != nil {
+			if !errors.Is(err, tc.err) {
+				t.Errorf("%q: error %v, want %v", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || status != tc.status || !reflect.DeepEqual(h, tc.header) {
+			t.Errorf("%q: got %d %v %v, want %d %v", tc.in, status, h, err, tc.status, tc.header)
+		}
+	}
+}
+
+// A header straddling records, with LF-only and CRLF line ends, is found
+// wherever the records are cut.
+func TestCGIHeaderScannerSplits(t *testing.T) {
+	in := "Status: 404\nContent-Type: text/plain\r\nX: y\n\r\nbody\n\nmore"
+	for cut1 := 0; cut1 <= len(in); cut1++ {
+		for cut2 := cut1; cut2 <= len(in); cut2++ {
+			var s cgiHeaderScanner
+			var hdr, rest []byte
+			done := false
+			for _, part := range []string{in[:cut1], in[cut1:cut2], in[cut2:]} {
+				if done {
+					rest = append(rest, part...)
+					continue
+				}
+				h, r, d, err := s.feed([]byte(part), 1000)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d {
+					hdr, rest, done = h, append([]byte(nil), r...), true
+				}
+			}
+			if !done || string(hdr) != "Status: 404\nContent-Type: text/plain\r\nX: y\n\r\n" || string(rest) != "body\n\nmore" {
+				t.Fatalf("cuts %d,%d: %q %q %v", cut1, cut2, hdr, rest, done)
+			}
+		}
+	}
+}
+
+func TestCGIHeaderLimit(t *testing.T) {
+	var s cgiHeaderScanner
+	if _, _, _, err := s.feed([]byte("X: 0123456789\n"), 20); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := s.feed([]byte("Y: 0123456789\n"), 20); !errors.Is(err, ErrResponseHeaderTooLarge) {
+		t.Fatalf("error %v", err)
+	}
+	var s2 cgiHeaderScanner
+	if _, _, _, err := s2.feed([]byte("X: 0123456789012345678\n\nbody"), 20); !errors.Is(err, ErrResponseHeaderTooLarge) {
+		t.Fatalf("error %v", err)
+	}
+}
+
+// FuzzCGIResponse feeds arbitrary STDOUT, cut into three records at
+// arbitrary places, to the header scanner and parser. They must not panic,
+// must find the same header whatever the cuts, and a parsed header must be
+// safe to send on: a valid status and no control characters.
+func FuzzCGIResponse(f *testing.F) {
+	for _, s := range []string{
+		"Content-Type: text/html\r\n\r\n<p>hi",
+		"Status: 404 Not Found\nX-Powered-By: PHP\n\nFile not found.\n",
+		"Location: https://example.com/\r\n\r\n",
+		"Status: 99\r\n\r\n",
+		"X: a\r\nbroken",
+		"\n\n",
+		"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n",
+	} {
+		f.Add([]byte(s), uint16(3), uint16(9))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, c1, c2 uint16) {
+		const limit = 4096
+		a := min(int(c1), len(data))
+		b := min(a+int(c2), len(data))
+		var whole cgiHeaderScanner
+		wh, wrest, wdone, werr := whole.feed(data, limit)
+		var s cgiHeaderScanner
+		var hdr, rest []byte
+		var done bool
+		var err error
+		for _, part := range [][]byte{data[:a], data[a:b], data[b:]} {
+			if done {
+				rest = append(rest, part...)
+				continue
+			}
+			var h, r []byte
+			h, r, done, err = s.feed(part, limit)
+			if err != nil {
+				break
+			}
+			if done {
+				hdr, rest = h, append([]byte(nil), r...)
+			}
+		}
+		if werr == nil && wdone {
+			if err != nil || !done || string(hdr) != string(wh) || string(rest) != string(wrest) {
+				t.Fatalf("split scan differs: %q %q %v vs %q %q", hdr, rest, err, wh, wrest)
+			}
+		}
+		if !wdone || werr != nil {
+			return
+		}
+		status, h, err := parseCGIHeader(wh)
+		if err != nil {
+			if !errors.Is(err, ErrMalformedResponse) {
+				t.Fatalf("error %v", err)
+			}
+			return
+		}
+		if status < 100 || status > 999 {
+			t.Fatalf("status %d", status)
+		}
+		for k, vs := range h {
+			if !validHeaderName(k) || k == "Status" {
+				t.Fatalf("header name %q", k)
+			}
+			for _, v := range vs {
+				if !validHeaderValue(v) {
+					t.Fatalf("header value %q", v)
+				}
+			}
+		}
+	})
+}

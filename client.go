@@ -1,0 +1,469 @@
+package fcgi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// A Request is one FastCGI request for [Client.Do].
+type Request struct {
+	// Role is the role the application plays; the zero value means
+	// [Responder].
+	Role Role
+
+	// Params are the request's CGI/FastCGI variables (REQUEST_METHOD,
+	// SCRIPT_FILENAME, ...), sent as FCGI_PARAMS. The client adds nothing:
+	// in particular CONTENT_LENGTH, which PHP-FPM needs to read a body, is
+	// the caller's job ([Gateway] sets it).
+	Params map[string]string
+
+	// Body is sent as FCGI_STDIN. Nil (or [http.NoBody]) sends an empty
+	// stream. The body is streamed while the response may already be
+	// arriving; Do may return before Body has been read to its end, and
+	// the client stops reading it once the response has ended.
+	Body io.Reader
+
+	// GetBody, when not nil, returns a fresh copy of Body. It makes a
+	// request with a body replayable, so that it can be retried (see
+	// [Client]). [Gateway] sets it for the bodies it buffers.
+	GetBody func() (io.Reader, error)
+
+	// Data is sent as FCGI_DATA after STDIN, for the [Filter] role. Nil
+	// sends no DATA stream for other roles and an empty one for Filter.
+	Data io.Reader
+
+	// Stderr receives the application's FCGI_STDERR output as it arrives.
+	// It is written by the goroutine that reads the response: the one in
+	// Do, then the one reading the response Body. Nil discards it.
+	Stderr io.Writer
+
+	// Idempotent marks the request as safe to send twice. Without it a
+	// request counts as idempotent when REQUEST_METHOD is GET, HEAD,
+	// OPTIONS or TRACE.
+	Idempotent bool
+}
+
+// idempotent reports whether r may be sent again.
+func (r *Request) idempotent() bool {
+	if r.Idempotent {
+		return true
+	}
+	switch r.Params["REQUEST_METHOD"] {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
+}
+
+// replayable reports whether r's streams can be sent again.
+func (r *Request) replayable() bool {
+	return (r.Body == nil || r.Body == http.NoBody || r.GetBody != nil) && r.Data == nil
+}
+
+// A Response is the application's answer to a [Request]: the CGI response
+// header, parsed, and the rest of STDOUT as Body.
+type Response struct {
+	// Status is the HTTP status: from the Status header, else 302 when
+	// there is a Location header, else 200.
+	Status int
+
+	// Header holds the CGI response header without Status. Keys are in
+	// canonical form.
+	Header http.Header
+
+	// Body streams the rest of STDOUT. It returns io.EOF once the
+	// application's END_REQUEST has arrived; [Response.AppStatus] is then
+	// valid. The caller must close it: closing it before io.EOF abandons
+	// the request (the connection is closed, or on a multiplexed
+	// connection the request is aborted with FCGI_ABORT_REQUEST). A
+	// connection is reused only when its Body was read to io.EOF.
+	Body io.ReadCloser
+
+	call *call
+}
+
+// AppStatus returns the application's exit status from END_REQUEST, and
+// whether it has arrived: it has once Body returned io.EOF.
+func (r *Response) AppStatus() (status uint32, ok bool) {
+	if r.call == nil {
+		return 0, false
+	}
+	return r.call.appStatus()
+}
+
+// MultiplexMode says whether a [Client] runs several requests at once on
+// one connection.
+type MultiplexMode int
+
+const (
+	// MultiplexOff runs one request at a time on each connection, with
+	// request ID 1, as nginx does. It is the zero value, and what PHP-FPM
+	// needs.
+	MultiplexOff MultiplexMode = iota
+	// MultiplexAuto asks each backend with FCGI_GET_VALUES, on a
+	// connection of its own and within ProbeTimeout, and multiplexes when
+	// it answers FCGI_MPXS_CONNS=1. Until the answer, and when the
+	// backend says 0 or does not answer, it behaves as MultiplexOff.
+	MultiplexAuto
+	// MultiplexOn multiplexes without asking.
+	//
+	// On a multiplexed connection one read loop routes records to the
+	// requests by ID and queues a few records per request: a request
+	// whose Body is not read holds up the others on its connection once
+	// its queue is full.
+	MultiplexOn
+)
+
+// Defaults for zero [Client] fields.
+const (
+	DefaultMaxIdleConnsPerBackend = 16
+	DefaultIdleTimeout            = 30 * time.Second
+	DefaultDialTimeout            = 10 * time.Second
+	DefaultProbeTimeout           = 2 * time.Second
+	DefaultBackendCooldown        = 10 * time.Second
+	DefaultMaxRequestsPerConn     = 64
+)
+
+// abortGrace is how long a multiplexed connection waits for END_REQUEST
+// after sending FCGI_ABORT_REQUEST before it gives up on the connection.
+const abortGrace = 2 * time.Second
+
+// A Client sends requests to FastCGI applications, the way a web server
+// does: it keeps connections open (FCGI_KEEP_CONN) and reuses them, bounds
+// them per backend, balances several backends, and optionally multiplexes.
+//
+// The zero value is usable once Addr or Backends is set. Fields must not be
+// changed after the first request. A Client is safe for concurrent use by
+// multiple goroutines and should be reused rather than created per request.
+//
+// # Retries
+//
+// A connection taken from the pool may have been closed by the backend
+// while idle: PHP-FPM workers exit after pm.max_requests, backends restart.
+// Idle connections are checked before use, and if a reused connection
+// still fails before any byte of the response arrives, the request is sent
+// once more on a new connection, provided its body is replayable (nil,
+// [http.NoBody], or [Request.GetBody] set) and either it is idempotent (see
+// [Request.Idempotent]) or the connection was reset (ECONNRESET, EPIPE):
+// a reset means the backend closed the connection with the request still
+// unread, which is how a PHP-FPM worker leaving after pm.max_requests
+// answers a request sent as it exits. The client also learns after how
+// many responses a backend closes its connections (PHP-FPM's
+// pm.max_requests) and from then on retires connections at that count
+// itself, so that requests, idempotent or not, are not sent on a
+// connection about to close. A request refused with FCGI_CANT_MPX_CONN on a
+// multiplexed connection is resent (replayable bodies only) on a connection
+// of its own, and the backend is no longer multiplexed. A request whose
+// dial fails is tried on the next healthy backend, and so is an idempotent
+// request whose new connection is closed before any response byte.
+//
+// # Backends
+//
+// Each request goes to the backend with the fewest requests in flight.
+// A backend whose dial fails, or whose new connection is reset before
+// answering, is set aside for BackendCooldown; when every backend is set
+// aside, requests go to the one that is due back first.
+type Client struct {
+	// Addr is the backend: "unix:/path/to/socket" or "host:port".
+	Addr string
+
+	// Backends lists more backends, in the same forms as Addr, used
+	// together with Addr.
+	Backends []string
+
+	// Dial, if not nil, makes connections instead of a net.Dialer.
+	// network is "unix" or "tcp".
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+
+	// MaxConnsPerBackend bounds the connections to each backend; requests
+	// above it wait, in order, until a connection is free or their
+	// context ends. Zero means no limit. With PHP-FPM set it to
+	// pm.max_children: every open connection pins a worker. Without a
+	// limit, while a request on a new connection waits for its first
+	// response byte (it may be in PHP-FPM's accept queue), connections
+	// that finish are closed instead of kept idle, so that their workers
+	// can take the waiting connections: correct, but slower than a limit.
+	MaxConnsPerBackend int
+
+	// MaxIdleConnsPerBackend bounds the idle connections kept for reuse
+	// per backend. Zero means DefaultMaxIdleConnsPerBackend; a negative
+	// value disables keep-alive (FCGI_KEEP_CONN is not set and the backend
+	// closes each connection).
+	MaxIdleConnsPerBackend int
+
+	// IdleTimeout closes a connection idle this long. Zero means
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+
+	// MaxLifetime, if not zero, retires a connection this long after it
+	// was opened: it is not reused after that.
+	MaxLifetime time.Duration
+
+	// DialTimeout bounds making a connection. Zero means
+	// DefaultDialTimeout.
+	DialTimeout time.Duration
+
+	// WriteTimeout bounds each write of the request: the header records,
+	// then each piece of the body. Zero means no limit.
+	WriteTimeout time.Duration
+
+	// ResponseHeaderTimeout bounds the wait for the first STDOUT record
+	// (STDERR does not count) after the request's parameters have been
+	// sent. Zero means no limit.
+	ResponseHeaderTimeout time.Duration
+
+	// ReadTimeout bounds each wait for the next response record once the
+	// response has begun. Zero means no limit.
+	ReadTimeout time.Duration
+
+	// Multiplex selects whether requests share connections; the zero
+	// value is MultiplexOff.
+	Multiplex MultiplexMode
+
+	// MaxRequestsPerConn bounds the requests in flight on one multiplexed
+	// connection. Zero means the backend's FCGI_MAX_REQS when it reported
+	// one, else DefaultMaxRequestsPerConn.
+	MaxRequestsPerConn int
+
+	// ProbeTimeout bounds the FCGI_GET_VALUES exchange of MultiplexAuto
+	// and of [Client.GetValues]. Zero means DefaultProbeTimeout.
+	ProbeTimeout time.Duration
+
+	// BackendCooldown is how long a failing backend is set aside. Zero
+	// means DefaultBackendCooldown.
+	BackendCooldown time.Duration
+
+	// MaxResponseHeaderBytes bounds the CGI response header. Zero means
+	// 64 KiB.
+	MaxResponseHeaderBytes int
+
+	// ErrorLog receives connection-level problems (failed probes,
+	// backends set aside, protocol errors). Nil means slog.Default().
+	ErrorLog *slog.Logger
+
+	initOnce sync.Once
+	backends []*backend
+	closed   atomic.Bool
+	rr       atomic.Uint32
+	wg       sync.WaitGroup // background probes
+}
+
+func (c *Client) init() {
+	c.initOnce.Do(func() {
+		var addrs []string
+		if c.Addr != "" {
+			addrs = append(addrs, c.Addr)
+		}
+		addrs = append(addrs, c.Backends...)
+		for _, a := range addrs {
+			c.backends = append(c.backends, newBackend(c, a))
+		}
+	})
+}
+
+func (c *Client) logger() *slog.Logger {
+	if c.ErrorLog != nil {
+		return c.ErrorLog
+	}
+	return slog.Default()
+}
+
+func (c *Client) maxIdle() int {
+	if c.MaxIdleConnsPerBackend == 0 {
+		return DefaultMaxIdleConnsPerBackend
+	}
+	return max(c.MaxIdleConnsPerBackend, 0)
+}
+
+func orDur(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// splitAddr turns "unix:/path" or "host:port" into a network and address.
+func splitAddr(addr string) (network, address string) {
+	if rest, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return "unix", rest
+	}
+	return "tcp", addr
+}
+
+// dial makes one connection to addr within DialTimeout.
+func (c *Client) dial(ctx context.Context, addr string) (net.Conn, error) {
+	network, address := splitAddr(addr)
+	dctx, cancel := context.WithTimeout(ctx, orDur(c.DialTimeout, DefaultDialTimeout))
+	defer cancel()
+	var nc net.Conn
+	var err error
+	if c.Dial != nil {
+		nc, err = c.Dial(dctx, network, address)
+	} else {
+		var d net.Dialer
+		nc, err = d.DialContext(dctx, network, address)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if dctx.Err() != nil || isTimeout(err) {
+			return nil, &TimeoutError{Op: "dial", Addr: addr}
+		}
+		return nil, &dialError{addr: addr, err: err}
+	}
+	return nc, nil
+}
+
+// dialError marks a failure to connect, which is safe to retry elsewhere.
+type dialError struct {
+	addr string
+	err  error
+}
+
+func (e *dialError) Error() string { return "fcgi: dial " + e.addr + ": " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Do sends req to a backend and returns the response once its CGI header
+// has arrived. The caller must close the response Body.
+//
+// Cancelling ctx abandons the request at any point, also while the Body is
+// being read: on a multiplexed connection with FCGI_ABORT_REQUEST, otherwise
+// by closing the connection. Do then returns, and Body.Read then fails with,
+// ctx.Err().
+//
+// A non-nil error is a [*TimeoutError], a [*ProtocolStatusError], ctx's
+// error, or an error wrapping one of the package's sentinels
+// ([ErrBackendClosed], [ErrMalformedResponse], ...) or the network error.
+func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
+	c.init()
+	if c.closed.Load() {
+		return nil, ErrClientClosed
+	}
+	if len(c.backends) == 0 {
+		return nil, ErrNoBackend
+	}
+	body, data := req.Body, req.Data
+	retried := false
+	var avoid *backend
+	dialFailures := 0
+	forceNew := false
+	for {
+		b := c.pick(avoid)
+		cl, err := b.acquire(ctx, forceNew)
+		if err != nil {
+			var de *dialError
+			if (errors.As(err, &de) || isTimeoutOp(err, "dial")) && dialFailures+1 < len(c.backends) && ctx.Err() == nil {
+				dialFailures++
+				avoid = b
+				continue
+			}
+			return nil, err
+		}
+		resp, err := cl.roundTrip(ctx, req, body, data)
+		if err == nil {
+			return resp, nil
+		}
+		if retried || ctx.Err() != nil || !req.replayable() {
+			return nil, err
+		}
+		switch {
+		case errors.Is(err, ErrCantMpxConn):
+			forceNew = true
+		case cl.reused && !cl.gotRecord && (req.idempotent() || isReset(err)) && !isTimeoutErr(err):
+			forceNew = true
+		case !cl.reused && !cl.gotRecord && req.idempotent() && errors.Is(err, ErrBackendClosed) && len(c.backends) > 1:
+			// A new connection failed: the backend was set aside; try
+			// another.
+			avoid = cl.b
+		default:
+			return nil, err
+		}
+		retried = true
+		if req.GetBody != nil && body != nil && body != http.NoBody {
+			if body, err = req.GetBody(); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// isReset reports whether err is a connection reset or a broken pipe: the
+// backend closed the connection with the request unread, which is what a
+// PHP-FPM worker leaving after pm.max_requests does.
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func isTimeoutErr(err error) bool {
+	var te *TimeoutError
+	return errors.As(err, &te)
+}
+
+func isTimeoutOp(err error, op string) bool {
+	var te *TimeoutError
+	return errors.As(err, &te) && te.Op == op
+}
+
+// pick chooses the backend with the fewest requests in flight among those
+// not set aside, avoiding avoid when there is another choice.
+func (c *Client) pick(avoid *backend) *backend {
+	if len(c.backends) == 1 {
+		return c.backends[0]
+	}
+	now := time.Now()
+	start := int(c.rr.Add(1))
+	var best, bestDown *backend
+	bestN := int64(-1)
+	var bestUntil time.Time
+	for i := range c.backends {
+		b := c.backends[(start+i)%len(c.backends)]
+		if b == avoid {
+			continue
+		}
+		until := b.downUntil()
+		if until.After(now) {
+			if bestDown == nil || until.Before(bestUntil) {
+				bestDown, bestUntil = b, until
+			}
+			continue
+		}
+		if n := b.inflight.Load(); bestN < 0 || n < bestN {
+			best, bestN = b, n
+		}
+	}
+	if best != nil {
+		return best
+	}
+	if bestDown != nil {
+		return bestDown
+	}
+	return avoid
+}
+
+// Close closes idle connections, ends background probes and makes later
+// calls to Do fail with [ErrClientClosed]. Requests in flight run to their
+// end; their connections are closed then.
+func (c *Client) Close() error {
+	c.init()
+	c.closed.Store(true)
+	for _, b := range c.backends {
+		b.closeIdle()
+	}
+	c.wg.Wait()
+	return nil
+}

@@ -1,0 +1,965 @@
+package fcgi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fcgikit/fcgi/internal/wire"
+)
+
+// A clientConn is one connection to a backend. Without multiplexing it
+// carries one request at a time, with request ID 1, and the goroutine
+// reading the response reads the socket itself. With multiplexing a read
+// loop goroutine routes records to requests by ID.
+type clientConn struct {
+	b       *backend
+	nc      net.Conn
+	rd      *wire.Reader
+	created time.Time
+
+	served int // responses read to their end; owned by the connection's user
+	alive  *aliveChecker
+
+	// Guarded by b.mu.
+	inIdle    bool
+	idleTimer *time.Timer
+
+	// wmu guards wr and writes to nc: requests of a multiplexed connection
+	// write in turn.
+	wmu       sync.Mutex
+	wr        *wire.Writer
+	wdeadline bool // a write deadline is set
+
+	// Multiplexing. Set before the read loop starts, except where noted.
+	mpx       bool
+	maxReqs   int
+	active    atomic.Int32  // requests holding an ID; incremented under b.mu
+	calls0    atomic.Int64  // requests ever started on the connection
+	mu        sync.Mutex    // guards calls
+	calls     []*call       // calls[id-1], nil when the ID is free
+	broken    chan struct{} // closed when the connection failed
+	brokenErr error         // set before broken is closed
+	failOnce  sync.Once
+}
+
+func newClientConn(b *backend, nc net.Conn) *clientConn {
+	return &clientConn{b: b, nc: nc, rd: wire.NewReader(nc), wr: wire.NewWriter(nc), created: time.Now(), maxReqs: 1}
+}
+
+// expired reports whether cc is past MaxLifetime.
+func (cc *clientConn) expired(now time.Time) bool {
+	l := cc.b.c.MaxLifetime
+	return l > 0 && now.Sub(cc.created) > l
+}
+
+// closeConn closes the socket and, for a one-request connection, gives the
+// read buffer back. Only the connection's owner calls it.
+func (cc *clientConn) closeConn() {
+	cc.nc.Close()
+	if !cc.mpx {
+		cc.rd.Release()
+	}
+}
+
+// aliveForReuse checks that an idle connection was not closed by the
+// backend and holds no stray bytes.
+func (cc *clientConn) aliveForReuse() bool {
+	if cc.rd.Buffered() != 0 {
+		return false
+	}
+	if cc.alive == nil {
+		cc.alive = newAliveChecker(cc.nc)
+	}
+	return cc.alive.check()
+}
+
+// setWriteDeadline arms WriteTimeout for the next write, or clears a
+// deadline left by an earlier write. Callers hold wmu.
+func (cc *clientConn) setWriteDeadline(d time.Duration) {
+	if d > 0 {
+		cc.nc.SetWriteDeadline(time.Now().Add(d))
+		cc.wdeadline = true
+	} else if cc.wdeadline {
+		cc.nc.SetWriteDeadline(time.Time{})
+		cc.wdeadline = false
+	}
+}
+
+func (cc *clientConn) isBroken() bool {
+	select {
+	case <-cc.broken:
+		return true
+	default:
+		return false
+	}
+}
+
+// A call is one request on a connection, from acquire to the end of its
+// response. It is the response Body.
+type call struct {
+	c      *Client
+	b      *backend
+	cc     *clientConn
+	id     uint16
+	reused bool // the connection served earlier requests
+
+	ctx    context.Context
+	stop   func() bool // stops the context.AfterFunc, nil without one
+	stderr io.Writer
+
+	// Owned by the goroutine reading the response.
+	gotRecord    bool      // a record for this request arrived
+	gotStdout    bool      // a STDOUT or END_REQUEST record arrived
+	freshWaiting bool      // counted in backend.freshWaiting
+	hdrDL        time.Time // when ResponseHeaderTimeout expires
+	rdeadline    bool      // a read deadline is set
+	hs           cgiHeaderScanner
+	pending      []byte // STDOUT not yet returned by Read
+	ended        bool   // END_REQUEST arrived
+	end          wire.EndRequest
+	err          error // returned by Read once pending is empty
+	finished     bool
+
+	// The body writer goroutine: wdone is closed when it returns, after
+	// setting werr.
+	wdone chan struct{}
+	werr  error
+
+	// Multiplexed connections.
+	events  chan event
+	cur     *[]byte // buffer of the last event returned
+	gone    chan struct{}
+	goneMu  sync.Once
+	endSeen atomic.Bool  // END_REQUEST read by the read loop
+	refs    atomic.Int32 // holders of the ID: read loop until END, writer
+	timer   *time.Timer
+
+	resp Response // returned by Do: one allocation for both
+}
+
+// An event is a record routed to a call by a multiplexed read loop; buf
+// holds a copy of its content.
+type event struct {
+	typ wire.Type
+	buf *[]byte
+}
+
+func newCall(cc *clientConn) *call {
+	return &call{c: cc.b.c, b: cc.b, cc: cc, id: 1}
+}
+
+// roundTrip writes the request and reads the response header.
+func (cl *call) roundTrip(ctx context.Context, req *Request, body, data io.Reader) (*Response, error) {
+	cl.ctx = ctx
+	cl.stderr = req.Stderr
+	if ctx.Done() != nil {
+		cl.stop = context.AfterFunc(ctx, cl.cancel)
+	}
+	if !cl.reused && !cl.cc.mpx {
+		cl.b.freshWaiting.Add(1)
+		cl.freshWaiting = true
+	}
+	if err := cl.writeRequest(req, body, data); err != nil {
+		cl.finish(false)
+		return nil, err
+	}
+	status, h, err := cl.readHeader()
+	if err != nil {
+		if cl.reused && !cl.gotRecord && !cl.cc.mpx && errors.Is(err, ErrBackendClosed) {
+			cl.b.learnRecycling(cl.cc)
+		}
+		if !cl.reused && !cl.gotRecord && errors.Is(err, ErrBackendClosed) {
+			cl.b.setAside(err)
+		}
+		if cl.ended && errors.Is(err, ErrCantMpxConn) && cl.cc.mpx {
+			cl.b.stopMultiplexing()
+		}
+		cl.finish(cl.ended)
+		return nil, err
+	}
+	cl.resp = Response{Status: status, Header: h, Body: cl, call: cl}
+	return &cl.resp, nil
+}
+
+// cancel runs on its own goroutine when ctx ends before the call does.
+func (cl *call) cancel() {
+	if cl.cc.mpx {
+		cl.abort()
+		return
+	}
+	// Wakes the reader and the body writer; the connection is not reused.
+	cl.cc.nc.SetDeadline(time.Unix(1, 0))
+}
+
+var paramBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// writeRequest sends BEGIN_REQUEST and PARAMS, and the body: inline when
+// there is none, else from a goroutine, so that the response can be read
+// while the body is still being sent.
+func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
+	cc := cl.cc
+	role := wire.Role(req.Role)
+	if role == 0 {
+		role = wire.RoleResponder
+	}
+	var flags uint8
+	if cc.mpx || cl.c.maxIdle() > 0 {
+		flags = wire.FlagKeepConn
+	}
+	if body == http.NoBody {
+		body = nil
+	}
+	bp := paramBufs.Get().(*[]byte)
+	buf := (*bp)[:0]
+	// Pairs are packed into records without splitting one across two:
+	// PHP-FPM parses each PARAMS record on its own.
+	var cutsArr [8]int
+	cuts := cutsArr[:0]
+	start := 0
+	for k, v := range req.Params {
+		if len(k) > wire.MaxPairPart || len(v) > wire.MaxPairPart {
+			*bp = buf[:0]
+			paramBufs.Put(bp)
+			return fmt.Errorf("fcgi: parameter %q too long", clip(k))
+		}
+		n := wire.PairLen(k, v)
+		if len(buf) > start && len(buf)-start+n > wire.MaxContent {
+			cuts = append(cuts, len(buf))
+			start = len(buf)
+		}
+		buf = wire.AppendPair(buf, k, v)
+	}
+	cuts = append(cuts, len(buf))
+	// A small in-memory body goes out with the header in one write, with
+	// no goroutine: the socket buffer holds it even if the backend answers
+	// before reading it.
+	var small []byte
+	if data == nil {
+		if n, ok := smallBodyLen(body); ok {
+			start := len(buf)
+			buf = append(buf, make([]byte, n)...)
+			if _, err := io.ReadFull(body, buf[start:]); err != nil {
+				*bp = buf[:0]
+				paramBufs.Put(bp)
+				return fmt.Errorf("fcgi: reading request body: %w", err)
+			}
+			small, body = buf[start:], nil
+		}
+	}
+
+	cc.wmu.Lock()
+	cc.setWriteDeadline(cl.c.WriteTimeout)
+	wr := cc.wr
+	err := wr.WriteBeginRequest(cl.id, role, flags)
+	prev := 0
+	for _, cut := range cuts {
+		if err == nil {
+			err = wr.WriteStream(wire.TypeParams, cl.id, buf[prev:cut])
+		}
+		prev = cut
+	}
+	if err == nil {
+		err = wr.WriteRecord(wire.TypeParams, cl.id, nil)
+	}
+	inline := body == nil && data == nil
+	if inline && err == nil {
+		err = wr.WriteStream(wire.TypeStdin, cl.id, small)
+	}
+	if inline && err == nil {
+		err = wr.WriteRecord(wire.TypeStdin, cl.id, nil)
+		if err == nil && role == wire.RoleFilter {
+			err = wr.WriteRecord(wire.TypeData, cl.id, nil)
+		}
+	}
+	if err == nil {
+		err = wr.Flush()
+	} else {
+		wr.Reset(cc.nc)
+	}
+	cc.wmu.Unlock()
+	if cap(buf) <= 64<<10 {
+		*bp = buf[:0]
+		paramBufs.Put(bp)
+	}
+	if err != nil {
+		err = cl.writeErr(err)
+		if cc.mpx {
+			cc.fail(err)
+		}
+		return err
+	}
+	if !inline {
+		cl.wdone = make(chan struct{})
+		if cc.mpx {
+			cl.refs.Add(1)
+		}
+		// Owned by the call; ends when the body (and data) are sent, or
+		// at the first read or write error.
+		go cl.writeBody(body, data, role == wire.RoleFilter)
+	}
+	return nil
+}
+
+// maxInlineBody is the largest body sent with the request header.
+const maxInlineBody = 16 << 10
+
+// smallBodyLen reports the length of a body held in memory by one of the
+// standard readers, when it is small enough to send inline.
+func smallBodyLen(r io.Reader) (int, bool) {
+	var n int
+	switch b := r.(type) {
+	case *bytes.Reader:
+		n = b.Len()
+	case *strings.Reader:
+		n = b.Len()
+	case *bytes.Buffer:
+		n = b.Len()
+	default:
+		return 0, false
+	}
+	return n, n <= maxInlineBody
+}
+
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// writeBody streams body as STDIN and data as DATA.
+func (cl *call) writeBody(body, data io.Reader, filter bool) {
+	cc := cl.cc
+	bp := bodyBufs.Get().(*[]byte)
+	err := cl.writeStream(wire.TypeStdin, body, *bp)
+	if err == nil && (data != nil || filter) {
+		err = cl.writeStream(wire.TypeData, data, *bp)
+	}
+	bodyBufs.Put(bp)
+	failed := err != nil && err != errCallOver
+	if failed {
+		cl.werr = err
+	}
+	close(cl.wdone)
+	if failed {
+		if cc.mpx {
+			cl.abort()
+		} else {
+			// Wake the reader: the backend may be waiting for the rest of
+			// the body forever.
+			cc.nc.Close()
+		}
+	}
+	if cc.mpx {
+		cl.releaseRef()
+	}
+}
+
+// errCallOver stops a body writer whose request has already ended.
+var errCallOver = errors.New("fcgi: request over")
+
+func (cl *call) writeStream(t wire.Type, r io.Reader, buf []byte) error {
+	for r != nil {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			if err := cl.writeLocked(func(wr *wire.Writer) error {
+				return wr.WriteStream(t, cl.id, buf[:n])
+			}); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("fcgi: reading request body: %w", rerr)
+		}
+	}
+	return cl.writeLocked(func(wr *wire.Writer) error { return wr.WriteRecord(t, cl.id, nil) })
+}
+
+// writeLocked runs fn and flushes, holding the connection's write lock.
+func (cl *call) writeLocked(fn func(*wire.Writer) error) error {
+	cc := cl.cc
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	if cc.mpx && (cl.endSeen.Load() || cl.isGone()) {
+		return errCallOver
+	}
+	cc.setWriteDeadline(cl.c.WriteTimeout)
+	err := fn(cc.wr)
+	if err == nil {
+		err = cc.wr.Flush()
+	} else {
+		cc.wr.Reset(cc.nc)
+	}
+	if err != nil {
+		err = cl.writeErr(err)
+		if cc.mpx {
+			cc.fail(err)
+		}
+	}
+	return err
+}
+
+// writeErr maps a write error.
+func (cl *call) writeErr(err error) error {
+	if cl.ctx.Err() != nil {
+		return cl.ctx.Err()
+	}
+	if isTimeout(err) {
+		return &TimeoutError{Op: "write request", Addr: cl.b.addr}
+	}
+	return fmt.Errorf("%w: %s: writing request: %w", ErrBackendClosed, cl.b.addr, err)
+}
+
+// readErr maps an error reading the connection.
+func (cl *call) readErr(err error) error {
+	if cl.ctx.Err() != nil {
+		return cl.ctx.Err()
+	}
+	if cl.wdone != nil {
+		select {
+		case <-cl.wdone:
+			if cl.werr != nil {
+				return cl.werr
+			}
+		default:
+		}
+	}
+	if errors.Is(err, wire.ErrVersion) {
+		return fmt.Errorf("%w: %s: %v", ErrProtocol, cl.b.addr, err)
+	}
+	if isTimeout(err) {
+		if !cl.gotStdout {
+			return &TimeoutError{Op: "response header", Addr: cl.b.addr}
+		}
+		return &TimeoutError{Op: "read response", Addr: cl.b.addr}
+	}
+	return fmt.Errorf("%w: %s: %w", ErrBackendClosed, cl.b.addr, err)
+}
+
+// next returns the next STDOUT or END_REQUEST record of the call; STDERR
+// goes to the Stderr writer on the way. The content is valid until the
+// next call.
+func (cl *call) next() (wire.Type, []byte, error) {
+	if cl.cc.mpx {
+		return cl.nextMpx()
+	}
+	cc, c := cl.cc, cl.c
+	for {
+		if !cl.gotStdout && c.ResponseHeaderTimeout > 0 {
+			cc.nc.SetReadDeadline(cl.headerDeadline())
+			cl.rdeadline = true
+		} else if d := c.ReadTimeout; cl.gotStdout && d > 0 {
+			cc.nc.SetReadDeadline(time.Now().Add(d))
+			cl.rdeadline = true
+		} else if cl.rdeadline {
+			cc.nc.SetReadDeadline(time.Time{})
+			cl.rdeadline = false
+		}
+		rec, err := cc.rd.Next()
+		if err != nil {
+			return 0, nil, cl.readErr(err)
+		}
+		if rec.RequestID != cl.id {
+			if rec.RequestID == wire.NullRequestID {
+				continue // an unsolicited management record
+			}
+			return 0, nil, fmt.Errorf("%w: %s: %v for a request ID not in use", ErrProtocol, cl.b.addr, rec.Header)
+		}
+		if !cl.gotRecord {
+			cl.gotRecord = true
+			cl.notWaiting()
+		}
+		switch rec.Type {
+		case wire.TypeStdout, wire.TypeEndRequest:
+			cl.gotStdout = true
+		}
+		switch rec.Type {
+		case wire.TypeStderr:
+			if cl.stderr != nil && len(rec.Content) > 0 {
+				cl.stderr.Write(rec.Content)
+			}
+		case wire.TypeStdout, wire.TypeEndRequest:
+			return rec.Type, rec.Content, nil
+		default:
+			return 0, nil, fmt.Errorf("%w: %s: unexpected %v", ErrProtocol, cl.b.addr, rec.Header)
+		}
+	}
+}
+
+// readHeader reads STDOUT up to the end of the CGI header.
+func (cl *call) readHeader() (int, http.Header, error) {
+	limit := cl.c.MaxResponseHeaderBytes
+	if limit <= 0 {
+		limit = defaultMaxResponseHeaderBytes
+	}
+	for {
+		typ, content, err := cl.next()
+		if err != nil {
+			return 0, nil, err
+		}
+		if typ == wire.TypeEndRequest {
+			if err := cl.setEnd(content); err != nil {
+				return 0, nil, err
+			}
+			return 0, nil, fmt.Errorf("%w: %s: response ended inside the header", ErrMalformedResponse, cl.b.addr)
+		}
+		if len(content) == 0 {
+			// STDOUT ended; only END_REQUEST may follow.
+			continue
+		}
+		hdr, rest, done, err := cl.hs.feed(content, limit)
+		if err != nil {
+			return 0, nil, err
+		}
+		if done {
+			status, h, err := parseCGIHeader(hdr)
+			if err != nil {
+				return 0, nil, err
+			}
+			cl.pending = rest
+			return status, h, nil
+		}
+	}
+}
+
+// setEnd records END_REQUEST and reports a refusal as an error.
+func (cl *call) setEnd(content []byte) error {
+	end, err := wire.ParseEndRequest(content)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrProtocol, cl.b.addr, err)
+	}
+	cl.ended, cl.end = true, end
+	if end.ProtocolStatus != wire.StatusRequestComplete {
+		return &ProtocolStatusError{Addr: cl.b.addr, Status: uint8(end.ProtocolStatus)}
+	}
+	return nil
+}
+
+// notWaiting ends the call's count in backend.freshWaiting.
+func (cl *call) notWaiting() {
+	if cl.freshWaiting {
+		cl.freshWaiting = false
+		cl.b.freshWaiting.Add(-1)
+	}
+}
+
+// headerDeadline returns when ResponseHeaderTimeout expires, counted from
+// the first wait for the response.
+func (cl *call) headerDeadline() time.Time {
+	if cl.hdrDL.IsZero() {
+		cl.hdrDL = time.Now().Add(cl.c.ResponseHeaderTimeout)
+	}
+	return cl.hdrDL
+}
+
+func (cl *call) appStatus() (uint32, bool) { return cl.end.AppStatus, cl.ended }
+
+// Read reads the response body: STDOUT after the CGI header.
+func (cl *call) Read(p []byte) (int, error) {
+	for len(cl.pending) == 0 {
+		if cl.err != nil {
+			return 0, cl.err
+		}
+		typ, content, err := cl.next()
+		if err == nil && typ == wire.TypeEndRequest {
+			if err = cl.setEnd(content); err == nil {
+				err = io.EOF
+			}
+			cl.err = err
+			cl.finish(cl.ended)
+			return 0, err
+		}
+		if err != nil {
+			cl.err = err
+			cl.finish(false)
+			return 0, err
+		}
+		cl.pending = content
+	}
+	n := copy(p, cl.pending)
+	cl.pending = cl.pending[n:]
+	return n, nil
+}
+
+// Close ends the response. Before io.EOF it abandons the request.
+func (cl *call) Close() error {
+	if !cl.finished {
+		cl.err = ErrAborted
+		cl.pending = nil
+		cl.finish(false)
+	}
+	return nil
+}
+
+// finish ends the call once: the connection goes back to the pool when
+// reuse is true and nothing forbids it, and is closed otherwise.
+func (cl *call) finish(reuse bool) {
+	if cl.finished {
+		return
+	}
+	cl.finished = true
+	cl.notWaiting()
+	defer cl.b.inflight.Add(-1)
+	if cl.stop != nil && !cl.stop() {
+		reuse = false // the context ended: deadlines are spoiled, or an abort was sent
+	}
+	cc := cl.cc
+	if cc.mpx {
+		if cl.cur != nil {
+			putEventBuf(cl.cur)
+			cl.cur = nil
+		}
+		if cl.timer != nil {
+			cl.timer.Stop()
+		}
+		if !cl.ended {
+			cl.abort()
+		}
+		return
+	}
+	if reuse && cl.wdone != nil {
+		select {
+		case <-cl.wdone:
+		default:
+			// The response ended while the body was still being sent;
+			// give the writer a moment to finish its last record.
+			t := time.NewTimer(50 * time.Millisecond)
+			select {
+			case <-cl.wdone:
+			case <-t.C:
+				reuse = false
+			}
+			t.Stop()
+		}
+		if reuse && cl.werr != nil {
+			reuse = false
+		}
+	}
+	cl.pending = nil
+	if reuse && cl.c.maxIdle() > 0 && cc.rd.Buffered() == 0 {
+		if cl.rdeadline {
+			cc.nc.SetReadDeadline(time.Time{})
+		}
+		cl.b.putIdle(cc)
+		return
+	}
+	cc.closeConn()
+	cl.b.connGone()
+}
+
+// Multiplexed connections.
+
+// startMpx makes cc a multiplexed connection and starts its read loop.
+func (cc *clientConn) startMpx(maxReqs int) {
+	cc.mpx = true
+	cc.maxReqs = maxReqs
+	cc.calls = make([]*call, maxReqs)
+	cc.broken = make(chan struct{})
+	// Owned by the connection; ends when the connection fails or is
+	// closed (by the idle timer, Client.Close, or fail).
+	go cc.readLoop()
+}
+
+// newMpxCall takes the lowest free request ID; the caller has already
+// counted the request in active. It returns nil if cc broke.
+func (cc *clientConn) newMpxCall() *call {
+	cc.mu.Lock()
+	if cc.isBroken() {
+		cc.mu.Unlock()
+		cc.active.Add(-1)
+		return nil
+	}
+	for i, x := range cc.calls {
+		if x == nil {
+			cl := newCall(cc)
+			cl.id = uint16(i + 1)
+			cl.reused = cc.calls0.Add(1) > 1
+			cl.events = make(chan event, 8)
+			cl.gone = make(chan struct{})
+			cl.refs.Store(1)
+			cc.calls[i] = cl
+			cc.mu.Unlock()
+			return cl
+		}
+	}
+	cc.mu.Unlock()
+	cc.active.Add(-1)
+	panic("fcgi: no free request ID on a multiplexed connection")
+}
+
+var (
+	smallEventBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+	bigEventBufs   = sync.Pool{New: func() any { b := make([]byte, 0, wire.MaxContent); return &b }}
+)
+
+func getEventBuf(p []byte) *[]byte {
+	var bp *[]byte
+	if len(p) <= 4096 {
+		bp = smallEventBufs.Get().(*[]byte)
+	} else {
+		bp = bigEventBufs.Get().(*[]byte)
+	}
+	*bp = append((*bp)[:0], p...)
+	return bp
+}
+
+func putEventBuf(bp *[]byte) {
+	if cap(*bp) == 4096 {
+		smallEventBufs.Put(bp)
+	} else {
+		bigEventBufs.Put(bp)
+	}
+}
+
+// readLoop reads records and routes them to calls by request ID.
+func (cc *clientConn) readLoop() {
+	for {
+		rec, err := cc.rd.Next()
+		if err != nil {
+			cc.fail(err)
+			return
+		}
+		if rec.RequestID == wire.NullRequestID {
+			continue
+		}
+		cc.mu.Lock()
+		var cl *call
+		if i := int(rec.RequestID) - 1; i < len(cc.calls) {
+			cl = cc.calls[i]
+		}
+		cc.mu.Unlock()
+		if cl == nil || cl.endSeen.Load() {
+			// Inactive IDs are ignored (§3.3).
+			continue
+		}
+		switch rec.Type {
+		case wire.TypeStdout, wire.TypeStderr, wire.TypeEndRequest:
+		default:
+			cc.fail(fmt.Errorf("%w: %s: unexpected %v", ErrProtocol, cc.b.addr, rec.Header))
+			return
+		}
+		if !cl.isGone() {
+			ev := event{typ: rec.Type, buf: getEventBuf(rec.Content)}
+			select {
+			case cl.events <- ev:
+			case <-cl.gone:
+				putEventBuf(ev.buf)
+			}
+		}
+		if rec.Type == wire.TypeEndRequest {
+			cl.endSeen.Store(true)
+			cl.releaseRef()
+		}
+	}
+}
+
+// releaseRef drops one hold on the call's request ID and frees the ID
+// when none is left.
+func (cl *call) releaseRef() {
+	if cl.refs.Add(-1) != 0 {
+		return
+	}
+	cc := cl.cc
+	cc.mu.Lock()
+	if cc.calls[cl.id-1] == cl {
+		cc.calls[cl.id-1] = nil
+	}
+	cc.mu.Unlock()
+	cc.active.Add(-1)
+	cc.b.mpxSlotFree(cc)
+}
+
+// fail closes a multiplexed connection after an error; every call on it
+// sees the error.
+func (cc *clientConn) fail(err error) {
+	cc.failOnce.Do(func() {
+		cc.brokenErr = err
+		close(cc.broken)
+		cc.nc.Close()
+		cc.b.mpxConnBroken(cc)
+	})
+}
+
+func (cl *call) isGone() bool {
+	select {
+	case <-cl.gone:
+		return true
+	default:
+		return false
+	}
+}
+
+// abort abandons a multiplexed request: it sends FCGI_ABORT_REQUEST and
+// gives the application abortGrace to end the request before the
+// connection is closed.
+func (cl *call) abort() {
+	cl.goneMu.Do(func() {
+		close(cl.gone)
+		cc := cl.cc
+		if cl.endSeen.Load() || cc.isBroken() {
+			return
+		}
+		cc.wmu.Lock()
+		cc.setWriteDeadline(abortGrace)
+		err := cc.wr.WriteRecord(wire.TypeAbortRequest, cl.id, nil)
+		if err == nil {
+			err = cc.wr.Flush()
+		}
+		cc.setWriteDeadline(cl.c.WriteTimeout)
+		cc.wmu.Unlock()
+		if err != nil {
+			cc.fail(err)
+			return
+		}
+		time.AfterFunc(abortGrace, func() {
+			if !cl.endSeen.Load() {
+				cc.fail(fmt.Errorf("fcgi: %s: no END_REQUEST after ABORT_REQUEST", cl.b.addr))
+			}
+		})
+	})
+}
+
+// nextMpx is next for multiplexed connections: records come from the read
+// loop.
+func (cl *call) nextMpx() (wire.Type, []byte, error) {
+	cc, c := cl.cc, cl.c
+	if cl.cur != nil {
+		putEventBuf(cl.cur)
+		cl.cur = nil
+	}
+	for {
+		var timeout <-chan time.Time
+		d := c.ReadTimeout
+		if !cl.gotStdout && c.ResponseHeaderTimeout > 0 {
+			d = max(time.Until(cl.headerDeadline()), time.Nanosecond)
+		}
+		if d > 0 {
+			if cl.timer == nil {
+				cl.timer = time.NewTimer(d)
+			} else {
+				cl.timer.Reset(d)
+			}
+			timeout = cl.timer.C
+		}
+		var ev event
+		select {
+		case ev = <-cl.events:
+		case <-cl.gone:
+			if err := cl.ctx.Err(); err != nil {
+				return 0, nil, err
+			}
+			if cl.wdone != nil && isClosed(cl.wdone) && cl.werr != nil {
+				return 0, nil, cl.werr
+			}
+			return 0, nil, ErrAborted
+		case <-cc.broken:
+			select {
+			case ev = <-cl.events:
+			default:
+				if err := cl.ctx.Err(); err != nil {
+					return 0, nil, err
+				}
+				if cl.wdone != nil && isClosed(cl.wdone) && cl.werr != nil {
+					return 0, nil, cl.werr
+				}
+				if errors.Is(cc.brokenErr, ErrProtocol) {
+					return 0, nil, cc.brokenErr
+				}
+				return 0, nil, fmt.Errorf("%w: %s: %w", ErrBackendClosed, cl.b.addr, cc.brokenErr)
+			}
+		case <-timeout:
+			cl.abort()
+			if !cl.gotStdout {
+				return 0, nil, &TimeoutError{Op: "response header", Addr: cl.b.addr}
+			}
+			return 0, nil, &TimeoutError{Op: "read response", Addr: cl.b.addr}
+		}
+		cl.gotRecord = true
+		if ev.typ == wire.TypeStderr {
+			if cl.stderr != nil && len(*ev.buf) > 0 {
+				cl.stderr.Write(*ev.buf)
+			}
+			putEventBuf(ev.buf)
+			continue
+		}
+		cl.gotStdout = true
+		cl.cur = ev.buf
+		return ev.typ, *ev.buf, nil
+	}
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// GetValues asks the backend at addr for the values of the named
+// variables with FCGI_GET_VALUES (§4.1), on a connection of its own that is
+// closed afterwards, and returns those the backend reported. With no names
+// it asks for FCGI_MAX_CONNS, FCGI_MAX_REQS and FCGI_MPXS_CONNS. The
+// exchange is bounded by ctx and by ProbeTimeout; a backend that does not
+// answer in time gives a [*TimeoutError].
+func (c *Client) GetValues(ctx context.Context, addr string, names ...string) (map[string]string, error) {
+	if len(names) == 0 {
+		names = []string{wire.ValueMaxConns, wire.ValueMaxReqs, wire.ValueMpxsConns}
+	}
+	timeout := orDur(c.ProbeTimeout, DefaultProbeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	nc, err := c.dial(ctx, addr)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, &TimeoutError{Op: "get values", Addr: addr}
+		}
+		return nil, err
+	}
+	defer nc.Close()
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	var content []byte
+	for _, n := range names {
+		content = wire.AppendPair(content, n, "")
+	}
+	wr := wire.NewWriter(nc)
+	if err = wr.WriteStream(wire.TypeGetValues, wire.NullRequestID, content); err == nil {
+		err = wr.Flush()
+	}
+	rd := wire.NewReader(nc)
+	defer rd.Release()
+	for err == nil {
+		var rec wire.Record
+		rec, err = rd.Next()
+		if err != nil {
+			break
+		}
+		if rec.RequestID != wire.NullRequestID || rec.Type != wire.TypeGetValuesResult {
+			continue
+		}
+		vals := make(map[string]string)
+		if err := wire.ForEachPair(rec.Content, func(n, v []byte) bool {
+			vals[string(n)] = string(v)
+			return true
+		}); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrProtocol, addr, err)
+		}
+		return vals, nil
+	}
+	if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, &TimeoutError{Op: "get values", Addr: addr}
+		}
+		return nil, ctx.Err()
+	}
+	return nil, fmt.Errorf("%w: %s: %v", ErrBackendClosed, addr, err)
+}

@@ -1,0 +1,430 @@
+package fcgi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Defaults for zero [Gateway] fields.
+const (
+	DefaultMaxBodyBytes   = 64 << 20
+	DefaultMaxMemoryBytes = 1 << 20
+)
+
+// smallBody is the size up to which a body of known length is read into
+// memory before the request is sent, so that it can be replayed.
+const smallBody = 64 << 10
+
+// A Gateway is an [http.Handler] that serves a FastCGI application, PHP-FPM
+// typically, the way nginx does with fastcgi_pass and fastcgi_params:
+//
+//	root /srv/app/public;
+//	index index.php;
+//	location / { try_files $uri $uri/ /index.php$is_args$args; }
+//	location ~ [^/]\.php(/|$) {
+//	    fastcgi_split_path_info ^(.+?\.php)(/.*)$;
+//	    try_files $fastcgi_script_name =404;
+//	    fastcgi_param PATH_INFO $fastcgi_path_info;
+//	    include fastcgi_params;
+//	    fastcgi_pass ...;
+//	}
+//
+// A path naming a script (its first segment ending in ScriptExt, compared
+// ASCII case-insensitively) runs that script, the rest of the path being
+// PATH_INFO; the script must exist inside Root. Otherwise an existing file
+// is served directly when ServeStatic is set, a directory runs its Index
+// file, and anything else runs FrontController. Paths with control bytes
+// (NUL, newline) are refused with 400. Symbolic links inside Root are
+// followed, as nginx does by default.
+//
+// Hop-by-hop fields of the application's response header (Connection,
+// Transfer-Encoding, ...) are dropped; net/http frames the response.
+//
+// The application receives nginx's CGI environment: QUERY_STRING,
+// REQUEST_METHOD, CONTENT_TYPE, CONTENT_LENGTH, SCRIPT_NAME,
+// SCRIPT_FILENAME, PATH_INFO, REQUEST_URI, DOCUMENT_URI, DOCUMENT_ROOT,
+// SERVER_PROTOCOL, REQUEST_SCHEME, HTTPS (only over TLS), GATEWAY_INTERFACE,
+// SERVER_SOFTWARE, REMOTE_ADDR, REMOTE_PORT, REMOTE_USER, SERVER_ADDR,
+// SERVER_PORT, SERVER_NAME, REDIRECT_STATUS=200, and HTTP_* for every
+// request header but Proxy (httpoxy).
+//
+// A request body of unknown length (chunked) is read first, into memory up
+// to MaxMemoryBytes and then into a temporary file, so that CONTENT_LENGTH
+// is always right (PHP-FPM needs it); bodies over MaxBodyBytes get 413.
+// The response is streamed and flushed as it arrives, so server-sent
+// events work. The application's stderr is logged with the request.
+// Backend failures give 502 Bad Gateway, 503 Service Unavailable
+// (FCGI_OVERLOADED) or 504 Gateway Timeout (a [Client] timeout), with a
+// log line that says why.
+//
+// A Gateway must not be changed after it starts serving; it is safe for
+// concurrent use.
+type Gateway struct {
+	// Client sends the requests; it is required.
+	Client *Client
+
+	// Root is the document root: DOCUMENT_ROOT, and the directory
+	// scripts and static files are looked up in.
+	Root string
+
+	// Index is the file run for a directory. Zero means "index.php".
+	Index string
+
+	// FrontController, if not empty, is the script (a slash path under
+	// Root, "/index.php" typically) that runs for paths matching no file.
+	// Empty means 404 for those.
+	FrontController string
+
+	// ScriptExt is the extension of scripts. Zero means ".php".
+	ScriptExt string
+
+	// ServeStatic serves files that are not scripts directly, with
+	// http.ServeContent, instead of passing the request to the
+	// front controller.
+	ServeStatic bool
+
+	// Env holds more parameters to send with every request (APP_ENV,
+	// PHP_VALUE, ...). Those the gateway computes take precedence.
+	Env map[string]string
+
+	// ServerName is SERVER_NAME. Zero means the host of the request's
+	// Host header.
+	ServerName string
+
+	// ServerSoftware is SERVER_SOFTWARE. Zero means "fcgikit".
+	ServerSoftware string
+
+	// MaxBodyBytes bounds request bodies; longer ones get 413. Zero means
+	// DefaultMaxBodyBytes; negative means no limit.
+	MaxBodyBytes int64
+
+	// MaxMemoryBytes bounds the part of a body of unknown length held in
+	// memory; the rest goes to a temporary file. Zero means
+	// DefaultMaxMemoryBytes.
+	MaxMemoryBytes int64
+
+	// TempDir is where bodies are spooled. Zero means os.TempDir().
+	TempDir string
+
+	// ErrorLog receives backend errors and the application's stderr. Nil
+	// means slog.Default().
+	ErrorLog *slog.Logger
+}
+
+func (g *Gateway) logger() *slog.Logger {
+	if g.ErrorLog != nil {
+		return g.ErrorLog
+	}
+	return slog.Default()
+}
+
+func (g *Gateway) maxBody() int64 {
+	if g.MaxBodyBytes == 0 {
+		return DefaultMaxBodyBytes
+	}
+	return g.MaxBodyBytes
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// ServeHTTP serves r through the FastCGI application.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.Client == nil {
+		g.fail(w, r, ErrNoBackend)
+		return
+	}
+	rt, err := g.route(r.URL.Path)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	if rt.script == "" {
+		f, err := os.Open(rt.file)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
+		return
+	}
+	req := &Request{}
+	cl, cleanup, err := g.body(r, req)
+	defer cleanup()
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	req.Params = g.params(r, rt, cl)
+	if vars, ok := r.Context().Value(authVarsKey{}).(map[string]string); ok {
+		for k, v := range vars {
+			if _, set := req.Params[k]; !set {
+				req.Params[k] = v
+			}
+		}
+	}
+	req.Stderr = &stderrLog{log: g.logger(), r: r}
+	g.serve(w, r, req)
+}
+
+// serve sends req and copies the response to w.
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
+	resp, err := g.Client.Do(r.Context(), req)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	defer resp.Body.Close()
+	copyHeader(w.Header(), resp.Header)
+	w.WriteHeader(resp.Status)
+	rc := http.NewResponseController(w)
+	rc.Flush()
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return // the client went away; Close abandons the request
+			}
+			rc.Flush()
+		}
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			if r.Context().Err() == nil {
+				g.logger().Error("fcgi: gateway: response truncated", "method", r.Method, "uri", r.RequestURI, "err", err)
+			}
+			// Tell net/http the response is incomplete.
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// copyHeader copies the application's header to the response, leaving
+// out hop-by-hop fields (RFC 9110 §7.6.1): framing and connection
+// management belong to net/http.
+func copyHeader(dst, src http.Header) {
+	for k, vs := range src {
+		switch k {
+		case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Te", "Trailer", "Upgrade":
+			continue
+		}
+		dst[k] = vs
+	}
+}
+
+// fail answers an error and logs why.
+func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var he *httpError
+	var te *TimeoutError
+	code := http.StatusBadGateway
+	switch {
+	case errors.As(err, &he):
+		http.Error(w, http.StatusText(he.code), he.code)
+		return
+	case r.Context().Err() != nil:
+		// The client is gone; nobody reads the answer.
+		g.logger().Debug("fcgi: gateway: client went away", "method", r.Method, "uri", r.RequestURI, "err", err)
+		return
+	case errors.As(err, &te):
+		code = http.StatusGatewayTimeout
+	case errors.Is(err, ErrOverloaded), errors.Is(err, ErrClientClosed):
+		code = http.StatusServiceUnavailable
+	}
+	g.logger().Error("fcgi: gateway: backend failed", "method", r.Method, "uri", r.RequestURI, "status", code, "err", err)
+	http.Error(w, http.StatusText(code), code)
+}
+
+var errTooLarge = &httpError{code: http.StatusRequestEntityTooLarge, msg: "fcgi: request body too large"}
+
+func nop() {}
+
+// body prepares r's body as req.Body and returns CONTENT_LENGTH ("" for
+// no body) and a cleanup function. Small and unknown-length bodies are
+// read first and made replayable; large ones of known length stream.
+func (g *Gateway) body(r *http.Request, req *Request) (string, func(), error) {
+	max := g.maxBody()
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return "", nop, nil
+	}
+	if r.ContentLength > 0 {
+		if max >= 0 && r.ContentLength > max {
+			return "", nop, errTooLarge
+		}
+		if r.ContentLength > smallBody {
+			// Streamed: the client may still be sending it when the
+			// response has ended, so reads stop when ServeHTTP returns.
+			gb := &guardedBody{r: r.Body}
+			req.Body = gb
+			return strconv.FormatInt(r.ContentLength, 10), gb.stop, nil
+		}
+	}
+	// Unknown length, or small: read it all.
+	mem := g.MaxMemoryBytes
+	if mem <= 0 {
+		mem = DefaultMaxMemoryBytes
+	}
+	if r.ContentLength > 0 {
+		mem = max64(mem, r.ContentLength)
+	}
+	var buf bytes.Buffer
+	n, err := io.CopyN(&buf, r.Body, mem+1)
+	if err != nil && err != io.EOF {
+		return "", nop, &httpError{code: http.StatusBadRequest, msg: "fcgi: reading request body: " + err.Error()}
+	}
+	if n <= mem {
+		if max >= 0 && n > max {
+			return "", nop, errTooLarge
+		}
+		data := buf.Bytes()
+		if n == 0 {
+			return "", nop, nil
+		}
+		req.Body = bytes.NewReader(data)
+		req.GetBody = func() (io.Reader, error) { return bytes.NewReader(data), nil }
+		return strconv.Itoa(len(data)), nop, nil
+	}
+	// Spool to a temporary file.
+	f, err := os.CreateTemp(g.TempDir, "fcgi-body-")
+	if err != nil {
+		return "", nop, err
+	}
+	cleanup := func() { f.Close(); os.Remove(f.Name()) }
+	limit := int64(1<<63 - 1)
+	if max >= 0 {
+		limit = max - n + 1
+	}
+	if _, err := buf.WriteTo(f); err != nil {
+		return "", cleanup, err
+	}
+	m, err := io.Copy(f, io.LimitReader(r.Body, limit))
+	if err != nil {
+		return "", cleanup, &httpError{code: http.StatusBadRequest, msg: "fcgi: reading request body: " + err.Error()}
+	}
+	size := n + m
+	if max >= 0 && size > max {
+		return "", cleanup, errTooLarge
+	}
+	req.Body = io.NewSectionReader(f, 0, size)
+	req.GetBody = func() (io.Reader, error) { return io.NewSectionReader(f, 0, size), nil }
+	return strconv.FormatInt(size, 10), cleanup, nil
+}
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// stderrLog logs the application's stderr with the request it belongs to.
+type stderrLog struct {
+	log *slog.Logger
+	r   *http.Request
+}
+
+func (s *stderrLog) Write(p []byte) (int, error) {
+	msg := strings.TrimRight(string(p), "\n")
+	if msg != "" {
+		s.log.Warn("fcgi: backend stderr", "method", s.r.Method, "uri", s.r.RequestURI, "stderr", msg)
+	}
+	return len(p), nil
+}
+
+type authVarsKey struct{}
+
+// Authorizer returns middleware that asks the FastCGI application behind g
+// whether each request may reach next, in the Authorizer role (§6.3), the
+// way lighttpd's "mode" => "authorizer" and Apache's mod_authnz_fcgi do.
+//
+// The application receives g's CGI environment, without CONTENT_LENGTH,
+// PATH_INFO and SCRIPT_NAME, as the specification asks, and no body. When
+// it answers 200, each of its Variable-NAME headers is passed on: as a
+// request header Variable-NAME for next, and, when next is a [Gateway], as
+// the parameter NAME. Any other answer is sent to the client as it is.
+// Errors reaching the application are answered as [Gateway] does.
+func (g *Gateway) Authorizer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rt, err := g.route(r.URL.Path)
+		if err != nil {
+			g.fail(w, r, err)
+			return
+		}
+		params := g.params(r, rt, "")
+		delete(params, "CONTENT_LENGTH")
+		delete(params, "PATH_INFO")
+		delete(params, "SCRIPT_NAME")
+		req := &Request{Role: Authorizer, Params: params, Stderr: &stderrLog{log: g.logger(), r: r}}
+		resp, err := g.Client.Do(r.Context(), req)
+		if err != nil {
+			g.fail(w, r, err)
+			return
+		}
+		if resp.Status != http.StatusOK {
+			defer resp.Body.Close()
+			copyHeader(w.Header(), resp.Header)
+			w.WriteHeader(resp.Status)
+			io.Copy(w, resp.Body)
+			return
+		}
+		// Read the (ignored) body to the end so the connection is reused.
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		vars := map[string]string{}
+		r2 := r.Clone(r.Context())
+		for k, vs := range resp.Header {
+			name, ok := strings.CutPrefix(k, "Variable-")
+			if !ok || name == "" || len(vs) == 0 {
+				continue
+			}
+			r2.Header[k] = vs
+			vars[strings.ToUpper(strings.ReplaceAll(name, "-", "_"))] = vs[0]
+		}
+		if len(vars) > 0 {
+			r2 = r2.WithContext(context.WithValue(r2.Context(), authVarsKey{}, vars))
+		}
+		next.ServeHTTP(w, r2)
+	})
+}
+
+// guardedBody passes a request body to the client's body writer until stop,
+// after which reads fail: net/http forbids reading a request body after
+// ServeHTTP has returned. stop waits for a read in progress.
+type guardedBody struct {
+	mu      sync.Mutex
+	r       io.Reader
+	stopped bool
+}
+
+func (b *guardedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return 0, errBodyStopped
+	}
+	return b.r.Read(p)
+}
+
+func (b *guardedBody) stop() {
+	b.mu.Lock()
+	b.stopped = true
+	b.mu.Unlock()
+}
+
+var errBodyStopped = errors.New("fcgi: request over")

@@ -1,0 +1,432 @@
+package fcgi_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/internal/wire"
+)
+
+// echoApp answers with its parameters and a digest of its body as JSON.
+func echoApp(t *testing.T) *fakeApp {
+	return startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			out := map[string]any{"params": r.Params, "len": len(r.Stdin), "md5": fmt.Sprintf("%x", md5.Sum(r.Stdin))}
+			b, _ := json.Marshal(out)
+			r.Write("Content-Type: application/json\r\n\r\n" + string(b))
+		}
+	})
+}
+
+type echoed struct {
+	Params map[string]string
+	Len    int
+	MD5    string
+}
+
+// docRoot makes a document root with a few scripts and files.
+func docRoot(t *testing.T) string {
+	root := t.TempDir()
+	for name, content := range map[string]string{
+		"index.php":        "<?php",
+		"app.php":          "<?php",
+		"Upper.PHP":        "<?php",
+		"style.css":        "body{}",
+		"blog/index.php":   "<?php",
+		"assets/index.php": "<?php",
+	} {
+		p := filepath.Join(root, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(content), 0o644)
+	}
+	return root
+}
+
+// logBuffer is a slog destination safe for concurrent use.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newGateway(t *testing.T, addr, root string) (*fcgi.Gateway, *logBuffer) {
+	var logs logBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c := &fcgi.Client{Addr: addr, ErrorLog: log, ResponseHeaderTimeout: 2 * time.Second}
+	t.Cleanup(func() { c.Close() })
+	return &fcgi.Gateway{Client: c, Root: root, FrontController: "/index.php", ErrorLog: log}, &logs
+}
+
+func serveGW(g http.Handler, method, target string, body io.Reader) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, target, body)
+	w := httptest.NewRecorder()
+	g.ServeHTTP(w, req)
+	return w
+}
+
+func TestGatewayRouting(t *testing.T) {
+	checkLeaks(t)
+	app := echoApp(t)
+	root := docRoot(t)
+	g, _ := newGateway(t, app.Addr, root)
+	g.ServeStatic = true
+	for _, tc := range []struct {
+		target                      string
+		code                        int
+		script, pathInfo, docURI, q string
+	}{
+		{"/app.php", 200, "/app.php", "", "/app.php", ""},
+		{"/app.php/a/b?x=1", 200, "/app.php", "/a/b", "/app.php", "x=1"},
+		{"/APP.php", 404, "", "", "", ""}, // the file is app.php
+		{"/Upper.PHP/x", 200, "/Upper.PHP", "/x", "/Upper.PHP", ""},
+		{"/blog/", 200, "/blog/index.php", "", "/blog/index.php", ""},
+		{"/blog", 200, "/blog/index.php", "", "/blog/index.php", ""},
+		{"/some/route?q=1", 200, "/index.php", "", "/index.php", "q=1"},
+		{"/", 200, "/index.php", "", "/index.php", ""},
+		{"/missing.php", 404, "", "", "", ""},
+		{"/missing.php/x", 404, "", "", "", ""},
+		{"/a/../app.php", 200, "/app.php", "", "/app.php", ""},
+		{"/../../etc/passwd", 200, "/index.php", "", "/index.php", ""},
+		{"/style.css.php", 404, "", "", "", ""},
+		{"/.php", 200, "/index.php", "", "/index.php", ""},
+	} {
+		w := serveGW(g, "GET", tc.target, nil)
+		if w.Code != tc.code {
+			t.Errorf("%s: status %d, want %d", tc.target, w.Code, tc.code)
+			continue
+		}
+		if tc.code != 200 {
+			continue
+		}
+		var e echoed
+		if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil {
+			t.Errorf("%s: %v %q", tc.target, err, w.Body.String())
+			continue
+		}
+		p := e.Params
+		if p["SCRIPT_NAME"] != tc.script || p["PATH_INFO"] != tc.pathInfo || p["DOCUMENT_URI"] != tc.docURI ||
+			p["QUERY_STRING"] != tc.q || p["SCRIPT_FILENAME"] != root+tc.script || p["REQUEST_URI"] != tc.target {
+			t.Errorf("%s: SCRIPT_NAME %q PATH_INFO %q DOCUMENT_URI %q QUERY_STRING %q SCRIPT_FILENAME %q REQUEST_URI %q",
+				tc.target, p["SCRIPT_NAME"], p["PATH_INFO"], p["DOCUMENT_URI"], p["QUERY_STRING"], p["SCRIPT_FILENAME"], p["REQUEST_URI"])
+		}
+	}
+	// Static files are served directly when asked.
+	if w := serveGW(g, "GET", "/style.css", nil); w.Code != 200 || w.Body.String() != "body{}" {
+		t.Fatalf("static: %d %q", w.Code, w.Body.String())
+	}
+	g.ServeStatic = false
+	if w := serveGW(g, "GET", "/style.css", nil); !strings.Contains(w.Body.String(), `"SCRIPT_NAME":"/index.php"`) {
+		t.Fatalf("without ServeStatic: %q", w.Body.String())
+	}
+	g.FrontController = ""
+	if w := serveGW(g, "GET", "/nothing", nil); w.Code != 404 {
+		t.Fatalf("without a front controller: %d", w.Code)
+	}
+}
+
+// Control bytes in the path are refused: the CVE-2019-11043 exploit sends
+// a newline (%0a) to break nginx's fastcgi_split_path_info, which left
+// PATH_INFO empty and made PHP-FPM underflow a buffer.
+func TestGatewayPathSafety(t *testing.T) {
+	checkLeaks(t)
+	app := echoApp(t)
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	for _, target := range []string{
+		"/index.php/PHP%0Ais_the_shittiest_lang.php?QQQQQQQQQQQQQQQQQQQQQQ",
+		"/app.php%00.css",
+		"/app.php/x%0d%0aSet-Cookie:%20a",
+	} {
+		if w := serveGW(g, "GET", target, nil); w.Code != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want 400", target, w.Code)
+		}
+	}
+	if n := app.requests.Load(); n != 0 {
+		t.Fatalf("%d requests reached the application", n)
+	}
+}
+
+func TestGatewayParams(t *testing.T) {
+	checkLeaks(t)
+	app := echoApp(t)
+	root := docRoot(t)
+	g, _ := newGateway(t, app.Addr, root)
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	req, _ := http.NewRequest("POST", srv.URL+"/app.php/p?a=1&b=2", strings.NewReader("x=1"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Proxy", "http://evil.example/")
+	req.Header.Add("X-Multi", "1")
+	req.Header.Add("X-Multi", "2")
+	req.Header.Add("Cookie", "a=1")
+	req.Header.Add("Cookie", "b=2")
+	req.SetBasicAuth("alice", "pw")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e echoed
+	json.NewDecoder(resp.Body).Decode(&e)
+	resp.Body.Close()
+	p := e.Params
+	host, port, _ := strings.Cut(strings.TrimPrefix(srv.URL, "http://"), ":")
+	want := map[string]string{
+		"QUERY_STRING": "a=1&b=2", "REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/x-www-form-urlencoded",
+		"CONTENT_LENGTH": "3", "SCRIPT_NAME": "/app.php", "SCRIPT_FILENAME": root + "/app.php", "PATH_INFO": "/p",
+		"REQUEST_URI": "/app.php/p?a=1&b=2", "DOCUMENT_URI": "/app.php", "DOCUMENT_ROOT": root,
+		"SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_SCHEME": "http", "GATEWAY_INTERFACE": "CGI/1.1",
+		"SERVER_SOFTWARE": "fcgikit", "REMOTE_ADDR": "127.0.0.1", "REMOTE_USER": "alice",
+		"SERVER_ADDR": host, "SERVER_PORT": port, "SERVER_NAME": host, "REDIRECT_STATUS": "200",
+		"HTTP_HOST": host + ":" + port, "HTTP_X_MULTI": "1, 2", "HTTP_COOKIE": "a=1; b=2",
+		"HTTP_CONTENT_TYPE": "application/x-www-form-urlencoded", "HTTP_CONTENT_LENGTH": "3",
+	}
+	for k, v := range want {
+		if p[k] != v {
+			t.Errorf("%s = %q, want %q", k, p[k], v)
+		}
+	}
+	if _, ok := p["HTTP_PROXY"]; ok {
+		t.Error("HTTP_PROXY passed (httpoxy)")
+	}
+	if _, ok := p["HTTPS"]; ok {
+		t.Error("HTTPS passed without TLS")
+	}
+	if p["REMOTE_PORT"] == "" || e.Len != 3 {
+		t.Errorf("REMOTE_PORT %q, body %d bytes", p["REMOTE_PORT"], e.Len)
+	}
+
+	tls := httptest.NewTLSServer(g)
+	defer tls.Close()
+	resp, err = tls.Client().Get(tls.URL + "/app.php")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&e)
+	resp.Body.Close()
+	if e.Params["HTTPS"] != "on" || e.Params["REQUEST_SCHEME"] != "https" || e.Params["CONTENT_LENGTH"] != "" {
+		t.Fatalf("over TLS: HTTPS %q REQUEST_SCHEME %q CONTENT_LENGTH %q", e.Params["HTTPS"], e.Params["REQUEST_SCHEME"], e.Params["CONTENT_LENGTH"])
+	}
+}
+
+// chunked hides its length from net/http.
+type chunked struct{ r io.Reader }
+
+func (c chunked) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func TestGatewayBodies(t *testing.T) {
+	checkLeaks(t)
+	app := echoApp(t)
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	g.MaxMemoryBytes = 64 << 10
+	g.MaxBodyBytes = 4 << 20
+	tmp := t.TempDir()
+	g.TempDir = tmp
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	for _, size := range []int{10, 100 << 10, 3 << 20} {
+		for _, unknown := range []bool{false, true} {
+			data := bytes.Repeat([]byte{byte(size)}, size)
+			var body io.Reader = bytes.NewReader(data)
+			if unknown {
+				body = chunked{body}
+			}
+			resp, err := srv.Client().Post(srv.URL+"/app.php", "application/octet-stream", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e echoed
+			json.NewDecoder(resp.Body).Decode(&e)
+			resp.Body.Close()
+			if e.Len != size || e.Params["CONTENT_LENGTH"] != fmt.Sprint(size) || e.MD5 != fmt.Sprintf("%x", md5.Sum(data)) {
+				t.Errorf("size %d unknown %v: got %d bytes, CONTENT_LENGTH %q", size, unknown, e.Len, e.Params["CONTENT_LENGTH"])
+			}
+		}
+	}
+	for _, unknown := range []bool{false, true} {
+		var body io.Reader = bytes.NewReader(make([]byte, 5<<20))
+		if unknown {
+			body = chunked{body}
+		}
+		resp, err := srv.Client().Post(srv.URL+"/app.php", "application/octet-stream", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("5 MiB body (unknown length %v): status %d, want 413", unknown, resp.StatusCode)
+		}
+	}
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Fatalf("temporary files left: %v", ents)
+	}
+}
+
+func TestGatewayStreaming(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			r.Write("Content-Type: text/event-stream\r\n\r\n")
+			for i := 0; i < 3; i++ {
+				r.Write(fmt.Sprintf("data: %d\n\n", i))
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	})
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	start := time.Now()
+	resp, err := srv.Client().Get(srv.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	var at []time.Duration
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "data: ") {
+			at = append(at, time.Since(start))
+		}
+	}
+	if len(at) != 3 || at[2]-at[0] < 150*time.Millisecond {
+		t.Fatalf("events at %v: not streamed", at)
+	}
+}
+
+func TestGatewayErrors(t *testing.T) {
+	checkLeaks(t)
+	root := docRoot(t)
+	_, dead := unixAddr(t)
+	g, logs := newGateway(t, dead, root)
+	if w := serveGW(g, "GET", "/", nil); w.Code != http.StatusBadGateway || !strings.Contains(logs.String(), "dial") {
+		t.Fatalf("dead backend: %d, log %q", w.Code, logs.String())
+	}
+
+	overloaded := startFake(t, false, func(a *fakeApp) { a.Handler = func(r *fakeReq) { r.End(0, wire.StatusOverloaded) } })
+	g, logs = newGateway(t, overloaded.Addr, root)
+	if w := serveGW(g, "GET", "/", nil); w.Code != http.StatusServiceUnavailable || !strings.Contains(logs.String(), "OVERLOADED") {
+		t.Fatalf("overloaded: %d, log %q", w.Code, logs.String())
+	}
+
+	release := make(chan struct{})
+	defer close(release)
+	slow := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) { r.WriteErr("PHP Warning: slow"); <-release }
+	})
+	g, logs = newGateway(t, slow.Addr, root)
+	g.Client.ResponseHeaderTimeout = 50 * time.Millisecond
+	if w := serveGW(g, "GET", "/", nil); w.Code != http.StatusGatewayTimeout || !strings.Contains(logs.String(), "timeout") {
+		t.Fatalf("slow: %d, log %q", w.Code, logs.String())
+	}
+	if !strings.Contains(logs.String(), "PHP Warning: slow") || !strings.Contains(logs.String(), "uri=/") {
+		t.Fatalf("stderr not logged with the request: %q", logs.String())
+	}
+
+	hop := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) { r.Write("Connection: close\r\nTransfer-Encoding: chunked\r\nX-App: 1\r\n\r\nplain") }
+	})
+	g, _ = newGateway(t, hop.Addr, root)
+	if w := serveGW(g, "GET", "/", nil); w.Body.String() != "plain" || w.Header().Get("X-App") != "1" ||
+		w.Header().Get("Connection") != "" || w.Header().Get("Transfer-Encoding") != "" {
+		t.Fatalf("hop-by-hop: %q %v", w.Body.String(), w.Header())
+	}
+
+	bad := startFake(t, false, func(a *fakeApp) { a.Handler = func(r *fakeReq) { r.Write("garbage\r\n\r\n") } })
+	g, logs = newGateway(t, bad.Addr, root)
+	if w := serveGW(g, "GET", "/", nil); w.Code != http.StatusBadGateway || !strings.Contains(logs.String(), "malformed") {
+		t.Fatalf("malformed: %d, log %q", w.Code, logs.String())
+	}
+}
+
+func TestGatewayAuthorizer(t *testing.T) {
+	checkLeaks(t)
+	auth := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			if r.Role != wire.RoleAuthorizer {
+				r.Write("Status: 500\r\n\r\nwrong role")
+				return
+			}
+			if _, ok := r.Params["CONTENT_LENGTH"]; ok {
+				r.Write("Status: 500\r\n\r\nCONTENT_LENGTH sent to an authorizer")
+				return
+			}
+			if r.Params["HTTP_AUTHORIZATION"] != "Bearer good" {
+				r.Write("Status: 401\r\nWWW-Authenticate: Bearer\r\n\r\ndenied")
+				return
+			}
+			r.Write("Status: 200\r\nVariable-AUTH_USER: alice\r\n\r\n")
+		}
+	})
+	app := echoApp(t)
+	root := docRoot(t)
+	ag, _ := newGateway(t, auth.Addr, root)
+	g, _ := newGateway(t, app.Addr, root)
+	h := ag.Authorizer(g)
+
+	w := serveGW(h, "GET", "/app.php", nil)
+	if w.Code != 401 || w.Body.String() != "denied" || w.Header().Get("WWW-Authenticate") != "Bearer" {
+		t.Fatalf("denied: %d %q %v", w.Code, w.Body.String(), w.Header())
+	}
+	req := httptest.NewRequest("GET", "/app.php", nil)
+	req.Header.Set("Authorization", "Bearer good")
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	var e echoed
+	json.Unmarshal(w.Body.Bytes(), &e)
+	if w.Code != 200 || e.Params["AUTH_USER"] != "alice" || e.Params["HTTP_VARIABLE_AUTH_USER"] != "alice" {
+		t.Fatalf("allowed: %d %q", w.Code, w.Body.String())
+	}
+	// A plain handler sees the variable as a request header.
+	h = ag.Authorizer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get("Variable-Auth_user"))
+	}))
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Body.String() != "alice" {
+		t.Fatalf("handler saw %q", w.Body.String())
+	}
+}
+
+// The client goes away while the backend answers slowly: the request is
+// abandoned and nothing leaks.
+func TestGatewayClientGone(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) { time.Sleep(300 * time.Millisecond); r.Write("\r\nlate") }
+	})
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	req := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
+	w := httptest.NewRecorder()
+	start := time.Now()
+	g.ServeHTTP(w, req)
+	if time.Since(start) > 250*time.Millisecond {
+		t.Fatalf("ServeHTTP returned after %v", time.Since(start))
+	}
+}

@@ -1,0 +1,483 @@
+package fcgi
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Multiplexing state of a backend.
+const (
+	mpxUnknown = iota // MultiplexAuto before the probe answered
+	mpxProbing
+	mpxNo
+	mpxYes
+)
+
+// A backend is one address with its connections: the idle ones (one
+// request at a time) or the multiplexed ones, the count of all open ones,
+// the requests waiting for a connection, and its health.
+type backend struct {
+	c    *Client
+	addr string
+
+	inflight atomic.Int64 // requests between acquire and their end
+	down     atomic.Int64 // unix nanoseconds until which the backend is set aside
+
+	probeStarted atomic.Bool
+
+	// recycleAfter is how many responses the backend gives on one
+	// connection before closing it (PHP-FPM's pm.max_requests, with one
+	// worker per kept connection), learned from connections it closed;
+	// 0 until then.
+	recycleAfter atomic.Int64
+
+	// freshWaiting counts requests on new one-request connections that
+	// have had no response record yet. Without MaxConnsPerBackend such a
+	// connection may sit in the backend's accept queue, waiting for a
+	// worker that an idle kept connection pins (PHP-FPM); connections
+	// that finish meanwhile are closed rather than kept, to free their
+	// worker. With a limit no larger than the worker count this cannot
+	// happen, and connections are kept for their whole life, which keeps
+	// recycleAfter exact.
+	freshWaiting atomic.Int64
+
+	mu         sync.Mutex
+	mpx        int
+	maxReqs    int             // per multiplexed connection
+	idle       []*clientConn   // one-request connections, most recent last
+	mpxConns   []*clientConn   // multiplexed connections
+	conns      int             // open or being dialed
+	mpxDialing bool            // a multiplexed connection is being dialed
+	waiters    []chan struct{} // requests waiting for a connection, oldest first
+}
+
+func newBackend(c *Client, addr string) *backend {
+	b := &backend{c: c, addr: addr, mpx: mpxNo}
+	switch c.Multiplex {
+	case MultiplexOn:
+		b.mpx = mpxYes
+		b.maxReqs = c.MaxRequestsPerConn
+		if b.maxReqs <= 0 {
+			b.maxReqs = DefaultMaxRequestsPerConn
+		}
+	case MultiplexAuto:
+		b.mpx = mpxUnknown
+	}
+	return b
+}
+
+func (b *backend) downUntil() time.Time {
+	n := b.down.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// setAside takes b out of rotation for BackendCooldown.
+func (b *backend) setAside(err error) {
+	if len(b.c.backends) < 2 {
+		return
+	}
+	d := orDur(b.c.BackendCooldown, DefaultBackendCooldown)
+	b.down.Store(time.Now().Add(d).UnixNano())
+	b.c.logger().Warn("fcgi: backend set aside", "backend", b.addr, "for", d, "err", err)
+}
+
+// acquire returns a call bound to a connection of b, reusing an idle or
+// multiplexed connection unless forceNew, dialing otherwise, and waiting
+// in line when MaxConnsPerBackend connections are open.
+func (b *backend) acquire(ctx context.Context, forceNew bool) (*call, error) {
+	c := b.c
+	b.inflight.Add(1)
+	if c.Multiplex == MultiplexAuto && !b.probeStarted.Load() {
+		b.startProbe()
+	}
+	for {
+		if c.closed.Load() {
+			b.inflight.Add(-1)
+			return nil, ErrClientClosed
+		}
+		b.mu.Lock()
+		mpx := b.mpx == mpxYes
+		if mpx && !forceNew {
+			if cc := b.pickMpxLocked(); cc != nil {
+				if cc.active.Add(1) < int32(cc.maxReqs) {
+					b.wakeLocked() // room for the next in line too
+				}
+				b.mu.Unlock()
+				if cl := cc.newMpxCall(); cl != nil {
+					return cl, nil
+				}
+				continue // the connection broke meanwhile
+			}
+		}
+		if !mpx && !forceNew {
+			if cc := b.popIdleLocked(); cc != nil {
+				b.mu.Unlock()
+				if !cc.aliveForReuse() {
+					b.learnRecycling(cc)
+					cc.closeConn()
+					b.connGone()
+					continue
+				}
+				cl := newCall(cc)
+				cl.reused = true
+				return cl, nil
+			}
+		}
+		// One multiplexed connection is dialed at a time: the others wait
+		// for its free IDs.
+		if max := c.MaxConnsPerBackend; (max <= 0 || b.conns < max) && !(mpx && b.mpxDialing) {
+			b.conns++
+			maxReqs := b.maxReqs
+			if mpx {
+				b.mpxDialing = true
+			}
+			b.mu.Unlock()
+			nc, err := c.dial(ctx, b.addr)
+			var cc *clientConn
+			if err == nil {
+				cc = newClientConn(b, nc)
+			}
+			if mpx {
+				b.mu.Lock()
+				b.mpxDialing = false
+				if cc != nil {
+					cc.startMpx(maxReqs)
+					cc.active.Add(1)
+					b.mpxConns = append(b.mpxConns, cc)
+				}
+				// The next in line takes a free ID of the new
+				// connection, or dials in its turn.
+				b.wakeLocked()
+				b.mu.Unlock()
+			}
+			if err != nil {
+				b.connGone()
+				b.inflight.Add(-1)
+				if ctx.Err() == nil {
+					b.setAside(err)
+				}
+				return nil, err
+			}
+			if mpx {
+				if cl := cc.newMpxCall(); cl != nil {
+					return cl, nil
+				}
+				continue
+			}
+			return newCall(cc), nil
+		}
+		// Wait in line for a connection to become free.
+		ch := make(chan struct{}, 1)
+		b.waiters = append(b.waiters, ch)
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			b.mu.Lock()
+			removed := false
+			for i, w := range b.waiters {
+				if w == ch {
+					b.waiters = append(b.waiters[:i], b.waiters[i+1:]...)
+					removed = true
+					break
+				}
+			}
+			if !removed {
+				// We were woken as we gave up: pass the turn on.
+				b.wakeLocked()
+			}
+			b.mu.Unlock()
+			b.inflight.Add(-1)
+			return nil, ctx.Err()
+		}
+		forceNew = false
+	}
+}
+
+// wakeLocked lets the oldest waiter try again.
+func (b *backend) wakeLocked() {
+	if len(b.waiters) > 0 {
+		ch := b.waiters[0]
+		b.waiters = b.waiters[1:]
+		ch <- struct{}{}
+	}
+}
+
+// connGone records that a connection of b is closed (or was never made).
+func (b *backend) connGone() {
+	b.mu.Lock()
+	b.conns--
+	b.wakeLocked()
+	b.mu.Unlock()
+}
+
+// popIdleLocked takes the most recently used idle connection that is still
+// within its lifetime.
+func (b *backend) popIdleLocked() *clientConn {
+	for len(b.idle) > 0 {
+		cc := b.idle[len(b.idle)-1]
+		b.idle[len(b.idle)-1] = nil
+		b.idle = b.idle[:len(b.idle)-1]
+		cc.inIdle = false
+		cc.idleTimer.Stop()
+		if cc.expired(time.Now()) {
+			b.conns--
+			go cc.closeConn() // owned by nobody; ends after close(2)
+			continue
+		}
+		return cc
+	}
+	return nil
+}
+
+// putIdle returns a one-request connection whose response was read to its
+// end; it is closed instead when the pool is full, the connection is too
+// old, or the client is closed.
+func (b *backend) putIdle(cc *clientConn) {
+	c := b.c
+	b.mu.Lock()
+	cc.served++
+	if c.closed.Load() || b.mpx == mpxYes || len(b.idle) >= c.maxIdle() || cc.expired(time.Now()) ||
+		(c.MaxConnsPerBackend <= 0 && b.freshWaiting.Load() > 0 && len(b.waiters) == 0) ||
+		(b.recycleAfter.Load() > 0 && int64(cc.served) >= b.recycleAfter.Load()) {
+		b.conns--
+		b.wakeLocked()
+		b.mu.Unlock()
+		cc.closeConn()
+		return
+	}
+	cc.inIdle = true
+	b.idle = append(b.idle, cc)
+	b.armIdleTimer(cc)
+	b.wakeLocked()
+	b.mu.Unlock()
+}
+
+// idleExpired runs on the idle timer's goroutine.
+func (cc *clientConn) idleExpired() {
+	b := cc.b
+	b.mu.Lock()
+	if cc.mpx {
+		if cc.active.Load() != 0 || !b.removeMpxLocked(cc) {
+			b.mu.Unlock()
+			return
+		}
+	} else {
+		if !cc.inIdle {
+			b.mu.Unlock()
+			return
+		}
+		cc.inIdle = false
+		for i, x := range b.idle {
+			if x == cc {
+				b.idle = append(b.idle[:i], b.idle[i+1:]...)
+				break
+			}
+		}
+	}
+	b.conns--
+	b.wakeLocked()
+	b.mu.Unlock()
+	cc.closeConn()
+}
+
+// pickMpxLocked returns the multiplexed connection with the fewest
+// requests that has a free request ID and is within its lifetime.
+func (b *backend) pickMpxLocked() *clientConn {
+	var best *clientConn
+	now := time.Now()
+	for _, cc := range b.mpxConns {
+		n := int(cc.active.Load())
+		if n >= cc.maxReqs || cc.isBroken() || cc.expired(now) {
+			continue
+		}
+		if best == nil || n < int(best.active.Load()) {
+			best = cc
+		}
+	}
+	if best != nil && best.idleTimer != nil {
+		best.idleTimer.Stop()
+	}
+	return best
+}
+
+func (b *backend) removeMpxLocked(cc *clientConn) bool {
+	for i, x := range b.mpxConns {
+		if x == cc {
+			b.mpxConns = append(b.mpxConns[:i], b.mpxConns[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// mpxSlotFree runs when a multiplexed request's ID is released.
+func (b *backend) mpxSlotFree(cc *clientConn) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if cc.active.Load() == 0 {
+		if b.c.closed.Load() || cc.expired(time.Now()) {
+			if b.removeMpxLocked(cc) {
+				b.conns--
+				go cc.closeConn() // closes the socket; the read loop then ends
+			}
+		} else {
+			b.armIdleTimer(cc)
+		}
+	}
+	b.wakeLocked()
+}
+
+// mpxConnBroken forgets a multiplexed connection whose read loop ended.
+func (b *backend) mpxConnBroken(cc *clientConn) {
+	b.mu.Lock()
+	if b.removeMpxLocked(cc) {
+		b.conns--
+	}
+	b.wakeLocked()
+	b.mu.Unlock()
+}
+
+// stopMultiplexing is called when a backend answers CANT_MPX_CONN.
+func (b *backend) stopMultiplexing() {
+	b.mu.Lock()
+	b.mpx = mpxNo
+	b.mu.Unlock()
+}
+
+// closeIdle closes the idle connections, for Client.Close.
+func (b *backend) closeIdle() {
+	b.mu.Lock()
+	idle := b.takeIdleLocked()
+	var mpx []*clientConn
+	keep := b.mpxConns[:0]
+	for _, cc := range b.mpxConns {
+		if cc.active.Load() == 0 {
+			mpx = append(mpx, cc)
+		} else {
+			keep = append(keep, cc)
+		}
+	}
+	b.mpxConns = keep
+	b.conns -= len(mpx)
+	// Wake every waiter: they see the closed client and fail.
+	b.wakeAllLocked()
+	b.mu.Unlock()
+	closeConns(idle)
+	closeConns(mpx)
+}
+
+// takeIdleLocked removes the idle one-request connections from the pool
+// and returns them for closeConns.
+func (b *backend) takeIdleLocked() []*clientConn {
+	idle := b.idle
+	b.idle = nil
+	b.conns -= len(idle)
+	for _, cc := range idle {
+		cc.inIdle = false
+	}
+	return idle
+}
+
+// closeConns closes connections taken out of the pool.
+func closeConns(conns []*clientConn) {
+	for _, cc := range conns {
+		if cc.idleTimer != nil {
+			cc.idleTimer.Stop()
+		}
+		cc.closeConn()
+	}
+}
+
+// wakeAllLocked lets every waiter try again.
+func (b *backend) wakeAllLocked() {
+	for len(b.waiters) > 0 {
+		b.wakeLocked()
+	}
+}
+
+// armIdleTimer starts cc's IdleTimeout.
+func (b *backend) armIdleTimer(cc *clientConn) {
+	d := orDur(b.c.IdleTimeout, DefaultIdleTimeout)
+	if cc.idleTimer == nil {
+		cc.idleTimer = time.AfterFunc(d, cc.idleExpired)
+	} else {
+		cc.idleTimer.Reset(d)
+	}
+}
+
+// startProbe asks the backend, once and in the background, whether it
+// multiplexes. Requests meanwhile use one connection each.
+func (b *backend) startProbe() {
+	b.mu.Lock()
+	if b.mpx != mpxUnknown {
+		b.mu.Unlock()
+		return
+	}
+	b.mpx = mpxProbing
+	b.probeStarted.Store(true)
+	b.mu.Unlock()
+	c := b.c
+	c.wg.Add(1)
+	// Owned by the Client; ends within ProbeTimeout. Client.Close waits.
+	go func() {
+		defer c.wg.Done()
+		vals, err := c.GetValues(context.Background(), b.addr, "FCGI_MPXS_CONNS", "FCGI_MAX_REQS")
+		mpx := mpxNo
+		maxReqs := c.MaxRequestsPerConn
+		if err != nil {
+			c.logger().Info("fcgi: multiplexing probe failed; one request per connection", "backend", b.addr, "err", err)
+		} else if vals["FCGI_MPXS_CONNS"] == "1" {
+			mpx = mpxYes
+			if maxReqs <= 0 {
+				if n, err := strconv.Atoi(vals["FCGI_MAX_REQS"]); err == nil && n > 0 {
+					maxReqs = n
+				}
+			}
+		}
+		if maxReqs <= 0 {
+			maxReqs = DefaultMaxRequestsPerConn
+		}
+		b.mu.Lock()
+		b.mpx, b.maxReqs = mpx, min(maxReqs, 65535)
+		var idle []*clientConn
+		if mpx == mpxYes {
+			// One-request connections are no longer needed.
+			idle = b.takeIdleLocked()
+		}
+		b.wakeAllLocked()
+		b.mu.Unlock()
+		closeConns(idle)
+	}()
+}
+
+// learnRecycling records that the backend closed cc, idle after cc.served
+// responses. PHP-FPM workers exit after pm.max_requests, and with keep-alive
+// each worker serves one connection: the client then retires connections
+// after that many responses itself, so that no request is ever sent on a
+// connection the backend is about to close (a request that could not be
+// retried if it is not idempotent).
+func (b *backend) learnRecycling(cc *clientConn) {
+	n := int64(cc.served)
+	if n <= 0 {
+		return
+	}
+	for {
+		cur := b.recycleAfter.Load()
+		if n <= cur {
+			return
+		}
+		if b.recycleAfter.CompareAndSwap(cur, n) {
+			if cur == 0 {
+				b.c.logger().Info("fcgi: backend closes connections after a number of requests; retiring them first", "backend", b.addr, "requests", n)
+			}
+			return
+		}
+	}
+}
