@@ -40,8 +40,8 @@ func checkLeaks(t testing.TB) {
 	})
 }
 
-// waitFor polls cond for up to two seconds.
-func waitFor(cond func() bool) bool {
+// eventually polls cond for up to two seconds.
+func eventually(cond func() bool) bool {
 	deadline := time.Now().Add(2 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -270,7 +270,7 @@ func TestClientBodyClosedEarly(t *testing.T) {
 		t.Fatalf("Read after Close: %v", err)
 	}
 	// The connection was closed, not pooled.
-	if !waitFor(func() bool { return app.open.Load() == 0 }) {
+	if !eventually(func() bool { return app.open.Load() == 0 }) {
 		t.Fatal("connection still open after Body.Close")
 	}
 }
@@ -633,7 +633,7 @@ func TestClientMultiplexAbort(t *testing.T) {
 	if _, err := c.Do(ctx, get("/wait")); !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v", err)
 	}
-	if !waitFor(func() bool { return app.aborts.Load() == 1 }) {
+	if !eventually(func() bool { return app.aborts.Load() == 1 }) {
 		t.Fatal("no FCGI_ABORT_REQUEST")
 	}
 	// The connection stays in use.
@@ -654,7 +654,7 @@ func TestClientMultiplexAbort(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if !waitFor(func() bool { return app.aborts.Load() == 2 }) {
+	if !eventually(func() bool { return app.aborts.Load() == 2 }) {
 		t.Fatal("Body.Close sent no FCGI_ABORT_REQUEST")
 	}
 }
@@ -775,7 +775,7 @@ func TestClientIdleTimeoutAndLifetime(t *testing.T) {
 	c.IdleTimeout = 50 * time.Millisecond
 	defer c.Close()
 	doString(t, c, get("/"))
-	if !waitFor(func() bool { return app.open.Load() == 0 }) {
+	if !eventually(func() bool { return app.open.Load() == 0 }) {
 		t.Fatal("idle connection not closed after IdleTimeout")
 	}
 

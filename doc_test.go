@@ -42,19 +42,39 @@ func TestExportedNamesDocumented(t *testing.T) {
 func checkDecl(t *testing.T, fset *token.FileSet, decl ast.Decl) {
 	switch d := decl.(type) {
 	case *ast.FuncDecl:
-		if !d.Name.IsExported() || d.Doc != nil {
+		if !d.Name.IsExported() || d.Recv != nil && !exportedRecv(d.Recv) {
+			return
+		}
+		if d.Doc != nil {
+			if !strings.HasPrefix(d.Doc.Text(), d.Name.Name+" ") {
+				t.Errorf("%s: the doc comment of %s does not start with its name", fset.Position(d.Pos()), d.Name)
+			}
 			return
 		}
 		if d.Recv != nil && !exportedRecv(d.Recv) {
 			return
 		}
 		t.Errorf("%s: %s has no doc comment", fset.Position(d.Pos()), d.Name)
+		return
 	case *ast.GenDecl:
 		for _, spec := range d.Specs {
 			switch s := spec.(type) {
 			case *ast.TypeSpec:
-				if s.Name.IsExported() && d.Doc == nil && s.Doc == nil {
+				if !s.Name.IsExported() {
+					continue
+				}
+				if d.Doc == nil && s.Doc == nil {
 					t.Errorf("%s: type %s has no doc comment", fset.Position(s.Pos()), s.Name)
+				}
+				// Options are fields: each says what its zero value means.
+				if st, ok := s.Type.(*ast.StructType); ok {
+					for _, fld := range st.Fields.List {
+						for _, n := range fld.Names {
+							if n.IsExported() && fld.Doc == nil && fld.Comment == nil {
+								t.Errorf("%s: field %s.%s has no doc comment", fset.Position(n.Pos()), s.Name, n)
+							}
+						}
+					}
 				}
 			case *ast.ValueSpec:
 				for _, n := range s.Names {

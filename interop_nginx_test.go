@@ -50,8 +50,8 @@ func httpClient(t *testing.T) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
-// get fetches url and returns the status and body.
-func get(t *testing.T, c *http.Client, url string) (int, string) {
+// httpGet fetches url and returns the status and body.
+func httpGet(t *testing.T, c *http.Client, url string) (int, string) {
 	t.Helper()
 	resp, err := c.Get(url)
 	if err != nil {
@@ -195,7 +195,7 @@ func testNoKeepConn(t *testing.T, app *interopApp, n *peer.Nginx, client *http.C
 	accepted0, closed0 := app.accepted.Load(), app.closed.Load()
 	for i := range requests {
 		path := "/nokeep/" + strconv.Itoa(i)
-		if code, body := get(t, client, n.URL()+path+"?q=1"); code != http.StatusOK || body != path+"|q=1" {
+		if code, body := httpGet(t, client, n.URL()+path+"?q=1"); code != http.StatusOK || body != path+"|q=1" {
 			t.Fatalf("GET %s: %d %q", path, code, body)
 		}
 	}
@@ -256,7 +256,7 @@ func testUnreadUpload(t *testing.T, n *peer.Nginx, client *http.Client) {
 		}
 		for i := range 20 {
 			path := "/after-ignore/" + strconv.Itoa(i)
-			if code, got := get(t, client, n.URL()+path); code != http.StatusOK || got != path+"|" {
+			if code, got := httpGet(t, client, n.URL()+path); code != http.StatusOK || got != path+"|" {
 				t.Fatalf("GET %s after an unread body: %d %q", path, code, got)
 			}
 		}
@@ -415,10 +415,10 @@ func testPanic(t *testing.T, app *interopApp, n *peer.Nginx, client *http.Client
 	mark := markLog(n)
 	accepted0, closed0 := app.accepted.Load(), app.closed.Load()
 	warnings0 := app.warnings.Load()
-	if code, _ := get(t, client, n.URL()+"/panic"); code != http.StatusInternalServerError {
+	if code, _ := httpGet(t, client, n.URL()+"/panic"); code != http.StatusInternalServerError {
 		t.Fatalf("GET /panic: %d, want 500", code)
 	}
-	if code, body := get(t, client, n.URL()+"/after-panic"); code != http.StatusOK || body != "/after-panic|" {
+	if code, body := httpGet(t, client, n.URL()+"/after-panic"); code != http.StatusOK || body != "/after-panic|" {
 		t.Fatalf("GET /after-panic: %d %q", code, body)
 	}
 	if a, c := app.accepted.Load()-accepted0, app.closed.Load()-closed0; a != 0 || c != 0 {

@@ -34,7 +34,7 @@ func nginxInFront(t *testing.T, srv *fcgi.Server) (*peer.Nginx, <-chan error) {
 	}
 	os.Chmod(sock, 0o666)
 	if srv.ErrorLog == nil {
-		srv.ErrorLog = quietLog()
+		srv.ErrorLog = quietLog
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()

@@ -274,20 +274,6 @@ func (w *response) encodeHeader(sniff []byte, contentLength int64) {
 	w.hdr = append(b, "\r\n"...)
 }
 
-// validHeaderName reports whether k can be written as a header name
-// without breaking the CGI header apart.
-func validHeaderName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; c <= ' ' || c == ':' || c >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 // appendHeaderValue appends v with line breaks turned into spaces, as
 // net/http does, so a value cannot inject headers.
 func appendHeaderValue(b []byte, v string) []byte {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -21,8 +20,6 @@ import (
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 func heapInUse() uint64 {
 	runtime.GC()
 	var m runtime.MemStats
@@ -34,7 +31,7 @@ func heapInUse() uint64 {
 // amount of memory, do not stop other clients being served, and are all
 // cleaned up by the read timeout.
 func TestStalledRequestsAreBoundedAndExpire(t *testing.T) {
-	srv := &fcgi.Server{ReadTimeout: 500 * time.Millisecond, MaxRequests: 20000, ErrorLog: quietLog()}
+	srv := &fcgi.Server{ReadTimeout: 500 * time.Millisecond, MaxRequests: 20000, ErrorLog: quietLog}
 	addr := startServer(t, "tcp", srv, http.HandlerFunc(hello))
 	before := heapInUse()
 	const conns, perConn = 50, 200
@@ -88,7 +85,7 @@ func TestStalledRequestsAreBoundedAndExpire(t *testing.T) {
 // Params far past the limit are refused at the limit; the server does not
 // keep what comes after.
 func TestHugeParamsRefusedAtLimit(t *testing.T) {
-	srv := &fcgi.Server{ErrorLog: quietLog()}
+	srv := &fcgi.Server{ErrorLog: quietLog}
 	addr := startServer(t, "unix", srv, http.HandlerFunc(hello))
 	c := dial(t, "unix", addr)
 	var ms runtime.MemStats
@@ -121,7 +118,7 @@ func TestHugeParamsRefusedAtLimit(t *testing.T) {
 // A web server that stops reading a large response: the write timeout
 // frees the handler.
 func TestWriteTimeoutFreesHandler(t *testing.T) {
-	srv := &fcgi.Server{WriteTimeout: 300 * time.Millisecond, ErrorLog: quietLog()}
+	srv := &fcgi.Server{WriteTimeout: 300 * time.Millisecond, ErrorLog: quietLog}
 	result := make(chan error, 1)
 	addr := startServer(t, "tcp", srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		chunk := make([]byte, 64<<10)
@@ -164,7 +161,7 @@ func TestIdleTimeoutClosesKeptConn(t *testing.T) {
 }
 
 func TestWebServerAddrs(t *testing.T) {
-	srv := &fcgi.Server{WebServerAddrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}, ErrorLog: quietLog()}
+	srv := &fcgi.Server{WebServerAddrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}, ErrorLog: quietLog}
 	addr := startServer(t, "tcp", srv, http.HandlerFunc(hello))
 	c := dial(t, "tcp", addr)
 	c.Get(1, true, "/")
@@ -196,7 +193,7 @@ func TestParseWebServerAddrs(t *testing.T) {
 func TestRequestLimits(t *testing.T) {
 	release := make(chan struct{})
 	block := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release })
-	srv := &fcgi.Server{MaxRequestsPerConn: 1, MaxRequests: 2, ErrorLog: quietLog()}
+	srv := &fcgi.Server{MaxRequestsPerConn: 1, MaxRequests: 2, ErrorLog: quietLog}
 	addr := startServer(t, "tcp", srv, block)
 	defer close(release)
 	a := dial(t, "tcp", addr)
@@ -347,7 +344,7 @@ func TestMaxRequestBodyBytes(t *testing.T) {
 		err  error
 	}
 	got := make(chan result, 1)
-	srv := &fcgi.Server{MaxRequestBodyBytes: 10, ErrorLog: quietLog()}
+	srv := &fcgi.Server{MaxRequestBodyBytes: 10, ErrorLog: quietLog}
 	addr := startServer(t, "tcp", srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		got <- result{string(b), err}

@@ -145,11 +145,11 @@ const (
 // Header is a record header (§3.3). The reserved byte is not kept: the
 // spec gives it no meaning, the Reader ignores it and the Writer sends 0.
 type Header struct {
-	Version       uint8
-	Type          Type
-	RequestID     uint16
-	ContentLength uint16
-	PaddingLength uint8
+	Version       uint8  // always Version1 in a record the Reader returns
+	Type          Type   // record type
+	RequestID     uint16 // 0 for management records
+	ContentLength uint16 // bytes of content, 0..65535
+	PaddingLength uint8  // bytes of padding after the content, skipped
 }
 
 // String formats h for logs and error messages.
@@ -178,13 +178,13 @@ func appendHeader(dst []byte, t Type, id uint16, contentLen, padLen int) []byte 
 // Reader's buffer and is valid only until the next call to Next.
 type Record struct {
 	Header
-	Content []byte
+	Content []byte // without padding; aliases the Reader's buffer
 }
 
 // BeginRequest is the body of a BEGIN_REQUEST record (§5.1).
 type BeginRequest struct {
-	Role  Role
-	Flags uint8
+	Role  Role  // what the application is asked to do
+	Flags uint8 // FlagKeepConn or 0
 }
 
 // KeepConn reports whether the web server asked to keep the connection.
@@ -205,8 +205,8 @@ func ParseBeginRequest(content []byte) (BeginRequest, error) {
 
 // EndRequest is the body of an END_REQUEST record (§5.5).
 type EndRequest struct {
-	AppStatus      uint32
-	ProtocolStatus ProtocolStatus
+	AppStatus      uint32         // the application's exit status, as a CGI program's
+	ProtocolStatus ProtocolStatus // whether the request was served or refused
 }
 
 // ParseEndRequest decodes an END_REQUEST body, which must be 8 bytes long.
