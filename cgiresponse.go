@@ -179,20 +179,6 @@ func trimOWS(s string) string {
 	return s
 }
 
-// validHeaderName reports whether name is an RFC 9110 token.
-func validHeaderName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if c >= 0x80 || tokenTable[c] == 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // validHeaderValue rejects control characters other than tab, so that a
 // backend cannot split the response.
 func validHeaderValue(v string) bool {
@@ -204,20 +190,6 @@ func validHeaderValue(v string) bool {
 	}
 	return true
 }
-
-var tokenTable = func() (t [128]byte) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = 1
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = 1
-		t[c-'a'+'A'] = 1
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = 1
-	}
-	return t
-}()
 
 // clip shortens s for an error message.
 func clip(s string) string {
