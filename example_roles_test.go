@@ -1,13 +1,17 @@
 package fcgi_test
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/fcgikit/fcgi"
-	"github.com/fcgikit/fcgi/internal/wire"
 )
 
 // A Server that plays the Authorizer role for a web server such as
@@ -33,43 +37,34 @@ func ExampleServer_authorizer() {
 	go srv.Serve(l)
 	defer srv.Close()
 
-	// The web server's side, in raw records.
+	// The web server's side: an Authorizer request, as lighttpd sends it.
 	fmt.Println(askAuthorizer(l.Addr().String(), "Bearer s3cret"))
 	fmt.Println(askAuthorizer(l.Addr().String(), "Bearer guess"))
 	// Output:
-	// Status: 200 OK | Content-Length: 0 | Variable-REMOTE_USER: alice
-	// Status: 401 Unauthorized | Content-Length: 13 | Content-Type: text/plain; charset=utf-8 | Www-Authenticate: Bearer | X-Content-Type-Options: nosniff | who are you?
+	// 200 | Content-Length: 0 | Variable-Remote_user: alice
+	// 401 | Content-Length: 13 | Content-Type: text/plain; charset=utf-8 | Www-Authenticate: Bearer | X-Content-Type-Options: nosniff | who are you?
 }
 
 // askAuthorizer sends one Authorizer request, as lighttpd does, and
-// returns the CGI response on one line.
+// returns the response on one line.
 func askAuthorizer(addr, authorization string) string {
-	c, err := net.Dial("tcp", addr)
+	c := &fcgi.Client{Addr: addr}
+	defer c.Close()
+	resp, err := c.Do(context.Background(), &fcgi.Request{
+		Role:   fcgi.Authorizer,
+		Params: map[string]string{"REQUEST_URI": "/private/", "HTTP_AUTHORIZATION": authorization},
+	})
 	if err != nil {
 		return err.Error()
 	}
-	defer c.Close()
-	w := wire.NewWriter(c)
-	w.WriteBeginRequest(1, wire.RoleAuthorizer, 0)
-	w.WriteRecord(wire.TypeParams, 1, wire.AppendPair(wire.AppendPair(nil,
-		"REQUEST_URI", "/private/"), "HTTP_AUTHORIZATION", authorization))
-	w.WriteRecord(wire.TypeParams, 1, nil)
-	w.WriteRecord(wire.TypeStdin, 1, nil)
-	if err := w.Flush(); err != nil {
-		return err.Error()
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	line := []string{strconv.Itoa(resp.Status)}
+	for _, k := range slices.Sorted(maps.Keys(resp.Header)) {
+		line = append(line, k+": "+resp.Header.Get(k))
 	}
-	var out []byte
-	r := wire.NewReader(c)
-	for {
-		rec, err := r.Next()
-		if err != nil {
-			return err.Error()
-		}
-		if rec.Type == wire.TypeEndRequest {
-			break
-		}
-		out = append(out, rec.Content...)
+	if len(body) > 0 {
+		line = append(line, strings.TrimSpace(string(body)))
 	}
-	s := strings.TrimSpace(strings.ReplaceAll(string(out), "\r\n\r\n", "\r\n"))
-	return strings.ReplaceAll(s, "\r\n", " | ")
+	return strings.Join(line, " | ")
 }
