@@ -30,6 +30,15 @@
 // the request's FCGI_STDERR (nginx logs it as "FastCGI sent in stderr")
 // and SetAppStatus sets END_REQUEST's application status.
 //
+// # Talking to PHP-FPM and other FastCGI applications
+//
+// A Client sends requests to FastCGI applications: Client.Do takes a
+// Request (role, params, body, FCGI_DATA) and returns a Response whose
+// body streams. Connections are kept and pooled per backend, multiplexed
+// when the application says it can, and a cancelled context aborts the
+// request. A Gateway is an http.Handler that serves a FastCGI application
+// (a PHP app behind PHP-FPM, typically) the way nginx's fastcgi_pass does.
+//
 // # Migrating from net/http/fcgi
 //
 // Change the import path: Serve, ProcessEnv, ErrRequestAborted and
