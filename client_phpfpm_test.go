@@ -9,15 +9,10 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
-	"net"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -80,53 +75,6 @@ func startFPM(t *testing.T, cfg peer.PHPFPMConfig) *peer.PHPFPM {
 	fpm := peer.StartPHPFPM(t, cfg)
 	fpm.WriteFile("index.php", frontController)
 	return fpm
-}
-
-// startStderrFPM starts PHP-FPM without an error_log setting, so that PHP
-// sends its log messages to the web server as FCGI_STDERR
-// (fastcgi.logging), as a stock pool behind nginx does. peer.StartPHPFPM
-// always sets error_log, which a later pool directive cannot undo, hence
-// this local launcher. It returns the address and the document root.
-func startStderrFPM(t *testing.T) (addr, root string) {
-	t.Helper()
-	bin := peer.Require(t, "php-fpm8.2", "php-fpm")
-	dir := peer.TempDir(t)
-	root = filepath.Join(dir, "www")
-	os.MkdirAll(root, 0o755)
-	os.WriteFile(filepath.Join(root, "index.php"), []byte(frontController), 0o644)
-	sock := filepath.Join(dir, "fpm.sock")
-	conf := fmt.Sprintf(`[global]
-pid = %[1]s/fpm.pid
-error_log = %[1]s/fpm.log
-daemonize = no
-[www]
-user = root
-group = root
-listen = %[2]s
-pm = static
-pm.max_children = 1
-php_admin_flag[log_errors] = on
-`, dir, sock)
-	os.WriteFile(filepath.Join(dir, "fpm.conf"), []byte(conf), 0o644)
-	cmd := exec.Command(bin, "-R", "-F", "-y", filepath.Join(dir, "fpm.conf"), "-p", dir)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	for i := 0; ; i++ {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
-		if i == 500 {
-			t.Fatal("php-fpm did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return "unix:" + sock, root
 }
 
 // fpmRequest builds the parameters nginx would send for uri, routed to
@@ -274,12 +222,12 @@ func TestClientPHPFPM(t *testing.T) {
 		}
 	})
 	t.Run("stderr", func(t *testing.T) {
-		addr, root := startStderrFPM(t)
-		c := newClient(addr)
+		fpm := peer.StartPHPFPM(t, peer.PHPFPMConfig{MaxChildren: 1, StderrToFastCGI: true})
+		fpm.WriteFile("index.php", frontController)
+		c := newClient(fpm.Addr())
 		defer c.Close()
 		var stderr bytes.Buffer
 		req := fpmRequest(fpm, "GET", "/log", nil, "")
-		req.Params["SCRIPT_FILENAME"] = root + "/index.php"
 		req.Stderr = &stderr
 		resp, body := doString(t, c, req)
 		if body != "logged" || !strings.Contains(stderr.String(), "hello from php") {

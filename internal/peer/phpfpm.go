@@ -39,6 +39,11 @@ type PHPFPMConfig struct {
 	// up to whole seconds. Default 0: no limit.
 	RequestTerminateTimeout time.Duration
 
+	// StderrToFastCGI leaves PHP's error_log unset, so that error_log()
+	// and PHP's warnings go to the web server as FCGI_STDERR, as in a
+	// stock pool behind nginx. Default false: they go to ErrorLog.
+	StderrToFastCGI bool
+
 	// Pool is raw text added at the end of the pool section, one
 	// directive per line (for example "php_admin_value[memory_limit] = 32M").
 	Pool string
@@ -134,8 +139,10 @@ pm.status_path = /status
 catch_workers_output = yes
 decorate_workers_output = no
 php_admin_flag[log_errors] = on
-php_admin_value[error_log] = %[2]s
 `, dir, log, listen, cmp.Or(cfg.MaxChildren, 4), cfg.MaxRequests)
+	if !cfg.StderrToFastCGI {
+		fmt.Fprintf(&b, "php_admin_value[error_log] = %s\n", log)
+	}
 	if cfg.Backlog > 0 {
 		fmt.Fprintf(&b, "listen.backlog = %d\n", cfg.Backlog)
 	}
