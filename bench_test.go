@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/internal/fcgitest"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -50,49 +51,8 @@ func bodyHandler(body []byte) http.Handler {
 	})
 }
 
-// nginxGet is a BEGIN_REQUEST with keep-conn, the PARAMS nginx 1.2x sends
-// for "GET /hello" with Debian's fastcgi_params and a curl-like request,
-// and an empty STDIN, all for request ID 1.
-var nginxGet = func() []byte {
-	kv := []string{
-		"QUERY_STRING", "",
-		"REQUEST_METHOD", "GET",
-		"CONTENT_TYPE", "",
-		"CONTENT_LENGTH", "",
-		"SCRIPT_NAME", "/hello",
-		"SCRIPT_FILENAME", "/srv/www/hello",
-		"REQUEST_URI", "/hello",
-		"DOCUMENT_URI", "/hello",
-		"DOCUMENT_ROOT", "/srv/www",
-		"SERVER_PROTOCOL", "HTTP/1.1",
-		"REQUEST_SCHEME", "http",
-		"GATEWAY_INTERFACE", "CGI/1.1",
-		"SERVER_SOFTWARE", "nginx/1.26.3",
-		"REMOTE_ADDR", "127.0.0.1",
-		"REMOTE_PORT", "51234",
-		"SERVER_ADDR", "127.0.0.1",
-		"SERVER_PORT", "8080",
-		"SERVER_NAME", "localhost",
-		"REDIRECT_STATUS", "200",
-		"HTTP_HOST", "localhost:8080",
-		"HTTP_USER_AGENT", "curl/8.14.1",
-		"HTTP_ACCEPT", "*/*",
-	}
-	var params []byte
-	for i := 0; i < len(kv); i += 2 {
-		params = wire.AppendPair(params, kv[i], kv[i+1])
-	}
-	var buf bytes.Buffer
-	w := wire.NewWriter(&buf)
-	w.WriteBeginRequest(1, wire.RoleResponder, wire.FlagKeepConn)
-	w.WriteStream(wire.TypeParams, 1, params)
-	w.WriteRecord(wire.TypeParams, 1, nil)
-	w.WriteRecord(wire.TypeStdin, 1, nil)
-	if err := w.Flush(); err != nil {
-		panic(err)
-	}
-	return buf.Bytes()
-}()
+// nginxGet is a whole request as nginx sends it on a kept connection.
+var nginxGet = fcgitest.NginxGet("/hello")
 
 // rawClient is the web server's end of one kept connection. It does its
 // own system calls through syscall.RawConn so that it can count them,

@@ -291,31 +291,13 @@ func TestShutdownContextExpires(t *testing.T) {
 // Serve(nil, h) under systemd socket activation serves the socket passed
 // as fd 3, when LISTEN_PID names the process.
 func TestServeSystemdSocket(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	f, err := l.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	// The shell learns its pid and execs the test binary in its place, as
-	// systemd sets LISTEN_PID for the process it starts.
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -test.run='^$'`, os.Args[0])
-	cmd.Env = append(os.Environ(), "FCGI_TEST_HELPER=serve-stdin")
-	cmd.ExtraFiles = []*os.File{f}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	c := dial(t, "tcp", l.Addr().String())
-	c.Get(1, false, "/systemd")
-	if _, body := parseCGI(t, c.ReadResponse(1).Stdout); body != "helper: /systemd" {
-		t.Fatalf("body %q", body)
-	}
+	testServeInherited(t, "/systemd", func(f *os.File) *exec.Cmd {
+		// The shell learns its pid and execs the test binary in its
+		// place, as systemd sets LISTEN_PID for the process it starts.
+		cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -test.run='^$'`, os.Args[0])
+		cmd.ExtraFiles = []*os.File{f}
+		return cmd
+	})
 }
 
 func TestListenRemovesStaleSocket(t *testing.T) {

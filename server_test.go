@@ -744,6 +744,17 @@ func TestServeNilListenerNeedsSocket(t *testing.T) {
 // spawn-fcgi and web servers do. The test re-runs its own binary with a
 // listener as its standard input.
 func TestServeStdinListener(t *testing.T) {
+	testServeInherited(t, "/from-fd0", func(f *os.File) *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Stdin = f
+		return cmd
+	})
+}
+
+// testServeInherited starts, with command, a copy of the test binary that
+// calls Serve(nil, h) on a listening socket handed over as the file f, and
+// checks that a request for path is served by it.
+func testServeInherited(t *testing.T, path string, command func(f *os.File) *exec.Cmd) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -754,17 +765,16 @@ func TestServeStdinListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := command(f)
 	cmd.Env = append(os.Environ(), "FCGI_TEST_HELPER=serve-stdin")
-	cmd.Stdin = f
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	c := dial(t, "tcp", l.Addr().String())
-	c.Get(1, false, "/from-fd0")
-	if _, body := parseCGI(t, c.ReadResponse(1).Stdout); body != "helper: /from-fd0" {
+	c.Get(1, false, path)
+	if _, body := parseCGI(t, c.ReadResponse(1).Stdout); body != "helper: "+path {
 		t.Fatalf("body %q", body)
 	}
 }

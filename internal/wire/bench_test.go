@@ -1,37 +1,15 @@
-package wire
+package wire_test
 
 import (
 	"bytes"
+	"github.com/fcgikit/fcgi/internal/fcgitest"
+	. "github.com/fcgikit/fcgi/internal/wire"
 	"io"
 	"testing"
 )
 
-// benchParams are the pairs nginx sends for a plain GET with Debian's
-// fastcgi_params: 22 pairs, about 450 bytes.
-var benchParams = []string{
-	"QUERY_STRING", "",
-	"REQUEST_METHOD", "GET",
-	"CONTENT_TYPE", "",
-	"CONTENT_LENGTH", "",
-	"SCRIPT_NAME", "/hello",
-	"SCRIPT_FILENAME", "/srv/www/hello",
-	"REQUEST_URI", "/hello",
-	"DOCUMENT_URI", "/hello",
-	"DOCUMENT_ROOT", "/srv/www",
-	"SERVER_PROTOCOL", "HTTP/1.1",
-	"REQUEST_SCHEME", "http",
-	"GATEWAY_INTERFACE", "CGI/1.1",
-	"SERVER_SOFTWARE", "nginx/1.26.3",
-	"REMOTE_ADDR", "127.0.0.1",
-	"REMOTE_PORT", "51234",
-	"SERVER_ADDR", "127.0.0.1",
-	"SERVER_PORT", "8080",
-	"SERVER_NAME", "localhost",
-	"REDIRECT_STATUS", "200",
-	"HTTP_HOST", "localhost:8080",
-	"HTTP_USER_AGENT", "curl/8.14.1",
-	"HTTP_ACCEPT", "*/*",
-}
+// benchParams are the pairs nginx sends for a plain GET.
+var benchParams = fcgitest.NginxGetParams("/hello")
 
 func encodeBenchParams(dst []byte) []byte {
 	for i := 0; i < len(benchParams); i += 2 {

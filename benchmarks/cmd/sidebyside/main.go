@@ -49,6 +49,7 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/internal/fcgitest"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -184,7 +185,7 @@ func direct(ctx context.Context, s *servers, d time.Duration, rounds, conns int)
 	fmt.Println("| response | fcgikit req/s | net/http/fcgi req/s | fcgikit / stdlib |")
 	fmt.Println("|---|---:|---:|---:|")
 	for _, size := range sizes {
-		req := encodeRequest("/" + size.path)
+		req := fcgitest.NginxGet("/" + size.path)
 		socks := []string{s.fcgikit, s.stdlib}
 		for _, sock := range socks { // warm up
 			if _, err := load(ctx, sock, req, conns, d/4); err != nil {
@@ -201,50 +202,6 @@ func direct(ctx context.Context, s *servers, d time.Duration, rounds, conns int)
 	}
 	fmt.Println()
 	return nil
-}
-
-// encodeRequest returns BEGIN_REQUEST (keep-conn), the PARAMS nginx sends
-// for a GET of uri with Debian's fastcgi_params, and an empty STDIN, for
-// request ID 1.
-func encodeRequest(uri string) []byte {
-	kv := []string{
-		"QUERY_STRING", "",
-		"REQUEST_METHOD", "GET",
-		"CONTENT_TYPE", "",
-		"CONTENT_LENGTH", "",
-		"SCRIPT_NAME", uri,
-		"SCRIPT_FILENAME", "/srv/www" + uri,
-		"REQUEST_URI", uri,
-		"DOCUMENT_URI", uri,
-		"DOCUMENT_ROOT", "/srv/www",
-		"SERVER_PROTOCOL", "HTTP/1.1",
-		"REQUEST_SCHEME", "http",
-		"GATEWAY_INTERFACE", "CGI/1.1",
-		"SERVER_SOFTWARE", "nginx/1.22.1",
-		"REMOTE_ADDR", "127.0.0.1",
-		"REMOTE_PORT", "51234",
-		"SERVER_ADDR", "127.0.0.1",
-		"SERVER_PORT", "8080",
-		"SERVER_NAME", "localhost",
-		"REDIRECT_STATUS", "200",
-		"HTTP_HOST", "localhost:8080",
-		"HTTP_USER_AGENT", "wrk",
-		"HTTP_ACCEPT", "*/*",
-	}
-	var params []byte
-	for i := 0; i < len(kv); i += 2 {
-		params = wire.AppendPair(params, kv[i], kv[i+1])
-	}
-	var buf bytes.Buffer
-	w := wire.NewWriter(&buf)
-	w.WriteBeginRequest(1, wire.RoleResponder, wire.FlagKeepConn)
-	w.WriteStream(wire.TypeParams, 1, params)
-	w.WriteRecord(wire.TypeParams, 1, nil)
-	w.WriteRecord(wire.TypeStdin, 1, nil)
-	if err := w.Flush(); err != nil {
-		panic(err)
-	}
-	return buf.Bytes()
 }
 
 // load keeps conns connections to the FastCGI server at sock busy with req
