@@ -49,7 +49,7 @@ runs on a fresh machine. Open the URL it prints.
 Examples:
 
 	go run github.com/fcgikit/fcgi/cmd/fcgi@latest gateway
-	fcgi gateway --listen :8080 --backend unix:/run/php/php8.2-fpm.sock --max-conns 16 \\
+	fcgi gateway --listen :8080 --backend unix:/run/php/php8.2-fpm.sock --max-conns 16 \
 	    --root /srv/app/public --front-controller /index.php
 	fcgi gateway --listen :8443 --tls-cert cert.pem --tls-key key.pem --backend 127.0.0.1:9000 --root /srv/app
 
