@@ -136,7 +136,9 @@ protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 			}
 			defer resp.Body.Close()
 			if *include {
-				writeHeader(e.stdout, resp.Status, resp.Header)
+				if err := writeHeader(e.stdout, resp.Status, resp.Header); err != nil {
+					return err
+				}
 			}
 			if _, err := io.Copy(e.stdout, resp.Body); err != nil {
 				return clientError(err)
