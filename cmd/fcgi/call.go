@@ -7,12 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -41,10 +43,14 @@ Examples:
 	fcgi call -p SCRIPT_FILENAME=/srv/x.php -p APP_ENV=test unix:/run/app.sock /x
 	fcgi call --raw unix:/run/app.sock /     # the CGI output exactly, as cgi-fcgi prints it
 
+Without --raw, -i prints the header fields sorted by name, in canonical
+form; --raw prints them as the application wrote them.
+
 Exit status: 0 a response was received (any HTTP status unless --fail),
 1 --fail and an HTTP status of 400 or more, 3 the application could not be
-reached or did not answer within --timeout, 4 it broke the protocol or
-refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE, ...).
+reached or closed the connection without answering, 4 it broke the
+protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
+...), 5 connected but no answer within --timeout (busy or stuck).
 `,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		var rp requestParams
@@ -58,7 +64,7 @@ refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE, ...).
 		include := fs.Bool("i", false, "print the status line and headers before the body")
 		raw := fs.Bool("raw", false, "print the application's STDOUT exactly (CGI headers and body)")
 		fail := fs.Bool("fail", false, "exit 1 on an HTTP status of 400 or more")
-		timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+		timeout := fs.Duration("timeout", 30*time.Second, "give up when connecting, sending or the next part of the answer takes longer (--raw: the whole call)")
 		verbose := fs.Bool("v", false, "log the request's variables and the END_REQUEST status")
 		return func(ctx context.Context, args []string) error {
 			if len(args) < 1 || len(args) > 2 {
@@ -67,12 +73,12 @@ refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE, ...).
 			if len(args) == 2 {
 				rp.target = args[1]
 			}
-			var r wire.Role
+			var r fcgi.Role
 			switch strings.ToLower(*role) {
 			case "responder":
-				r = wire.RoleResponder
+				r = fcgi.Responder
 			case "authorizer":
-				r = wire.RoleAuthorizer
+				r = fcgi.Authorizer
 			default:
 				return usageError(e, fs, "--role %q: want responder or authorizer", *role)
 			}
@@ -104,7 +110,7 @@ refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE, ...).
 			if err != nil {
 				return usageError(e, fs, "%v", err)
 			}
-			if r == wire.RoleAuthorizer {
+			if r == fcgi.Authorizer {
 				// §6.3: an Authorizer gets no body and none of these.
 				kv = dropParams(kv, "CONTENT_LENGTH", "PATH_INFO", "PATH_TRANSLATED", "SCRIPT_NAME")
 				body = nil
@@ -114,43 +120,95 @@ refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE, ...).
 					e.log.Info("param", "name", p[0], "value", p[1])
 				}
 			}
-			resp, err := roundTrip(ctx, args[0], r, kv, body, *timeout)
-			if err != nil {
-				return err
-			}
-			e.stderr.Write(resp.stderr)
-			if *verbose {
-				e.log.Info("END_REQUEST", "app_status", resp.end.AppStatus, "protocol_status", resp.end.ProtocolStatus.String())
-			}
-			if resp.end.ProtocolStatus != wire.StatusRequestComplete {
-				return exitf(exitProtocol, "the application refused the request: %v", resp.end.ProtocolStatus)
-			}
 			if *raw {
-				_, err := e.stdout.Write(resp.stdout)
-				return err
+				return callRaw(ctx, e, args[0], r, kv, body, *timeout, *verbose)
 			}
-			cr, err := parseCGI(resp.stdout)
+			c := newClient(e, args[0], *timeout)
+			defer c.Close()
+			req := &fcgi.Request{Role: r, Params: paramMap(kv), Stderr: e.stderr}
+			if body != nil {
+				req.Body = bytes.NewReader(body)
+				req.GetBody = func() (io.Reader, error) { return bytes.NewReader(body), nil }
+			}
+			resp, err := c.Do(ctx, req)
 			if err != nil {
-				return &exitError{code: exitProtocol, err: err}
+				return clientError(err)
 			}
+			defer resp.Body.Close()
 			if *include {
-				var b bytes.Buffer
-				fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", cr.status, http.StatusText(cr.status))
-				for _, h := range cr.header {
-					fmt.Fprintf(&b, "%s: %s\r\n", h[0], h[1])
+				if err := writeHeader(e.stdout, resp.Status, resp.Header); err != nil {
+					return err
 				}
-				b.WriteString("\r\n")
-				e.stdout.Write(b.Bytes())
 			}
-			if _, err := e.stdout.Write(cr.body); err != nil {
-				return err
+			if _, err := io.Copy(e.stdout, resp.Body); err != nil {
+				return clientError(err)
 			}
-			if *fail && cr.status >= 400 {
-				return exitf(exitFail, "HTTP status %d", cr.status)
+			if *verbose {
+				status, _ := resp.AppStatus()
+				e.log.Info("END_REQUEST", "app_status", status, "protocol_status", "REQUEST_COMPLETE")
+			}
+			if *fail && resp.Status >= 400 {
+				return exitf(exitFail, "HTTP status %d", resp.Status)
 			}
 			return nil
 		}
 	},
+}
+
+// writeHeader prints a status line and header as curl -i does, fields
+// sorted by name: the CGI header's own order is not kept by fcgi.Response.
+func writeHeader(w io.Writer, status int, h http.Header) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", status, http.StatusText(status))
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		for _, v := range h[k] {
+			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+		}
+	}
+	b.WriteString("\r\n")
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// callRaw is call --raw: the application's STDOUT byte for byte, as
+// cgi-fcgi prints it, which fcgi.Client cannot give since it parses the
+// CGI header into an http.Header. It sends one request, ID 1, without
+// KEEP_CONN, on a connection of its own. A failure to connect is exit
+// status 3; no answer after connecting is errBusy, with exit status 5.
+func callRaw(ctx context.Context, e *env, addr string, role fcgi.Role, kv [][2]string, body []byte, timeout time.Duration, verbose bool) error {
+	deadline := time.Now().Add(timeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	c, err := dialRaw(ctx, addr, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Now()) })
+	defer stop()
+	c.nc.SetWriteDeadline(deadline)
+	if err := c.writeRequest(1, wire.Role(role), false, encodePairs(kv), body); err != nil {
+		return err
+	}
+	if err := c.w.Flush(); err != nil {
+		return exitf(exitUnreachable, "sending the request: %v", err)
+	}
+	resp, err := c.readResponse(1, deadline)
+	if err != nil {
+		if errors.Is(err, errNoAnswer) || ctx.Err() != nil {
+			return &exitError{code: exitBusy, err: errBusy}
+		}
+		return err
+	}
+	e.stderr.Write(resp.stderr)
+	if verbose {
+		e.log.Info("END_REQUEST", "app_status", resp.end.AppStatus, "protocol_status", resp.end.ProtocolStatus.String())
+	}
+	if resp.end.ProtocolStatus != wire.StatusRequestComplete {
+		return exitf(exitProtocol, "the application refused the request: %v", resp.end.ProtocolStatus)
+	}
+	_, err = e.stdout.Write(resp.stdout)
+	return err
 }
 
 // flagSet reports whether the flag name was given on the command line.
@@ -187,88 +245,4 @@ func dropParams(kv [][2]string, names ...string) [][2]string {
 		}
 	}
 	return out
-}
-
-// errBusy: the connection was accepted, by the kernel at least, but no
-// answer came in time. For PHP-FPM that means every worker is busy and the
-// request waits in the listen queue: busy, not dead.
-var errBusy = errors.New("connected, but no answer in time: the application is busy or stuck")
-
-// roundTrip sends one request, ID 1, without KEEP_CONN, and reads the
-// response. A failure to connect is exit status 3; no answer after
-// connecting is errBusy, with exit status 5.
-func roundTrip(ctx context.Context, addr string, role wire.Role, kv [][2]string, body []byte, timeout time.Duration) (*rawResponse, error) {
-	deadline := time.Now().Add(timeout)
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	c, err := dialRaw(ctx, addr, timeout)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Now()) })
-	defer stop()
-	c.nc.SetWriteDeadline(deadline)
-	if err := c.writeRequest(1, role, false, encodePairs(kv), body); err != nil {
-		return nil, err
-	}
-	if err := c.w.Flush(); err != nil {
-		return nil, exitf(exitUnreachable, "sending the request: %v", err)
-	}
-	resp, err := c.readResponse(1, deadline)
-	if err != nil {
-		if errors.Is(err, errNoAnswer) || ctx.Err() != nil {
-			return nil, &exitError{code: exitBusy, err: errBusy}
-		}
-		return nil, err
-	}
-	return resp, nil
-}
-
-// cgiResponse is a parsed CGI response (RFC 3875 §6).
-type cgiResponse struct {
-	status int
-	header [][2]string // in the application's order, without Status
-	body   []byte
-}
-
-// parseCGI splits a CGI response into status, headers and body.
-func parseCGI(out []byte) (*cgiResponse, error) {
-	r := &cgiResponse{status: http.StatusOK}
-	rest := out
-	location, statusSet := false, false
-	for {
-		line, after, found := bytes.Cut(rest, []byte("\n"))
-		if !found {
-			return nil, fmt.Errorf("malformed CGI response: no blank line after the headers in %q", truncate(out, 80))
-		}
-		rest = after
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			break
-		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok || len(name) == 0 {
-			return nil, fmt.Errorf("malformed CGI header line %q", truncate(line, 80))
-		}
-		n, v := string(bytes.TrimSpace(name)), string(bytes.TrimSpace(value))
-		switch http.CanonicalHeaderKey(n) {
-		case "Status":
-			code, _, _ := strings.Cut(v, " ")
-			s, err := strconv.Atoi(code)
-			if err != nil || s < 100 || s > 999 {
-				return nil, fmt.Errorf("malformed CGI Status %q", v)
-			}
-			r.status, statusSet = s, true
-			continue
-		case "Location":
-			location = true
-		}
-		r.header = append(r.header, [2]string{n, v})
-	}
-	if location && !statusSet {
-		r.status = http.StatusFound
-	}
-	r.body = rest
-	return r, nil
 }

@@ -90,9 +90,77 @@ func TestCallOutput(t *testing.T) {
 // TestCallStderrAndRefusal: FCGI_STDERR goes to stderr, the body to
 // stdout; an END_REQUEST with OVERLOADED is exit 4.
 func TestCallStderrAndRefusal(t *testing.T) {
-	sock := rawServer(t, func(nc net.Conn) {
+	sock := rawApp(t, func(w *wire.Writer, id uint16, params []byte) {
+		if strings.Contains(string(params), "/busy") {
+			w.WriteEndRequest(id, 0, wire.StatusOverloaded)
+			return
+		}
+		w.WriteRecord(wire.TypeStderr, id, []byte("a warning\n"))
+		w.WriteRecord(wire.TypeStdout, id, []byte("Content-Type: text/plain\n\nbody\n"))
+		w.WriteRecord(wire.TypeStdout, id, nil)
+		w.WriteEndRequest(id, 0, wire.StatusRequestComplete)
+	})
+	res := runFcgi(t, nil, "call", sock, "/x")
+	if res.code != 0 || res.stdout != "body\n" || res.stderr != "a warning\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q", res.code, res.stdout, res.stderr)
+	}
+	res = runFcgi(t, nil, "call", sock, "/busy")
+	if res.code != exitProtocol || !strings.Contains(res.stderr, "OVERLOADED") {
+		t.Errorf("OVERLOADED: exit %d, stderr %q", res.code, res.stderr)
+	}
+}
+
+// TestCallNoAnswer: connected but no answer within --timeout is busy,
+// exit 5, with and without --raw; a connection closed without an answer
+// is exit 3.
+func TestCallNoAnswer(t *testing.T) {
+	silent := rawServer(t, func(nc net.Conn) { io.Copy(io.Discard, nc) })
+	for _, raw := range []bool{false, true} {
+		args := []string{"call", "--timeout", "300ms", silent, "/x"}
+		if raw {
+			args = append(args, "--raw")
+		}
+		res := runFcgi(t, nil, args...)
+		if res.code != exitBusy || !strings.Contains(res.stderr, "no answer in time") {
+			t.Errorf("--raw=%v: exit %d, stderr %q; want 5", raw, res.code, res.stderr)
+		}
+	}
+	// Reads the request, answers nothing, closes.
+	closing := rawApp(t, func(*wire.Writer, uint16, []byte) {})
+	res := runFcgi(t, nil, "call", closing, "/x")
+	if res.code != exitUnreachable {
+		t.Errorf("closed without an answer: exit %d, want 3", res.code)
+	}
+}
+
+// TestCallMalformedHeader: a response whose CGI header cannot be parsed
+// is a protocol error, exit 4; --raw prints it as it came.
+func TestCallMalformedHeader(t *testing.T) {
+	sock := rawApp(t, func(w *wire.Writer, id uint16, _ []byte) {
+		w.WriteRecord(wire.TypeStdout, id, []byte("no colon here\n\nbody"))
+		w.WriteRecord(wire.TypeStdout, id, nil)
+		w.WriteEndRequest(id, 0, wire.StatusRequestComplete)
+	})
+	res := runFcgi(t, nil, "call", sock, "/x")
+	if res.code != exitProtocol || !strings.Contains(res.stderr, "malformed CGI response") {
+		t.Errorf("exit %d, stderr %q; want 4", res.code, res.stderr)
+	}
+	res = runFcgi(t, nil, "call", "--raw", sock, "/x")
+	if res.code != 0 || res.stdout != "no colon here\n\nbody" {
+		t.Errorf("--raw: exit %d, stdout %q", res.code, res.stdout)
+	}
+}
+
+// rawApp is a FastCGI application written record by record: on each
+// connection it reads one request and, once its STDIN has ended, calls
+// answer with the request's ID and PARAMS stream, flushes what answer
+// wrote, and closes the connection. It returns the socket's path.
+func rawApp(t *testing.T, answer func(w *wire.Writer, id uint16, params []byte)) string {
+	t.Helper()
+	return rawServer(t, func(nc net.Conn) {
 		defer nc.Close()
 		r, w := wire.NewReader(nc), wire.NewWriter(nc)
+		defer r.Release()
 		var params []byte
 		for {
 			rec, err := r.Next()
@@ -103,25 +171,10 @@ func TestCallStderrAndRefusal(t *testing.T) {
 			case rec.Type == wire.TypeParams:
 				params = append(params, rec.Content...)
 			case rec.Type == wire.TypeStdin && len(rec.Content) == 0:
-				if strings.Contains(string(params), "/busy") {
-					w.WriteEndRequest(rec.RequestID, 0, wire.StatusOverloaded)
-				} else {
-					w.WriteRecord(wire.TypeStderr, rec.RequestID, []byte("a warning\n"))
-					w.WriteRecord(wire.TypeStdout, rec.RequestID, []byte("Content-Type: text/plain\n\nbody\n"))
-					w.WriteRecord(wire.TypeStdout, rec.RequestID, nil)
-					w.WriteEndRequest(rec.RequestID, 0, wire.StatusRequestComplete)
-				}
+				answer(w, rec.RequestID, params)
 				w.Flush()
 				return
 			}
 		}
 	})
-	res := runFcgi(t, nil, "call", sock, "/x")
-	if res.code != 0 || res.stdout != "body\n" || res.stderr != "a warning\n" {
-		t.Errorf("exit %d, stdout %q, stderr %q", res.code, res.stdout, res.stderr)
-	}
-	res = runFcgi(t, nil, "call", sock, "/busy")
-	if res.code != exitProtocol || !strings.Contains(res.stderr, "OVERLOADED") {
-		t.Errorf("OVERLOADED: exit %d, stderr %q", res.code, res.stderr)
-	}
 }

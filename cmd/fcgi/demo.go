@@ -38,7 +38,7 @@ body echoed), /sleep?d=DURATION, /status/CODE, /pid.
 			var l net.Listener
 			if *listen != "" {
 				var err error
-				if l, err = fcgi.Listen(listenAddr(*listen)); err != nil {
+				if l, err = fcgi.Listen(fcgiAddr(*listen)); err != nil {
 					return err
 				}
 			}

@@ -31,6 +31,15 @@
 // A FastCGI address is "host:port" for TCP, or "unix:/path" (or just an
 // absolute path) for a unix socket.
 //
+// # Library
+//
+// The commands are built on the package github.com/fcgikit/fcgi: call,
+// ping and status send their requests with its Client, gateway is its
+// Gateway with a pooled Client, and wrap and the gateway's demo
+// application are its Server. values, lint, bench and call --raw speak
+// FastCGI record by record instead, since what they check or print is
+// exactly what goes over the wire.
+//
 // # Logs and signals
 //
 // Every command logs to stderr with log/slog; --log-format json switches
@@ -46,7 +55,8 @@
 //	   threshold failed, an HTTP error with call --fail, failed bench requests
 //	2  bad command line
 //	3  the application could not be reached (nothing listening, connection
-//	   refused), or, where no connection was involved, did not answer in time
+//	   refused) or closed the connection without answering, or, where no
+//	   connection was involved, did not answer in time
 //	4  the application answered but broke the FastCGI protocol or refused the
 //	   request (END_REQUEST with OVERLOADED, CANT_MPX_CONN, UNKNOWN_ROLE)
 //	5  call, ping and status: connected but no answer in time - the

@@ -2,22 +2,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/fcgikit/fcgi"
-	"github.com/fcgikit/fcgi/internal/wire"
 )
 
 var gatewayCmd = &command{
@@ -27,70 +22,125 @@ var gatewayCmd = &command{
 Usage: fcgi gateway [flags]
 
 Gateway is an HTTP server in front of FastCGI applications, the part of
-nginx that speaks FastCGI: each HTTP request becomes a FastCGI request
-with the CGI variables nginx sends, to the --backend addresses in turn.
-With --root, existing files are served directly and other paths go to
---index (a front controller such as index.php), or to the path itself
-when it ends in --ext.
+nginx that speaks FastCGI (fcgikit's Gateway): each HTTP request becomes
+a FastCGI request with the CGI variables nginx sends. Connections to the
+--backend addresses are kept open and reused, at most --max-conns per
+backend; each request goes to the backend with the fewest in flight.
+Request bodies of unknown length are spooled to a temporary file, so that
+CONTENT_LENGTH is right; responses are streamed as they arrive.
+
+With --root it routes as nginx's try_files and fastcgi_split_path_info do:
+a path whose first segment ending in --ext names an existing script runs
+it, the rest of the path being PATH_INFO; other existing files are served
+directly (unless --static=false); a directory runs its index.php; and
+anything else goes to --front-controller, or is 404 without one. Without
+--root every request goes to the application, whatever its path.
+
+Backend failures are answered 502, 503 (FCGI_OVERLOADED) or 504 (no
+answer within --timeout), and logged. With --tls-cert and --tls-key the
+gateway serves HTTPS, and the application sees HTTPS=on. SIGTERM stops
+accepting and lets running requests finish for 10 seconds.
 
 With no --backend it starts a demo: fcgikit's own FastCGI server, in this
 process, on a unix socket in a temporary directory, and the gateway in
 front of it, so the whole path (HTTP -> gateway -> FastCGI -> application)
 runs on a fresh machine. Open the URL it prints.
 
-This version opens one FastCGI connection per request and buffers each
-response; it will move to fcgikit's pooled Gateway once that is merged.
-
 Examples:
 
 	go run github.com/fcgikit/fcgi/cmd/fcgi@latest gateway
-	fcgi gateway --listen :8080 --backend unix:/run/php/php8.2-fpm.sock --root /srv/app/public --index /index.php
+	fcgi gateway --listen :8080 --backend unix:/run/php/php8.2-fpm.sock --max-conns 16 \
+	    --root /srv/app/public --front-controller /index.php
+	fcgi gateway --listen :8443 --tls-cert cert.pem --tls-key key.pem --backend 127.0.0.1:9000 --root /srv/app
 
 Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 `,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
-		g := &gateway{}
+		c := &fcgi.Client{}
+		g := &fcgi.Gateway{Client: c}
 		listen := fs.String("listen", "127.0.0.1:8080", "HTTP listen `address`")
 		var backends stringList
-		fs.Var(&backends, "backend", "FastCGI backend `address` (repeatable; round robin)")
-		fs.StringVar(&g.root, "root", "", "document root: static files, and SCRIPT_FILENAME")
-		fs.StringVar(&g.index, "index", "", "front controller `path` for requests that are not files (e.g. /index.php)")
-		fs.StringVar(&g.ext, "ext", ".php", "paths ending in this go to FastCGI as scripts")
-		fs.DurationVar(&g.timeout, "timeout", 60*time.Second, "FastCGI request timeout")
-		fs.Int64Var(&g.maxBody, "max-body", 32<<20, "largest request body, in bytes")
+		fs.Var(&backends, "backend", "FastCGI backend `address` (repeatable; the least busy is used)")
+		fs.IntVar(&c.MaxConnsPerBackend, "max-conns", 0, "most connections to each backend (0: no limit); PHP-FPM: pm.max_children")
+		fs.StringVar(&g.Root, "root", "", "document `directory`: scripts, static files, DOCUMENT_ROOT")
+		fs.StringVar(&g.FrontController, "front-controller", "", "script `path` under --root for paths that match no file (e.g. /index.php)")
+		fs.StringVar(&g.FrontController, "index", "", "the same as --front-controller (an older name)")
+		fs.StringVar(&g.ScriptExt, "ext", ".php", "script `extension`: paths with a segment ending in it run that script")
+		fs.BoolVar(&g.ServeStatic, "static", true, "serve existing files under --root that are not scripts directly")
+		timeout := fs.Duration("timeout", 60*time.Second, "FastCGI timeout: connecting, and each wait for the application to read or answer")
+		fs.Int64Var(&g.MaxBodyBytes, "max-body", 32<<20, "largest request body, in bytes")
+		tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate `file` (PEM, with --tls-key)")
+		tlsKey := fs.String("tls-key", "", "the private key `file` of --tls-cert (PEM)")
 		return func(ctx context.Context, args []string) error {
 			if len(args) != 0 {
 				return usageError(e, fs, "unexpected argument %q", args[0])
 			}
-			g.log = e.log
-			g.backends = backends
-			if len(g.backends) == 0 {
+			if (*tlsCert == "") != (*tlsKey == "") {
+				return usageError(e, fs, "--tls-cert and --tls-key go together")
+			}
+			if *timeout <= 0 {
+				return usageError(e, fs, "--timeout must be positive")
+			}
+			c.DialTimeout = *timeout
+			c.WriteTimeout = *timeout
+			c.ResponseHeaderTimeout = *timeout
+			c.ReadTimeout = *timeout
+			c.ErrorLog, g.ErrorLog = e.log, e.log
+			for _, b := range backends {
+				c.Backends = append(c.Backends, fcgiAddr(b))
+			}
+			demo := len(backends) == 0
+			if demo {
 				addr, stop, err := startDemo(e)
 				if err != nil {
 					return err
 				}
 				defer stop()
-				g.backends = []string{addr}
-				g.demo = true
+				c.Backends = []string{addr}
+				g.Root = ""
 			}
+			if g.Root == "" {
+				// Everything goes to the application; see passAll.
+				dir, err := passAll(g)
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+			}
+			defer c.Close()
 			l, err := net.Listen("tcp", *listen)
 			if err != nil {
 				return err
 			}
-			srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
-			url := "http://" + l.Addr().String() + "/"
-			if g.demo {
-				fmt.Fprintf(e.stdout, "fcgi gateway: demo application on %s\nOpen %s\n", g.backends[0], url)
+			srv := &http.Server{
+				Handler:           g,
+				ReadHeaderTimeout: 10 * time.Second,
+				ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
+			}
+			scheme := "http"
+			if *tlsCert != "" {
+				scheme = "https"
+			}
+			url := scheme + "://" + l.Addr().String() + "/"
+			if demo {
+				fmt.Fprintf(e.stdout, "fcgi gateway: demo application on %s\nOpen %s\n", c.Backends[0], url)
 			} else {
-				fmt.Fprintf(e.stdout, "fcgi gateway: %s -> %s\n", url, strings.Join(g.backends, ", "))
+				fmt.Fprintf(e.stdout, "fcgi gateway: %s -> %s\n", url, strings.Join(c.Backends, ", "))
 			}
 			errc := make(chan error, 1)
-			go func() { errc <- srv.Serve(l) }()
+			go func() {
+				if *tlsCert != "" {
+					errc <- srv.ServeTLS(l, *tlsCert, *tlsKey)
+				} else {
+					errc <- srv.Serve(l)
+				}
+			}()
 			select {
 			case err := <-errc:
 				return err
 			case <-ctx.Done():
 			}
+			e.log.Info("shutting down: waiting for running requests")
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			err = srv.Shutdown(sctx)
@@ -98,6 +148,30 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 			return err
 		}
 	},
+}
+
+// passAll makes g send every request to the application, as an nginx
+// "location / { fastcgi_pass ...; }" without try_files does, for
+// applications that route by REQUEST_URI themselves (Go, Python, the demo)
+// rather than by script files. fcgi.Gateway routes only to files under
+// Root, so g gets an empty temporary Root holding one empty file, its
+// FrontController; nothing is served from it directly. Its ScriptExt is a
+// NUL byte, which no path reaching the router has (it refuses control
+// bytes with 400), so that /x.php too goes to the application rather than
+// being looked up as a script file. It returns the directory, for the
+// caller to remove.
+func passAll(g *fcgi.Gateway) (string, error) {
+	dir, err := os.MkdirTemp("", "fcgi-gateway-")
+	if err != nil {
+		return "", err
+	}
+	const front = "app"
+	if err := os.WriteFile(filepath.Join(dir, front), nil, 0o444); err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	g.Root, g.FrontController, g.ScriptExt, g.ServeStatic = dir, "/"+front, "\x00", false
+	return dir, nil
 }
 
 type stringList []string
@@ -134,101 +208,4 @@ func startDemo(e *env) (addr string, stop func(), err error) {
 		<-done
 		os.RemoveAll(dir)
 	}, nil
-}
-
-type gateway struct {
-	backends []string
-	demo     bool
-	root     string
-	index    string
-	ext      string
-	timeout  time.Duration
-	maxBody  int64
-	log      *slog.Logger
-	next     atomic.Uint64
-}
-
-func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	upath := path.Clean("/" + r.URL.Path)
-	script := upath
-	if g.root != "" {
-		file := filepath.Join(g.root, filepath.FromSlash(upath))
-		fi, err := os.Stat(file)
-		isScript := g.ext != "" && strings.HasSuffix(upath, g.ext)
-		switch {
-		case err == nil && !fi.IsDir() && !isScript:
-			http.ServeFile(w, r, file)
-			return
-		case isScript && err == nil:
-		case g.index != "":
-			script = g.index
-		default:
-			http.NotFound(w, r)
-			return
-		}
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.maxBody))
-	if err != nil {
-		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-		return
-	}
-	host, port, _ := net.SplitHostPort(r.RemoteAddr)
-	root := g.root
-	if root == "" {
-		root = "/"
-	}
-	rp := requestParams{
-		method: r.Method,
-		target: "http://" + r.Host + r.URL.RequestURI(),
-		root:   root,
-		body:   -1,
-		extra: paramList{
-			{"SCRIPT_NAME", script},
-			{"SCRIPT_FILENAME", filepath.Join(root, filepath.FromSlash(script))},
-			{"REQUEST_URI", r.URL.RequestURI()},
-			{"SERVER_PROTOCOL", r.Proto},
-			{"REMOTE_ADDR", host},
-			{"REMOTE_PORT", port},
-			{"SERVER_SOFTWARE", "fcgikit-gateway"},
-		},
-	}
-	if len(body) > 0 || r.ContentLength >= 0 && r.Method != "GET" && r.Method != "HEAD" {
-		rp.body = int64(len(body))
-	}
-	if script != upath {
-		rp.extra = append(rp.extra, [2]string{"PATH_INFO", ""})
-	}
-	for k, vs := range r.Header {
-		rp.header = append(rp.header, [2]string{k, strings.Join(vs, ", ")})
-	}
-	kv, err := rp.pairs()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	backend := g.backends[g.next.Add(1)%uint64(len(g.backends))]
-	resp, err := roundTrip(r.Context(), backend, wire.RoleResponder, kv, body, g.timeout)
-	if err != nil {
-		code := http.StatusBadGateway
-		if errors.Is(err, errBusy) {
-			code = http.StatusGatewayTimeout
-		}
-		g.log.Warn("backend failed", "backend", backend, "uri", r.RequestURI, "err", err)
-		http.Error(w, http.StatusText(code), code)
-		return
-	}
-	if len(resp.stderr) > 0 {
-		g.log.Warn("backend stderr", "backend", backend, "uri", r.RequestURI, "stderr", string(resp.stderr))
-	}
-	cr, err := parseCGI(resp.stdout)
-	if err != nil || resp.end.ProtocolStatus != wire.StatusRequestComplete {
-		g.log.Warn("bad backend response", "backend", backend, "err", err, "status", resp.end.ProtocolStatus.String())
-		http.Error(w, http.StatusText(http.StatusBadGateway), http.StatusBadGateway)
-		return
-	}
-	for _, h := range cr.header {
-		w.Header().Add(h[0], h[1])
-	}
-	w.WriteHeader(cr.status)
-	w.Write(cr.body)
 }

@@ -1,9 +1,22 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,12 +26,20 @@ import (
 // gatewayURL starts fcgi gateway with args and returns the URL it prints.
 func gatewayURL(t *testing.T, args ...string) string {
 	t.Helper()
-	_, out := startFcgi(t, append([]string{"gateway", "--listen", "127.0.0.1:0"}, args...)...)
-	re := regexp.MustCompile(`http://127\.0\.0\.1:[0-9]+/`)
+	_, url := startGateway(t, args...)
+	return url
+}
+
+// startGateway starts fcgi gateway with args and returns the process and
+// the URL it prints.
+func startGateway(t *testing.T, args ...string) (*os.Process, string) {
+	t.Helper()
+	cmd, out := startFcgi(t, append([]string{"gateway", "--listen", "127.0.0.1:0"}, args...)...)
+	re := regexp.MustCompile(`https?://127\.0\.0\.1:[0-9]+/`)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if u := re.FindString(out.String()); u != "" {
-			return u
+			return cmd.Process, u
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no URL printed:\n%s", out.String())
@@ -48,13 +69,124 @@ func TestGatewayDemo(t *testing.T) {
 	if _, err := httpGet(url + "status/418"); err == nil || err.(*statusError).code != 418 {
 		t.Errorf("GET /status/418: %v", err)
 	}
+	// Every path reaches the application, one ending in .php too: the
+	// demo's own mux answers it, not the gateway's router.
+	if body, err := httpGet(url + "no/such.php"); err == nil || err.(*statusError).code != 404 || body != "404 page not found\n" {
+		t.Errorf("GET /no/such.php: %v %q; want the demo's 404 page", err, body)
+	}
+}
+
+// TestGatewayShutdown: on SIGTERM the gateway stops accepting but lets a
+// request in flight finish, then exits 0 (startFcgi's cleanup checks).
+func TestGatewayShutdown(t *testing.T) {
+	proc, url := startGateway(t)
+	type result struct {
+		body string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		body, err := httpGet(url + "sleep?d=1s")
+		done <- result{body, err}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || r.body != "slept 1s\n" {
+		t.Errorf("request in flight at SIGTERM: %v %q", r.err, r.body)
+	}
+	if _, err := net.DialTimeout("tcp", strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/"), time.Second); err == nil {
+		t.Errorf("still accepting after SIGTERM")
+	}
+	// Wait for the exit here: the cleanup's SIGTERM would be a second
+	// signal, which kills.
+	deadline := time.Now().Add(10 * time.Second)
+	for proc.Signal(syscall.Signal(0)) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("still running 10 s after SIGTERM")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestGatewayTLS: with --tls-cert and --tls-key the gateway serves HTTPS,
+// and the application sees REQUEST_SCHEME=https.
+func TestGatewayTLS(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	pool := writeCert(t, cert, key)
+	_, url := startGateway(t, "--tls-cert", cert, "--tls-key", key)
+	if !strings.HasPrefix(url, "https://") {
+		t.Fatalf("URL %q: want https", url)
+	}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get(url + "env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "REQUEST_SCHEME=https\n") {
+		t.Errorf("GET /env over TLS: %d\n%s", resp.StatusCode, body)
+	}
+	res := runFcgi(t, nil, "gateway", "--tls-cert", cert)
+	if res.code != exitUsage {
+		t.Errorf("--tls-cert without --tls-key: exit %d, want 2", res.code)
+	}
+}
+
+// writeCert writes a self-signed certificate for 127.0.0.1 and its key as
+// PEM files, and returns a pool that trusts it.
+func writeCert(t *testing.T, certFile, keyFile string) *x509.CertPool {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true,
+
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return pool
 }
 
 // TestGatewayPHPFPM: a PHP front controller behind the gateway; static
-// files are served directly.
+// files are served directly; a script gets its PATH_INFO; with
+// --max-conns 1 concurrent requests share one connection in turn.
 func TestGatewayPHPFPM(t *testing.T) {
 	fpm := peer.StartPHPFPM(t, peer.PHPFPMConfig{MaxChildren: 2})
 	fpm.WriteFile("index.php", `<?php echo "front ", $_SERVER["REQUEST_URI"], " ", $_SERVER["SCRIPT_NAME"];`)
+	fpm.WriteFile("info.php", `<?php usleep(100000); echo $_SERVER["SCRIPT_NAME"], " ", $_SERVER["PATH_INFO"];`)
 	fpm.WriteFile("style.css", "body{}")
 	url := gatewayURL(t, "--backend", fpm.Addr(), "--root", fpm.Root(), "--index", "/index.php")
 	body, err := httpGet(url + "articles/7?x=1")
@@ -65,4 +197,21 @@ func TestGatewayPHPFPM(t *testing.T) {
 	if err != nil || body != "body{}" {
 		t.Errorf("static file: %v %q", err, body)
 	}
+
+	url = gatewayURL(t, "--backend", fpm.Addr(), "--root", fpm.Root(), "--front-controller", "/index.php",
+		"--static=false", "--max-conns", "1")
+	body, err = httpGet(url + "style.css")
+	if err != nil || body != "front /style.css /index.php" {
+		t.Errorf("--static=false: %v %q; want the front controller", err, body)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			body, err := httpGet(url + "info.php/a/b")
+			if err != nil || body != "/info.php /a/b" {
+				t.Errorf("GET /info.php/a/b: %v %q", err, body)
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -227,8 +227,9 @@ func splitAddr(addr string) (network, address string) {
 	return "tcp", addr
 }
 
-// listenAddr converts an address as users write it to fcgi.Listen's form.
-func listenAddr(addr string) string {
+// fcgiAddr converts an address as users write it to the form of
+// fcgi.Listen and fcgi.Client: "unix:/path" or "host:port".
+func fcgiAddr(addr string) string {
 	if network, address := splitAddr(addr); network == "unix" {
 		return "unix:" + address
 	}

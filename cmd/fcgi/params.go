@@ -34,8 +34,8 @@ func (p *paramList) Set(s string) error {
 	return nil
 }
 
-// requestParams is the CGI environment of a request sent by lint, bench and
-// call, built the way nginx's fastcgi_params builds it, so applications see
+// requestParams is the CGI environment of a request sent by call, ping,
+// status, lint and bench, built the way nginx's fastcgi_params builds it, so applications see
 // what they see behind nginx.
 type requestParams struct {
 	method string

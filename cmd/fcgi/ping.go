@@ -10,8 +10,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/fcgikit/fcgi/internal/wire"
 )
 
 // Health probes of PHP-FPM tell three states apart, since a probe that
@@ -71,7 +69,9 @@ Exit status: 0 alive (or busy with --busy-ok), 1 wrong answer, 3 dead
 			if len(args) != 1 {
 				return usageError(e, fs, "want exactly one ADDR")
 			}
-			cr, err := probe(ctx, args[0], *path, *timeout)
+			c := newClient(e, args[0], *timeout)
+			defer c.Close()
+			cr, err := get(ctx, c, *path)
 			if err != nil {
 				if *busyOK && errors.Is(err, errBusy) {
 					e.log.Warn("busy: no answer in time, counted as alive (--busy-ok)", "addr", args[0])
@@ -88,27 +88,6 @@ Exit status: 0 alive (or busy with --busy-ok), 1 wrong answer, 3 dead
 			return nil
 		}
 	},
-}
-
-// probe GETs path from the application at addr.
-func probe(ctx context.Context, addr, path string, timeout time.Duration) (*cgiResponse, error) {
-	rp := requestParams{target: path, body: -1}
-	kv, err := rp.pairs()
-	if err != nil {
-		return nil, err
-	}
-	resp, err := roundTrip(ctx, addr, wire.RoleResponder, kv, nil, timeout)
-	if err != nil {
-		return nil, err
-	}
-	if resp.end.ProtocolStatus != wire.StatusRequestComplete {
-		return nil, exitf(exitProtocol, "the application refused the request: %v", resp.end.ProtocolStatus)
-	}
-	cr, err := parseCGI(resp.stdout)
-	if err != nil {
-		return nil, &exitError{code: exitProtocol, err: err}
-	}
-	return cr, nil
 }
 
 var statusCmd = &command{
@@ -150,7 +129,9 @@ Exit status: 0 healthy, 1 a threshold crossed or not a status page,
 			default:
 				return usageError(e, fs, "--format %q: want text, json or openmetrics", *format)
 			}
-			cr, err := probe(ctx, args[0], *path+"?json", *timeout)
+			c := newClient(e, args[0], *timeout)
+			defer c.Close()
+			cr, err := get(ctx, c, *path+"?json")
 			if err != nil {
 				return err
 			}
@@ -166,7 +147,7 @@ Exit status: 0 healthy, 1 a threshold crossed or not a status page,
 				e.stdout.Write(cr.body)
 				fmt.Fprintln(e.stdout)
 			case "openmetrics":
-				om, err := probe(ctx, args[0], *path+"?openmetrics", *timeout)
+				om, err := get(ctx, c, *path+"?openmetrics")
 				if err != nil {
 					return err
 				}

@@ -15,7 +15,7 @@ import (
 
 // rawConn is the web server's end of one FastCGI connection, spoken record
 // by record, for subcommands that must see exactly what goes over the wire
-// (values, lint, bench). It is not safe for concurrent use.
+// (values, lint, bench, call --raw). It is not safe for concurrent use.
 type rawConn struct {
 	nc net.Conn
 	r  *wire.Reader

@@ -69,7 +69,7 @@ be bound or PROG could not be started at all.
 			}
 			sp.argv = append([]string{prog}, args[1:]...)
 			sp.e = e
-			l, err := fcgi.Listen(listenAddr(*listen))
+			l, err := fcgi.Listen(fcgiAddr(*listen))
 			if err != nil {
 				return err
 			}

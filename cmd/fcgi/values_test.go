@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi/internal/peer"
+	"github.com/fcgikit/fcgi/internal/wire"
 )
 
 func TestValuesFcgikit(t *testing.T) {
@@ -61,5 +62,26 @@ func TestValuesUnreachable(t *testing.T) {
 	res = runFcgi(t, nil, "values")
 	if res.code != exitUsage {
 		t.Errorf("no ADDR: exit %d, want 2", res.code)
+	}
+}
+
+// TestValuesUnknownType: an application that answers GET_VALUES with
+// UNKNOWN_TYPE is told at once, exit 4, not after --timeout.
+func TestValuesUnknownType(t *testing.T) {
+	sock := rawServer(t, func(nc net.Conn) {
+		r, w := wire.NewReader(nc), wire.NewWriter(nc)
+		defer r.Release()
+		for {
+			rec, err := r.Next()
+			if err != nil {
+				return
+			}
+			w.WriteUnknownType(rec.Type)
+			w.Flush()
+		}
+	})
+	res := runFcgi(t, nil, "values", "--timeout", "30s", sock)
+	if res.code != exitProtocol || !strings.Contains(res.stderr, "UNKNOWN_TYPE") {
+		t.Errorf("exit %d, stderr %q; want 4", res.code, res.stderr)
 	}
 }

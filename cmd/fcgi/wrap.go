@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,13 +37,18 @@ Each script runs in a process group of its own. The whole group - the
 script and everything it started - is killed when --timeout passes, when
 the web server aborts the request or closes the connection (a client that
 went away), and when the script exits; no process outlives its request.
-The script's standard error is logged, one record per line.
+The script's standard error is sent to the web server on the request's
+FCGI_STDERR stream, which it writes to its error log (nginx: "FastCGI
+sent in stderr"), and logged here too, one record per line.
 
 At most --max scripts run at once; further requests wait for a slot.
 SIGTERM (or SIGINT) stops accepting connections and lets running scripts
 finish for --grace, then kills them.
 
-PATH_INFO and SCRIPT_NAME: wrap derives them from the request path. When
+The script's environment is every FastCGI parameter the web server sent,
+as it sent it (but HTTP_PROXY, for httpoxy), with --env added. When the
+web server sends no PATH_INFO or SCRIPT_NAME (nginx's fastcgi_params has
+no PATH_INFO), wrap derives it from the request path: when
 SCRIPT_FILENAME lies under DOCUMENT_ROOT, SCRIPT_NAME is its part below
 the root and PATH_INFO the rest of the path; otherwise (git-http-backend,
 say) SCRIPT_NAME is empty and PATH_INFO is the whole path.
@@ -93,7 +100,7 @@ Exit status: 0 after a graceful stop, 1 if serving failed.
 			var l net.Listener
 			if *listen != "" {
 				var err error
-				if l, err = fcgi.Listen(listenAddr(*listen)); err != nil {
+				if l, err = fcgi.Listen(fcgiAddr(*listen)); err != nil {
 					return err
 				}
 				e.log.Info("wrap listening", "addr", l.Addr().String(), "max", wr.max, "timeout", wr.timeout)
@@ -152,10 +159,10 @@ type wrapper struct {
 func (wr *wrapper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	wr.running.Add(1)
 	defer wr.running.Done()
-	penv := fcgi.ProcessEnv(r)
+	params := fcgi.Params(r)
 	script := wr.script
 	if script == "" {
-		script = penv["SCRIPT_FILENAME"]
+		script = params["SCRIPT_FILENAME"]
 	}
 	if code, msg := wr.checkScript(script); code != 0 {
 		wr.log.Warn("refused", "script", script, "uri", r.RequestURI, "reason", msg)
@@ -176,12 +183,16 @@ func (wr *wrapper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 	}
 	start := time.Now()
+	stderr := fcgi.Stderr(w)
 	cmd := &cgiexec.Cmd{
 		Path:  script,
-		Env:   wr.cgiEnv(r, penv, script),
+		Env:   wr.cgiEnv(r, params, script),
 		Stdin: r.Body,
 		Stderr: func(line string) {
 			wr.log.Warn("script stderr", "script", script, "line", line)
+			// The web server logs it too, with the request. It fails only
+			// once the request is over, when nobody is left to tell.
+			io.WriteString(stderr, line+"\n")
 		},
 	}
 	err := cmd.Serve(ctx, w)
@@ -219,11 +230,13 @@ func (wr *wrapper) checkScript(script string) (int, string) {
 	return 0, ""
 }
 
-// cgiEnv rebuilds the CGI/1.1 environment (RFC 3875 §4.1) of r: the
-// FastCGI parameters the server kept (ProcessEnv), those it turned into
-// request fields, and the HTTP_ variables from the header.
-func (wr *wrapper) cgiEnv(r *http.Request, penv map[string]string, script string) []string {
-	env := make([]string, 0, len(penv)+len(r.Header)+16)
+// cgiEnv builds the CGI/1.1 environment (RFC 3875 §4.1) of r from every
+// FastCGI variable the web server sent (fcgi.Params), as fcgiwrap passes
+// them on; --env values come first and win, and SCRIPT_FILENAME is the
+// script that runs. What the web server left out is filled in: SCRIPT_NAME
+// and PATH_INFO (see splitPath), and the variables r carries.
+func (wr *wrapper) cgiEnv(r *http.Request, params map[string]string, script string) []string {
+	env := make([]string, 0, len(params)+len(wr.env)+16)
 	set := map[string]bool{}
 	add := func(k, v string) {
 		if !set[k] {
@@ -235,49 +248,36 @@ func (wr *wrapper) cgiEnv(r *http.Request, penv map[string]string, script string
 		add(kv[0], kv[1])
 	}
 	add("SCRIPT_FILENAME", script)
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		if k == "HTTP_PROXY" {
+			continue // httpoxy: a Proxy request header is no proxy setting
+		}
+		add(k, params[k])
+	}
+	scriptName, pathInfo := splitPath(params["DOCUMENT_ROOT"], script, r.URL.Path)
+	add("SCRIPT_NAME", scriptName)
+	add("PATH_INFO", pathInfo)
+	add("GATEWAY_INTERFACE", "CGI/1.1")
 	add("REQUEST_METHOD", r.Method)
 	add("SERVER_PROTOCOL", r.Proto)
 	add("REQUEST_URI", r.RequestURI)
 	add("QUERY_STRING", r.URL.RawQuery)
-	add("GATEWAY_INTERFACE", "CGI/1.1")
-	if r.ContentLength > 0 || r.ContentLength == 0 && r.Method != "GET" && r.Method != "HEAD" {
-		add("CONTENT_LENGTH", strconv.FormatInt(r.ContentLength, 10))
-	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		add("CONTENT_TYPE", ct)
-	}
-	if host, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		add("REMOTE_ADDR", host)
-		add("REMOTE_PORT", port)
-	} else if r.RemoteAddr != "" {
-		add("REMOTE_ADDR", r.RemoteAddr)
-	}
-	if r.TLS != nil {
-		add("HTTPS", "on")
-	}
-	scriptName, pathInfo := "", r.URL.Path
-	if root := strings.TrimSuffix(penv["DOCUMENT_ROOT"], "/"); root != "" {
+	add("PATH", cmp.Or(os.Getenv("PATH"), "/usr/local/bin:/usr/bin:/bin"))
+	return env
+}
+
+// splitPath derives SCRIPT_NAME and PATH_INFO for a web server that did
+// not send them (nginx's fastcgi_params has no PATH_INFO): when script
+// lies under root, SCRIPT_NAME is its part below root and PATH_INFO the
+// rest of the request path; otherwise (git-http-backend, say) SCRIPT_NAME
+// is empty and PATH_INFO the whole path.
+func splitPath(root, script, urlPath string) (scriptName, pathInfo string) {
+	if root = strings.TrimSuffix(root, "/"); root != "" {
 		if rel, ok := strings.CutPrefix(script, root); ok && strings.HasPrefix(rel, "/") {
-			if rest, ok := strings.CutPrefix(r.URL.Path, rel); ok && (rest == "" || rest[0] == '/') {
-				scriptName, pathInfo = rel, rest
+			if rest, ok := strings.CutPrefix(urlPath, rel); ok && (rest == "" || rest[0] == '/') {
+				return rel, rest
 			}
 		}
 	}
-	add("SCRIPT_NAME", scriptName)
-	add("PATH_INFO", pathInfo)
-	for k, v := range penv {
-		add(k, v)
-	}
-	if r.Host != "" {
-		add("HTTP_HOST", r.Host)
-	}
-	for k, vs := range r.Header {
-		name := "HTTP_" + strings.ToUpper(strings.ReplaceAll(k, "-", "_"))
-		if name == "HTTP_PROXY" || name == "HTTP_CONTENT_TYPE" || name == "HTTP_CONTENT_LENGTH" {
-			continue // httpoxy; and the two that have CGI names of their own
-		}
-		add(name, strings.Join(vs, ", "))
-	}
-	add("PATH", cmp.Or(os.Getenv("PATH"), "/usr/local/bin:/usr/bin:/bin"))
-	return env
+	return "", urlPath
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -146,6 +148,71 @@ func TestWrapGitHTTPBackend(t *testing.T) {
 	}
 }
 
+// TestWrapNginxEnvAndStderr: behind nginx, a script's environment is the
+// FastCGI parameters nginx sent (SCRIPT_NAME and PATH_INFO as
+// fastcgi_split_path_info made them; PATH_INFO derived when nginx sends
+// none; no HTTP_PROXY), and its stderr reaches nginx's error log.
+func TestWrapNginxEnvAndStderr(t *testing.T) {
+	peer.Require(t, "nginx", "nginx")
+	dir := t.TempDir()
+	root := filepath.Join(dir, "www")
+	os.MkdirAll(filepath.Join(root, "cgi"), 0o755)
+	script := "#!/bin/sh\necho 'Content-Type: text/plain'\necho\n" +
+		"echo \"$SCRIPT_NAME|$PATH_INFO|$QUERY_STRING|${HTTP_PROXY-unset}|$HTTP_X_TEST|$APP\"\n" +
+		"echo 'a line for the error log' >&2\n"
+	if err := os.WriteFile(filepath.Join(root, "cgi", "env.cgi"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "wrap.sock")
+	startFcgi(t, "wrap", "--listen", "unix:"+sock, "--root", root, "--env", "APP=set")
+	waitDial(t, sock)
+
+	ndir := peer.TempDir(t)
+	n := peer.StartNginx(t, peer.NginxConfig{Dir: ndir, Server: fmt.Sprintf(`
+        location /split/ {
+            root %[2]s;
+            fastcgi_pass unix:%[1]s;
+            fastcgi_split_path_info ^/split(/cgi/[^/]+\.cgi)(/.*)$;
+            include %[3]s/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+            fastcgi_param SCRIPT_NAME $fastcgi_script_name;
+            fastcgi_param PATH_INFO $fastcgi_path_info;
+        }
+        location /cgi/ {
+            root %[2]s;
+            fastcgi_pass unix:%[1]s;
+            include %[3]s/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+        }
+`, sock, root, ndir)})
+
+	for _, tc := range []struct{ path, want string }{
+		{"/split/cgi/env.cgi/a/b?q=1", "/cgi/env.cgi|/a/b|q=1|unset|x|set\n"},
+		// nginx sends no PATH_INFO here: wrap derives it, empty.
+		{"/cgi/env.cgi?q=2", "/cgi/env.cgi||q=2|unset|x|set\n"},
+	} {
+		req, _ := http.NewRequest("GET", n.URL()+tc.path, nil)
+		req.Header.Set("Proxy", "http://evil.example/")
+		req.Header.Set("X-Test", "x")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != tc.want {
+			t.Errorf("GET %s: %d %q, want %q", tc.path, resp.StatusCode, body, tc.want)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(n.ErrorLog(), "FastCGI sent in stderr: \"a line for the error log") {
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx's error log lacks the script's stderr:\n%s", n.ErrorLog())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // hangScript writes a CGI script that prints a header and a line, starts
 // a background sleep, records both PIDs in pidfile and hangs.
 func hangScript(t *testing.T, dir string) (script, pidfile string) {
@@ -269,6 +336,9 @@ func TestWrapTimeoutKillsGroup(t *testing.T) {
 	}
 	if !strings.Contains(string(resp.stdout), "started") {
 		t.Errorf("stdout %q: want the output written before the timeout", resp.stdout)
+	}
+	if string(resp.stderr) != "oops\n" {
+		t.Errorf("FCGI_STDERR %q: want the script's stderr, %q", resp.stderr, "oops\n")
 	}
 	waitGroupGone(t, pids[0])
 	for _, pid := range pids {
