@@ -124,9 +124,12 @@ func TestNginxShutdownUnderLoad(t *testing.T) {
 	if st := srv.Stats(); st.Conns != 0 || st.InFlight != 0 {
 		t.Fatalf("after Shutdown: %+v", st)
 	}
-	if log := ngx.ErrorLog(); strings.Contains(log, "reset by peer") {
-		t.Errorf("nginx saw resets:\n%s", log)
-	}
+	// nginx's log may show a reset, a broken pipe or "upstream
+	// prematurely closed connection": a request it sent on an idle kept
+	// connection just as Shutdown closed it. Such a request was never
+	// read, so never accepted; nginx retries it, finds the listener
+	// closed, and answers 502 (counted as refused above). That nothing
+	// accepted was lost is what the counts above check.
 }
 
 // A soak through nginx with keep-alive: many requests, some of whose
