@@ -333,6 +333,10 @@ type dialError struct {
 func (e *dialError) Error() string { return "fcgi: dial " + e.addr + ": " + e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
+// Is lets callers recognise a failure to connect with errors.Is(err,
+// ErrDial), whatever Client.Dial returned.
+func (e *dialError) Is(target error) bool { return target == ErrDial }
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()

@@ -714,6 +714,18 @@ func TestClientGetValues(t *testing.T) {
 	if !errors.As(err, &te) {
 		t.Fatalf("silent backend: %v", err)
 	}
+	// An application that does not know GET_VALUES says so at once.
+	unknown := startFake(t, false, func(a *fakeApp) { a.UnknownValues = true })
+	c.ProbeTimeout = time.Minute
+	start := time.Now()
+	if _, err = c.GetValues(context.Background(), unknown.Addr); !errors.Is(err, fcgi.ErrProtocol) || time.Since(start) > 10*time.Second {
+		t.Fatalf("UNKNOWN_TYPE answer: %v after %v", err, time.Since(start))
+	}
+	// Nothing listening: ErrDial, not a timeout.
+	_, nothing := unixAddr(t)
+	if _, err = c.GetValues(context.Background(), nothing); !errors.Is(err, fcgi.ErrDial) {
+		t.Fatalf("no backend: %v", err)
+	}
 }
 
 func TestClientBackends(t *testing.T) {

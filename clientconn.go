@@ -909,7 +909,8 @@ func isClosed(ch chan struct{}) bool {
 // closed afterwards, and returns those the backend reported. With no names
 // it asks for FCGI_MAX_CONNS, FCGI_MAX_REQS and FCGI_MPXS_CONNS. The
 // exchange is bounded by ctx and by ProbeTimeout; a backend that does not
-// answer in time gives a [*TimeoutError].
+// answer in time gives a [*TimeoutError], one that answers UNKNOWN_TYPE an
+// error wrapping [ErrProtocol].
 func (c *Client) GetValues(ctx context.Context, addr string, names ...string) (map[string]string, error) {
 	if len(names) == 0 {
 		names = []string{wire.ValueMaxConns, wire.ValueMaxReqs, wire.ValueMpxsConns}
@@ -943,7 +944,15 @@ func (c *Client) GetValues(ctx context.Context, addr string, names ...string) (m
 		if err != nil {
 			break
 		}
-		if rec.RequestID != wire.NullRequestID || rec.Type != wire.TypeGetValuesResult {
+		if rec.RequestID != wire.NullRequestID {
+			continue
+		}
+		if rec.Type == wire.TypeUnknownType {
+			if t, _ := wire.ParseUnknownType(rec.Content); t == wire.TypeGetValues {
+				return nil, fmt.Errorf("%w: %s does not understand FCGI_GET_VALUES", ErrProtocol, addr)
+			}
+		}
+		if rec.Type != wire.TypeGetValuesResult {
 			continue
 		}
 		vals := make(map[string]string)

@@ -70,6 +70,13 @@ var (
 	// ErrClientClosed is returned by [Client.Do] after [Client.Close].
 	ErrClientClosed = errors.New("fcgi: client closed")
 
+	// ErrDial is matched, with errors.Is, by the errors [Client.Do] and
+	// [Client.GetValues] return when they cannot connect to a backend
+	// (refused, no such socket file, unreachable): the backend is down,
+	// not busy. A connection attempt that times out is a [*TimeoutError]
+	// with Op "dial" instead.
+	ErrDial = errors.New("fcgi: cannot connect to backend")
+
 	// ErrNoBackend is returned by [Client.Do] when the Client has no
 	// backend address.
 	ErrNoBackend = errors.New("fcgi: no backend address")

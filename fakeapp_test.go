@@ -23,6 +23,9 @@ type fakeApp struct {
 	Handler func(r *fakeReq)
 	// Values answers GET_VALUES; nil never answers.
 	Values map[string]string
+	// UnknownValues answers GET_VALUES with UNKNOWN_TYPE, as an
+	// application that does not implement it should.
+	UnknownValues bool
 	// CloseAfterValues closes the connection after GET_VALUES_RESULT, as
 	// PHP-FPM does.
 	CloseAfterValues bool
@@ -176,6 +179,13 @@ func (c *fakeConn) serve() {
 		}
 		if rec.RequestID == 0 {
 			if rec.Type == wire.TypeGetValues {
+				if a.UnknownValues {
+					c.wmu.Lock()
+					c.wr.WriteUnknownType(wire.TypeGetValues)
+					c.wr.Flush()
+					c.wmu.Unlock()
+					continue
+				}
 				if a.Values == nil {
 					continue
 				}

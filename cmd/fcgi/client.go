@@ -43,10 +43,9 @@ var errBusy = errors.New("connected, but no answer in time: the application is b
 func clientError(err error) error {
 	var te *fcgi.TimeoutError
 	var pe *fcgi.ProtocolStatusError
-	var oe *net.OpError
 	switch {
 	case errors.As(err, &te) && te.Op == "dial",
-		errors.As(err, &oe) && oe.Op == "dial",
+		errors.Is(err, fcgi.ErrDial),
 		errors.Is(err, fcgi.ErrBackendClosed):
 		return &exitError{code: exitUnreachable, err: err}
 	case errors.As(err, &te):
