@@ -46,6 +46,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,6 +63,7 @@ func main() {
 	parts := flag.String("parts", "client,gateway", "comma-separated parts to run: client, gateway")
 	workers := flag.Int("nginx-workers", 1, "nginx worker_processes")
 	wrkThreads := flag.Int("wrk-threads", 2, "wrk threads")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (clients, gateway; not the backend) to this file")
 	backendSock := flag.String("backend", "", "internal: serve as the FastCGI backend on this unix socket")
 	flag.Parse()
 	log.SetFlags(0)
@@ -75,10 +77,22 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	cfg := config{d: *duration, rounds: *rounds, conns: *conns, workers: *workers, wrkThreads: *wrkThreads}
 	if err := run(ctx, cfg, *parts); err != nil {
 		log.Print(err)
 		stop()
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
