@@ -35,13 +35,9 @@ import (
 	"net/http"
 	stdfcgi "net/http/fcgi"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"runtime"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,6 +45,7 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/benchmarks/internal/benchutil"
 	"github.com/fcgikit/fcgi/internal/fcgitest"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
@@ -192,13 +189,13 @@ func direct(ctx context.Context, s *servers, d time.Duration, rounds, conns int)
 				return err
 			}
 		}
-		rates, err := interleave(len(socks), rounds, func(i int) (float64, error) {
+		rates, err := benchutil.Interleave(len(socks), rounds, func(i int) (float64, error) {
 			return load(ctx, socks[i], req, conns, d)
 		})
 		if err != nil {
 			return err
 		}
-		fmt.Printf("| %s | %.0f | %.0f | %.2f× |\n", size.name, median(rates[0]), median(rates[1]), medianRatio(rates[0], rates[1]))
+		fmt.Printf("| %s | %.0f | %.0f | %.2f× |\n", size.name, benchutil.Median(rates[0]), benchutil.Median(rates[1]), benchutil.MedianRatio(rates[0], rates[1]))
 	}
 	fmt.Println()
 	return nil
@@ -273,40 +270,40 @@ func roundTrip(nc net.Conn, rd *wire.Reader, req []byte) error {
 
 // viaNginx is part (b).
 func viaNginx(ctx context.Context, s *servers, dir string, d time.Duration, rounds, conns, workers, wrkThreads int) error {
-	wrk, err := exec.LookPath("wrk")
+	wrk, err := benchutil.LookWrk()
 	if err != nil {
-		return fmt.Errorf("part nginx needs wrk (apt-get install wrk): %w", err)
+		return fmt.Errorf("part nginx: %w", err)
 	}
 	ng, err := startNginx(ctx, s, filepath.Join(dir, "nginx"), workers)
 	if err != nil {
 		return err
 	}
-	defer ng.stop()
+	defer ng.Stop()
 
-	fmt.Printf("## Through nginx %s (%d worker), wrk -t%d -c%d, kept upstream connections\n\n", ng.version, workers, wrkThreads, conns)
+	fmt.Printf("## Through nginx %s (%d worker), wrk -t%d -c%d, kept upstream connections\n\n", ng.Version, workers, wrkThreads, conns)
 	fmt.Println("| response | fcgikit req/s | net/http/fcgi req/s | proxy_pass → net/http req/s | fcgikit / stdlib | fcgikit / proxy_pass |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|")
 	for _, size := range sizes {
 		var urls []string
 		for _, prefix := range []string{"fcgikit", "stdlib", "proxy"} {
-			url := ng.url + "/" + prefix + "/" + size.path
+			url := ng.URL + "/" + prefix + "/" + size.path
 			if err := check(url, size.path); err != nil {
-				return fmt.Errorf("%w\nnginx error log:\n%s", err, tail(filepath.Join(ng.dir, "error.log")))
+				return fmt.Errorf("%w\nnginx error log:\n%s", err, ng.ErrorLog())
 			}
-			if _, err := runWrk(ctx, wrk, url, wrkThreads, conns, time.Second); err != nil { // warm up
+			if _, err := benchutil.RunWrk(ctx, wrk, url, wrkThreads, conns, time.Second); err != nil { // warm up
 				return err
 			}
 			urls = append(urls, url)
 		}
-		rates, err := interleave(len(urls), rounds, func(i int) (float64, error) {
-			return runWrk(ctx, wrk, urls[i], wrkThreads, conns, d)
+		rates, err := benchutil.Interleave(len(urls), rounds, func(i int) (float64, error) {
+			return benchutil.RunWrk(ctx, wrk, urls[i], wrkThreads, conns, d)
 		})
 		if err != nil {
 			return err
 		}
 		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.2f× | %.2f× |\n", size.name,
-			median(rates[0]), median(rates[1]), median(rates[2]),
-			medianRatio(rates[0], rates[1]), medianRatio(rates[0], rates[2]))
+			benchutil.Median(rates[0]), benchutil.Median(rates[1]), benchutil.Median(rates[2]),
+			benchutil.MedianRatio(rates[0], rates[1]), benchutil.MedianRatio(rates[0], rates[2]))
 	}
 	fmt.Println()
 	return nil
@@ -332,63 +329,4 @@ func check(url, path string) error {
 		return fmt.Errorf("GET %s: %s, %d bytes", url, resp.Status, len(b))
 	}
 	return nil
-}
-
-var (
-	wrkRate   = regexp.MustCompile(`(?m)^Requests/sec:\s+([0-9.]+)`)
-	wrkErrors = regexp.MustCompile(`(?m)^\s*(Non-2xx or 3xx responses|Socket errors):.*$`)
-)
-
-// runWrk runs wrk against url for d and returns its requests per second.
-func runWrk(ctx context.Context, wrk, url string, threads, conns int, d time.Duration) (float64, error) {
-	secs := max(1, int(d.Round(time.Second)/time.Second))
-	cmd := exec.CommandContext(ctx, wrk, "-t"+strconv.Itoa(threads), "-c"+strconv.Itoa(conns),
-		"-d"+strconv.Itoa(secs)+"s", url)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return 0, fmt.Errorf("wrk %s: %w\n%s", url, err, out)
-	}
-	if m := wrkErrors.FindString(string(out)); m != "" {
-		return 0, fmt.Errorf("wrk %s: %s\n%s", url, strings.TrimSpace(m), out)
-	}
-	m := wrkRate.FindSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("wrk %s: no Requests/sec in output:\n%s", url, out)
-	}
-	return strconv.ParseFloat(string(m[1]), 64)
-}
-
-// interleave runs measure(i) for each of n servers, round after round, so
-// that load from elsewhere on the machine falls on all of them alike. It
-// returns the figures by server, one per round.
-func interleave(n, rounds int, measure func(i int) (float64, error)) ([][]float64, error) {
-	rates := make([][]float64, n)
-	for range rounds {
-		for i := range n {
-			r, err := measure(i)
-			if err != nil {
-				return nil, err
-			}
-			rates[i] = append(rates[i], r)
-		}
-	}
-	return rates, nil
-}
-
-func median(v []float64) float64 {
-	v = slices.Clone(v)
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
-}
-
-// medianRatio is the median of a[i]/b[i]: rounds measured back to back.
-func medianRatio(a, b []float64) float64 {
-	r := make([]float64, len(a))
-	for i := range a {
-		r[i] = a[i] / b[i]
-	}
-	return median(r)
 }

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/benchmarks/internal/benchutil"
+)
+
+// nginxHTTP serves the backend the way fcgi.Gateway's documentation
+// describes nginx doing it: the script must exist (try_files), kept
+// upstream connections.
+const nginxHTTP = `    upstream backend { server unix:{{sock}}; keepalive 32; }
+
+    server {
+        listen 127.0.0.1:{{port}};
+        server_name localhost;
+        root {{root}};
+        location ~ [^/]\.php(/|$) {
+            fastcgi_split_path_info ^(.+?\.php)(/.*)$;
+            try_files $fastcgi_script_name =404;
+            fastcgi_param PATH_INFO $fastcgi_path_info;
+            include {{dir}}/fastcgi_params;
+            fastcgi_pass backend;
+            fastcgi_keep_conn on;
+        }
+    }
+`
+
+// gatewayPart is part "gateway".
+func gatewayPart(ctx context.Context, cfg config) error {
+	wrk, err := benchutil.LookWrk()
+	if err != nil {
+		return fmt.Errorf("part gateway: %w", err)
+	}
+
+	// fcgi.Gateway in a net/http server on loopback, with the client's
+	// defaults and with MaxConnsPerBackend set to the concurrency.
+	var gwURLs []string
+	for _, maxConns := range []int{0, cfg.conns} {
+		c := newClient(cfg.backend.sock, maxConns)
+		defer c.Close()
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		hs := &http.Server{Handler: &fcgi.Gateway{Client: c, Root: cfg.root}}
+		go hs.Serve(l)
+		defer hs.Close()
+		gwURLs = append(gwURLs, "http://"+l.Addr().String())
+	}
+
+	conf := strings.NewReplacer("{{sock}}", cfg.backend.sock, "{{root}}", cfg.root).Replace(nginxHTTP)
+	ng, err := benchutil.StartNginx(ctx, filepath.Join(cfg.dir, "nginx"), cfg.workers, conf)
+	if err != nil {
+		return err
+	}
+	defer ng.Stop()
+
+	fmt.Printf("## Gateway: fcgi.Gateway (net/http server) vs %s fastcgi_pass (%d worker), wrk -t%d -c%d\n\n",
+		ng.Version, cfg.workers, cfg.wrkThreads, cfg.conns)
+	fmt.Println("| response | Gateway req/s, defaults | Gateway req/s, limit | nginx req/s | Gateway / nginx, defaults (target ≥ 0.8×) | Gateway / nginx, limit (target ≥ 0.8×) |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|")
+	for _, size := range sizes {
+		urls := []string{gwURLs[0] + size.script, gwURLs[1] + size.script, ng.URL + size.script}
+		for _, url := range urls {
+			if err := check(url, size.body); err != nil {
+				return fmt.Errorf("%w\nnginx error log:\n%s", err, ng.ErrorLog())
+			}
+			if _, err := benchutil.RunWrk(ctx, wrk, url, cfg.wrkThreads, cfg.conns, time.Second); err != nil { // warm up
+				return err
+			}
+		}
+		rates, err := benchutil.Interleave(len(urls), cfg.rounds, func(i int) (float64, error) {
+			return benchutil.RunWrk(ctx, wrk, urls[i], cfg.wrkThreads, cfg.conns, cfg.d)
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.2f× | %.2f× |\n", size.name,
+			benchutil.Median(rates[0]), benchutil.Median(rates[1]), benchutil.Median(rates[2]),
+			benchutil.MedianRatio(rates[0], rates[2]), benchutil.MedianRatio(rates[1], rates[2]))
+	}
+	fmt.Println()
+	return nil
+}
+
+// check makes one request and verifies the body.
+func check(url string, want []byte) error {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(b, want) {
+		return fmt.Errorf("GET %s: %s, %d bytes", url, resp.Status, len(b))
+	}
+	return nil
+}
