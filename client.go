@@ -153,10 +153,11 @@ const abortGrace = 2 * time.Second
 // still fails before any byte of the response arrives, the request is sent
 // once more on a new connection, provided its body is replayable (nil,
 // [http.NoBody], or [Request.GetBody] set) and either it is idempotent (see
-// [Request.Idempotent]) or the connection was reset (ECONNRESET, EPIPE):
-// a reset means the backend closed the connection with the request still
-// unread, which is how a PHP-FPM worker leaving after pm.max_requests
-// answers a request sent as it exits. The client also learns after how
+// [Request.Idempotent]) or the very first write of the request failed with
+// a reset (ECONNRESET, EPIPE), which proves the backend closed before
+// reading any of it. A reset later on is not proof: a backend may have run
+// a POST and died with its body unread, and a POST is never run twice.
+// The client also learns after how
 // many responses a backend closes its connections (PHP-FPM's
 // pm.max_requests) and from then on retires connections at that count
 // itself, so that requests, idempotent or not, are not sent on a
@@ -388,7 +389,9 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		switch {
 		case errors.Is(err, ErrCantMpxConn):
 			forceNew = true
-		case cl.reused && !cl.gotRecord && (req.idempotent() || isReset(err)) && !isTimeoutErr(err):
+		case cl.reused && !cl.gotRecord && (req.idempotent() || cl.unsent && isReset(err)) && !isTimeoutErr(err):
+			// A request that may have run (the backend read it, then
+			// reset) is retried only when running it twice is harmless.
 			forceNew = true
 		case !cl.reused && !cl.gotRecord && req.idempotent() && errors.Is(err, ErrBackendClosed) && len(c.backends) > 1:
 			// A new connection failed: the backend was set aside; try
@@ -406,9 +409,10 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	}
 }
 
-// isReset reports whether err is a connection reset or a broken pipe: the
-// backend closed the connection with the request unread, which is what a
-// PHP-FPM worker leaving after pm.max_requests does.
+// isReset reports whether err is a connection reset or a broken pipe. When
+// it comes from the first write of a request on a reused connection, the
+// backend closed before reading anything of it, as a PHP-FPM worker
+// leaving after pm.max_requests does.
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

@@ -970,3 +970,46 @@ func TestClientFilterRole(t *testing.T) {
 		t.Fatalf("body %q", body)
 	}
 }
+
+// A reused connection reset after the backend read a POST: the POST may
+// have run, so it is not sent again, even though the error is a reset.
+func TestClientNoRetryAfterResetOfReadRequest(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, true, func(a *fakeApp) { a.DropRequestN = 2; a.ResetOnDrop = true })
+	c := newClient(app.Addr)
+	defer c.Close()
+	doString(t, c, get("/"))
+	post := get("/")
+	post.Params["REQUEST_METHOD"] = "POST"
+	post.Body = strings.NewReader("x")
+	post.GetBody = func() (io.Reader, error) { return strings.NewReader("x"), nil }
+	resp, err := c.Do(context.Background(), post)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("POST succeeded: it was sent a second time after the backend had read it")
+	}
+	if n := app.requests.Load(); n != 2 {
+		t.Fatalf("backend received %d requests, want 2 (the POST once)", n)
+	}
+}
+
+// One connection closed after a single response (a backend restart, say)
+// does not teach the client to retire every connection after one: the
+// pool keeps reusing its connections afterwards.
+func TestClientRecyclingNeedsTwoObservations(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) { a.DropRequestN = 2; a.DropOnce = true })
+	c := newClient(app.Addr)
+	defer c.Close()
+	doString(t, c, get("/"))
+	doString(t, c, get("/")) // dropped, retried on a new connection
+	before := app.conns.Load()
+	for i := 0; i < 10; i++ {
+		if _, body := doString(t, c, get("/")); body != "hello" {
+			t.Fatalf("body %q", body)
+		}
+	}
+	if n := app.conns.Load() - before; n > 1 {
+		t.Fatalf("%d new connections for 10 sequential requests: the client retires connections it could keep", n)
+	}
+}

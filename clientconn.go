@@ -117,17 +117,19 @@ type call struct {
 	stderr io.Writer
 
 	// Owned by the goroutine reading the response.
-	gotRecord    bool      // a record for this request arrived
-	gotStdout    bool      // a STDOUT or END_REQUEST record arrived
-	freshWaiting bool      // counted in backend.freshWaiting
-	hdrDL        time.Time // when ResponseHeaderTimeout expires
-	rdeadline    bool      // a read deadline is set
-	hs           cgiHeaderScanner
-	pending      []byte // STDOUT not yet returned by Read
-	ended        bool   // END_REQUEST arrived
-	end          wire.EndRequest
-	err          error // returned by Read once pending is empty
-	finished     bool
+	gotRecord  bool         // a record for this request arrived
+	unsent     bool         // writing BEGIN_REQUEST and PARAMS failed
+	gotStdout  bool         // a STDOUT or END_REQUEST record arrived
+	fresh      atomic.Int32 // freshPending, freshCounted (in backend.freshWaiting) or freshDone
+	freshTimer *time.Timer  // counts the call as stalled after freshStall
+	hdrDL      time.Time    // when ResponseHeaderTimeout expires
+	rdeadline  bool         // a read deadline is set
+	hs         cgiHeaderScanner
+	pending    []byte // STDOUT not yet returned by Read
+	ended      bool   // END_REQUEST arrived
+	end        wire.EndRequest
+	err        error // returned by Read once pending is empty
+	finished   bool
 
 	// The body writer goroutine: wdone is closed when it returns, after
 	// setting werr.
@@ -165,8 +167,15 @@ func (cl *call) roundTrip(ctx context.Context, req *Request, body, data io.Reade
 		cl.stop = context.AfterFunc(ctx, cl.cancel)
 	}
 	if !cl.reused && !cl.cc.mpx {
-		cl.b.freshWaiting.Add(1)
-		cl.freshWaiting = true
+		// Counted only once it has waited a while: a healthy backend
+		// answers a new connection at once, and counting those would
+		// close kept connections under ordinary load.
+		b := cl.b
+		cl.freshTimer = time.AfterFunc(freshStall, func() {
+			if cl.fresh.CompareAndSwap(freshPending, freshCounted) {
+				b.freshWaiting.Add(1)
+			}
+		})
 	}
 	if err := cl.writeRequest(req, body, data); err != nil {
 		cl.finish(false)
@@ -291,6 +300,9 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 		paramBufs.Put(bp)
 	}
 	if err != nil {
+		// The backend had closed before it could read a byte of this
+		// request, so even a POST may go again elsewhere.
+		cl.unsent = true
 		err = cl.writeErr(err)
 		if cc.mpx {
 			cc.fail(err)
@@ -542,10 +554,25 @@ func (cl *call) setEnd(content []byte) error {
 	return nil
 }
 
+// States of call.fresh.
+const (
+	freshPending = iota
+	freshCounted
+	freshDone
+)
+
+// freshStall is how long a request on a new connection waits for its
+// first record before it counts as stalled behind the backend's accept
+// queue (see backend.freshWaiting).
+const freshStall = 20 * time.Millisecond
+
 // notWaiting ends the call's count in backend.freshWaiting.
 func (cl *call) notWaiting() {
-	if cl.freshWaiting {
-		cl.freshWaiting = false
+	if cl.freshTimer == nil {
+		return
+	}
+	cl.freshTimer.Stop()
+	if cl.fresh.Swap(freshDone) == freshCounted {
 		cl.b.freshWaiting.Add(-1)
 	}
 }
@@ -586,6 +613,19 @@ func (cl *call) Read(p []byte) (int, error) {
 	n := copy(p, cl.pending)
 	cl.pending = cl.pending[n:]
 	return n, nil
+}
+
+// buffered reports whether more of the response is already in hand, so
+// that a Read would not wait for the backend. The Gateway flushes only
+// when it would, sending a small response in one write.
+func (cl *call) buffered() bool {
+	if len(cl.pending) > 0 || cl.err != nil {
+		return true
+	}
+	if cl.cc.mpx {
+		return len(cl.events) > 0
+	}
+	return cl.cc.rd.Buffered() > 0
 }
 
 // Close ends the response. Before io.EOF it abandons the request.

@@ -37,6 +37,12 @@ type fakeApp struct {
 	// DropRequestN closes the connection without answering when the
 	// Nth request (1-based) on a connection arrives; 0 never.
 	DropRequestN int
+	// ResetOnDrop makes that close a reset (TCP only): the worker read
+	// the request and may have acted on it, then died.
+	ResetOnDrop bool
+	// DropOnce drops only the first request DropRequestN selects.
+	DropOnce bool
+	dropped  atomic.Bool
 	// NoReadStdin never reads after PARAMS (for write timeouts).
 	NoReadStdin bool
 
@@ -225,7 +231,7 @@ func (c *fakeConn) serve() {
 			a.flags = append(a.flags, br.Flags)
 			a.flagsMu.Unlock()
 			r = &fakeReq{ID: rec.RequestID, Role: br.Role, Params: map[string]string{}, Aborted: make(chan struct{}), conn: c, endCh: make(chan struct{})}
-			r.drop = a.DropRequestN > 0 && served == a.DropRequestN
+			r.drop = a.DropRequestN > 0 && served == a.DropRequestN && !(a.DropOnce && a.dropped.Swap(true))
 			c.mu.Lock()
 			c.reqs[rec.RequestID] = r
 			c.active++
@@ -307,6 +313,9 @@ func (c *fakeConn) start(r *fakeReq) {
 	r.started = true
 	if r.drop {
 		// Like a worker that dies with the request read.
+		if tc, ok := c.nc.(*net.TCPConn); ok && c.app.ResetOnDrop {
+			tc.SetLinger(0)
+		}
 		c.nc.Close()
 		return
 	}

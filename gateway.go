@@ -190,8 +190,15 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 	defer resp.Body.Close()
 	copyHeader(w.Header(), resp.Header)
 	w.WriteHeader(resp.Status)
+	// Flush only when the backend has nothing more in hand: a stream
+	// (SSE, a slow page) reaches the client as it comes, while a
+	// response that arrived whole leaves in one write, with a
+	// Content-Length rather than chunked.
 	rc := http.NewResponseController(w)
-	rc.Flush()
+	waiting := func() bool { return resp.call == nil || !resp.call.buffered() }
+	if waiting() {
+		rc.Flush()
+	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
@@ -201,7 +208,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return // the client went away; Close abandons the request
 			}
-			rc.Flush()
+			if waiting() {
+				rc.Flush()
+			}
 		}
 		if err == io.EOF {
 			return
@@ -388,6 +397,13 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 		resp.Body.Close()
 		vars := map[string]string{}
 		r2 := r.Clone(r.Context())
+		// Only the authorizer may set Variable-* headers: a client
+		// sending its own would otherwise pass them on as if granted.
+		for k := range r2.Header {
+			if strings.HasPrefix(k, "Variable-") {
+				delete(r2.Header, k)
+			}
+		}
 		for k, vs := range resp.Header {
 			name, ok := strings.CutPrefix(k, "Variable-")
 			if !ok || name == "" || len(vs) == 0 {

@@ -185,6 +185,8 @@ func TestGatewayParams(t *testing.T) {
 	req.Header.Add("X-Multi", "2")
 	req.Header.Add("Cookie", "a=1")
 	req.Header.Add("Cookie", "b=2")
+	// Dropped as nginx drops it: it would pass for X-Forwarded-For.
+	req.Header["X_Forwarded_For"] = []string{"10.6.6.6"}
 	req.SetBasicAuth("alice", "pw")
 	resp, err := srv.Client().Do(req)
 	if err != nil {
@@ -212,6 +214,9 @@ func TestGatewayParams(t *testing.T) {
 	}
 	if _, ok := p["HTTP_PROXY"]; ok {
 		t.Error("HTTP_PROXY passed (httpoxy)")
+	}
+	if v, ok := p["HTTP_X_FORWARDED_FOR"]; ok {
+		t.Errorf("HTTP_X_FORWARDED_FOR = %q from a header named with underscores", v)
 	}
 	if _, ok := p["HTTPS"]; ok {
 		t.Error("HTTPS passed without TLS")
@@ -316,6 +321,30 @@ func TestGatewayStreaming(t *testing.T) {
 	if len(at) != 3 || at[2]-at[0] < 150*time.Millisecond {
 		t.Fatalf("events at %v: not streamed", at)
 	}
+	// The headers went ahead of the first event, before the body was known.
+	if resp.ContentLength != -1 {
+		t.Fatalf("a streamed response has Content-Length %d", resp.ContentLength)
+	}
+}
+
+// A response that arrives whole (fcgikit's server sends a small one in
+// one write) is not flushed piecemeal: the client gets it with a
+// Content-Length, as from nginx with fastcgi_buffering on.
+func TestGatewayWholeResponseNotChunked(t *testing.T) {
+	checkLeaks(t)
+	addr := startServer(t, "unix", nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") }))
+	g, _ := newGateway(t, "unix:"+addr, docRoot(t))
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/app.php")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "hello" || resp.ContentLength != 5 || len(resp.TransferEncoding) != 0 {
+		t.Fatalf("body %q, Content-Length %d, Transfer-Encoding %v", body, resp.ContentLength, resp.TransferEncoding)
+	}
 }
 
 func TestGatewayErrors(t *testing.T) {
@@ -409,6 +438,26 @@ func TestGatewayAuthorizer(t *testing.T) {
 	h.ServeHTTP(w, req)
 	if w.Body.String() != "alice" {
 		t.Fatalf("handler saw %q", w.Body.String())
+	}
+
+	// Variables come from the authorizer only: a client's own
+	// Variable-* headers are not passed on as if it had granted them.
+	h = ag.Authorizer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%q %q", r.Header.Values("Variable-Role"), r.Header.Values("Variable-Auth_user"))
+	}))
+	req.Header.Set("Variable-Role", "admin")
+	req.Header.Set("Variable-Auth_user", "mallory")
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if got := w.Body.String(); got != `[] ["alice"]` {
+		t.Fatalf("handler saw %s, want only the authorizer's variable", got)
+	}
+	w = httptest.NewRecorder()
+	ag.Authorizer(g).ServeHTTP(w, req)
+	e = echoed{}
+	json.Unmarshal(w.Body.Bytes(), &e)
+	if _, ok := e.Params["HTTP_VARIABLE_ROLE"]; ok || e.Params["AUTH_USER"] != "alice" || e.Params["HTTP_VARIABLE_AUTH_USER"] != "alice" {
+		t.Fatalf("gateway got %v", e.Params)
 	}
 }
 

@@ -75,7 +75,11 @@ func asciiEqualFold(a, b string) bool {
 // stays inside root.
 func inRoot(root, p string) (string, bool) {
 	f := filepath.Join(root, filepath.FromSlash(p))
-	if f != root && !strings.HasPrefix(f, root+string(filepath.Separator)) {
+	prefix := root
+	if !strings.HasSuffix(prefix, string(filepath.Separator)) {
+		prefix += string(filepath.Separator) // a root of "/" ends in one already
+	}
+	if f != root && !strings.HasPrefix(f, prefix) {
 		return "", false
 	}
 	return f, true
@@ -238,8 +242,17 @@ func (g *Gateway) params(r *http.Request, rt route, contentLength string) map[st
 	if r.Host != "" {
 		p["HTTP_HOST"] = r.Host
 	}
+	_, authorized := r.Context().Value(authVarsKey{}).(map[string]string)
 	for k, vs := range r.Header {
 		if k == "Proxy" || len(vs) == 0 {
+			continue
+		}
+		// A name with "_" is dropped, as nginx does by default
+		// (underscores_in_headers off): X_Forwarded_For and
+		// X-Forwarded-For would both become HTTP_X_FORWARDED_FOR, and
+		// the one the application trusts could be forged. Variables an
+		// Authorizer passed on are kept: it removed the client's own.
+		if strings.IndexByte(k, '_') >= 0 && !(authorized && strings.HasPrefix(k, "Variable-")) {
 			continue
 		}
 		name := cgiHeaderName(k)

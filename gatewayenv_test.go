@@ -25,6 +25,26 @@ func TestSplitScript(t *testing.T) {
 	}
 }
 
+func TestInRoot(t *testing.T) {
+	for _, tc := range []struct {
+		root, p, want string
+		ok            bool
+	}{
+		{"/srv/www", "/a.php", "/srv/www/a.php", true},
+		{"/srv/www", "/", "/srv/www", true},
+		{"/srv/www", "/../www2/a.php", "", false},
+		{"/srv/www", "/../../etc/passwd", "", false},
+		{"/srv/www", "/../www/a.php", "/srv/www/a.php", true},
+		{"/", "/etc/passwd", "/etc/passwd", true},
+		{"/", "/", "/", true},
+	} {
+		got, ok := inRoot(tc.root, tc.p)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("inRoot(%q, %q) = %q, %v; want %q, %v", tc.root, tc.p, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
 // FuzzGatewayRoute routes arbitrary paths: the result must never leave
 // the document root, must keep SCRIPT_NAME + PATH_INFO consistent with
 // the cleaned path, and control bytes must be refused.

@@ -33,9 +33,12 @@ type backend struct {
 	// worker per kept connection), learned from connections it closed;
 	// 0 until then.
 	recycleAfter atomic.Int64
+	recycleSeen  int64       // the last count observed, under mu
+	recycleTimer *time.Timer // forgets recycleAfter, under mu
 
 	// freshWaiting counts requests on new one-request connections that
-	// have had no response record yet. Without MaxConnsPerBackend such a
+	// have waited freshStall and still had no response record. Without
+	// MaxConnsPerBackend such a
 	// connection may sit in the backend's accept queue, waiting for a
 	// worker that an idle kept connection pins (PHP-FPM); connections
 	// that finish meanwhile are closed rather than kept, to free their
@@ -354,6 +357,9 @@ func (b *backend) stopMultiplexing() {
 // closeIdle closes the idle connections, for Client.Close.
 func (b *backend) closeIdle() {
 	b.mu.Lock()
+	if b.recycleTimer != nil && b.c.closed.Load() {
+		b.recycleTimer.Stop()
+	}
 	idle := b.takeIdleLocked()
 	var mpx []*clientConn
 	keep := b.mpxConns[:0]
@@ -463,21 +469,32 @@ func (b *backend) startProbe() {
 // after that many responses itself, so that no request is ever sent on a
 // connection the backend is about to close (a request that could not be
 // retried if it is not idempotent).
+//
+// One observation proves nothing (a backend restart closes connections
+// whatever they served), so the count is taken only when two connections
+// in a row were closed after the same number of responses, and it is
+// forgotten after recycleMemory, since connections retired at the count
+// can no longer show whether it still holds.
 func (b *backend) learnRecycling(cc *clientConn) {
 	n := int64(cc.served)
 	if n <= 0 {
 		return
 	}
-	for {
-		cur := b.recycleAfter.Load()
-		if n <= cur {
-			return
-		}
-		if b.recycleAfter.CompareAndSwap(cur, n) {
-			if cur == 0 {
-				b.c.logger().Info("fcgi: backend closes connections after a number of requests; retiring them first", "backend", b.addr, "requests", n)
-			}
-			return
-		}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n != b.recycleSeen {
+		b.recycleSeen = n
+		return
 	}
+	if b.recycleAfter.Load() == 0 {
+		b.c.logger().Info("fcgi: backend closes connections after a number of requests; retiring them first", "backend", b.addr, "requests", n)
+	}
+	b.recycleAfter.Store(n)
+	if b.recycleTimer != nil {
+		b.recycleTimer.Stop()
+	}
+	b.recycleTimer = time.AfterFunc(recycleMemory, func() { b.recycleAfter.Store(0) })
 }
+
+// recycleMemory is how long a learned recycling count is kept.
+const recycleMemory = 5 * time.Minute

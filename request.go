@@ -204,9 +204,14 @@ func (req *request) httpRequest(maxBodyBuffer int, maxBody int64) (*http.Request
 	case req.contentLength == 0:
 		r.Body = http.NoBody
 	default:
-		req.body = newBodyPipe(req.contentLength, maxBodyBuffer)
-		req.body.maxBytes = maxBody
-		r.Body = req.body
+		body := newBodyPipe(req.contentLength, maxBodyBuffer)
+		body.maxBytes = maxBody
+		// The body fails as soon as the request is cancelled (abort,
+		// closed connection, even one closed before the handler starts),
+		// so a handler never waits on a body nobody will finish.
+		context.AfterFunc(req.ctx, func() { body.closeWithError(context.Cause(req.ctx)) })
+		req.body = body
+		r.Body = body
 	}
 	return r, nil
 }

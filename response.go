@@ -88,37 +88,33 @@ func (w *response) err() error {
 	return nil
 }
 
-// prepare fixes the status and checks that body bytes may be written;
-// discard is set for HEAD, whose body is dropped.
-func (w *response) prepare() (discard bool, err error) {
+// prepare fixes the status and checks that body bytes may be written.
+// A HEAD response buffers its body like any other, so that its header
+// gets the Content-Type and Content-Length a GET would; the bytes are
+// dropped when sent.
+func (w *response) prepare() error {
 	if w.done {
-		return false, http.ErrHandlerTimeout
+		return http.ErrHandlerTimeout
 	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.bodyAllowed() {
-		return false, http.ErrBodyNotAllowed
-	}
-	if w.hr.Method == http.MethodHead {
-		return true, nil
+		return http.ErrBodyNotAllowed
 	}
 	if err := w.err(); err != nil {
-		return false, err
+		return err
 	}
 	if w.outp == nil {
 		w.outp = outBufs.Get().(*[]byte)
 		w.out = (*w.outp)[:0]
 	}
-	return false, nil
+	return nil
 }
 
 // Write implements http.ResponseWriter.
 func (w *response) Write(p []byte) (int, error) {
-	if discard, err := w.prepare(); discard || err != nil {
-		if discard {
-			return len(p), nil
-		}
+	if err := w.prepare(); err != nil {
 		return 0, err
 	}
 	if len(w.out)+len(p) <= cap(w.out) {
@@ -136,10 +132,7 @@ func (w *response) Write(p []byte) (int, error) {
 
 // WriteString lets io.WriteString skip a conversion.
 func (w *response) WriteString(s string) (int, error) {
-	if discard, err := w.prepare(); discard || err != nil {
-		if discard {
-			return len(s), nil
-		}
+	if err := w.prepare(); err != nil {
 		return 0, err
 	}
 	if len(w.out)+len(s) <= cap(w.out) {
@@ -202,6 +195,10 @@ func (w *response) EnableFullDuplex() error { return nil }
 func (w *response) send(p []byte) error {
 	c := w.req.conn
 	id := w.req.id
+	body := w.out
+	if w.hr.Method == http.MethodHead {
+		body, p = nil, nil
+	}
 	c.wmu.Lock()
 	err := c.writeLockedUntil(func(wr *wire.Writer) error {
 		if !w.hdrSent {
@@ -209,7 +206,7 @@ func (w *response) send(p []byte) error {
 				return err
 			}
 		}
-		if err := wr.WriteStream(wire.TypeStdout, id, w.out); err != nil {
+		if err := wr.WriteStream(wire.TypeStdout, id, body); err != nil {
 			return err
 		}
 		return wr.WriteStream(wire.TypeStdout, id, p)
@@ -238,7 +235,7 @@ func (w *response) encodeHeader(sniff []byte, contentLength int64) {
 	b = append(b, "\r\n"...)
 	// Headers the server adds are written, not stored in the handler's
 	// map: that would cost allocations for nothing.
-	if _, haveType := h["Content-Type"]; !haveType && w.bodyAllowed() && w.hr.Method != http.MethodHead && len(w.out)+len(sniff) > 0 {
+	if _, haveType := h["Content-Type"]; !haveType && w.bodyAllowed() && len(w.out)+len(sniff) > 0 {
 		// Sniff the buffered body in place when it suffices, so no 512-byte
 		// copy escapes to the heap.
 		data := w.out
@@ -312,10 +309,16 @@ func (w *response) finish() {
 	if !w.hdrReady {
 		h := w.header
 		cl := int64(-1)
-		if w.bodyAllowed() && w.hr.Method != http.MethodHead && h.Get("Content-Length") == "" && h.Get("Transfer-Encoding") == "" {
+		// As net/http: a HEAD response gets a Content-Length only if
+		// its handler wrote the body it would have sent.
+		head := w.hr.Method == http.MethodHead
+		if w.bodyAllowed() && (!head || len(w.out) > 0) && h.Get("Content-Length") == "" && h.Get("Transfer-Encoding") == "" {
 			cl = int64(len(w.out))
 		}
 		w.encodeHeader(nil, cl)
+	}
+	if w.hr.Method == http.MethodHead {
+		w.out = w.out[:0]
 	}
 	var hdr []byte
 	switch {

@@ -180,6 +180,15 @@ func (c *conn) data(req *request, content []byte) {
 	if req.role != Filter || !req.paramsDone {
 		return
 	}
+	if !req.started {
+		// DATA before STDIN breaks the order of §6.4, but starting the
+		// handler now keeps the connection reading rather than waiting
+		// on a data buffer nobody reads yet.
+		c.start(req)
+		if c.lookup(req.id) != req {
+			return // refused, and already answered
+		}
+	}
 	d := c.filterData(req)
 	if d.ended {
 		return

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -487,5 +488,36 @@ func TestAppStatus(t *testing.T) {
 	}
 	if _, ok := fcgi.FilterDataOf(httptestRequest().WithContext(context.Background())); ok {
 		t.Error("FilterDataOf(plain request) ok")
+	}
+}
+
+// DATA before STDIN is out of the order §6.4 gives, but a web server that
+// sends it (more than a buffer's worth), without CONTENT_LENGTH, must
+// still be answered by a handler that reads the data first, rather than
+// stall the connection waiting for STDIN to start the handler.
+func TestFilterDataBeforeStdin(t *testing.T) {
+	srv := &fcgi.Server{MaxBodyBuffer: 1024, Filter: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d, _ := fcgi.FilterDataOf(r)
+		data, err := io.ReadAll(d)
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "body=%s len=%d mod=%d data=%s err=%v", body, d.Length, d.LastMod.Unix(), bytes.ToUpper(data), err)
+	})}
+	addr := startServer(t, "unix", srv, nil)
+	c := dial(t, "unix", addr)
+	data := bytes.Repeat([]byte("d"), 8<<10)
+	c.Begin(1, wire.RoleFilter, true).Params(1, slices.Delete(filterParams("in", len(data)), 4, 6)...)
+	for p := data; len(p) > 0; p = p[1024:] {
+		c.Record(wire.TypeData, 1, p[:1024]) // each record fills the buffer
+	}
+	c.Record(wire.TypeData, 1, nil).Stdin(1, []byte("in")).Flush()
+	_, body := parseCGI(t, c.ReadResponse(1).Stdout)
+	want := fmt.Sprintf("body=in len=%d mod=1700000000 data=%s err=<nil>", len(data), bytes.ToUpper(data))
+	if body != want {
+		t.Fatalf("got %.80q…, want %.80q…", body, want)
+	}
+	// The connection still serves.
+	c.Begin(1, wire.RoleFilter, true).Params(1, filterParams("", 2)...).Stdin(1, nil).Record(wire.TypeData, 1, []byte("ok")).Record(wire.TypeData, 1, nil).Flush()
+	if _, body := parseCGI(t, c.ReadResponse(1).Stdout); !strings.Contains(body, "data=OK err=<nil>") {
+		t.Fatalf("second request: %q", body)
 	}
 }

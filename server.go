@@ -403,11 +403,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	err := s.closeListenersLocked()
 	s.closeShutdownChLocked()
-	for c := range s.conns {
-		c.shutdown()
-	}
+	conns := s.connsLocked()
 	done := s.connsDoneLocked()
 	s.mu.Unlock()
+	// Outside s.mu: a connection's lock is held while ConnState runs, and
+	// a ConnState callback may well call Stats, which takes s.mu.
+	for _, c := range conns {
+		c.shutdown()
+	}
 	select {
 	case <-done:
 		return err
@@ -422,13 +425,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.inShutdown.Store(true)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	err := s.closeListenersLocked()
 	s.closeShutdownChLocked()
-	for c := range s.conns {
+	conns := s.connsLocked()
+	s.mu.Unlock()
+	for _, c := range conns {
 		c.close(ErrConnClosed)
 	}
 	return err
+}
+
+// connsLocked returns the connections being served. New ones are refused
+// once inShutdown is set, so the list is complete for Shutdown and Close.
+func (s *Server) connsLocked() []*conn {
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	return conns
 }
 
 func (s *Server) closeShutdownChLocked() {

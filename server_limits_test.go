@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -408,5 +409,62 @@ func TestIdleTimeoutAfterEarlierReadDeadline(t *testing.T) {
 	}
 	if st := srv.Stats(); st.Timeouts != 1 {
 		t.Fatalf("timeouts counted: %d, want the idle one only", st.Timeouts)
+	}
+}
+
+// A ConnState callback that reads Stats, as an exporter would, while
+// Shutdown and Close run: neither may deadlock with the callback.
+func TestShutdownWithConnStateCallingStats(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &fcgi.Server{Handler: http.HandlerFunc(hello), ErrorLog: quietLog}
+		srv.ConnState = func(net.Conn, fcgi.ConnState) { srv.Stats() }
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(l) }()
+		stop := make(chan struct{})
+		var clients sync.WaitGroup
+		for j := 0; j < 8; j++ {
+			clients.Add(1)
+			go func() {
+				defer clients.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					nc, err := net.Dial("tcp", l.Addr().String())
+					if err != nil {
+						return
+					}
+					// Not Flush or Next: they fail the test, which
+					// another goroutine may not do.
+					c := fcgitest.NewConn(t, nc)
+					c.Begin(1, wire.RoleResponder, true).Params(1, "REQUEST_METHOD", "GET", "REQUEST_URI", "/").Stdin(1, nil)
+					c.W.Flush()
+					c.TryNext()
+					nc.Close()
+				}
+			}()
+		}
+		time.Sleep(time.Duration(i%5) * time.Millisecond)
+		done := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			srv.Shutdown(ctx)
+			done <- srv.Close()
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Shutdown/Close deadlocked with a ConnState callback calling Stats")
+		}
+		close(stop)
+		clients.Wait()
+		<-served
 	}
 }

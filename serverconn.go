@@ -161,6 +161,11 @@ func (c *conn) expire() bool {
 	now := time.Now()
 	var late []*request
 	c.mu.Lock()
+	if c.draining.Load() {
+		// finish set the deadline that ends the connection: keep it.
+		c.mu.Unlock()
+		return true
+	}
 	var next time.Time
 	if t := c.srv.idleTimeout(); len(c.reqs) == 0 && t > 0 && !c.idleSince.IsZero() {
 		if next = c.idleSince.Add(t); !now.Before(next) {
@@ -626,7 +631,12 @@ func (c *conn) finish(inputDone bool, bodyLen int64) {
 	if inputDone {
 		d = 0
 	}
-	c.rwc.SetReadDeadline(time.Now().Add(d))
+	// Under c.mu, as every read deadline, so that expire cannot replace
+	// it with one computed before draining began.
+	c.mu.Lock()
+	c.readDeadline = time.Now().Add(d)
+	c.rwc.SetReadDeadline(c.readDeadline)
+	c.mu.Unlock()
 }
 
 // shutdown makes the connection close once its requests are done; an idle
@@ -662,11 +672,11 @@ func (c *conn) close(cause error) {
 		cause = ErrConnClosed
 	}
 	c.srv.stats.aborted.Add(int64(len(reqs)))
+	// Cancelling a request also fails its body (see httpRequest): the
+	// body may be made concurrently by the serve goroutine, so it is not
+	// touched here.
 	for _, r := range reqs {
 		r.cancel(cause)
-		if r.body != nil {
-			r.body.closeWithError(cause)
-		}
 	}
 	if cancel != nil {
 		cancel(cause)
