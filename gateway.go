@@ -54,13 +54,16 @@ const smallBody = 64 << 10
 // SERVER_PROTOCOL, REQUEST_SCHEME, HTTPS (only over TLS), GATEWAY_INTERFACE,
 // SERVER_SOFTWARE, REMOTE_ADDR, REMOTE_PORT, REMOTE_USER, SERVER_ADDR,
 // SERVER_PORT, SERVER_NAME, REDIRECT_STATUS=200, and HTTP_* for every
-// request header but Proxy (httpoxy).
+// request header but Proxy (httpoxy) and those whose names hold "_"
+// (nginx's underscores_in_headers off: X_Real_IP would pass for
+// X-Real-IP).
 //
 // A request body of unknown length (chunked) is read first, into memory up
 // to MaxMemoryBytes and then into a temporary file, so that CONTENT_LENGTH
 // is always right (PHP-FPM needs it); bodies over MaxBodyBytes get 413.
-// The response is streamed and flushed as it arrives, so server-sent
-// events work. The application's stderr is logged with the request.
+// The response is streamed and flushed whenever the application has
+// nothing more ready, so server-sent events work, while a response that
+// arrives whole leaves in one write with a Content-Length. The application's stderr is logged with the request.
 // Backend failures give 502 Bad Gateway, 503 Service Unavailable
 // (FCGI_OVERLOADED) or 504 Gateway Timeout (a [Client] timeout), with a
 // log line that says why.
