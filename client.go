@@ -41,6 +41,10 @@ type Request struct {
 	// sends no DATA stream for other roles and an empty one for Filter.
 	Data io.Reader
 
+	// GetData, when not nil, returns a fresh copy of Data, as GetBody
+	// does for Body; a request with Data is retried only with it.
+	GetData func() (io.Reader, error)
+
 	// Stderr receives the application's FCGI_STDERR output as it arrives.
 	// It is written by the goroutine that reads the response: the one in
 	// Do, then the one reading the response Body. Nil discards it.
@@ -66,7 +70,7 @@ func (r *Request) idempotent() bool {
 
 // replayable reports whether r's streams can be sent again.
 func (r *Request) replayable() bool {
-	return (r.Body == nil || r.Body == http.NoBody || r.GetBody != nil) && r.Data == nil
+	return (r.Body == nil || r.Body == http.NoBody || r.GetBody != nil) && (r.Data == nil || r.GetData != nil)
 }
 
 // A Response is the application's answer to a [Request]: the CGI response
@@ -403,6 +407,11 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		retried = true
 		if req.GetBody != nil && body != nil && body != http.NoBody {
 			if body, err = req.GetBody(); err != nil {
+				return nil, err
+			}
+		}
+		if req.GetData != nil && data != nil {
+			if data, err = req.GetData(); err != nil {
 				return nil, err
 			}
 		}

@@ -1,6 +1,7 @@
 package fcgi_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -92,4 +93,47 @@ func ExampleGateway() {
 	// Output:
 	// api.php for /api.php/users/7
 	// index.php for /blog/hello
+}
+
+// Gateway.Filter renders files through a FastCGI application in the Filter
+// role: here fcgikit's own Server, upper-casing each file it is sent.
+func ExampleGateway_Filter() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	app := &fcgi.Server{Filter: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		data, _ := fcgi.FilterDataOf(r)
+		text, err := io.ReadAll(data)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		fmt.Fprintf(w, "%s (%d bytes)", bytes.ToUpper(text), data.Length)
+	})}
+	go app.Serve(ln)
+	defer app.Close()
+
+	root, err := os.MkdirTemp("", "example")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(root)
+	os.WriteFile(filepath.Join(root, "hello.txt"), []byte("hello, filter"), 0o644)
+
+	c := &fcgi.Client{Addr: ln.Addr().String()}
+	defer c.Close()
+	g := &fcgi.Gateway{Client: c, Root: root}
+	srv := httptest.NewServer(g.Filter())
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/hello.txt")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Println(string(body))
+	// Output: HELLO, FILTER (13 bytes)
 }

@@ -172,15 +172,78 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Params = g.params(r, rt, cl)
+	addAuthVars(r, req.Params)
+	req.Stderr = &stderrLog{log: g.logger(), r: r}
+	g.serve(w, r, req)
+}
+
+// addAuthVars adds the variables an [Gateway.Authorizer] passed on to
+// params, under the names the gateway has not set itself.
+func addAuthVars(r *http.Request, params map[string]string) {
 	if vars, ok := r.Context().Value(authVarsKey{}).(map[string]string); ok {
 		for k, v := range vars {
-			if _, set := req.Params[k]; !set {
-				req.Params[k] = v
+			if _, set := params[k]; !set {
+				params[k] = v
 			}
 		}
 	}
-	req.Stderr = &stderrLog{log: g.logger(), r: r}
-	g.serve(w, r, req)
+}
+
+// Filter returns a handler that serves the files under Root through the
+// FastCGI application in the Filter role (§6.4 of the specification): the
+// file the request path names is sent as FCGI_DATA, with
+// FCGI_DATA_LAST_MOD and FCGI_DATA_LENGTH, the request body as STDIN,
+// and the application's answer is the response. A template engine or a
+// Markdown renderer is the typical application; it can answer 304 from
+// FCGI_DATA_LAST_MOD without reading the file.
+//
+// The request gets the CGI environment of [Gateway], with SCRIPT_NAME the
+// request path and SCRIPT_FILENAME the file. Paths are checked as for
+// scripts: control bytes give 400, and anything but a regular file inside
+// Root gives 404. Index, FrontController, ScriptExt and ServeStatic do not
+// apply.
+func (g *Gateway) Filter() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g.Client == nil {
+			g.fail(w, r, ErrNoBackend)
+			return
+		}
+		rt, err := g.filterRoute(r.URL.Path)
+		if err != nil {
+			g.fail(w, r, err)
+			return
+		}
+		f, err := os.Open(rt.file)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil || !fi.Mode().IsRegular() {
+			http.NotFound(w, r)
+			return
+		}
+		req := &Request{Role: Filter}
+		cl, cleanup, err := g.body(r, req)
+		defer cleanup()
+		if err != nil {
+			g.fail(w, r, err)
+			return
+		}
+		// The length sent is the one declared, even if the file grows
+		// meanwhile; a file that shrinks ends DATA short, which the
+		// application can tell from FCGI_DATA_LENGTH.
+		size := fi.Size()
+		req.Data = io.NewSectionReader(f, 0, size)
+		req.GetData = func() (io.Reader, error) { return io.NewSectionReader(f, 0, size), nil }
+		req.Params = g.params(r, rt, cl)
+		req.Params["FCGI_DATA_LAST_MOD"] = strconv.FormatInt(fi.ModTime().Unix(), 10)
+		req.Params["FCGI_DATA_LENGTH"] = strconv.FormatInt(size, 10)
+		addAuthVars(r, req.Params)
+		req.Stderr = &stderrLog{log: g.logger(), r: r}
+		g.serve(w, r, req)
+	})
 }
 
 // serve sends req and copies the response to w.

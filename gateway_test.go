@@ -479,3 +479,81 @@ func TestGatewayClientGone(t *testing.T) {
 		t.Fatalf("ServeHTTP returned after %v", time.Since(start))
 	}
 }
+
+// Gateway.Filter sends the named file as FCGI_DATA, with its length and
+// modification time, to fcgikit's own server in the Filter role.
+func TestGatewayFilter(t *testing.T) {
+	checkLeaks(t)
+	root := docRoot(t)
+	mod := time.Unix(1700000000, 0)
+	os.WriteFile(filepath.Join(root, "page.md"), []byte("# hello"), 0o644)
+	os.Chtimes(filepath.Join(root, "page.md"), mod, mod)
+	filter := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d, ok := fcgi.FilterDataOf(r)
+		if !ok {
+			http.Error(w, "not a filter request", 500)
+			return
+		}
+		data, err := io.ReadAll(d)
+		body, _ := io.ReadAll(r.Body)
+		p := fcgi.Params(r)
+		fmt.Fprintf(w, "%s|%d|%d|%v|%s|%s|%s", bytes.ToUpper(data), d.Length, d.LastMod.Unix(), err, body, p["SCRIPT_NAME"], strings.TrimPrefix(p["SCRIPT_FILENAME"], root))
+	})
+	addr := startServer(t, "unix", &fcgi.Server{Filter: filter}, nil)
+	g, _ := newGateway(t, "unix:"+addr, root)
+	h := g.Filter()
+
+	w := serveGW(h, "GET", "/page.md", nil)
+	if want := "# HELLO|7|1700000000|<nil>||/page.md|/page.md"; w.Code != 200 || w.Body.String() != want {
+		t.Fatalf("GET: %d %q, want %q", w.Code, w.Body.String(), want)
+	}
+	w = serveGW(h, "POST", "/page.md", strings.NewReader("form=1"))
+	if want := "# HELLO|7|1700000000|<nil>|form=1|/page.md|/page.md"; w.Code != 200 || w.Body.String() != want {
+		t.Fatalf("POST: %d %q, want %q", w.Code, w.Body.String(), want)
+	}
+	for _, tc := range []struct {
+		path string
+		code int
+	}{
+		{"/missing.md", 404},
+		{"/blog", 404},        // a directory
+		{"/../page.md", 200},  // cleaned to /page.md, inside the root
+		{"/page.md\x00", 400}, // control byte
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.URL.Path = tc.path
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tc.code {
+			t.Errorf("%q: %d, want %d", tc.path, w.Code, tc.code)
+		}
+	}
+	// The Filter role must be configured on the application's side: a
+	// Responder-only server refuses it, and the client sees why.
+	addr2 := startServer(t, "unix", nil, http.HandlerFunc(hello))
+	g2, logs := newGateway(t, "unix:"+addr2, root)
+	if w := serveGW(g2.Filter(), "GET", "/page.md", nil); w.Code != 502 || !strings.Contains(logs.String(), "UNKNOWN_ROLE") {
+		t.Fatalf("unknown role: %d, log %s", w.Code, logs.String())
+	}
+}
+
+// A Filter request on a kept connection the application has dropped is
+// sent again with the whole file.
+func TestGatewayFilterRetried(t *testing.T) {
+	checkLeaks(t)
+	root := docRoot(t)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.DropRequestN, a.DropOnce = 2, true
+		a.Handler = func(r *fakeReq) { r.Write("\r\n" + string(r.Data)) }
+	})
+	g, _ := newGateway(t, app.Addr, root)
+	h := g.Filter()
+	for i := 0; i < 3; i++ {
+		if w := serveGW(h, "GET", "/style.css", nil); w.Code != 200 || w.Body.String() != "body{}" {
+			t.Fatalf("request %d: %d %q", i, w.Code, w.Body.String())
+		}
+	}
+	if n := app.requests.Load(); n != 4 {
+		t.Fatalf("application saw %d requests, want 4 (one dropped and retried)", n)
+	}
+}

@@ -102,10 +102,8 @@ func isFile(name string) bool {
 //
 // It returns a 404 httpError when nothing matches.
 func (g *Gateway) route(urlPath string) (route, error) {
-	for i := 0; i < len(urlPath); i++ {
-		if c := urlPath[i]; c < 0x20 || c == 0x7f {
-			return route{}, errBadPath
-		}
+	if hasControl(urlPath) {
+		return route{}, errBadPath
 	}
 	root := filepath.Clean(g.Root)
 	p := urlPath
@@ -160,6 +158,35 @@ func (g *Gateway) route(urlPath string) (route, error) {
 		}
 	}
 	return route{}, notFound
+}
+
+// hasControl reports whether s holds a control byte (NUL, newline, DEL...),
+// which no file name served here may contain.
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// filterRoute maps a request path to a file under Root for
+// [Gateway.Filter], or a 400 or 404 httpError.
+func (g *Gateway) filterRoute(urlPath string) (route, error) {
+	if hasControl(urlPath) {
+		return route{}, errBadPath
+	}
+	p := urlPath
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	p = path.Clean(p)
+	f, ok := inRoot(filepath.Clean(g.Root), p)
+	if !ok || !isFile(f) {
+		return route{}, &httpError{code: http.StatusNotFound, msg: "fcgi: no file for " + clip(urlPath)}
+	}
+	return route{script: p, docURI: p, file: f}, nil
 }
 
 func (g *Gateway) scriptExt() string {
