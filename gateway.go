@@ -150,21 +150,37 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.script == "" {
-		f, err := os.Open(rt.file)
-		if err != nil {
+		f, fi, ok := openRegular(rt.file)
+		if !ok {
 			http.NotFound(w, r)
 			return
 		}
 		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil {
-			http.NotFound(w, r)
-			return
-		}
 		http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
 		return
 	}
-	req := &Request{}
+	g.forward(w, r, rt, &Request{}, nil)
+}
+
+// openRegular opens name if it is a regular file.
+func openRegular(name string) (*os.File, os.FileInfo, bool) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, nil, false
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, false
+	}
+	return f, fi, true
+}
+
+// forward completes req for r, routed to rt, and serves it: the body
+// (buffered when its length is unknown), the CGI environment with extra
+// added, and the variables an [Gateway.Authorizer] passed on, under the
+// names not set already.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route, req *Request, extra map[string]string) {
 	cl, cleanup, err := g.body(r, req)
 	defer cleanup()
 	if err != nil {
@@ -172,21 +188,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Params = g.params(r, rt, cl)
-	addAuthVars(r, req.Params)
-	req.Stderr = &stderrLog{log: g.logger(), r: r}
-	g.serve(w, r, req)
-}
-
-// addAuthVars adds the variables an [Gateway.Authorizer] passed on to
-// params, under the names the gateway has not set itself.
-func addAuthVars(r *http.Request, params map[string]string) {
+	for k, v := range extra {
+		req.Params[k] = v
+	}
 	if vars, ok := r.Context().Value(authVarsKey{}).(map[string]string); ok {
 		for k, v := range vars {
-			if _, set := params[k]; !set {
-				params[k] = v
+			if _, set := req.Params[k]; !set {
+				req.Params[k] = v
 			}
 		}
 	}
+	req.Stderr = &stderrLog{log: g.logger(), r: r}
+	g.serve(w, r, req)
 }
 
 // Filter returns a handler that serves the files under Root through the
@@ -213,36 +226,25 @@ func (g *Gateway) Filter() http.Handler {
 			g.fail(w, r, err)
 			return
 		}
-		f, err := os.Open(rt.file)
-		if err != nil {
+		f, fi, ok := openRegular(rt.file)
+		if !ok {
 			http.NotFound(w, r)
 			return
 		}
 		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil || !fi.Mode().IsRegular() {
-			http.NotFound(w, r)
-			return
-		}
-		req := &Request{Role: Filter}
-		cl, cleanup, err := g.body(r, req)
-		defer cleanup()
-		if err != nil {
-			g.fail(w, r, err)
-			return
-		}
 		// The length sent is the one declared, even if the file grows
 		// meanwhile; a file that shrinks ends DATA short, which the
 		// application can tell from FCGI_DATA_LENGTH.
 		size := fi.Size()
-		req.Data = io.NewSectionReader(f, 0, size)
-		req.GetData = func() (io.Reader, error) { return io.NewSectionReader(f, 0, size), nil }
-		req.Params = g.params(r, rt, cl)
-		req.Params["FCGI_DATA_LAST_MOD"] = strconv.FormatInt(fi.ModTime().Unix(), 10)
-		req.Params["FCGI_DATA_LENGTH"] = strconv.FormatInt(size, 10)
-		addAuthVars(r, req.Params)
-		req.Stderr = &stderrLog{log: g.logger(), r: r}
-		g.serve(w, r, req)
+		req := &Request{
+			Role:    Filter,
+			Data:    io.NewSectionReader(f, 0, size),
+			GetData: func() (io.Reader, error) { return io.NewSectionReader(f, 0, size), nil },
+		}
+		g.forward(w, r, rt, req, map[string]string{
+			"FCGI_DATA_LAST_MOD": strconv.FormatInt(fi.ModTime().Unix(), 10),
+			"FCGI_DATA_LENGTH":   strconv.FormatInt(size, 10),
+		})
 	})
 }
 
