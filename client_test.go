@@ -1013,3 +1013,58 @@ func TestClientRecyclingNeedsTwoObservations(t *testing.T) {
 		t.Fatalf("%d new connections for 10 sequential requests: the client retires connections it could keep", n)
 	}
 }
+
+// Cancelling a multiplexed request while another request's body is stuck
+// on a backend that stopped reading: the cancelled call returns at once,
+// and the stuck connection is closed after the abort's grace, failing the
+// other request rather than leaving it blocked (WriteTimeout is 0).
+func TestClientMultiplexAbortBehindStuckWrite(t *testing.T) {
+	checkLeaks(t)
+	release := make(chan struct{})
+	app := startFake(t, false, func(a *fakeApp) {
+		a.NoReadStdin = true
+		a.Handler = func(r *fakeReq) { <-release }
+	})
+	defer close(release)
+	c := newClient(app.Addr)
+	c.Multiplex = fcgi.MultiplexOn
+	c.MaxConnsPerBackend = 1
+	defer c.Close()
+
+	ctxB, cancelB := context.WithCancel(context.Background())
+	doneB := make(chan error, 1)
+	go func() {
+		_, err := c.Do(ctxB, get("/slow"))
+		doneB <- err
+	}()
+	if !eventually(func() bool { return app.requests.Load() == 1 }) {
+		t.Fatal("first request not received")
+	}
+	doneA := make(chan error, 1)
+	go func() {
+		post := get("/upload")
+		post.Params["REQUEST_METHOD"] = "POST"
+		post.Params["CONTENT_LENGTH"] = fmt.Sprint(64 << 20)
+		post.Body = io.LimitReader(zeros{}, 64<<20)
+		_, err := c.Do(context.Background(), post)
+		doneA <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // the upload fills the socket's buffers
+	cancelB()
+	select {
+	case err := <-doneB:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("cancelled request: %v", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the cancelled request waits for another request's stuck write")
+	}
+	select {
+	case err := <-doneA:
+		if err == nil {
+			t.Error("the stuck upload succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stuck upload is still blocked after the abort's grace ran out")
+	}
+}

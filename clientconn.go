@@ -838,7 +838,9 @@ func (cl *call) isGone() bool {
 
 // abort abandons a multiplexed request: it sends FCGI_ABORT_REQUEST and
 // gives the application abortGrace to end the request before the
-// connection is closed.
+// connection is closed. It never waits for the connection's write lock:
+// another request's record may be stuck on a backend that stopped
+// reading, and closing the connection at the grace's end frees it.
 func (cl *call) abort() {
 	cl.goneMu.Do(func() {
 		close(cl.gone)
@@ -846,24 +848,39 @@ func (cl *call) abort() {
 		if cl.endSeen.Load() || cc.isBroken() {
 			return
 		}
-		cc.wmu.Lock()
-		cc.setWriteDeadline(abortGrace)
-		err := cc.wr.WriteRecord(wire.TypeAbortRequest, cl.id, nil)
-		if err == nil {
-			err = cc.wr.Flush()
-		}
-		cc.setWriteDeadline(cl.c.WriteTimeout)
-		cc.wmu.Unlock()
-		if err != nil {
-			cc.fail(err)
-			return
-		}
 		time.AfterFunc(abortGrace, func() {
 			if !cl.endSeen.Load() {
 				cc.fail(fmt.Errorf("fcgi: %s: no END_REQUEST after ABORT_REQUEST", cl.b.addr))
 			}
 		})
+		if cc.wmu.TryLock() {
+			cl.writeAbort()
+			return
+		}
+		go func() {
+			cc.wmu.Lock()
+			cl.writeAbort()
+		}()
 	})
+}
+
+// writeAbort sends FCGI_ABORT_REQUEST with cc.wmu held, and unlocks it.
+func (cl *call) writeAbort() {
+	cc := cl.cc
+	if cc.isBroken() {
+		cc.wmu.Unlock()
+		return
+	}
+	cc.setWriteDeadline(abortGrace)
+	err := cc.wr.WriteRecord(wire.TypeAbortRequest, cl.id, nil)
+	if err == nil {
+		err = cc.wr.Flush()
+	}
+	cc.setWriteDeadline(cl.c.WriteTimeout)
+	cc.wmu.Unlock()
+	if err != nil {
+		cc.fail(err)
+	}
 }
 
 // nextMpx is next for multiplexed connections: records come from the read
