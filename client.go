@@ -165,9 +165,13 @@ const abortGrace = 2 * time.Second
 // many responses a backend closes its connections (PHP-FPM's
 // pm.max_requests) and from then on retires connections at that count
 // itself, so that requests, idempotent or not, are not sent on a
-// connection about to close. A request refused with FCGI_CANT_MPX_CONN on a
-// multiplexed connection is resent (replayable bodies only) on a connection
-// of its own, and the backend is no longer multiplexed. A request whose
+// connection about to close. A request refused with FCGI_OVERLOADED on a
+// reused connection (which is what a kept connection of an application
+// shutting down gracefully may answer) is resent once on a new
+// connection, idempotent or not: a refused request has not run. A request
+// refused with FCGI_CANT_MPX_CONN on a multiplexed connection is resent
+// (replayable bodies only) on a connection of its own, and the backend is
+// no longer multiplexed. A request whose
 // dial fails is tried on the next healthy backend, and so is an idempotent
 // request whose new connection is closed before any response byte.
 //
@@ -392,6 +396,11 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		}
 		switch {
 		case errors.Is(err, ErrCantMpxConn):
+			forceNew = true
+		case cl.reused && errors.Is(err, ErrOverloaded):
+			// Refused, so not run: a kept connection the application is
+			// closing (a graceful shutdown) answers so. A new connection
+			// may reach a process that is not.
 			forceNew = true
 		case cl.reused && !cl.gotRecord && (req.idempotent() || cl.unsent && isReset(err)) && !isTimeoutErr(err):
 			// A request that may have run (the backend read it, then

@@ -1068,3 +1068,45 @@ func TestClientMultiplexAbortBehindStuckWrite(t *testing.T) {
 		t.Fatal("the stuck upload is still blocked after the abort's grace ran out")
 	}
 }
+
+// A request refused with FCGI_OVERLOADED on a kept connection (what an
+// application shutting down may answer there) has not run: it is sent
+// once more on a new connection, even a POST.
+func TestClientOverloadedOnKeptConnRetried(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			r.conn.mu.Lock()
+			second := r.conn.served == 2
+			r.conn.mu.Unlock()
+			if second {
+				r.End(0, wire.StatusOverloaded)
+				return
+			}
+			r.Write("\r\nran " + string(r.Stdin))
+		}
+	})
+	c := newClient(app.Addr)
+	defer c.Close()
+	doString(t, c, get("/"))
+	post := get("/")
+	post.Params["REQUEST_METHOD"] = "POST"
+	post.Body = strings.NewReader("x")
+	post.GetBody = func() (io.Reader, error) { return strings.NewReader("x"), nil }
+	if _, body := doString(t, c, post); body != "ran x" {
+		t.Fatalf("body %q", body)
+	}
+	if n := app.conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2", n)
+	}
+	// On a new connection OVERLOADED is the answer: no retry.
+	app2 := startFake(t, false, func(a *fakeApp) { a.Handler = func(r *fakeReq) { r.End(0, wire.StatusOverloaded) } })
+	c2 := newClient(app2.Addr)
+	defer c2.Close()
+	if _, err := c2.Do(context.Background(), get("/")); !errors.Is(err, fcgi.ErrOverloaded) {
+		t.Fatalf("error %v, want ErrOverloaded", err)
+	}
+	if n := app2.requests.Load(); n != 1 {
+		t.Fatalf("%d requests for a refusal on a new connection, want 1", n)
+	}
+}

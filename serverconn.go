@@ -30,6 +30,10 @@ func minTime(a, b time.Time) time.Time {
 // peer" and answer 502.
 const drainTimeout = 2 * time.Second
 
+// errLateBegin ends, quietly, a connection that received a BEGIN_REQUEST
+// as it was closing (see begin).
+var errLateBegin = errors.New("fcgi: request begun on a closing connection")
+
 // drainLimit bounds how many bytes such a connection discards, on top of
 // the declared body (CONTENT_LENGTH) of the request that was answered
 // last: a web server still sending a body the handler did not read must
@@ -123,6 +127,9 @@ func (c *conn) serve(ctx context.Context) {
 			continue
 		}
 		if err := c.dispatch(ctx, rec); err != nil {
+			if err == errLateBegin {
+				return
+			}
 			c.srv.stats.protocolErrors.Add(1)
 			c.logProtocolError(err)
 			return
@@ -317,6 +324,18 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 	case dup:
 		c.mu.Unlock()
 		return fmt.Errorf("%w: request ID %d", ErrDuplicateRequest, id)
+	case c.closing && len(c.reqs) == 0:
+		// The connection closes as soon as the request that just ended
+		// is released (Shutdown, or no KEEP_CONN): the web server sent
+		// this one before it could see that. It meets a connection
+		// closed before any answer, which web servers (nginx on a kept
+		// connection) and fcgikit's Client retry, where an OVERLOADED
+		// would be a 502. Closed now, once the last response is out,
+		// rather than after a drain the web server would wait through.
+		c.mu.Unlock()
+		c.wmu.Lock()
+		c.wmu.Unlock()
+		return errLateBegin
 	case c.closing:
 		status = wire.StatusOverloaded
 	case s.roleHandler(Role(br.Role)) == nil:

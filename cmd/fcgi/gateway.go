@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fcgikit/fcgi"
@@ -38,7 +40,9 @@ anything else goes to --front-controller, or is 404 without one. Without
 
 Backend failures are answered 502, 503 (FCGI_OVERLOADED) or 504 (no
 answer within --timeout), and logged. With --tls-cert and --tls-key the
-gateway serves HTTPS, and the application sees HTTPS=on. SIGTERM stops
+gateway serves HTTPS, and the application sees HTTPS=on; SIGHUP reloads
+the certificate and key (a renewal needs no restart; if the new files do
+not load, the old certificate stays and the error is logged). SIGTERM stops
 accepting and lets running requests finish for 10 seconds.
 
 With no --backend it starts a demo: fcgikit's own FastCGI server, in this
@@ -127,10 +131,29 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 			} else {
 				fmt.Fprintf(e.stdout, "fcgi gateway: %s -> %s\n", url, strings.Join(c.Backends, ", "))
 			}
+			var certs *certReloader
+			if *tlsCert != "" {
+				if certs, err = newCertReloader(*tlsCert, *tlsKey); err != nil {
+					l.Close()
+					return err
+				}
+				srv.TLSConfig = &tls.Config{GetCertificate: certs.get}
+			}
+			onHangup(ctx, func() {
+				if certs == nil {
+					e.log.Info("SIGHUP: nothing to reload (no --tls-cert)")
+					return
+				}
+				if err := certs.load(); err != nil {
+					e.log.Error("SIGHUP: keeping the certificate in use", "err", err)
+					return
+				}
+				e.log.Info("SIGHUP: certificate reloaded", "cert", *tlsCert)
+			})
 			errc := make(chan error, 1)
 			go func() {
-				if *tlsCert != "" {
-					errc <- srv.ServeTLS(l, *tlsCert, *tlsKey)
+				if certs != nil {
+					errc <- srv.ServeTLS(l, "", "")
 				} else {
 					errc <- srv.Serve(l)
 				}
@@ -172,6 +195,32 @@ func passAll(g *fcgi.Gateway) (string, error) {
 	}
 	g.Root, g.FrontController, g.ScriptExt, g.ServeStatic = dir, "/"+front, "\x00", false
 	return dir, nil
+}
+
+// certReloader serves the certificate last loaded from its files, so that
+// SIGHUP can replace a renewed certificate without a restart.
+type certReloader struct {
+	certFile, keyFile string
+	cur               atomic.Pointer[tls.Certificate]
+}
+
+func newCertReloader(certFile, keyFile string) (*certReloader, error) {
+	r := &certReloader{certFile: certFile, keyFile: keyFile}
+	return r, r.load()
+}
+
+// load reads the files again; on error the certificate in use stays.
+func (r *certReloader) load() error {
+	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		return err
+	}
+	r.cur.Store(&c)
+	return nil
+}
+
+func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return r.cur.Load(), nil
 }
 
 type stringList []string

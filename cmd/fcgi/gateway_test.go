@@ -117,7 +117,7 @@ func TestGatewayTLS(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	pool := writeCert(t, cert, key)
-	_, url := startGateway(t, "--tls-cert", cert, "--tls-key", key)
+	gw, url := startGateway(t, "--tls-cert", cert, "--tls-key", key)
 	if !strings.HasPrefix(url, "https://") {
 		t.Fatalf("URL %q: want https", url)
 	}
@@ -132,10 +132,47 @@ func TestGatewayTLS(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "REQUEST_SCHEME=https\n") {
 		t.Errorf("GET /env over TLS: %d\n%s", resp.StatusCode, body)
 	}
+
+	// A renewed certificate is served after SIGHUP, without a restart;
+	// files that do not load leave the one in use.
+	os.WriteFile(cert, []byte("not a certificate"), 0o600)
+	gw.Signal(syscall.SIGHUP)
+	time.Sleep(100 * time.Millisecond)
+	if _, err := fetchTLS(url, pool); err != nil {
+		t.Fatalf("after a failed reload: %v", err)
+	}
+	pool2 := writeCert(t, cert, key)
+	gw.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, errNew := fetchTLS(url, pool2)
+		_, errOld := fetchTLS(url, pool)
+		if errNew == nil && errOld != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after SIGHUP: new certificate %v, old certificate %v", errNew, errOld)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
 	res := runFcgi(t, nil, "gateway", "--tls-cert", cert)
 	if res.code != exitUsage {
 		t.Errorf("--tls-cert without --tls-key: exit %d, want 2", res.code)
 	}
+}
+
+// fetchTLS gets url on a new connection that trusts only pool.
+func fetchTLS(url string, pool *x509.CertPool) (string, error) {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: tr}).Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 // writeCert writes a self-signed certificate for 127.0.0.1 and its key as

@@ -253,3 +253,23 @@ func printJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// onHangup calls reload on each SIGHUP until ctx ends. The long-running
+// subcommands use it, so that SIGHUP (systemd's ExecReload, kill -HUP)
+// reloads what can be reloaded rather than killing the process, as it
+// would by default. Calls to reload do not overlap.
+func onHangup(ctx context.Context, reload func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(ch)
+		for {
+			select {
+			case <-ch:
+				reload()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+}

@@ -29,6 +29,12 @@ doubles from --min-backoff up to --max-backoff (and resets once a process
 has run for a minute). SIGTERM or SIGINT is forwarded to every process;
 spawn waits up to --grace for them to exit, then kills them.
 
+SIGHUP restarts the processes one at a time (a rolling restart, to load
+a new build): each gets SIGTERM, up to --grace to finish its requests,
+and is replaced at once; the next one follows when its replacement has
+started. Spawn keeps the socket open all along, so no connection is
+refused: connections made meanwhile wait in its backlog.
+
 The socket is passed as file descriptor 0 (FCGI_LISTENSOCK_FILENO), which
 is what libfcgi, PHP's php-cgi, Go's net/http/fcgi and fcgikit's Serve(nil)
 expect; with --systemd it is passed as fd 3 with LISTEN_FDS=1 and
@@ -88,6 +94,11 @@ be bound or PROG could not be started at all.
 				}
 			}
 			e.log.Info("spawn listening", "addr", l.Addr().String(), "n", sp.n, "prog", prog)
+			sp.restart = make([]chan chan struct{}, sp.n)
+			for i := range sp.restart {
+				sp.restart[i] = make(chan chan struct{})
+			}
+			onHangup(ctx, func() { sp.rollingRestart(ctx) })
 			var wg sync.WaitGroup
 			errs := make([]error, sp.n)
 			for i := range sp.n {
@@ -111,6 +122,31 @@ type spawner struct {
 	self       string // this executable, for --systemd
 	sock       *os.File
 	e          *env
+
+	// restart[i] asks slot i to replace its process; the slot closes the
+	// channel it receives once the replacement has started.
+	restart []chan chan struct{}
+}
+
+// rollingRestart replaces the processes slot by slot, each once the one
+// before has been replaced, so that with -n 2 or more some process is
+// always accepting.
+func (sp *spawner) rollingRestart(ctx context.Context) {
+	sp.e.log.Info("SIGHUP: restarting the processes one by one")
+	for i := range sp.restart {
+		started := make(chan struct{})
+		select {
+		case sp.restart[i] <- started:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-started:
+		case <-ctx.Done():
+			return
+		}
+	}
+	sp.e.log.Info("SIGHUP: all processes restarted")
 }
 
 // resetAfter is how long a process must run for its slot's back-off to
@@ -121,19 +157,31 @@ const resetAfter = time.Minute
 func (sp *spawner) supervise(ctx context.Context, i int) error {
 	log := sp.e.log.With("slot", i)
 	backoff := sp.minBackoff
-	for started := 0; ; started++ {
+	var started chan struct{} // a restart asked for, to confirm
+	for n := 0; ; n++ {
 		cmd := sp.command()
 		t0 := time.Now()
 		if err := cmd.Start(); err != nil {
-			if started == 0 {
+			if n == 0 {
 				return fmt.Errorf("starting %s: %w", sp.argv[0], err)
 			}
 			log.Error("restart failed", "err", err)
 		} else {
 			log.Info("started", "pid", cmd.Process.Pid)
-			err := sp.wait(ctx, cmd, log)
+			if started != nil {
+				close(started)
+				started = nil
+			}
+			var err error
+			started, err = sp.wait(ctx, cmd, log, sp.restart[i])
 			if ctx.Err() != nil {
 				return nil
+			}
+			if started != nil {
+				// Replaced on request: at once, and the back-off
+				// starts afresh.
+				backoff = sp.minBackoff
+				continue
 			}
 			log.Warn("process exited", "pid", cmd.Process.Pid, "status", exitStatus(err), "ran", time.Since(t0).Round(time.Millisecond))
 		}
@@ -143,10 +191,12 @@ func (sp *spawner) supervise(ctx context.Context, i int) error {
 		log.Info("restarting", "after", backoff)
 		select {
 		case <-time.After(backoff):
+			backoff = min(2*backoff, sp.maxBackoff)
+		case started = <-sp.restart[i]:
+			// A restart asked for while waiting: start now.
 		case <-ctx.Done():
 			return nil
 		}
-		backoff = min(2*backoff, sp.maxBackoff)
 	}
 }
 
@@ -171,26 +221,30 @@ func (sp *spawner) command() *exec.Cmd {
 	return cmd
 }
 
-// wait waits for cmd to exit. When ctx is cancelled first it sends
-// SIGTERM, and SIGKILL after the grace period.
-func (sp *spawner) wait(ctx context.Context, cmd *exec.Cmd, log *slog.Logger) error {
+// wait waits for cmd to exit. When ctx is cancelled first, or a restart
+// is asked for on restart, it sends SIGTERM, and SIGKILL after the grace
+// period; it returns the restart's confirmation channel in that case.
+func (sp *spawner) wait(ctx context.Context, cmd *exec.Cmd, log *slog.Logger, restart <-chan chan struct{}) (chan struct{}, error) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	var started chan struct{}
 	select {
 	case err := <-done:
-		return err
+		return nil, err
 	case <-ctx.Done():
+	case started = <-restart:
+		log.Info("restarting on SIGHUP", "pid", cmd.Process.Pid)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-done:
 		log.Info("stopped", "pid", cmd.Process.Pid, "status", exitStatus(err))
-		return err
+		return started, err
 	case <-time.After(sp.grace):
 	}
 	log.Warn("grace period over: killing", "pid", cmd.Process.Pid)
 	cmd.Process.Kill()
-	return <-done
+	return started, <-done
 }
 
 func exitStatus(err error) string {

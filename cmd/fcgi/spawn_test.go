@@ -1,15 +1,20 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/internal/peer"
 )
 
@@ -122,4 +127,66 @@ func childrenOf(ppid int) []int {
 		}
 	}
 	return kids
+}
+
+// TestSpawnRollingRestart: SIGHUP replaces every process, one at a time,
+// while requests keep being answered.
+func TestSpawnRollingRestart(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "app.sock")
+	spawn, out := startFcgi(t, "spawn", "--listen", "unix:"+sock, "-n", "2", "--", fcgiBin, "demo-app")
+	waitDial(t, sock)
+	var old []int
+	deadline := time.Now().Add(5 * time.Second)
+	for len(old) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("spawn -n 2 has children %v", old)
+		}
+		time.Sleep(20 * time.Millisecond)
+		old = childrenOf(spawn.Process.Pid)
+	}
+
+	c := &fcgi.Client{Addr: "unix:" + sock}
+	defer c.Close()
+	stop := make(chan struct{})
+	var failures, answered atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			resp, err := c.Do(context.Background(), &fcgi.Request{Params: map[string]string{"REQUEST_METHOD": "GET", "REQUEST_URI": "/pid", "SCRIPT_NAME": "/pid"}})
+			if err == nil {
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			if err != nil {
+				failures.Add(1)
+				t.Logf("during the restart: %v", err)
+			} else {
+				answered.Add(1)
+			}
+		}
+	})
+	time.Sleep(50 * time.Millisecond)
+	spawn.Process.Signal(syscall.SIGHUP)
+	deadline = time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), "all processes restarted") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no rolling restart:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	kids := childrenOf(spawn.Process.Pid)
+	if len(kids) != 2 || slices.Contains(kids, old[0]) || slices.Contains(kids, old[1]) {
+		t.Fatalf("children %v after SIGHUP, were %v", kids, old)
+	}
+	if failures.Load() != 0 || answered.Load() == 0 {
+		t.Fatalf("%d requests failed, %d answered during the rolling restart", failures.Load(), answered.Load())
+	}
 }
