@@ -43,7 +43,9 @@ sent in stderr"), and logged here too, one record per line.
 
 At most --max scripts run at once; further requests wait for a slot.
 SIGTERM (or SIGINT) stops accepting connections and lets running scripts
-finish for --grace, then kills them.
+finish for --grace, then kills them. SIGHUP is logged and otherwise
+ignored: each request runs its script afresh, so there is nothing to
+reload.
 
 The script's environment is every FastCGI parameter the web server sent,
 as it sent it (but HTTP_PROXY, for httpoxy), with --env added. When the
@@ -116,6 +118,9 @@ Exit status: 0 after a graceful stop, 1 if serving failed.
 			}
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(l) }()
+			// Scripts are run afresh for each request: a new build is
+			// picked up without a reload, so SIGHUP only must not kill.
+			onHangup(ctx, func() { e.log.Info("SIGHUP: nothing to reload; scripts run afresh for each request") })
 			var err error
 			select {
 			case err = <-errc:
