@@ -137,13 +137,16 @@ type call struct {
 	werr  error
 
 	// Multiplexed connections.
-	events  chan event
-	cur     *[]byte // buffer of the last event returned
-	gone    chan struct{}
-	goneMu  sync.Once
-	endSeen atomic.Bool  // END_REQUEST read by the read loop
-	refs    atomic.Int32 // holders of the ID: read loop until END, writer
-	timer   *time.Timer
+	events chan event
+	// peeked is an event buffered took off events, for nextMpx to return.
+	peeked     event
+	havePeeked bool
+	cur        *[]byte // buffer of the last event returned
+	gone       chan struct{}
+	goneMu     sync.Once
+	endSeen    atomic.Bool  // END_REQUEST read by the read loop
+	refs       atomic.Int32 // holders of the ID: read loop until END, writer
+	timer      *time.Timer
 
 	resp Response // returned by Do: one allocation for both
 }
@@ -615,17 +618,44 @@ func (cl *call) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// buffered reports whether more of the response is already in hand, so
-// that a Read would not wait for the backend. The Gateway flushes only
-// when it would, sending a small response in one write.
+// buffered reports whether the next Read would return without waiting for
+// the backend: body bytes are in hand, or a record that ends the wait (body
+// or END_REQUEST) has arrived whole, after any STDERR. The Gateway flushes
+// only when it would not, sending a small response in one write while a
+// stream still reaches the client as it comes.
 func (cl *call) buffered() bool {
 	if len(cl.pending) > 0 || cl.err != nil {
 		return true
 	}
-	if cl.cc.mpx {
-		return len(cl.events) > 0
+	if !cl.cc.mpx {
+		return cl.cc.rd.Ready(func(h wire.Header) bool {
+			switch {
+			case h.RequestID == wire.NullRequestID, h.Type == wire.TypeStderr:
+				return false
+			case h.Type == wire.TypeStdout && h.ContentLength == 0:
+				return false
+			}
+			return true
+		})
 	}
-	return cl.cc.rd.Buffered() > 0
+	for !cl.havePeeked {
+		select {
+		case ev := <-cl.events:
+			if ev.typ == wire.TypeStderr || len(*ev.buf) == 0 && ev.typ == wire.TypeStdout {
+				// What nextMpx would do with it on the way.
+				cl.gotRecord = true
+				if cl.stderr != nil && len(*ev.buf) > 0 {
+					cl.stderr.Write(*ev.buf)
+				}
+				putEventBuf(ev.buf)
+				continue
+			}
+			cl.peeked, cl.havePeeked = ev, true
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Close ends the response. Before io.EOF it abandons the request.
@@ -655,6 +685,10 @@ func (cl *call) finish(reuse bool) {
 		if cl.cur != nil {
 			putEventBuf(cl.cur)
 			cl.cur = nil
+		}
+		if cl.havePeeked {
+			putEventBuf(cl.peeked.buf)
+			cl.peeked, cl.havePeeked = event{}, false
 		}
 		if cl.timer != nil {
 			cl.timer.Stop()
@@ -906,6 +940,11 @@ func (cl *call) nextMpx() (wire.Type, []byte, error) {
 			timeout = cl.timer.C
 		}
 		var ev event
+		if cl.havePeeked {
+			ev, cl.peeked, cl.havePeeked = cl.peeked, event{}, false
+			cl.gotRecord, cl.gotStdout, cl.cur = true, true, ev.buf
+			return ev.typ, *ev.buf, nil
+		}
 		select {
 		case ev = <-cl.events:
 		case <-cl.gone:

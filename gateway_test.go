@@ -557,3 +557,78 @@ func TestGatewayFilterRetried(t *testing.T) {
 		t.Fatalf("application saw %d requests, want 4 (one dropped and retried)", n)
 	}
 }
+
+// An event followed in the same write by a STDERR record (a PHP notice) or
+// by the first bytes of the next record reaches the client at once: the
+// Gateway flushes unless the next Read is sure not to wait.
+func TestGatewayFlushesBehindStderrAndPartialRecords(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		mpx   bool
+		after func(r *fakeReq) // writes the event and what follows it
+	}{
+		{"stderr", false, stdoutThenStderr},
+		{"stderr multiplexed", true, stdoutThenStderr},
+		{"partial record", false, func(r *fakeReq) {
+			ev := []byte("data: 1\n\n")
+			var b bytes.Buffer
+			w := wire.NewWriter(&b)
+			w.WriteRecord(wire.TypeStdout, r.ID, ev)
+			w.WriteRecord(wire.TypeStdout, r.ID, []byte("data: 2\n\n"))
+			w.Flush()
+			c := r.conn
+			c.wmu.Lock()
+			defer c.wmu.Unlock()
+			cut := b.Len() - 12 // the second record's header cut in two
+			c.nc.Write(b.Bytes()[:cut])
+			time.Sleep(1500 * time.Millisecond)
+			c.nc.Write(b.Bytes()[cut:])
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			app := startFake(t, false, func(a *fakeApp) {
+				a.Handler = func(r *fakeReq) {
+					r.Write("Content-Type: text/event-stream\r\n\r\n")
+					time.Sleep(50 * time.Millisecond)
+					tc.after(r)
+				}
+			})
+			g, _ := newGateway(t, app.Addr, docRoot(t))
+			if tc.mpx {
+				g.Client.Multiplex = fcgi.MultiplexOn
+			}
+			srv := httptest.NewServer(g)
+			defer srv.Close()
+			start := time.Now()
+			resp, err := srv.Client().Get(srv.URL + "/events")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				if sc.Text() == "data: 1" {
+					if d := time.Since(start); d > time.Second {
+						t.Fatalf("the first event reached the client after %v, held until the backend wrote again", d)
+					}
+					return
+				}
+			}
+			t.Fatal("no event")
+		})
+	}
+}
+
+// stdoutThenStderr sends an event and a STDERR line in one write, then
+// stalls before the next event.
+func stdoutThenStderr(r *fakeReq) {
+	c := r.conn
+	c.wmu.Lock()
+	c.wr.WriteStream(wire.TypeStdout, r.ID, []byte("data: 1\n\n"))
+	c.wr.WriteStream(wire.TypeStderr, r.ID, []byte("PHP Notice: x"))
+	c.wr.Flush()
+	c.wmu.Unlock()
+	time.Sleep(1500 * time.Millisecond)
+	r.Write("data: 2\n\n")
+}

@@ -55,6 +55,29 @@ func (r *Reader) Release() {
 // returned as records.
 func (r *Reader) Buffered() int { return r.w - r.r }
 
+// Ready calls want with the header of each whole record already buffered,
+// in order, without consuming anything, until want returns true; it
+// reports whether one did. A caller uses it to learn whether its next
+// call to Next (or the next few, skipping records it ignores) can return
+// without reading the stream: a record cut short by the buffer's end
+// stops the scan.
+func (r *Reader) Ready(want func(Header) bool) bool {
+	for b := r.buf[r.r:r.w]; len(b) >= HeaderLen; {
+		h := decodeHeader(b)
+		n := HeaderLen + int(h.ContentLength) + int(h.PaddingLength)
+		switch {
+		case h.Version != Version1:
+			return true // Next returns at once, with an error
+		case len(b) < n:
+			return false
+		case want(h):
+			return true
+		}
+		b = b[n:]
+	}
+	return false
+}
+
 // Next reads the next record. Its Content aliases r's buffer and is valid
 // only until the next call to Next, Reset or Release. Padding is skipped.
 //

@@ -304,3 +304,43 @@ func TestWriterFixedRecordsDoNotAllocate(t *testing.T) {
 		t.Fatalf("%v allocations per run", n)
 	}
 }
+func TestReaderReady(t *testing.T) {
+	var stream bytes.Buffer
+	w := NewWriter(&stream)
+	w.WriteRecord(TypeStderr, 1, []byte("notice"))
+	w.WriteRecord(TypeStdout, 1, []byte("data"))
+	w.Flush()
+	full := stream.Bytes()
+	isStdout := func(h Header) bool { return h.Type == TypeStdout }
+	for _, tc := range []struct {
+		n    int // bytes of the stream buffered
+		want bool
+	}{
+		{0, false},
+		{HeaderLen - 1, false},
+		{len(full) - 1, false}, // the STDOUT record cut short
+		{len(full), true},
+	} {
+		r := NewReader(bytes.NewReader(full[:tc.n]))
+		if tc.n > 0 {
+			r.fill(tc.n)
+		}
+		if got := r.Ready(isStdout); got != tc.want {
+			t.Errorf("%d bytes buffered: Ready = %v, want %v", tc.n, got, tc.want)
+		}
+	}
+	// Nothing consumed: Next still returns the STDERR record first.
+	r := NewReader(bytes.NewReader(full))
+	r.fill(len(full))
+	r.Ready(isStdout)
+	if rec, err := r.Next(); err != nil || rec.Type != TypeStderr {
+		t.Fatalf("after Ready: %v %v", rec.Header, err)
+	}
+	// A bad version is ready: Next fails at once.
+	bad := append([]byte{9}, full[1:]...)
+	r = NewReader(bytes.NewReader(bad))
+	r.fill(HeaderLen)
+	if !r.Ready(isStdout) {
+		t.Fatal("a bad header is not reported ready")
+	}
+}
