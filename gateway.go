@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,7 +76,9 @@ type Gateway struct {
 	Client *Client
 
 	// Root is the document root: DOCUMENT_ROOT, and the directory
-	// scripts and static files are looked up in.
+	// scripts and static files are looked up in. A relative Root is
+	// taken from the working directory; zero means the working
+	// directory itself.
 	Root string
 
 	// Index is the file run for a directory. Zero means "index.php".
@@ -178,8 +181,7 @@ func openRegular(name string) (*os.File, os.FileInfo, bool) {
 
 // forward completes req for r, routed to rt, and serves it: the body
 // (buffered when its length is unknown), the CGI environment with extra
-// added, and the variables an [Gateway.Authorizer] passed on, under the
-// names not set already.
+// added, and the variables an [Gateway.Authorizer] passed on.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route, req *Request, extra map[string]string) {
 	cl, cleanup, err := g.body(r, req)
 	defer cleanup()
@@ -192,10 +194,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route, req 
 		req.Params[k] = v
 	}
 	if vars, ok := r.Context().Value(authVarsKey{}).(map[string]string); ok {
+		// Over what the gateway computed from the request: the
+		// authorizer is trusted, the client is not (REMOTE_USER from
+		// Basic credentials nobody checked, say).
 		for k, v := range vars {
-			if _, set := req.Params[k]; !set {
-				req.Params[k] = v
-			}
+			req.Params[k] = v
 		}
 	}
 	req.Stderr = &stderrLog{log: g.logger(), r: r}
@@ -431,14 +434,23 @@ type authVarsKey struct{}
 // way lighttpd's "mode" => "authorizer" and Apache's mod_authnz_fcgi do.
 //
 // The application receives g's CGI environment, without CONTENT_LENGTH,
-// PATH_INFO and SCRIPT_NAME, as the specification asks, and no body. When
-// it answers 200, each of its Variable-NAME headers is passed on: as a
-// request header Variable-NAME for next, and, when next is a [Gateway], as
-// the parameter NAME. Any other answer is sent to the client as it is.
+// PATH_INFO and SCRIPT_NAME, as the specification asks (and without
+// SCRIPT_FILENAME when g's routing finds no script: next may serve the
+// path otherwise), and no body. When it answers 200, each of its
+// Variable-NAME headers is passed on: as a request header Variable-NAME
+// for next, and, when next is a [Gateway] or a [Gateway.Filter], as the
+// parameter NAME, in place of any the gateway computes (REMOTE_USER, say).
+// Variable-* headers the client sent are removed first. Any other answer is sent to the client as it is.
 // Errors reaching the application are answered as [Gateway] does.
 func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rt, err := g.route(r.URL.Path)
+		var he *httpError
+		if errors.As(err, &he) && he.code == http.StatusNotFound {
+			// What next serves is next's business (a Filter, a
+			// handler of its own): the authorizer decides on the path.
+			rt, err = route{docURI: path.Clean("/" + r.URL.Path)}, nil
+		}
 		if err != nil {
 			g.fail(w, r, err)
 			return
@@ -447,6 +459,9 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 		delete(params, "CONTENT_LENGTH")
 		delete(params, "PATH_INFO")
 		delete(params, "SCRIPT_NAME")
+		if rt.script == "" {
+			delete(params, "SCRIPT_FILENAME")
+		}
 		req := &Request{Role: Authorizer, Params: params, Stderr: &stderrLog{log: g.logger(), r: r}}
 		resp, err := g.Client.Do(r.Context(), req)
 		if err != nil {

@@ -632,3 +632,54 @@ func stdoutThenStderr(r *fakeReq) {
 	time.Sleep(1500 * time.Millisecond)
 	r.Write("data: 2\n\n")
 }
+
+// An authorizer's Variable-REMOTE_USER is what the application sees, not
+// the user of Basic credentials the client added; and the authorizer is
+// asked about paths that next serves otherwise (a Filter of files).
+func TestGatewayAuthorizerVariablesWin(t *testing.T) {
+	checkLeaks(t)
+	auth := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			if r.Params["HTTP_COOKIE"] != "session=alice" {
+				r.Write("Status: 401\r\n\r\n")
+				return
+			}
+			if _, ok := r.Params["SCRIPT_FILENAME"]; ok && r.Params["REQUEST_URI"] == "/style.css" {
+				r.Write("Status: 500\r\n\r\nSCRIPT_FILENAME for a path with no script")
+				return
+			}
+			r.Write("Status: 200\r\nVariable-REMOTE_USER: alice\r\n\r\n")
+		}
+	})
+	app := echoApp(t)
+	root := docRoot(t)
+	ag, _ := newGateway(t, auth.Addr, root)
+	g, _ := newGateway(t, app.Addr, root)
+	for _, basic := range []bool{false, true} {
+		req := httptest.NewRequest("GET", "/app.php", nil)
+		req.Header.Set("Cookie", "session=alice")
+		if basic {
+			req.SetBasicAuth("mallory", "x")
+		}
+		w := httptest.NewRecorder()
+		ag.Authorizer(g).ServeHTTP(w, req)
+		var e echoed
+		json.Unmarshal(w.Body.Bytes(), &e)
+		if w.Code != 200 || e.Params["REMOTE_USER"] != "alice" {
+			t.Errorf("basic=%v: %d REMOTE_USER=%q, want the authorizer's alice", basic, w.Code, e.Params["REMOTE_USER"])
+		}
+	}
+
+	ag.FrontController = "" // /style.css is then no script for the authorizer's routing
+	h := ag.Authorizer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "served") }))
+	req := httptest.NewRequest("GET", "/style.css", nil)
+	req.Header.Set("Cookie", "session=alice")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != 200 || w.Body.String() != "served" {
+		t.Fatalf("authorizer before a handler of its own: %d %q", w.Code, w.Body.String())
+	}
+	if w := serveGW(h, "GET", "/style.css", nil); w.Code != 401 {
+		t.Fatalf("without the cookie: %d, want 401 from the authorizer", w.Code)
+	}
+}

@@ -105,7 +105,7 @@ func (g *Gateway) route(urlPath string) (route, error) {
 	if hasControl(urlPath) {
 		return route{}, errBadPath
 	}
-	root := filepath.Clean(g.Root)
+	root := g.root()
 	p := urlPath
 	if p == "" || p[0] != '/' {
 		p = "/" + p
@@ -182,11 +182,24 @@ func (g *Gateway) filterRoute(urlPath string) (route, error) {
 		p = "/" + p
 	}
 	p = path.Clean(p)
-	f, ok := inRoot(filepath.Clean(g.Root), p)
+	f, ok := inRoot(g.root(), p)
 	if !ok || !isFile(f) {
 		return route{}, &httpError{code: http.StatusNotFound, msg: "fcgi: no file for " + clip(urlPath)}
 	}
 	return route{script: p, docURI: p, file: f}, nil
+}
+
+// root is Root, cleaned and made absolute: PHP needs DOCUMENT_ROOT and
+// SCRIPT_FILENAME absolute, and inRoot compares prefixes. A relative Root
+// is taken from the working directory at each request.
+func (g *Gateway) root() string {
+	r := filepath.Clean(g.Root)
+	if !filepath.IsAbs(r) {
+		if abs, err := filepath.Abs(r); err == nil {
+			r = abs
+		}
+	}
+	return r
 }
 
 func (g *Gateway) scriptExt() string {
@@ -206,7 +219,7 @@ func (g *Gateway) index() string {
 // params builds the CGI environment nginx's fastcgi_params gives, plus
 // PATH_INFO, for r routed to rt. contentLength is "" for no body.
 func (g *Gateway) params(r *http.Request, rt route, contentLength string) map[string]string {
-	root := filepath.Clean(g.Root)
+	root := g.root()
 	p := make(map[string]string, 24+len(r.Header)+len(g.Env))
 	for k, v := range g.Env {
 		p[k] = v
@@ -216,7 +229,8 @@ func (g *Gateway) params(r *http.Request, rt route, contentLength string) map[st
 	p["CONTENT_TYPE"] = r.Header.Get("Content-Type")
 	p["CONTENT_LENGTH"] = contentLength
 	p["SCRIPT_NAME"] = rt.script
-	p["SCRIPT_FILENAME"] = root + filepath.FromSlash(rt.script)
+	// root has no trailing separator but when it is "/" itself.
+	p["SCRIPT_FILENAME"] = strings.TrimSuffix(root, string(filepath.Separator)) + filepath.FromSlash(rt.script)
 	p["PATH_INFO"] = rt.pathInfo
 	reqURI := r.RequestURI
 	if reqURI == "" {

@@ -1,6 +1,7 @@
 package fcgi
 
 import (
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,4 +81,34 @@ func FuzzGatewayRoute(f *testing.F) {
 			t.Fatalf("PATH_INFO %q", rt.pathInfo)
 		}
 	})
+}
+
+// Root "/" gives SCRIPT_FILENAME with one slash, and a relative Root ("."
+// or none) is the working directory, absolute in DOCUMENT_ROOT.
+func TestGatewayRootForms(t *testing.T) {
+	g := &Gateway{Root: "/"}
+	r := httptest.NewRequest("GET", "/etc/hostname", nil)
+	p := g.params(r, route{script: "/etc/hostname", docURI: "/etc/hostname", file: "/etc/hostname"}, "")
+	if p["SCRIPT_FILENAME"] != "/etc/hostname" || p["DOCUMENT_ROOT"] != "/" {
+		t.Errorf("Root \"/\": SCRIPT_FILENAME %q, DOCUMENT_ROOT %q", p["SCRIPT_FILENAME"], p["DOCUMENT_ROOT"])
+	}
+
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "index.php"), []byte("<?php"), 0o644)
+	t.Chdir(dir)
+	for _, root := range []string{".", "", "./"} {
+		g := &Gateway{Root: root}
+		rt, err := g.route("/index.php")
+		if err != nil || rt.file != filepath.Join(dir, "index.php") {
+			t.Errorf("Root %q: %+v %v", root, rt, err)
+			continue
+		}
+		p := g.params(httptest.NewRequest("GET", "/index.php", nil), rt, "")
+		if p["DOCUMENT_ROOT"] != dir || p["SCRIPT_FILENAME"] != filepath.Join(dir, "index.php") {
+			t.Errorf("Root %q: DOCUMENT_ROOT %q SCRIPT_FILENAME %q", root, p["DOCUMENT_ROOT"], p["SCRIPT_FILENAME"])
+		}
+	}
 }
