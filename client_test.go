@@ -1110,3 +1110,46 @@ func TestClientOverloadedOnKeptConnRetried(t *testing.T) {
 		t.Fatalf("%d requests for a refusal on a new connection, want 1", n)
 	}
 }
+
+// slowStdinConn delays a write that starts with a STDIN record, giving the
+// backend time to read and act on what was written before it.
+type slowStdinConn struct{ net.Conn }
+
+func (c slowStdinConn) Write(p []byte) (int, error) {
+	if len(p) >= 2 && p[1] == byte(wire.TypeStdin) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	return c.Conn.Write(p)
+}
+
+// A request large enough to leave in two writes: the backend starts it
+// once its PARAMS end (fcgikit's server does, with CONTENT_LENGTH known)
+// and resets; the second write fails with the reset. The POST may have
+// run, so it is not sent again.
+func TestClientNoRetryAfterPartialWrite(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, true, func(a *fakeApp) { a.RunOnParams, a.DropRequestN, a.ResetOnDrop = true, 2, true })
+	c := newClient(app.Addr)
+	c.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return slowStdinConn{nc}, nil
+	}
+	defer c.Close()
+	doString(t, c, get("/"))
+	body := strings.Repeat("b", 8190)
+	post := get("/")
+	post.Params["REQUEST_METHOD"] = "POST"
+	post.Params["X"] = strings.Repeat("p", 8150) // with the body, past the Writer's 16 KiB
+	post.Body = strings.NewReader(body)
+	post.GetBody = func() (io.Reader, error) { return strings.NewReader(body), nil }
+	resp, err := c.Do(context.Background(), post)
+	if err == nil {
+		resp.Body.Close()
+	}
+	if n := app.requests.Load(); n != 2 {
+		t.Fatalf("backend received %d requests (error %v), want 2: the POST went again after its PARAMS had been read", n, err)
+	}
+}

@@ -118,7 +118,7 @@ type call struct {
 
 	// Owned by the goroutine reading the response.
 	gotRecord  bool         // a record for this request arrived
-	unsent     bool         // writing BEGIN_REQUEST and PARAMS failed
+	unsent     bool         // writing the request failed before any byte of it left
 	gotStdout  bool         // a STDOUT or END_REQUEST record arrived
 	fresh      atomic.Int32 // freshPending, freshCounted (in backend.freshWaiting) or freshDone
 	freshTimer *time.Timer  // counts the call as stalled after freshStall
@@ -271,6 +271,7 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 	cc.wmu.Lock()
 	cc.setWriteDeadline(cl.c.WriteTimeout)
 	wr := cc.wr
+	before := wr.Written()
 	err := wr.WriteBeginRequest(cl.id, role, flags)
 	prev := 0
 	for _, cut := range cuts {
@@ -297,15 +298,17 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 	} else {
 		wr.Reset(cc.nc)
 	}
+	sentNothing := wr.Written() == before
 	cc.wmu.Unlock()
 	if cap(buf) <= 64<<10 {
 		*bp = buf[:0]
 		paramBufs.Put(bp)
 	}
 	if err != nil {
-		// The backend had closed before it could read a byte of this
-		// request, so even a POST may go again elsewhere.
-		cl.unsent = true
+		// Only if not a byte left: a backend may start a request as
+		// soon as its PARAMS end, and a larger request leaves in
+		// several writes.
+		cl.unsent = sentNothing
 		err = cl.writeErr(err)
 		if cc.mpx {
 			cc.fail(err)

@@ -344,3 +344,44 @@ func TestReaderReady(t *testing.T) {
 		t.Fatal("a bad header is not reported ready")
 	}
 }
+
+// failAfter takes n bytes and then fails.
+type failAfter struct{ n int }
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if len(p) <= f.n {
+		f.n -= len(p)
+		return len(p), nil
+	}
+	n := f.n
+	f.n = 0
+	return n, errors.New("broken")
+}
+
+func TestWriterWritten(t *testing.T) {
+	var ref bytes.Buffer
+	rw := NewWriter(&ref)
+	rw.WriteRecord(TypeStdout, 1, []byte("hello"))
+	rw.Flush()
+	one := int64(ref.Len())
+
+	w := NewWriter(&failAfter{n: int(one) + 4})
+	w.WriteRecord(TypeStdout, 1, []byte("hello"))
+	if err := w.Flush(); err != nil || w.Written() != one {
+		t.Fatalf("Written %d after %v, want %d", w.Written(), err, one)
+	}
+	w.WriteRecord(TypeStdout, 1, []byte("hello"))
+	if err := w.Flush(); err == nil || w.Written() != one+4 {
+		t.Fatalf("Written %d after %v, want %d (4 bytes of the second record taken)", w.Written(), err, one+4)
+	}
+
+	ref.Reset()
+	big := bytes.Repeat([]byte("x"), 40000) // referenced, written with writev
+	rw.WriteRecord(TypeStdout, 1, big)
+	rw.Flush()
+	w = NewWriter(&failAfter{n: 1 << 20})
+	w.WriteRecord(TypeStdout, 1, big)
+	if err := w.Flush(); err != nil || w.Written() != int64(ref.Len()) {
+		t.Fatalf("Written %d after %v, want %d", w.Written(), err, ref.Len())
+	}
+}

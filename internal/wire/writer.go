@@ -33,7 +33,15 @@ type Writer struct {
 	// big holds content written beside buf rather than copied into it.
 	big net.Buffers
 	vec net.Buffers
+	// written counts the bytes the destination has taken, even from a
+	// write that failed part-way.
+	written int64
 }
+
+// Written returns how many bytes the Writer has handed to its destination
+// so far. A client compares it across a failed request to learn whether
+// any byte of it left: only then may the peer have acted on it.
+func (w *Writer) Written() int64 { return w.written }
 
 // NewWriter returns a Writer writing to w.
 func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
@@ -142,7 +150,9 @@ func (w *Writer) Flush() error {
 	var err error
 	if len(w.big) == 0 {
 		if len(w.buf) > 0 {
-			_, err = w.w.Write(w.buf)
+			var n int
+			n, err = w.w.Write(w.buf)
+			w.written += int64(n)
 		}
 	} else {
 		w.vec = append(w.vec[:0], w.big...)
@@ -152,7 +162,9 @@ func (w *Writer) Flush() error {
 		// WriteTo consumes the slice it is called on: call it on the
 		// field (no copy escapes to the heap) and restore the array.
 		vec := w.vec
-		_, err = w.vec.WriteTo(w.w)
+		var n int64
+		n, err = w.vec.WriteTo(w.w)
+		w.written += n
 		clear(vec)
 		w.vec = vec[:0]
 	}
