@@ -1153,3 +1153,33 @@ func TestClientNoRetryAfterPartialWrite(t *testing.T) {
 		t.Fatalf("backend received %d requests (error %v), want 2: the POST went again after its PARAMS had been read", n, err)
 	}
 }
+
+// A backend restart closes every idle connection at once, several of
+// which served the same number of requests after a burst: that is not a
+// recycling count, and the pool goes on keeping connections.
+func TestClientRestartTeachesNoRecycling(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) { r.Write("\r\n"); time.Sleep(50 * time.Millisecond); r.Write("hello") }
+	})
+	c := newClient(app.Addr)
+	defer c.Close()
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { doString(t, c, get("/")) })
+	}
+	wg.Wait()
+	app.mu.Lock() // the restart
+	for nc := range app.nc {
+		nc.Close()
+	}
+	app.mu.Unlock()
+	time.Sleep(50 * time.Millisecond)
+	before := app.conns.Load()
+	for range 10 {
+		doString(t, c, get("/"))
+	}
+	if n := app.conns.Load() - before; n > 1 {
+		t.Fatalf("%d new connections for 10 sequential requests after a restart: a recycling count was learned from it", n)
+	}
+}

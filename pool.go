@@ -32,9 +32,12 @@ type backend struct {
 	// connection before closing it (PHP-FPM's pm.max_requests, with one
 	// worker per kept connection), learned from connections it closed;
 	// 0 until then.
-	recycleAfter atomic.Int64
-	recycleSeen  int64       // the last count observed, under mu
-	recycleTimer *time.Timer // forgets recycleAfter, under mu
+	recycleAfter    atomic.Int64
+	recycleSeen     int64       // the last count observed, under mu
+	recycleSeenKept int64       // kept when it was observed, under mu
+	recycleGen      int64       // counts learnings, so an old timer forgets nothing new; under mu
+	recycleTimer    *time.Timer // forgets recycleAfter, under mu
+	kept            int64       // responses after which a connection was kept, under mu
 
 	// freshWaiting counts requests on new one-request connections that
 	// have waited freshStall and still had no response record. Without
@@ -246,6 +249,7 @@ func (b *backend) putIdle(cc *clientConn) {
 	c := b.c
 	b.mu.Lock()
 	cc.served++
+	b.kept++
 	if c.closed.Load() || b.mpx == mpxYes || len(b.idle) >= c.maxIdle() || cc.expired(time.Now()) ||
 		(c.MaxConnsPerBackend <= 0 && b.freshWaiting.Load() > 0 && len(b.waiters) == 0) ||
 		(b.recycleAfter.Load() > 0 && int64(cc.served) >= b.recycleAfter.Load()) {
@@ -472,28 +476,39 @@ func (b *backend) startProbe() {
 //
 // One observation proves nothing (a backend restart closes connections
 // whatever they served), so the count is taken only when two connections
-// in a row were closed after the same number of responses, and it is
-// forgotten after recycleMemory, since connections retired at the count
-// can no longer show whether it still holds.
+// in a row were closed after the same number of responses, with responses
+// served in between: a restart closes all idle connections at once, and
+// after a burst several of them served the same number. The count is
+// forgotten after recycleMemory, since connections retired at it can no
+// longer show whether it still holds.
 func (b *backend) learnRecycling(cc *clientConn) {
 	n := int64(cc.served)
-	if n <= 0 {
+	if n <= 0 || b.c.closed.Load() {
 		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if n != b.recycleSeen {
-		b.recycleSeen = n
+	if n != b.recycleSeen || b.kept == b.recycleSeenKept {
+		b.recycleSeen, b.recycleSeenKept = n, b.kept
 		return
 	}
 	if b.recycleAfter.Load() == 0 {
 		b.c.logger().Info("fcgi: backend closes connections after a number of requests; retiring them first", "backend", b.addr, "requests", n)
 	}
 	b.recycleAfter.Store(n)
+	b.recycleSeenKept = b.kept
 	if b.recycleTimer != nil {
 		b.recycleTimer.Stop()
 	}
-	b.recycleTimer = time.AfterFunc(recycleMemory, func() { b.recycleAfter.Store(0) })
+	b.recycleGen++
+	gen := b.recycleGen
+	b.recycleTimer = time.AfterFunc(recycleMemory, func() {
+		b.mu.Lock()
+		if b.recycleGen == gen {
+			b.recycleAfter.Store(0)
+		}
+		b.mu.Unlock()
+	})
 }
 
 // recycleMemory is how long a learned recycling count is kept.
