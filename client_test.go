@@ -1183,3 +1183,28 @@ func TestClientRestartTeachesNoRecycling(t *testing.T) {
 		t.Fatalf("%d new connections for 10 sequential requests after a restart: a recycling count was learned from it", n)
 	}
 }
+
+// Scripts that think before they print, on a client with no connection
+// limit: a request on a new connection waits longer than a bare 20 ms
+// before its first record, which is no stall behind the accept queue; the
+// pool keeps its connections rather than churning.
+func TestClientSlowScriptsKeepConns(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) { time.Sleep(40 * time.Millisecond); r.Write("\r\nhello") }
+	})
+	c := newClient(app.Addr)
+	defer c.Close()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 15 {
+				doString(t, c, get("/"))
+			}
+		})
+	}
+	wg.Wait()
+	if n := app.conns.Load(); n > 8 {
+		t.Fatalf("%d connections for 4 workers × 15 sequential requests: connections closed as if stalled", n)
+	}
+}

@@ -118,6 +118,7 @@ type call struct {
 
 	// Owned by the goroutine reading the response.
 	gotRecord  bool         // a record for this request arrived
+	sent       time.Time    // when the request began to be written (not multiplexed)
 	unsent     bool         // writing the request failed before any byte of it left
 	gotStdout  bool         // a STDOUT or END_REQUEST record arrived
 	fresh      atomic.Int32 // freshPending, freshCounted (in backend.freshWaiting) or freshDone
@@ -169,14 +170,19 @@ func (cl *call) roundTrip(ctx context.Context, req *Request, body, data io.Reade
 	if ctx.Done() != nil {
 		cl.stop = context.AfterFunc(ctx, cl.cancel)
 	}
+	if !cl.cc.mpx {
+		cl.sent = time.Now()
+	}
 	if !cl.reused && !cl.cc.mpx {
-		// Counted only once it has waited a while: a healthy backend
-		// answers a new connection at once, and counting those would
+		// Counted only once it has waited well past the backend's usual
+		// time to first output: a healthy backend answers a new
+		// connection as fast as a kept one, and counting those would
 		// close kept connections under ordinary load.
 		b := cl.b
-		cl.freshTimer = time.AfterFunc(freshStall, func() {
+		cl.freshTimer = time.AfterFunc(b.freshStall(), func() {
 			if cl.fresh.CompareAndSwap(freshPending, freshCounted) {
 				b.freshWaiting.Add(1)
+				b.freeWorkers()
 			}
 		})
 	}
@@ -493,6 +499,11 @@ func (cl *call) next() (wire.Type, []byte, error) {
 		if !cl.gotRecord {
 			cl.gotRecord = true
 			cl.notWaiting()
+			if cl.reused {
+				// A kept connection has its worker: the wait is the
+				// script's alone, never the accept queue's.
+				cl.b.sampleFirstRecord(time.Since(cl.sent))
+			}
 		}
 		switch rec.Type {
 		case wire.TypeStdout, wire.TypeEndRequest:
@@ -567,10 +578,16 @@ const (
 	freshDone
 )
 
-// freshStall is how long a request on a new connection waits for its
-// first record before it counts as stalled behind the backend's accept
-// queue (see backend.freshWaiting).
-const freshStall = 20 * time.Millisecond
+// A request on a new connection counts as stalled behind the backend's
+// accept queue (see backend.freshWaiting) once it has waited for its first
+// record four times the backend's usual wait (scripts that think before
+// they print are no stall), within these bounds.
+// Until a kept connection has shown the usual wait, firstFreshStall.
+const (
+	minFreshStall   = 20 * time.Millisecond
+	maxFreshStall   = 2 * time.Second
+	firstFreshStall = 100 * time.Millisecond
+)
 
 // notWaiting ends the call's count in backend.freshWaiting.
 func (cl *call) notWaiting() {

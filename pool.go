@@ -40,15 +40,19 @@ type backend struct {
 	kept            int64       // responses after which a connection was kept, under mu
 
 	// freshWaiting counts requests on new one-request connections that
-	// have waited freshStall and still had no response record. Without
-	// MaxConnsPerBackend such a
-	// connection may sit in the backend's accept queue, waiting for a
-	// worker that an idle kept connection pins (PHP-FPM); connections
-	// that finish meanwhile are closed rather than kept, to free their
-	// worker. With a limit no larger than the worker count this cannot
+	// have waited freshStall() and still had no response record. Without
+	// MaxConnsPerBackend such a connection may sit in the backend's
+	// accept queue, waiting for a worker that a kept connection pins
+	// (PHP-FPM): the idle connections are closed when one starts to
+	// count (freeWorkers), and connections that finish meanwhile are
+	// closed rather than kept, to free their worker. With a limit no larger than the worker count this cannot
 	// happen, and connections are kept for their whole life, which keeps
 	// recycleAfter exact.
 	freshWaiting atomic.Int64
+	// firstRecord is a moving average, in nanoseconds, of how long
+	// requests on kept connections wait for their first response record
+	// (0: none yet).
+	firstRecord atomic.Int64
 
 	mu         sync.Mutex
 	mpx        int
@@ -383,6 +387,18 @@ func (b *backend) closeIdle() {
 	closeConns(mpx)
 }
 
+// freeWorkers closes the idle connections when a request on a new
+// connection has waited too long for its first record: it may sit in the
+// backend's accept queue behind workers those connections pin (PHP-FPM
+// gives a connection its worker until the connection closes).
+func (b *backend) freeWorkers() {
+	b.mu.Lock()
+	idle := b.takeIdleLocked()
+	b.wakeAllLocked()
+	b.mu.Unlock()
+	closeConns(idle)
+}
+
 // takeIdleLocked removes the idle one-request connections from the pool
 // and returns them for closeConns.
 func (b *backend) takeIdleLocked() []*clientConn {
@@ -513,3 +529,26 @@ func (b *backend) learnRecycling(cc *clientConn) {
 
 // recycleMemory is how long a learned recycling count is kept.
 const recycleMemory = 5 * time.Minute
+
+// sampleFirstRecord adds a request's wait for its first record to the
+// moving average. Samples lost to a race between two requests are of no
+// consequence.
+func (b *backend) sampleFirstRecord(d time.Duration) {
+	avg := b.firstRecord.Load()
+	if avg == 0 {
+		avg = int64(d)
+	} else {
+		avg += (int64(d) - avg) / 8
+	}
+	b.firstRecord.Store(max(avg, 1))
+}
+
+// freshStall is how long a request on a new connection may wait for its
+// first record before it counts in freshWaiting.
+func (b *backend) freshStall() time.Duration {
+	avg := time.Duration(b.firstRecord.Load())
+	if avg == 0 {
+		return firstFreshStall
+	}
+	return min(max(4*avg, minFreshStall), maxFreshStall)
+}
