@@ -89,3 +89,60 @@ func FuzzPairs(f *testing.F) {
 		}
 	})
 }
+
+// errWouldBlock stands for a read that would have to wait for the peer.
+var errWouldBlock = errors.New("would block")
+
+// chunks hands out its data in the given sizes, then errWouldBlock.
+type chunks struct {
+	data  []byte
+	sizes []byte
+}
+
+func (c *chunks) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, errWouldBlock
+	}
+	n := len(c.data)
+	if len(c.sizes) > 0 {
+		n = min(n, int(c.sizes[0])+1)
+		c.sizes = c.sizes[1:]
+	}
+	n = copy(p, c.data[:n])
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// FuzzReaderReady checks Ready against Next on a stream that arrives in
+// arbitrary pieces: when Ready says a record is buffered, Next returns
+// without reading; Ready consumes nothing.
+func FuzzReaderReady(f *testing.F) {
+	var b bytes.Buffer
+	w := NewWriter(&b)
+	w.WriteRecord(TypeStderr, 1, []byte("notice"))
+	w.WriteRecord(TypeStdout, 1, []byte("data"))
+	w.WriteEndRequest(1, 0, StatusRequestComplete)
+	w.Flush()
+	f.Add(b.Bytes(), []byte{3, 20, 1})
+	f.Add([]byte{1, 6, 0, 1, 0, 2, 0, 0, 'h', 'i', 1, 6}, []byte{9})
+	f.Fuzz(func(t *testing.T, data, sizes []byte) {
+		r := NewReader(&chunks{data: data, sizes: sizes})
+		for {
+			ready := r.Ready(func(Header) bool { return true })
+			before := r.Buffered()
+			if ready != r.Ready(func(Header) bool { return true }) || before != r.Buffered() {
+				t.Fatal("Ready changed the Reader")
+			}
+			_, err := r.Next()
+			if ready && errors.Is(err, errWouldBlock) {
+				t.Fatalf("Ready with %d bytes buffered, but Next had to read", before)
+			}
+			if err != nil && !errors.Is(err, errWouldBlock) && !errors.Is(err, ErrVersion) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+}
