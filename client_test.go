@@ -180,7 +180,11 @@ func testClientWorkerRecycling(t *testing.T, tcp bool) {
 	defer c.Close()
 	for i := 0; i < 30; i++ {
 		req := get("/")
-		if i%2 == 1 {
+		// Two connections closed after 3 responses teach the client the
+		// count; from then on it retires connections itself, and a POST
+		// never meets a connection the backend is closing. (Before, a
+		// POST could, and one that meets a reset is not sent twice.)
+		if i >= 8 && i%2 == 1 {
 			// Not idempotent, but replayable as Gateway makes it.
 			req.Params["REQUEST_METHOD"] = "POST"
 			req.Body = strings.NewReader("x")
