@@ -38,6 +38,12 @@ directly (unless --static=false); a directory runs its index.php; and
 anything else goes to --front-controller, or is 404 without one. Without
 --root every request goes to the application, whatever its path.
 
+With --filter the application plays the FastCGI Filter role instead: each
+request names a file under --root, which is sent to the application as
+FCGI_DATA (with FCGI_DATA_LENGTH and FCGI_DATA_LAST_MOD) for it to
+transform (a template or Markdown renderer, say); anything but a regular
+file under --root is 404.
+
 Backend failures are answered 502, 503 (FCGI_OVERLOADED) or 504 (no
 answer within --timeout), and logged. With --tls-cert and --tls-key the
 gateway serves HTTPS, and the application sees HTTPS=on; SIGHUP reloads
@@ -56,6 +62,7 @@ Examples:
 	fcgi gateway --listen :8080 --backend unix:/run/php/php8.2-fpm.sock --max-conns 16 \
 	    --root /srv/app/public --front-controller /index.php
 	fcgi gateway --listen :8443 --tls-cert cert.pem --tls-key key.pem --backend 127.0.0.1:9000 --root /srv/app
+	fcgi gateway --listen :8080 --backend unix:/run/render.sock --root /srv/pages --filter
 
 Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 `,
@@ -73,6 +80,7 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 		fs.BoolVar(&g.ServeStatic, "static", true, "serve existing files under --root that are not scripts directly")
 		timeout := fs.Duration("timeout", 60*time.Second, "FastCGI timeout: connecting, and each wait for the application to read or answer")
 		fs.Int64Var(&g.MaxBodyBytes, "max-body", 32<<20, "largest request body, in bytes")
+		filter := fs.Bool("filter", false, "send each file under --root to the application in the Filter role")
 		tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate `file` (PEM, with --tls-key)")
 		tlsKey := fs.String("tls-key", "", "the private key `file` of --tls-cert (PEM)")
 		return func(ctx context.Context, args []string) error {
@@ -94,6 +102,9 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 				c.Backends = append(c.Backends, fcgiAddr(b))
 			}
 			demo := len(backends) == 0
+			if *filter && (demo || g.Root == "") {
+				return usageError(e, fs, "--filter needs --backend and --root")
+			}
 			if demo {
 				addr, stop, err := startDemo(e)
 				if err != nil {
@@ -116,8 +127,12 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 			if err != nil {
 				return err
 			}
+			var h http.Handler = g
+			if *filter {
+				h = g.Filter()
+			}
 			srv := &http.Server{
-				Handler:           g,
+				Handler:           h,
 				ReadHeaderTimeout: 10 * time.Second,
 				ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
 			}

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -20,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/internal/peer"
 )
 
@@ -251,4 +254,34 @@ func TestGatewayPHPFPM(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestGatewayFilter: with --filter each file under --root goes to the
+// application in the Filter role, here fcgikit's server upper-casing it.
+func TestGatewayFilter(t *testing.T) {
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "page.md"), []byte("# hello"), 0o644)
+	sock := filepath.Join(t.TempDir(), "filter.sock")
+	l, err := fcgi.Listen("unix:" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fcgi.Server{Filter: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d, _ := fcgi.FilterDataOf(r)
+		b, err := io.ReadAll(d)
+		fmt.Fprintf(w, "%s %d %v", bytes.ToUpper(b), d.Length, err)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	_, url := startGateway(t, "--backend", "unix:"+sock, "--root", root, "--filter")
+	if body, err := httpGet(url + "page.md"); err != nil || body != "# HELLO 7 <nil>" {
+		t.Fatalf("GET /page.md: %q %v", body, err)
+	}
+	if _, err := httpGet(url + "missing.md"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("GET /missing.md: %v, want 404", err)
+	}
+	if res := runFcgi(t, nil, "gateway", "--filter"); res.code != exitUsage {
+		t.Fatalf("--filter without --backend and --root: exit %d, want 2", res.code)
+	}
 }
