@@ -30,9 +30,11 @@ func minTime(a, b time.Time) time.Time {
 // peer" and answer 502.
 const drainTimeout = 2 * time.Second
 
-// errLateBegin ends, quietly, a connection that received a BEGIN_REQUEST
-// as it was closing (see begin).
-var errLateBegin = errors.New("fcgi: request begun on a closing connection")
+// idleDrain bounds the drain of a connection whose web server had sent all
+// of its last request: it closes its end as soon as it reads our FIN
+// (nginx at once; fcgikit's Client when it next looks at an idle
+// connection), so this only waits out a peer that does not.
+const idleDrain = 250 * time.Millisecond
 
 // drainLimit bounds how many bytes such a connection discards, on top of
 // the declared body (CONTENT_LENGTH) of the request that was answered
@@ -51,6 +53,9 @@ type conn struct {
 	// Owned by the serve goroutine.
 	rd      wire.Reader
 	drained int64 // bytes read while closing
+	// drainStarted is set by startDrain; serve goroutine only.
+	drainStarted bool
+	inputDone    atomic.Bool // the last request's input was complete (finish)
 
 	// wmu guards wr, werr and every write to rwc.
 	wmu  sync.Mutex
@@ -109,7 +114,12 @@ func (c *conn) serve(ctx context.Context) {
 		rec, err := c.rd.Next()
 		if err != nil {
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && !c.draining.Load() && c.expire() {
+			timeout := errors.As(err, &ne) && ne.Timeout()
+			if timeout && c.draining.Load() && !c.drainStarted {
+				c.startDrain()
+				continue
+			}
+			if timeout && !c.draining.Load() && c.expire() {
 				continue
 			}
 			if !c.draining.Load() && !isClosedConnError(err) {
@@ -119,6 +129,9 @@ func (c *conn) serve(ctx context.Context) {
 			return
 		}
 		if c.draining.Load() {
+			if !c.drainStarted {
+				c.startDrain()
+			}
 			// Only what the web server sent before it saw our last
 			// END_REQUEST: discard it, within bounds.
 			if c.drained += int64(wire.HeaderLen + len(rec.Content)); c.drained > c.drainMax.Load() {
@@ -127,9 +140,6 @@ func (c *conn) serve(ctx context.Context) {
 			continue
 		}
 		if err := c.dispatch(ctx, rec); err != nil {
-			if err == errLateBegin {
-				return
-			}
 			c.srv.stats.protocolErrors.Add(1)
 			c.logProtocolError(err)
 			return
@@ -324,19 +334,11 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 	case dup:
 		c.mu.Unlock()
 		return fmt.Errorf("%w: request ID %d", ErrDuplicateRequest, id)
-	case c.closing && len(c.reqs) == 0:
-		// The connection closes as soon as the request that just ended
-		// is released (Shutdown, or no KEEP_CONN): the web server sent
-		// this one before it could see that. It meets a connection
-		// closed before any answer, which web servers (nginx on a kept
-		// connection) and fcgikit's Client retry, where an OVERLOADED
-		// would be a 502. Closed now, once the last response is out,
-		// rather than after a drain the web server would wait through.
-		c.mu.Unlock()
-		c.wmu.Lock()
-		c.wmu.Unlock()
-		return errLateBegin
 	case c.closing:
+		// Sent before the web server could see our last END_REQUEST
+		// (finish has not begun the drain, or this would have been
+		// discarded): it multiplexes or pipelines, and OVERLOADED
+		// tells it the request did not run. fcgikit's Client resends.
 		status = wire.StatusOverloaded
 	case s.roleHandler(Role(br.Role)) == nil:
 		status = wire.StatusUnknownRole
@@ -579,6 +581,16 @@ func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endSt
 		}
 		return w.WriteEndRequest(req.id, appStatus, wire.StatusRequestComplete)
 	})
+	if idle && closing {
+		// Right after END_REQUEST went out: what the web server sends
+		// from now on was sent after it could have read it, on a
+		// connection it took for kept (nginx). It is discarded, and
+		// the FIN that follows makes it fail before any answer, which
+		// nginx retries on a kept connection, where OVERLOADED would
+		// become a 502.
+		c.drainMax.Store(drainLimit + max(req.contentLength, 0))
+		c.draining.Store(true)
+	}
 	c.wmu.Unlock()
 	c.released(req, idle, closing)
 }
@@ -634,24 +646,41 @@ func (c *conn) released(req *request, idle, closing bool) {
 	c.mu.Unlock()
 }
 
-// finish closes a connection that has no request left and serves no more:
-// at once when the web server has sent all it will, otherwise after
-// draining what it still sends, so that it reads our last bytes rather
-// than a reset.
-//
-// The serve goroutine does the closing: the deadline set here wakes it.
+// finish closes a connection that has no request left and serves no more.
+// It wakes the serve goroutine, which ends our side of the connection
+// (startDrain) once it has answered what it already read, and then reads
+// and discards what the web server still sends until it closes its end
+// (or drainTimeout, drainMax), so that the web server reads our last bytes
+// rather than a reset.
 func (c *conn) finish(inputDone bool, bodyLen int64) {
 	c.drainMax.Store(drainLimit + max(bodyLen, 0))
+	c.inputDone.Store(inputDone)
 	c.draining.Store(true)
-	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
-	d := drainTimeout
-	if inputDone {
-		d = 0
-	}
 	// Under c.mu, as every read deadline, so that expire cannot replace
 	// it with one computed before draining began.
+	c.mu.Lock()
+	c.readDeadline = time.Now()
+	c.rwc.SetReadDeadline(c.readDeadline)
+	c.mu.Unlock()
+}
+
+// startDrain sends FIN and gives the web server time to close its end:
+// drainTimeout while it may still be sending the last request's body,
+// idleDrain when it has sent all of it and has nothing to send but a
+// request it began before it saw our END_REQUEST. It runs on the serve
+// goroutine, after anything it wrote for what it read (an OVERLOADED for
+// a request that came too late), never before.
+func (c *conn) startDrain() {
+	c.drainStarted = true
+	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
+		c.wmu.Lock()
+		cw.CloseWrite()
+		c.wmu.Unlock()
+	}
+	d := drainTimeout
+	if c.inputDone.Load() {
+		d = idleDrain
+	}
 	c.mu.Lock()
 	c.readDeadline = time.Now().Add(d)
 	c.rwc.SetReadDeadline(c.readDeadline)

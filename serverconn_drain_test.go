@@ -1,11 +1,19 @@
 package fcgi_test
 
 import (
+	"bytes"
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/internal/fcgitest"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -39,4 +47,168 @@ func TestCloseDrainsLargeUnreadBody(t *testing.T) {
 			t.Fatalf("want EOF, got %v", err)
 		}
 	})
+}
+
+// gateListener's conns hold the write that carries END_REQUEST for ID 1
+// until gate is closed.
+type gateListener struct {
+	net.Listener
+	hit  chan struct{}
+	gate chan struct{}
+	once sync.Once
+}
+
+type gateConn struct {
+	net.Conn
+	l *gateListener
+}
+
+func (l *gateListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &gateConn{c, l}, nil
+}
+
+func (c *gateConn) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte{1, byte(wire.TypeEndRequest), 0, 1, 0, 8}) {
+		c.l.once.Do(func() { close(c.l.hit) })
+		<-c.l.gate
+	}
+	return c.Conn.Write(p)
+}
+
+// A BEGIN_REQUEST with a body arriving while the last response of a
+// connection being shut down is written (a multiplexing web server) must
+// not cut that response off with a reset: the server drains until the web
+// server closes.
+func TestLateBeginDoesNotCutLastResponse(t *testing.T) {
+	const size = 4 << 20
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl := &gateListener{Listener: ln, hit: make(chan struct{}), gate: make(chan struct{})}
+	started, release := make(chan struct{}), make(chan struct{})
+	srv := &fcgi.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+		w.Write(make([]byte, size))
+	})}
+	serveOn(t, gl, srv)
+	c := fcgitest.Dial(t, "tcp", ln.Addr().String())
+	c.NC.(*net.TCPConn).SetReadBuffer(64 << 10)
+	c.Get(1, true, "/")
+	<-started
+	go srv.Shutdown(context.Background())
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+
+	type result struct {
+		n   int
+		end bool
+		err error
+	}
+	res := make(chan result, 1)
+	go func() { // a web server reading at its own pace
+		var r result
+		for {
+			rec, err := c.TryNext()
+			if err != nil {
+				r.err = err
+				res <- r
+				return
+			}
+			if rec.Type == wire.TypeStdout && rec.RequestID == 1 {
+				r.n += len(rec.Content)
+			}
+			if rec.Type == wire.TypeEndRequest && rec.RequestID == 1 {
+				r.end = true
+				res <- r
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	<-gl.hit
+	// HAProxy (multiplexing) sends the next request on the kept connection.
+	nc2 := fcgitest.NewConn(t, c.NC)
+	go func() {
+		nc2.Begin(2, wire.RoleResponder, true).Params(2, "REQUEST_METHOD", "POST", "CONTENT_LENGTH", "262144").Stdin(2, make([]byte, 256<<10))
+		nc2.W.Flush()
+	}()
+	time.Sleep(50 * time.Millisecond)
+	close(gl.gate)
+	r := <-res
+	if !r.end {
+		t.Fatalf("last response cut off: %d of %d body bytes, then %v", r.n, size, r.err)
+	}
+}
+
+// A POST sent on a kept multiplexed connection while the last response of
+// a shutting-down server is being written gets FCGI_OVERLOADED (it did
+// not run), and the Client resends it on a new connection, which reaches
+// the replacement process.
+func TestLateBeginOverloadedAndResent(t *testing.T) {
+	ln1, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl := &gateListener{Listener: ln1, hit: make(chan struct{}), gate: make(chan struct{})}
+	started, release := make(chan struct{}), make(chan struct{})
+	srv1 := &fcgi.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			close(started)
+			<-release
+		}
+		w.Write([]byte("old"))
+	})}
+	serveOn(t, gl, srv1)
+	addr2 := startServer(t, "tcp", nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("new")) // the replacement process
+	}))
+	var dials atomic.Int32
+	c := &fcgi.Client{Addr: ln1.Addr().String(), Multiplex: fcgi.MultiplexOn,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dials.Add(1) > 1 {
+				addr = addr2
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}}
+	defer c.Close()
+	do := func(method, p string) (string, error) {
+		req := &fcgi.Request{Params: map[string]string{"REQUEST_METHOD": method, "REQUEST_URI": p, "SCRIPT_NAME": p}}
+		resp, err := c.Do(context.Background(), req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	first := make(chan error, 1)
+	go func() { _, err := do("GET", "/block"); first <- err }()
+	<-started
+	go srv1.Shutdown(context.Background())
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	<-gl.hit
+	post := make(chan error, 1)
+	go func() {
+		body, err := do("POST", "/form")
+		if err == nil && body != "new" {
+			t.Errorf("POST answered %q", body)
+		}
+		post <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	close(gl.gate)
+	if err := <-first; err != nil {
+		t.Errorf("GET: %v", err)
+	}
+	if err := <-post; err != nil {
+		t.Errorf("POST: %v", err)
+	}
 }
