@@ -400,8 +400,12 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		case cl.reused && errors.Is(err, ErrOverloaded):
 			// Refused, so not run: a kept connection the application is
 			// closing (a graceful shutdown) answers so. A new connection
-			// may reach a process that is not.
+			// may reach a process that is not; another backend, if any,
+			// is surer not to be overloaded.
 			forceNew = true
+			if len(c.backends) > 1 {
+				avoid = cl.b
+			}
 		case cl.reused && !cl.gotRecord && (req.idempotent() || cl.unsent && isReset(err)) && !isTimeoutErr(err):
 			// A request that may have run (the backend read it, then
 			// reset) is retried only when running it twice is harmless.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -1211,4 +1212,49 @@ func TestClientSlowScriptsKeepConns(t *testing.T) {
 	if n := app.conns.Load(); n > 8 {
 		t.Fatalf("%d connections for 4 workers × 15 sequential requests: connections closed as if stalled", n)
 	}
+}
+
+// With MaxConnsPerBackend set, connections are kept for their whole life:
+// a request on a new connection to a slow script does not close the idle
+// ones (that rescue is for the unlimited pool only).
+func TestClientFreeWorkersOnlyWithoutLimit(t *testing.T) {
+	checkLeaks(t)
+	var closed atomic.Int64
+	srv := &fcgi.Server{ConnState: func(_ net.Conn, s fcgi.ConnState) {
+		if s == fcgi.StateClosed {
+			closed.Add(1)
+		}
+	}}
+	addr := startServer(t, "tcp", srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/slow":
+			time.Sleep(700 * time.Millisecond)
+		case "/think":
+			time.Sleep(30 * time.Millisecond)
+		}
+		io.WriteString(w, "ok")
+	}))
+	c := &fcgi.Client{Addr: addr, MaxConnsPerBackend: 4}
+	defer c.Close()
+	fetch := func(p string) {
+		resp, err := c.Do(context.Background(), get(p))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	fetch("/fast") // connection A, now idle
+	done := make(chan struct{})
+	go func() { fetch("/think"); close(done) }() // takes A, gives it back after 30 ms
+	time.Sleep(5 * time.Millisecond)
+	slow := make(chan struct{})
+	go func() { fetch("/slow"); close(slow) }() // a new connection B
+	<-done
+	time.Sleep(400 * time.Millisecond) // B's fresh timer (250 ms) has fired
+	if n := closed.Load(); n != 0 {
+		t.Errorf("%d idle connection(s) closed while MaxConnsPerBackend is set", n)
+	}
+	<-slow
 }

@@ -182,7 +182,9 @@ func (cl *call) roundTrip(ctx context.Context, req *Request, body, data io.Reade
 		cl.freshTimer = time.AfterFunc(b.freshStall(), func() {
 			if cl.fresh.CompareAndSwap(freshPending, freshCounted) {
 				b.freshWaiting.Add(1)
-				b.freeWorkers()
+				if b.c.MaxConnsPerBackend <= 0 {
+					b.freeWorkers()
+				}
 			}
 		})
 	}
@@ -499,9 +501,10 @@ func (cl *call) next() (wire.Type, []byte, error) {
 		if !cl.gotRecord {
 			cl.gotRecord = true
 			cl.notWaiting()
-			if cl.reused {
+			if cl.reused && cl.wdone == nil {
 				// A kept connection has its worker: the wait is the
-				// script's alone, never the accept queue's.
+				// script's alone, never the accept queue's (nor an
+				// upload's: streamed bodies are left out).
 				cl.b.sampleFirstRecord(time.Since(cl.sent))
 			}
 		}
@@ -584,9 +587,9 @@ const (
 // they print are no stall), within these bounds.
 // Until a kept connection has shown the usual wait, firstFreshStall.
 const (
-	minFreshStall   = 20 * time.Millisecond
+	minFreshStall   = 250 * time.Millisecond
 	maxFreshStall   = 2 * time.Second
-	firstFreshStall = 100 * time.Millisecond
+	firstFreshStall = 250 * time.Millisecond
 )
 
 // notWaiting ends the call's count in backend.freshWaiting.
@@ -921,7 +924,8 @@ func (cl *call) abort() {
 // writeAbort sends FCGI_ABORT_REQUEST with cc.wmu held, and unlocks it.
 func (cl *call) writeAbort() {
 	cc := cl.cc
-	if cc.isBroken() {
+	if cc.isBroken() || cl.endSeen.Load() {
+		// Ended meanwhile: its ID may already be another request's.
 		cc.wmu.Unlock()
 		return
 	}

@@ -499,11 +499,14 @@ func (b *backend) startProbe() {
 // longer show whether it still holds.
 func (b *backend) learnRecycling(cc *clientConn) {
 	n := int64(cc.served)
-	if n <= 0 || b.c.closed.Load() {
+	if n <= 0 {
 		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.c.closed.Load() {
+		return // closeIdle, under mu, has stopped the timer for good
+	}
 	if n != b.recycleSeen || b.kept == b.recycleSeenKept {
 		b.recycleSeen, b.recycleSeenKept = n, b.kept
 		return
