@@ -262,7 +262,9 @@ func onHangup(ctx context.Context, reload func()) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGHUP)
 	go func() {
-		defer signal.Stop(ch)
+		// Once ctx ends the process is on its way out: a SIGHUP then
+		// must not kill it before it has stopped what it supervises.
+		defer signal.Ignore(syscall.SIGHUP)
 		for {
 			select {
 			case <-ch:

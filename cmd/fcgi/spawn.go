@@ -32,8 +32,10 @@ spawn waits up to --grace for them to exit, then kills them.
 SIGHUP restarts the processes one at a time (a rolling restart, to load
 a new build): each gets SIGTERM, up to --grace to finish its requests,
 and is replaced at once; the next one follows when its replacement has
-started. Spawn keeps the socket open all along, so no connection is
-refused: connections made meanwhile wait in its backlog.
+run for a second. A replacement that exits sooner, or cannot start,
+stops the roll and leaves the other processes as they were. Spawn keeps
+the socket open all along, so no connection is refused: connections made
+meanwhile wait in its backlog.
 
 The socket is passed as file descriptor 0 (FCGI_LISTENSOCK_FILENO), which
 is what libfcgi, PHP's php-cgi, Go's net/http/fcgi and fcgikit's Serve(nil)
@@ -94,9 +96,11 @@ be bound or PROG could not be started at all.
 				}
 			}
 			e.log.Info("spawn listening", "addr", l.Addr().String(), "n", sp.n, "prog", prog)
-			sp.restart = make([]chan chan struct{}, sp.n)
+			sp.restart = make([]chan chan error, sp.n)
+			sp.done = make([]chan struct{}, sp.n)
 			for i := range sp.restart {
-				sp.restart[i] = make(chan chan struct{})
+				sp.restart[i] = make(chan chan error)
+				sp.done[i] = make(chan struct{})
 			}
 			onHangup(ctx, func() { sp.rollingRestart(ctx) })
 			var wg sync.WaitGroup
@@ -123,30 +127,47 @@ type spawner struct {
 	sock       *os.File
 	e          *env
 
-	// restart[i] asks slot i to replace its process; the slot closes the
-	// channel it receives once the replacement has started.
-	restart []chan chan struct{}
+	// restart[i] asks slot i to replace its process; the slot answers on
+	// the channel it receives, once the replacement has run for
+	// restartSettle (nil) or failed to (why). done[i] is closed when
+	// slot i's supervisor has returned.
+	restart []chan chan error
+	done    []chan struct{}
 }
 
+// restartSettle is how long a replacement must run before a rolling
+// restart moves on: started is not yet serving, and a build that cannot
+// start must not take every slot down in turn.
+const restartSettle = time.Second
+
 // rollingRestart replaces the processes slot by slot, each once the one
-// before has been replaced, so that with -n 2 or more some process is
-// always accepting.
+// before has run for restartSettle, so that with -n 2 or more some process
+// is always accepting. A replacement that fails stops the roll, leaving
+// the other slots as they were.
 func (sp *spawner) rollingRestart(ctx context.Context) {
-	sp.e.log.Info("SIGHUP: restarting the processes one by one")
+	log := sp.e.log
+	log.Info("SIGHUP: restarting the processes one by one")
 	for i := range sp.restart {
-		started := make(chan struct{})
+		ack := make(chan error, 1)
 		select {
-		case sp.restart[i] <- started:
+		case sp.restart[i] <- ack:
+		case <-sp.done[i]:
+			log.Warn("SIGHUP: slot not running; skipped", "slot", i)
+			continue
 		case <-ctx.Done():
 			return
 		}
 		select {
-		case <-started:
+		case err := <-ack:
+			if err != nil {
+				log.Error("SIGHUP: rolling restart stopped; the other processes are left as they were", "slot", i, "err", err)
+				return
+			}
 		case <-ctx.Done():
 			return
 		}
 	}
-	sp.e.log.Info("SIGHUP: all processes restarted")
+	log.Info("SIGHUP: all processes restarted")
 }
 
 // resetAfter is how long a process must run for its slot's back-off to
@@ -155,9 +176,10 @@ const resetAfter = time.Minute
 
 // supervise keeps one process running in slot i until ctx is cancelled.
 func (sp *spawner) supervise(ctx context.Context, i int) error {
+	defer close(sp.done[i])
 	log := sp.e.log.With("slot", i)
 	backoff := sp.minBackoff
-	var started chan struct{} // a restart asked for, to confirm
+	var ack chan error // a restart asked for: how its replacement fares
 	for n := 0; ; n++ {
 		cmd := sp.command()
 		t0 := time.Now()
@@ -166,21 +188,21 @@ func (sp *spawner) supervise(ctx context.Context, i int) error {
 				return fmt.Errorf("starting %s: %w", sp.argv[0], err)
 			}
 			log.Error("restart failed", "err", err)
+			if ack != nil {
+				ack <- fmt.Errorf("starting the replacement: %w", err)
+				ack = nil
+			}
 		} else {
 			log.Info("started", "pid", cmd.Process.Pid)
-			if started != nil {
-				close(started)
-				started = nil
-			}
-			var err error
-			started, err = sp.wait(ctx, cmd, log, sp.restart[i])
+			next, err := sp.wait(ctx, cmd, log, sp.restart[i], ack)
+			ack = nil // wait has answered it
 			if ctx.Err() != nil {
 				return nil
 			}
-			if started != nil {
+			if next != nil {
 				// Replaced on request: at once, and the back-off
 				// starts afresh.
-				backoff = sp.minBackoff
+				ack, backoff = next, sp.minBackoff
 				continue
 			}
 			log.Warn("process exited", "pid", cmd.Process.Pid, "status", exitStatus(err), "ran", time.Since(t0).Round(time.Millisecond))
@@ -192,7 +214,7 @@ func (sp *spawner) supervise(ctx context.Context, i int) error {
 		select {
 		case <-time.After(backoff):
 			backoff = min(2*backoff, sp.maxBackoff)
-		case started = <-sp.restart[i]:
+		case ack = <-sp.restart[i]:
 			// A restart asked for while waiting: start now.
 		case <-ctx.Done():
 			return nil
@@ -223,28 +245,52 @@ func (sp *spawner) command() *exec.Cmd {
 
 // wait waits for cmd to exit. When ctx is cancelled first, or a restart
 // is asked for on restart, it sends SIGTERM, and SIGKILL after the grace
-// period; it returns the restart's confirmation channel in that case.
-func (sp *spawner) wait(ctx context.Context, cmd *exec.Cmd, log *slog.Logger, restart <-chan chan struct{}) (chan struct{}, error) {
+// period; it returns the new restart's answer channel in that case. ack,
+// when not nil, is answered once cmd has run for restartSettle, or has
+// exited before.
+func (sp *spawner) wait(ctx context.Context, cmd *exec.Cmd, log *slog.Logger, restart <-chan chan error, ack chan error) (chan error, error) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	var started chan struct{}
-	select {
-	case err := <-done:
-		return nil, err
-	case <-ctx.Done():
-	case started = <-restart:
-		log.Info("restarting on SIGHUP", "pid", cmd.Process.Pid)
+	var settled <-chan time.Time
+	restartReq := restart
+	if ack != nil {
+		t := time.NewTimer(restartSettle)
+		defer t.Stop()
+		settled = t.C
+		restartReq = nil // one restart at a time
+	}
+	var next chan error
+wait:
+	for {
+		select {
+		case err := <-done:
+			if ack != nil {
+				ack <- fmt.Errorf("the replacement exited within %v: %s", restartSettle, exitStatus(err))
+			}
+			return nil, err
+		case <-settled:
+			ack <- nil
+			ack, settled, restartReq = nil, nil, restart
+		case <-ctx.Done():
+			break wait
+		case next = <-restartReq:
+			log.Info("restarting on SIGHUP", "pid", cmd.Process.Pid)
+			break wait
+		}
+	}
+	if ack != nil {
+		ack <- ctx.Err()
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-done:
 		log.Info("stopped", "pid", cmd.Process.Pid, "status", exitStatus(err))
-		return started, err
+		return next, err
 	case <-time.After(sp.grace):
 	}
 	log.Warn("grace period over: killing", "pid", cmd.Process.Pid)
 	cmd.Process.Kill()
-	return started, <-done
+	return next, <-done
 }
 
 func exitStatus(err error) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -188,5 +189,92 @@ func TestSpawnRollingRestart(t *testing.T) {
 	}
 	if failures.Load() != 0 || answered.Load() == 0 {
 		t.Fatalf("%d requests failed, %d answered during the rolling restart", failures.Load(), answered.Load())
+	}
+}
+
+// TestSpawnRollingRestartStopsOnBadBuild: a replacement that exits at once
+// (a broken build) stops the rolling restart; the other process is left
+// running, untouched.
+func TestSpawnRollingRestartStopsOnBadBuild(t *testing.T) {
+	dir := t.TempDir()
+	sock, broken := filepath.Join(dir, "app.sock"), filepath.Join(dir, "broken")
+	script := "if [ -e " + broken + " ]; then exit 3; fi; exec " + fcgiBin + " demo-app"
+	spawn, out := startFcgi(t, "spawn", "--listen", "unix:"+sock, "-n", "2", "--min-backoff", "50ms", "--", "/bin/sh", "-c", script)
+	waitDial(t, sock)
+	var before []int
+	deadline := time.Now().Add(5 * time.Second)
+	for len(before) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("children %v", before)
+		}
+		time.Sleep(20 * time.Millisecond)
+		before = childrenOf(spawn.Process.Pid)
+	}
+	if err := os.WriteFile(broken, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spawn.Process.Signal(syscall.SIGHUP)
+	deadline = time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "rolling restart stopped") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the roll did not stop:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	kids := childrenOf(spawn.Process.Pid)
+	survivors := 0
+	for _, pid := range before {
+		if slices.Contains(kids, pid) {
+			survivors++
+		}
+	}
+	if survivors != 1 {
+		t.Fatalf("children %v after the failed roll, were %v: want exactly one of the old ones left running", kids, before)
+	}
+	if strings.Contains(out.String(), "all processes restarted") {
+		t.Fatal("the roll reported success")
+	}
+}
+
+// TestSpawnHangupDuringShutdown: a SIGHUP while spawn waits --grace for
+// its processes after SIGTERM does not kill spawn, which goes on to stop
+// them (SIGKILL at the end of the grace).
+func TestSpawnHangupDuringShutdown(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "app.sock")
+	spawn, out := startFcgi(t, "spawn", "--listen", "unix:"+sock, "-n", "1", "--grace", "1s", "--",
+		"/bin/sh", "-c", "trap '' TERM; while :; do sleep 0.05; done")
+	deadline := time.Now().Add(10 * time.Second)
+	var kids []int
+	for len(kids) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not started:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+		kids = childrenOf(spawn.Process.Pid)
+	}
+	// Runs before startFcgi's cleanup, which waits for the output pipe
+	// an orphan would hold open: a failure must not hang the test.
+	t.Cleanup(func() {
+		for _, pid := range kids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	spawn.Process.Signal(syscall.SIGTERM)
+	time.Sleep(300 * time.Millisecond)
+	spawn.Process.Signal(syscall.SIGHUP)
+	deadline = time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "grace period over: killing") {
+		if time.Now().After(deadline) {
+			t.Fatalf("spawn did not finish stopping its process:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, pid := range append(kids, spawn.Process.Pid) {
+		for i := 0; processAlive(pid) && i < 250; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if processAlive(pid) {
+			t.Errorf("process %d outlived spawn's shutdown", pid)
+		}
 	}
 }
