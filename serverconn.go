@@ -53,9 +53,16 @@ type conn struct {
 	// Owned by the serve goroutine.
 	rd      wire.Reader
 	drained int64 // bytes read while closing
-	// drainStarted is set by startDrain; serve goroutine only.
+	// Set by startDrain, for the rest of the connection's life.
 	drainStarted bool
-	inputDone    atomic.Bool // the last request's input was complete (finish)
+	drainUntil   time.Time
+	drainMax     int64
+	// lastReq is the request whose END_REQUEST ended a closing
+	// connection, for startDrain; set by endRequest before draining.
+	lastReq *request
+	// multiplexed is set once two requests were in flight at once: the
+	// web server multiplexes (HAProxy). Set by begin.
+	multiplexed bool
 
 	// wmu guards wr, werr and every write to rwc.
 	wmu  sync.Mutex
@@ -83,7 +90,6 @@ type conn struct {
 	// goroutine reads on, under a deadline and up to drainMax bytes, and
 	// then closes.
 	draining atomic.Bool
-	drainMax atomic.Int64
 }
 
 func newConn(s *Server, rwc net.Conn) *conn {
@@ -112,29 +118,43 @@ func (c *conn) serve(ctx context.Context) {
 	c.mu.Unlock()
 	for {
 		rec, err := c.rd.Next()
+		draining := c.draining.Load()
 		if err != nil {
 			var ne net.Error
 			timeout := errors.As(err, &ne) && ne.Timeout()
-			if timeout && c.draining.Load() && !c.drainStarted {
-				c.startDrain()
+			switch {
+			case timeout && draining && !c.drainStarted:
+				c.startDrain() // woken by finish or shutdown
+				continue
+			case timeout && draining && time.Now().Before(c.drainUntil):
+				// A wake-up meant for a drain already begun.
+				c.setReadDeadline(c.drainUntil)
+				continue
+			case timeout && !draining && c.expire():
 				continue
 			}
-			if timeout && !c.draining.Load() && c.expire() {
-				continue
-			}
-			if !c.draining.Load() && !isClosedConnError(err) {
+			if !draining && !isClosedConnError(err) {
 				c.srv.stats.protocolErrors.Add(1)
 				c.logProtocolError(err)
 			}
 			return
 		}
-		if c.draining.Load() {
+		if draining {
 			if !c.drainStarted {
+				if rec.Type == wire.TypeBeginRequest && c.multiplexed && rec.RequestID != wire.NullRequestID {
+					// A web server that multiplexes may have sent it
+					// before our last END_REQUEST reached it: tell it
+					// the request did not run (it is resent, where a
+					// close would lose a POST), then end.
+					c.write(func(w *wire.Writer) error {
+						return w.WriteEndRequest(rec.RequestID, 0, wire.StatusOverloaded)
+					})
+				}
 				c.startDrain()
 			}
-			// Only what the web server sent before it saw our last
-			// END_REQUEST: discard it, within bounds.
-			if c.drained += int64(wire.HeaderLen + len(rec.Content)); c.drained > c.drainMax.Load() {
+			// Only what the web server sent before it saw our FIN:
+			// discard it, within bounds.
+			if c.drained += int64(wire.HeaderLen + len(rec.Content)); c.drained > c.drainMax {
 				return
 			}
 			continue
@@ -364,6 +384,9 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 	req.ctx, req.cancel = context.WithCancelCause(ctx)
 	c.reqs[id] = req
 	first := len(c.reqs) == 1
+	if len(c.reqs) > 1 {
+		c.multiplexed = true
+	}
 	c.idleSince = time.Time{}
 	if t := s.readTimeout(); t > 0 {
 		req.deadline = time.Now().Add(t)
@@ -587,8 +610,9 @@ func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endSt
 		// connection it took for kept (nginx). It is discarded, and
 		// the FIN that follows makes it fail before any answer, which
 		// nginx retries on a kept connection, where OVERLOADED would
-		// become a 502.
-		c.drainMax.Store(drainLimit + max(req.contentLength, 0))
+		// become a 502. startDrain, on the serve goroutine, reads
+		// lastReq's input state, which that goroutine owns.
+		c.lastReq = req
 		c.draining.Store(true)
 	}
 	c.wmu.Unlock()
@@ -635,7 +659,7 @@ func (c *conn) released(req *request, idle, closing bool) {
 		return
 	}
 	if closing {
-		c.finish(req.inputDone.Load(), req.contentLength)
+		c.finish()
 		return
 	}
 	c.mu.Lock()
@@ -650,26 +674,31 @@ func (c *conn) released(req *request, idle, closing bool) {
 // It wakes the serve goroutine, which ends our side of the connection
 // (startDrain) once it has answered what it already read, and then reads
 // and discards what the web server still sends until it closes its end
-// (or drainTimeout, drainMax), so that the web server reads our last bytes
-// rather than a reset.
-func (c *conn) finish(inputDone bool, bodyLen int64) {
-	c.drainMax.Store(drainLimit + max(bodyLen, 0))
-	c.inputDone.Store(inputDone)
+// (or the drain's time or size runs out), so that the web server reads
+// our last bytes rather than a reset.
+func (c *conn) finish() {
 	c.draining.Store(true)
-	// Under c.mu, as every read deadline, so that expire cannot replace
-	// it with one computed before draining began.
+	c.setReadDeadline(time.Now())
+}
+
+// setReadDeadline sets the connection's read deadline. Under c.mu, as
+// every read deadline, so that expire cannot replace one with a deadline
+// computed before draining began.
+func (c *conn) setReadDeadline(t time.Time) {
 	c.mu.Lock()
-	c.readDeadline = time.Now()
-	c.rwc.SetReadDeadline(c.readDeadline)
+	c.readDeadline = t
+	c.rwc.SetReadDeadline(t)
 	c.mu.Unlock()
 }
 
 // startDrain sends FIN and gives the web server time to close its end:
-// drainTimeout while it may still be sending the last request's body,
-// idleDrain when it has sent all of it and has nothing to send but a
-// request it began before it saw our END_REQUEST. It runs on the serve
-// goroutine, after anything it wrote for what it read (an OVERLOADED for
-// a request that came too late), never before.
+// drainTimeout, and room for the rest of its last request, while it may
+// still be sending that request's input (a body, a Filter's DATA) that
+// the handler left unread; idleDrain when it has sent all of it and has
+// nothing to send but a request it began before it saw our END_REQUEST.
+// It runs on the serve goroutine, after anything that goroutine wrote for
+// what it read, never before; CloseWrite waits under wmu for a response
+// still being written.
 func (c *conn) startDrain() {
 	c.drainStarted = true
 	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
@@ -677,25 +706,38 @@ func (c *conn) startDrain() {
 		cw.CloseWrite()
 		c.wmu.Unlock()
 	}
-	d := drainTimeout
-	if c.inputDone.Load() {
-		d = idleDrain
+	d := idleDrain
+	c.drainMax = drainLimit
+	if req := c.lastReq; req != nil {
+		c.lastReq = nil
+		c.drainMax += max(req.contentLength, 0)
+		inputDone := req.inputDone.Load()
+		if f := req.filter; f != nil {
+			c.drainMax += max(f.Length, 0)
+			inputDone = inputDone && f.ended
+		}
+		if !inputDone {
+			d = drainTimeout
+		}
 	}
-	c.mu.Lock()
-	c.readDeadline = time.Now().Add(d)
-	c.rwc.SetReadDeadline(c.readDeadline)
-	c.mu.Unlock()
+	c.drainUntil = time.Now().Add(d)
+	c.setReadDeadline(c.drainUntil)
 }
 
 // shutdown makes the connection close once its requests are done; an idle
-// one closes now.
+// one begins to at once. Even an idle one drains rather than closes: a
+// response may still be on its way out (its request already left the
+// table), or the web server may be sending a request.
 func (c *conn) shutdown() {
 	c.mu.Lock()
+	wasClosing := c.closing
 	c.closing = true
 	idle := len(c.reqs) == 0
 	c.mu.Unlock()
-	if idle {
-		c.close(nil)
+	// A connection already closing is finished by its last request
+	// (endRequest, released).
+	if idle && !wasClosing {
+		c.finish()
 	}
 }
 

@@ -63,6 +63,10 @@ type gateConn struct {
 	l *gateListener
 }
 
+// CloseWrite lets the server send FIN through the gate, as it would on the
+// bare connection.
+func (c *gateConn) CloseWrite() error { return c.Conn.(*net.TCPConn).CloseWrite() }
+
 func (l *gateListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
@@ -210,5 +214,106 @@ func TestLateBeginOverloadedAndResent(t *testing.T) {
 	}
 	if err := <-post; err != nil {
 		t.Errorf("POST: %v", err)
+	}
+}
+
+// Shutdown while the web server still sends the body a handler left
+// unread (no KEEP_CONN), and Shutdown with a response still being written
+// on a kept connection: neither closes the connection under the web
+// server's feet (EPIPE, or a cut response); both drain.
+func TestShutdownDrainsRatherThanCloses(t *testing.T) {
+	t.Run("unread body", func(t *testing.T) {
+		srv := &fcgi.Server{}
+		addr := startServer(t, "tcp", srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "not reading your body")
+		}))
+		c := dial(t, "tcp", addr)
+		c.Begin(1, wire.RoleResponder, false).Params(1, "REQUEST_METHOD", "POST", "CONTENT_LENGTH", strconv.Itoa(4<<20)).Flush()
+		c.ReadResponse(1)
+		go srv.Shutdown(context.Background())
+		time.Sleep(20 * time.Millisecond)
+		c.W.WriteStream(wire.TypeStdin, 1, make([]byte, 4<<20))
+		c.Record(wire.TypeStdin, 1, nil)
+		if err := c.W.Flush(); err != nil {
+			t.Fatalf("sending the rest of the body: %v", err)
+		}
+	})
+	t.Run("response being written", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		gl := &gateListener{Listener: ln, hit: make(chan struct{}), gate: make(chan struct{})}
+		srv := &fcgi.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") })}
+		serveOn(t, gl, srv)
+		c := fcgitest.Dial(t, "tcp", ln.Addr().String())
+		c.Get(1, true, "/")
+		<-gl.hit
+		go srv.Shutdown(context.Background())
+		time.Sleep(50 * time.Millisecond)
+		close(gl.gate)
+		if _, body := parseCGI(t, c.ReadResponse(1).Stdout); body != "hello" {
+			t.Fatalf("body %q", body)
+		}
+	})
+}
+
+// A Filter handler that answers without reading a DATA stream larger than
+// the fixed drain allowance, on a closing connection: the web server
+// still sending the DATA must not meet a closed connection.
+func TestCloseDrainsUnreadFilterData(t *testing.T) {
+	srv := &fcgi.Server{Filter: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "not reading your data") })}
+	addr := startServer(t, "tcp", srv, http.NotFoundHandler())
+	c := dial(t, "tcp", addr)
+	c.Begin(1, wire.RoleFilter, false).Params(1, "REQUEST_METHOD", "GET", "CONTENT_LENGTH", "0", "FCGI_DATA_LENGTH", strconv.Itoa(4<<20), "FCGI_DATA_LAST_MOD", "1").Stdin(1, nil).Flush()
+	c.ReadResponse(1)
+	c.W.WriteStream(wire.TypeData, 1, make([]byte, 4<<20))
+	c.Record(wire.TypeData, 1, nil)
+	if err := c.W.Flush(); err != nil {
+		t.Fatalf("sending the data: %v", err)
+	}
+}
+
+// The body a handler ignored keeps streaming in, and the serve goroutine
+// begins the drain on a record before finish wakes it: that wake-up must
+// not end the drain at once (closing with input unread is a reset).
+func TestDrainNotCutByLateWakeUp(t *testing.T) {
+	srv := &fcgi.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond)
+		io.WriteString(w, "no thanks")
+	})}
+	addr := startServer(t, "tcp", srv, nil)
+	for i := 0; i < 10; i++ {
+		c := dial(t, "tcp", addr)
+		c.Begin(1, wire.RoleResponder, false).Params(1, "REQUEST_METHOD", "POST", "CONTENT_LENGTH", strconv.Itoa(64<<20)).Flush()
+		stop := make(chan struct{})
+		werr := make(chan error, 1)
+		go func() {
+			chunk := make([]byte, 32<<10)
+			w := wire.NewWriter(c.NC)
+			for sent := 0; ; sent += len(chunk) {
+				select {
+				case <-stop:
+					werr <- nil
+					return
+				default:
+				}
+				w.WriteRecord(wire.TypeStdin, 1, chunk)
+				if err := w.Flush(); err != nil {
+					werr <- err
+					return
+				}
+				if sent > 2<<20 {
+					time.Sleep(2 * time.Millisecond)
+				}
+			}
+		}()
+		c.ReadResponse(1)
+		time.Sleep(300 * time.Millisecond) // within drainTimeout
+		close(stop)
+		if err := <-werr; err != nil {
+			t.Fatalf("run %d: the server closed while the body was still coming: %v", i, err)
+		}
+		c.NC.Close()
 	}
 }

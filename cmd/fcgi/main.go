@@ -257,20 +257,18 @@ func printJSON(w io.Writer, v any) error {
 // onHangup calls reload on each SIGHUP until ctx ends. The long-running
 // subcommands use it, so that SIGHUP (systemd's ExecReload, kill -HUP)
 // reloads what can be reloaded rather than killing the process, as it
-// would by default. Calls to reload do not overlap.
+// would by default. Calls to reload do not overlap. Once ctx has ended
+// the process is on its way out: SIGHUP is still caught, and dropped, so
+// that it cannot kill the process before it has stopped what it
+// supervises (ignoring it instead would pass SIG_IGN on to the processes
+// it still starts).
 func onHangup(ctx context.Context, reload func()) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGHUP)
 	go func() {
-		// Once ctx ends the process is on its way out: a SIGHUP then
-		// must not kill it before it has stopped what it supervises.
-		defer signal.Ignore(syscall.SIGHUP)
-		for {
-			select {
-			case <-ch:
+		for range ch {
+			if ctx.Err() == nil {
 				reload()
-			case <-ctx.Done():
-				return
 			}
 		}
 	}()
