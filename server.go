@@ -188,7 +188,9 @@ const (
 	StateNew ConnState = iota
 	// StateActive is a connection with at least one request in flight.
 	// On a multiplexed connection it says nothing about how many. It moves
-	// to StateIdle or StateClosed.
+	// to StateIdle or StateClosed; a connection closing after its last
+	// request stays active while it waits, briefly, for the web server to
+	// close its end (see Server.Shutdown).
 	StateActive
 	// StateIdle is a connection kept open between requests (KEEP_CONN).
 	// It moves to StateActive or StateClosed.
@@ -395,9 +397,13 @@ func (s *Server) ListenAndServe(addr string) error {
 
 // Shutdown stops the server gracefully: it closes the listeners, closes
 // every idle kept connection, and waits for the requests in flight to
-// finish and their connections to close. If ctx ends first, Shutdown
-// returns ctx.Err() and leaves the remaining connections running (call
-// Close to end them). A Server cannot be used again after Shutdown.
+// finish and their connections to close. A connection is closed the way
+// that loses nothing: our end first (FIN, after any response still being
+// written), then what the web server still sends is read and dropped
+// until it closes its end, for at most 250 ms (2 s while a request body
+// the handler left unread may still be coming). If ctx ends first,
+// Shutdown returns ctx.Err() and leaves the remaining connections running
+// (call Close to end them). A Server cannot be used again after Shutdown.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.inShutdown.Store(true)
 	s.mu.Lock()
