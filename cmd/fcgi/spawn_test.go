@@ -106,14 +106,32 @@ func TestSpawnSystemd(t *testing.T) {
 	if res.code != 0 || !strings.Contains(res.stdout, "FCGI_MPXS_CONNS=1") {
 		t.Fatalf("values through the systemd-style socket: exit %d", res.code)
 	}
+	waitChildren(t, spawn.Process.Pid, 2)
+}
+
+// waitChildren waits until ppid has n live children and returns them.
+func waitChildren(t *testing.T, ppid, n int) []int {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		kids := childrenOf(spawn.Process.Pid)
-		if len(kids) == 2 {
-			break
+		kids := childrenOf(ppid)
+		if len(kids) == n {
+			return kids
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("spawn -n 2 has children %v", kids)
+			t.Fatalf("process %d has children %v, want %d", ppid, kids, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitOutput waits until out holds s.
+func waitOutput(t *testing.T, out *syncBuffer, s string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the output:\n%s", s, out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -136,15 +154,7 @@ func TestSpawnRollingRestart(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "app.sock")
 	spawn, out := startFcgi(t, "spawn", "--listen", "unix:"+sock, "-n", "2", "--", fcgiBin, "demo-app")
 	waitDial(t, sock)
-	var old []int
-	deadline := time.Now().Add(5 * time.Second)
-	for len(old) != 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("spawn -n 2 has children %v", old)
-		}
-		time.Sleep(20 * time.Millisecond)
-		old = childrenOf(spawn.Process.Pid)
-	}
+	old := waitChildren(t, spawn.Process.Pid, 2)
 
 	c := &fcgi.Client{Addr: "unix:" + sock}
 	defer c.Close()
@@ -173,13 +183,7 @@ func TestSpawnRollingRestart(t *testing.T) {
 	})
 	time.Sleep(50 * time.Millisecond)
 	spawn.Process.Signal(syscall.SIGHUP)
-	deadline = time.Now().Add(20 * time.Second)
-	for !strings.Contains(out.String(), "all processes restarted") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no rolling restart:\n%s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitOutput(t, out, "all processes restarted")
 	time.Sleep(50 * time.Millisecond)
 	close(stop)
 	wg.Wait()
@@ -201,26 +205,12 @@ func TestSpawnRollingRestartStopsOnBadBuild(t *testing.T) {
 	script := "if [ -e " + broken + " ]; then exit 3; fi; exec " + fcgiBin + " demo-app"
 	spawn, out := startFcgi(t, "spawn", "--listen", "unix:"+sock, "-n", "2", "--min-backoff", "50ms", "--", "/bin/sh", "-c", script)
 	waitDial(t, sock)
-	var before []int
-	deadline := time.Now().Add(5 * time.Second)
-	for len(before) != 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("children %v", before)
-		}
-		time.Sleep(20 * time.Millisecond)
-		before = childrenOf(spawn.Process.Pid)
-	}
+	before := waitChildren(t, spawn.Process.Pid, 2)
 	if err := os.WriteFile(broken, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	spawn.Process.Signal(syscall.SIGHUP)
-	deadline = time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), "rolling restart stopped") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the roll did not stop:\n%s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitOutput(t, out, "rolling restart stopped")
 	kids := childrenOf(spawn.Process.Pid)
 	survivors := 0
 	for _, pid := range before {
@@ -243,15 +233,7 @@ func TestSpawnHangupDuringShutdown(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "app.sock")
 	spawn, out := startFcgi(t, "spawn", "--listen", "unix:"+sock, "-n", "1", "--grace", "1s", "--",
 		"/bin/sh", "-c", "trap '' TERM; while :; do sleep 0.05; done")
-	deadline := time.Now().Add(10 * time.Second)
-	var kids []int
-	for len(kids) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("not started:\n%s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-		kids = childrenOf(spawn.Process.Pid)
-	}
+	kids := waitChildren(t, spawn.Process.Pid, 1)
 	// Runs before startFcgi's cleanup, which waits for the output pipe
 	// an orphan would hold open: a failure must not hang the test.
 	t.Cleanup(func() {
@@ -262,13 +244,7 @@ func TestSpawnHangupDuringShutdown(t *testing.T) {
 	spawn.Process.Signal(syscall.SIGTERM)
 	time.Sleep(300 * time.Millisecond)
 	spawn.Process.Signal(syscall.SIGHUP)
-	deadline = time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), "grace period over: killing") {
-		if time.Now().After(deadline) {
-			t.Fatalf("spawn did not finish stopping its process:\n%s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitOutput(t, out, "grace period over: killing")
 	for _, pid := range append(kids, spawn.Process.Pid) {
 		for i := 0; processAlive(pid) && i < 250; i++ {
 			time.Sleep(20 * time.Millisecond)
