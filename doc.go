@@ -69,7 +69,9 @@
 //     without CONTENT_LENGTH has ContentLength -1.
 //   - Flush before any Write sends the header, so server-sent events start
 //     at once; responses that fit the buffer get a Content-Length and leave
-//     in one write together with END_REQUEST.
+//     in one write together with END_REQUEST. A HEAD response has no body
+//     but the Content-Type and Content-Length a GET would get, as with
+//     net/http; net/http/fcgi sends the body.
 //   - Serve(nil, h) also accepts a socket passed by systemd socket
 //     activation (LISTEN_FDS), and says clearly when file descriptor 0 is
 //     not a listening socket (ErrNotListener). FCGI_WEB_SERVER_ADDRS is
