@@ -145,6 +145,27 @@ func (d *FilterData) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// dataMeta reads FCGI_DATA_LENGTH (-1 when absent or invalid) and
+// FCGI_DATA_LAST_MOD (the zero Time likewise) from a Filter request's
+// variables.
+func dataMeta(env string) (length int64, lastMod time.Time) {
+	length = -1
+	wire.ForEachPair(env, func(name, value string) bool {
+		switch name {
+		case "FCGI_DATA_LENGTH":
+			if n, err := strconv.ParseInt(value, 10, 64); err == nil && n >= 0 {
+				length = n
+			}
+		case "FCGI_DATA_LAST_MOD":
+			if sec, err := strconv.ParseInt(value, 10, 64); err == nil && sec > 0 {
+				lastMod = time.Unix(sec, 0)
+			}
+		}
+		return true
+	})
+	return length, lastMod
+}
+
 // filterData returns req's FCGI_DATA stream, made on first use from the
 // request's variables. Called by the serve goroutine only: at the start
 // of a Filter request's handler, or by a DATA record that came before it.
@@ -153,19 +174,7 @@ func (c *conn) filterData(req *request) *FilterData {
 		return req.filter
 	}
 	d := &FilterData{Length: -1, pipe: newBodyPipe(-1, c.srv.maxBodyBuffer())}
-	wire.ForEachPair(req.env, func(name, value string) bool {
-		switch name {
-		case "FCGI_DATA_LENGTH":
-			if n, err := strconv.ParseInt(value, 10, 64); err == nil && n >= 0 {
-				d.Length = n
-			}
-		case "FCGI_DATA_LAST_MOD":
-			if sec, err := strconv.ParseInt(value, 10, 64); err == nil && sec > 0 {
-				d.LastMod = time.Unix(sec, 0)
-			}
-		}
-		return true
-	})
+	d.Length, d.LastMod = dataMeta(req.env)
 	// The request's context ends when it is aborted, its connection
 	// closes or its handler returns: a Read or a full pipe waiting for
 	// the serve goroutine or the handler gives up then.

@@ -36,6 +36,10 @@ const drainTimeout = 2 * time.Second
 // connection), so this only waits out a peer that does not.
 const idleDrain = 250 * time.Millisecond
 
+// mpxGrace is how long a closing connection of a multiplexing web server
+// keeps refusing new requests with FCGI_OVERLOADED before its FIN.
+const mpxGrace = 50 * time.Millisecond
+
 // drainLimit bounds how many bytes such a connection discards, on top of
 // the declared body (CONTENT_LENGTH) of the request that was answered
 // last: a web server still sending a body the handler did not read must
@@ -57,12 +61,11 @@ type conn struct {
 	drainStarted bool
 	drainUntil   time.Time
 	drainMax     int64
-	// lastReq is the request whose END_REQUEST ended a closing
-	// connection, for startDrain; set by endRequest before draining.
-	lastReq *request
-	// multiplexed is set once two requests were in flight at once: the
-	// web server multiplexes (HAProxy). Set by begin.
-	multiplexed bool
+	// multiplexed is set once two requests were in flight at once, or
+	// one used an ID other than 1: the web server multiplexes (HAProxy).
+	// Set by begin.
+	multiplexed  bool
+	graceStarted bool // startGrace
 
 	// wmu guards wr, werr and every write to rwc.
 	wmu  sync.Mutex
@@ -86,6 +89,9 @@ type conn struct {
 	// connection last became idle, zero while requests are in flight.
 	readDeadline time.Time
 	idleSince    time.Time
+	// lastReq is the request that left the connection idle, for
+	// startDrain: the web server may still be sending its input.
+	lastReq *request
 	// draining is set once the connection is to be closed: the serve
 	// goroutine reads on, under a deadline and up to drainMax bytes, and
 	// then closes.
@@ -123,6 +129,9 @@ func (c *conn) serve(ctx context.Context) {
 			var ne net.Error
 			timeout := errors.As(err, &ne) && ne.Timeout()
 			switch {
+			case timeout && draining && !c.drainStarted && c.multiplexed && !c.graceStarted:
+				c.startGrace()
+				continue
 			case timeout && draining && !c.drainStarted:
 				c.startDrain() // woken by finish or shutdown
 				continue
@@ -140,16 +149,24 @@ func (c *conn) serve(ctx context.Context) {
 			return
 		}
 		if draining {
-			if !c.drainStarted {
-				if rec.Type == wire.TypeBeginRequest && c.multiplexed && rec.RequestID != wire.NullRequestID {
-					// A web server that multiplexes may have sent it
-					// before our last END_REQUEST reached it: tell it
-					// the request did not run (it is resent, where a
-					// close would lose a POST), then end.
+			if !c.drainStarted && c.multiplexed {
+				// A web server that multiplexes may have sent requests
+				// before our last END_REQUEST reached it: for a short
+				// grace each is told it did not run (it is resent,
+				// where a close would lose a POST), before the FIN.
+				if !c.graceStarted {
+					c.startGrace()
+				}
+				if rec.Type == wire.TypeBeginRequest && rec.RequestID != wire.NullRequestID {
+					c.srv.stats.requests.Add(1)
+					c.srv.stats.overloaded.Add(1)
 					c.write(func(w *wire.Writer) error {
 						return w.WriteEndRequest(rec.RequestID, 0, wire.StatusOverloaded)
 					})
 				}
+				continue
+			}
+			if !c.drainStarted {
 				c.startDrain()
 			}
 			// Only what the web server sent before it saw our FIN:
@@ -383,8 +400,11 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 	req := &request{conn: c, id: id, role: Role(br.Role), keepConn: br.KeepConn()}
 	req.ctx, req.cancel = context.WithCancelCause(ctx)
 	c.reqs[id] = req
+	c.lastReq = nil
 	first := len(c.reqs) == 1
-	if len(c.reqs) > 1 {
+	if len(c.reqs) > 1 || id != 1 {
+		// Web servers that do not multiplex (nginx, Apache, lighttpd)
+		// use ID 1 for everything.
 		c.multiplexed = true
 	}
 	c.idleSince = time.Time{}
@@ -582,6 +602,9 @@ func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endSt
 	c.mu.Lock()
 	delete(c.reqs, req.id)
 	idle := len(c.reqs) == 0
+	if idle {
+		c.lastReq = req // for startDrain, should the connection close now
+	}
 	if !req.keepConn {
 		c.closing = true
 	}
@@ -610,9 +633,7 @@ func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endSt
 		// connection it took for kept (nginx). It is discarded, and
 		// the FIN that follows makes it fail before any answer, which
 		// nginx retries on a kept connection, where OVERLOADED would
-		// become a 502. startDrain, on the serve goroutine, reads
-		// lastReq's input state, which that goroutine owns.
-		c.lastReq = req
+		// become a 502.
 		c.draining.Store(true)
 	}
 	c.wmu.Unlock()
@@ -633,6 +654,9 @@ func (c *conn) abandonRequest(req *request, appStatus uint32) {
 	c.mu.Lock()
 	delete(c.reqs, req.id)
 	idle := len(c.reqs) == 0
+	if !req.keepConn {
+		c.closing = true // once the others are done
+	}
 	c.mu.Unlock()
 	if idle {
 		c.wmu.Unlock()
@@ -691,6 +715,13 @@ func (c *conn) setReadDeadline(t time.Time) {
 	c.mu.Unlock()
 }
 
+// startGrace gives a multiplexing web server mpxGrace, before the FIN, to
+// have the requests it sent before it saw our last END_REQUEST refused.
+func (c *conn) startGrace() {
+	c.graceStarted = true
+	c.setReadDeadline(time.Now().Add(mpxGrace))
+}
+
 // startDrain sends FIN and gives the web server time to close its end:
 // drainTimeout, and room for the rest of its last request, while it may
 // still be sending that request's input (a body, a Filter's DATA) that
@@ -708,13 +739,25 @@ func (c *conn) startDrain() {
 	}
 	d := idleDrain
 	c.drainMax = drainLimit
-	if req := c.lastReq; req != nil {
-		c.lastReq = nil
+	c.mu.Lock()
+	req := c.lastReq
+	c.lastReq = nil
+	c.mu.Unlock()
+	if req != nil {
+		// Its input state is the serve goroutine's: this one's.
 		c.drainMax += max(req.contentLength, 0)
 		inputDone := req.inputDone.Load()
-		if f := req.filter; f != nil {
-			c.drainMax += max(f.Length, 0)
-			inputDone = inputDone && f.ended
+		if req.role == Filter {
+			if f := req.filter; f != nil {
+				c.drainMax += max(f.Length, 0)
+				inputDone = inputDone && f.ended
+			} else {
+				// Refused before its handler started: DATA may all
+				// be still to come.
+				n, _ := dataMeta(req.env)
+				c.drainMax += max(n, 0)
+				inputDone = false
+			}
 		}
 		if !inputDone {
 			d = drainTimeout

@@ -317,3 +317,112 @@ func TestDrainNotCutByLateWakeUp(t *testing.T) {
 		c.NC.Close()
 	}
 }
+
+// KEEP_CONN request whose handler ignored a 4 MiB body; Shutdown comes
+// while the web server is still sending that body.
+func TestShutdownKeptConnUnreadBody(t *testing.T) {
+	const size = 4 << 20
+	srv := &fcgi.Server{}
+	addr := startServer(t, "tcp", srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "not reading your body")
+	}))
+	c := dial(t, "tcp", addr)
+	c.Begin(1, wire.RoleResponder, true).Params(1, "REQUEST_METHOD", "POST", "CONTENT_LENGTH", strconv.Itoa(size)).Flush()
+	c.ReadResponse(1)
+	go srv.Shutdown(context.Background())
+	time.Sleep(20 * time.Millisecond)
+	c.W.WriteStream(wire.TypeStdin, 1, make([]byte, size))
+	c.Record(wire.TypeStdin, 1, nil)
+	if err := c.W.Flush(); err != nil {
+		t.Fatalf("sending the rest of the body: %v", err)
+	}
+	if _, err := c.TryNext(); err != io.EOF {
+		t.Fatalf("want EOF, got %v", err)
+	}
+}
+
+// A multiplexing web server reuses the kept connection as soon as the
+// END_REQUEST arrives (or, on a real network, sent it just before): the
+// late BEGIN should get OVERLOADED, not a bare FIN.
+func TestLateBeginMultiplexedGetsOverloaded(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	srv := &fcgi.Server{}
+	addr := startServer(t, "tcp", srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			close(started)
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	c := dial(t, "tcp", addr)
+	c.Get(1, true, "/block")
+	<-started
+	c.Get(2, true, "/fast") // two in flight: multiplexed
+	c.ReadResponse(2)
+	go srv.Shutdown(context.Background())
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	c.ReadResponse(1)
+	c.Get(3, true, "/late")
+	for {
+		rec, err := c.TryNext()
+		if err != nil {
+			t.Fatalf("no END_REQUEST for the late BEGIN, got %v; stats %+v", err, srv.Stats())
+		}
+		if rec.Type == wire.TypeEndRequest && rec.RequestID == 3 {
+			if end, _ := wire.ParseEndRequest(rec.Content); end.ProtocolStatus != wire.StatusOverloaded {
+				t.Fatalf("late BEGIN answered %+v, want OVERLOADED", end)
+			}
+			return
+		}
+	}
+}
+
+// A Filter refused before its handler starts (413): its FCGI_DATA
+// (FCGI_DATA_LENGTH) does not count in the drain.
+func TestCloseDrainsRefusedFilterData(t *testing.T) {
+	const size = 32 << 20
+	srv := &fcgi.Server{MaxRequestBodyBytes: 10, Filter: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	addr := startServer(t, "tcp", srv, http.NotFoundHandler())
+	c := dial(t, "tcp", addr)
+	c.Begin(1, wire.RoleFilter, false).Params(1, "REQUEST_METHOD", "POST", "CONTENT_LENGTH", "100",
+		"FCGI_DATA_LENGTH", strconv.Itoa(size), "FCGI_DATA_LAST_MOD", "1").Flush()
+	c.ReadResponse(1) // 413
+	c.Stdin(1, make([]byte, 100))
+	c.W.WriteStream(wire.TypeData, 1, make([]byte, size))
+	c.Record(wire.TypeData, 1, nil)
+	if err := c.W.Flush(); err != nil {
+		t.Fatalf("sending DATA: %v", err)
+	}
+	if _, err := c.TryNext(); err != io.EOF {
+		t.Fatalf("want EOF, got %v", err)
+	}
+}
+
+// A request without KEEP_CONN abandoned (handler panicked after output)
+// beside another request: the connection should still close once the
+// other ends.
+func TestAbandonedRequestHonoursKeepConn(t *testing.T) {
+	release := make(chan struct{})
+	srv := &fcgi.Server{}
+	addr := startServer(t, "tcp", srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/panic" {
+			io.WriteString(w, "partial")
+			w.(http.Flusher).Flush()
+			panic("boom")
+		}
+		<-release
+		io.WriteString(w, "ok")
+	}))
+	c := dial(t, "tcp", addr)
+	c.Get(2, true, "/wait")
+	time.Sleep(20 * time.Millisecond)
+	c.Get(1, false, "/panic")
+	c.ReadResponse(1)
+	close(release)
+	c.ReadResponse(2)
+	c.Timeout = time.Second
+	if _, err := c.TryNext(); err != io.EOF {
+		t.Fatalf("want EOF (KEEP_CONN was off for request 1), got %v", err)
+	}
+}
