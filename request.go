@@ -377,6 +377,15 @@ func (p *bodyPipe) write(b []byte) {
 	p.cond.Broadcast()
 }
 
+// allArrived reports whether the whole body has come: the empty STDIN, or
+// every byte CONTENT_LENGTH declared (the empty STDIN may then still be on
+// its way, but nothing else).
+func (p *bodyPipe) allArrived() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.done || p.remain == 0
+}
+
 // closeWrite marks the end of STDIN.
 func (p *bodyPipe) closeWrite() {
 	p.mu.Lock()

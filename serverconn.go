@@ -66,6 +66,7 @@ type conn struct {
 	// Set by begin.
 	multiplexed  bool
 	graceStarted bool // startGrace
+	graceUntil   time.Time
 
 	// wmu guards wr, werr and every write to rwc.
 	wmu  sync.Mutex
@@ -131,6 +132,10 @@ func (c *conn) serve(ctx context.Context) {
 			switch {
 			case timeout && draining && !c.drainStarted && c.multiplexed && !c.graceStarted:
 				c.startGrace()
+				continue
+			case timeout && draining && !c.drainStarted && c.graceStarted && time.Now().Before(c.graceUntil):
+				// finish's wake-up, after a record began the grace.
+				c.setReadDeadline(c.graceUntil)
 				continue
 			case timeout && draining && !c.drainStarted:
 				c.startDrain() // woken by finish or shutdown
@@ -719,7 +724,8 @@ func (c *conn) setReadDeadline(t time.Time) {
 // have the requests it sent before it saw our last END_REQUEST refused.
 func (c *conn) startGrace() {
 	c.graceStarted = true
-	c.setReadDeadline(time.Now().Add(mpxGrace))
+	c.graceUntil = time.Now().Add(mpxGrace)
+	c.setReadDeadline(c.graceUntil)
 }
 
 // startDrain sends FIN and gives the web server time to close its end:
@@ -746,7 +752,11 @@ func (c *conn) startDrain() {
 	if req != nil {
 		// Its input state is the serve goroutine's: this one's.
 		c.drainMax += max(req.contentLength, 0)
-		inputDone := req.inputDone.Load()
+		// The handler may have answered before the empty STDIN came
+		// (a body read to its CONTENT_LENGTH, or none): that record
+		// is then ignored, its request gone, and inputDone stays
+		// unset; what arrived tells instead.
+		inputDone := req.inputDone.Load() || req.contentLength == 0 || req.body != nil && req.body.allArrived()
 		if req.role == Filter {
 			if f := req.filter; f != nil {
 				c.drainMax += max(f.Length, 0)
@@ -776,6 +786,11 @@ func (c *conn) shutdown() {
 	wasClosing := c.closing
 	c.closing = true
 	idle := len(c.reqs) == 0
+	if idle && !wasClosing {
+		// With closing, so that a request read from now on is
+		// discarded (and met by the FIN) rather than refused.
+		c.draining.Store(true)
+	}
 	c.mu.Unlock()
 	// A connection already closing is finished by its last request
 	// (endRequest, released).

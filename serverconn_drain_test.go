@@ -426,3 +426,33 @@ func TestAbandonedRequestHonoursKeepConn(t *testing.T) {
 		t.Fatalf("want EOF (KEEP_CONN was off for request 1), got %v", err)
 	}
 }
+
+// The handler answers before the empty STDIN has been read (no body, or
+// one read to its CONTENT_LENGTH), and the web server sends that record
+// apart: a later Shutdown still drains the idle connection for the short
+// time, not the long one meant for a body still coming.
+func TestShutdownIdleAfterEarlyAnswerIsQuick(t *testing.T) {
+	for _, cl := range []string{"0", "5"} {
+		srv := &fcgi.Server{}
+		addr := startServer(t, "tcp", srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.ReadAll(r.Body)
+			io.WriteString(w, "ok")
+		}))
+		c := dial(t, "tcp", addr)
+		c.Begin(1, wire.RoleResponder, true).Params(1, "REQUEST_METHOD", "POST", "CONTENT_LENGTH", cl)
+		if cl != "0" {
+			c.Record(wire.TypeStdin, 1, []byte("hello"))
+		}
+		c.Flush()
+		c.ReadResponse(1)
+		c.Record(wire.TypeStdin, 1, nil).Flush()
+		time.Sleep(20 * time.Millisecond)
+		start := time.Now()
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("CONTENT_LENGTH %s: Shutdown took %v, as if a body were still coming", cl, d)
+		}
+	}
+}
