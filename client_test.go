@@ -64,6 +64,16 @@ func get(uri string) *fcgi.Request {
 	return &fcgi.Request{Params: map[string]string{"REQUEST_METHOD": "GET", "REQUEST_URI": uri}}
 }
 
+// replayablePost is a POST of body that the client may send again, as
+// Gateway makes them (GetBody set).
+func replayablePost(body string) *fcgi.Request {
+	req := get("/")
+	req.Params["REQUEST_METHOD"] = "POST"
+	req.Body = strings.NewReader(body)
+	req.GetBody = func() (io.Reader, error) { return strings.NewReader(body), nil }
+	return req
+}
+
 func doString(t testing.TB, c *fcgi.Client, req *fcgi.Request) (*fcgi.Response, string) {
 	t.Helper()
 	resp, err := c.Do(context.Background(), req)
@@ -187,9 +197,7 @@ func testClientWorkerRecycling(t *testing.T, tcp bool) {
 		// POST could, and one that meets a reset is not sent twice.)
 		if i >= 8 && i%2 == 1 {
 			// Not idempotent, but replayable as Gateway makes it.
-			req.Params["REQUEST_METHOD"] = "POST"
-			req.Body = strings.NewReader("x")
-			req.GetBody = func() (io.Reader, error) { return strings.NewReader("x"), nil }
+			req = replayablePost("x")
 		}
 		if _, body := doString(t, c, req); body != "hello" {
 			t.Fatalf("body %q", body)
@@ -236,11 +244,9 @@ func TestClientRetryReusedConn(t *testing.T) {
 	c = newClient(app.Addr)
 	defer c.Close()
 	doString(t, c, get("/"))
-	post = get("/")
+	post = replayablePost("x")
 	post.Params["REQUEST_METHOD"] = "PUT"
 	post.Idempotent = true
-	post.Body = strings.NewReader("x")
-	post.GetBody = func() (io.Reader, error) { return strings.NewReader("x"), nil }
 	if _, body := doString(t, c, post); body != "hello" {
 		t.Fatalf("body %q", body)
 	}
@@ -984,10 +990,7 @@ func TestClientNoRetryAfterResetOfReadRequest(t *testing.T) {
 	c := newClient(app.Addr)
 	defer c.Close()
 	doString(t, c, get("/"))
-	post := get("/")
-	post.Params["REQUEST_METHOD"] = "POST"
-	post.Body = strings.NewReader("x")
-	post.GetBody = func() (io.Reader, error) { return strings.NewReader("x"), nil }
+	post := replayablePost("x")
 	resp, err := c.Do(context.Background(), post)
 	if err == nil {
 		resp.Body.Close()
@@ -1094,10 +1097,7 @@ func TestClientOverloadedOnKeptConnRetried(t *testing.T) {
 	c := newClient(app.Addr)
 	defer c.Close()
 	doString(t, c, get("/"))
-	post := get("/")
-	post.Params["REQUEST_METHOD"] = "POST"
-	post.Body = strings.NewReader("x")
-	post.GetBody = func() (io.Reader, error) { return strings.NewReader("x"), nil }
+	post := replayablePost("x")
 	if _, body := doString(t, c, post); body != "ran x" {
 		t.Fatalf("body %q", body)
 	}
@@ -1145,11 +1145,8 @@ func TestClientNoRetryAfterPartialWrite(t *testing.T) {
 	defer c.Close()
 	doString(t, c, get("/"))
 	body := strings.Repeat("b", 8190)
-	post := get("/")
-	post.Params["REQUEST_METHOD"] = "POST"
+	post := replayablePost(body)
 	post.Params["X"] = strings.Repeat("p", 8150) // with the body, past the Writer's 16 KiB
-	post.Body = strings.NewReader(body)
-	post.GetBody = func() (io.Reader, error) { return strings.NewReader(body), nil }
 	resp, err := c.Do(context.Background(), post)
 	if err == nil {
 		resp.Body.Close()

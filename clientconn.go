@@ -118,7 +118,7 @@ type call struct {
 
 	// Owned by the goroutine reading the response.
 	gotRecord  bool         // a record for this request arrived
-	sent       time.Time    // when the request began to be written (not multiplexed)
+	sent       time.Time    // when the request began to be written (reused, not multiplexed)
 	unsent     bool         // writing the request failed before any byte of it left
 	gotStdout  bool         // a STDOUT or END_REQUEST record arrived
 	fresh      atomic.Int32 // freshPending, freshCounted (in backend.freshWaiting) or freshDone
@@ -170,8 +170,8 @@ func (cl *call) roundTrip(ctx context.Context, req *Request, body, data io.Reade
 	if ctx.Done() != nil {
 		cl.stop = context.AfterFunc(ctx, cl.cancel)
 	}
-	if !cl.cc.mpx {
-		cl.sent = time.Now()
+	if cl.reused && !cl.cc.mpx {
+		cl.sent = time.Now() // for sampleFirstRecord
 	}
 	if !cl.reused && !cl.cc.mpx {
 		// Counted only once it has waited well past the backend's usual
@@ -585,11 +585,9 @@ const (
 // accept queue (see backend.freshWaiting) once it has waited for its first
 // record four times the backend's usual wait (scripts that think before
 // they print are no stall), within these bounds.
-// Until a kept connection has shown the usual wait, firstFreshStall.
 const (
-	minFreshStall   = 250 * time.Millisecond
-	maxFreshStall   = 2 * time.Second
-	firstFreshStall = 250 * time.Millisecond
+	minFreshStall = 250 * time.Millisecond
+	maxFreshStall = 2 * time.Second
 )
 
 // notWaiting ends the call's count in backend.freshWaiting.
@@ -664,13 +662,11 @@ func (cl *call) buffered() bool {
 	for !cl.havePeeked {
 		select {
 		case ev := <-cl.events:
-			if ev.typ == wire.TypeStderr || len(*ev.buf) == 0 && ev.typ == wire.TypeStdout {
-				// What nextMpx would do with it on the way.
-				cl.gotRecord = true
-				if cl.stderr != nil && len(*ev.buf) > 0 {
-					cl.stderr.Write(*ev.buf)
-				}
-				putEventBuf(ev.buf)
+			if cl.stderrEvent(ev) {
+				continue
+			}
+			if ev.typ == wire.TypeStdout && len(*ev.buf) == 0 {
+				putEventBuf(ev.buf) // the end of STDOUT: END_REQUEST follows
 				continue
 			}
 			cl.peeked, cl.havePeeked = ev, true
@@ -1001,18 +997,27 @@ func (cl *call) nextMpx() (wire.Type, []byte, error) {
 			}
 			return 0, nil, &TimeoutError{Op: "read response", Addr: cl.b.addr}
 		}
-		cl.gotRecord = true
-		if ev.typ == wire.TypeStderr {
-			if cl.stderr != nil && len(*ev.buf) > 0 {
-				cl.stderr.Write(*ev.buf)
-			}
-			putEventBuf(ev.buf)
+		if cl.stderrEvent(ev) {
 			continue
 		}
 		cl.gotStdout = true
 		cl.cur = ev.buf
 		return ev.typ, *ev.buf, nil
 	}
+}
+
+// stderrEvent takes ev as a record of the call's, and consumes it if it is
+// STDERR: written to the Stderr writer, its buffer returned.
+func (cl *call) stderrEvent(ev event) bool {
+	cl.gotRecord = true
+	if ev.typ != wire.TypeStderr {
+		return false
+	}
+	if cl.stderr != nil && len(*ev.buf) > 0 {
+		cl.stderr.Write(*ev.buf)
+	}
+	putEventBuf(ev.buf)
+	return true
 }
 
 func isClosed(ch chan struct{}) bool {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -231,7 +230,7 @@ func (g *Gateway) Filter() http.Handler {
 		}
 		f, fi, ok := openRegular(rt.file)
 		if !ok {
-			http.NotFound(w, r)
+			g.fail(w, r, noFile(r.URL.Path))
 			return
 		}
 		defer f.Close()
@@ -449,7 +448,7 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 		if errors.As(err, &he) && he.code == http.StatusNotFound {
 			// What next serves is next's business (a Filter, a
 			// handler of its own): the authorizer decides on the path.
-			rt, err = route{docURI: path.Clean("/" + r.URL.Path)}, nil
+			rt, err = route{docURI: cleanURLPath(r.URL.Path)}, nil
 		}
 		if err != nil {
 			g.fail(w, r, err)

@@ -106,13 +106,8 @@ func (g *Gateway) route(urlPath string) (route, error) {
 		return route{}, errBadPath
 	}
 	root := g.root()
-	p := urlPath
-	if p == "" || p[0] != '/' {
-		p = "/" + p
-	}
-	trailing := strings.HasSuffix(p, "/") && p != "/"
-	p = path.Clean(p)
-	if trailing {
+	p := cleanURLPath(urlPath)
+	if strings.HasSuffix(urlPath, "/") && urlPath != "/" {
 		p += "/"
 	}
 	ext := g.scriptExt()
@@ -171,22 +166,32 @@ func hasControl(s string) bool {
 	return false
 }
 
+// cleanURLPath makes a request path rooted and clean.
+func cleanURLPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	return path.Clean(p)
+}
+
 // filterRoute maps a request path to a file under Root for
-// [Gateway.Filter], or a 400 or 404 httpError.
+// [Gateway.Filter], or a 400 or 404 httpError. That the file is a regular
+// one is for the caller to see when it opens it.
 func (g *Gateway) filterRoute(urlPath string) (route, error) {
 	if hasControl(urlPath) {
 		return route{}, errBadPath
 	}
-	p := urlPath
-	if p == "" || p[0] != '/' {
-		p = "/" + p
-	}
-	p = path.Clean(p)
+	p := cleanURLPath(urlPath)
 	f, ok := inRoot(g.root(), p)
-	if !ok || !isFile(f) {
-		return route{}, &httpError{code: http.StatusNotFound, msg: "fcgi: no file for " + clip(urlPath)}
+	if !ok {
+		return route{}, noFile(urlPath)
 	}
 	return route{script: p, docURI: p, file: f}, nil
+}
+
+// noFile is the 404 for a path that names no file.
+func noFile(urlPath string) error {
+	return &httpError{code: http.StatusNotFound, msg: "fcgi: no file for " + clip(urlPath)}
 }
 
 // root is Root, cleaned and made absolute: PHP needs DOCUMENT_ROOT and

@@ -45,9 +45,9 @@ type backend struct {
 	// accept queue, waiting for a worker that a kept connection pins
 	// (PHP-FPM): the idle connections are closed when one starts to
 	// count (freeWorkers), and connections that finish meanwhile are
-	// closed rather than kept, to free their worker. With a limit no larger than the worker count this cannot
-	// happen, and connections are kept for their whole life, which keeps
-	// recycleAfter exact.
+	// closed rather than kept, to free their worker. With a limit no
+	// larger than the worker count this cannot happen, and connections
+	// are kept for their whole life, which keeps recycleAfter exact.
 	freshWaiting atomic.Int64
 	// firstRecord is a moving average, in nanoseconds, of how long
 	// requests on kept connections wait for their first response record
@@ -549,9 +549,5 @@ func (b *backend) sampleFirstRecord(d time.Duration) {
 // freshStall is how long a request on a new connection may wait for its
 // first record before it counts in freshWaiting.
 func (b *backend) freshStall() time.Duration {
-	avg := time.Duration(b.firstRecord.Load())
-	if avg == 0 {
-		return firstFreshStall
-	}
-	return min(max(4*avg, minFreshStall), maxFreshStall)
+	return min(max(4*time.Duration(b.firstRecord.Load()), minFreshStall), maxFreshStall)
 }

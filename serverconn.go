@@ -57,16 +57,15 @@ type conn struct {
 	// Owned by the serve goroutine.
 	rd      wire.Reader
 	drained int64 // bytes read while closing
-	// Set by startDrain, for the rest of the connection's life.
-	drainStarted bool
-	drainUntil   time.Time
-	drainMax     int64
+	// The stages of a closing connection (see nextStage), each ending
+	// at stageEnd; drainMax is set by startDrain.
+	stage    closeStage
+	stageEnd time.Time
+	drainMax int64
 	// multiplexed is set once two requests were in flight at once, or
 	// one used an ID other than 1: the web server multiplexes (HAProxy).
 	// Set by begin.
-	multiplexed  bool
-	graceStarted bool // startGrace
-	graceUntil   time.Time
+	multiplexed bool
 
 	// wmu guards wr, werr and every write to rwc.
 	wmu  sync.Mutex
@@ -130,19 +129,11 @@ func (c *conn) serve(ctx context.Context) {
 			var ne net.Error
 			timeout := errors.As(err, &ne) && ne.Timeout()
 			switch {
-			case timeout && draining && !c.drainStarted && c.multiplexed && !c.graceStarted:
-				c.startGrace()
+			case timeout && draining && time.Now().Before(c.stageEnd):
+				// A wake-up (finish's) before the stage's end.
+				c.setReadDeadline(c.stageEnd)
 				continue
-			case timeout && draining && !c.drainStarted && c.graceStarted && time.Now().Before(c.graceUntil):
-				// finish's wake-up, after a record began the grace.
-				c.setReadDeadline(c.graceUntil)
-				continue
-			case timeout && draining && !c.drainStarted:
-				c.startDrain() // woken by finish or shutdown
-				continue
-			case timeout && draining && time.Now().Before(c.drainUntil):
-				// A wake-up meant for a drain already begun.
-				c.setReadDeadline(c.drainUntil)
+			case timeout && draining && c.nextStage():
 				continue
 			case timeout && !draining && c.expire():
 				continue
@@ -154,25 +145,18 @@ func (c *conn) serve(ctx context.Context) {
 			return
 		}
 		if draining {
-			if !c.drainStarted && c.multiplexed {
+			if c.stage == stageOpen {
+				c.nextStage()
+			}
+			if c.stage == stageGrace {
 				// A web server that multiplexes may have sent requests
-				// before our last END_REQUEST reached it: for a short
-				// grace each is told it did not run (it is resent,
-				// where a close would lose a POST), before the FIN.
-				if !c.graceStarted {
-					c.startGrace()
-				}
+				// before our last END_REQUEST reached it: each is told
+				// it did not run (it is resent, where a close would
+				// lose a POST).
 				if rec.Type == wire.TypeBeginRequest && rec.RequestID != wire.NullRequestID {
-					c.srv.stats.requests.Add(1)
-					c.srv.stats.overloaded.Add(1)
-					c.write(func(w *wire.Writer) error {
-						return w.WriteEndRequest(rec.RequestID, 0, wire.StatusOverloaded)
-					})
+					c.refuseBegin(rec.RequestID, wire.StatusOverloaded)
 				}
 				continue
-			}
-			if !c.drainStarted {
-				c.startDrain()
 			}
 			// Only what the web server sent before it saw our FIN:
 			// discard it, within bounds.
@@ -362,6 +346,16 @@ func (c *conn) getValues(content []byte) error {
 	})
 }
 
+// refuseBegin answers a BEGIN_REQUEST that is not taken with END_REQUEST
+// alone: the ID never became active, so nothing else is owed for it.
+func (c *conn) refuseBegin(id uint16, status wire.ProtocolStatus) error {
+	c.srv.stats.requests.Add(1)
+	if status == wire.StatusOverloaded || status == wire.StatusCantMpxConn {
+		c.srv.stats.overloaded.Add(1)
+	}
+	return c.write(func(w *wire.Writer) error { return w.WriteEndRequest(id, 0, status) })
+}
+
 // begin starts a request (§5.1).
 func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 	br, err := wire.ParseBeginRequest(rec.Content)
@@ -395,12 +389,7 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 	}
 	if status != wire.StatusRequestComplete {
 		c.mu.Unlock()
-		s.stats.requests.Add(1)
-		if status == wire.StatusOverloaded || status == wire.StatusCantMpxConn {
-			s.stats.overloaded.Add(1)
-		}
-		// The ID never became active: nothing else is owed for it.
-		return c.write(func(w *wire.Writer) error { return w.WriteEndRequest(id, 0, status) })
+		return c.refuseBegin(id, status)
 	}
 	req := &request{conn: c, id: id, role: Role(br.Role), keepConn: br.KeepConn()}
 	req.ctx, req.cancel = context.WithCancelCause(ctx)
@@ -720,12 +709,36 @@ func (c *conn) setReadDeadline(t time.Time) {
 	c.mu.Unlock()
 }
 
-// startGrace gives a multiplexing web server mpxGrace, before the FIN, to
-// have the requests it sent before it saw our last END_REQUEST refused.
-func (c *conn) startGrace() {
-	c.graceStarted = true
-	c.graceUntil = time.Now().Add(mpxGrace)
-	c.setReadDeadline(c.graceUntil)
+// closeStage is where a closing connection is (conn.stage).
+type closeStage int
+
+const (
+	stageOpen  closeStage = iota // not begun: woken by finish, or the first record read
+	stageGrace                   // a multiplexing web server's late requests are refused
+	stageDrain                   // FIN sent; what comes is discarded until the web server closes
+)
+
+// nextStage moves a closing connection on, on the serve goroutine, and
+// reports whether it still reads: to stageGrace for mpxGrace when the web
+// server multiplexes (it may have sent requests before it saw our last
+// END_REQUEST: they are refused with OVERLOADED before the FIN), then to
+// stageDrain (startDrain); at the end of that it reports false: close.
+func (c *conn) nextStage() bool {
+	switch c.stage {
+	case stageOpen:
+		if c.multiplexed {
+			c.stage = stageGrace
+			c.stageEnd = time.Now().Add(mpxGrace)
+			c.setReadDeadline(c.stageEnd)
+			return true
+		}
+		c.startDrain()
+	case stageGrace:
+		c.startDrain()
+	default:
+		return false
+	}
+	return true
 }
 
 // startDrain sends FIN and gives the web server time to close its end:
@@ -737,7 +750,7 @@ func (c *conn) startGrace() {
 // what it read, never before; CloseWrite waits under wmu for a response
 // still being written.
 func (c *conn) startDrain() {
-	c.drainStarted = true
+	c.stage = stageDrain
 	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
 		c.wmu.Lock()
 		cw.CloseWrite()
@@ -773,8 +786,8 @@ func (c *conn) startDrain() {
 			d = drainTimeout
 		}
 	}
-	c.drainUntil = time.Now().Add(d)
-	c.setReadDeadline(c.drainUntil)
+	c.stageEnd = time.Now().Add(d)
+	c.setReadDeadline(c.stageEnd)
 }
 
 // shutdown makes the connection close once its requests are done; an idle

@@ -37,16 +37,30 @@ func TestCloseDrainsLargeUnreadBody(t *testing.T) {
 		}
 		// The whole body, sent after the response as a web server
 		// that does not watch for it would.
-		c.W.WriteStream(wire.TypeStdin, 1, make([]byte, size))
-		c.Record(wire.TypeStdin, 1, nil)
-		if err := c.W.Flush(); err != nil {
-			t.Fatalf("sending the body: %v", err)
-		}
+		sendLate(t, c, wire.TypeStdin, size)
 		c.NC.(interface{ CloseWrite() error }).CloseWrite()
-		if _, err := c.TryNext(); err != io.EOF {
-			t.Fatalf("want EOF, got %v", err)
-		}
+		expectEOF(t, c)
 	})
+}
+
+// sendLate sends n bytes of request 1's stream typ, and its end, after the
+// response, as a web server still sending what the handler left unread
+// does: the server must take it all, not close under it (EPIPE, reset).
+func sendLate(t *testing.T, c *fcgitest.Conn, typ wire.Type, n int) {
+	t.Helper()
+	c.W.WriteStream(typ, 1, make([]byte, n))
+	c.Record(typ, 1, nil)
+	if err := c.W.Flush(); err != nil {
+		t.Fatalf("sending %v after the response: %v", typ, err)
+	}
+}
+
+// expectEOF reads the server's close.
+func expectEOF(t *testing.T, c *fcgitest.Conn) {
+	t.Helper()
+	if _, err := c.TryNext(); err != io.EOF {
+		t.Fatalf("want EOF, got %v", err)
+	}
 }
 
 // gateListener's conns hold the write that carries END_REQUEST for ID 1
@@ -232,11 +246,7 @@ func TestShutdownDrainsRatherThanCloses(t *testing.T) {
 		c.ReadResponse(1)
 		go srv.Shutdown(context.Background())
 		time.Sleep(20 * time.Millisecond)
-		c.W.WriteStream(wire.TypeStdin, 1, make([]byte, 4<<20))
-		c.Record(wire.TypeStdin, 1, nil)
-		if err := c.W.Flush(); err != nil {
-			t.Fatalf("sending the rest of the body: %v", err)
-		}
+		sendLate(t, c, wire.TypeStdin, 4<<20)
 	})
 	t.Run("response being written", func(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -267,11 +277,7 @@ func TestCloseDrainsUnreadFilterData(t *testing.T) {
 	c := dial(t, "tcp", addr)
 	c.Begin(1, wire.RoleFilter, false).Params(1, "REQUEST_METHOD", "GET", "CONTENT_LENGTH", "0", "FCGI_DATA_LENGTH", strconv.Itoa(4<<20), "FCGI_DATA_LAST_MOD", "1").Stdin(1, nil).Flush()
 	c.ReadResponse(1)
-	c.W.WriteStream(wire.TypeData, 1, make([]byte, 4<<20))
-	c.Record(wire.TypeData, 1, nil)
-	if err := c.W.Flush(); err != nil {
-		t.Fatalf("sending the data: %v", err)
-	}
+	sendLate(t, c, wire.TypeData, 4<<20)
 }
 
 // The body a handler ignored keeps streaming in, and the serve goroutine
@@ -331,14 +337,8 @@ func TestShutdownKeptConnUnreadBody(t *testing.T) {
 	c.ReadResponse(1)
 	go srv.Shutdown(context.Background())
 	time.Sleep(20 * time.Millisecond)
-	c.W.WriteStream(wire.TypeStdin, 1, make([]byte, size))
-	c.Record(wire.TypeStdin, 1, nil)
-	if err := c.W.Flush(); err != nil {
-		t.Fatalf("sending the rest of the body: %v", err)
-	}
-	if _, err := c.TryNext(); err != io.EOF {
-		t.Fatalf("want EOF, got %v", err)
-	}
+	sendLate(t, c, wire.TypeStdin, size)
+	expectEOF(t, c)
 }
 
 // A multiplexing web server reuses the kept connection as soon as the
@@ -389,14 +389,8 @@ func TestCloseDrainsRefusedFilterData(t *testing.T) {
 		"FCGI_DATA_LENGTH", strconv.Itoa(size), "FCGI_DATA_LAST_MOD", "1").Flush()
 	c.ReadResponse(1) // 413
 	c.Stdin(1, make([]byte, 100))
-	c.W.WriteStream(wire.TypeData, 1, make([]byte, size))
-	c.Record(wire.TypeData, 1, nil)
-	if err := c.W.Flush(); err != nil {
-		t.Fatalf("sending DATA: %v", err)
-	}
-	if _, err := c.TryNext(); err != io.EOF {
-		t.Fatalf("want EOF, got %v", err)
-	}
+	sendLate(t, c, wire.TypeData, size)
+	expectEOF(t, c)
 }
 
 // A request without KEEP_CONN abandoned (handler panicked after output)
