@@ -78,16 +78,25 @@ func (s *cgiHeaderScanner) feed(p []byte, limit int) (header, rest []byte, done 
 
 // parseCGIHeader parses a complete CGI header, as found by cgiHeaderEnd, into
 // an HTTP status and header. The Status field is removed from the header.
-func parseCGIHeader(block []byte) (int, http.Header, error) {
+// The header is h when h is not nil (it must be empty; it is left empty on
+// error), a new one otherwise.
+func parseCGIHeader(block []byte, h http.Header) (status int, _ http.Header, err error) {
 	// One string for the whole block: names and values are substrings of
 	// it, so the header costs one allocation plus the map.
 	s := string(block)
 	lines := bytes.Count(block, []byte{'\n'})
-	h := make(http.Header, lines)
+	if h == nil {
+		h = make(http.Header, lines)
+	} else {
+		defer func() {
+			if err != nil {
+				clear(h) // nothing of a refused header is left for an error page
+			}
+		}()
+	}
 	// One backing array for the values of all lines: a name seen once
 	// gets a one-element slice of it, capped so that appending copies.
 	vals := make([]string, 0, lines)
-	status := 0
 	for len(s) > 0 {
 		i := indexByteString(s, '\n')
 		if i < 0 {

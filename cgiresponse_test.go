@@ -34,7 +34,7 @@ func TestParseCGIHeader(t *testing.T) {
 		{"X: a\rb\n\n", 0, nil, ErrMalformedResponse},
 		{"X: a\x00b\n\n", 0, nil, ErrMalformedResponse},
 	} {
-		status, h, err := parseCGIHeader([]byte(tc.in))
+		status, h, err := parseCGIHeader([]byte(tc.in), nil)
 		if tc.err != nil {
 			if !errors.Is(err, tc.err) {
 				t.Errorf("%q: error %v, want %v", tc.in, err, tc.err)
@@ -138,7 +138,14 @@ func FuzzCGIResponse(f *testing.F) {
 		if !wdone || werr != nil {
 			return
 		}
-		status, h, err := parseCGIHeader(wh)
+		status, h, err := parseCGIHeader(wh, nil)
+		// Into a given map (the gateway's ResponseWriter's): the same
+		// result, and the map left empty on error.
+		into := http.Header{}
+		status2, _, err2 := parseCGIHeader(wh, into)
+		if (err == nil) != (err2 == nil) || status2 != status || (err == nil && !reflect.DeepEqual(into, h)) || (err != nil && len(into) != 0) {
+			t.Fatalf("into a map: %d %v %v; new map: %d %v %v", status2, into, err2, status, h, err)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrMalformedResponse) {
 				t.Fatalf("error %v", err)

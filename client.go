@@ -54,6 +54,16 @@ type Request struct {
 	// request counts as idempotent when REQUEST_METHOD is GET, HEAD,
 	// OPTIONS or TRACE.
 	Idempotent bool
+
+	// env, set by Gateway, holds more parameters, sent after Params: a
+	// gateway builds them per request, and a map for them cost more than
+	// anything else it did but the system calls.
+	env cgiEnv
+
+	// header, set by Gateway, is the empty map the response header is
+	// parsed into (the ResponseWriter's), which saves building one and
+	// copying it.
+	header http.Header
 }
 
 // idempotent reports whether r may be sent again.
@@ -61,7 +71,11 @@ func (r *Request) idempotent() bool {
 	if r.Idempotent {
 		return true
 	}
-	switch r.Params["REQUEST_METHOD"] {
+	m, ok := r.Params["REQUEST_METHOD"]
+	if !ok {
+		m, _ = r.env.get("REQUEST_METHOD")
+	}
+	switch m {
 	case "GET", "HEAD", "OPTIONS", "TRACE":
 		return true
 	}

@@ -126,8 +126,9 @@ type call struct {
 	hdrDL      time.Time    // when ResponseHeaderTimeout expires
 	rdeadline  bool         // a read deadline is set
 	hs         cgiHeaderScanner
-	pending    []byte // STDOUT not yet returned by Read
-	ended      bool   // END_REQUEST arrived
+	header     http.Header // where the response header goes, nil for a new one
+	pending    []byte      // STDOUT not yet returned by Read
+	ended      bool        // END_REQUEST arrived
 	end        wire.EndRequest
 	err        error // returned by Read once pending is empty
 	finished   bool
@@ -167,6 +168,7 @@ func newCall(cc *clientConn) *call {
 func (cl *call) roundTrip(ctx context.Context, req *Request, body, data io.Reader) (*Response, error) {
 	cl.ctx = ctx
 	cl.stderr = req.Stderr
+	cl.header = req.header
 	if ctx.Done() != nil {
 		cl.stop = context.AfterFunc(ctx, cl.cancel)
 	}
@@ -239,26 +241,19 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 		body = nil
 	}
 	bp := paramBufs.Get().(*[]byte)
-	buf := (*bp)[:0]
-	// Pairs are packed into records without splitting one across two:
-	// PHP-FPM parses each PARAMS record on its own.
-	var cutsArr [8]int
-	cuts := cutsArr[:0]
-	start := 0
+	pk := pairPacker{buf: (*bp)[:0]}
 	for k, v := range req.Params {
-		if len(k) > wire.MaxPairPart || len(v) > wire.MaxPairPart {
-			*bp = buf[:0]
-			paramBufs.Put(bp)
-			return fmt.Errorf("fcgi: parameter %q too long", clip(k))
-		}
-		n := wire.PairLen(k, v)
-		if len(buf) > start && len(buf)-start+n > wire.MaxContent {
-			cuts = append(cuts, len(buf))
-			start = len(buf)
-		}
-		buf = wire.AppendPair(buf, k, v)
+		pk.add(k, v, false)
 	}
-	cuts = append(cuts, len(buf))
+	for _, p := range req.env {
+		pk.add(p.name, p.value, p.header)
+	}
+	if pk.err != nil {
+		*bp = pk.buf[:0]
+		paramBufs.Put(bp)
+		return pk.err
+	}
+	buf, cuts, paramsEnd := pk.buf, pk.cuts, len(pk.buf)
 	// A small in-memory body goes out with the header in one write, with
 	// no goroutine: the socket buffer holds it even if the backend answers
 	// before reading it.
@@ -287,6 +282,9 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 			err = wr.WriteStream(wire.TypeParams, cl.id, buf[prev:cut])
 		}
 		prev = cut
+	}
+	if err == nil {
+		err = wr.WriteStream(wire.TypeParams, cl.id, buf[prev:paramsEnd])
 	}
 	if err == nil {
 		err = wr.WriteRecord(wire.TypeParams, cl.id, nil)
@@ -337,6 +335,42 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 
 // maxInlineBody is the largest body sent with the request header.
 const maxInlineBody = 16 << 10
+
+// A pairPacker encodes PARAMS pairs into runs that each fit one record,
+// never splitting a pair across two: PHP-FPM parses each PARAMS record on
+// its own.
+type pairPacker struct {
+	buf   []byte
+	cuts  []int // where each full run ends in buf; nil for the usual one run
+	start int   // where the current run starts
+	err   error
+}
+
+// add appends a pair; with header set, name is an HTTP field name sent as
+// its CGI variable (HTTP_USER_AGENT for User-Agent).
+func (pk *pairPacker) add(name, value string, header bool) {
+	nameLen := len(name)
+	if header {
+		nameLen += len(cgiHeaderPrefix)
+	}
+	if nameLen > wire.MaxPairPart || len(value) > wire.MaxPairPart {
+		if pk.err == nil {
+			pk.err = fmt.Errorf("fcgi: parameter %q too long", clip(name))
+		}
+		return
+	}
+	if len(pk.buf) > pk.start && len(pk.buf)-pk.start+wire.PairSize(nameLen, len(value)) > wire.MaxContent {
+		pk.cuts = append(pk.cuts, len(pk.buf))
+		pk.start = len(pk.buf)
+	}
+	pk.buf = wire.AppendPairLens(pk.buf, nameLen, len(value))
+	if header {
+		pk.buf = appendCGIHeaderName(pk.buf, name)
+	} else {
+		pk.buf = append(pk.buf, name...)
+	}
+	pk.buf = append(pk.buf, value...)
+}
 
 // smallBodyLen reports the length of a body held in memory by one of the
 // standard readers, when it is small enough to send inline.
@@ -551,7 +585,7 @@ func (cl *call) readHeader() (int, http.Header, error) {
 			return 0, nil, err
 		}
 		if done {
-			status, h, err := parseCGIHeader(hdr)
+			status, h, err := parseCGIHeader(hdr, cl.header)
 			if err != nil {
 				return 0, nil, err
 			}

@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Defaults for zero [Gateway] fields.
@@ -122,6 +124,8 @@ type Gateway struct {
 	// ErrorLog receives backend errors and the application's stderr. Nil
 	// means slog.Default().
 	ErrorLog *slog.Logger
+
+	local atomic.Pointer[hostPort] // the last local address, formatted
 }
 
 func (g *Gateway) logger() *slog.Logger {
@@ -188,18 +192,21 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route, req 
 		g.fail(w, r, err)
 		return
 	}
-	req.Params = g.params(r, rt, cl)
+	env := getEnv()
+	defer putEnv(env)
+	*env = g.params(*env, r, rt, cl)
 	for k, v := range extra {
-		req.Params[k] = v
+		env.set(k, v)
 	}
 	if vars, ok := r.Context().Value(authVarsKey{}).(map[string]string); ok {
 		// Over what the gateway computed from the request: the
 		// authorizer is trusted, the client is not (REMOTE_USER from
 		// Basic credentials nobody checked, say).
 		for k, v := range vars {
-			req.Params[k] = v
+			env.set(k, v)
 		}
 	}
+	req.env = *env
 	req.Stderr = &stderrLog{log: g.logger(), r: r}
 	g.serve(w, r, req)
 }
@@ -252,13 +259,27 @@ func (g *Gateway) Filter() http.Handler {
 
 // serve sends req and copies the response to w.
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
+	// The application's header goes straight into w's when nothing was
+	// set there before (by a middleware): a map and a copy fewer.
+	h := w.Header()
+	direct := len(h) == 0
+	if direct {
+		req.header = h
+	}
 	resp, err := g.Client.Do(r.Context(), req)
+	req.header = nil
 	if err != nil {
 		g.fail(w, r, err)
 		return
 	}
 	defer resp.Body.Close()
-	copyHeader(w.Header(), resp.Header)
+	if direct {
+		for _, k := range hopByHop {
+			delete(h, k)
+		}
+	} else {
+		copyHeader(h, resp.Header)
+	}
 	w.WriteHeader(resp.Status)
 	// Flush only when the backend has nothing more in hand: a stream
 	// (SSE, a slow page) reaches the client as it comes, while a
@@ -300,13 +321,14 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 // management belong to net/http.
 func copyHeader(dst, src http.Header) {
 	for k, vs := range src {
-		switch k {
-		case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Te", "Trailer", "Upgrade":
-			continue
+		if !slices.Contains(hopByHop, k) {
+			dst[k] = vs
 		}
-		dst[k] = vs
 	}
 }
+
+// hopByHop lists the hop-by-hop fields, in canonical form.
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Te", "Trailer", "Upgrade"}
 
 // fail answers an error and logs why.
 func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -454,15 +476,18 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 			g.fail(w, r, err)
 			return
 		}
-		params := g.params(r, rt, "")
-		delete(params, "CONTENT_LENGTH")
-		delete(params, "PATH_INFO")
-		delete(params, "SCRIPT_NAME")
+		env := getEnv()
+		*env = g.params(*env, r, rt, "")
+		env.del("CONTENT_LENGTH")
+		env.del("PATH_INFO")
+		env.del("SCRIPT_NAME")
 		if rt.script == "" {
-			delete(params, "SCRIPT_FILENAME")
+			env.del("SCRIPT_FILENAME")
 		}
-		req := &Request{Role: Authorizer, Params: params, Stderr: &stderrLog{log: g.logger(), r: r}}
+		req := &Request{Role: Authorizer, env: *env, Stderr: &stderrLog{log: g.logger(), r: r}}
 		resp, err := g.Client.Do(r.Context(), req)
+		req.env = nil
+		putEnv(env)
 		if err != nil {
 			g.fail(w, r, err)
 			return

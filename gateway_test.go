@@ -384,6 +384,26 @@ func TestGatewayErrors(t *testing.T) {
 		w.Header().Get("Connection") != "" || w.Header().Get("Transfer-Encoding") != "" {
 		t.Fatalf("hop-by-hop: %q %v", w.Body.String(), w.Header())
 	}
+	// Over a header a middleware set first: the application's fields
+	// replace same-named ones, the others stay, hop-by-hop still go.
+	mw := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-App", "middleware")
+		w.Header().Set("X-Mw", "1")
+		g.ServeHTTP(w, r)
+	})
+	if w := serveGW(mw, "GET", "/", nil); w.Header().Get("X-App") != "1" || len(w.Header()["X-App"]) != 1 ||
+		w.Header().Get("X-Mw") != "1" || w.Header().Get("Connection") != "" || w.Body.String() != "plain" {
+		t.Fatalf("hop-by-hop under a middleware's header: %q %v", w.Body.String(), w.Header())
+	}
+
+	// A header refused halfway leaves nothing of itself on the 502.
+	half := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) { r.Write("Set-Cookie: session=1\r\nX-App: 1\r\nno colon\r\n\r\nbody") }
+	})
+	g, _ = newGateway(t, half.Addr, root)
+	if w := serveGW(g, "GET", "/", nil); w.Code != http.StatusBadGateway || w.Header().Get("Set-Cookie") != "" || w.Header().Get("X-App") != "" {
+		t.Fatalf("malformed header: %d %v", w.Code, w.Header())
+	}
 
 	bad := startFake(t, false, func(a *fakeApp) { a.Handler = func(r *fakeReq) { r.Write("garbage\r\n\r\n") } })
 	g, logs = newGateway(t, bad.Addr, root)

@@ -7,6 +7,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 // A route is what a request URL path maps to, as nginx's try_files and
@@ -74,15 +75,45 @@ func asciiEqualFold(a, b string) bool {
 // inRoot joins the slash path p to root and reports whether the result
 // stays inside root.
 func inRoot(root, p string) (string, bool) {
-	f := filepath.Join(root, filepath.FromSlash(p))
-	prefix := root
-	if !strings.HasSuffix(prefix, string(filepath.Separator)) {
-		prefix += string(filepath.Separator) // a root of "/" ends in one already
+	var f string
+	if filepath.Separator == '/' && root != "/" && cleanRooted(p) {
+		f = root + p // what Join gives (root is clean), in one allocation rather than three
+	} else {
+		f = filepath.Join(root, filepath.FromSlash(p))
 	}
-	if f != root && !strings.HasPrefix(f, prefix) {
+	if f == root {
+		return f, true
+	}
+	rest, ok := strings.CutPrefix(f, root)
+	// A root of "/" ends in a separator already; any other must be
+	// followed by one ("/srv/app" does not contain "/srv/apple").
+	if !ok || !(strings.HasSuffix(root, string(filepath.Separator)) || strings.HasPrefix(rest, string(filepath.Separator))) {
 		return "", false
 	}
 	return f, true
+}
+
+// cleanRooted reports whether p is a rooted slash path that path.Clean
+// leaves as it is and that names something below the root: "/a/b", not
+// "/", "/a/", "/a//b" or "/a/../b".
+func cleanRooted(p string) bool {
+	if len(p) < 2 || p[0] != '/' {
+		return false
+	}
+	for seg := p[1:]; ; {
+		i := strings.IndexByte(seg, '/')
+		s := seg
+		if i >= 0 {
+			s = seg[:i]
+		}
+		if s == "" || s == "." || s == ".." {
+			return false
+		}
+		if i < 0 {
+			return true
+		}
+		seg = seg[i+1:]
+	}
 }
 
 func isFile(name string) bool {
@@ -111,12 +142,14 @@ func (g *Gateway) route(urlPath string) (route, error) {
 		p += "/"
 	}
 	ext := g.scriptExt()
-	notFound := &httpError{code: http.StatusNotFound, msg: "fcgi: no script for " + clip(urlPath)}
+	notFound := func() error {
+		return &httpError{code: http.StatusNotFound, msg: "fcgi: no script for " + clip(urlPath)}
+	}
 
 	if script, info, ok := splitScript(p, ext); ok {
 		f, ok := inRoot(root, script)
 		if !ok || !isFile(f) {
-			return route{}, notFound
+			return route{}, notFound()
 		}
 		// try_files $fastcgi_script_name sets $uri, hence DOCUMENT_URI,
 		// to the script.
@@ -152,7 +185,7 @@ func (g *Gateway) route(urlPath string) (route, error) {
 			return route{script: fc, docURI: fc, file: f}, nil
 		}
 	}
-	return route{}, notFound
+	return route{}, notFound()
 }
 
 // hasControl reports whether s holds a control byte (NUL, newline, DEL...),
@@ -222,75 +255,78 @@ func (g *Gateway) index() string {
 }
 
 // params builds the CGI environment nginx's fastcgi_params gives, plus
-// PATH_INFO, for r routed to rt. contentLength is "" for no body.
-func (g *Gateway) params(r *http.Request, rt route, contentLength string) map[string]string {
+// PATH_INFO, for r routed to rt, and Env. contentLength is "" for no body.
+// The environment is appended to env, which should be empty.
+func (g *Gateway) params(env cgiEnv, r *http.Request, rt route, contentLength string) cgiEnv {
 	root := g.root()
-	p := make(map[string]string, 24+len(r.Header)+len(g.Env))
-	for k, v := range g.Env {
-		p[k] = v
-	}
-	p["QUERY_STRING"] = r.URL.RawQuery
-	p["REQUEST_METHOD"] = r.Method
-	p["CONTENT_TYPE"] = r.Header.Get("Content-Type")
-	p["CONTENT_LENGTH"] = contentLength
-	p["SCRIPT_NAME"] = rt.script
+	env.add("QUERY_STRING", r.URL.RawQuery)
+	env.add("REQUEST_METHOD", r.Method)
+	env.add("CONTENT_TYPE", r.Header.Get("Content-Type"))
+	env.add("CONTENT_LENGTH", contentLength)
+	env.add("SCRIPT_NAME", rt.script)
 	// root has no trailing separator but when it is "/" itself.
-	p["SCRIPT_FILENAME"] = strings.TrimSuffix(root, string(filepath.Separator)) + filepath.FromSlash(rt.script)
-	p["PATH_INFO"] = rt.pathInfo
+	env.add("SCRIPT_FILENAME", strings.TrimSuffix(root, string(filepath.Separator))+filepath.FromSlash(rt.script))
+	env.add("PATH_INFO", rt.pathInfo)
 	reqURI := r.RequestURI
 	if reqURI == "" {
 		reqURI = r.URL.RequestURI()
 	}
-	p["REQUEST_URI"] = reqURI
-	p["DOCUMENT_URI"] = rt.docURI
-	p["DOCUMENT_ROOT"] = root
-	p["SERVER_PROTOCOL"] = r.Proto
+	env.add("REQUEST_URI", reqURI)
+	env.add("DOCUMENT_URI", rt.docURI)
+	env.add("DOCUMENT_ROOT", root)
+	env.add("SERVER_PROTOCOL", r.Proto)
 	if r.TLS != nil {
-		p["REQUEST_SCHEME"] = "https"
-		p["HTTPS"] = "on"
+		env.add("REQUEST_SCHEME", "https")
+		env.add("HTTPS", "on")
 	} else {
-		p["REQUEST_SCHEME"] = "http"
+		env.add("REQUEST_SCHEME", "http")
 	}
-	p["GATEWAY_INTERFACE"] = "CGI/1.1"
+	env.add("GATEWAY_INTERFACE", "CGI/1.1")
 	sw := g.ServerSoftware
 	if sw == "" {
 		sw = "fcgikit"
 	}
-	p["SERVER_SOFTWARE"] = sw
+	env.add("SERVER_SOFTWARE", sw)
 	if host, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		p["REMOTE_ADDR"], p["REMOTE_PORT"] = host, port
+		env.add("REMOTE_ADDR", host)
+		env.add("REMOTE_PORT", port)
 	} else {
-		p["REMOTE_ADDR"], p["REMOTE_PORT"] = r.RemoteAddr, ""
+		env.add("REMOTE_ADDR", r.RemoteAddr)
+		env.add("REMOTE_PORT", "")
 	}
 	user := ""
 	if u, _, ok := r.BasicAuth(); ok {
 		user = u
 	}
-	p["REMOTE_USER"] = user
+	env.add("REMOTE_USER", user)
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		if host, port, err := net.SplitHostPort(la.String()); err == nil {
-			p["SERVER_ADDR"], p["SERVER_PORT"] = host, port
+		if host, port, ok := g.localAddr(la); ok {
+			env.add("SERVER_ADDR", host)
+			env.add("SERVER_PORT", port)
 		}
 	}
 	name := g.ServerName
 	if name == "" {
 		name = r.Host
-		if h, _, err := net.SplitHostPort(name); err == nil {
-			name = h
+		if strings.IndexByte(name, ':') >= 0 { // no error to build when there is no port
+			if h, _, err := net.SplitHostPort(name); err == nil {
+				name = h
+			}
 		}
 	}
-	p["SERVER_NAME"] = name
-	p["REDIRECT_STATUS"] = "200"
+	env.add("SERVER_NAME", name)
+	env.add("REDIRECT_STATUS", "200")
 
 	// Every header as HTTP_*, as nginx passes them, except Proxy
 	// (httpoxy, CVE-2016-5385). Repeated headers are joined as nginx
 	// joins them: cookies with "; ", others with ", ".
+	headers := len(env)
 	if r.Host != "" {
-		p["HTTP_HOST"] = r.Host
+		env.addHeader(headers, "Host", r.Host)
 	}
 	_, authorized := r.Context().Value(authVarsKey{}).(map[string]string)
 	for k, vs := range r.Header {
-		if k == "Proxy" || len(vs) == 0 {
+		if len(vs) == 0 || asciiEqualFold(k, "Proxy") {
 			continue
 		}
 		// A name with "_" is dropped, as nginx does by default
@@ -301,29 +337,171 @@ func (g *Gateway) params(r *http.Request, rt route, contentLength string) map[st
 		if strings.IndexByte(k, '_') >= 0 && !(authorized && strings.HasPrefix(k, "Variable-")) {
 			continue
 		}
-		name := cgiHeaderName(k)
 		sep := ", "
 		if k == "Cookie" {
 			sep = "; "
 		}
-		p[name] = strings.Join(vs, sep)
+		env.addHeader(headers, k, strings.Join(vs, sep))
 	}
-	return p
+	// Env last, where the gateway's own variables have not taken the name.
+	for k, v := range g.Env {
+		if env.index(k) < 0 {
+			env.add(k, v)
+		}
+	}
+	return env
 }
 
-// cgiHeaderName turns "X-Forwarded-For" into "HTTP_X_FORWARDED_FOR".
-func cgiHeaderName(k string) string {
-	b := make([]byte, 0, len("HTTP_")+len(k))
-	b = append(b, "HTTP_"...)
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		switch {
-		case 'a' <= c && c <= 'z':
-			c -= 'a' - 'A'
-		case c == '-':
-			c = '_'
-		}
-		b = append(b, c)
+// A param is one CGI variable. A header param's name is the HTTP field
+// name (User-Agent), sent as its CGI variable (HTTP_USER_AGENT) without a
+// string being built for it.
+type param struct {
+	name, value string
+	header      bool
+}
+
+// is reports whether p is the variable name.
+func (p *param) is(name string) bool {
+	if !p.header {
+		return p.name == name
 	}
-	return string(b)
+	rest, ok := strings.CutPrefix(name, cgiHeaderPrefix)
+	return ok && len(rest) == len(p.name) && sameCGIHeader(p.name, rest)
+}
+
+// cgiEnv is a request's CGI environment as the client sends it: the
+// variables in order, each once. It is a slice rather than a map because
+// the gateway builds one per request and a map was, after the system
+// calls, the largest cost of a request.
+type cgiEnv []param
+
+func (e *cgiEnv) add(name, value string) { *e = append(*e, param{name: name, value: value}) }
+
+// addHeader adds the variable for the field name, replacing one among
+// e[from:] that maps to the same variable ("Host" from r.Host and a Host
+// field, or two spellings of one name in a hand-made header).
+func (e *cgiEnv) addHeader(from int, name, value string) {
+	for i := from; i < len(*e); i++ {
+		if p := &(*e)[i]; p.header && len(p.name) == len(name) && sameCGIHeader(p.name, name) {
+			p.name, p.value = name, value
+			return
+		}
+	}
+	*e = append(*e, param{name: name, value: value, header: true})
+}
+
+// index returns the position of the variable name, or -1.
+func (e cgiEnv) index(name string) int {
+	for i := range e {
+		if e[i].is(name) {
+			return i
+		}
+	}
+	return -1
+}
+
+func (e cgiEnv) get(name string) (string, bool) {
+	if i := e.index(name); i >= 0 {
+		return e[i].value, true
+	}
+	return "", false
+}
+
+// set gives the variable name the value, replacing the gateway's own.
+func (e *cgiEnv) set(name, value string) {
+	if i := e.index(name); i >= 0 {
+		(*e)[i] = param{name: name, value: value}
+		return
+	}
+	e.add(name, value)
+}
+
+func (e *cgiEnv) del(name string) {
+	if i := e.index(name); i >= 0 {
+		*e = append((*e)[:i], (*e)[i+1:]...)
+	}
+}
+
+// envs recycles the backing arrays of cgiEnv: one per request otherwise.
+var envs = sync.Pool{New: func() any { e := make(cgiEnv, 0, 48); return &e }}
+
+func getEnv() *cgiEnv { return envs.Get().(*cgiEnv) }
+
+// putEnv recycles e once the request it was sent with is done with it:
+// Client.Do has written it by the time it returns.
+func putEnv(e *cgiEnv) {
+	if cap(*e) > 256 {
+		return // a request with a great many headers; let it go
+	}
+	clear(*e) // drop the strings
+	*e = (*e)[:0]
+	envs.Put(e)
+}
+
+const cgiHeaderPrefix = "HTTP_"
+
+// appendCGIHeaderName appends the CGI variable of an HTTP field name:
+// "X-Forwarded-For" gives "HTTP_X_FORWARDED_FOR".
+func appendCGIHeaderName(dst []byte, field string) []byte {
+	dst = append(dst, cgiHeaderPrefix...)
+	for i := 0; i < len(field); i++ {
+		dst = append(dst, cgiHeaderByte(field[i]))
+	}
+	return dst
+}
+
+func cgiHeaderByte(c byte) byte {
+	switch {
+	case 'a' <= c && c <= 'z':
+		return c - ('a' - 'A')
+	case c == '-':
+		return '_'
+	}
+	return c
+}
+
+// sameCGIHeader reports whether a and b, of equal length, give the same
+// CGI variable: field names, or a field name and the variable without its
+// HTTP_.
+func sameCGIHeader(a, b string) bool {
+	for i := 0; i < len(a); i++ {
+		if cgiHeaderByte(a[i]) != cgiHeaderByte(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// localAddr returns host and port of the address a connection was accepted
+// on, formatted once: it is the same for nearly every request.
+func (g *Gateway) localAddr(la net.Addr) (host, port string, ok bool) {
+	if c := g.local.Load(); c != nil && sameAddr(c.addr, la) {
+		return c.host, c.port, true
+	}
+	host, port, err := net.SplitHostPort(la.String())
+	if err != nil {
+		return "", "", false
+	}
+	g.local.Store(&hostPort{addr: la, host: host, port: port})
+	return host, port, true
+}
+
+// A hostPort is an address and its formatted parts.
+type hostPort struct {
+	addr       net.Addr
+	host, port string
+}
+
+// sameAddr reports whether a and b are the same address: by value, since
+// each connection has its own.
+func sameAddr(a, b net.Addr) bool {
+	switch x := a.(type) {
+	case *net.TCPAddr:
+		y, ok := b.(*net.TCPAddr)
+		return ok && x.Port == y.Port && x.Zone == y.Zone && x.IP.Equal(y.IP)
+	case *net.UnixAddr:
+		y, ok := b.(*net.UnixAddr)
+		return ok && *x == *y
+	}
+	return false
 }

@@ -1,11 +1,16 @@
 package fcgi
 
 import (
+	"maps"
+	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fcgikit/fcgi/internal/wire"
 )
 
 func TestSplitScript(t *testing.T) {
@@ -38,10 +43,31 @@ func TestInRoot(t *testing.T) {
 		{"/srv/www", "/../www/a.php", "/srv/www/a.php", true},
 		{"/", "/etc/passwd", "/etc/passwd", true},
 		{"/", "/", "/", true},
+		{"/srv/www", "/a/b.php", "/srv/www/a/b.php", true},
+		{"/srv/www", "/a//b.php", "/srv/www/a/b.php", true},
+		{"/srv/www", "/a/./b.php", "/srv/www/a/b.php", true},
+		{"/srv/www", "/a/", "/srv/www/a", true},
+		{"/srv/www", "/a/.", "/srv/www/a", true},
+		{"/srv/www", "/a/..", "/srv/www", true},
+		{"/srv/www", "/...", "/srv/www/...", true},
+		{"/srv/www", "/..a", "/srv/www/..a", true},
 	} {
 		got, ok := inRoot(tc.root, tc.p)
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("inRoot(%q, %q) = %q, %v; want %q, %v", tc.root, tc.p, got, ok, tc.want, tc.ok)
+		}
+		// The short cut for clean paths gives what Join gives.
+		if j := filepath.Join(tc.root, tc.p); ok && got != j {
+			t.Errorf("inRoot(%q, %q) = %q, Join gives %q", tc.root, tc.p, got, j)
+		}
+	}
+	for p, want := range map[string]bool{
+		"/a": true, "/a/b.php": true, "/.x": true, "/...": true, "/a..b/c": true,
+		"": false, "/": false, "a": false, "/a/": false, "//a": false, "/a//b": false,
+		"/./a": false, "/a/.": false, "/../a": false, "/a/..": false,
+	} {
+		if got := cleanRooted(p); got != want || (got && path.Clean(p) != p) {
+			t.Errorf("cleanRooted(%q) = %v, want %v", p, got, want)
 		}
 	}
 }
@@ -61,6 +87,10 @@ func FuzzGatewayRoute(f *testing.F) {
 	}
 	g := &Gateway{Root: root, FrontController: "/index.php", ServeStatic: true}
 	f.Fuzz(func(t *testing.T, p string) {
+		// inRoot's short cut for clean paths agrees with Join.
+		if got, ok := inRoot(root, p); ok && got != filepath.Join(root, filepath.FromSlash(p)) {
+			t.Fatalf("inRoot(%q) = %q, Join gives %q", p, got, filepath.Join(root, filepath.FromSlash(p)))
+		}
 		rt, err := g.route(p)
 		if strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 			if err != errBadPath {
@@ -88,7 +118,7 @@ func FuzzGatewayRoute(f *testing.F) {
 func TestGatewayRootForms(t *testing.T) {
 	g := &Gateway{Root: "/"}
 	r := httptest.NewRequest("GET", "/etc/hostname", nil)
-	p := g.params(r, route{script: "/etc/hostname", docURI: "/etc/hostname", file: "/etc/hostname"}, "")
+	p := envMap(t, g.params(nil, r, route{script: "/etc/hostname", docURI: "/etc/hostname", file: "/etc/hostname"}, ""))
 	if p["SCRIPT_FILENAME"] != "/etc/hostname" || p["DOCUMENT_ROOT"] != "/" {
 		t.Errorf("Root \"/\": SCRIPT_FILENAME %q, DOCUMENT_ROOT %q", p["SCRIPT_FILENAME"], p["DOCUMENT_ROOT"])
 	}
@@ -106,9 +136,95 @@ func TestGatewayRootForms(t *testing.T) {
 			t.Errorf("Root %q: %+v %v", root, rt, err)
 			continue
 		}
-		p := g.params(httptest.NewRequest("GET", "/index.php", nil), rt, "")
+		p := envMap(t, g.params(nil, httptest.NewRequest("GET", "/index.php", nil), rt, ""))
 		if p["DOCUMENT_ROOT"] != dir || p["SCRIPT_FILENAME"] != filepath.Join(dir, "index.php") {
 			t.Errorf("Root %q: DOCUMENT_ROOT %q SCRIPT_FILENAME %q", root, p["DOCUMENT_ROOT"], p["SCRIPT_FILENAME"])
 		}
+	}
+}
+
+// envMap is e as a map, failing t if a variable appears twice.
+func envMap(t *testing.T, e cgiEnv) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	for _, p := range e {
+		name := p.name
+		if p.header {
+			name = string(appendCGIHeaderName(nil, p.name))
+		}
+		if _, dup := m[name]; dup {
+			t.Errorf("%s sent twice", name)
+		}
+		m[name] = p.value
+	}
+	return m
+}
+
+// The environment holds each variable once, whatever sets it: the
+// gateway's own win over Env, set (an Authorizer's variables, a Filter's
+// FCGI_DATA_*) wins over the gateway's, a Host field over r.Host, and two
+// spellings of one field name in a hand-made header give one variable.
+func TestCGIEnv(t *testing.T) {
+	g := &Gateway{Root: "/srv", Env: map[string]string{"APP_ENV": "prod", "REQUEST_METHOD": "EVIL", "HTTP_ACCEPT": "env"}}
+	r := httptest.NewRequest("POST", "http://example.com:8080/a.php/b?q=1", nil)
+	r.Header = http.Header{
+		"Accept":  {"text/html", "*/*"},
+		"Cookie":  {"a=1", "b=2"},
+		"X-Dup":   {"1"},
+		"x-dup":   {"2"},
+		"proxy":   {"http://evil"},
+		"X_Under": {"dropped"},
+		"Host":    {"field.example"},
+	}
+	rt := route{script: "/a.php", pathInfo: "/b", docURI: "/a.php", file: "/srv/a.php"}
+	e := g.params(nil, r, rt, "5")
+	e.set("REMOTE_USER", "alice")
+	e.set("HTTP_X_DUP", "authorizer")
+	e.set("FCGI_DATA_LENGTH", "7")
+	m := envMap(t, e)
+	want := map[string]string{
+		"REQUEST_METHOD": "POST", "CONTENT_LENGTH": "5", "QUERY_STRING": "q=1",
+		"SCRIPT_NAME": "/a.php", "PATH_INFO": "/b", "SCRIPT_FILENAME": "/srv/a.php",
+		"APP_ENV": "prod", "HTTP_ACCEPT": "text/html, */*", "HTTP_COOKIE": "a=1; b=2",
+		"HTTP_HOST": "field.example", "REMOTE_USER": "alice", "HTTP_X_DUP": "authorizer",
+		"FCGI_DATA_LENGTH": "7", "SERVER_NAME": "example.com",
+	}
+	for k, v := range want {
+		if m[k] != v {
+			t.Errorf("%s = %q, want %q", k, m[k], v)
+		}
+	}
+	for _, k := range []string{"HTTP_PROXY", "HTTP_X_UNDER", "HTTPS"} {
+		if v, ok := m[k]; ok {
+			t.Errorf("%s = %q, want none", k, v)
+		}
+	}
+	if v, ok := e.get("HTTP_ACCEPT"); !ok || v != "text/html, */*" {
+		t.Errorf("get(HTTP_ACCEPT) = %q, %v", v, ok)
+	}
+	e.del("HTTP_COOKIE")
+	e.del("PATH_INFO")
+	if _, ok := envMap(t, e)["HTTP_COOKIE"]; ok || e.index("PATH_INFO") >= 0 {
+		t.Error("del left the variable")
+	}
+}
+
+// What the client packs for a gateway's environment decodes to the same
+// variables, header names turned into CGI ones on the way.
+func TestPairPackerHeaderNames(t *testing.T) {
+	e := cgiEnv{{name: "A", value: "1"}}
+	e.addHeader(1, "X-Forwarded-For", "10.0.0.1")
+	e.addHeader(1, "user-agent", "curl")
+	var pk pairPacker
+	for _, p := range e {
+		pk.add(p.name, p.value, p.header)
+	}
+	got := map[string]string{}
+	if err := wire.ForEachPair(pk.buf, func(n, v []byte) bool { got[string(n)] = string(v); return true }); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"A": "1", "HTTP_X_FORWARDED_FOR": "10.0.0.1", "HTTP_USER_AGENT": "curl"}
+	if !maps.Equal(got, want) {
+		t.Errorf("packed %v, want %v", got, want)
 	}
 }

@@ -11,7 +11,13 @@ const MaxPairPart = 1<<31 - 1
 
 // PairLen returns the encoded length of the pair name, value.
 func PairLen(name, value string) int {
-	return lenLen(len(name)) + lenLen(len(value)) + len(name) + len(value)
+	return PairSize(len(name), len(value))
+}
+
+// PairSize returns the encoded length of a pair whose name and value are
+// nameLen and valueLen bytes long.
+func PairSize(nameLen, valueLen int) int {
+	return lenLen(nameLen) + lenLen(valueLen) + nameLen + valueLen
 }
 
 func lenLen(n int) int {
@@ -35,6 +41,14 @@ func AppendPair(dst []byte, name, value string) []byte {
 	dst = appendLen(dst, len(value))
 	dst = append(dst, name...)
 	return append(dst, value...)
+}
+
+// AppendPairLens appends the two lengths that start a pair; the caller then
+// appends exactly nameLen bytes of name and valueLen of value. It lets a
+// name be written as it is computed (a CGI variable from an HTTP field
+// name, say) instead of being built as a string first.
+func AppendPairLens(dst []byte, nameLen, valueLen int) []byte {
+	return appendLen(appendLen(dst, nameLen), valueLen)
 }
 
 // bytesOrString lets one decoder serve both a received []byte stream and a

@@ -183,6 +183,15 @@ func TestPairsAllLayouts(t *testing.T) {
 	if len(enc) != want {
 		t.Fatalf("encoded %d bytes, PairLen says %d", len(enc), want)
 	}
+	// AppendPairLens followed by the bytes is the same encoding.
+	var split []byte
+	for _, p := range pairs {
+		split = AppendPairLens(split, len(p[0]), len(p[1]))
+		split = append(append(split, p[0]...), p[1]...)
+	}
+	if !bytes.Equal(split, enc) {
+		t.Fatalf("AppendPairLens + name + value differs from AppendPair:\n% x\n% x", split, enc)
+	}
 	if enc[0] != 1 || enc[1] != 1 {
 		t.Fatalf("short lengths not one byte: % x", enc[:2])
 	}

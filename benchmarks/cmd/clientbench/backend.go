@@ -152,6 +152,9 @@ func (b *backend) accepted() (int64, error) {
 	return strconv.ParseInt(strings.TrimSpace(line), 10, 64)
 }
 
+// pid returns the backend's process ID, which is also its process group.
+func (b *backend) pid() int { return b.cmd.Process.Pid }
+
 // stop ends the backend: SIGTERM, then SIGKILL to its process group after
 // 3 s.
 func (b *backend) stop() {

@@ -58,6 +58,22 @@ func gatewayPart(ctx context.Context, cfg config) error {
 		gwURLs = append(gwURLs, "http://"+l.Addr().String())
 	}
 
+	// The same Gateway behind a minimal HTTP/1.1 loop instead of
+	// net/http's server: what the Gateway would do with a server that
+	// cost nothing but parsing and one write.
+	{
+		c := newClient(cfg.backend.sock, 0)
+		defer c.Close()
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		floorDone := make(chan struct{})
+		go func() { serveFloor(l, &fcgi.Gateway{Client: c, Root: cfg.root}); close(floorDone) }()
+		defer func() { l.Close(); <-floorDone }()
+		gwURLs = append(gwURLs, "http://"+l.Addr().String())
+	}
+
 	conf := strings.NewReplacer("{{sock}}", cfg.backend.sock, "{{root}}", cfg.root).Replace(nginxHTTP)
 	ng, err := benchutil.StartNginx(ctx, filepath.Join(cfg.dir, "nginx"), cfg.workers, conf)
 	if err != nil {
@@ -67,10 +83,12 @@ func gatewayPart(ctx context.Context, cfg config) error {
 
 	fmt.Printf("## Gateway: fcgi.Gateway (net/http server) vs %s fastcgi_pass (%d worker), wrk -t%d -c%d\n\n",
 		ng.Version, cfg.workers, cfg.wrkThreads, cfg.conns)
-	fmt.Println("| response | Gateway req/s, defaults | Gateway req/s, limit | nginx req/s | Gateway / nginx, defaults (target ≥ 0.8×) | Gateway / nginx, limit (target ≥ 0.8×) |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|")
+	fmt.Println("| response | Gateway req/s, defaults | Gateway req/s, limit | nginx req/s | Gateway / nginx, defaults (target ≥ 0.8×) | Gateway / nginx, limit (target ≥ 0.8×) | Gateway without net/http / nginx (no target) |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	var cpuRows []string
 	for _, size := range sizes {
-		urls := []string{gwURLs[0] + size.script, gwURLs[1] + size.script, ng.URL + size.script}
+		urls := []string{gwURLs[0] + size.script, gwURLs[1] + size.script, gwURLs[2] + size.script, ng.URL + size.script}
+		const ngx = 3 // nginx's index in urls
 		for _, url := range urls {
 			if err := check(url, size.body); err != nil {
 				return fmt.Errorf("%w\nnginx error log:\n%s", err, ng.ErrorLog())
@@ -79,15 +97,45 @@ func gatewayPart(ctx context.Context, cfg config) error {
 				return err
 			}
 		}
+		// CPU time per request, by whom, alongside the rates: the
+		// machine is shared by wrk, the backend and the proxy, so the
+		// proxy's cost per request is what decides its throughput.
+		cpu := make([][3][]float64, len(urls)) // proxy, backend, wrk; µs per request
 		rates, err := benchutil.Interleave(len(urls), cfg.rounds, func(i int) (float64, error) {
-			return benchutil.RunWrk(ctx, wrk, urls[i], cfg.wrkThreads, cfg.conns, cfg.d)
+			proxy := benchutil.SelfCPU
+			if i == ngx {
+				proxy = func() time.Duration { return benchutil.GroupCPU(ng.Pgid()) }
+			}
+			p0, b0 := proxy(), benchutil.GroupCPU(cfg.backend.pid())
+			r, err := benchutil.Wrk(ctx, wrk, urls[i], cfg.wrkThreads, cfg.conns, cfg.d)
+			if err != nil || r.Requests == 0 {
+				return 0, err
+			}
+			perReq := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.Requests) }
+			cpu[i][0] = append(cpu[i][0], perReq(proxy()-p0))
+			cpu[i][1] = append(cpu[i][1], perReq(benchutil.GroupCPU(cfg.backend.pid())-b0))
+			cpu[i][2] = append(cpu[i][2], perReq(r.CPU))
+			return r.Rate, nil
 		})
 		if err != nil {
 			return err
 		}
-		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.2f× | %.2f× |\n", size.name,
-			benchutil.Median(rates[0]), benchutil.Median(rates[1]), benchutil.Median(rates[2]),
-			benchutil.MedianRatio(rates[0], rates[2]), benchutil.MedianRatio(rates[1], rates[2]))
+		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.2f× | %.2f× | %.2f× |\n", size.name,
+			benchutil.Median(rates[0]), benchutil.Median(rates[1]), benchutil.Median(rates[ngx]),
+			benchutil.MedianRatio(rates[0], rates[ngx]), benchutil.MedianRatio(rates[1], rates[ngx]),
+			benchutil.MedianRatio(rates[2], rates[ngx]))
+		for i, name := range []string{"Gateway, defaults", "Gateway, limit", "Gateway without net/http", "nginx"} {
+			cpuRows = append(cpuRows, fmt.Sprintf("| %s | %s | %.1f | %.1f | %.1f |", size.name, name,
+				benchutil.Median(cpu[i][0]), benchutil.Median(cpu[i][1]), benchutil.Median(cpu[i][2])))
+		}
+	}
+	fmt.Println()
+	fmt.Println("CPU time per request, µs (user + system, all threads; medians over the rounds):")
+	fmt.Println()
+	fmt.Println("| response | proxy | proxy | backend | wrk |")
+	fmt.Println("|---|---|---:|---:|---:|")
+	for _, r := range cpuRows {
+		fmt.Println(r)
 	}
 	fmt.Println()
 	return nil

@@ -23,10 +23,13 @@
 // (runtime.MemStats deltas around each measurement, divided by the
 // requests), and the connections the backend accepted per request.
 //
-// Part "gateway" serves the backend over HTTP on loopback twice, through
+// Part "gateway" serves the backend over HTTP on loopback, through
 // fcgi.Gateway in a net/http server in this process and through nginx
 // (fastcgi_pass, fastcgi_keep_conn on, upstream keepalive), with the same
-// routing (try_files on the script), and drives both with wrk.
+// routing (try_files on the script), and drives both with wrk. It also
+// runs the Gateway behind a minimal HTTP/1.1 loop in place of net/http's
+// server, a measuring device that shows the server's share, and reports
+// the CPU time per request of the proxy, the backend and wrk.
 //
 // Usage:
 //

@@ -144,6 +144,10 @@ func StartNginx(ctx context.Context, dir string, workers int, httpConf string) (
 	}
 }
 
+// Pgid returns nginx's process group: its master and workers, for
+// [GroupCPU].
+func (n *Nginx) Pgid() int { return n.cmd.Process.Pid }
+
 // ErrorLog returns the end of nginx's error log.
 func (n *Nginx) ErrorLog() string { return Tail(filepath.Join(n.Dir, "error.log")) }
 
