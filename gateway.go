@@ -70,8 +70,8 @@ const smallBody = 64 << 10
 // (FCGI_OVERLOADED) or 504 Gateway Timeout (a [Client] timeout), with a
 // log line that says why.
 //
-// A Gateway must not be changed after it starts serving; it is safe for
-// concurrent use.
+// A Gateway must not be changed or copied after it starts serving; it is
+// safe for concurrent use.
 type Gateway struct {
 	// Client sends the requests; it is required.
 	Client *Client

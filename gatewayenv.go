@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -366,7 +367,17 @@ func (p *param) is(name string) bool {
 		return p.name == name
 	}
 	rest, ok := strings.CutPrefix(name, cgiHeaderPrefix)
-	return ok && len(rest) == len(p.name) && sameCGIHeader(p.name, rest)
+	if !ok || len(rest) != len(p.name) {
+		return false
+	}
+	// Only the field name is turned into its variable: HTTP_x_foo is not
+	// the variable of X-Foo, which is sent as HTTP_X_FOO.
+	for i := 0; i < len(rest); i++ {
+		if cgiHeaderByte(p.name[i]) != rest[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // cgiEnv is a request's CGI environment as the client sends it: the
@@ -418,7 +429,7 @@ func (e *cgiEnv) set(name, value string) {
 
 func (e *cgiEnv) del(name string) {
 	if i := e.index(name); i >= 0 {
-		*e = append((*e)[:i], (*e)[i+1:]...)
+		*e = slices.Delete(*e, i, i+1) // zeroes the freed slot: the pool keeps no request's strings
 	}
 }
 
@@ -460,9 +471,8 @@ func cgiHeaderByte(c byte) byte {
 	return c
 }
 
-// sameCGIHeader reports whether a and b, of equal length, give the same
-// CGI variable: field names, or a field name and the variable without its
-// HTTP_.
+// sameCGIHeader reports whether the field names a and b, of equal length,
+// give the same CGI variable.
 func sameCGIHeader(a, b string) bool {
 	for i := 0; i < len(a); i++ {
 		if cgiHeaderByte(a[i]) != cgiHeaderByte(b[i]) {

@@ -207,6 +207,23 @@ func TestCGIEnv(t *testing.T) {
 	if _, ok := envMap(t, e)["HTTP_COOKIE"]; ok || e.index("PATH_INFO") >= 0 {
 		t.Error("del left the variable")
 	}
+	// What del freed holds no request's strings once the slice goes
+	// back to the pool.
+	for _, p := range e[len(e):cap(e)] {
+		if p != (param{}) {
+			t.Errorf("freed slot holds %+v", p)
+		}
+	}
+
+	// An Env name that only looks like a header's variable is its own:
+	// X-Foo is sent as HTTP_X_FOO, not as HTTP_x_foo or HTTP_X-FOO.
+	g = &Gateway{Root: "/srv", Env: map[string]string{"HTTP_x_foo": "env1", "HTTP_X-FOO": "env2", "HTTP_X_FOO": "env3"}}
+	r = httptest.NewRequest("GET", "/a.php", nil)
+	r.Header.Set("X-Foo", "hdr")
+	m = envMap(t, g.params(nil, r, rt, ""))
+	if m["HTTP_x_foo"] != "env1" || m["HTTP_X-FOO"] != "env2" || m["HTTP_X_FOO"] != "hdr" {
+		t.Errorf("Env beside a header: %q %q %q", m["HTTP_x_foo"], m["HTTP_X-FOO"], m["HTTP_X_FOO"])
+	}
 }
 
 // What the client packs for a gateway's environment decodes to the same

@@ -108,8 +108,11 @@ func gatewayPart(ctx context.Context, cfg config) error {
 			}
 			p0, b0 := proxy(), benchutil.GroupCPU(cfg.backend.pid())
 			r, err := benchutil.Wrk(ctx, wrk, urls[i], cfg.wrkThreads, cfg.conns, cfg.d)
-			if err != nil || r.Requests == 0 {
+			if err != nil {
 				return 0, err
+			}
+			if r.Requests == 0 {
+				return 0, fmt.Errorf("wrk %s: no request completed", urls[i])
 			}
 			perReq := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.Requests) }
 			cpu[i][0] = append(cpu[i][0], perReq(proxy()-p0))
@@ -132,7 +135,7 @@ func gatewayPart(ctx context.Context, cfg config) error {
 	fmt.Println()
 	fmt.Println("CPU time per request, µs (user + system, all threads; medians over the rounds):")
 	fmt.Println()
-	fmt.Println("| response | proxy | proxy | backend | wrk |")
+	fmt.Println("| response | setup | proxy | backend | wrk |")
 	fmt.Println("|---|---|---:|---:|---:|")
 	for _, r := range cpuRows {
 		fmt.Println(r)
