@@ -245,3 +245,65 @@ func TestPairPackerHeaderNames(t *testing.T) {
 		t.Errorf("packed %v, want %v", got, want)
 	}
 }
+
+// FuzzPairPacker packs arbitrary variables, some of them header variables
+// and some of them long, and checks what PHP-FPM relies on: each PARAMS
+// record decodes on its own, none is over 65535 bytes unless it holds a
+// single pair (which the writer then splits), and the pairs come out in
+// order with header names turned into HTTP_ variables.
+func FuzzPairPacker(f *testing.F) {
+	f.Add("REQUEST_METHOD\x00User-Agent\x00x-forwarded-for", "GET\x00curl\x0010.0.0.1", uint64(0b110), uint16(0))
+	f.Add("A\x00B\x00C", "1\x002\x003", uint64(0), uint16(40000))
+	f.Add(strings.Repeat("N", 130)+"\x00h", "v\x00w", uint64(0b10), uint16(65535))
+	f.Fuzz(func(t *testing.T, names, values string, headers uint64, grow uint16) {
+		ns, vs := strings.Split(names, "\x00"), strings.Split(values, "\x00")
+		var e cgiEnv
+		for i, n := range ns {
+			v := ""
+			if i < len(vs) {
+				v = vs[i]
+			}
+			if grow > 0 && i%2 == 1 {
+				// Long values, to make the packer cut between records.
+				v = strings.Repeat("v", int(grow)) + v
+			}
+			e = append(e, param{name: n, value: v, header: headers&(1<<(i%64)) != 0})
+		}
+		var pk pairPacker
+		for _, p := range e {
+			pk.add(p.name, p.value, p.header)
+		}
+		if pk.err != nil {
+			t.Fatal(pk.err)
+		}
+		var got []param
+		prev := 0
+		for _, cut := range append(pk.cuts, len(pk.buf)) {
+			rec := pk.buf[prev:cut]
+			prev = cut
+			n := 0
+			if err := wire.ForEachPair(rec, func(name, value []byte) bool {
+				got = append(got, param{name: string(name), value: string(value)})
+				n++
+				return true
+			}); err != nil {
+				t.Fatalf("a record does not decode on its own: %v", err)
+			}
+			if len(rec) > wire.MaxContent && n != 1 {
+				t.Fatalf("a record of %d bytes holds %d pairs", len(rec), n)
+			}
+		}
+		if len(got) != len(e) {
+			t.Fatalf("%d pairs out, %d in", len(got), len(e))
+		}
+		for i, p := range e {
+			name := p.name
+			if p.header {
+				name = string(appendCGIHeaderName(nil, p.name))
+			}
+			if got[i].name != name || got[i].value != p.value {
+				t.Fatalf("pair %d: %q=%.20q, want %q=%.20q", i, got[i].name, got[i].value, name, p.value)
+			}
+		}
+	})
+}
