@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -267,15 +266,16 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 		req.header = h
 	}
 	resp, err := g.Client.Do(r.Context(), req)
-	req.header = nil
 	if err != nil {
 		g.fail(w, r, err)
 		return
 	}
 	defer resp.Body.Close()
 	if direct {
-		for _, k := range hopByHop {
-			delete(h, k)
+		for k := range h { // the application's few fields, not the list
+			if isHopByHop(k) {
+				delete(h, k)
+			}
 		}
 	} else {
 		copyHeader(h, resp.Header)
@@ -321,14 +321,20 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 // management belong to net/http.
 func copyHeader(dst, src http.Header) {
 	for k, vs := range src {
-		if !slices.Contains(hopByHop, k) {
+		if !isHopByHop(k) {
 			dst[k] = vs
 		}
 	}
 }
 
-// hopByHop lists the hop-by-hop fields, in canonical form.
-var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Te", "Trailer", "Upgrade"}
+// isHopByHop reports whether the canonical field name k is hop-by-hop.
+func isHopByHop(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Te", "Trailer", "Upgrade":
+		return true
+	}
+	return false
+}
 
 // fail answers an error and logs why.
 func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -486,7 +492,6 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 		}
 		req := &Request{Role: Authorizer, env: *env, Stderr: &stderrLog{log: g.logger(), r: r}}
 		resp, err := g.Client.Do(r.Context(), req)
-		req.env = nil
 		putEnv(env)
 		if err != nil {
 			g.fail(w, r, err)

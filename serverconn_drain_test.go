@@ -81,6 +81,16 @@ type gateConn struct {
 // bare connection.
 func (c *gateConn) CloseWrite() error { return c.Conn.(*net.TCPConn).CloseWrite() }
 
+// newGateListener listens on loopback TCP behind a gate.
+func newGateListener(t *testing.T) *gateListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &gateListener{Listener: ln, hit: make(chan struct{}), gate: make(chan struct{})}
+}
+
 func (l *gateListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
@@ -103,11 +113,7 @@ func (c *gateConn) Write(p []byte) (int, error) {
 // server closes.
 func TestLateBeginDoesNotCutLastResponse(t *testing.T) {
 	const size = 4 << 20
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gl := &gateListener{Listener: ln, hit: make(chan struct{}), gate: make(chan struct{})}
+	gl := newGateListener(t)
 	started, release := make(chan struct{}), make(chan struct{})
 	srv := &fcgi.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(started)
@@ -115,7 +121,7 @@ func TestLateBeginDoesNotCutLastResponse(t *testing.T) {
 		w.Write(make([]byte, size))
 	})}
 	serveOn(t, gl, srv)
-	c := fcgitest.Dial(t, "tcp", ln.Addr().String())
+	c := fcgitest.Dial(t, "tcp", gl.Addr().String())
 	c.NC.(*net.TCPConn).SetReadBuffer(64 << 10)
 	c.Get(1, true, "/")
 	<-started
@@ -169,11 +175,7 @@ func TestLateBeginDoesNotCutLastResponse(t *testing.T) {
 // not run), and the Client resends it on a new connection, which reaches
 // the replacement process.
 func TestLateBeginOverloadedAndResent(t *testing.T) {
-	ln1, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gl := &gateListener{Listener: ln1, hit: make(chan struct{}), gate: make(chan struct{})}
+	gl := newGateListener(t)
 	started, release := make(chan struct{}), make(chan struct{})
 	srv1 := &fcgi.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/block" {
@@ -187,7 +189,7 @@ func TestLateBeginOverloadedAndResent(t *testing.T) {
 		w.Write([]byte("new")) // the replacement process
 	}))
 	var dials atomic.Int32
-	c := &fcgi.Client{Addr: ln1.Addr().String(), Multiplex: fcgi.MultiplexOn,
+	c := &fcgi.Client{Addr: gl.Addr().String(), Multiplex: fcgi.MultiplexOn,
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if dials.Add(1) > 1 {
 				addr = addr2
@@ -249,14 +251,10 @@ func TestShutdownDrainsRatherThanCloses(t *testing.T) {
 		sendLate(t, c, wire.TypeStdin, 4<<20)
 	})
 	t.Run("response being written", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		gl := &gateListener{Listener: ln, hit: make(chan struct{}), gate: make(chan struct{})}
+		gl := newGateListener(t)
 		srv := &fcgi.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") })}
 		serveOn(t, gl, srv)
-		c := fcgitest.Dial(t, "tcp", ln.Addr().String())
+		c := fcgitest.Dial(t, "tcp", gl.Addr().String())
 		c.Get(1, true, "/")
 		<-gl.hit
 		go srv.Shutdown(context.Background())
