@@ -106,6 +106,9 @@ func ParseWebServerAddrs(s string) ([]netip.Prefix, error) {
 			if err != nil {
 				return nil, fmt.Errorf("fcgi: FCGI_WEB_SERVER_ADDRS: %w", err)
 			}
+			if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+				p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+			}
 			out = append(out, p.Masked())
 			continue
 		}
@@ -130,9 +133,21 @@ func (s *Server) peerAllowed(c net.Conn) bool {
 	if !ok {
 		return true
 	}
-	ap := ta.AddrPort().Addr().Unmap()
-	for _, p := range peers {
-		if p.Contains(ap) {
+	return prefixesContain(peers, ta.AddrPort().Addr())
+}
+
+// prefixesContain reports whether a is in one of prefixes. An IPv4 address
+// and its IPv4-mapped IPv6 form (::ffff:a.b.c.d) are the same peer, however
+// either side writes it: a dual-stack listener reports IPv4 peers mapped,
+// and an operator may write a prefix either way (::ffff:127.0.0.0/104).
+func prefixesContain(prefixes []netip.Prefix, a netip.Addr) bool {
+	a = a.Unmap()
+	mapped := a
+	if a.Is4() {
+		mapped = netip.AddrFrom16(a.As16())
+	}
+	for _, p := range prefixes {
+		if p.Contains(a) || p.Contains(mapped) {
 			return true
 		}
 	}

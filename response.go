@@ -300,7 +300,7 @@ func (w *response) finish() {
 	if w.err() != nil {
 		// Aborted or disconnected: the web server wants END_REQUEST
 		// alone (§5.4), if it still listens.
-		c.endRequest(req, nil, nil, w.appStatus, false)
+		c.endRequest(req, nil, nil, w.appStatus, false, wire.StatusRequestComplete)
 		return
 	}
 	if !w.wroteHeader {
@@ -332,7 +332,7 @@ func (w *response) finish() {
 	default:
 		hdr = w.hdr
 	}
-	c.endRequest(req, hdr, w.out, w.appStatus, true)
+	c.endRequest(req, hdr, w.out, w.appStatus, true, wire.StatusRequestComplete)
 }
 
 // recovered deals with a handler panic: logged (unless it is

@@ -178,12 +178,41 @@ func TestWebServerAddrs(t *testing.T) {
 	c2.ReadResponse(1)
 }
 
+// An IPv4 peer is allowed by a prefix written in the IPv4-mapped IPv6
+// form, whether given as WebServerAddrs or in FCGI_WEB_SERVER_ADDRS.
+func TestWebServerAddrsMappedPrefix(t *testing.T) {
+	for _, p := range []string{"::ffff:127.0.0.1/128", "::ffff:127.0.0.0/104", "127.0.0.1/32"} {
+		t.Run(p, func(t *testing.T) {
+			srv := &fcgi.Server{WebServerAddrs: []netip.Prefix{netip.MustParsePrefix(p)}, ErrorLog: quietLog}
+			c := dial(t, "tcp", startServer(t, "tcp", srv, http.HandlerFunc(hello)))
+			c.Get(1, true, "/")
+			if r := c.ReadResponse(1); r.End.ProtocolStatus != wire.StatusRequestComplete {
+				t.Fatalf("status %v", r.End.ProtocolStatus)
+			}
+		})
+		t.Run("env/"+p, func(t *testing.T) {
+			t.Setenv("FCGI_WEB_SERVER_ADDRS", "192.0.2.1, "+p)
+			srv := &fcgi.Server{ErrorLog: quietLog}
+			c := dial(t, "tcp", startServer(t, "tcp", srv, http.HandlerFunc(hello)))
+			c.Get(1, true, "/")
+			c.ReadResponse(1)
+		})
+	}
+	// And a mapped prefix that does not hold the peer still refuses it.
+	srv := &fcgi.Server{WebServerAddrs: []netip.Prefix{netip.MustParsePrefix("::ffff:10.0.0.0/104")}, ErrorLog: quietLog}
+	c := dial(t, "tcp", startServer(t, "tcp", srv, http.HandlerFunc(hello)))
+	c.Get(1, true, "/")
+	if _, err := c.TryNext(); err == nil {
+		t.Fatal("a peer outside a mapped prefix was served")
+	}
+}
+
 func TestParseWebServerAddrs(t *testing.T) {
-	got, err := fcgi.ParseWebServerAddrs(" 10.0.0.1, ::1,192.168.0.0/16 ,::ffff:10.1.2.3")
+	got, err := fcgi.ParseWebServerAddrs(" 10.0.0.1, ::1,192.168.0.0/16 ,::ffff:10.1.2.3, ::ffff:127.0.0.0/104")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(got) != "[10.0.0.1/32 ::1/128 192.168.0.0/16 10.1.2.3/32]" {
+	if fmt.Sprint(got) != "[10.0.0.1/32 ::1/128 192.168.0.0/16 10.1.2.3/32 127.0.0.0/8]" {
 		t.Fatalf("got %v", got)
 	}
 	if _, err := fcgi.ParseWebServerAddrs("10.0.0.1,nonsense"); err == nil {

@@ -115,6 +115,7 @@ func (c *conn) serve(ctx context.Context) {
 	cause := ErrConnClosed
 	defer func() {
 		c.close(cause)
+		c.dropUnstarted()
 		c.rd.Release()
 		c.srv.trackConn(c, false)
 		c.srv.setState(c.rwc, StateClosed)
@@ -217,8 +218,14 @@ func (c *conn) expire() bool {
 			return false
 		}
 	}
+	shutdown := c.srv.inShutdown.Load()
+	var halfOpen []*request
 	for _, req := range c.reqs {
-		if req.inputDone.Load() {
+		if shutdown && !req.started {
+			halfOpen = append(halfOpen, req)
+			continue
+		}
+		if req.inputArrived() {
 			continue
 		}
 		if !req.deadline.After(now) {
@@ -235,14 +242,58 @@ func (c *conn) expire() bool {
 	for _, req := range late {
 		c.srv.stats.timeouts.Add(1)
 		req.inputDone.Store(true)
-		if !req.started {
+		switch {
+		case !req.started:
 			req.paramsDone = true
 			c.refuse(req, ErrReadTimeout)
-		} else if req.body != nil {
+		case req.body != nil:
 			req.body.closeWithError(ErrReadTimeout)
 		}
+		if f := req.filter; f != nil && !f.ended {
+			f.ended = true
+			f.pipe.closeWithError(ErrReadTimeout)
+		}
+	}
+	// A request whose handler has not started has nothing to finish:
+	// Shutdown ends it now rather than waiting for its input, which a
+	// stalled web server may never send. OVERLOADED tells the web server
+	// it did not run.
+	for _, req := range halfOpen {
+		req.started = true
+		req.inputDone.Store(true)
+		req.cancel(ErrServerClosed)
+		c.endRequest(req, nil, nil, 0, false, wire.StatusOverloaded)
 	}
 	return true
+}
+
+// inputArrived reports whether all of a request's input streams have
+// ended: STDIN, and a Filter's DATA. Called on the serve goroutine.
+func (req *request) inputArrived() bool {
+	if !req.inputDone.Load() {
+		return false
+	}
+	if req.role != Filter || !req.started {
+		return true
+	}
+	return req.filter != nil && req.filter.ended
+}
+
+// dropUnstarted gives back, when the connection has ended, the slots of
+// requests whose handler never started: a started request is ended by
+// its handler's return, but nothing else would end these. It runs on the
+// serve goroutine, which owns started.
+func (c *conn) dropUnstarted() {
+	c.mu.Lock()
+	n := 0
+	for id, req := range c.reqs {
+		if !req.started {
+			delete(c.reqs, id)
+			n++
+		}
+	}
+	c.mu.Unlock()
+	c.srv.requests.Add(-int64(n))
 }
 
 // isClosedConnError reports the ways a web server ends a connection that
@@ -507,7 +558,7 @@ func (c *conn) refuse(req *request, err error) {
 	body := http.StatusText(code) + "\n"
 	out := fmt.Appendf(nil, "Status: %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s", code, http.StatusText(code), len(body), body)
 	req.cancel(err)
-	c.endRequest(req, nil, out, 0, true)
+	c.endRequest(req, nil, out, 0, true, wire.StatusRequestComplete)
 }
 
 // abort handles ABORT_REQUEST: the handler's context is cancelled and its
@@ -523,7 +574,7 @@ func (c *conn) abort(req *request) {
 	}
 	if !req.started {
 		req.started = true
-		c.endRequest(req, nil, nil, 0, false)
+		c.endRequest(req, nil, nil, 0, false, wire.StatusRequestComplete)
 	}
 }
 
@@ -588,13 +639,15 @@ func (c *conn) setWriteDeadline(d time.Time, exact bool) {
 
 // endRequest sends the rest of a request's STDOUT (hdr and out), the
 // empty STDOUT record that ends the stream when endStdout is set, and
-// END_REQUEST, in one write. The ID is released before the END_REQUEST can
-// reach the web server, so a new BEGIN_REQUEST reusing it at once is
-// accepted.
-func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endStdout bool) {
+// END_REQUEST with status, in one write. The ID and the request's slot
+// are released before the END_REQUEST can reach the web server, so a new
+// BEGIN_REQUEST sent the moment it is read is accepted, whether it reuses
+// the ID or takes the last slot of MaxRequests.
+func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endStdout bool, status wire.ProtocolStatus) {
 	c.wmu.Lock()
 	c.mu.Lock()
 	delete(c.reqs, req.id)
+	c.srv.requests.Add(-1)
 	idle := len(c.reqs) == 0
 	if idle {
 		c.lastReq = req // for startDrain, should the connection close now
@@ -619,7 +672,7 @@ func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endSt
 		if err := req.endStderr(w); err != nil {
 			return err
 		}
-		return w.WriteEndRequest(req.id, appStatus, wire.StatusRequestComplete)
+		return w.WriteEndRequest(req.id, appStatus, status)
 	})
 	if idle && closing {
 		// Right after END_REQUEST went out: what the web server sends
@@ -647,6 +700,7 @@ func (c *conn) abandonRequest(req *request, appStatus uint32) {
 	c.wmu.Lock()
 	c.mu.Lock()
 	delete(c.reqs, req.id)
+	c.srv.requests.Add(-1)
 	idle := len(c.reqs) == 0
 	if !req.keepConn {
 		c.closing = true // once the others are done
@@ -667,9 +721,10 @@ func (c *conn) abandonRequest(req *request, appStatus uint32) {
 	c.released(req, false, false)
 }
 
-// released accounts for a request that left the connection's table.
+// released follows a request out of the connection's table (its slot
+// already given back): its body's buffer is freed, and a connection it
+// left idle is finished or kept.
 func (c *conn) released(req *request, idle, closing bool) {
-	c.srv.requests.Add(-1)
 	if req.body != nil {
 		req.body.closeRead()
 	}
@@ -803,6 +858,11 @@ func (c *conn) shutdown() {
 		// With closing, so that a request read from now on is
 		// discarded (and met by the FIN) rather than refused.
 		c.draining.Store(true)
+	}
+	if !idle {
+		// The serve goroutine ends the requests whose handler has not
+		// started (expire).
+		c.lowerReadDeadlineLocked(time.Now())
 	}
 	c.mu.Unlock()
 	// A connection already closing is finished by its last request
