@@ -47,7 +47,11 @@ type Server struct {
 
 	// MaxRequests is the most requests in flight at once, over all
 	// connections. Requests beyond it are refused with FCGI_OVERLOADED.
-	// It is reported as FCGI_MAX_REQS. Zero means 10000.
+	// It is reported as FCGI_MAX_REQS. Zero means 10000. A request holds
+	// its slot from its BEGIN_REQUEST until its END_REQUEST is written, or
+	// until its connection ends if its handler never started; it gives it
+	// back before its END_REQUEST leaves, so a web server that sends its
+	// next request the moment it reads one finds the slot free.
 	MaxRequests int
 
 	// MaxRequestsPerConn is the most requests in flight on one connection.
@@ -78,9 +82,10 @@ type Server struct {
 	MaxRequestBodyBytes int64
 
 	// ReadTimeout bounds how long a request's input, its PARAMS and STDIN
-	// streams, may take to arrive, counted from its BEGIN_REQUEST. A
-	// request whose handler has not started by then is answered with
-	// status 408; a started one sees its body fail with ErrReadTimeout.
+	// streams (and a Filter's DATA), may take to arrive, counted from its
+	// BEGIN_REQUEST. A request whose handler has not started by then is
+	// answered with status 408; a started one sees its body (or its
+	// FilterData) fail with ErrReadTimeout.
 	// Web servers buffer requests and send them at once, so this only
 	// ends stalled or hostile peers. Zero means 1 minute; negative, none.
 	ReadTimeout time.Duration
@@ -397,7 +402,10 @@ func (s *Server) ListenAndServe(addr string) error {
 
 // Shutdown stops the server gracefully: it closes the listeners, closes
 // every idle kept connection, and waits for the requests in flight to
-// finish and their connections to close. A connection is closed the way
+// finish and their connections to close. A request whose handler has not
+// started (its PARAMS, or a GET's empty STDIN, still to come) has nothing
+// to finish: it is ended at once with FCGI_OVERLOADED, which tells the
+// web server it did not run. A connection is closed the way
 // that loses nothing: our end first (FIN, after any response still being
 // written), then what the web server still sends is read and dropped
 // until it closes its end, for at most 250 ms (2 s while a request body
