@@ -41,6 +41,15 @@ The script's standard error is sent to the web server on the request's
 FCGI_STDERR stream, which it writes to its error log (nginx: "FastCGI
 sent in stderr"), and logged here too, one record per line.
 
+The response goes to the web server once the script has read its whole
+body, closed its standard input or exited, as with fcgiwrap: nginx sends
+no more of the body once it has the response header, so a script that
+writes its header before it reads its body (git-http-backend does) would
+otherwise wait for the rest for ever. Meanwhile what the script writes
+waits in its pipe; a script that writes more than a pipe holds (64 KiB)
+before it reads its body, or never reads a body larger than that and
+keeps running, is stuck until --timeout.
+
 At most --max scripts run at once; further requests wait for a slot.
 SIGTERM (or SIGINT) stops accepting connections and lets running scripts
 finish for --grace, then kills them. SIGHUP is logged and otherwise

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -371,4 +373,119 @@ func TestWrapAbortKillsGroup(t *testing.T) {
 func processAlive(pid int) bool {
 	f := procStat(pid)
 	return len(f) > 0 && f[0] != "Z"
+}
+
+// headerFirstScript writes a CGI script that prints its header and the
+// start of its body, then reads its whole request body and reports its
+// length: "length: N\n". (git-http-backend, too, writes its header before
+// it runs receive-pack on the pushed pack.)
+func headerFirstScript(t *testing.T, dir string) string {
+	t.Helper()
+	script := filepath.Join(dir, "count.cgi")
+	body := "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nlength: '\nwc -c\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return script
+}
+
+// TestWrapNginxHeaderFirstBigBody: behind nginx, which stops sending the
+// request body once it has the response header, a script that writes its
+// header before it reads a 5 MB body gets the whole body.
+func TestWrapNginxHeaderFirstBigBody(t *testing.T) {
+	peer.Require(t, "nginx", "nginx")
+	dir := t.TempDir()
+	script := headerFirstScript(t, dir)
+	sock := filepath.Join(dir, "wrap.sock")
+	startFcgi(t, "wrap", "--listen", "unix:"+sock, "--script", script, "--timeout", "60s")
+	waitDial(t, sock)
+	n := peer.StartNginx(t, peer.NginxConfig{FastCGI: "unix:" + sock})
+
+	const size = 5 << 20
+	c := &http.Client{Timeout: 90 * time.Second}
+	start := time.Now()
+	resp, err := c.Post(n.URL()+"/count.cgi", "application/octet-stream", bytes.NewReader(bytes.Repeat([]byte("x"), size)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	t.Logf("POST of %d bytes: %d %q after %v", size, resp.StatusCode, got, time.Since(start))
+	if want := "length: " + strconv.Itoa(size) + "\n"; err != nil || resp.StatusCode != 200 || string(got) != want {
+		t.Fatalf("POST of %d bytes: %d %q, %v; want 200 and the length", size, resp.StatusCode, got, err)
+	}
+}
+
+// TestWrapHeaderFirstStopsAtStdout: a web server that behaves as nginx
+// does, sending no more of the body once the first STDOUT record has
+// come, still gets the whole answer from a script that writes the start
+// of its response before it reads a 5 MB body: wrap feeds the script its
+// whole body before it passes the response on.
+func TestWrapHeaderFirstStopsAtStdout(t *testing.T) {
+	dir := t.TempDir()
+	script := headerFirstScript(t, dir)
+	wr := &wrapper{max: 1, slots: make(chan struct{}, 1), script: script,
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	sock := strings.TrimPrefix(startServer(t, wr), "unix:")
+	t.Cleanup(wr.running.Wait) // runs first: no script outlives the test
+
+	c, err := dialRaw(context.Background(), "unix:"+sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 5 << 20
+	rp := requestParams{method: "POST", target: "/count.cgi", root: dir, body: size}
+	kv, _ := rp.pairs()
+	c.w.WriteBeginRequest(1, wire.RoleResponder, 0)
+	c.w.WriteStream(wire.TypeParams, 1, encodePairs(kv))
+	c.w.WriteRecord(wire.TypeParams, 1, nil)
+	if err := c.w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	var stdout atomic.Bool // nginx's header_sent: the body stops there
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	// Owned by the test: sends the body, 16 KiB a record, as nginx
+	// does, until the response has started. Ends then, or when the
+	// connection is closed below.
+	wg.Go(func() {
+		chunk := bytes.Repeat([]byte("x"), 16<<10)
+		for sent.Load() < size && !stdout.Load() {
+			if c.w.WriteRecord(wire.TypeStdin, 1, chunk) != nil || c.w.Flush() != nil {
+				return
+			}
+			sent.Add(int64(len(chunk)))
+		}
+		if !stdout.Load() {
+			c.w.WriteRecord(wire.TypeStdin, 1, nil)
+			c.w.Flush()
+		}
+	})
+	defer func() {
+		c.Close()
+		wg.Wait()
+	}()
+
+	c.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var out []byte
+	for {
+		rec, err := c.r.Next()
+		if err != nil {
+			t.Fatalf("after %d bytes of body sent, stdout %q: %v", sent.Load(), out, err)
+		}
+		if rec.Type == wire.TypeStdout {
+			if !stdout.Swap(true) {
+				t.Logf("first STDOUT record after %d bytes of body sent", sent.Load())
+			}
+			out = append(out, rec.Content...)
+		}
+		if rec.Type == wire.TypeEndRequest {
+			break
+		}
+	}
+	_, body, _ := strings.Cut(string(out), "\r\n\r\n")
+	if want := "length: " + strconv.Itoa(size) + "\n"; body != want {
+		t.Fatalf("response body %q, want %q", body, want)
+	}
 }

@@ -49,7 +49,9 @@ var (
 )
 
 // Serve starts the script, passes it the request body, and writes its
-// response to w. When ctx ends first, the script's process group is
+// response to w, but not before the script has read all of the body,
+// closed its stdin or exited (nginx sends no more of the body once it has
+// the response header). When ctx ends first, the script's process group is
 // killed; if no header was sent yet the client gets 504 Gateway Timeout
 // for a deadline, nothing otherwise (the client has gone). Serve returns
 // only once every process of the group is gone and every pipe is
@@ -106,21 +108,25 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 
 	g := &group{pgid: cmd.Process.Pid}
 	waitc := make(chan error, 1)
+	exited := make(chan struct{})
 	// Owned by Serve: reaps the script, then kills what it left behind,
 	// which closes the pipes. Ends when the script exits.
 	go func() {
 		err := cmd.Wait()
 		g.kill(true)
+		close(exited)
 		waitc <- err
 	}()
 	stopKill := context.AfterFunc(ctx, func() { g.kill(false) })
 	defer stopKill()
 
 	var wg sync.WaitGroup
+	fed := make(chan struct{})
 	// Owned by Serve: copies the body to the script. Ends at the body's
 	// end, or when the script stops reading (EPIPE), or when Serve closes
 	// the body.
 	wg.Go(func() {
+		defer close(fed)
 		if c.Stdin != nil {
 			io.Copy(inW, c.Stdin)
 		}
@@ -139,7 +145,20 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 		io.Copy(io.Discard, errR)
 	})
 
-	status, herr := writeResponse(w, bufio.NewReaderSize(outR, 32<<10))
+	// The response waits for the body: nginx sends no more of the body
+	// once it has the response header, so a script that writes before it
+	// has read all of its body would wait for the rest for ever. A script
+	// that exits, or closes its stdin, has had all it wants.
+	hold := func() error {
+		select {
+		case <-fed:
+		case <-exited:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		return nil
+	}
+	status, herr := writeResponse(w, bufio.NewReaderSize(outR, 32<<10), hold)
 	if herr != nil {
 		// A bad header, or the client went away: nobody wants the rest.
 		g.kill(false)
@@ -200,8 +219,9 @@ func (g *group) kill(final bool) {
 }
 
 // writeResponse parses the CGI header block from r (RFC 3875 §6) and writes
-// the response to w. It returns the status sent (0 if none was).
-func writeResponse(w http.ResponseWriter, r *bufio.Reader) (status int, err error) {
+// the response to w once hold returns nil. It returns the status sent (0
+// if none was).
+func writeResponse(w http.ResponseWriter, r *bufio.Reader, hold func() error) (status int, err error) {
 	tp := textproto.NewReader(bufio.NewReader(io.LimitReader(r, MaxHeaderBytes)))
 	hdr, err := tp.ReadMIMEHeader()
 	if err != nil {
@@ -225,6 +245,9 @@ func writeResponse(w http.ResponseWriter, r *bufio.Reader) (status int, err erro
 		hdr.Del("Status")
 	} else if hdr.Get("Location") != "" {
 		status = http.StatusFound
+	}
+	if err := hold(); err != nil {
+		return 0, err
 	}
 	h := w.Header()
 	for k, vs := range hdr {
