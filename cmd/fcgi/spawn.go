@@ -29,6 +29,12 @@ doubles from --min-backoff up to --max-backoff (and resets once a process
 has run for a minute). SIGTERM or SIGINT is forwarded to every process;
 spawn waits up to --grace for them to exit, then kills them.
 
+Each process runs in a process group of its own, and whatever it started
+goes with it: when it exits, or is killed at the end of the grace period,
+every process left in its group is killed (SIGKILL), so no orphan holds
+the socket. SIGTERM goes to the process alone, which is in charge of
+stopping its children.
+
 SIGHUP restarts the processes one at a time (a rolling restart, to load
 a new build): each gets SIGTERM, up to --grace to finish its requests,
 and is replaced at once; the next one follows when its replacement has
@@ -237,20 +243,54 @@ func (sp *spawner) command() *exec.Cmd {
 		cmd.Stdin = sp.sock
 	}
 	cmd.Stdout, cmd.Stderr = sp.e.stdout, sp.e.stderr
-	// If spawn dies without forwarding a signal, the kernel tells the
-	// children.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// A group of its own, so that killing -pgid reaches everything
+		// the process starts (unless it calls setsid, as daemons do).
+		Setpgid: true,
+		// If spawn dies without forwarding a signal, the kernel tells
+		// the process.
+		Pdeathsig: syscall.SIGTERM,
+	}
 	return cmd
 }
 
-// wait waits for cmd to exit. When ctx is cancelled first, or a restart
-// is asked for on restart, it sends SIGTERM, and SIGKILL after the grace
-// period; it returns the new restart's answer channel in that case. ack,
-// when not nil, is answered once cmd has run for restartSettle, or has
-// exited before.
+// procGroup is the process group of one process of a slot, led by it. It
+// is killed until it is known to be empty: after the leader is reaped and
+// the group killed once more, its ID may be reused and must not be
+// signalled again.
+type procGroup struct {
+	mu   sync.Mutex
+	pgid int
+	done bool
+}
+
+// kill sends SIGKILL to every process left in the group; final says the
+// leader has been reaped, so that this is the last time.
+func (g *procGroup) kill(final bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.done {
+		syscall.Kill(-g.pgid, syscall.SIGKILL)
+		g.done = final
+	}
+}
+
+// wait waits for cmd to exit, then kills what it left in its process
+// group. When ctx is cancelled first, or a restart is asked for on
+// restart, it sends SIGTERM to cmd, and SIGKILL to its whole group after
+// the grace period; it returns the new restart's answer channel in that
+// case. ack, when not nil, is answered once cmd has run for
+// restartSettle, or has exited before.
 func (sp *spawner) wait(ctx context.Context, cmd *exec.Cmd, log *slog.Logger, restart <-chan chan error, ack chan error) (chan error, error) {
+	g := &procGroup{pgid: cmd.Process.Pid}
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	// Owned by wait: reaps cmd and kills its leftovers (which would
+	// otherwise go on accepting on the socket). Ends when cmd exits.
+	go func() {
+		err := cmd.Wait()
+		g.kill(true)
+		done <- err
+	}()
 	var settled <-chan time.Time
 	restartReq := restart
 	if ack != nil {
@@ -289,7 +329,7 @@ wait:
 	case <-time.After(sp.grace):
 	}
 	log.Warn("grace period over: killing", "pid", cmd.Process.Pid)
-	cmd.Process.Kill()
+	g.kill(false)
 	return next, <-done
 }
 
