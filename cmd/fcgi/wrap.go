@@ -48,7 +48,10 @@ writes its header before it reads its body (git-http-backend does) would
 otherwise wait for the rest for ever. Meanwhile what the script writes
 waits in its pipe; a script that writes more than a pipe holds (64 KiB)
 before it reads its body, or never reads a body larger than that and
-keeps running, is stuck until --timeout.
+keeps running, is stuck until --timeout. A body cut short (the web
+server went away, or sent less than CONTENT_LENGTH) kills the script's
+group before its standard input closes, so that it never takes part of
+its body for the whole; the client gets 400 Bad Request.
 
 At most --max scripts run at once; further requests wait for a slot.
 SIGTERM (or SIGINT) stops accepting connections and lets running scripts

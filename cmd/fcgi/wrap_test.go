@@ -416,25 +416,29 @@ func TestWrapNginxHeaderFirstBigBody(t *testing.T) {
 	}
 }
 
-// TestWrapHeaderFirstStopsAtStdout: a web server that behaves as nginx
-// does, sending no more of the body once the first STDOUT record has
-// come, still gets the whole answer from a script that writes the start
-// of its response before it reads a 5 MB body: wrap feeds the script its
-// whole body before it passes the response on.
-func TestWrapHeaderFirstStopsAtStdout(t *testing.T) {
-	dir := t.TempDir()
-	script := headerFirstScript(t, dir)
-	wr := &wrapper{max: 1, slots: make(chan struct{}, 1), script: script,
-		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	sock := strings.TrimPrefix(startServer(t, wr), "unix:")
-	t.Cleanup(wr.running.Wait) // runs first: no script outlives the test
+// bodyPlan says how nginxLikeRequest sends a body.
+type bodyPlan struct {
+	size int64 // CONTENT_LENGTH
+	// cut > 0 stops the body after cut bytes, once beforeCut (if not
+	// nil) has returned: with hangUp the connection is closed, otherwise
+	// the STDIN stream is ended there, short of CONTENT_LENGTH.
+	cut       int64
+	hangUp    bool
+	beforeCut func()
+	until     string // close the connection once STDOUT holds it
+}
 
+// nginxLikeRequest sends a POST for script to the wrap server on sock the
+// way nginx sends one: the body in 16 KiB STDIN records, and no more of
+// it once the first STDOUT record has come. It returns what came on
+// STDOUT and whether END_REQUEST came, within 30 s.
+func nginxLikeRequest(t *testing.T, sock, script string, plan bodyPlan) (stdout string, ended bool) {
+	t.Helper()
 	c, err := dialRaw(context.Background(), "unix:"+sock, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	const size = 5 << 20
-	rp := requestParams{method: "POST", target: "/count.cgi", root: dir, body: size}
+	rp := requestParams{method: "POST", target: "/" + filepath.Base(script), root: filepath.Dir(script), body: plan.size}
 	kv, _ := rp.pairs()
 	c.w.WriteBeginRequest(1, wire.RoleResponder, 0)
 	c.w.WriteStream(wire.TypeParams, 1, encodePairs(kv))
@@ -442,50 +446,141 @@ func TestWrapHeaderFirstStopsAtStdout(t *testing.T) {
 	if err := c.w.Flush(); err != nil {
 		t.Fatal(err)
 	}
-
-	var stdout atomic.Bool // nginx's header_sent: the body stops there
+	end := plan.size
+	if plan.cut > 0 {
+		end = plan.cut
+	}
+	var started atomic.Bool // nginx's header_sent: the body stops there
 	var sent atomic.Int64
 	var wg sync.WaitGroup
-	// Owned by the test: sends the body, 16 KiB a record, as nginx
-	// does, until the response has started. Ends then, or when the
-	// connection is closed below.
+	// Owned by nginxLikeRequest: sends the body. Ends when it is sent,
+	// when the response has started, or when the connection is closed.
 	wg.Go(func() {
-		chunk := bytes.Repeat([]byte("x"), 16<<10)
-		for sent.Load() < size && !stdout.Load() {
-			if c.w.WriteRecord(wire.TypeStdin, 1, chunk) != nil || c.w.Flush() != nil {
+		chunk := make([]byte, 16<<10)
+		for sent.Load() < end && !started.Load() {
+			n := min(int64(len(chunk)), end-sent.Load())
+			if c.w.WriteRecord(wire.TypeStdin, 1, chunk[:n]) != nil || c.w.Flush() != nil {
 				return
 			}
-			sent.Add(int64(len(chunk)))
+			sent.Add(n)
 		}
-		if !stdout.Load() {
-			c.w.WriteRecord(wire.TypeStdin, 1, nil)
-			c.w.Flush()
+		if started.Load() {
+			return
 		}
+		if plan.beforeCut != nil {
+			plan.beforeCut()
+		}
+		if plan.hangUp {
+			c.nc.Close()
+			return
+		}
+		c.w.WriteRecord(wire.TypeStdin, 1, nil)
+		c.w.Flush()
 	})
 	defer func() {
 		c.Close()
 		wg.Wait()
 	}()
-
 	c.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
 	var out []byte
 	for {
 		rec, err := c.r.Next()
 		if err != nil {
-			t.Fatalf("after %d bytes of body sent, stdout %q: %v", sent.Load(), out, err)
-		}
-		if rec.Type == wire.TypeStdout {
-			if !stdout.Swap(true) {
-				t.Logf("first STDOUT record after %d bytes of body sent", sent.Load())
+			if !plan.hangUp && plan.until == "" {
+				t.Errorf("after %d bytes of body sent, stdout %q: %v", sent.Load(), out, err)
 			}
-			out = append(out, rec.Content...)
+			return string(out), false
 		}
-		if rec.Type == wire.TypeEndRequest {
-			break
+		switch rec.Type {
+		case wire.TypeStdout:
+			started.Store(true)
+			out = append(out, rec.Content...)
+			if plan.until != "" && strings.Contains(string(out), plan.until) {
+				return string(out), false
+			}
+		case wire.TypeEndRequest:
+			return string(out), true
 		}
 	}
-	_, body, _ := strings.Cut(string(out), "\r\n\r\n")
-	if want := "length: " + strconv.Itoa(size) + "\n"; body != want {
-		t.Fatalf("response body %q, want %q", body, want)
+}
+
+// TestWrapBodyEndings: whatever a script does with a body larger than
+// the pipes hold, sent as nginx sends it (no more of it once the first
+// STDOUT record has come), the request ends and the script's whole
+// process group is gone: it reads it all after writing the start of its
+// response (wrap must feed it the whole body before it passes that on);
+// it exits without reading it; it closes its stdin and goes on running
+// (its output must go out at once); it never reads it and keeps running
+// (--timeout ends it: 504); the web server goes away half-way through
+// the body, or ends it short of CONTENT_LENGTH (the script must not take
+// the part it got for the whole).
+// wrap serves on afterwards.
+func TestWrapBodyEndings(t *testing.T) {
+	dir := t.TempDir()
+	wr := &wrapper{max: 2, slots: make(chan struct{}, 2), timeout: 3 * time.Second,
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	sock := strings.TrimPrefix(startServer(t, wr), "unix:")
+	t.Cleanup(wr.running.Wait)
+	const size = 5 << 20
+	const hdr = `printf 'Content-Type: text/plain\r\n\r\n'; `
+	for _, tc := range []struct {
+		name   string
+		script string   // after "echo $$ > pidfile"
+		plan   bodyPlan // size defaults to 5 MB
+		want   string   // STDOUT holds it
+		ended  bool
+	}{
+		{name: "reads after writing", script: hdr + "printf 'length: '; wc -c",
+			want: "length: 5242880\n", ended: true},
+		{name: "exits unread", script: hdr + "echo ignored",
+			want: "\r\n\r\nignored\n", ended: true},
+		{name: "closes stdin", script: "exec 0<&-; " + hdr + "echo closed; exec sleep 1000",
+			plan: bodyPlan{until: "closed\n"}, want: "\r\n\r\nclosed\n"},
+		{name: "never reads", script: hdr + "echo ignored; exec sleep 1000",
+			want: "Status: 504", ended: true},
+		{name: "web server gone", script: hdr + "printf 'length: '; wc -c > " + filepath.Join(dir, "got"),
+			plan: bodyPlan{cut: 1 << 20, hangUp: true}},
+		{name: "body short", script: hdr + "printf 'length: '; wc -c > " + filepath.Join(dir, "got"),
+			plan: bodyPlan{cut: 1 << 20}, want: "Status: 400", ended: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pidfile := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".pid")
+			script := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".cgi")
+			body := "#!/bin/sh\necho $$ > " + pidfile + "\n" + tc.script + "\n"
+			if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			// The script has started: it is the one to stop.
+			tc.plan.size = size
+			tc.plan.beforeCut = func() { readPID(t, pidfile) }
+			out, ended := nginxLikeRequest(t, sock, script, tc.plan)
+			if !strings.Contains(out, tc.want) || ended != tc.ended {
+				t.Errorf("stdout %q, END_REQUEST %v; want %q, %v", out, ended, tc.want, tc.ended)
+			}
+			waitGroupGone(t, readPID(t, pidfile))
+		})
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "got")); len(b) > 0 {
+		t.Errorf("a script given part of its body took %s bytes for the whole", b)
+	}
+	out, ended := nginxLikeRequest(t, sock, headerFirstScript(t, dir), bodyPlan{size: 100})
+	if !ended || !strings.HasSuffix(out, "length: 100\n") {
+		t.Errorf("afterwards: stdout %q, END_REQUEST %v", out, ended)
+	}
+}
+
+// readPID waits for a script to write its PID, a line, to pidfile.
+func readPID(t *testing.T, pidfile string) int {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(pidfile)
+		if pid, err := strconv.Atoi(strings.TrimSuffix(string(b), "\n")); err == nil && strings.HasSuffix(string(b), "\n") {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: no PID in %q", pidfile, b)
+			return 0
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

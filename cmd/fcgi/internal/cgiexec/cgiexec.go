@@ -53,9 +53,14 @@ var (
 // closed its stdin or exited (nginx sends no more of the body once it has
 // the response header). When ctx ends first, the script's process group is
 // killed; if no header was sent yet the client gets 504 Gateway Timeout
-// for a deadline, nothing otherwise (the client has gone). Serve returns
+// for a deadline, nothing otherwise (the client has gone). When reading
+// the body fails (it is cut short, or too large), the group is killed
+// before the script's stdin closes, so that it never takes part of its
+// body for the whole, and the client gets 400 (413 for a body over
+// http.MaxBytesReader's limit) if no header was sent yet. Serve returns
 // only once every process of the group is gone and every pipe is
-// drained, with the script's exit error, ErrBadHeader, or ctx's error.
+// drained, with the script's exit error, ErrBadHeader, the body's error or
+// ctx's error.
 func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	var closers []io.Closer
 	defer func() {
@@ -122,13 +127,22 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 
 	var wg sync.WaitGroup
 	fed := make(chan struct{})
+	bodyFailed := make(chan struct{})
+	var bodyErr error // set before bodyFailed or fed is closed
 	// Owned by Serve: copies the body to the script. Ends at the body's
 	// end, or when the script stops reading (EPIPE), or when Serve closes
 	// the body.
 	wg.Go(func() {
 		defer close(fed)
 		if c.Stdin != nil {
-			io.Copy(inW, c.Stdin)
+			body := &bodyReader{r: c.Stdin}
+			io.Copy(inW, body)
+			if bodyErr = body.err; bodyErr != nil {
+				close(bodyFailed)
+				// Killed before its stdin closes, the script never
+				// takes the part it got for the whole body.
+				g.kill(false)
+			}
 		}
 		inW.Close()
 	})
@@ -152,7 +166,14 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	hold := func() error {
 		select {
 		case <-fed:
+			return bodyErr
 		case <-exited:
+			select {
+			case <-bodyFailed:
+				// Its death is the feeder's doing, not an end.
+				return bodyErr
+			default:
+			}
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}
@@ -178,6 +199,15 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 			http.Error(w, "script timed out", http.StatusGatewayTimeout)
 		}
 		return fmt.Errorf("%w (script killed)", context.Cause(ctx))
+	case bodyErr != nil && errors.Is(herr, bodyErr):
+		if status == 0 {
+			code := http.StatusBadRequest
+			if mbe := (*http.MaxBytesError)(nil); errors.As(bodyErr, &mbe) {
+				code = http.StatusRequestEntityTooLarge
+			}
+			http.Error(w, http.StatusText(code), code)
+		}
+		return fmt.Errorf("request body: %w (script killed)", bodyErr)
 	case herr != nil:
 		if status == 0 {
 			http.Error(w, "bad gateway: malformed CGI response", http.StatusBadGateway)
@@ -188,6 +218,21 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 		return herr
 	}
 	return werr
+}
+
+// bodyReader keeps the error that ended a read of the request body, other
+// than its end.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
 }
 
 func dirOf(path string) string {
