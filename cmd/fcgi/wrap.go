@@ -44,7 +44,7 @@ sent in stderr"), and logged here too, one record per line.
 The response goes to the web server once the script has read its whole
 body, closed its standard input or exited, as with fcgiwrap: nginx sends
 no more of the body once it has the response header, so a script that
-writes its header before it reads its body (git-http-backend does) would
+writes the start of its response before it reads its body would
 otherwise wait for the rest for ever. Meanwhile what the script writes
 waits in its pipe; a script that writes more than a pipe holds (64 KiB)
 before it reads its body, or never reads a body larger than that and

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"log/slog"
@@ -139,7 +140,12 @@ func TestWrapGitHTTPBackend(t *testing.T) {
 	git(t, work, "clone", "-q", url, "a")
 	a := filepath.Join(work, "a")
 	os.WriteFile(filepath.Join(a, "README"), []byte("pushed through fcgi wrap\n"), 0o644)
-	git(t, a, "add", "README")
+	// A pack larger than the socket buffers, to a script that writes its
+	// header before it reads its body.
+	big := make([]byte, 4<<20)
+	rand.Read(big)
+	os.WriteFile(filepath.Join(a, "big"), big, 0o644)
+	git(t, a, "add", "README", "big")
 	git(t, a, "commit", "-q", "-m", "first")
 	git(t, a, "push", "-q", "origin", "HEAD:main")
 
@@ -147,6 +153,9 @@ func TestWrapGitHTTPBackend(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(work, "b", "README"))
 	if err != nil || string(got) != "pushed through fcgi wrap\n" {
 		t.Fatalf("second clone: README %q, %v", got, err)
+	}
+	if got, err := os.ReadFile(filepath.Join(work, "b", "big")); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("second clone: big file of %d bytes, %v; want the %d pushed", len(got), err, len(big))
 	}
 }
 
@@ -377,8 +386,7 @@ func processAlive(pid int) bool {
 
 // headerFirstScript writes a CGI script that prints its header and the
 // start of its body, then reads its whole request body and reports its
-// length: "length: N\n". (git-http-backend, too, writes its header before
-// it runs receive-pack on the pushed pack.)
+// length: "length: N\n".
 func headerFirstScript(t *testing.T, dir string) string {
 	t.Helper()
 	script := filepath.Join(dir, "count.cgi")
