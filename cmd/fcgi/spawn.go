@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"sync"
 	"syscall"
@@ -27,7 +28,8 @@ all accept on it, as spawn-fcgi does, but stays in the foreground and
 supervises them: a process that exits is restarted after a back-off that
 doubles from --min-backoff up to --max-backoff (and resets once a process
 has run for a minute). SIGTERM or SIGINT is forwarded to every process;
-spawn waits up to --grace for them to exit, then kills them.
+spawn waits up to --grace for them to exit, then kills them. A second
+SIGTERM or SIGINT kills them at once.
 
 Each process runs in a process group of its own, and whatever it started
 goes with it: when it exits, or is killed at the end of the grace period,
@@ -57,7 +59,8 @@ Examples:
 	fcgi spawn --listen unix:/run/app.sock --systemd -- ./server --flag
 
 Exit status: 0 after SIGTERM and a clean stop, 1 if the socket could not
-be bound or PROG could not be started at all.
+be bound, PROG could not be started at all, or a second signal cut the
+grace short.
 `,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		sp := &spawner{}
@@ -109,6 +112,33 @@ be bound or PROG could not be started at all.
 				sp.done[i] = make(chan struct{})
 			}
 			onHangup(ctx, func() { sp.rollingRestart(ctx) })
+			sp.hurry = make(chan struct{})
+			// Caught for good, unlike in the other commands, where a
+			// second signal kills the process: here it would leave the
+			// processes and their children behind.
+			sigc := make(chan os.Signal, 2)
+			signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+			defer signal.Stop(sigc)
+			stopped := make(chan struct{})
+			defer close(stopped)
+			// Owned by the command: counts the signals (the first is
+			// the one that cancels ctx). Ends at the second, or when
+			// the command returns.
+			go func() {
+				for n := 0; n < 2; {
+					select {
+					case <-sigc:
+						n++
+					case <-stopped:
+						return
+					}
+					if n == 1 {
+						e.log.Info("stopping: SIGTERM sent to every process", "grace", sp.grace)
+					}
+				}
+				e.log.Warn("second signal: killing every process now")
+				close(sp.hurry)
+			}()
 			var wg sync.WaitGroup
 			errs := make([]error, sp.n)
 			for i := range sp.n {
@@ -117,6 +147,11 @@ be bound or PROG could not be started at all.
 				wg.Go(func() { errs[i] = sp.supervise(ctx, i) })
 			}
 			wg.Wait()
+			select {
+			case <-sp.hurry:
+				errs = append(errs, errors.New("stopped by a second signal: processes killed"))
+			default:
+			}
 			return errors.Join(errs...)
 		}
 	},
@@ -139,6 +174,8 @@ type spawner struct {
 	// slot i's supervisor has returned.
 	restart []chan chan error
 	done    []chan struct{}
+	// hurry is closed by a second SIGTERM or SIGINT: the grace ends.
+	hurry chan struct{}
 }
 
 // restartSettle is how long a replacement must run before a rolling
@@ -327,8 +364,10 @@ wait:
 		log.Info("stopped", "pid", cmd.Process.Pid, "status", exitStatus(err))
 		return next, err
 	case <-time.After(sp.grace):
+		log.Warn("grace period over: killing", "pid", cmd.Process.Pid)
+	case <-sp.hurry:
+		log.Warn("killing", "pid", cmd.Process.Pid)
 	}
-	log.Warn("grace period over: killing", "pid", cmd.Process.Pid)
 	g.kill(false)
 	return next, <-done
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -347,5 +348,57 @@ func waitGrandchildren(t *testing.T, pidfile string, n int) []int {
 			t.Fatalf("%d grandchildren recorded, want %d", len(pids), n)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSpawnSecondSignal: a second SIGTERM during the grace ends it at
+// once: spawn kills its processes' groups, children's children and all,
+// before it exits, rather than die and leave them.
+func TestSpawnSecondSignal(t *testing.T) {
+	dir := t.TempDir()
+	sock, pidfile := filepath.Join(dir, "app.sock"), filepath.Join(dir, "pids")
+	script := "trap '' TERM\nsleep 1000 &\necho $! >> " + pidfile + "\nwait\n"
+	// Not startFcgi: spawn is to exit 1 here.
+	spawn := exec.Command(fcgiBin, "spawn", "--listen", "unix:"+sock, "--grace", "5m", "--", "/bin/sh", "-c", script)
+	out := &syncBuffer{}
+	spawn.Stdout, spawn.Stderr = out, out
+	if err := spawn.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- spawn.Wait() }()
+	var kids []int
+	t.Cleanup(func() {
+		// The orphans a failure leaves hold spawn's output pipe open,
+		// on which Wait waits: they go first.
+		for _, pid := range append(kids, grandchildren(pidfile)...) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		spawn.Process.Kill()
+		<-done
+		t.Logf("fcgi spawn output:\n%s", out.String())
+	})
+	kids = waitChildren(t, spawn.Process.Pid, 1)
+	pids := waitGrandchildren(t, pidfile, 1)
+	spawn.Process.Signal(syscall.SIGTERM)
+	waitOutput(t, out, "stopping")
+	spawn.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		done <- err
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Errorf("spawn after a second SIGTERM: %v; want exit status 1", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("spawn still running 20 s after the second SIGTERM (grace 5m)")
+	}
+	for _, pid := range append(pids, kids...) {
+		deadline := time.Now().Add(10 * time.Second)
+		for processAlive(pid) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if processAlive(pid) {
+			t.Errorf("process %d outlived spawn", pid)
+		}
 	}
 }
