@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
 	"strconv"
 	"sync"
 	"syscall"
@@ -112,33 +111,11 @@ grace short.
 				sp.done[i] = make(chan struct{})
 			}
 			onHangup(ctx, func() { sp.rollingRestart(ctx) })
-			sp.hurry = make(chan struct{})
-			// Caught for good, unlike in the other commands, where a
-			// second signal kills the process: here it would leave the
-			// processes and their children behind.
-			sigc := make(chan os.Signal, 2)
-			signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
-			defer signal.Stop(sigc)
-			stopped := make(chan struct{})
-			defer close(stopped)
-			// Owned by the command: counts the signals (the first is
-			// the one that cancels ctx). Ends at the second, or when
-			// the command returns.
-			go func() {
-				for n := 0; n < 2; {
-					select {
-					case <-sigc:
-						n++
-					case <-stopped:
-						return
-					}
-					if n == 1 {
-						e.log.Info("stopping: SIGTERM sent to every process", "grace", sp.grace)
-					}
-				}
-				e.log.Warn("second signal: killing every process now")
-				close(sp.hurry)
-			}()
+			hurry, stopSignals := secondSignal(func() {
+				e.log.Info("stopping: SIGTERM sent to every process", "grace", sp.grace)
+			})
+			defer stopSignals()
+			sp.hurry = hurry
 			var wg sync.WaitGroup
 			errs := make([]error, sp.n)
 			for i := range sp.n {
@@ -175,7 +152,7 @@ type spawner struct {
 	restart []chan chan error
 	done    []chan struct{}
 	// hurry is closed by a second SIGTERM or SIGINT: the grace ends.
-	hurry chan struct{}
+	hurry <-chan struct{}
 }
 
 // restartSettle is how long a replacement must run before a rolling
@@ -366,7 +343,7 @@ wait:
 	case <-time.After(sp.grace):
 		log.Warn("grace period over: killing", "pid", cmd.Process.Pid)
 	case <-sp.hurry:
-		log.Warn("killing", "pid", cmd.Process.Pid)
+		log.Warn("second signal: killing", "pid", cmd.Process.Pid)
 	}
 	g.kill(false)
 	return next, <-done

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -270,10 +269,7 @@ func TestSpawnKillsProcessGroup(t *testing.T) {
 		{name: "shutdown", act: func(t *testing.T, spawn *os.Process, out *syncBuffer) {
 			spawn.Signal(syscall.SIGTERM)
 			waitOutput(t, out, "grace period over: killing")
-			deadline := time.Now().Add(10 * time.Second)
-			for processAlive(spawn.Pid) && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
-			}
+			waitGone(t, spawn.Pid)
 		}},
 		{name: "rolling restart", alive: 1, act: func(t *testing.T, spawn *os.Process, out *syncBuffer) {
 			spawn.Signal(syscall.SIGHUP)
@@ -305,15 +301,7 @@ func TestSpawnKillsProcessGroup(t *testing.T) {
 			tc.act(t, spawn.Process, out)
 			pids := waitGrandchildren(t, pidfile, 1+tc.alive)
 			dead, alive := pids[:len(pids)-tc.alive], pids[len(pids)-tc.alive:]
-			for _, pid := range dead {
-				deadline := time.Now().Add(10 * time.Second)
-				for processAlive(pid) && time.Now().Before(deadline) {
-					time.Sleep(20 * time.Millisecond)
-				}
-				if processAlive(pid) {
-					t.Errorf("grandchild %d outlived its parent (parent now %s)", pid, procStat(pid)[1])
-				}
-			}
+			waitGone(t, dead...)
 			for _, pid := range alive {
 				if !processAlive(pid) {
 					t.Errorf("grandchild %d of the running process is gone", pid)
@@ -358,47 +346,11 @@ func TestSpawnSecondSignal(t *testing.T) {
 	dir := t.TempDir()
 	sock, pidfile := filepath.Join(dir, "app.sock"), filepath.Join(dir, "pids")
 	script := "trap '' TERM\nsleep 1000 &\necho $! >> " + pidfile + "\nwait\n"
-	// Not startFcgi: spawn is to exit 1 here.
-	spawn := exec.Command(fcgiBin, "spawn", "--listen", "unix:"+sock, "--grace", "5m", "--", "/bin/sh", "-c", script)
-	out := &syncBuffer{}
-	spawn.Stdout, spawn.Stderr = out, out
-	if err := spawn.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- spawn.Wait() }()
 	var kids []int
-	t.Cleanup(func() {
-		// The orphans a failure leaves hold spawn's output pipe open,
-		// on which Wait waits: they go first.
-		for _, pid := range append(kids, grandchildren(pidfile)...) {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-		spawn.Process.Kill()
-		<-done
-		t.Logf("fcgi spawn output:\n%s", out.String())
-	})
+	spawn, out, done := startFcgiOrphans(t, func() []int { return append(kids, grandchildren(pidfile)...) },
+		"spawn", "--listen", "unix:"+sock, "--grace", "5m", "--", "/bin/sh", "-c", script)
 	kids = waitChildren(t, spawn.Process.Pid, 1)
 	pids := waitGrandchildren(t, pidfile, 1)
-	spawn.Process.Signal(syscall.SIGTERM)
-	waitOutput(t, out, "stopping")
-	spawn.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		done <- err
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
-			t.Errorf("spawn after a second SIGTERM: %v; want exit status 1", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("spawn still running 20 s after the second SIGTERM (grace 5m)")
-	}
-	for _, pid := range append(pids, kids...) {
-		deadline := time.Now().Add(10 * time.Second)
-		for processAlive(pid) && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if processAlive(pid) {
-			t.Errorf("process %d outlived spawn", pid)
-		}
-	}
+	stopTwice(t, spawn, out, done)
+	waitGone(t, append(pids, kids...)...)
 }

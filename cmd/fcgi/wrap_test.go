@@ -592,3 +592,79 @@ func readPID(t *testing.T, pidfile string) int {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestWrapSecondSignal: a second SIGTERM during the grace ends it at
+// once: wrap kills the running scripts' groups, children and all, before
+// it exits, rather than die and leave them.
+func TestWrapSecondSignal(t *testing.T) {
+	dir := t.TempDir()
+	script, pidfile := hangScript(t, dir)
+	sock := filepath.Join(dir, "wrap.sock")
+	var pids []int
+	wrap, out, done := startFcgiOrphans(t, func() []int { return pids }, "wrap", "--listen", "unix:"+sock, "--grace", "5m")
+	waitDial(t, sock)
+	wrapRequest(t, sock, script)
+	pids = readPIDs(t, pidfile)
+	stopTwice(t, wrap, out, done)
+	waitGone(t, pids...)
+}
+
+// startFcgiOrphans starts the command in the background, as startFcgi
+// does, but leaves its exit to the test, which reads it from done (and
+// puts it back). The test's cleanup kills orphans() first, the processes
+// a failure may leave behind holding the command's output pipe (on which
+// Wait waits), then the command.
+func startFcgiOrphans(t *testing.T, orphans func() []int, args ...string) (cmd *exec.Cmd, out *syncBuffer, done chan error) {
+	t.Helper()
+	cmd = exec.Command(fcgiBin, args...)
+	out = &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		for _, pid := range orphans() {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		cmd.Process.Kill()
+		err := <-done
+		t.Logf("fcgi %s: %v; output:\n%s", strings.Join(args, " "), err, out.String())
+	})
+	return cmd, out, done
+}
+
+// stopTwice sends the command SIGTERM, and a second one once it has
+// begun to stop, and checks that it exits 1 soon, without waiting for
+// its grace.
+func stopTwice(t *testing.T, cmd *exec.Cmd, out *syncBuffer, done chan error) {
+	t.Helper()
+	cmd.Process.Signal(syscall.SIGTERM)
+	waitOutput(t, out, "stopping")
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		done <- err
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Errorf("after a second SIGTERM: %v; want exit status 1", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("still running 20 s after a second SIGTERM")
+	}
+}
+
+// waitGone fails the test unless each of pids is gone (or a zombie)
+// within 10 s.
+func waitGone(t *testing.T, pids ...int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for processAlive(pid) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if st := procStat(pid); len(st) > 1 && st[0] != "Z" {
+			t.Errorf("process %d still running, parent %s", pid, st[1])
+		}
+	}
+}
