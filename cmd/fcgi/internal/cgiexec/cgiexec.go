@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -129,6 +130,9 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	fed := make(chan struct{})
 	bodyFailed := make(chan struct{})
 	var bodyErr error // set before bodyFailed or fed is closed
+	// Set once Serve closes the body itself, which fails a read in
+	// progress: that is no fault of the body's.
+	var closingStdin atomic.Bool
 	// Owned by Serve: copies the body to the script. Ends at the body's
 	// end, or when the script stops reading (EPIPE), or when Serve closes
 	// the body.
@@ -137,7 +141,8 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 		if c.Stdin != nil {
 			body := &bodyReader{r: c.Stdin}
 			io.Copy(inW, body)
-			if bodyErr = body.err; bodyErr != nil {
+			if body.err != nil && !closingStdin.Load() {
+				bodyErr = body.err
 				close(bodyFailed)
 				// Killed before its stdin closes, the script never
 				// takes the part it got for the whole body.
@@ -189,6 +194,7 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	io.Copy(io.Discard, outR)
 	werr := <-waitc
 	if c.Stdin != nil {
+		closingStdin.Store(true)
 		c.Stdin.Close()
 	}
 	wg.Wait()
@@ -199,7 +205,9 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 			http.Error(w, "script timed out", http.StatusGatewayTimeout)
 		}
 		return fmt.Errorf("%w (script killed)", context.Cause(ctx))
-	case bodyErr != nil && errors.Is(herr, bodyErr):
+	case bodyErr != nil:
+		// The script was killed for it: whatever else went wrong
+		// followed.
 		if status == 0 {
 			code := http.StatusBadRequest
 			if mbe := (*http.MaxBytesError)(nil); errors.As(bodyErr, &mbe) {
