@@ -575,6 +575,14 @@ func TestWrapBodyEndings(t *testing.T) {
 	if !ended || !strings.HasSuffix(out, "length: 100\n") {
 		t.Errorf("afterwards: stdout %q, END_REQUEST %v", out, ended)
 	}
+	// Every slot comes back, once the handlers have seen their ends.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(wr.slots) != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(wr.slots); n != 0 {
+		t.Errorf("%d of %d slots still taken", n, cap(wr.slots))
+	}
 }
 
 // readPID waits for a script to write its PID, a line, to pidfile.
@@ -666,5 +674,32 @@ func waitGone(t *testing.T, pids ...int) {
 		if st := procStat(pid); len(st) > 1 && st[0] != "Z" {
 			t.Errorf("process %d still running, parent %s", pid, st[1])
 		}
+	}
+}
+
+// TestWrapGraceKillsGroup: at the end of the grace after SIGTERM, a
+// running script's whole group is killed, and wrap exits 0.
+func TestWrapGraceKillsGroup(t *testing.T) {
+	dir := t.TempDir()
+	script, pidfile := hangScript(t, dir)
+	sock := filepath.Join(dir, "wrap.sock")
+	var pids []int
+	wrap, out, done := startFcgiOrphans(t, func() []int { return pids }, "wrap", "--listen", "unix:"+sock, "--grace", "1s")
+	waitDial(t, sock)
+	wrapRequest(t, sock, script)
+	pids = readPIDs(t, pidfile)
+	wrap.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Errorf("wrap after SIGTERM: %v; want exit status 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("wrap still running 20 s after SIGTERM with --grace 1s")
+	}
+	waitGone(t, pids...)
+	if !strings.Contains(out.String(), "grace period over") {
+		t.Errorf("log lacks the end of the grace:\n%s", out.String())
 	}
 }
