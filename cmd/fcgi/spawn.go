@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/cmd/fcgi/internal/pgroup"
 )
 
 var spawnCmd = &command{
@@ -268,27 +269,6 @@ func (sp *spawner) command() *exec.Cmd {
 	return cmd
 }
 
-// procGroup is the process group of one process of a slot, led by it. It
-// is killed until it is known to be empty: after the leader is reaped and
-// the group killed once more, its ID may be reused and must not be
-// signalled again.
-type procGroup struct {
-	mu   sync.Mutex
-	pgid int
-	done bool
-}
-
-// kill sends SIGKILL to every process left in the group; final says the
-// leader has been reaped, so that this is the last time.
-func (g *procGroup) kill(final bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if !g.done {
-		syscall.Kill(-g.pgid, syscall.SIGKILL)
-		g.done = final
-	}
-}
-
 // wait waits for cmd to exit, then kills what it left in its process
 // group. When ctx is cancelled first, or a restart is asked for on
 // restart, it sends SIGTERM to cmd, and SIGKILL to its whole group after
@@ -296,13 +276,13 @@ func (g *procGroup) kill(final bool) {
 // case. ack, when not nil, is answered once cmd has run for
 // restartSettle, or has exited before.
 func (sp *spawner) wait(ctx context.Context, cmd *exec.Cmd, log *slog.Logger, restart <-chan chan error, ack chan error) (chan error, error) {
-	g := &procGroup{pgid: cmd.Process.Pid}
+	g := pgroup.New(cmd.Process.Pid)
 	done := make(chan error, 1)
 	// Owned by wait: reaps cmd and kills its leftovers (which would
 	// otherwise go on accepting on the socket). Ends when cmd exits.
 	go func() {
 		err := cmd.Wait()
-		g.kill(true)
+		g.Kill(true)
 		done <- err
 	}()
 	var settled <-chan time.Time
@@ -345,7 +325,7 @@ wait:
 	case <-sp.hurry:
 		log.Warn("second signal: killing", "pid", cmd.Process.Pid)
 	}
-	g.kill(false)
+	g.Kill(false)
 	return next, <-done
 }
 

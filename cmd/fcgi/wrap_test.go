@@ -605,16 +605,24 @@ func readPID(t *testing.T, pidfile string) int {
 // once: wrap kills the running scripts' groups, children and all, before
 // it exits, rather than die and leave them.
 func TestWrapSecondSignal(t *testing.T) {
+	wrap, out, done, pids := wrapHanging(t, "5m")
+	stopTwice(t, wrap, out, done)
+	waitGone(t, pids...)
+}
+
+// wrapHanging starts fcgi wrap with --grace grace (startFcgiOrphans) and
+// one request for hangScript, and returns once the script has recorded
+// its PIDs and its child's.
+func wrapHanging(t *testing.T, grace string) (wrap *exec.Cmd, out *syncBuffer, done chan error, pids []int) {
+	t.Helper()
 	dir := t.TempDir()
 	script, pidfile := hangScript(t, dir)
 	sock := filepath.Join(dir, "wrap.sock")
-	var pids []int
-	wrap, out, done := startFcgiOrphans(t, func() []int { return pids }, "wrap", "--listen", "unix:"+sock, "--grace", "5m")
+	wrap, out, done = startFcgiOrphans(t, func() []int { return pids }, "wrap", "--listen", "unix:"+sock, "--grace", grace)
 	waitDial(t, sock)
 	wrapRequest(t, sock, script)
 	pids = readPIDs(t, pidfile)
-	stopTwice(t, wrap, out, done)
-	waitGone(t, pids...)
+	return wrap, out, done, pids
 }
 
 // startFcgiOrphans starts the command in the background, as startFcgi
@@ -680,14 +688,7 @@ func waitGone(t *testing.T, pids ...int) {
 // TestWrapGraceKillsGroup: at the end of the grace after SIGTERM, a
 // running script's whole group is killed, and wrap exits 0.
 func TestWrapGraceKillsGroup(t *testing.T) {
-	dir := t.TempDir()
-	script, pidfile := hangScript(t, dir)
-	sock := filepath.Join(dir, "wrap.sock")
-	var pids []int
-	wrap, out, done := startFcgiOrphans(t, func() []int { return pids }, "wrap", "--listen", "unix:"+sock, "--grace", "1s")
-	waitDial(t, sock)
-	wrapRequest(t, sock, script)
-	pids = readPIDs(t, pidfile)
+	wrap, out, done, pids := wrapHanging(t, "1s")
 	wrap.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-done:

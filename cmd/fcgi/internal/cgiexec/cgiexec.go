@@ -21,6 +21,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/fcgikit/fcgi/cmd/fcgi/internal/pgroup"
 )
 
 // MaxHeaderBytes bounds the CGI header block a script may write.
@@ -112,18 +114,18 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	outW.Close()
 	errW.Close()
 
-	g := &group{pgid: cmd.Process.Pid}
+	g := pgroup.New(cmd.Process.Pid)
 	waitc := make(chan error, 1)
 	exited := make(chan struct{})
 	// Owned by Serve: reaps the script, then kills what it left behind,
 	// which closes the pipes. Ends when the script exits.
 	go func() {
 		err := cmd.Wait()
-		g.kill(true)
+		g.Kill(true)
 		close(exited)
 		waitc <- err
 	}()
-	stopKill := context.AfterFunc(ctx, func() { g.kill(false) })
+	stopKill := context.AfterFunc(ctx, func() { g.Kill(false) })
 	defer stopKill()
 
 	var wg sync.WaitGroup
@@ -146,7 +148,7 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 				close(bodyFailed)
 				// Killed before its stdin closes, the script never
 				// takes the part it got for the whole body.
-				g.kill(false)
+				g.Kill(false)
 			}
 		}
 		inW.Close()
@@ -187,7 +189,7 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	status, herr := writeResponse(w, bufio.NewReaderSize(outR, 32<<10), hold)
 	if herr != nil {
 		// A bad header, or the client went away: nobody wants the rest.
-		g.kill(false)
+		g.Kill(false)
 	}
 	// Drain stdout so the group is never blocked writing to it, then
 	// wait for the group's end.
@@ -248,27 +250,6 @@ func dirOf(path string) string {
 		return path[:i]
 	}
 	return "/"
-}
-
-// group is a process group that must be killed exactly until it is known
-// to be empty: after the leader is reaped and the group killed once more,
-// its ID may be reused and must not be signalled again.
-type group struct {
-	mu   sync.Mutex
-	pgid int
-	done bool
-}
-
-func (g *group) kill(final bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.done {
-		return
-	}
-	syscall.Kill(-g.pgid, syscall.SIGKILL)
-	if final {
-		g.done = true
-	}
 }
 
 // writeResponse parses the CGI header block from r (RFC 3875 §6) and writes
