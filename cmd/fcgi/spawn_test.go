@@ -256,19 +256,26 @@ func TestSpawnHangupDuringShutdown(t *testing.T) {
 }
 
 // TestSpawnKillsProcessGroup: a process's children go with it, even one
-// that ignores SIGTERM: at the end of the grace on shutdown, when a
-// rolling restart replaces the process, and when the process exits by
-// itself (its orphans would otherwise keep accepting on the socket).
+// that ignores SIGTERM: at the end of the grace on shutdown, when the
+// process stops on SIGTERM within the grace, when a rolling restart
+// replaces the process, and when the process exits by itself (its orphans
+// would otherwise keep accepting on the socket).
 func TestSpawnKillsProcessGroup(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		exitFirst bool // the first process exits at once, leaving its child
+		stops     bool // the process exits on SIGTERM, leaving its child
 		act       func(t *testing.T, spawn *os.Process, out *syncBuffer)
 		alive     int // grandchildren that must still run: the last ones
 	}{
 		{name: "shutdown", act: func(t *testing.T, spawn *os.Process, out *syncBuffer) {
 			spawn.Signal(syscall.SIGTERM)
 			waitOutput(t, out, "grace period over: killing")
+			waitGone(t, spawn.Pid)
+		}},
+		{name: "graceful stop", stops: true, act: func(t *testing.T, spawn *os.Process, out *syncBuffer) {
+			spawn.Signal(syscall.SIGTERM)
+			waitOutput(t, out, "stopped")
 			waitGone(t, spawn.Pid)
 		}},
 		{name: "rolling restart", alive: 1, act: func(t *testing.T, spawn *os.Process, out *syncBuffer) {
@@ -286,6 +293,9 @@ func TestSpawnKillsProcessGroup(t *testing.T) {
 				"trap '' TERM\nsleep 1000 &\necho $! >> " + pidfile + "\n"
 			if tc.exitFirst {
 				script += "[ -n \"$first\" ] && exit 3\n"
+			}
+			if tc.stops {
+				script += "trap 'exit 0' TERM\n"
 			}
 			script += "wait\n"
 			spawn, out := startFcgi(t, "spawn", "--listen", "unix:"+sock, "--grace", "1s", "--min-backoff", "50ms", "--", "/bin/sh", "-c", script)
