@@ -46,7 +46,8 @@
 // from text to JSON, and --log-level sets the least severe level shown.
 // SIGTERM and SIGINT stop a command gracefully: servers (wrap, spawn,
 // gateway) stop accepting, let running work finish for a grace period and
-// then end it; a second signal kills the command at once.
+// then end it; a second signal kills the command at once (wrap and spawn
+// first kill the processes they run, children and all, and exit 1).
 //
 // # Exit status
 //

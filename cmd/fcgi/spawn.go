@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/cmd/fcgi/internal/pgroup"
 )
 
 var spawnCmd = &command{
@@ -27,7 +28,14 @@ all accept on it, as spawn-fcgi does, but stays in the foreground and
 supervises them: a process that exits is restarted after a back-off that
 doubles from --min-backoff up to --max-backoff (and resets once a process
 has run for a minute). SIGTERM or SIGINT is forwarded to every process;
-spawn waits up to --grace for them to exit, then kills them.
+spawn waits up to --grace for them to exit, then kills them. A second
+SIGTERM or SIGINT kills them at once.
+
+Each process runs in a process group of its own, and whatever it started
+goes with it: when it exits, or is killed at the end of the grace period,
+every process left in its group is killed (SIGKILL), so no orphan holds
+the socket. SIGTERM goes to the process alone, which is in charge of
+stopping its children.
 
 SIGHUP restarts the processes one at a time (a rolling restart, to load
 a new build): each gets SIGTERM, up to --grace to finish its requests,
@@ -51,7 +59,8 @@ Examples:
 	fcgi spawn --listen unix:/run/app.sock --systemd -- ./server --flag
 
 Exit status: 0 after SIGTERM and a clean stop, 1 if the socket could not
-be bound or PROG could not be started at all.
+be bound, PROG could not be started at all, or a second signal cut the
+grace short.
 `,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		sp := &spawner{}
@@ -103,6 +112,11 @@ be bound or PROG could not be started at all.
 				sp.done[i] = make(chan struct{})
 			}
 			onHangup(ctx, func() { sp.rollingRestart(ctx) })
+			hurry, stopSignals := secondSignal(func() {
+				e.log.Info("stopping: SIGTERM sent to every process", "grace", sp.grace)
+			})
+			defer stopSignals()
+			sp.hurry = hurry
 			var wg sync.WaitGroup
 			errs := make([]error, sp.n)
 			for i := range sp.n {
@@ -111,6 +125,11 @@ be bound or PROG could not be started at all.
 				wg.Go(func() { errs[i] = sp.supervise(ctx, i) })
 			}
 			wg.Wait()
+			select {
+			case <-sp.hurry:
+				errs = append(errs, errors.New("stopped by a second signal: processes killed"))
+			default:
+			}
 			return errors.Join(errs...)
 		}
 	},
@@ -133,6 +152,8 @@ type spawner struct {
 	// slot i's supervisor has returned.
 	restart []chan chan error
 	done    []chan struct{}
+	// hurry is closed by a second SIGTERM or SIGINT: the grace ends.
+	hurry <-chan struct{}
 }
 
 // restartSettle is how long a replacement must run before a rolling
@@ -237,20 +258,33 @@ func (sp *spawner) command() *exec.Cmd {
 		cmd.Stdin = sp.sock
 	}
 	cmd.Stdout, cmd.Stderr = sp.e.stdout, sp.e.stderr
-	// If spawn dies without forwarding a signal, the kernel tells the
-	// children.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// A group of its own, so that killing -pgid reaches everything
+		// the process starts (unless it calls setsid, as daemons do).
+		Setpgid: true,
+		// If spawn dies without forwarding a signal, the kernel tells
+		// the process.
+		Pdeathsig: syscall.SIGTERM,
+	}
 	return cmd
 }
 
-// wait waits for cmd to exit. When ctx is cancelled first, or a restart
-// is asked for on restart, it sends SIGTERM, and SIGKILL after the grace
-// period; it returns the new restart's answer channel in that case. ack,
-// when not nil, is answered once cmd has run for restartSettle, or has
-// exited before.
+// wait waits for cmd to exit, then kills what it left in its process
+// group. When ctx is cancelled first, or a restart is asked for on
+// restart, it sends SIGTERM to cmd, and SIGKILL to its whole group after
+// the grace period; it returns the new restart's answer channel in that
+// case. ack, when not nil, is answered once cmd has run for
+// restartSettle, or has exited before.
 func (sp *spawner) wait(ctx context.Context, cmd *exec.Cmd, log *slog.Logger, restart <-chan chan error, ack chan error) (chan error, error) {
+	g := pgroup.New(cmd.Process.Pid)
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	// Owned by wait: reaps cmd and kills its leftovers (which would
+	// otherwise go on accepting on the socket). Ends when cmd exits.
+	go func() {
+		err := cmd.Wait()
+		g.Kill(true)
+		done <- err
+	}()
 	var settled <-chan time.Time
 	restartReq := restart
 	if ack != nil {
@@ -287,9 +321,11 @@ wait:
 		log.Info("stopped", "pid", cmd.Process.Pid, "status", exitStatus(err))
 		return next, err
 	case <-time.After(sp.grace):
+		log.Warn("grace period over: killing", "pid", cmd.Process.Pid)
+	case <-sp.hurry:
+		log.Warn("second signal: killing", "pid", cmd.Process.Pid)
 	}
-	log.Warn("grace period over: killing", "pid", cmd.Process.Pid)
-	cmd.Process.Kill()
+	g.Kill(false)
 	return next, <-done
 }
 

@@ -254,3 +254,113 @@ func TestSpawnHangupDuringShutdown(t *testing.T) {
 		}
 	}
 }
+
+// TestSpawnKillsProcessGroup: a process's children go with it, even one
+// that ignores SIGTERM: at the end of the grace on shutdown, when the
+// process stops on SIGTERM within the grace, when a rolling restart
+// replaces the process, and when the process exits by itself (its orphans
+// would otherwise keep accepting on the socket).
+func TestSpawnKillsProcessGroup(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		exitFirst bool // the first process exits at once, leaving its child
+		stops     bool // the process exits on SIGTERM, leaving its child
+		act       func(t *testing.T, spawn *os.Process, out *syncBuffer)
+		alive     int // grandchildren that must still run: the last ones
+	}{
+		{name: "shutdown", act: func(t *testing.T, spawn *os.Process, out *syncBuffer) {
+			spawn.Signal(syscall.SIGTERM)
+			waitOutput(t, out, "grace period over: killing")
+			waitGone(t, spawn.Pid)
+		}},
+		{name: "graceful stop", stops: true, act: func(t *testing.T, spawn *os.Process, out *syncBuffer) {
+			spawn.Signal(syscall.SIGTERM)
+			waitOutput(t, out, "stopped")
+			waitGone(t, spawn.Pid)
+		}},
+		{name: "rolling restart", alive: 1, act: func(t *testing.T, spawn *os.Process, out *syncBuffer) {
+			spawn.Signal(syscall.SIGHUP)
+			waitOutput(t, out, "all processes restarted")
+		}},
+		{name: "exit", exitFirst: true, alive: 1, act: func(t *testing.T, spawn *os.Process, out *syncBuffer) {
+			waitOutput(t, out, "process exited")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			sock, pidfile := filepath.Join(dir, "app.sock"), filepath.Join(dir, "pids")
+			script := "first=; [ -e " + pidfile + " ] || first=1\n" +
+				"trap '' TERM\nsleep 1000 &\necho $! >> " + pidfile + "\n"
+			if tc.exitFirst {
+				script += "[ -n \"$first\" ] && exit 3\n"
+			}
+			if tc.stops {
+				script += "trap 'exit 0' TERM\n"
+			}
+			script += "wait\n"
+			spawn, out := startFcgi(t, "spawn", "--listen", "unix:"+sock, "--grace", "1s", "--min-backoff", "50ms", "--", "/bin/sh", "-c", script)
+			// Runs before startFcgi's cleanup, which waits for the
+			// output pipe an orphan holds open: a failure must not
+			// hang the test, nor leave a process behind.
+			t.Cleanup(func() {
+				for _, pid := range grandchildren(pidfile) {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			})
+			waitGrandchildren(t, pidfile, 1)
+			tc.act(t, spawn.Process, out)
+			pids := waitGrandchildren(t, pidfile, 1+tc.alive)
+			dead, alive := pids[:len(pids)-tc.alive], pids[len(pids)-tc.alive:]
+			waitGone(t, dead...)
+			for _, pid := range alive {
+				if !processAlive(pid) {
+					t.Errorf("grandchild %d of the running process is gone", pid)
+				}
+			}
+		})
+	}
+}
+
+// grandchildren reads the PIDs the test's processes recorded in pidfile.
+func grandchildren(pidfile string) []int {
+	b, _ := os.ReadFile(pidfile)
+	var pids []int
+	for line := range strings.Lines(string(b)) {
+		if pid, err := strconv.Atoi(strings.TrimSuffix(line, "\n")); err == nil && strings.HasSuffix(line, "\n") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitGrandchildren waits until pidfile holds n PIDs and returns them.
+func waitGrandchildren(t *testing.T, pidfile string, n int) []int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids := grandchildren(pidfile)
+		if len(pids) >= n {
+			return pids
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d grandchildren recorded, want %d", len(pids), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSpawnSecondSignal: a second SIGTERM during the grace ends it at
+// once: spawn kills its processes' groups, children's children and all,
+// before it exits, rather than die and leave them.
+func TestSpawnSecondSignal(t *testing.T) {
+	dir := t.TempDir()
+	sock, pidfile := filepath.Join(dir, "app.sock"), filepath.Join(dir, "pids")
+	script := "trap '' TERM\nsleep 1000 &\necho $! >> " + pidfile + "\nwait\n"
+	var kids []int
+	spawn, out, done := startFcgiOrphans(t, func() []int { return append(kids, grandchildren(pidfile)...) },
+		"spawn", "--listen", "unix:"+sock, "--grace", "5m", "--", "/bin/sh", "-c", script)
+	kids = waitChildren(t, spawn.Process.Pid, 1)
+	pids := waitGrandchildren(t, pidfile, 1)
+	stopTwice(t, spawn, out, done)
+	waitGone(t, append(pids, kids...)...)
+}

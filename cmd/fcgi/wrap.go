@@ -41,9 +41,22 @@ The script's standard error is sent to the web server on the request's
 FCGI_STDERR stream, which it writes to its error log (nginx: "FastCGI
 sent in stderr"), and logged here too, one record per line.
 
+The response goes to the web server once the script has read its whole
+body, closed its standard input or exited, as with fcgiwrap: nginx sends
+no more of the body once it has the response header, so a script that
+writes the start of its response before it reads its body would
+otherwise wait for the rest for ever. Meanwhile what the script writes
+waits in its pipe; a script that writes more than a pipe holds (64 KiB)
+before it reads its body, or never reads a body larger than that and
+keeps running, is stuck until --timeout. A body cut short (the web
+server went away, or sent less than CONTENT_LENGTH) kills the script's
+group before its standard input closes, so that it never takes part of
+its body for the whole; the client gets 400 Bad Request.
+
 At most --max scripts run at once; further requests wait for a slot.
 SIGTERM (or SIGINT) stops accepting connections and lets running scripts
-finish for --grace, then kills them. SIGHUP is logged and otherwise
+finish for --grace, then kills them; a second SIGTERM or SIGINT kills
+them at once (exit status 1). SIGHUP is logged and otherwise
 ignored: each request runs its script afresh, so there is nothing to
 reload.
 
@@ -72,7 +85,8 @@ nginx in front of git-http-backend (git clone and push over HTTP):
 	    fastcgi_param REMOTE_USER $remote_user;
 	}
 
-Exit status: 0 after a graceful stop, 1 if serving failed.
+Exit status: 0 after a graceful stop, 1 if serving failed or a second
+signal cut the grace short.
 `,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		wr := &wrapper{}
@@ -90,6 +104,8 @@ Exit status: 0 after a graceful stop, 1 if serving failed.
 			if wr.max < 1 {
 				return usageError(e, fs, "--max must be at least 1")
 			}
+			hurry, stopSignals := secondSignal(nil)
+			defer stopSignals()
 			if wr.root != "" {
 				abs, err := filepath.Abs(wr.root)
 				if err != nil {
@@ -127,14 +143,29 @@ Exit status: 0 after a graceful stop, 1 if serving failed.
 			case <-ctx.Done():
 				e.log.Info("stopping: waiting for running scripts", "grace", *grace)
 				sctx, cancel := context.WithTimeout(context.Background(), *grace)
-				err = srv.Shutdown(sctx)
+				// Owned by the command: a second signal ends the
+				// grace. Ends with the grace.
+				go func() {
+					select {
+					case <-hurry:
+						cancel()
+					case <-sctx.Done():
+					}
+				}()
+				serr := srv.Shutdown(sctx)
 				cancel()
-				if err != nil {
-					e.log.Warn("grace period over: killing running scripts")
+				err = nil
+				if serr != nil {
+					select {
+					case <-hurry:
+						e.log.Warn("second signal: killing running scripts")
+						err = errors.New("stopped by a second signal: scripts killed")
+					default:
+						e.log.Warn("grace period over: killing running scripts")
+					}
 					srv.Close()
 				}
 				<-errc
-				err = nil
 			}
 			kill()
 			// Handlers may outlive Close by the moment their scripts take

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -137,7 +140,12 @@ func TestWrapGitHTTPBackend(t *testing.T) {
 	git(t, work, "clone", "-q", url, "a")
 	a := filepath.Join(work, "a")
 	os.WriteFile(filepath.Join(a, "README"), []byte("pushed through fcgi wrap\n"), 0o644)
-	git(t, a, "add", "README")
+	// A pack larger than the socket buffers, to a script that writes its
+	// header before it reads its body.
+	big := make([]byte, 4<<20)
+	rand.Read(big)
+	os.WriteFile(filepath.Join(a, "big"), big, 0o644)
+	git(t, a, "add", "README", "big")
 	git(t, a, "commit", "-q", "-m", "first")
 	git(t, a, "push", "-q", "origin", "HEAD:main")
 
@@ -145,6 +153,9 @@ func TestWrapGitHTTPBackend(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(work, "b", "README"))
 	if err != nil || string(got) != "pushed through fcgi wrap\n" {
 		t.Fatalf("second clone: README %q, %v", got, err)
+	}
+	if got, err := os.ReadFile(filepath.Join(work, "b", "big")); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("second clone: big file of %d bytes, %v; want the %d pushed", len(got), err, len(big))
 	}
 }
 
@@ -371,4 +382,325 @@ func TestWrapAbortKillsGroup(t *testing.T) {
 func processAlive(pid int) bool {
 	f := procStat(pid)
 	return len(f) > 0 && f[0] != "Z"
+}
+
+// headerFirstScript writes a CGI script that prints its header and the
+// start of its body, then reads its whole request body and reports its
+// length: "length: N\n".
+func headerFirstScript(t *testing.T, dir string) string {
+	t.Helper()
+	script := filepath.Join(dir, "count.cgi")
+	body := "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nlength: '\nwc -c\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return script
+}
+
+// TestWrapNginxHeaderFirstBigBody: behind nginx, which stops sending the
+// request body once it has the response header, a script that writes its
+// header before it reads a 5 MB body gets the whole body.
+func TestWrapNginxHeaderFirstBigBody(t *testing.T) {
+	peer.Require(t, "nginx", "nginx")
+	dir := t.TempDir()
+	script := headerFirstScript(t, dir)
+	sock := filepath.Join(dir, "wrap.sock")
+	startFcgi(t, "wrap", "--listen", "unix:"+sock, "--script", script, "--timeout", "60s")
+	waitDial(t, sock)
+	n := peer.StartNginx(t, peer.NginxConfig{FastCGI: "unix:" + sock})
+
+	const size = 5 << 20
+	c := &http.Client{Timeout: 90 * time.Second}
+	start := time.Now()
+	resp, err := c.Post(n.URL()+"/count.cgi", "application/octet-stream", bytes.NewReader(bytes.Repeat([]byte("x"), size)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	t.Logf("POST of %d bytes: %d %q after %v", size, resp.StatusCode, got, time.Since(start))
+	if want := "length: " + strconv.Itoa(size) + "\n"; err != nil || resp.StatusCode != 200 || string(got) != want {
+		t.Fatalf("POST of %d bytes: %d %q, %v; want 200 and the length", size, resp.StatusCode, got, err)
+	}
+}
+
+// bodyPlan says how nginxLikeRequest sends a body.
+type bodyPlan struct {
+	size int64 // CONTENT_LENGTH
+	// cut > 0 stops the body after cut bytes, once beforeCut (if not
+	// nil) has returned: with hangUp the connection is closed, otherwise
+	// the STDIN stream is ended there, short of CONTENT_LENGTH.
+	cut       int64
+	hangUp    bool
+	beforeCut func()
+	until     string // close the connection once STDOUT holds it
+}
+
+// nginxLikeRequest sends a POST for script to the wrap server on sock the
+// way nginx sends one: the body in 16 KiB STDIN records, and no more of
+// it once the first STDOUT record has come. It returns what came on
+// STDOUT and whether END_REQUEST came, within 30 s.
+func nginxLikeRequest(t *testing.T, sock, script string, plan bodyPlan) (stdout string, ended bool) {
+	t.Helper()
+	c, err := dialRaw(context.Background(), "unix:"+sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := requestParams{method: "POST", target: "/" + filepath.Base(script), root: filepath.Dir(script), body: plan.size}
+	kv, _ := rp.pairs()
+	c.w.WriteBeginRequest(1, wire.RoleResponder, 0)
+	c.w.WriteStream(wire.TypeParams, 1, encodePairs(kv))
+	c.w.WriteRecord(wire.TypeParams, 1, nil)
+	if err := c.w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	end := plan.size
+	if plan.cut > 0 {
+		end = plan.cut
+	}
+	var started atomic.Bool // nginx's header_sent: the body stops there
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	// Owned by nginxLikeRequest: sends the body. Ends when it is sent,
+	// when the response has started, or when the connection is closed.
+	wg.Go(func() {
+		chunk := make([]byte, 16<<10)
+		for sent.Load() < end && !started.Load() {
+			n := min(int64(len(chunk)), end-sent.Load())
+			if c.w.WriteRecord(wire.TypeStdin, 1, chunk[:n]) != nil || c.w.Flush() != nil {
+				return
+			}
+			sent.Add(n)
+		}
+		if started.Load() {
+			return
+		}
+		if plan.beforeCut != nil {
+			plan.beforeCut()
+		}
+		if plan.hangUp {
+			c.nc.Close()
+			return
+		}
+		c.w.WriteRecord(wire.TypeStdin, 1, nil)
+		c.w.Flush()
+	})
+	defer func() {
+		c.Close()
+		wg.Wait()
+	}()
+	c.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var out []byte
+	for {
+		rec, err := c.r.Next()
+		if err != nil {
+			if !plan.hangUp && plan.until == "" {
+				t.Errorf("after %d bytes of body sent, stdout %q: %v", sent.Load(), out, err)
+			}
+			return string(out), false
+		}
+		switch rec.Type {
+		case wire.TypeStdout:
+			started.Store(true)
+			out = append(out, rec.Content...)
+			if plan.until != "" && strings.Contains(string(out), plan.until) {
+				return string(out), false
+			}
+		case wire.TypeEndRequest:
+			return string(out), true
+		}
+	}
+}
+
+// TestWrapBodyEndings: whatever a script does with a body larger than
+// the pipes hold, sent as nginx sends it (no more of it once the first
+// STDOUT record has come), the request ends and the script's whole
+// process group is gone: it reads it all after writing the start of its
+// response (wrap must feed it the whole body before it passes that on);
+// it exits without reading it; it closes its stdin and goes on running
+// (its output must go out at once); it never reads it and keeps running
+// (--timeout ends it: 504); the web server goes away half-way through
+// the body, or ends it short of CONTENT_LENGTH (the script must not take
+// the part it got for the whole).
+// wrap serves on afterwards.
+func TestWrapBodyEndings(t *testing.T) {
+	dir := t.TempDir()
+	wr := &wrapper{max: 2, slots: make(chan struct{}, 2), timeout: 3 * time.Second,
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	sock := strings.TrimPrefix(startServer(t, wr), "unix:")
+	t.Cleanup(wr.running.Wait)
+	const size = 5 << 20
+	const hdr = `printf 'Content-Type: text/plain\r\n\r\n'; `
+	for _, tc := range []struct {
+		name   string
+		script string   // after "echo $$ > pidfile"
+		plan   bodyPlan // size defaults to 5 MB
+		want   string   // STDOUT holds it
+		ended  bool
+	}{
+		{name: "reads after writing", script: hdr + "printf 'length: '; wc -c",
+			want: "length: 5242880\n", ended: true},
+		{name: "exits unread", script: hdr + "echo ignored",
+			want: "\r\n\r\nignored\n", ended: true},
+		{name: "closes stdin", script: "exec 0<&-; " + hdr + "echo closed; exec sleep 1000",
+			plan: bodyPlan{until: "closed\n"}, want: "\r\n\r\nclosed\n"},
+		{name: "never reads", script: hdr + "echo ignored; exec sleep 1000",
+			want: "Status: 504", ended: true},
+		{name: "web server gone", script: hdr + "printf 'length: '; wc -c > " + filepath.Join(dir, "got"),
+			plan: bodyPlan{cut: 1 << 20, hangUp: true}},
+		{name: "body short", script: hdr + "printf 'length: '; wc -c > " + filepath.Join(dir, "got"),
+			plan: bodyPlan{cut: 1 << 20}, want: "Status: 400", ended: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pidfile := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".pid")
+			script := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".cgi")
+			body := "#!/bin/sh\necho $$ > " + pidfile + "\n" + tc.script + "\n"
+			if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			// The script has started: it is the one to stop.
+			tc.plan.size = size
+			tc.plan.beforeCut = func() { readPID(t, pidfile) }
+			out, ended := nginxLikeRequest(t, sock, script, tc.plan)
+			if !strings.Contains(out, tc.want) || ended != tc.ended {
+				t.Errorf("stdout %q, END_REQUEST %v; want %q, %v", out, ended, tc.want, tc.ended)
+			}
+			waitGroupGone(t, readPID(t, pidfile))
+		})
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "got")); len(b) > 0 {
+		t.Errorf("a script given part of its body took %s bytes for the whole", b)
+	}
+	out, ended := nginxLikeRequest(t, sock, headerFirstScript(t, dir), bodyPlan{size: 100})
+	if !ended || !strings.HasSuffix(out, "length: 100\n") {
+		t.Errorf("afterwards: stdout %q, END_REQUEST %v", out, ended)
+	}
+	// Every slot comes back, once the handlers have seen their ends.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(wr.slots) != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(wr.slots); n != 0 {
+		t.Errorf("%d of %d slots still taken", n, cap(wr.slots))
+	}
+}
+
+// readPID waits for a script to write its PID, a line, to pidfile.
+func readPID(t *testing.T, pidfile string) int {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(pidfile)
+		if pid, err := strconv.Atoi(strings.TrimSuffix(string(b), "\n")); err == nil && strings.HasSuffix(string(b), "\n") {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: no PID in %q", pidfile, b)
+			return 0
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestWrapSecondSignal: a second SIGTERM during the grace ends it at
+// once: wrap kills the running scripts' groups, children and all, before
+// it exits, rather than die and leave them.
+func TestWrapSecondSignal(t *testing.T) {
+	wrap, out, done, pids := wrapHanging(t, "5m")
+	stopTwice(t, wrap, out, done)
+	waitGone(t, pids...)
+}
+
+// wrapHanging starts fcgi wrap with --grace grace (startFcgiOrphans) and
+// one request for hangScript, and returns once the script has recorded
+// its PIDs and its child's.
+func wrapHanging(t *testing.T, grace string) (wrap *exec.Cmd, out *syncBuffer, done chan error, pids []int) {
+	t.Helper()
+	dir := t.TempDir()
+	script, pidfile := hangScript(t, dir)
+	sock := filepath.Join(dir, "wrap.sock")
+	wrap, out, done = startFcgiOrphans(t, func() []int { return pids }, "wrap", "--listen", "unix:"+sock, "--grace", grace)
+	waitDial(t, sock)
+	wrapRequest(t, sock, script)
+	pids = readPIDs(t, pidfile)
+	return wrap, out, done, pids
+}
+
+// startFcgiOrphans starts the command in the background, as startFcgi
+// does, but leaves its exit to the test, which reads it from done (and
+// puts it back). The test's cleanup kills orphans() first, the processes
+// a failure may leave behind holding the command's output pipe (on which
+// Wait waits), then the command.
+func startFcgiOrphans(t *testing.T, orphans func() []int, args ...string) (cmd *exec.Cmd, out *syncBuffer, done chan error) {
+	t.Helper()
+	cmd = exec.Command(fcgiBin, args...)
+	out = &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		for _, pid := range orphans() {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		cmd.Process.Kill()
+		err := <-done
+		t.Logf("fcgi %s: %v; output:\n%s", strings.Join(args, " "), err, out.String())
+	})
+	return cmd, out, done
+}
+
+// stopTwice sends the command SIGTERM, and a second one once it has
+// begun to stop, and checks that it exits 1 soon, without waiting for
+// its grace.
+func stopTwice(t *testing.T, cmd *exec.Cmd, out *syncBuffer, done chan error) {
+	t.Helper()
+	cmd.Process.Signal(syscall.SIGTERM)
+	waitOutput(t, out, "stopping")
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		done <- err
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Errorf("after a second SIGTERM: %v; want exit status 1", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("still running 20 s after a second SIGTERM")
+	}
+}
+
+// waitGone fails the test unless each of pids is gone (or a zombie)
+// within 10 s.
+func waitGone(t *testing.T, pids ...int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for processAlive(pid) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if st := procStat(pid); len(st) > 1 && st[0] != "Z" {
+			t.Errorf("process %d still running, parent %s", pid, st[1])
+		}
+	}
+}
+
+// TestWrapGraceKillsGroup: at the end of the grace after SIGTERM, a
+// running script's whole group is killed, and wrap exits 0.
+func TestWrapGraceKillsGroup(t *testing.T) {
+	wrap, out, done, pids := wrapHanging(t, "1s")
+	wrap.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Errorf("wrap after SIGTERM: %v; want exit status 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("wrap still running 20 s after SIGTERM with --grace 1s")
+	}
+	waitGone(t, pids...)
+	if !strings.Contains(out.String(), "grace period over") {
+		t.Errorf("log lacks the end of the grace:\n%s", out.String())
+	}
 }

@@ -19,7 +19,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
+
+	"github.com/fcgikit/fcgi/cmd/fcgi/internal/pgroup"
 )
 
 // MaxHeaderBytes bounds the CGI header block a script may write.
@@ -49,11 +52,18 @@ var (
 )
 
 // Serve starts the script, passes it the request body, and writes its
-// response to w. When ctx ends first, the script's process group is
+// response to w, but not before the script has read all of the body,
+// closed its stdin or exited (nginx sends no more of the body once it has
+// the response header). When ctx ends first, the script's process group is
 // killed; if no header was sent yet the client gets 504 Gateway Timeout
-// for a deadline, nothing otherwise (the client has gone). Serve returns
+// for a deadline, nothing otherwise (the client has gone). When reading
+// the body fails (it is cut short, or too large), the group is killed
+// before the script's stdin closes, so that it never takes part of its
+// body for the whole, and the client gets 400 (413 for a body over
+// http.MaxBytesReader's limit) if no header was sent yet. Serve returns
 // only once every process of the group is gone and every pipe is
-// drained, with the script's exit error, ErrBadHeader, or ctx's error.
+// drained, with the script's exit error, ErrBadHeader, the body's error or
+// ctx's error.
 func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	var closers []io.Closer
 	defer func() {
@@ -104,25 +114,42 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	outW.Close()
 	errW.Close()
 
-	g := &group{pgid: cmd.Process.Pid}
+	g := pgroup.New(cmd.Process.Pid)
 	waitc := make(chan error, 1)
+	exited := make(chan struct{})
 	// Owned by Serve: reaps the script, then kills what it left behind,
 	// which closes the pipes. Ends when the script exits.
 	go func() {
 		err := cmd.Wait()
-		g.kill(true)
+		g.Kill(true)
+		close(exited)
 		waitc <- err
 	}()
-	stopKill := context.AfterFunc(ctx, func() { g.kill(false) })
+	stopKill := context.AfterFunc(ctx, func() { g.Kill(false) })
 	defer stopKill()
 
 	var wg sync.WaitGroup
+	fed := make(chan struct{})
+	bodyFailed := make(chan struct{})
+	var bodyErr error // set before bodyFailed or fed is closed
+	// Set once Serve closes the body itself, which fails a read in
+	// progress: that is no fault of the body's.
+	var closingStdin atomic.Bool
 	// Owned by Serve: copies the body to the script. Ends at the body's
 	// end, or when the script stops reading (EPIPE), or when Serve closes
 	// the body.
 	wg.Go(func() {
+		defer close(fed)
 		if c.Stdin != nil {
-			io.Copy(inW, c.Stdin)
+			body := &bodyReader{r: c.Stdin}
+			io.Copy(inW, body)
+			if body.err != nil && !closingStdin.Load() {
+				bodyErr = body.err
+				close(bodyFailed)
+				// Killed before its stdin closes, the script never
+				// takes the part it got for the whole body.
+				g.Kill(false)
+			}
 		}
 		inW.Close()
 	})
@@ -139,16 +166,37 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 		io.Copy(io.Discard, errR)
 	})
 
-	status, herr := writeResponse(w, bufio.NewReaderSize(outR, 32<<10))
+	// The response waits for the body: nginx sends no more of the body
+	// once it has the response header, so a script that writes before it
+	// has read all of its body would wait for the rest for ever. A script
+	// that exits, or closes its stdin, has had all it wants.
+	hold := func() error {
+		select {
+		case <-fed:
+			return bodyErr
+		case <-exited:
+			select {
+			case <-bodyFailed:
+				// Its death is the feeder's doing, not an end.
+				return bodyErr
+			default:
+			}
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		return nil
+	}
+	status, herr := writeResponse(w, bufio.NewReaderSize(outR, 32<<10), hold)
 	if herr != nil {
 		// A bad header, or the client went away: nobody wants the rest.
-		g.kill(false)
+		g.Kill(false)
 	}
 	// Drain stdout so the group is never blocked writing to it, then
 	// wait for the group's end.
 	io.Copy(io.Discard, outR)
 	werr := <-waitc
 	if c.Stdin != nil {
+		closingStdin.Store(true)
 		c.Stdin.Close()
 	}
 	wg.Wait()
@@ -159,6 +207,17 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 			http.Error(w, "script timed out", http.StatusGatewayTimeout)
 		}
 		return fmt.Errorf("%w (script killed)", context.Cause(ctx))
+	case bodyErr != nil:
+		// The script was killed for it: whatever else went wrong
+		// followed.
+		if status == 0 {
+			code := http.StatusBadRequest
+			if mbe := (*http.MaxBytesError)(nil); errors.As(bodyErr, &mbe) {
+				code = http.StatusRequestEntityTooLarge
+			}
+			http.Error(w, http.StatusText(code), code)
+		}
+		return fmt.Errorf("request body: %w (script killed)", bodyErr)
 	case herr != nil:
 		if status == 0 {
 			http.Error(w, "bad gateway: malformed CGI response", http.StatusBadGateway)
@@ -171,6 +230,21 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	return werr
 }
 
+// bodyReader keeps the error that ended a read of the request body, other
+// than its end.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
 func dirOf(path string) string {
 	if i := strings.LastIndexByte(path, '/'); i > 0 {
 		return path[:i]
@@ -178,30 +252,10 @@ func dirOf(path string) string {
 	return "/"
 }
 
-// group is a process group that must be killed exactly until it is known
-// to be empty: after the leader is reaped and the group killed once more,
-// its ID may be reused and must not be signalled again.
-type group struct {
-	mu   sync.Mutex
-	pgid int
-	done bool
-}
-
-func (g *group) kill(final bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.done {
-		return
-	}
-	syscall.Kill(-g.pgid, syscall.SIGKILL)
-	if final {
-		g.done = true
-	}
-}
-
 // writeResponse parses the CGI header block from r (RFC 3875 §6) and writes
-// the response to w. It returns the status sent (0 if none was).
-func writeResponse(w http.ResponseWriter, r *bufio.Reader) (status int, err error) {
+// the response to w once hold returns nil. It returns the status sent (0
+// if none was).
+func writeResponse(w http.ResponseWriter, r *bufio.Reader, hold func() error) (status int, err error) {
 	tp := textproto.NewReader(bufio.NewReader(io.LimitReader(r, MaxHeaderBytes)))
 	hdr, err := tp.ReadMIMEHeader()
 	if err != nil {
@@ -225,6 +279,9 @@ func writeResponse(w http.ResponseWriter, r *bufio.Reader) (status int, err erro
 		hdr.Del("Status")
 	} else if hdr.Get("Location") != "" {
 		status = http.StatusFound
+	}
+	if err := hold(); err != nil {
+		return 0, err
 	}
 	h := w.Header()
 	for k, vs := range hdr {
