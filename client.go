@@ -138,6 +138,13 @@ const (
 	// requests by ID and queues a few records per request: a request
 	// whose Body is not read holds up the others on its connection once
 	// its queue is full.
+	//
+	// A request abandoned before its end (its context ended, or its Body
+	// was closed) is aborted with FCGI_ABORT_REQUEST, and its request ID
+	// is not reused until the application's END_REQUEST for it arrives.
+	// An application that takes more than 2 seconds to end it costs that
+	// request only: the connection then takes no new request, serves
+	// those on it to their end, and is closed.
 	MultiplexOn
 )
 
@@ -151,9 +158,10 @@ const (
 	DefaultMaxRequestsPerConn     = 64
 )
 
-// abortGrace is how long a multiplexed connection waits for END_REQUEST
-// after sending FCGI_ABORT_REQUEST before it gives up on the connection.
-const abortGrace = 2 * time.Second
+// defaultAbortGrace is how long a multiplexed connection waits for
+// END_REQUEST after sending FCGI_ABORT_REQUEST before it stops taking new
+// requests.
+const defaultAbortGrace = 2 * time.Second
 
 // A Client sends requests to FastCGI applications, the way a web server
 // does: it keeps connections open (FCGI_KEEP_CONN) and reuses them, bounds
@@ -272,6 +280,8 @@ type Client struct {
 	// ErrorLog receives connection-level problems (failed probes,
 	// backends set aside, protocol errors). Nil means slog.Default().
 	ErrorLog *slog.Logger
+
+	abortGrace time.Duration // zero means defaultAbortGrace; tests shorten it
 
 	initOnce sync.Once
 	backends []*backend
@@ -511,3 +521,5 @@ func (c *Client) Close() error {
 	c.wg.Wait()
 	return nil
 }
+
+func (c *Client) graceAfterAbort() time.Duration { return orDur(c.abortGrace, defaultAbortGrace) }

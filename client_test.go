@@ -1072,6 +1072,10 @@ func TestClientMultiplexAbortBehindStuckWrite(t *testing.T) {
 		if err == nil {
 			t.Error("the stuck upload succeeded")
 		}
+		// The client closed the connection, not the backend.
+		if errors.Is(err, fcgi.ErrBackendClosed) {
+			t.Errorf("the stuck upload's error %q blames the backend for the client's close", err)
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the stuck upload is still blocked after the abort's grace ran out")
 	}

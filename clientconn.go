@@ -48,7 +48,12 @@ type clientConn struct {
 	calls     []*call       // calls[id-1], nil when the ID is free
 	broken    chan struct{} // closed when the connection failed
 	brokenErr error         // set before broken is closed
+	byClient  bool          // set before broken is closed: the client closed it, for brokenErr
 	failOnce  sync.Once
+	// retired is set when an aborted request outlived its grace: the
+	// connection takes no new request, and is closed once the requests
+	// still running on it have ended (see call.graceOver).
+	retired atomic.Bool
 }
 
 func newClientConn(b *backend, nc net.Conn) *clientConn {
@@ -147,6 +152,7 @@ type call struct {
 	gone       chan struct{}
 	goneMu     sync.Once
 	endSeen    atomic.Bool  // END_REQUEST read by the read loop
+	abortSent  atomic.Bool  // FCGI_ABORT_REQUEST went out
 	refs       atomic.Int32 // holders of the ID: read loop until END, writer
 	timer      *time.Timer
 
@@ -251,6 +257,7 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 	if pk.err != nil {
 		*bp = pk.buf[:0]
 		paramBufs.Put(bp)
+		cl.unsentMpx()
 		return pk.err
 	}
 	buf, cuts, paramsEnd := pk.buf, pk.cuts, len(pk.buf)
@@ -265,6 +272,7 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 			if _, err := io.ReadFull(body, buf[start:]); err != nil {
 				*bp = buf[:0]
 				paramBufs.Put(bp)
+				cl.unsentMpx()
 				return fmt.Errorf("fcgi: reading request body: %w", err)
 			}
 			small, body = buf[start:], nil
@@ -315,11 +323,11 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 		// soon as its PARAMS end, and a larger request leaves in
 		// several writes.
 		cl.unsent = sentNothing
-		err = cl.writeErr(err)
+		werr := cl.writeErr(err)
 		if cc.mpx {
-			cc.fail(err)
+			cc.failWrite(err)
 		}
-		return err
+		return werr
 	}
 	if !inline {
 		cl.wdone = make(chan struct{})
@@ -331,6 +339,16 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 		go cl.writeBody(body, data, role == wire.RoleFilter)
 	}
 	return nil
+}
+
+// unsentMpx frees the request ID of a multiplexed call whose request was
+// never written: no record of the backend's can come for it, and an abort
+// would hold the ID for an END_REQUEST that never comes.
+func (cl *call) unsentMpx() {
+	if cl.cc.mpx {
+		cl.endSeen.Store(true)
+		cl.releaseRef()
+	}
 }
 
 // maxInlineBody is the largest body sent with the request header.
@@ -458,18 +476,22 @@ func (cl *call) writeLocked(fn func(*wire.Writer) error) error {
 		cc.wr.Reset(cc.nc)
 	}
 	if err != nil {
-		err = cl.writeErr(err)
+		werr := cl.writeErr(err)
 		if cc.mpx {
-			cc.fail(err)
+			cc.failWrite(err)
 		}
+		return werr
 	}
-	return err
+	return nil
 }
 
 // writeErr maps a write error.
 func (cl *call) writeErr(err error) error {
 	if cl.ctx.Err() != nil {
 		return cl.ctx.Err()
+	}
+	if cc := cl.cc; cc.mpx && cc.isBroken() && cc.byClient {
+		return cc.brokenErr // the write failed because the client closed the connection
 	}
 	if isTimeout(err) {
 		return &TimeoutError{Op: "write request", Addr: cl.b.addr}
@@ -795,10 +817,11 @@ func (cc *clientConn) startMpx(maxReqs int) {
 }
 
 // newMpxCall takes the lowest free request ID; the caller has already
-// counted the request in active. It returns nil if cc broke.
+// counted the request in active. It returns nil if cc broke or was
+// retired.
 func (cc *clientConn) newMpxCall() *call {
 	cc.mu.Lock()
-	if cc.isBroken() {
+	if cc.isBroken() || cc.retired.Load() {
 		cc.mu.Unlock()
 		cc.active.Add(-1)
 		return nil
@@ -883,6 +906,7 @@ func (cc *clientConn) readLoop() {
 		if rec.Type == wire.TypeEndRequest {
 			cl.endSeen.Store(true)
 			cl.releaseRef()
+			cc.closeIfDrained()
 		}
 	}
 }
@@ -903,8 +927,8 @@ func (cl *call) releaseRef() {
 	cc.b.mpxSlotFree(cc)
 }
 
-// fail closes a multiplexed connection after an error; every call on it
-// sees the error.
+// fail closes a multiplexed connection the backend closed or broke; every
+// call on it sees err, as ErrBackendClosed or ErrProtocol.
 func (cc *clientConn) fail(err error) {
 	cc.failOnce.Do(func() {
 		cc.brokenErr = err
@@ -912,6 +936,52 @@ func (cc *clientConn) fail(err error) {
 		cc.nc.Close()
 		cc.b.mpxConnBroken(cc)
 	})
+}
+
+// shut closes a multiplexed connection the client gives up on; the calls
+// still on it see why, never ErrBackendClosed: the backend closed nothing.
+func (cc *clientConn) shut(why error) {
+	cc.failOnce.Do(func() {
+		cc.brokenErr = fmt.Errorf("fcgi: %s: connection closed by the client: %w", cc.b.addr, why)
+		cc.byClient = true
+		close(cc.broken)
+		cc.nc.Close()
+		cc.b.mpxConnBroken(cc)
+	})
+}
+
+// failWrite ends a multiplexed connection after a failed write: a record
+// may be cut short, so the stream is lost. A timeout, or a socket the
+// client already closed, is the client's doing; anything else the
+// backend's.
+func (cc *clientConn) failWrite(err error) {
+	switch {
+	case isTimeout(err):
+		cc.shut(&TimeoutError{Op: "write request", Addr: cc.b.addr})
+	case errors.Is(err, net.ErrClosed):
+		cc.shut(fmt.Errorf("writing request: %w", err))
+	default:
+		cc.fail(fmt.Errorf("writing request: %w", err))
+	}
+}
+
+// closeIfDrained closes a retired connection once no request on it is
+// still running: the only ones left, if any, were aborted and their
+// callers are gone. It runs whenever a request stops running on a retired
+// connection.
+func (cc *clientConn) closeIfDrained() {
+	if !cc.retired.Load() {
+		return
+	}
+	cc.mu.Lock()
+	for _, cl := range cc.calls {
+		if cl != nil && !cl.endSeen.Load() && !cl.isGone() {
+			cc.mu.Unlock()
+			return
+		}
+	}
+	cc.mu.Unlock()
+	cc.shut(errors.New("retired after an aborted request outlived its grace"))
 }
 
 func (cl *call) isGone() bool {
@@ -923,23 +993,21 @@ func (cl *call) isGone() bool {
 	}
 }
 
-// abort abandons a multiplexed request: it sends FCGI_ABORT_REQUEST and
-// gives the application abortGrace to end the request before the
-// connection is closed. It never waits for the connection's write lock:
-// another request's record may be stuck on a backend that stopped
-// reading, and closing the connection at the grace's end frees it.
+// abort abandons a multiplexed request: it sends FCGI_ABORT_REQUEST, and
+// from then on drops the request's records. Its ID stays taken until its
+// END_REQUEST arrives, or the connection ends, since the backend may still
+// send records with it. See graceOver for an application slow to answer.
+// It never waits for the connection's write lock: another request's record
+// may be stuck on a backend that stopped reading, and graceOver frees it.
 func (cl *call) abort() {
 	cl.goneMu.Do(func() {
 		close(cl.gone)
 		cc := cl.cc
+		cc.closeIfDrained()
 		if cl.endSeen.Load() || cc.isBroken() {
 			return
 		}
-		time.AfterFunc(abortGrace, func() {
-			if !cl.endSeen.Load() {
-				cc.fail(fmt.Errorf("fcgi: %s: no END_REQUEST after ABORT_REQUEST", cl.b.addr))
-			}
-		})
+		time.AfterFunc(cl.c.graceAfterAbort(), cl.graceOver)
 		if cc.wmu.TryLock() {
 			cl.writeAbort()
 			return
@@ -951,6 +1019,28 @@ func (cl *call) abort() {
 	})
 }
 
+// graceOver runs on its own goroutine a grace period after abort. An
+// application that has not ended the request yet costs that request only:
+// the connection is retired, serving the requests on it to their end but
+// no new one. If the abort is still waiting to be written, a write of
+// another request's is stuck on a backend that stopped reading, and the
+// connection is closed, which frees that writer.
+func (cl *call) graceOver() {
+	cc := cl.cc
+	if cl.endSeen.Load() || cc.isBroken() {
+		return
+	}
+	grace := cl.c.graceAfterAbort()
+	if !cl.abortSent.Load() {
+		cc.shut(fmt.Errorf("FCGI_ABORT_REQUEST not sent within %v: the backend stopped reading", grace))
+		return
+	}
+	if !cc.retired.Swap(true) {
+		cl.c.logger().Info("fcgi: aborted request not ended in time; its connection takes no new request", "backend", cl.b.addr, "grace", grace)
+	}
+	cc.closeIfDrained()
+}
+
 // writeAbort sends FCGI_ABORT_REQUEST with cc.wmu held, and unlocks it.
 func (cl *call) writeAbort() {
 	cc := cl.cc
@@ -959,15 +1049,20 @@ func (cl *call) writeAbort() {
 		cc.wmu.Unlock()
 		return
 	}
-	cc.setWriteDeadline(abortGrace)
+	cc.setWriteDeadline(cl.c.graceAfterAbort())
 	err := cc.wr.WriteRecord(wire.TypeAbortRequest, cl.id, nil)
 	if err == nil {
 		err = cc.wr.Flush()
 	}
 	cc.setWriteDeadline(cl.c.WriteTimeout)
 	cc.wmu.Unlock()
-	if err != nil {
-		cc.fail(err)
+	switch {
+	case err == nil:
+		cl.abortSent.Store(true)
+	case isTimeout(err) || errors.Is(err, net.ErrClosed):
+		cc.shut(fmt.Errorf("writing FCGI_ABORT_REQUEST: %w", err))
+	default:
+		cc.fail(fmt.Errorf("writing FCGI_ABORT_REQUEST: %w", err))
 	}
 }
 
@@ -1019,7 +1114,7 @@ func (cl *call) nextMpx() (wire.Type, []byte, error) {
 				if cl.wdone != nil && isClosed(cl.wdone) && cl.werr != nil {
 					return 0, nil, cl.werr
 				}
-				if errors.Is(cc.brokenErr, ErrProtocol) {
+				if cc.byClient || errors.Is(cc.brokenErr, ErrProtocol) {
 					return 0, nil, cc.brokenErr
 				}
 				return 0, nil, fmt.Errorf("%w: %s: %w", ErrBackendClosed, cl.b.addr, cc.brokenErr)

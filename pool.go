@@ -305,7 +305,7 @@ func (b *backend) pickMpxLocked() *clientConn {
 	now := time.Now()
 	for _, cc := range b.mpxConns {
 		n := int(cc.active.Load())
-		if n >= cc.maxReqs || cc.isBroken() || cc.expired(now) {
+		if n >= cc.maxReqs || cc.isBroken() || cc.retired.Load() || cc.expired(now) {
 			continue
 		}
 		if best == nil || n < int(best.active.Load()) {
@@ -332,7 +332,7 @@ func (b *backend) removeMpxLocked(cc *clientConn) bool {
 func (b *backend) mpxSlotFree(cc *clientConn) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if cc.active.Load() == 0 {
+	if cc.active.Load() == 0 && !cc.retired.Load() { // a retired one closes itself
 		if b.c.closed.Load() || cc.expired(time.Now()) {
 			if b.removeMpxLocked(cc) {
 				b.conns--
