@@ -23,3 +23,21 @@ func PoolCounts(c *Client) (open, idle int) {
 	}
 	return open, idle
 }
+
+// ClientTimeouts are the timeouts a Client applies, zero meaning none.
+type ClientTimeouts struct {
+	Dial, Write, ResponseHeader, Read, Idle, Probe, Cooldown time.Duration
+}
+
+// TimeoutsOf returns the timeouts c applies.
+func TimeoutsOf(c *Client) ClientTimeouts {
+	return ClientTimeouts{
+		Dial:           c.dialTimeout(),
+		Write:          c.writeTimeout(),
+		ResponseHeader: c.responseHeaderTimeout(),
+		Read:           c.readTimeout(),
+		Idle:           c.idleTimeout(),
+		Probe:          c.probeTimeout(),
+		Cooldown:       c.backendCooldown(),
+	}
+}

@@ -1025,7 +1025,7 @@ func TestClientRecyclingNeedsTwoObservations(t *testing.T) {
 // Cancelling a multiplexed request while another request's body is stuck
 // on a backend that stopped reading: the cancelled call returns at once,
 // and the stuck connection is closed after the abort's grace, failing the
-// other request rather than leaving it blocked (WriteTimeout is 0).
+// other request rather than leaving it blocked (there is no WriteTimeout).
 func TestClientMultiplexAbortBehindStuckWrite(t *testing.T) {
 	checkLeaks(t)
 	release := make(chan struct{})
@@ -1037,6 +1037,7 @@ func TestClientMultiplexAbortBehindStuckWrite(t *testing.T) {
 	c := newClient(app.Addr)
 	c.Multiplex = fcgi.MultiplexOn
 	c.MaxConnsPerBackend = 1
+	c.WriteTimeout = -1
 	defer c.Close()
 
 	ctxB, cancelB := context.WithCancel(context.Background())

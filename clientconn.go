@@ -128,8 +128,8 @@ type call struct {
 	gotStdout  bool         // a STDOUT or END_REQUEST record arrived
 	fresh      atomic.Int32 // freshPending, freshCounted (in backend.freshWaiting) or freshDone
 	freshTimer *time.Timer  // counts the call as stalled after freshStall
-	hdrDL      time.Time    // when ResponseHeaderTimeout expires
-	rdeadline  bool         // a read deadline is set
+	hdrDL      time.Time    // when ResponseHeaderTimeout expires; zero until known
+	rdl        time.Time    // the read deadline set on the socket, zero for none
 	hs         cgiHeaderScanner
 	header     http.Header // where the response header goes, nil for a new one
 	pending    []byte      // STDOUT not yet returned by Read
@@ -139,9 +139,11 @@ type call struct {
 	finished   bool
 
 	// The body writer goroutine: wdone is closed when it returns, after
-	// setting werr.
-	wdone chan struct{}
-	werr  error
+	// setting werr, or bodySent (when the last record went out) if it
+	// sent everything.
+	wdone    chan struct{}
+	werr     error
+	bodySent time.Time
 
 	// Multiplexed connections.
 	events chan event
@@ -280,7 +282,7 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 	}
 
 	cc.wmu.Lock()
-	cc.setWriteDeadline(cl.c.WriteTimeout)
+	cc.setWriteDeadline(cl.c.writeTimeout())
 	wr := cc.wr
 	before := wr.Written()
 	err := wr.WriteBeginRequest(cl.id, role, flags)
@@ -421,6 +423,8 @@ func (cl *call) writeBody(body, data io.Reader, filter bool) {
 	failed := err != nil && err != errCallOver
 	if failed {
 		cl.werr = err
+	} else if err == nil {
+		cl.bodySent = time.Now()
 	}
 	close(cl.wdone)
 	if failed {
@@ -468,7 +472,10 @@ func (cl *call) writeLocked(fn func(*wire.Writer) error) error {
 	if cc.mpx && (cl.endSeen.Load() || cl.isGone()) {
 		return errCallOver
 	}
-	cc.setWriteDeadline(cl.c.WriteTimeout)
+	if !cc.mpx && cl.stop != nil && cl.ctx.Err() != nil {
+		return cl.ctx.Err() // cancel's deadline is not to be replaced
+	}
+	cc.setWriteDeadline(cl.c.writeTimeout())
 	err := fn(cc.wr)
 	if err == nil {
 		err = cc.wr.Flush()
@@ -532,20 +539,14 @@ func (cl *call) next() (wire.Type, []byte, error) {
 	if cl.cc.mpx {
 		return cl.nextMpx()
 	}
-	cc, c := cl.cc, cl.c
+	cc := cl.cc
 	for {
-		if !cl.gotStdout && c.ResponseHeaderTimeout > 0 {
-			cc.nc.SetReadDeadline(cl.headerDeadline())
-			cl.rdeadline = true
-		} else if d := c.ReadTimeout; cl.gotStdout && d > 0 {
-			cc.nc.SetReadDeadline(time.Now().Add(d))
-			cl.rdeadline = true
-		} else if cl.rdeadline {
-			cc.nc.SetReadDeadline(time.Time{})
-			cl.rdeadline = false
-		}
+		provisional := cl.armRead()
 		rec, err := cc.rd.Next()
 		if err != nil {
+			if provisional && isTimeout(err) && cl.ctx.Err() == nil {
+				continue // the body is still being sent: the wait has not begun
+			}
 			return 0, nil, cl.readErr(err)
 		}
 		if rec.RequestID != cl.id {
@@ -657,13 +658,62 @@ func (cl *call) notWaiting() {
 	}
 }
 
-// headerDeadline returns when ResponseHeaderTimeout expires, counted from
-// the first wait for the response.
-func (cl *call) headerDeadline() time.Time {
-	if cl.hdrDL.IsZero() {
-		cl.hdrDL = time.Now().Add(cl.c.ResponseHeaderTimeout)
+// headerDeadline returns when the response header timeout d expires,
+// counted from when the request has been sent: from the first wait for the
+// response when the body went out with the header, else from when the body
+// writer sent the last record. Until then final is false, and dl is a
+// provisional deadline, d from now, for the caller to look again.
+func (cl *call) headerDeadline(d time.Duration) (dl time.Time, final bool) {
+	if !cl.hdrDL.IsZero() {
+		return cl.hdrDL, true
 	}
-	return cl.hdrDL
+	start := time.Now()
+	if cl.wdone != nil {
+		select {
+		case <-cl.wdone:
+			if !cl.bodySent.IsZero() {
+				start = cl.bodySent
+			}
+		default:
+			return start.Add(d), false
+		}
+	}
+	cl.hdrDL = start.Add(d)
+	return cl.hdrDL, true
+}
+
+// anyRecord is a Reader.Ready test true of any record.
+func anyRecord(wire.Header) bool { return true }
+
+// armRead sets the socket's read deadline for the next record of a
+// one-request connection: the response header's, or ReadTimeout once the
+// response has begun. A record already buffered needs none. It reports
+// whether the deadline is provisional (see headerDeadline).
+func (cl *call) armRead() (provisional bool) {
+	cc, c := cl.cc, cl.c
+	if cc.rd.Ready(anyRecord) {
+		return false
+	}
+	var dl time.Time
+	if !cl.gotStdout {
+		if d := c.responseHeaderTimeout(); d > 0 {
+			var final bool
+			dl, final = cl.headerDeadline(d)
+			provisional = !final
+		}
+	} else if d := c.readTimeout(); d > 0 {
+		dl = time.Now().Add(d)
+	}
+	if dl.Equal(cl.rdl) {
+		return provisional
+	}
+	cc.nc.SetReadDeadline(dl)
+	cl.rdl = dl
+	if cl.stop != nil && cl.ctx.Err() != nil {
+		// cancel's deadline may have just been replaced.
+		cc.nc.SetReadDeadline(time.Unix(1, 0))
+	}
+	return provisional
 }
 
 func (cl *call) appStatus() (uint32, bool) { return cl.end.AppStatus, cl.ended }
@@ -793,7 +843,7 @@ func (cl *call) finish(reuse bool) {
 	}
 	cl.pending = nil
 	if reuse && cl.c.maxIdle() > 0 && cc.rd.Buffered() == 0 {
-		if cl.rdeadline {
+		if !cl.rdl.IsZero() {
 			cc.nc.SetReadDeadline(time.Time{})
 		}
 		cl.b.putIdle(cc)
@@ -1054,7 +1104,7 @@ func (cl *call) writeAbort() {
 	if err == nil {
 		err = cc.wr.Flush()
 	}
-	cc.setWriteDeadline(cl.c.WriteTimeout)
+	cc.setWriteDeadline(cl.c.writeTimeout())
 	cc.wmu.Unlock()
 	switch {
 	case err == nil:
@@ -1076,9 +1126,17 @@ func (cl *call) nextMpx() (wire.Type, []byte, error) {
 	}
 	for {
 		var timeout <-chan time.Time
-		d := c.ReadTimeout
-		if !cl.gotStdout && c.ResponseHeaderTimeout > 0 {
-			d = max(time.Until(cl.headerDeadline()), time.Nanosecond)
+		var bodySent chan struct{} // set while the header's wait waits for the body
+		d := c.readTimeout()
+		if !cl.gotStdout {
+			d = 0
+			if hd := c.responseHeaderTimeout(); hd > 0 {
+				if dl, final := cl.headerDeadline(hd); final {
+					d = max(time.Until(dl), time.Nanosecond)
+				} else {
+					bodySent = cl.wdone
+				}
+			}
 		}
 		if d > 0 {
 			if cl.timer == nil {
@@ -1119,6 +1177,8 @@ func (cl *call) nextMpx() (wire.Type, []byte, error) {
 				}
 				return 0, nil, fmt.Errorf("%w: %s: %w", ErrBackendClosed, cl.b.addr, cc.brokenErr)
 			}
+		case <-bodySent:
+			continue
 		case <-timeout:
 			cl.abort()
 			if !cl.gotStdout {
@@ -1169,9 +1229,11 @@ func (c *Client) GetValues(ctx context.Context, addr string, names ...string) (m
 	if len(names) == 0 {
 		names = []string{wire.ValueMaxConns, wire.ValueMaxReqs, wire.ValueMpxsConns}
 	}
-	timeout := orDur(c.ProbeTimeout, DefaultProbeTimeout)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	if d := c.probeTimeout(); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
 	nc, err := c.dial(ctx, addr)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
