@@ -172,12 +172,15 @@ const defaultAbortGrace = 2 * time.Second
 // them per backend, balances several backends, and optionally multiplexes.
 //
 // The zero value is usable once Addr or Backends is set. Fields must not be
-// changed after the first request. Every timeout follows one rule: zero
-// means its default (DefaultDialTimeout and the others below), a negative
-// value none. By default a request therefore fails with a [*TimeoutError]
-// when the application takes more than a minute to read a piece of the
-// body, to start its response, or to send the next piece of it. A Client is safe for concurrent use by
+// changed after the first request. A Client is safe for concurrent use by
 // multiple goroutines and should be reused rather than created per request.
+//
+// Every timeout follows one rule: zero means its default (DefaultDialTimeout
+// and the others), a negative value none. By default a request therefore
+// fails with a [*TimeoutError] (a 504 from [Gateway]) when the application
+// stops reading the request for a minute, has not started its response a
+// minute after it had the whole request, or pauses its response for a
+// minute, as behind nginx.
 //
 // # Retries
 //
