@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -153,5 +154,96 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 				t.Errorf("after Close: %d open, %d idle", open, idle)
 			}
 		})
+	}
+}
+
+// The same against this package's Server, which ends an aborted request
+// when its handler returns: a handler that ignores the abort for longer
+// than the grace costs its own request only.
+func TestClientMultiplexSlowAbortServer(t *testing.T) {
+	checkLeaks(t)
+	const grace = 50 * time.Millisecond
+	release := make(chan struct{})
+	aborted := make(chan struct{})
+	slowDone := make(chan struct{})
+	var seenMu sync.Mutex
+	seen := map[string]int{}
+	addr := startServer(t, "unix", nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seenMu.Lock()
+		seen[r.URL.Path]++
+		seenMu.Unlock()
+		if r.URL.Path == "/slow" {
+			<-r.Context().Done()
+			close(aborted)
+			time.Sleep(20 * grace) // a handler that does not watch its context
+			close(slowDone)
+			return
+		}
+		<-release
+		io.WriteString(w, "ok "+r.URL.Path)
+	}))
+	c := newClient("unix:" + addr)
+	c.Multiplex = fcgi.MultiplexOn
+	c.MaxConnsPerBackend = 1
+	fcgi.SetAbortGrace(c, grace)
+	defer c.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	slowErr := make(chan error, 1)
+	go func() {
+		_, err := c.Do(ctx, get("/slow"))
+		slowErr <- err
+	}()
+	if !eventually(func() bool { seenMu.Lock(); defer seenMu.Unlock(); return seen["/slow"] == 1 }) {
+		t.Fatal("the slow request did not arrive")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 9)
+	for i := 0; i < 9; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			path := fmt.Sprint("/", i)
+			req := get(path)
+			if i%2 == 1 {
+				req.Params["REQUEST_METHOD"] = "POST"
+			}
+			resp, err := c.Do(context.Background(), req)
+			if err != nil {
+				errs <- fmt.Errorf("request %d: %w", i, err)
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || string(b) != "ok "+path {
+				errs <- fmt.Errorf("request %d: body %q, %v", i, b, err)
+			}
+		}()
+	}
+	if !eventually(func() bool { seenMu.Lock(); defer seenMu.Unlock(); return len(seen) == 10 }) {
+		t.Fatal("not all ten requests arrived")
+	}
+	cancel()
+	if err := <-slowErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("aborted request: %v", err)
+	}
+	<-aborted
+	<-slowDone
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	seenMu.Lock()
+	for p, k := range seen {
+		if k != 1 {
+			t.Errorf("%s seen %d times by the server", p, k)
+		}
+	}
+	seenMu.Unlock()
+	if !eventually(func() bool { open, _ := fcgi.PoolCounts(c); return open == 0 }) {
+		open, idle := fcgi.PoolCounts(c)
+		t.Errorf("pool: %d open, %d idle; want 0", open, idle)
 	}
 }
