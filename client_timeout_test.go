@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -121,5 +124,32 @@ func TestClientSlowUploadHeaderTimeout(t *testing.T) {
 				t.Fatal("the response header timed out before the body was sent")
 			}
 		})
+	}
+}
+
+// Through a Gateway, as `fcgi gateway --timeout` runs it: an upload of
+// known length, large enough to be streamed, that arrives more slowly than
+// the timeout is answered 200, not 504.
+func TestGatewaySlowUploadNot504(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) { r.Write(fmt.Sprintf("\r\n%d", len(r.Stdin))) }
+	})
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "index.php"), []byte("<?php"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 300 * time.Millisecond
+	c := &fcgi.Client{Addr: app.Addr, ErrorLog: quietLog, DialTimeout: timeout, WriteTimeout: timeout,
+		ResponseHeaderTimeout: timeout, ReadTimeout: timeout}
+	defer c.Close()
+	g := &fcgi.Gateway{Client: c, Root: root, ErrorLog: quietLog}
+	const n = 80                                                                        // KiB: streamed, not buffered, by the Gateway
+	req := httptest.NewRequest("POST", "/index.php", &trickle{n: n, gap: timeout / 20}) // 4 timeouts long
+	req.ContentLength = n << 10
+	w := httptest.NewRecorder()
+	g.ServeHTTP(w, req)
+	if w.Code != 200 || w.Body.String() != fmt.Sprint(n<<10) {
+		t.Fatalf("slow upload: %d %q", w.Code, w.Body.String())
 	}
 }
