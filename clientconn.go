@@ -816,7 +816,9 @@ func (cl *call) finish(reuse bool) {
 			cl.peeked, cl.havePeeked = event{}, false
 		}
 		if cl.timer != nil {
-			cl.timer.Stop()
+			cl.timer.Stop() // nothing stale can be read from it after Stop
+			mpxTimers.Put(cl.timer)
+			cl.timer = nil
 		}
 		if !cl.ended {
 			cl.abort()
@@ -1116,6 +1118,10 @@ func (cl *call) writeAbort() {
 	}
 }
 
+// mpxTimers recycles the timers of multiplexed calls' waits, which every
+// call needs now that its waits have default timeouts.
+var mpxTimers sync.Pool
+
 // nextMpx is next for multiplexed connections: records come from the read
 // loop.
 func (cl *call) nextMpx() (wire.Type, []byte, error) {
@@ -1140,7 +1146,12 @@ func (cl *call) nextMpx() (wire.Type, []byte, error) {
 		}
 		if d > 0 {
 			if cl.timer == nil {
-				cl.timer = time.NewTimer(d)
+				if t, ok := mpxTimers.Get().(*time.Timer); ok {
+					t.Reset(d)
+					cl.timer = t
+				} else {
+					cl.timer = time.NewTimer(d)
+				}
 			} else {
 				cl.timer.Reset(d)
 			}
