@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,6 +36,8 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 			quit := make(chan struct{})      // ends the handler that never answers
 			var seenMu sync.Mutex
 			seen := map[string]int{}
+			var cp atomic.Pointer[fcgi.Client] // for the handler
+			retired := func() bool { return fcgi.RetiredConns(cp.Load()) == 1 }
 			app := startFake(t, false, func(a *fakeApp) {
 				a.Handler = func(r *fakeReq) {
 					seenMu.Lock()
@@ -46,9 +49,11 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 							<-quit
 							return
 						}
-						// Well past the grace: on a loaded machine the
-						// grace's timer fires late, never this late.
-						time.Sleep(20 * grace)
+						// Past the grace: once the client has given up
+						// waiting.
+						if !eventually(retired) {
+							t.Error("the connection was not retired after the grace")
+						}
 						r.Write("\r\nlate output of an aborted request")
 						r.End(0, 0)
 						close(slowEnded)
@@ -60,6 +65,7 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 			})
 			defer close(quit)
 			c := newClient(app.Addr)
+			cp.Store(c)
 			c.Multiplex = fcgi.MultiplexOn
 			c.MaxConnsPerBackend = 1
 			fcgi.SetAbortGrace(c, grace)
@@ -110,7 +116,10 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 				t.Fatal("no FCGI_ABORT_REQUEST")
 			}
 			if tc.never {
-				time.Sleep(20 * grace) // the grace runs out with the nine in flight
+				// The grace runs out with the nine in flight.
+				if !eventually(retired) {
+					t.Fatal("the connection was not retired after the grace")
+				}
 			} else {
 				<-slowEnded
 			}
@@ -150,7 +159,8 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 				t.Errorf("%d connections in all, want 2", n)
 			}
 			c.Close()
-			if open, idle := fcgi.PoolCounts(c); open != 0 || idle != 0 {
+			if !eventually(func() bool { open, idle := fcgi.PoolCounts(c); return open == 0 && idle == 0 }) {
+				open, idle := fcgi.PoolCounts(c)
 				t.Errorf("after Close: %d open, %d idle", open, idle)
 			}
 		})
@@ -168,6 +178,7 @@ func TestClientMultiplexSlowAbortServer(t *testing.T) {
 	slowDone := make(chan struct{})
 	var seenMu sync.Mutex
 	seen := map[string]int{}
+	var cp atomic.Pointer[fcgi.Client] // for the handler
 	addr := startServer(t, "unix", nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seenMu.Lock()
 		seen[r.URL.Path]++
@@ -175,7 +186,11 @@ func TestClientMultiplexSlowAbortServer(t *testing.T) {
 		if r.URL.Path == "/slow" {
 			<-r.Context().Done()
 			close(aborted)
-			time.Sleep(20 * grace) // a handler that does not watch its context
+			// A handler that does not watch its context, and returns
+			// after the client has given up waiting.
+			if !eventually(func() bool { return fcgi.RetiredConns(cp.Load()) == 1 }) {
+				t.Error("the connection was not retired after the grace")
+			}
 			close(slowDone)
 			return
 		}
@@ -183,6 +198,7 @@ func TestClientMultiplexSlowAbortServer(t *testing.T) {
 		io.WriteString(w, "ok "+r.URL.Path)
 	}))
 	c := newClient("unix:" + addr)
+	cp.Store(c)
 	c.Multiplex = fcgi.MultiplexOn
 	c.MaxConnsPerBackend = 1
 	fcgi.SetAbortGrace(c, grace)

@@ -41,3 +41,20 @@ func TimeoutsOf(c *Client) ClientTimeouts {
 		Cooldown:       c.backendCooldown(),
 	}
 }
+
+// RetiredConns returns how many of c's multiplexed connections are retired
+// and still open.
+func RetiredConns(c *Client) int {
+	c.init()
+	n := 0
+	for _, b := range c.backends {
+		b.mu.Lock()
+		for _, cc := range b.mpxConns {
+			if cc.retired.Load() {
+				n++
+			}
+		}
+		b.mu.Unlock()
+	}
+	return n
+}

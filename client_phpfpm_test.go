@@ -353,13 +353,13 @@ func TestClientPHPFPMSlowUpload(t *testing.T) {
 	fpm := startFPM(t, peer.PHPFPMConfig{MaxChildren: 2})
 	c := newClient(fpm.Addr())
 	c.MaxConnsPerBackend = 2
-	const timeout = 300 * time.Millisecond
+	const timeout = time.Second
 	c.ResponseHeaderTimeout = timeout
 	defer c.Close()
 	upload := func(uri string) *fcgi.Request {
 		req := fpmRequest(fpm, "POST", uri, []byte{}, "application/octet-stream")
 		req.Params["CONTENT_LENGTH"] = "12288"
-		req.Body, req.GetBody = &trickle{n: 12, gap: timeout / 3}, nil // 4 timeouts long
+		req.Body, req.GetBody = &trickle{n: 12, gap: timeout / 8}, nil // 1.5 timeouts long
 		return req
 	}
 	zeros := make([]byte, 12288)

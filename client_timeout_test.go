@@ -71,7 +71,7 @@ func TestClientSlowUploadHeaderTimeout(t *testing.T) {
 	for _, mpx := range []bool{false, true} {
 		t.Run(fmt.Sprintf("multiplex=%v", mpx), func(t *testing.T) {
 			checkLeaks(t)
-			const timeout = 200 * time.Millisecond
+			const timeout = time.Second // ample for an answer on a loaded machine
 			var bodyRead atomic.Bool
 			app := startFake(t, false, func(a *fakeApp) {
 				a.Handler = func(r *fakeReq) {
@@ -99,7 +99,7 @@ func TestClientSlowUploadHeaderTimeout(t *testing.T) {
 				req := get(uri)
 				req.Params["REQUEST_METHOD"] = "POST"
 				req.Params["CONTENT_LENGTH"] = "12288"
-				req.Body = &trickle{n: 12, gap: timeout / 4} // 3 timeouts long
+				req.Body = &trickle{n: 12, gap: timeout / 8} // 1.5 timeouts long
 				return req
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -139,13 +139,13 @@ func TestGatewaySlowUploadNot504(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "index.php"), []byte("<?php"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	const timeout = 300 * time.Millisecond
+	const timeout = time.Second
 	c := &fcgi.Client{Addr: app.Addr, ErrorLog: quietLog, DialTimeout: timeout, WriteTimeout: timeout,
 		ResponseHeaderTimeout: timeout, ReadTimeout: timeout}
 	defer c.Close()
 	g := &fcgi.Gateway{Client: c, Root: root, ErrorLog: quietLog}
 	const n = 80                                                                        // KiB: streamed, not buffered, by the Gateway
-	req := httptest.NewRequest("POST", "/index.php", &trickle{n: n, gap: timeout / 20}) // 4 timeouts long
+	req := httptest.NewRequest("POST", "/index.php", &trickle{n: n, gap: timeout / 50}) // 1.6 timeouts long
 	req.ContentLength = n << 10
 	w := httptest.NewRecorder()
 	g.ServeHTTP(w, req)
