@@ -412,6 +412,9 @@ func isTimeout(err error) bool {
 // A non-nil error is a [*TimeoutError], a [*ProtocolStatusError], ctx's
 // error, or an error wrapping one of the package's sentinels
 // ([ErrBackendClosed], [ErrMalformedResponse], ...) or the network error.
+// A multiplexed connection the client closes itself, because a backend
+// stopped reading it, fails its requests with an error saying so, never
+// with ErrBackendClosed.
 func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	c.init()
 	if c.closed.Load() {
