@@ -1118,8 +1118,8 @@ func (cl *call) writeAbort() {
 	}
 }
 
-// mpxTimers recycles the timers of multiplexed calls' waits, which every
-// call needs now that its waits have default timeouts.
+// mpxTimers recycles the timers of multiplexed calls' waits: every call
+// needs one, since its waits have timeouts by default.
 var mpxTimers sync.Pool
 
 // nextMpx is next for multiplexed connections: records come from the read
