@@ -144,7 +144,8 @@ const (
 	// is not reused until the application's END_REQUEST for it arrives.
 	// An application that takes more than 2 seconds to end it costs that
 	// request only: the connection then takes no new request, serves
-	// those on it to their end, and is closed.
+	// those on it to their end, and is closed (it counts against
+	// MaxConnsPerBackend until then).
 	MultiplexOn
 )
 
