@@ -14,6 +14,103 @@ import (
 	"github.com/fcgikit/fcgi"
 )
 
+// pathCounts counts the requests a backend received, by path.
+type pathCounts struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (p *pathCounts) add(path string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[string]int{}
+	}
+	p.m[path]++
+}
+
+func (p *pathCounts) snapshot() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := map[string]int{}
+	for k, v := range p.m {
+		m[k] = v
+	}
+	return m
+}
+
+// runSlowAbort aborts "/slow" on c, a multiplexing Client with one
+// connection, while nine other requests ("/0" to "/8", the odd ones POSTs)
+// are in flight on the same connection, and checks that the abort costs
+// nothing else: the nine succeed, the backend saw each request once, and
+// the pool's open count comes back to zero. The backend counts requests in
+// seen, answers "/slow" only after its abort, and answers the others
+// "ok " and their path once release is closed; aborted returns once the
+// backend has dealt with the abort as the test wants (answered it after
+// the grace, or let the grace run out).
+func runSlowAbort(t *testing.T, c *fcgi.Client, seen *pathCounts, release chan struct{}, aborted func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	slowErr := make(chan error, 1)
+	go func() {
+		_, err := c.Do(ctx, get("/slow"))
+		slowErr <- err
+	}()
+	if !eventually(func() bool { return seen.snapshot()["/slow"] == 1 }) {
+		t.Fatal("the slow request did not arrive")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 9)
+	for i := 0; i < 9; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			path := fmt.Sprint("/", i)
+			req := get(path)
+			if i%2 == 1 {
+				req.Params["REQUEST_METHOD"] = "POST" // never resent
+			}
+			resp, err := c.Do(context.Background(), req)
+			if err != nil {
+				errs <- fmt.Errorf("request %d: %w", i, err)
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || string(b) != "ok "+path {
+				errs <- fmt.Errorf("request %d: body %q, %v", i, b, err)
+			}
+		}()
+	}
+	if !eventually(func() bool { return len(seen.snapshot()) == 10 }) {
+		t.Fatalf("%d requests arrived, want 10", len(seen.snapshot()))
+	}
+	cancel()
+	if err := <-slowErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("aborted request: %v", err)
+	}
+	aborted()
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for p, k := range seen.snapshot() {
+		if k != 1 {
+			t.Errorf("request %s seen %d times by the backend", p, k)
+		}
+	}
+	if !eventually(func() bool { open, _ := fcgi.PoolCounts(c); return open == 0 }) {
+		open, idle := fcgi.PoolCounts(c)
+		t.Errorf("pool: %d open, %d idle; want 0", open, idle)
+	}
+}
+
+// retiredOnce reports whether c has one retired connection; it takes the
+// Client from p, for handlers that start before it is made.
+func retiredOnce(p *atomic.Pointer[fcgi.Client]) bool { return fcgi.RetiredConns(p.Load()) == 1 }
+
 // One multiplexed request whose FCGI_ABORT_REQUEST the backend answers
 // late, or never, costs only that request: the nine others on its
 // connection finish, each seen once by the backend (none failed, none
@@ -30,20 +127,16 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkLeaks(t)
-			const grace = 50 * time.Millisecond
 			release := make(chan struct{})   // lets the nine others answer
 			slowEnded := make(chan struct{}) // the aborted request's END_REQUEST went out
 			quit := make(chan struct{})      // ends the handler that never answers
-			var seenMu sync.Mutex
-			seen := map[string]int{}
-			var cp atomic.Pointer[fcgi.Client] // for the handler
-			retired := func() bool { return fcgi.RetiredConns(cp.Load()) == 1 }
+			var seen pathCounts
+			var cp atomic.Pointer[fcgi.Client]
 			app := startFake(t, false, func(a *fakeApp) {
 				a.Handler = func(r *fakeReq) {
-					seenMu.Lock()
-					seen[r.Params["N"]]++
-					seenMu.Unlock()
-					if r.Params["N"] == "slow" {
+					path := r.Params["REQUEST_URI"]
+					seen.add(path)
+					if path == "/slow" {
 						<-r.Aborted
 						if tc.never {
 							<-quit
@@ -51,7 +144,7 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 						}
 						// Past the grace: once the client has given up
 						// waiting.
-						if !eventually(retired) {
+						if !eventually(func() bool { return retiredOnce(&cp) }) {
 							t.Error("the connection was not retired after the grace")
 						}
 						r.Write("\r\nlate output of an aborted request")
@@ -60,7 +153,7 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 						return
 					}
 					<-release
-					r.Write("\r\nok " + r.Params["N"])
+					r.Write("\r\nok " + path)
 				}
 			})
 			defer close(quit)
@@ -68,77 +161,22 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 			cp.Store(c)
 			c.Multiplex = fcgi.MultiplexOn
 			c.MaxConnsPerBackend = 1
-			fcgi.SetAbortGrace(c, grace)
+			fcgi.SetAbortGrace(c, 50*time.Millisecond)
 			defer c.Close()
 
-			ctx, cancel := context.WithCancel(context.Background())
-			slowErr := make(chan error, 1)
-			go func() {
-				req := get("/slow")
-				req.Params["N"] = "slow"
-				_, err := c.Do(ctx, req)
-				slowErr <- err
-			}()
-			if !eventually(func() bool { return app.requests.Load() == 1 }) {
-				t.Fatal("the slow request did not arrive")
-			}
-			var wg sync.WaitGroup
-			errs := make(chan error, 9)
-			for i := 0; i < 9; i++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					req := get("/")
-					req.Params["N"] = fmt.Sprint(i)
-					if i%2 == 1 {
-						req.Params["REQUEST_METHOD"] = "POST" // never resent
-					}
-					resp, err := c.Do(context.Background(), req)
-					if err != nil {
-						errs <- fmt.Errorf("request %d: %w", i, err)
-						return
-					}
-					b, err := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if want := fmt.Sprint("ok ", i); err != nil || string(b) != want {
-						errs <- fmt.Errorf("request %d: body %q, %v; want %q", i, b, err, want)
-					}
-				}()
-			}
-			if !eventually(func() bool { return app.requests.Load() == 10 }) {
-				t.Fatalf("%d requests arrived, want 10", app.requests.Load())
-			}
-			cancel()
-			if err := <-slowErr; !errors.Is(err, context.Canceled) {
-				t.Fatalf("aborted request: %v", err)
-			}
-			if !eventually(func() bool { return app.aborts.Load() == 1 }) {
-				t.Fatal("no FCGI_ABORT_REQUEST")
-			}
-			if tc.never {
-				// The grace runs out with the nine in flight.
-				if !eventually(retired) {
-					t.Fatal("the connection was not retired after the grace")
+			runSlowAbort(t, c, &seen, release, func() {
+				if !eventually(func() bool { return app.aborts.Load() == 1 }) {
+					t.Fatal("no FCGI_ABORT_REQUEST")
 				}
-			} else {
-				<-slowEnded
-			}
-			close(release)
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				t.Error(err)
-			}
-			seenMu.Lock()
-			for n, k := range seen {
-				if k != 1 {
-					t.Errorf("request %s seen %d times by the backend", n, k)
+				if tc.never {
+					// The grace runs out with the nine in flight.
+					if !eventually(func() bool { return retiredOnce(&cp) }) {
+						t.Fatal("the connection was not retired after the grace")
+					}
+				} else {
+					<-slowEnded
 				}
-			}
-			if len(seen) != 10 {
-				t.Errorf("backend saw %d distinct requests, want 10", len(seen))
-			}
-			seenMu.Unlock()
+			})
 			if n := app.conns.Load(); n != 1 {
 				t.Errorf("%d connections for 10 requests, want 1", n)
 			}
@@ -147,12 +185,8 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 			if !eventually(func() bool { return app.open.Load() == 0 }) {
 				t.Errorf("the connection is still open after its requests ended")
 			}
-			if !eventually(func() bool { open, _ := fcgi.PoolCounts(c); return open == 0 }) {
-				open, idle := fcgi.PoolCounts(c)
-				t.Errorf("pool: %d open, %d idle; want 0", open, idle)
-			}
 			// The client goes on serving, on a new connection.
-			if _, body := doString(t, c, get("/after")); body != "ok " {
+			if _, body := doString(t, c, get("/after")); body != "ok /after" {
 				t.Errorf("request after: %q", body)
 			}
 			if n := app.conns.Load(); n != 2 {
@@ -172,23 +206,17 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 // than the grace costs its own request only.
 func TestClientMultiplexSlowAbortServer(t *testing.T) {
 	checkLeaks(t)
-	const grace = 50 * time.Millisecond
 	release := make(chan struct{})
-	aborted := make(chan struct{})
 	slowDone := make(chan struct{})
-	var seenMu sync.Mutex
-	seen := map[string]int{}
-	var cp atomic.Pointer[fcgi.Client] // for the handler
+	var seen pathCounts
+	var cp atomic.Pointer[fcgi.Client]
 	addr := startServer(t, "unix", nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seenMu.Lock()
-		seen[r.URL.Path]++
-		seenMu.Unlock()
+		seen.add(r.URL.Path)
 		if r.URL.Path == "/slow" {
 			<-r.Context().Done()
-			close(aborted)
 			// A handler that does not watch its context, and returns
 			// after the client has given up waiting.
-			if !eventually(func() bool { return fcgi.RetiredConns(cp.Load()) == 1 }) {
+			if !eventually(func() bool { return retiredOnce(&cp) }) {
 				t.Error("the connection was not retired after the grace")
 			}
 			close(slowDone)
@@ -201,65 +229,7 @@ func TestClientMultiplexSlowAbortServer(t *testing.T) {
 	cp.Store(c)
 	c.Multiplex = fcgi.MultiplexOn
 	c.MaxConnsPerBackend = 1
-	fcgi.SetAbortGrace(c, grace)
+	fcgi.SetAbortGrace(c, 50*time.Millisecond)
 	defer c.Close()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	slowErr := make(chan error, 1)
-	go func() {
-		_, err := c.Do(ctx, get("/slow"))
-		slowErr <- err
-	}()
-	if !eventually(func() bool { seenMu.Lock(); defer seenMu.Unlock(); return seen["/slow"] == 1 }) {
-		t.Fatal("the slow request did not arrive")
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 9)
-	for i := 0; i < 9; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			path := fmt.Sprint("/", i)
-			req := get(path)
-			if i%2 == 1 {
-				req.Params["REQUEST_METHOD"] = "POST"
-			}
-			resp, err := c.Do(context.Background(), req)
-			if err != nil {
-				errs <- fmt.Errorf("request %d: %w", i, err)
-				return
-			}
-			b, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil || string(b) != "ok "+path {
-				errs <- fmt.Errorf("request %d: body %q, %v", i, b, err)
-			}
-		}()
-	}
-	if !eventually(func() bool { seenMu.Lock(); defer seenMu.Unlock(); return len(seen) == 10 }) {
-		t.Fatal("not all ten requests arrived")
-	}
-	cancel()
-	if err := <-slowErr; !errors.Is(err, context.Canceled) {
-		t.Fatalf("aborted request: %v", err)
-	}
-	<-aborted
-	<-slowDone
-	close(release)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	seenMu.Lock()
-	for p, k := range seen {
-		if k != 1 {
-			t.Errorf("%s seen %d times by the server", p, k)
-		}
-	}
-	seenMu.Unlock()
-	if !eventually(func() bool { open, _ := fcgi.PoolCounts(c); return open == 0 }) {
-		open, idle := fcgi.PoolCounts(c)
-		t.Errorf("pool: %d open, %d idle; want 0", open, idle)
-	}
+	runSlowAbort(t, c, &seen, release, func() { <-slowDone })
 }
