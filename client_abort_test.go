@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -32,11 +33,7 @@ func (p *pathCounts) add(path string) {
 func (p *pathCounts) snapshot() map[string]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	m := map[string]int{}
-	for k, v := range p.m {
-		m[k] = v
-	}
-	return m
+	return maps.Clone(p.m)
 }
 
 // runSlowAbort aborts "/slow" on c, a multiplexing Client with one
