@@ -116,11 +116,13 @@ func retiredOnce(p *atomic.Pointer[fcgi.Client]) bool { return fcgi.RetiredConns
 // come back to zero.
 func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		never bool // the backend never answers the abort
+		name   string
+		never  bool // the backend never answers the abort
+		closed bool // Client.Close while the nine are in flight
 	}{
-		{"late", false},
-		{"never", true},
+		{"late", false, false},
+		{"never", true, false},
+		{"never-Close", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkLeaks(t)
@@ -173,6 +175,9 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 				} else {
 					<-slowEnded
 				}
+				if tc.closed {
+					c.Close() // requests in flight run to their end
+				}
 			})
 			if n := app.conns.Load(); n != 1 {
 				t.Errorf("%d connections for 10 requests, want 1", n)
@@ -181,6 +186,9 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 			// others are done, whether or not the abort was answered.
 			if !eventually(func() bool { return app.open.Load() == 0 }) {
 				t.Errorf("the connection is still open after its requests ended")
+			}
+			if tc.closed {
+				return
 			}
 			// The client goes on serving, on a new connection.
 			if _, body := doString(t, c, get("/after")); body != "ok /after" {
