@@ -153,3 +153,52 @@ func TestGatewaySlowUploadNot504(t *testing.T) {
 		t.Fatalf("slow upload: %d %q", w.Code, w.Body.String())
 	}
 }
+
+// failingBody gives a few slow pieces, then an error.
+type failingBody struct{ trickle }
+
+var errBodyBroke = errors.New("upload broke")
+
+func (r *failingBody) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, errBodyBroke
+	}
+	return r.trickle.Read(p)
+}
+
+// A streamed body that fails while the response header's wait has not
+// begun ends the request with the body's error, not a timeout, and gives
+// its connection back.
+func TestClientBodyFailsBeforeHeaderWait(t *testing.T) {
+	for _, mpx := range []bool{false, true} {
+		t.Run(fmt.Sprintf("multiplex=%v", mpx), func(t *testing.T) {
+			checkLeaks(t)
+			app := startFake(t, false, nil)
+			c := newClient(app.Addr)
+			c.ResponseHeaderTimeout = 100 * time.Millisecond
+			if mpx {
+				c.Multiplex = fcgi.MultiplexOn
+				// The fake never ends a request it has not started:
+				// the aborted one's connection closes after the grace.
+				fcgi.SetAbortGrace(c, 50*time.Millisecond)
+			}
+			defer c.Close()
+			req := get("/")
+			req.Params["REQUEST_METHOD"] = "POST"
+			req.Body = &failingBody{trickle{n: 6, gap: 50 * time.Millisecond}} // 3 timeouts long
+			_, err := c.Do(context.Background(), req)
+			if !errors.Is(err, errBodyBroke) {
+				t.Fatalf("error %v, want the body's", err)
+			}
+			// The client goes on serving.
+			if _, body := doString(t, c, get("/")); body != "hello" {
+				t.Fatalf("body %q", body)
+			}
+			c.Close()
+			if !eventually(func() bool { open, _ := fcgi.PoolCounts(c); return open == 0 }) {
+				open, idle := fcgi.PoolCounts(c)
+				t.Errorf("after Close: %d open, %d idle", open, idle)
+			}
+		})
+	}
+}
