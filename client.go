@@ -138,22 +138,35 @@ const (
 	// requests by ID and queues a few records per request: a request
 	// whose Body is not read holds up the others on its connection once
 	// its queue is full.
+	//
+	// A request abandoned before its end (its context ended, or its Body
+	// was closed) is aborted with FCGI_ABORT_REQUEST, and its request ID
+	// is not reused until the application's END_REQUEST for it arrives.
+	// An application that takes more than 2 seconds to end it costs that
+	// request only: the connection then takes no new request, serves
+	// those on it to their end, and is closed (it counts against
+	// MaxConnsPerBackend until then).
 	MultiplexOn
 )
 
-// Defaults for zero [Client] fields.
+// Defaults for zero [Client] fields. The three waits on the application
+// are those of nginx (fastcgi_send_timeout, fastcgi_read_timeout).
 const (
 	DefaultMaxIdleConnsPerBackend = 16
 	DefaultIdleTimeout            = 30 * time.Second
 	DefaultDialTimeout            = 10 * time.Second
+	DefaultWriteTimeout           = time.Minute
+	DefaultResponseHeaderTimeout  = time.Minute
+	DefaultReadTimeout            = time.Minute
 	DefaultProbeTimeout           = 2 * time.Second
 	DefaultBackendCooldown        = 10 * time.Second
 	DefaultMaxRequestsPerConn     = 64
 )
 
-// abortGrace is how long a multiplexed connection waits for END_REQUEST
-// after sending FCGI_ABORT_REQUEST before it gives up on the connection.
-const abortGrace = 2 * time.Second
+// defaultAbortGrace is how long a multiplexed connection waits for
+// END_REQUEST after sending FCGI_ABORT_REQUEST before it stops taking new
+// requests.
+const defaultAbortGrace = 2 * time.Second
 
 // A Client sends requests to FastCGI applications, the way a web server
 // does: it keeps connections open (FCGI_KEEP_CONN) and reuses them, bounds
@@ -162,6 +175,13 @@ const abortGrace = 2 * time.Second
 // The zero value is usable once Addr or Backends is set. Fields must not be
 // changed after the first request. A Client is safe for concurrent use by
 // multiple goroutines and should be reused rather than created per request.
+//
+// Every timeout follows one rule: zero means its default (DefaultDialTimeout
+// and the others), a negative value none. By default a request therefore
+// fails with a [*TimeoutError] (a 504 from [Gateway]) when the application
+// stops reading the request for a minute, has not started its response a
+// minute after it had the whole request, or pauses its response for a
+// minute, as behind nginx.
 //
 // # Retries
 //
@@ -224,28 +244,36 @@ type Client struct {
 	MaxIdleConnsPerBackend int
 
 	// IdleTimeout closes a connection idle this long. Zero means
-	// DefaultIdleTimeout.
+	// DefaultIdleTimeout (30 s); negative, never.
 	IdleTimeout time.Duration
 
-	// MaxLifetime, if not zero, retires a connection this long after it
-	// was opened: it is not reused after that.
+	// MaxLifetime, if positive, retires a connection this long after it
+	// was opened: it is not reused after that. Zero or negative means no
+	// limit.
 	MaxLifetime time.Duration
 
 	// DialTimeout bounds making a connection. Zero means
-	// DefaultDialTimeout.
+	// DefaultDialTimeout (10 s); negative, only the context bounds it.
 	DialTimeout time.Duration
 
 	// WriteTimeout bounds each write of the request: the header records,
-	// then each piece of the body. Zero means no limit.
+	// then each piece of the body, so an application that stops reading
+	// is given up on. Zero means DefaultWriteTimeout (1 minute);
+	// negative, no limit.
 	WriteTimeout time.Duration
 
 	// ResponseHeaderTimeout bounds the wait for the first STDOUT record
-	// (STDERR does not count) after the request's parameters have been
-	// sent. Zero means no limit.
+	// (STDERR does not count), counted from when the whole request, its
+	// body included, has been sent: a slow upload does not eat into it,
+	// and an application that answers before reading all of the body is
+	// not held to it. Zero means DefaultResponseHeaderTimeout (1 minute,
+	// as nginx's fastcgi_read_timeout); negative, no limit.
 	ResponseHeaderTimeout time.Duration
 
 	// ReadTimeout bounds each wait for the next response record once the
-	// response has begun. Zero means no limit.
+	// response has begun: a stream that pauses longer, such as server-sent
+	// events, needs a longer one. Zero means DefaultReadTimeout (1
+	// minute); negative, no limit.
 	ReadTimeout time.Duration
 
 	// Multiplex selects whether requests share connections; the zero
@@ -258,11 +286,14 @@ type Client struct {
 	MaxRequestsPerConn int
 
 	// ProbeTimeout bounds the FCGI_GET_VALUES exchange of MultiplexAuto
-	// and of [Client.GetValues]. Zero means DefaultProbeTimeout.
+	// and of [Client.GetValues]. Zero means DefaultProbeTimeout (2 s);
+	// negative, only the context bounds it (some PHP-FPM versions never
+	// answer).
 	ProbeTimeout time.Duration
 
 	// BackendCooldown is how long a failing backend is set aside. Zero
-	// means DefaultBackendCooldown.
+	// means DefaultBackendCooldown (10 s); negative, failing backends are
+	// not set aside.
 	BackendCooldown time.Duration
 
 	// MaxResponseHeaderBytes bounds the CGI response header. Zero means
@@ -272,6 +303,8 @@ type Client struct {
 	// ErrorLog receives connection-level problems (failed probes,
 	// backends set aside, protocol errors). Nil means slog.Default().
 	ErrorLog *slog.Logger
+
+	abortGrace time.Duration // zero means defaultAbortGrace; tests shorten it
 
 	initOnce sync.Once
 	backends []*backend
@@ -325,8 +358,12 @@ func splitAddr(addr string) (network, address string) {
 // dial makes one connection to addr within DialTimeout.
 func (c *Client) dial(ctx context.Context, addr string) (net.Conn, error) {
 	network, address := splitAddr(addr)
-	dctx, cancel := context.WithTimeout(ctx, orDur(c.DialTimeout, DefaultDialTimeout))
-	defer cancel()
+	dctx := ctx
+	if d := c.dialTimeout(); d > 0 {
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
 	var nc net.Conn
 	var err error
 	if c.Dial != nil {
@@ -376,6 +413,9 @@ func isTimeout(err error) bool {
 // A non-nil error is a [*TimeoutError], a [*ProtocolStatusError], ctx's
 // error, or an error wrapping one of the package's sentinels
 // ([ErrBackendClosed], [ErrMalformedResponse], ...) or the network error.
+// A multiplexed connection the client closes itself, because a backend
+// stopped reading it, fails its requests with an error saying so, never
+// with ErrBackendClosed.
 func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	c.init()
 	if c.closed.Load() {
@@ -510,4 +550,30 @@ func (c *Client) Close() error {
 	}
 	c.wg.Wait()
 	return nil
+}
+
+func (c *Client) graceAfterAbort() time.Duration { return orDur(c.abortGrace, defaultAbortGrace) }
+
+// The timeouts in force, resolved by the Server's rule (durationOrDefault):
+// zero for none.
+func (c *Client) dialTimeout() time.Duration {
+	return durationOrDefault(c.DialTimeout, DefaultDialTimeout)
+}
+func (c *Client) writeTimeout() time.Duration {
+	return durationOrDefault(c.WriteTimeout, DefaultWriteTimeout)
+}
+func (c *Client) responseHeaderTimeout() time.Duration {
+	return durationOrDefault(c.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
+}
+func (c *Client) readTimeout() time.Duration {
+	return durationOrDefault(c.ReadTimeout, DefaultReadTimeout)
+}
+func (c *Client) idleTimeout() time.Duration {
+	return durationOrDefault(c.IdleTimeout, DefaultIdleTimeout)
+}
+func (c *Client) probeTimeout() time.Duration {
+	return durationOrDefault(c.ProbeTimeout, DefaultProbeTimeout)
+}
+func (c *Client) backendCooldown() time.Duration {
+	return durationOrDefault(c.BackendCooldown, DefaultBackendCooldown)
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -45,6 +46,11 @@ case '/post':
 case '/raw':
 	$b = file_get_contents('php://input');
 	echo strlen($b), ' ', md5($b);
+	break;
+case '/raw-then-hang':
+	file_get_contents('php://input');
+	sleep(5);
+	echo 'too late';
 	break;
 case '/stream':
 	for ($i = 0; $i < 3; $i++) { echo "tick $i\n"; flush(); usleep(150000); }
@@ -335,5 +341,34 @@ func TestClientPHPFPMOvercommit(t *testing.T) {
 	// 36 requests of 50 ms on 2 workers: about a second when nothing stalls.
 	if d := time.Since(start); d > 4*time.Second {
 		t.Fatalf("took %v: requests stalled behind idle connections", d)
+	}
+}
+
+// An upload slower than ResponseHeaderTimeout, which PHP reads to its end
+// before the script answers: the wait for the header starts once the body
+// is sent, so it succeeds; a script that reads the body and then hangs
+// still gets the timeout.
+func TestClientPHPFPMSlowUpload(t *testing.T) {
+	checkLeaks(t)
+	fpm := startFPM(t, peer.PHPFPMConfig{MaxChildren: 2})
+	c := newClient(fpm.Addr())
+	c.MaxConnsPerBackend = 2
+	const timeout = time.Second
+	c.ResponseHeaderTimeout = timeout
+	defer c.Close()
+	upload := func(uri string) *fcgi.Request {
+		req := fpmRequest(fpm, "POST", uri, []byte{}, "application/octet-stream")
+		req.Params["CONTENT_LENGTH"] = "12288"
+		req.Body, req.GetBody = &trickle{n: 12, gap: timeout / 8}, nil // 1.5 timeouts long
+		return req
+	}
+	zeros := make([]byte, 12288)
+	if _, body := doString(t, c, upload("/raw")); body != fmt.Sprintf("12288 %x", md5.Sum(zeros)) {
+		t.Fatalf("slow upload: %q", body)
+	}
+	_, err := c.Do(context.Background(), upload("/raw-then-hang"))
+	var te *fcgi.TimeoutError
+	if !errors.As(err, &te) || te.Op != "response header" {
+		t.Fatalf("script hanging after the upload: %v, want a response header timeout", err)
 	}
 }

@@ -48,7 +48,12 @@ type clientConn struct {
 	calls     []*call       // calls[id-1], nil when the ID is free
 	broken    chan struct{} // closed when the connection failed
 	brokenErr error         // set before broken is closed
+	byClient  bool          // set before broken is closed: the client closed it, for brokenErr
 	failOnce  sync.Once
+	// retired is set when an aborted request outlived its grace: the
+	// connection takes no new request, and is closed once the requests
+	// still running on it have ended (see call.graceOver).
+	retired atomic.Bool
 }
 
 func newClientConn(b *backend, nc net.Conn) *clientConn {
@@ -123,8 +128,8 @@ type call struct {
 	gotStdout  bool         // a STDOUT or END_REQUEST record arrived
 	fresh      atomic.Int32 // freshPending, freshCounted (in backend.freshWaiting) or freshDone
 	freshTimer *time.Timer  // counts the call as stalled after freshStall
-	hdrDL      time.Time    // when ResponseHeaderTimeout expires
-	rdeadline  bool         // a read deadline is set
+	hdrDL      time.Time    // when ResponseHeaderTimeout expires; zero until known
+	rdl        time.Time    // the read deadline set on the socket, zero for none
 	hs         cgiHeaderScanner
 	header     http.Header // where the response header goes, nil for a new one
 	pending    []byte      // STDOUT not yet returned by Read
@@ -134,9 +139,11 @@ type call struct {
 	finished   bool
 
 	// The body writer goroutine: wdone is closed when it returns, after
-	// setting werr.
-	wdone chan struct{}
-	werr  error
+	// setting werr, or bodySent (when the last record went out) if it
+	// sent everything.
+	wdone    chan struct{}
+	werr     error
+	bodySent time.Time
 
 	// Multiplexed connections.
 	events chan event
@@ -147,6 +154,7 @@ type call struct {
 	gone       chan struct{}
 	goneMu     sync.Once
 	endSeen    atomic.Bool  // END_REQUEST read by the read loop
+	abortSent  atomic.Bool  // FCGI_ABORT_REQUEST went out
 	refs       atomic.Int32 // holders of the ID: read loop until END, writer
 	timer      *time.Timer
 
@@ -251,6 +259,7 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 	if pk.err != nil {
 		*bp = pk.buf[:0]
 		paramBufs.Put(bp)
+		cl.unsentMpx()
 		return pk.err
 	}
 	buf, cuts, paramsEnd := pk.buf, pk.cuts, len(pk.buf)
@@ -265,6 +274,7 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 			if _, err := io.ReadFull(body, buf[start:]); err != nil {
 				*bp = buf[:0]
 				paramBufs.Put(bp)
+				cl.unsentMpx()
 				return fmt.Errorf("fcgi: reading request body: %w", err)
 			}
 			small, body = buf[start:], nil
@@ -272,7 +282,7 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 	}
 
 	cc.wmu.Lock()
-	cc.setWriteDeadline(cl.c.WriteTimeout)
+	cc.setWriteDeadline(cl.c.writeTimeout())
 	wr := cc.wr
 	before := wr.Written()
 	err := wr.WriteBeginRequest(cl.id, role, flags)
@@ -315,11 +325,11 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 		// soon as its PARAMS end, and a larger request leaves in
 		// several writes.
 		cl.unsent = sentNothing
-		err = cl.writeErr(err)
+		werr := cl.writeErr(err)
 		if cc.mpx {
-			cc.fail(err)
+			cc.failWrite(err)
 		}
-		return err
+		return werr
 	}
 	if !inline {
 		cl.wdone = make(chan struct{})
@@ -331,6 +341,16 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 		go cl.writeBody(body, data, role == wire.RoleFilter)
 	}
 	return nil
+}
+
+// unsentMpx frees the request ID of a multiplexed call whose request was
+// never written: no record of the backend's can come for it, and an abort
+// would hold the ID for an END_REQUEST that never comes.
+func (cl *call) unsentMpx() {
+	if cl.cc.mpx {
+		cl.endSeen.Store(true)
+		cl.releaseRef()
+	}
 }
 
 // maxInlineBody is the largest body sent with the request header.
@@ -403,6 +423,8 @@ func (cl *call) writeBody(body, data io.Reader, filter bool) {
 	failed := err != nil && err != errCallOver
 	if failed {
 		cl.werr = err
+	} else if err == nil {
+		cl.bodySent = time.Now()
 	}
 	close(cl.wdone)
 	if failed {
@@ -450,7 +472,10 @@ func (cl *call) writeLocked(fn func(*wire.Writer) error) error {
 	if cc.mpx && (cl.endSeen.Load() || cl.isGone()) {
 		return errCallOver
 	}
-	cc.setWriteDeadline(cl.c.WriteTimeout)
+	if !cc.mpx && cl.stop != nil && cl.ctx.Err() != nil {
+		return cl.ctx.Err() // cancel's deadline is not to be replaced
+	}
+	cc.setWriteDeadline(cl.c.writeTimeout())
 	err := fn(cc.wr)
 	if err == nil {
 		err = cc.wr.Flush()
@@ -458,18 +483,22 @@ func (cl *call) writeLocked(fn func(*wire.Writer) error) error {
 		cc.wr.Reset(cc.nc)
 	}
 	if err != nil {
-		err = cl.writeErr(err)
+		werr := cl.writeErr(err)
 		if cc.mpx {
-			cc.fail(err)
+			cc.failWrite(err)
 		}
+		return werr
 	}
-	return err
+	return nil
 }
 
 // writeErr maps a write error.
 func (cl *call) writeErr(err error) error {
 	if cl.ctx.Err() != nil {
 		return cl.ctx.Err()
+	}
+	if cc := cl.cc; cc.mpx && cc.isBroken() && cc.byClient {
+		return cc.brokenErr // the write failed because the client closed the connection
 	}
 	if isTimeout(err) {
 		return &TimeoutError{Op: "write request", Addr: cl.b.addr}
@@ -510,20 +539,14 @@ func (cl *call) next() (wire.Type, []byte, error) {
 	if cl.cc.mpx {
 		return cl.nextMpx()
 	}
-	cc, c := cl.cc, cl.c
+	cc := cl.cc
 	for {
-		if !cl.gotStdout && c.ResponseHeaderTimeout > 0 {
-			cc.nc.SetReadDeadline(cl.headerDeadline())
-			cl.rdeadline = true
-		} else if d := c.ReadTimeout; cl.gotStdout && d > 0 {
-			cc.nc.SetReadDeadline(time.Now().Add(d))
-			cl.rdeadline = true
-		} else if cl.rdeadline {
-			cc.nc.SetReadDeadline(time.Time{})
-			cl.rdeadline = false
-		}
+		provisional := cl.armRead()
 		rec, err := cc.rd.Next()
 		if err != nil {
+			if provisional && isTimeout(err) && cl.ctx.Err() == nil {
+				continue // the body is still being sent: the wait has not begun
+			}
 			return 0, nil, cl.readErr(err)
 		}
 		if rec.RequestID != cl.id {
@@ -635,13 +658,62 @@ func (cl *call) notWaiting() {
 	}
 }
 
-// headerDeadline returns when ResponseHeaderTimeout expires, counted from
-// the first wait for the response.
-func (cl *call) headerDeadline() time.Time {
-	if cl.hdrDL.IsZero() {
-		cl.hdrDL = time.Now().Add(cl.c.ResponseHeaderTimeout)
+// headerDeadline returns when the response header timeout d expires,
+// counted from when the request has been sent: from the first wait for the
+// response when the body went out with the header, else from when the body
+// writer sent the last record. Until then final is false, and dl is a
+// provisional deadline, d from now, for the caller to look again.
+func (cl *call) headerDeadline(d time.Duration) (dl time.Time, final bool) {
+	if !cl.hdrDL.IsZero() {
+		return cl.hdrDL, true
 	}
-	return cl.hdrDL
+	start := time.Now()
+	if cl.wdone != nil {
+		select {
+		case <-cl.wdone:
+			if !cl.bodySent.IsZero() {
+				start = cl.bodySent
+			}
+		default:
+			return start.Add(d), false
+		}
+	}
+	cl.hdrDL = start.Add(d)
+	return cl.hdrDL, true
+}
+
+// anyRecord is a Reader.Ready test true of any record.
+func anyRecord(wire.Header) bool { return true }
+
+// armRead sets the socket's read deadline for the next record of a
+// one-request connection: the response header's, or ReadTimeout once the
+// response has begun. A record already buffered needs none. It reports
+// whether the deadline is provisional (see headerDeadline).
+func (cl *call) armRead() (provisional bool) {
+	cc, c := cl.cc, cl.c
+	if cc.rd.Ready(anyRecord) {
+		return false
+	}
+	var dl time.Time
+	if !cl.gotStdout {
+		if d := c.responseHeaderTimeout(); d > 0 {
+			var final bool
+			dl, final = cl.headerDeadline(d)
+			provisional = !final
+		}
+	} else if d := c.readTimeout(); d > 0 {
+		dl = time.Now().Add(d)
+	}
+	if dl.Equal(cl.rdl) {
+		return provisional
+	}
+	cc.nc.SetReadDeadline(dl)
+	cl.rdl = dl
+	if cl.stop != nil && cl.ctx.Err() != nil {
+		// cancel's deadline may have just been replaced.
+		cc.nc.SetReadDeadline(time.Unix(1, 0))
+	}
+	return provisional
 }
 
 func (cl *call) appStatus() (uint32, bool) { return cl.end.AppStatus, cl.ended }
@@ -744,7 +816,9 @@ func (cl *call) finish(reuse bool) {
 			cl.peeked, cl.havePeeked = event{}, false
 		}
 		if cl.timer != nil {
-			cl.timer.Stop()
+			cl.timer.Stop() // nothing stale can be read from it after Stop
+			mpxTimers.Put(cl.timer)
+			cl.timer = nil
 		}
 		if !cl.ended {
 			cl.abort()
@@ -771,7 +845,7 @@ func (cl *call) finish(reuse bool) {
 	}
 	cl.pending = nil
 	if reuse && cl.c.maxIdle() > 0 && cc.rd.Buffered() == 0 {
-		if cl.rdeadline {
+		if !cl.rdl.IsZero() {
 			cc.nc.SetReadDeadline(time.Time{})
 		}
 		cl.b.putIdle(cc)
@@ -795,10 +869,11 @@ func (cc *clientConn) startMpx(maxReqs int) {
 }
 
 // newMpxCall takes the lowest free request ID; the caller has already
-// counted the request in active. It returns nil if cc broke.
+// counted the request in active. It returns nil if cc broke or was
+// retired.
 func (cc *clientConn) newMpxCall() *call {
 	cc.mu.Lock()
-	if cc.isBroken() {
+	if cc.isBroken() || cc.retired.Load() {
 		cc.mu.Unlock()
 		cc.active.Add(-1)
 		return nil
@@ -883,6 +958,7 @@ func (cc *clientConn) readLoop() {
 		if rec.Type == wire.TypeEndRequest {
 			cl.endSeen.Store(true)
 			cl.releaseRef()
+			cc.closeIfDrained()
 		}
 	}
 }
@@ -903,8 +979,8 @@ func (cl *call) releaseRef() {
 	cc.b.mpxSlotFree(cc)
 }
 
-// fail closes a multiplexed connection after an error; every call on it
-// sees the error.
+// fail closes a multiplexed connection the backend closed or broke; every
+// call on it sees err, as ErrBackendClosed or ErrProtocol.
 func (cc *clientConn) fail(err error) {
 	cc.failOnce.Do(func() {
 		cc.brokenErr = err
@@ -912,6 +988,52 @@ func (cc *clientConn) fail(err error) {
 		cc.nc.Close()
 		cc.b.mpxConnBroken(cc)
 	})
+}
+
+// shut closes a multiplexed connection the client gives up on; the calls
+// still on it see why, never ErrBackendClosed: the backend closed nothing.
+func (cc *clientConn) shut(why error) {
+	cc.failOnce.Do(func() {
+		cc.brokenErr = fmt.Errorf("fcgi: %s: connection closed by the client: %w", cc.b.addr, why)
+		cc.byClient = true
+		close(cc.broken)
+		cc.nc.Close()
+		cc.b.mpxConnBroken(cc)
+	})
+}
+
+// failWrite ends a multiplexed connection after a failed write: a record
+// may be cut short, so the stream is lost. A timeout, or a socket the
+// client already closed, is the client's doing; anything else the
+// backend's.
+func (cc *clientConn) failWrite(err error) {
+	switch {
+	case isTimeout(err):
+		cc.shut(&TimeoutError{Op: "write request", Addr: cc.b.addr})
+	case errors.Is(err, net.ErrClosed):
+		cc.shut(fmt.Errorf("writing request: %w", err))
+	default:
+		cc.fail(fmt.Errorf("writing request: %w", err))
+	}
+}
+
+// closeIfDrained closes a retired connection once no request on it is
+// still running: the only ones left, if any, were aborted and their
+// callers are gone. It runs whenever a request stops running on a retired
+// connection.
+func (cc *clientConn) closeIfDrained() {
+	if !cc.retired.Load() {
+		return
+	}
+	cc.mu.Lock()
+	for _, cl := range cc.calls {
+		if cl != nil && !cl.endSeen.Load() && !cl.isGone() {
+			cc.mu.Unlock()
+			return
+		}
+	}
+	cc.mu.Unlock()
+	cc.shut(errors.New("retired after an aborted request outlived its grace"))
 }
 
 func (cl *call) isGone() bool {
@@ -923,23 +1045,21 @@ func (cl *call) isGone() bool {
 	}
 }
 
-// abort abandons a multiplexed request: it sends FCGI_ABORT_REQUEST and
-// gives the application abortGrace to end the request before the
-// connection is closed. It never waits for the connection's write lock:
-// another request's record may be stuck on a backend that stopped
-// reading, and closing the connection at the grace's end frees it.
+// abort abandons a multiplexed request: it sends FCGI_ABORT_REQUEST, and
+// from then on drops the request's records. Its ID stays taken until its
+// END_REQUEST arrives, or the connection ends, since the backend may still
+// send records with it. See graceOver for an application slow to answer.
+// It never waits for the connection's write lock: another request's record
+// may be stuck on a backend that stopped reading, and graceOver frees it.
 func (cl *call) abort() {
 	cl.goneMu.Do(func() {
 		close(cl.gone)
 		cc := cl.cc
+		cc.closeIfDrained()
 		if cl.endSeen.Load() || cc.isBroken() {
 			return
 		}
-		time.AfterFunc(abortGrace, func() {
-			if !cl.endSeen.Load() {
-				cc.fail(fmt.Errorf("fcgi: %s: no END_REQUEST after ABORT_REQUEST", cl.b.addr))
-			}
-		})
+		time.AfterFunc(cl.c.graceAfterAbort(), cl.graceOver)
 		if cc.wmu.TryLock() {
 			cl.writeAbort()
 			return
@@ -951,6 +1071,28 @@ func (cl *call) abort() {
 	})
 }
 
+// graceOver runs on its own goroutine a grace period after abort. An
+// application that has not ended the request yet costs that request only:
+// the connection is retired, serving the requests on it to their end but
+// no new one. If the abort is still waiting to be written, a write of
+// another request's is stuck on a backend that stopped reading, and the
+// connection is closed, which frees that writer.
+func (cl *call) graceOver() {
+	cc := cl.cc
+	if cl.endSeen.Load() || cc.isBroken() {
+		return
+	}
+	grace := cl.c.graceAfterAbort()
+	if !cl.abortSent.Load() {
+		cc.shut(fmt.Errorf("FCGI_ABORT_REQUEST not sent within %v: the backend stopped reading", grace))
+		return
+	}
+	if !cc.retired.Swap(true) {
+		cl.c.logger().Info("fcgi: aborted request not ended in time; its connection takes no new request", "backend", cl.b.addr, "grace", grace)
+	}
+	cc.closeIfDrained()
+}
+
 // writeAbort sends FCGI_ABORT_REQUEST with cc.wmu held, and unlocks it.
 func (cl *call) writeAbort() {
 	cc := cl.cc
@@ -959,17 +1101,26 @@ func (cl *call) writeAbort() {
 		cc.wmu.Unlock()
 		return
 	}
-	cc.setWriteDeadline(abortGrace)
+	cc.setWriteDeadline(cl.c.graceAfterAbort())
 	err := cc.wr.WriteRecord(wire.TypeAbortRequest, cl.id, nil)
 	if err == nil {
 		err = cc.wr.Flush()
 	}
-	cc.setWriteDeadline(cl.c.WriteTimeout)
+	cc.setWriteDeadline(cl.c.writeTimeout())
 	cc.wmu.Unlock()
-	if err != nil {
-		cc.fail(err)
+	switch {
+	case err == nil:
+		cl.abortSent.Store(true)
+	case isTimeout(err) || errors.Is(err, net.ErrClosed):
+		cc.shut(fmt.Errorf("writing FCGI_ABORT_REQUEST: %w", err))
+	default:
+		cc.fail(fmt.Errorf("writing FCGI_ABORT_REQUEST: %w", err))
 	}
 }
+
+// mpxTimers recycles the timers of multiplexed calls' waits: every call
+// needs one, since its waits have timeouts by default.
+var mpxTimers sync.Pool
 
 // nextMpx is next for multiplexed connections: records come from the read
 // loop.
@@ -981,13 +1132,26 @@ func (cl *call) nextMpx() (wire.Type, []byte, error) {
 	}
 	for {
 		var timeout <-chan time.Time
-		d := c.ReadTimeout
-		if !cl.gotStdout && c.ResponseHeaderTimeout > 0 {
-			d = max(time.Until(cl.headerDeadline()), time.Nanosecond)
+		var bodySent chan struct{} // set while the header's wait waits for the body
+		d := c.readTimeout()
+		if !cl.gotStdout {
+			d = 0
+			if hd := c.responseHeaderTimeout(); hd > 0 {
+				if dl, final := cl.headerDeadline(hd); final {
+					d = max(time.Until(dl), time.Nanosecond)
+				} else {
+					bodySent = cl.wdone
+				}
+			}
 		}
 		if d > 0 {
 			if cl.timer == nil {
-				cl.timer = time.NewTimer(d)
+				if t, ok := mpxTimers.Get().(*time.Timer); ok {
+					t.Reset(d)
+					cl.timer = t
+				} else {
+					cl.timer = time.NewTimer(d)
+				}
 			} else {
 				cl.timer.Reset(d)
 			}
@@ -1019,11 +1183,13 @@ func (cl *call) nextMpx() (wire.Type, []byte, error) {
 				if cl.wdone != nil && isClosed(cl.wdone) && cl.werr != nil {
 					return 0, nil, cl.werr
 				}
-				if errors.Is(cc.brokenErr, ErrProtocol) {
+				if cc.byClient || errors.Is(cc.brokenErr, ErrProtocol) {
 					return 0, nil, cc.brokenErr
 				}
 				return 0, nil, fmt.Errorf("%w: %s: %w", ErrBackendClosed, cl.b.addr, cc.brokenErr)
 			}
+		case <-bodySent:
+			continue
 		case <-timeout:
 			cl.abort()
 			if !cl.gotStdout {
@@ -1074,9 +1240,11 @@ func (c *Client) GetValues(ctx context.Context, addr string, names ...string) (m
 	if len(names) == 0 {
 		names = []string{wire.ValueMaxConns, wire.ValueMaxReqs, wire.ValueMpxsConns}
 	}
-	timeout := orDur(c.ProbeTimeout, DefaultProbeTimeout)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	if d := c.probeTimeout(); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
 	nc, err := c.dial(ctx, addr)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {

@@ -36,7 +36,9 @@
 // Request (role, params, body, FCGI_DATA) and returns a Response whose
 // body streams. Connections are kept and pooled per backend, multiplexed
 // when the application says it can, and a cancelled context aborts the
-// request. A Gateway is an http.Handler that serves a FastCGI application
+// request. Its waits on the application are bounded by default, as
+// nginx's are: a minute for each write of the request, for the response
+// header once the body has been sent, and for each later piece. A Gateway is an http.Handler that serves a FastCGI application
 // (a PHP app behind PHP-FPM, typically) the way nginx's fastcgi_pass does.
 //
 // # Migrating from net/http/fcgi

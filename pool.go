@@ -92,7 +92,10 @@ func (b *backend) setAside(err error) {
 	if len(b.c.backends) < 2 {
 		return
 	}
-	d := orDur(b.c.BackendCooldown, DefaultBackendCooldown)
+	d := b.c.backendCooldown()
+	if d == 0 {
+		return
+	}
 	b.down.Store(time.Now().Add(d).UnixNano())
 	b.c.logger().Warn("fcgi: backend set aside", "backend", b.addr, "for", d, "err", err)
 }
@@ -235,7 +238,9 @@ func (b *backend) popIdleLocked() *clientConn {
 		b.idle[len(b.idle)-1] = nil
 		b.idle = b.idle[:len(b.idle)-1]
 		cc.inIdle = false
-		cc.idleTimer.Stop()
+		if cc.idleTimer != nil {
+			cc.idleTimer.Stop()
+		}
 		if cc.expired(time.Now()) {
 			b.conns--
 			go cc.closeConn() // owned by nobody; ends after close(2)
@@ -305,7 +310,7 @@ func (b *backend) pickMpxLocked() *clientConn {
 	now := time.Now()
 	for _, cc := range b.mpxConns {
 		n := int(cc.active.Load())
-		if n >= cc.maxReqs || cc.isBroken() || cc.expired(now) {
+		if n >= cc.maxReqs || cc.isBroken() || cc.retired.Load() || cc.expired(now) {
 			continue
 		}
 		if best == nil || n < int(best.active.Load()) {
@@ -332,7 +337,7 @@ func (b *backend) removeMpxLocked(cc *clientConn) bool {
 func (b *backend) mpxSlotFree(cc *clientConn) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if cc.active.Load() == 0 {
+	if cc.active.Load() == 0 && !cc.retired.Load() { // a retired one closes itself
 		if b.c.closed.Load() || cc.expired(time.Now()) {
 			if b.removeMpxLocked(cc) {
 				b.conns--
@@ -430,7 +435,10 @@ func (b *backend) wakeAllLocked() {
 
 // armIdleTimer starts cc's IdleTimeout.
 func (b *backend) armIdleTimer(cc *clientConn) {
-	d := orDur(b.c.IdleTimeout, DefaultIdleTimeout)
+	d := b.c.idleTimeout()
+	if d == 0 {
+		return // kept until the backend closes it
+	}
 	if cc.idleTimer == nil {
 		cc.idleTimer = time.AfterFunc(d, cc.idleExpired)
 	} else {
