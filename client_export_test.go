@@ -58,3 +58,14 @@ func RetiredConns(c *Client) int {
 	}
 	return n
 }
+
+// PoolState returns, for c's first backend, the requests in flight and
+// waiting for a connection, and the connections open, idle and
+// multiplexed.
+func PoolState(c *Client) (inflight int64, waiters, conns, idle, mpx int) {
+	c.init()
+	b := c.backends[0]
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.inflight.Load(), len(b.waiters), b.conns, len(b.idle), len(b.mpxConns)
+}

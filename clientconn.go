@@ -54,6 +54,11 @@ type clientConn struct {
 	// connection takes no new request, and is closed once the requests
 	// still running on it have ended (see call.graceOver).
 	retired atomic.Bool
+	// aborting counts the requests aborted and not yet ended by the
+	// application. While it is not zero the connection takes no new
+	// request: an application that does not answer an abort may be
+	// stuck whole, and a request given to it would wait for nothing.
+	aborting atomic.Int32
 }
 
 func newClientConn(b *backend, nc net.Conn) *clientConn {
@@ -155,6 +160,7 @@ type call struct {
 	goneMu     sync.Once
 	endSeen    atomic.Bool  // END_REQUEST read by the read loop
 	abortSent  atomic.Bool  // FCGI_ABORT_REQUEST went out
+	aborting   atomic.Bool  // counted in clientConn.aborting
 	refs       atomic.Int32 // holders of the ID: read loop until END, writer
 	timer      *time.Timer
 
@@ -957,6 +963,7 @@ func (cc *clientConn) readLoop() {
 		}
 		if rec.Type == wire.TypeEndRequest {
 			cl.endSeen.Store(true)
+			cl.abortAnswered()
 			cl.releaseRef()
 			cc.closeIfDrained()
 		}
@@ -1059,6 +1066,12 @@ func (cl *call) abort() {
 		if cl.endSeen.Load() || cc.isBroken() {
 			return
 		}
+		cc.aborting.Add(1)
+		cl.aborting.Store(true)
+		if cl.endSeen.Load() {
+			// The END_REQUEST came as the abort was counted.
+			cl.abortAnswered()
+		}
 		time.AfterFunc(cl.c.graceAfterAbort(), cl.graceOver)
 		if cc.wmu.TryLock() {
 			cl.writeAbort()
@@ -1069,6 +1082,15 @@ func (cl *call) abort() {
 			cl.writeAbort()
 		}()
 	})
+}
+
+// abortAnswered uncounts an aborted request once its END_REQUEST has been
+// read (by the read loop, or by abort if it came meanwhile; once either
+// way): the connection takes new requests again when none is left.
+func (cl *call) abortAnswered() {
+	if cl.aborting.CompareAndSwap(true, false) {
+		cl.cc.aborting.Add(-1)
+	}
 }
 
 // graceOver runs on its own goroutine a grace period after abort. An

@@ -304,13 +304,14 @@ func (cc *clientConn) idleExpired() {
 }
 
 // pickMpxLocked returns the multiplexed connection with the fewest
-// requests that has a free request ID and is within its lifetime.
+// requests that has a free request ID, is within its lifetime and has no
+// abort waiting for its answer.
 func (b *backend) pickMpxLocked() *clientConn {
 	var best *clientConn
 	now := time.Now()
 	for _, cc := range b.mpxConns {
 		n := int(cc.active.Load())
-		if n >= cc.maxReqs || cc.isBroken() || cc.retired.Load() || cc.expired(now) {
+		if n >= cc.maxReqs || cc.isBroken() || cc.retired.Load() || cc.aborting.Load() > 0 || cc.expired(now) {
 			continue
 		}
 		if best == nil || n < int(best.active.Load()) {
@@ -385,11 +386,23 @@ func (b *backend) closeIdle() {
 	}
 	b.mpxConns = keep
 	b.conns -= len(mpx)
+	var busy []*clientConn
+	if b.c.closed.Load() {
+		// Closed once the requests on them end; at once if those
+		// left were all aborted, whose callers are gone.
+		busy = append(busy, keep...)
+		for _, cc := range busy {
+			cc.retired.Store(true)
+		}
+	}
 	// Wake every waiter: they see the closed client and fail.
 	b.wakeAllLocked()
 	b.mu.Unlock()
 	closeConns(idle)
 	closeConns(mpx)
+	for _, cc := range busy {
+		cc.closeIfDrained()
+	}
 }
 
 // freeWorkers closes the idle connections when a request on a new
