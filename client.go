@@ -340,13 +340,6 @@ func (c *Client) maxIdle() int {
 	return max(c.MaxIdleConnsPerBackend, 0)
 }
 
-func orDur(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
-}
-
 // splitAddr turns "unix:/path" or "host:port" into a network and address.
 func splitAddr(addr string) (network, address string) {
 	if rest, ok := strings.CutPrefix(addr, "unix:"); ok {
@@ -552,7 +545,9 @@ func (c *Client) Close() error {
 	return nil
 }
 
-func (c *Client) graceAfterAbort() time.Duration { return orDur(c.abortGrace, defaultAbortGrace) }
+func (c *Client) graceAfterAbort() time.Duration {
+	return durationOrDefault(c.abortGrace, defaultAbortGrace)
+}
 
 // The timeouts in force, resolved by the Server's rule (durationOrDefault):
 // zero for none.

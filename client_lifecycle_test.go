@@ -310,17 +310,9 @@ func testClientCell(t *testing.T, mpx fcgi.MultiplexMode, stage string, end clie
 	}
 	// A fresh request is served: an idle connection left behind is
 	// usable, or known to be dead.
-	fresh := &fcgi.Request{Params: map[string]string{"REQUEST_METHOD": "GET", "REQUEST_URI": "/ok", "SCRIPT_FILENAME": "/x"}}
-	freshCtx, freshCancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer freshCancel()
-	r, err := c.Do(freshCtx, fresh)
-	if err != nil {
-		t.Fatalf("fresh request after the ending: %v", err)
-	}
-	if got, _ := io.ReadAll(r.Body); string(got) != "partial ok" {
+	if _, got := doString(t, c, get("/ok")); got != "partial ok" {
 		t.Fatalf("fresh response %q", got)
 	}
-	r.Body.Close()
 	c.Close()
 	if !eventually(func() bool { _, _, conns, _, _ := fcgi.PoolState(c); return conns == 0 }) {
 		_, _, conns, _, _ := fcgi.PoolState(c)

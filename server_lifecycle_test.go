@@ -290,18 +290,6 @@ func testLifeCell(t *testing.T, st lifeState, end lifeEnding) {
 	})
 }
 
-// waitForMsg is waitFor that names what it waits for.
-func waitForMsg(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 10 s for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // A web server that sends its next request the moment it reads the last
 // one's END_REQUEST finds the slot free: it is given back before the
 // END_REQUEST is written, as the request ID is.

@@ -247,10 +247,16 @@ func TestRequestLimits(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
+	waitForMsg(t, "the condition", cond)
+}
+
+// waitForMsg is waitFor that names what it waits for.
+func waitForMsg(t *testing.T, what string, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10 s")
+			t.Fatalf("waited 10 s for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
