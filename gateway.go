@@ -12,12 +12,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Defaults for zero [Gateway] fields.
 const (
 	DefaultMaxBodyBytes   = 64 << 20
 	DefaultMaxMemoryBytes = 1 << 20
+	DefaultSendTimeout    = 60 * time.Second
 )
 
 // smallBody is the size up to which a body of known length is read into
@@ -64,7 +66,9 @@ const smallBody = 64 << 10
 // is always right (PHP-FPM needs it); bodies over MaxBodyBytes get 413.
 // The response is streamed and flushed whenever the application has
 // nothing more ready, so server-sent events work, while a response that
-// arrives whole leaves in one write with a Content-Length. The application's stderr is logged with the request.
+// arrives whole leaves in one write with a Content-Length; a client that
+// stops reading it is cut off after SendTimeout, which frees the backend
+// connection. The application's stderr is logged with the request.
 // Backend failures give 502 Bad Gateway, 503 Service Unavailable
 // (FCGI_OVERLOADED) or 504 Gateway Timeout (a [Client] timeout), with a
 // log line that says why.
@@ -119,6 +123,17 @@ type Gateway struct {
 
 	// TempDir is where bodies are spooled. Zero means os.TempDir().
 	TempDir string
+
+	// SendTimeout bounds each write of the response to the HTTP client,
+	// as nginx's send_timeout does: when a write (of up to 32 KiB) makes
+	// no progress for this long, the request ends, the client's
+	// connection is closed and the backend request abandoned, so that a
+	// client that stops reading does not hold a backend connection (and
+	// the PHP worker behind it). Zero means DefaultSendTimeout; negative
+	// means no limit. An [http.Server] WriteTimeout stays in force; a
+	// ResponseWriter that cannot set write deadlines (see
+	// [http.ResponseController]) is written without one.
+	SendTimeout time.Duration
 
 	// ErrorLog receives backend errors and the application's stderr. Nil
 	// means slog.Default().
@@ -281,14 +296,21 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 		copyHeader(h, resp.Header)
 	}
 	w.WriteHeader(resp.Status)
-	// Flush only when the backend has nothing more in hand: a stream
-	// (SSE, a slow page) reaches the client as it comes, while a
-	// response that arrived whole leaves in one write, with a
-	// Content-Length rather than chunked.
-	rc := http.NewResponseController(w)
+	g.copyBody(w, r, resp)
+}
+
+// copyBody streams resp's body to w, under SendTimeout. It flushes only
+// when the backend has nothing more in hand: a stream (SSE, a slow page)
+// reaches the client as it comes, while a response that arrived whole
+// leaves in one write, with a Content-Length rather than chunked.
+func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Response) {
+	sd := g.sendDeadline(w, r)
 	waiting := func() bool { return resp.call == nil || !resp.call.buffered() }
 	if waiting() {
-		rc.Flush()
+		if err := sd.flush(); err != nil {
+			g.clientGone(r, &sd, err)
+			return
+		}
 	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
@@ -296,11 +318,15 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return // the client went away; Close abandons the request
+			sd.extend()
+			_, werr := w.Write(buf[:n])
+			if werr == nil && waiting() {
+				werr = sd.flush()
 			}
-			if waiting() {
-				rc.Flush()
+			if werr != nil {
+				// The caller's Close abandons the backend request.
+				g.clientGone(r, &sd, werr)
+				return
 			}
 		}
 		if err == io.EOF {
@@ -314,6 +340,73 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}
+}
+
+// clientGone logs a failed write to the client.
+func (g *Gateway) clientGone(r *http.Request, sd *sendDeadline, err error) {
+	if sd.d > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		g.logger().Info("fcgi: gateway: client timed out reading the response", "method", r.Method, "uri", r.RequestURI, "send_timeout", sd.d)
+		return
+	}
+	g.logger().Debug("fcgi: gateway: client went away", "method", r.Method, "uri", r.RequestURI, "err", err)
+}
+
+// A sendDeadline keeps the write deadline of a response SendTimeout
+// ahead of the last write. Moving it costs a timer update, so it moves
+// only when an eighth of the timeout has passed since it last did, and
+// lies then 9/8 of the timeout ahead: a write always has at least the
+// whole timeout.
+type sendDeadline struct {
+	w     http.ResponseWriter
+	d     time.Duration // 0: no deadline
+	moved time.Time     // when the deadline was last set
+	limit time.Time     // the server's WriteTimeout deadline, if any
+}
+
+func (g *Gateway) sendDeadline(w http.ResponseWriter, r *http.Request) sendDeadline {
+	d := g.SendTimeout
+	if d == 0 {
+		d = DefaultSendTimeout
+	}
+	sd := sendDeadline{w: w, d: max(d, 0)}
+	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.WriteTimeout > 0 && sd.d > 0 {
+		if srv.WriteTimeout <= sd.d {
+			sd.d = 0 // the server's own deadline comes first anyway
+		} else {
+			sd.limit = time.Now().Add(srv.WriteTimeout)
+		}
+	}
+	return sd
+}
+
+// extend moves the deadline ahead before a write.
+func (sd *sendDeadline) extend() {
+	if sd.d == 0 {
+		return
+	}
+	now := time.Now()
+	if !sd.moved.IsZero() && now.Sub(sd.moved) < sd.d/8 {
+		return
+	}
+	dl := now.Add(sd.d + sd.d/8)
+	if !sd.limit.IsZero() && dl.After(sd.limit) {
+		dl = sd.limit
+	}
+	// A ResponseController of its own each time stays on the stack.
+	if http.NewResponseController(sd.w).SetWriteDeadline(dl) != nil {
+		sd.d = 0 // not supported: nothing to move
+		return
+	}
+	sd.moved = now
+}
+
+// flush sends what w holds, under the deadline.
+func (sd *sendDeadline) flush() error {
+	sd.extend()
+	if err := http.NewResponseController(sd.w).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
 }
 
 // copyHeader copies the application's header to the response, leaving
@@ -501,7 +594,7 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 			defer resp.Body.Close()
 			copyHeader(w.Header(), resp.Header)
 			w.WriteHeader(resp.Status)
-			io.Copy(w, resp.Body)
+			g.copyBody(w, r, resp)
 			return
 		}
 		// Read the (ignored) body to the end so the connection is reused.

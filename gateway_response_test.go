@@ -1,0 +1,129 @@
+package fcgi_test
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// bigStream answers /big with a response far larger than the socket
+// buffers between the application and the HTTP client, written in pieces
+// until it is sent or the gateway stops reading it; anything else gets "ok".
+func bigStream(r *fakeReq) {
+	if r.Params["REQUEST_URI"] != "/big" {
+		r.Write("Content-Type: text/plain\r\n\r\nok")
+		return
+	}
+	r.Write("Content-Type: application/octet-stream\r\n\r\n")
+	chunk := strings.Repeat("x", 1<<20)
+	for i := 0; i < 64; i++ {
+		select {
+		case <-r.Aborted:
+			return
+		default:
+		}
+		r.Write(chunk) // fails at once once the gateway has closed the connection
+	}
+}
+
+// A client that reads the response header and then stops reading holds
+// the only backend connection; after SendTimeout without progress the
+// request ends, the backend connection is released and the next request
+// is served.
+func TestGatewaySendTimeout(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) { a.Handler = bigStream })
+	g, logs := newGateway(t, app.Addr, docRoot(t))
+	g.Client.MaxConnsPerBackend = 1
+	g.Client.ResponseHeaderTimeout = 0
+	g.SendTimeout = 200 * time.Millisecond
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+
+	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReaderSize(nc, 4096)
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("stalled client's response: %v %v", resp, err)
+	}
+	// The client reads no more. Another request needs the one backend
+	// connection.
+	start := time.Now()
+	hc := &http.Client{Timeout: 20 * time.Second}
+	got, err := hc.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatalf("second request not served while the first client stalls (%v): %v", time.Since(start), err)
+	}
+	body, _ := io.ReadAll(got.Body)
+	got.Body.Close()
+	if got.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("second request: %d %q", got.StatusCode, body)
+	}
+	if d := time.Since(start); d < g.SendTimeout {
+		t.Fatalf("second request served after %v, before the send timeout", d)
+	}
+	// The stalled client's connection is closed: reading on finds the
+	// end, short of the response (a cut chunked body).
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.Copy(io.Discard, resp.Body)
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("stalled client's response: %v; want it cut", err)
+	}
+	// One backend connection at most, the kept one of the second request.
+	if !eventually(func() bool { return app.open.Load() <= 1 }) {
+		t.Fatalf("backend connections open: %d", app.open.Load())
+	}
+	if !strings.Contains(logs.String(), "timed out") {
+		t.Errorf("the send timeout is not logged: %s", logs.String())
+	}
+}
+
+// A client that reads steadily, with pauses shorter than SendTimeout,
+// gets the whole response, though it takes longer than the timeout: the
+// deadline moves with progress.
+func TestGatewaySendTimeoutMovesWithProgress(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) { a.Handler = bigStream })
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	g.Client.ResponseHeaderTimeout = 0
+	g.SendTimeout = 1500 * time.Millisecond
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	start := time.Now()
+	resp, err := srv.Client().Get(srv.URL + "/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var n int64
+	for {
+		m, err := io.CopyN(io.Discard, resp.Body, 4<<20)
+		n += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes, %v: %v", n, time.Since(start), err)
+		}
+		time.Sleep(250 * time.Millisecond) // a slow reader, not an assertion
+	}
+	if n != 64<<20 {
+		t.Fatalf("got %d bytes", n)
+	}
+	if d := time.Since(start); d < g.SendTimeout {
+		t.Logf("read in %v, less than the timeout: the test proves nothing on this machine", d)
+	}
+}
