@@ -49,7 +49,10 @@ const smallBody = 64 << 10
 // followed, as nginx does by default.
 //
 // Hop-by-hop fields of the application's response header (Connection,
-// Transfer-Encoding, ...) are dropped; net/http frames the response.
+// Transfer-Encoding, ...) are dropped; net/http frames the response. A
+// response header an HTTP client could not act on gets 502: a 1xx status
+// (CGI has no interim responses), Content-Length fields that disagree, or
+// one that is not a non-negative integer.
 //
 // The application receives nginx's CGI environment: QUERY_STRING,
 // REQUEST_METHOD, CONTENT_TYPE, CONTENT_LENGTH, SCRIPT_NAME,

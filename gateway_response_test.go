@@ -127,3 +127,51 @@ func TestGatewaySendTimeoutMovesWithProgress(t *testing.T) {
 		t.Logf("read in %v, less than the timeout: the test proves nothing on this machine", d)
 	}
 }
+
+// Response headers an HTTP client cannot act on are refused with 502
+// rather than passed on: a client told two lengths, or a length that is
+// no number, waits for bytes that never come, and one given an interim
+// status (101 without an upgrade asked for) waits for the final one.
+func TestGatewayRefusesBadResponseHeader(t *testing.T) {
+	checkLeaks(t)
+	var head string
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) { r.Write(head + "\r\nbody") }
+	})
+	g, logs := newGateway(t, app.Addr, docRoot(t))
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	hc := &http.Client{Timeout: 10 * time.Second}
+	for _, tc := range []struct {
+		head   string
+		status int
+	}{
+		{"Content-Length: 4\r\nContent-Length: 7\r\n", 502},
+		{"Content-Length: 4, 7\r\n", 502},
+		{"Content-Length: -4\r\n", 502},
+		{"Content-Length: four\r\n", 502},
+		{"Status: 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", 502},
+		{"Status: 100 Continue\r\n", 502},
+		{"Status: 103 Early Hints\r\n", 502},
+		{"Content-Length: 4\r\nContent-Length: 4\r\n", 200},
+		{"Content-Length: 4\r\n", 200},
+	} {
+		head = tc.head
+		resp, err := hc.Get(srv.URL + "/")
+		if err != nil {
+			t.Errorf("%q: %v", tc.head, err)
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != tc.status {
+			t.Errorf("%q: %d %q %v, want %d", tc.head, resp.StatusCode, body, err, tc.status)
+		}
+		if tc.status == 200 && (string(body) != "body" || resp.ContentLength != 4) {
+			t.Errorf("%q: body %q, Content-Length %d", tc.head, body, resp.ContentLength)
+		}
+	}
+	if !strings.Contains(logs.String(), "Content-Length") || !strings.Contains(logs.String(), "interim") {
+		t.Errorf("the reasons are not logged: %s", logs.String())
+	}
+}
