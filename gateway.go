@@ -60,9 +60,10 @@ const smallBody = 64 << 10
 // SERVER_PROTOCOL, REQUEST_SCHEME, HTTPS (only over TLS), GATEWAY_INTERFACE,
 // SERVER_SOFTWARE, REMOTE_ADDR, REMOTE_PORT, REMOTE_USER, SERVER_ADDR,
 // SERVER_PORT, SERVER_NAME, REDIRECT_STATUS=200, and HTTP_* for every
-// request header but Proxy (httpoxy) and those whose names hold "_"
-// (nginx's underscores_in_headers off: X_Real_IP would pass for
-// X-Real-IP).
+// request header but Proxy (httpoxy) and those whose names hold anything
+// but ASCII letters, digits and '-': nginx drops names with "_"
+// (underscores_in_headers off: X_Real_IP would pass for X-Real-IP), and
+// PHP folds '.', ' ' and '[' into '_' as well (X.Real.IP).
 //
 // A request body of unknown length (chunked) is read first, into memory up
 // to MaxMemoryBytes and then into a temporary file, so that CONTENT_LENGTH

@@ -2,6 +2,7 @@ package fcgi_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fcgikit/fcgi/internal/peer"
 )
 
 // bigStream answers /big with a response far larger than the socket
@@ -173,5 +176,97 @@ func TestGatewayRefusesBadResponseHeader(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "Content-Length") || !strings.Contains(logs.String(), "interim") {
 		t.Errorf("the reasons are not logged: %s", logs.String())
+	}
+}
+
+// spoofHeaders are request header names that PHP (which registers $_SERVER
+// with ' ', '.' and '[' folded into '_') or a CGI program would take for
+// X-Real-Ip, and others with characters beyond letters, digits and '-'.
+var spoofHeaders = []string{"X_Real_Ip", "X.Real.Ip", "X[Real[Ip", "X Real Ip", "X.Real-Ip", "X~Real", "X!Real", "X*Real", "X'Real", "X|Real", "X^Real", "X`Real", "X#Real", "X$Real", "X%Real", "X&Real", "X+Real"}
+
+// Header names that fold into another's CGI variable are dropped: nginx
+// drops those with '_' (underscores_in_headers off), and PHP folds '.',
+// ' ' and '[' into '_' as well, so X.Real.Ip would set
+// $_SERVER['HTTP_X_REAL_IP']. Only letters, digits and '-' pass.
+func TestGatewayDropsFoldingHeaderNames(t *testing.T) {
+	checkLeaks(t)
+	app := echoApp(t)
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	req := httptest.NewRequest("GET", "/app.php", nil)
+	req.Header.Set("X-Forwarded-For", "10.0.0.1")
+	req.Header.Set("X-Ok-2", "kept")
+	for _, k := range spoofHeaders {
+		req.Header[k] = []string{"spoof"}
+	}
+	w := httptest.NewRecorder()
+	g.ServeHTTP(w, req)
+	var e echoed
+	if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil {
+		t.Fatalf("%d %q: %v", w.Code, w.Body.String(), err)
+	}
+	if e.Params["HTTP_X_FORWARDED_FOR"] != "10.0.0.1" || e.Params["HTTP_X_OK_2"] != "kept" {
+		t.Errorf("plain headers lost: %v", e.Params)
+	}
+	for k, v := range e.Params {
+		if v == "spoof" {
+			t.Errorf("%s = %q passed", k, v)
+		}
+	}
+
+	// Over the wire too: net/http accepts every token character in a
+	// name, '.' included.
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, "GET /app.php HTTP/1.1\r\nHost: x\r\nX.Real.Ip: spoof\r\nX~Real: spoof\r\nConnection: close\r\n\r\n")
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	e = echoed{}
+	json.NewDecoder(resp.Body).Decode(&e)
+	if e.Params["HTTP_HOST"] != "x" {
+		t.Fatalf("%d %v", resp.StatusCode, e.Params)
+	}
+	for k, v := range e.Params {
+		if v == "spoof" {
+			t.Errorf("over HTTP: %s = %q passed", k, v)
+		}
+	}
+}
+
+// Against PHP itself: a header named X.Real.Ip does not become
+// $_SERVER['HTTP_X_REAL_IP'].
+func TestGatewayFoldingHeaderNamesPHPFPM(t *testing.T) {
+	checkLeaks(t)
+	fpm := startFPM(t, peer.PHPFPMConfig{MaxChildren: 1})
+	fpm.WriteFile("env.php", dumpServer)
+	_, srv, _ := phpGateway(t, fpm, 1)
+	req, _ := http.NewRequest("GET", srv.URL+"/env.php", nil)
+	req.Header["X.Real.Ip"] = []string{"10.6.6.6"}
+	req.Header["X.Forwarded-For"] = []string{"10.6.6.7"}
+	req.Header.Set("X-Real-Ip-Ok", "kept")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var server map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&server); err != nil {
+		t.Fatalf("%d: %v", resp.StatusCode, err)
+	}
+	if server["HTTP_X_REAL_IP_OK"] != "kept" {
+		t.Fatalf("$_SERVER: %v", server)
+	}
+	for k, v := range server {
+		if v == "10.6.6.6" || v == "10.6.6.7" {
+			t.Errorf("$_SERVER[%q] = %q from a header with '.' in its name", k, v)
+		}
 	}
 }

@@ -174,6 +174,7 @@ func TestCGIEnv(t *testing.T) {
 		"x-dup":   {"2"},
 		"proxy":   {"http://evil"},
 		"X_Under": {"dropped"},
+		"X.Dot":   {"dropped"},
 		"Host":    {"field.example"},
 	}
 	rt := route{script: "/a.php", pathInfo: "/b", docURI: "/a.php", file: "/srv/a.php"}
@@ -194,7 +195,7 @@ func TestCGIEnv(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, m[k], v)
 		}
 	}
-	for _, k := range []string{"HTTP_PROXY", "HTTP_X_UNDER", "HTTPS"} {
+	for _, k := range []string{"HTTP_PROXY", "HTTP_X_UNDER", "HTTP_X.DOT", "HTTPS"} {
 		if v, ok := m[k]; ok {
 			t.Errorf("%s = %q, want none", k, v)
 		}
