@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// dialGateway opens a raw HTTP connection to the gateway at url.
+func dialGateway(t *testing.T, url string) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+// waitClosed reads nc until the gateway closes it and returns how long
+// that took; a connection still open after 20 s fails the test.
+func waitClosed(t *testing.T, nc net.Conn, r io.Reader) time.Duration {
+	t.Helper()
+	start := time.Now()
+	nc.SetReadDeadline(start.Add(20 * time.Second))
+	_, err := io.Copy(io.Discard, r)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("connection still open after %v", time.Since(start))
+	}
+	return time.Since(start)
+}
+
+// TestGatewayBodyTimeout: a request body that stops arriving is cut after
+// --body-timeout without a byte; one that keeps coming, however slowly,
+// is not, though it takes longer than the timeout.
+func TestGatewayBodyTimeout(t *testing.T) {
+	url := gatewayURL(t, "--body-timeout", "1s")
+
+	nc := dialGateway(t, url)
+	io.WriteString(nc, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+	if d := waitClosed(t, nc, nc); d < time.Second {
+		t.Errorf("cut after %v, before the timeout", d)
+	}
+
+	nc = dialGateway(t, url)
+	const pieces = 20
+	io.WriteString(nc, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n")
+	start := time.Now()
+	for i := 0; i < pieces; i++ {
+		if _, err := io.WriteString(nc, "0123456789"); err != nil {
+			t.Fatalf("piece %d, after %v: %v", i, time.Since(start), err)
+		}
+		time.Sleep(150 * time.Millisecond) // a slow client, not an assertion
+	}
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil {
+		t.Fatalf("slow but steady body, after %v: %v", time.Since(start), err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || string(body) != strings.Repeat("0123456789", pieces) {
+		t.Fatalf("slow but steady body: %d %q %v", resp.StatusCode, body, err)
+	}
+}
+
+// TestGatewayIdleTimeout: a keep-alive connection with no request is
+// closed after --idle-timeout, and not before.
+func TestGatewayIdleTimeout(t *testing.T) {
+	url := gatewayURL(t, "--idle-timeout", "500ms")
+	nc := dialGateway(t, url)
+	io.WriteString(nc, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(nc)
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("status %d, close %v: not kept alive", resp.StatusCode, resp.Close)
+	}
+	if d := waitClosed(t, nc, br); d < 500*time.Millisecond {
+		t.Errorf("closed after %v, before the idle timeout", d)
+	}
+}
+
+// TestGatewaySendTimeout: with --max-conns 1, a client that stops
+// reading a large response holds the only backend connection until
+// --send-timeout, then the next request is served.
+func TestGatewaySendTimeout(t *testing.T) {
+	chunk := []byte(strings.Repeat("x", 1<<20))
+	app := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/big" {
+			io.WriteString(w, "ok")
+			return
+		}
+		for i := 0; i < 64; i++ {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	url := gatewayURL(t, "--backend", app, "--max-conns", "1", "--send-timeout", "300ms")
+	nc := dialGateway(t, url)
+	io.WriteString(nc, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	// Reads no more.
+	c := &http.Client{Timeout: 20 * time.Second}
+	got, err := c.Get(url + "next")
+	if err != nil {
+		t.Fatalf("next request while a client stalls: %v", err)
+	}
+	body, _ := io.ReadAll(got.Body)
+	got.Body.Close()
+	if string(body) != "ok" {
+		t.Fatalf("next request: %d %q", got.StatusCode, body)
+	}
+	waitClosed(t, nc, br)
+}
