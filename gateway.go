@@ -315,6 +315,7 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 			g.clientGone(r, &sd, err)
 			return
 		}
+		sd.idle()
 	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
@@ -325,7 +326,9 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 			sd.extend()
 			_, werr := w.Write(buf[:n])
 			if werr == nil && waiting() {
-				werr = sd.flush()
+				if werr = sd.flush(); werr == nil {
+					sd.idle()
+				}
 			}
 			if werr != nil {
 				// The caller's Close abandons the backend request.
@@ -334,6 +337,7 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 			}
 		}
 		if err == io.EOF {
+			sd.extend() // net/http writes the end of the response
 			return
 		}
 		if err != nil {
@@ -356,10 +360,11 @@ func (g *Gateway) clientGone(r *http.Request, sd *sendDeadline, err error) {
 }
 
 // A sendDeadline keeps the write deadline of a response SendTimeout
-// ahead of the last write. Moving it costs a timer update, so it moves
-// only when an eighth of the timeout has passed since it last did, and
-// lies then 9/8 of the timeout ahead: a write always has at least the
-// whole timeout.
+// ahead of the last write while the response is being written, and
+// lifts it while the backend is waited for. Moving it costs a timer
+// update, so it moves only when an eighth of the timeout has passed since
+// it last did, and lies then 9/8 of the timeout ahead: a write always has
+// at least the whole timeout.
 type sendDeadline struct {
 	w     http.ResponseWriter
 	d     time.Duration // 0: no deadline
@@ -402,6 +407,17 @@ func (sd *sendDeadline) extend() {
 		return
 	}
 	sd.moved = now
+}
+
+// idle lifts the deadline before a wait for the backend, which is no
+// client's stall: left to pass, it would fail the next write (HTTP/1),
+// or reset the stream at once, write or not (HTTP/2).
+func (sd *sendDeadline) idle() {
+	if sd.d == 0 || sd.moved.IsZero() {
+		return
+	}
+	sd.moved = time.Time{}
+	http.NewResponseController(sd.w).SetWriteDeadline(sd.limit) // zero, or the server's own
 }
 
 // flush sends what w holds, under the deadline.

@@ -270,3 +270,82 @@ func TestGatewayFoldingHeaderNamesPHPFPM(t *testing.T) {
 		}
 	}
 }
+
+// A backend that pauses longer than SendTimeout is no client stalling:
+// the deadline runs only while a write waits. Over HTTP/1 a deadline left
+// to pass would fail the response's last write (the end of a chunked
+// body); over HTTP/2 it resets the stream even with no write waiting.
+func TestGatewaySendTimeoutBackendPause(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			r.Write("Content-Type: text/plain\r\n\r\na")
+			time.Sleep(700 * time.Millisecond) // the application thinks
+			if r.Params["REQUEST_URI"] == "/middle" {
+				r.Write("b")
+			}
+		}
+	})
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	g.Client.ResponseHeaderTimeout = 0
+	g.SendTimeout = 200 * time.Millisecond
+	for _, h2 := range []bool{false, true} {
+		srv := httptest.NewUnstartedServer(g)
+		srv.EnableHTTP2 = h2
+		srv.StartTLS()
+		for path, want := range map[string]string{"/end": "a", "/middle": "ab"} {
+			resp, err := srv.Client().Get(srv.URL + path)
+			if err != nil {
+				t.Fatalf("h2 %v, %s: %v", h2, path, err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || string(body) != want || resp.ProtoMajor != map[bool]int{false: 1, true: 2}[h2] {
+				t.Errorf("HTTP/%d, %s: %q %v, want %q", resp.ProtoMajor, path, body, err, want)
+			}
+		}
+		srv.Close()
+	}
+}
+
+// Over HTTP/2 the stalled stream is reset, and the backend connection it
+// held serves the next request.
+func TestGatewaySendTimeoutHTTP2(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) { a.Handler = bigStream })
+	g, logs := newGateway(t, app.Addr, docRoot(t))
+	g.Client.MaxConnsPerBackend = 1
+	g.Client.ResponseHeaderTimeout = 0
+	g.SendTimeout = 200 * time.Millisecond
+	srv := httptest.NewUnstartedServer(g)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	stalled, err := srv.Client().Get(srv.URL + "/big")
+	if err != nil || stalled.ProtoMajor != 2 {
+		t.Fatalf("%v %v", stalled, err)
+	}
+	defer stalled.Body.Close()
+	// The client reads no more of it; another connection needs the
+	// backend.
+	other := &http.Client{Transport: srv.Client().Transport.(*http.Transport).Clone(), Timeout: 20 * time.Second}
+	defer other.CloseIdleConnections()
+	got, err := other.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatalf("second request not served while the first stream stalls: %v", err)
+	}
+	body, _ := io.ReadAll(got.Body)
+	got.Body.Close()
+	if string(body) != "ok" {
+		t.Fatalf("second request: %d %q", got.StatusCode, body)
+	}
+	if _, err := io.Copy(io.Discard, stalled.Body); err == nil {
+		t.Fatal("the stalled stream ended cleanly")
+	}
+	if !eventually(func() bool { return app.open.Load() <= 1 }) {
+		t.Fatalf("backend connections open: %d", app.open.Load())
+	}
+	if !strings.Contains(logs.String(), "timed out") {
+		t.Errorf("the send timeout is not logged: %s", logs.String())
+	}
+}
