@@ -219,7 +219,7 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 func bodyTimeouts(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = &timedBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: d}
+			r.Body = &timedBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: d, h2: r.ProtoMajor >= 2}
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -228,11 +228,16 @@ func bodyTimeouts(h http.Handler, d time.Duration) http.Handler {
 // A timedBody moves the connection's read deadline d ahead before a read.
 // Moving it costs a timer update, so it moves only when d/8 has passed
 // since it last did, and lies then 9d/8 ahead: a read always has at least
-// d. Reads are not concurrent (an http.Request body's rule).
+// d. Over HTTP/1 a deadline that passes between reads does nothing (the
+// next read moves it first); over HTTP/2 it closes the body at once, so
+// there it is lifted after each read: the handler may take its time
+// between reads (a backend slow to take the body). Reads are not
+// concurrent (an http.Request body's rule).
 type timedBody struct {
 	io.ReadCloser
 	rc    *http.ResponseController
 	d     time.Duration
+	h2    bool
 	moved time.Time
 	done  bool
 }
@@ -251,6 +256,9 @@ func (b *timedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err != nil {
 		b.done = true
+	} else if b.h2 && !b.moved.IsZero() {
+		b.rc.SetReadDeadline(time.Time{})
+		b.moved = time.Time{}
 	}
 	return n, err
 }

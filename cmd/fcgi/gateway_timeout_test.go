@@ -2,10 +2,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -129,4 +133,40 @@ func TestGatewaySendTimeout(t *testing.T) {
 		t.Fatalf("next request: %d %q", got.StatusCode, body)
 	}
 	waitClosed(t, nc, br)
+}
+
+// TestGatewayBodyTimeoutSlowBackend: a backend that takes its time before
+// reading a large body is no client stalling; the body arrives whole,
+// over HTTP/1 and over HTTP/2 (where a deadline left to pass while
+// nothing reads would close the body at once).
+func TestGatewayBodyTimeoutSlowBackend(t *testing.T) {
+	app := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(1500 * time.Millisecond) // the application thinks first
+		n, err := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d %v", n, err)
+	}))
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	pool := writeCert(t, cert, key)
+	plain := gatewayURL(t, "--backend", app, "--body-timeout", "300ms")
+	tlsURL := gatewayURL(t, "--backend", app, "--body-timeout", "300ms", "--tls-cert", cert, "--tls-key", key)
+	body := bytes.Repeat([]byte("x"), 4<<20)
+	for _, tc := range []struct {
+		url string
+		c   *http.Client
+	}{
+		{plain, &http.Client{Timeout: 30 * time.Second}},
+		{tlsURL, &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}},
+	} {
+		resp, err := tc.c.Post(tc.url+"upload", "application/octet-stream", bytes.NewReader(body))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.url, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		tc.c.CloseIdleConnections()
+		if want := fmt.Sprintf("%d <nil>", len(body)); string(got) != want {
+			t.Errorf("HTTP/%d: the application read %q, want %q", resp.ProtoMajor, got, want)
+		}
+	}
 }
