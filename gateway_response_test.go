@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/internal/peer"
 )
 
@@ -36,62 +37,89 @@ func bigStream(r *fakeReq) {
 }
 
 // A client that reads the response header and then stops reading holds
-// the only backend connection; after SendTimeout without progress the
-// request ends, the backend connection is released and the next request
-// is served.
+// the only backend connection (or, multiplexed, a request on it); after
+// SendTimeout without progress the request ends, the backend connection
+// is released (the request aborted) and the next request is served.
 func TestGatewaySendTimeout(t *testing.T) {
-	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) { a.Handler = bigStream })
-	g, logs := newGateway(t, app.Addr, docRoot(t))
-	g.Client.MaxConnsPerBackend = 1
-	g.Client.ResponseHeaderTimeout = 0
-	g.SendTimeout = 200 * time.Millisecond
-	srv := httptest.NewServer(g)
-	defer srv.Close()
+	for _, mpx := range []bool{false, true} {
+		t.Run(map[bool]string{false: "one-request", true: "multiplexed"}[mpx], func(t *testing.T) {
+			checkLeaks(t)
+			app := startFake(t, false, func(a *fakeApp) { a.Handler = bigStream })
+			g, logs := newGateway(t, app.Addr, docRoot(t))
+			g.Client.MaxConnsPerBackend = 1
+			g.Client.ResponseHeaderTimeout = 0
+			if mpx {
+				g.Client.Multiplex = fcgi.MultiplexOn
+			}
+			g.SendTimeout = 200 * time.Millisecond
+			srv := httptest.NewServer(g)
+			defer srv.Close()
 
-	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+			nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			io.WriteString(nc, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+			br := bufio.NewReaderSize(nc, 4096)
+			nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("stalled client's response: %v %v", resp, err)
+			}
+			// The client reads no more. Another request needs the one
+			// backend connection.
+			start := time.Now()
+			hc := &http.Client{Timeout: 20 * time.Second}
+			got, err := hc.Get(srv.URL + "/")
+			if err != nil {
+				t.Fatalf("second request not served while the first client stalls (%v): %v", time.Since(start), err)
+			}
+			body, _ := io.ReadAll(got.Body)
+			got.Body.Close()
+			hc.CloseIdleConnections()
+			if got.StatusCode != 200 || string(body) != "ok" {
+				t.Fatalf("second request: %d %q", got.StatusCode, body)
+			}
+			// Multiplexed, the second request needs no wait; the
+			// stalled one is cut all the same.
+			if !waitLog(logs, "timed out") {
+				t.Fatalf("the send timeout is not logged: %s", logs.String())
+			}
+			// The stalled client's connection is closed: reading on finds
+			// the end, short of the response (a cut chunked body).
+			nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = io.Copy(io.Discard, resp.Body)
+			var ne net.Error
+			if err == nil || errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("stalled client's response: %v; want it cut", err)
+			}
+			if time.Since(start) < g.SendTimeout {
+				t.Fatalf("cut after %v, before the send timeout", time.Since(start))
+			}
+			if mpx {
+				// The stalled request was aborted; its connection serves on.
+				if !eventually(func() bool { return app.aborts.Load() == 1 }) || app.conns.Load() != 1 {
+					t.Fatalf("aborts %d, connections %d", app.aborts.Load(), app.conns.Load())
+				}
+			} else if !eventually(func() bool { return app.open.Load() <= 1 }) {
+				// At most the kept one of the second request.
+				t.Fatalf("backend connections open: %d", app.open.Load())
+			}
+		})
 	}
-	defer nc.Close()
-	io.WriteString(nc, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-	br := bufio.NewReaderSize(nc, 4096)
-	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("stalled client's response: %v %v", resp, err)
+}
+
+// waitLog polls logs for up to 10 s for s.
+func waitLog(logs *logBuffer, s string) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), s) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	// The client reads no more. Another request needs the one backend
-	// connection.
-	start := time.Now()
-	hc := &http.Client{Timeout: 20 * time.Second}
-	got, err := hc.Get(srv.URL + "/")
-	if err != nil {
-		t.Fatalf("second request not served while the first client stalls (%v): %v", time.Since(start), err)
-	}
-	body, _ := io.ReadAll(got.Body)
-	got.Body.Close()
-	if got.StatusCode != 200 || string(body) != "ok" {
-		t.Fatalf("second request: %d %q", got.StatusCode, body)
-	}
-	if d := time.Since(start); d < g.SendTimeout {
-		t.Fatalf("second request served after %v, before the send timeout", d)
-	}
-	// The stalled client's connection is closed: reading on finds the
-	// end, short of the response (a cut chunked body).
-	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.Copy(io.Discard, resp.Body)
-	var ne net.Error
-	if err == nil || errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("stalled client's response: %v; want it cut", err)
-	}
-	// One backend connection at most, the kept one of the second request.
-	if !eventually(func() bool { return app.open.Load() <= 1 }) {
-		t.Fatalf("backend connections open: %d", app.open.Load())
-	}
-	if !strings.Contains(logs.String(), "timed out") {
-		t.Errorf("the send timeout is not logged: %s", logs.String())
-	}
+	return true
 }
 
 // A client that reads steadily, with pauses shorter than SendTimeout,
