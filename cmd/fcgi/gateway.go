@@ -51,11 +51,13 @@ timeouts: --header-timeout for the request header, --body-timeout for
 each read of the body (a slow upload that keeps coming is never cut),
 --send-timeout for each write of the response (a client that stops
 reading is cut off, and the backend connection freed), and
---idle-timeout for a keep-alive connection between requests. With --tls-cert and --tls-key the
-gateway serves HTTPS, and the application sees HTTPS=on; SIGHUP reloads
-the certificate and key (a renewal needs no restart; if the new files do
-not load, the old certificate stays and the error is logged). SIGTERM stops
-accepting and lets running requests finish for 10 seconds.
+--idle-timeout for a keep-alive connection between requests.
+
+With --tls-cert and --tls-key the gateway serves HTTPS, and the
+application sees HTTPS=on; SIGHUP reloads the certificate and key (a
+renewal needs no restart; if the new files do not load, the old
+certificate stays and the error is logged). SIGTERM stops accepting and
+lets running requests finish for 10 seconds.
 
 With no --backend it starts a demo: fcgikit's own FastCGI server, in this
 process, on a unix socket in a temporary directory, and the gateway in
