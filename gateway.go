@@ -320,11 +320,13 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
+	var written int64
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
 			sd.extend()
 			_, werr := w.Write(buf[:n])
+			written += int64(n)
 			if werr == nil && waiting() {
 				if werr = sd.flush(); werr == nil {
 					sd.idle()
@@ -337,6 +339,9 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 			}
 		}
 		if err == io.EOF {
+			if g.shortBody(w, r, resp.Status, written) {
+				panic(http.ErrAbortHandler)
+			}
 			sd.extend() // net/http writes the end of the response
 			return
 		}
@@ -350,8 +355,29 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 	}
 }
 
+// shortBody reports, and logs, a body that ended short of the
+// application's own Content-Length: net/http would otherwise pass the
+// truncated response off as complete (HTTP/2), or close the connection
+// without a word.
+func (g *Gateway) shortBody(w http.ResponseWriter, r *http.Request, status int, written int64) bool {
+	v := w.Header()["Content-Length"]
+	if len(v) == 0 || r.Method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified {
+		return false
+	}
+	cl, err := strconv.ParseInt(v[0], 10, 64)
+	if err != nil || written >= cl {
+		return false
+	}
+	g.logger().Error("fcgi: gateway: response shorter than its Content-Length", "method", r.Method, "uri", r.RequestURI, "content_length", cl, "sent", written)
+	return true
+}
+
 // clientGone logs a failed write to the client.
 func (g *Gateway) clientGone(r *http.Request, sd *sendDeadline, err error) {
+	if errors.Is(err, http.ErrContentLength) {
+		g.logger().Error("fcgi: gateway: response longer than its Content-Length", "method", r.Method, "uri", r.RequestURI)
+		return
+	}
 	if sd.d > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 		g.logger().Info("fcgi: gateway: client timed out reading the response", "method", r.Method, "uri", r.RequestURI, "send_timeout", sd.d)
 		return

@@ -411,3 +411,53 @@ func TestGatewaySendTimeoutKeepsServerWriteTimeout(t *testing.T) {
 		t.Fatalf("cut after %v, before the server's WriteTimeout", d)
 	}
 }
+
+// A body longer or shorter than the application's own Content-Length is
+// the application's fault, logged as such, and the client can tell the
+// response is broken (it is cut short of its length).
+func TestGatewayContentLengthMismatch(t *testing.T) {
+	checkLeaks(t)
+	var head string
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) { r.Write(head + "\r\nbody") }
+	})
+	g, logs := newGateway(t, app.Addr, docRoot(t))
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	hc := &http.Client{Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	for head0, want := range map[string]string{
+		"Content-Length: 7\r\n": "shorter than its Content-Length",
+		"Content-Length: 2\r\n": "longer than its Content-Length",
+	} {
+		head = head0
+		resp, err := hc.Get(srv.URL + "/")
+		if err != nil {
+			t.Fatalf("%q: %v", head, err)
+		}
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Errorf("%q: the response looks whole", head)
+		}
+		if !waitLog(logs, want) {
+			t.Errorf("%q: not logged as %q: %s", head, want, logs.String())
+		}
+	}
+	// HEAD and 304 answers carry a length with no body: no complaint.
+	for _, tc := range []struct{ method, head string }{
+		{"HEAD", "Content-Length: 7\r\n"},
+		{"GET", "Status: 304\r\nContent-Length: 7\r\n"},
+	} {
+		head = tc.head
+		req, _ := http.NewRequest(tc.method, srv.URL+"/", nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("%s %q: %v", tc.method, tc.head, err)
+		}
+		resp.Body.Close()
+	}
+	if n := strings.Count(logs.String(), "than its Content-Length"); n != 2 {
+		t.Errorf("%d complaints, want 2: %s", n, logs.String())
+	}
+}
