@@ -170,3 +170,14 @@ func TestGatewayBodyTimeoutSlowBackend(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayHeaderTimeout: a request header that stops arriving is cut
+// after --header-timeout, and not before.
+func TestGatewayHeaderTimeout(t *testing.T) {
+	url := gatewayURL(t, "--header-timeout", "500ms")
+	nc := dialGateway(t, url)
+	io.WriteString(nc, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow:")
+	if d := waitClosed(t, nc, nc); d < 500*time.Millisecond {
+		t.Errorf("cut after %v, before the timeout", d)
+	}
+}
