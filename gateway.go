@@ -595,6 +595,10 @@ func (s *stderrLog) Write(p []byte) (int, error) {
 
 type authVarsKey struct{}
 
+// maxIgnoredBody is how much of an allowing authorizer's body is read,
+// and dropped, to keep its connection.
+const maxIgnoredBody = 64 << 10
+
 // Authorizer returns middleware that asks the FastCGI application behind g
 // whether each request may reach next, in the Authorizer role (§6.3), the
 // way lighttpd's "mode" => "authorizer" and Apache's mod_authnz_fcgi do.
@@ -643,8 +647,9 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 			g.copyBody(w, r, resp)
 			return
 		}
-		// Read the (ignored) body to the end so the connection is reused.
-		io.Copy(io.Discard, resp.Body)
+		// Read the (ignored) body to the end so the connection is
+		// reused, unless it goes on and on: Close then abandons it.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxIgnoredBody))
 		resp.Body.Close()
 		vars := map[string]string{}
 		r2 := r.Clone(r.Context())

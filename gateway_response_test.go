@@ -2,6 +2,7 @@ package fcgi_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/internal/peer"
+	"github.com/fcgikit/fcgi/internal/wire"
 )
 
 // bigStream answers /big with a response far larger than the socket
@@ -460,5 +462,47 @@ func TestGatewayContentLengthMismatch(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "than its Content-Length"); n != 2 {
 		t.Errorf("%d complaints, want 2: %s", n, logs.String())
+	}
+}
+
+// writeOK sends p on r's STDOUT and reports whether it went: false once
+// the gateway has closed the connection.
+func writeOK(r *fakeReq, p []byte) bool {
+	c := r.conn
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.wr.WriteStream(wire.TypeStdout, r.ID, p) == nil && c.wr.Flush() == nil
+}
+
+// An authorizer that allows, and then sends a body without end (which is
+// ignored), does not hold the request: the gateway reads a little of it
+// and then gives the connection up.
+func TestGatewayAuthorizerEndlessBody(t *testing.T) {
+	checkLeaks(t)
+	auth := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			r.Write("Status: 200\r\nVariable-AUTH_USER: alice\r\n\r\n")
+			chunk := make([]byte, 32<<10)
+			for writeOK(r, chunk) {
+			}
+		}
+	})
+	app := echoApp(t)
+	root := docRoot(t)
+	ag, _ := newGateway(t, auth.Addr, root)
+	ag.Client.ResponseHeaderTimeout = 0
+	g, _ := newGateway(t, app.Addr, root)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req := httptest.NewRequest("GET", "/app.php", nil).WithContext(ctx)
+	w := httptest.NewRecorder()
+	ag.Authorizer(g).ServeHTTP(w, req)
+	var e echoed
+	json.Unmarshal(w.Body.Bytes(), &e)
+	if w.Code != 200 || e.Params["AUTH_USER"] != "alice" {
+		t.Fatalf("allowed: %d %q (%v)", w.Code, w.Body.String(), ctx.Err())
+	}
+	if !eventually(func() bool { return auth.open.Load() == 0 }) {
+		t.Fatalf("authorizer connections open: %d", auth.open.Load())
 	}
 }
