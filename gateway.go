@@ -134,8 +134,10 @@ type Gateway struct {
 	// connection is closed and the backend request abandoned, so that a
 	// client that stops reading does not hold a backend connection (and
 	// the PHP worker behind it). Zero means DefaultSendTimeout; negative
-	// means no limit. An [http.Server] WriteTimeout stays in force; a
-	// ResponseWriter that cannot set write deadlines (see
+	// means no limit. It applies to what the application answers;
+	// static files (ServeStatic), which hold no backend, are written by
+	// http.ServeContent without it. An [http.Server] WriteTimeout stays
+	// in force; a ResponseWriter that cannot set write deadlines (see
 	// [http.ResponseController]) is written without one.
 	SendTimeout time.Duration
 
