@@ -506,3 +506,41 @@ func TestGatewayAuthorizerEndlessBody(t *testing.T) {
 		t.Fatalf("authorizer connections open: %d", auth.open.Load())
 	}
 }
+
+// Against PHP-FPM with one worker: a client that stops reading a large
+// page holds the worker until SendTimeout; then the worker serves the
+// next request.
+func TestGatewaySendTimeoutPHPFPM(t *testing.T) {
+	checkLeaks(t)
+	fpm := startFPM(t, peer.PHPFPMConfig{MaxChildren: 1})
+	fpm.WriteFile("big.php", `<?php $s = str_repeat("x", 1 << 20); for ($i = 0; $i < 64; $i++) { echo $s; flush(); }`)
+	fpm.WriteFile("ok.php", `<?php echo "ok";`)
+	g, srv, logs := phpGateway(t, fpm, 1)
+	g.SendTimeout = 300 * time.Millisecond
+	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, "GET /big.php HTTP/1.1\r\nHost: x\r\n\r\n")
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	// Reads no more.
+	hc := &http.Client{Timeout: 20 * time.Second}
+	defer hc.CloseIdleConnections()
+	got, err := hc.Get(srv.URL + "/ok.php")
+	if err != nil {
+		t.Fatalf("next request while a client stalls: %v", err)
+	}
+	body, _ := io.ReadAll(got.Body)
+	got.Body.Close()
+	if got.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("next request: %d %q", got.StatusCode, body)
+	}
+	if !strings.Contains(logs.String(), "timed out") {
+		t.Errorf("the send timeout is not logged: %s", logs.String())
+	}
+}
