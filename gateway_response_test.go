@@ -544,3 +544,27 @@ func TestGatewaySendTimeoutPHPFPM(t *testing.T) {
 		t.Errorf("the send timeout is not logged: %s", logs.String())
 	}
 }
+
+// Against PHP-FPM: a script that answers 101, or sends two different
+// Content-Length fields, gets the client a 502 rather than a hang.
+func TestGatewayBadResponseHeaderPHPFPM(t *testing.T) {
+	checkLeaks(t)
+	fpm := startFPM(t, peer.PHPFPMConfig{MaxChildren: 1})
+	fpm.WriteFile("upgrade.php", `<?php http_response_code(101); header("Upgrade: websocket"); echo "body";`)
+	fpm.WriteFile("lengths.php", `<?php header("Content-Length: 4"); header("Content-Length: 7", false); echo "body";`)
+	fpm.WriteFile("same.php", `<?php header("Content-Length: 4"); header("Content-Length: 4", false); echo "body";`)
+	_, srv, _ := phpGateway(t, fpm, 1)
+	hc := &http.Client{Timeout: 20 * time.Second}
+	defer hc.CloseIdleConnections()
+	for path, want := range map[string]int{"/upgrade.php": 502, "/lengths.php": 502, "/same.php": 200} {
+		resp, err := hc.Get(srv.URL + path)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != want || want == 200 && string(body) != "body" {
+			t.Errorf("%s: %d %q %v, want %d", path, resp.StatusCode, body, err, want)
+		}
+	}
+}
