@@ -181,3 +181,13 @@ func TestGatewayHeaderTimeout(t *testing.T) {
 		t.Errorf("cut after %v, before the timeout", d)
 	}
 }
+
+// TestGatewayTimeoutFlagsNegative: a negative timeout is a usage error.
+func TestGatewayTimeoutFlagsNegative(t *testing.T) {
+	for _, flag := range []string{"--header-timeout", "--body-timeout", "--idle-timeout", "--send-timeout"} {
+		res := runFcgi(t, nil, "gateway", "--listen", "127.0.0.1:0", flag, "-1s")
+		if res.code != exitUsage || !strings.Contains(res.stderr, flag[2:]) {
+			t.Errorf("%s -1s: exit %d, stderr %q; want 2", flag, res.code, res.stderr)
+		}
+	}
+}
