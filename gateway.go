@@ -406,6 +406,9 @@ func (g *Gateway) sendDeadline(w http.ResponseWriter, r *http.Request) sendDeadl
 		d = DefaultSendTimeout
 	}
 	sd := sendDeadline{w: w, d: max(d, 0)}
+	if !canSetWriteDeadline(w) {
+		sd.d = 0
+	}
 	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.WriteTimeout > 0 && sd.d > 0 {
 		if srv.WriteTimeout <= sd.d {
 			sd.d = 0 // the server's own deadline comes first anyway
@@ -414,6 +417,23 @@ func (g *Gateway) sendDeadline(w http.ResponseWriter, r *http.Request) sendDeadl
 		}
 	}
 	return sd
+}
+
+// canSetWriteDeadline reports whether http.ResponseController can set
+// w's write deadline, walking the same Unwrap chain, so that a writer
+// that cannot (a middleware's, a test's) is known without building the
+// error the controller returns for each call.
+func canSetWriteDeadline(w http.ResponseWriter) bool {
+	for {
+		switch t := w.(type) {
+		case interface{ SetWriteDeadline(time.Time) error }:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return false
+		}
+	}
 }
 
 // extend moves the deadline ahead before a write.
