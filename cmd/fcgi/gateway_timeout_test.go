@@ -46,13 +46,18 @@ func waitClosed(t *testing.T, nc net.Conn, r io.Reader) time.Duration {
 func TestGatewayBodyTimeout(t *testing.T) {
 	url := gatewayURL(t, "--body-timeout", "1s")
 
-	nc := dialGateway(t, url)
-	io.WriteString(nc, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
-	if d := waitClosed(t, nc, nc); d < time.Second {
-		t.Errorf("cut after %v, before the timeout", d)
+	for _, stalled := range []string{
+		"Content-Length: 100\r\n\r\n0123456789",
+		"Transfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n",
+	} {
+		nc := dialGateway(t, url)
+		io.WriteString(nc, "POST /echo HTTP/1.1\r\nHost: x\r\n"+stalled)
+		if d := waitClosed(t, nc, nc); d < time.Second {
+			t.Errorf("%q: cut after %v, before the timeout", stalled, d)
+		}
 	}
 
-	nc = dialGateway(t, url)
+	nc := dialGateway(t, url)
 	const pieces = 20
 	io.WriteString(nc, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n")
 	start := time.Now()
