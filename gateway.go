@@ -134,9 +134,9 @@ type Gateway struct {
 	// connection is closed and the backend request abandoned, so that a
 	// client that stops reading does not hold a backend connection (and
 	// the PHP worker behind it). Zero means DefaultSendTimeout; negative
-	// means no limit. It applies to what the application answers;
-	// static files (ServeStatic), which hold no backend, are written by
-	// http.ServeContent without it. An [http.Server] WriteTimeout stays
+	// means no limit. Static files (ServeStatic) are held to it too,
+	// sent in pieces of 64 KiB (still by sendfile) that the client must
+	// each take within the timeout. An [http.Server] WriteTimeout stays
 	// in force; a ResponseWriter that cannot set write deadlines (see
 	// [http.ResponseController]) is written without one.
 	SendTimeout time.Duration
@@ -182,10 +182,66 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer f.Close()
-		http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
+		sw := &sendWriter{ResponseWriter: w, sd: g.sendDeadline(w, r)}
+		http.ServeContent(sw, r, fi.Name(), fi.ModTime(), f)
+		if sw.err != nil {
+			g.clientGone(r, &sw.sd, sw.err)
+		}
 		return
 	}
 	g.forward(w, r, rt, &Request{}, nil)
+}
+
+// A sendWriter holds http.ServeContent's writes to SendTimeout. The file
+// still goes by sendfile, in pieces of sendChunk so that the deadline
+// moves between them: a client must take a piece within the timeout.
+type sendWriter struct {
+	http.ResponseWriter
+	sd  sendDeadline
+	err error // the first write error
+}
+
+// sendChunk is the most a sendWriter hands to one ReadFrom.
+const sendChunk = 64 << 10
+
+func (s *sendWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *sendWriter) Write(p []byte) (int, error) {
+	s.sd.extend()
+	n, err := s.ResponseWriter.Write(p)
+	if err != nil && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+func (s *sendWriter) ReadFrom(src io.Reader) (int64, error) {
+	rf, ok := s.ResponseWriter.(io.ReaderFrom)
+	lr, limited := src.(*io.LimitedReader) // what ServeContent's io.CopyN passes
+	if !ok || !limited || s.sd.d == 0 {
+		if ok && s.sd.d == 0 {
+			return rf.ReadFrom(src)
+		}
+		return io.Copy(struct{ io.Writer }{s}, src)
+	}
+	var total int64
+	for lr.N > 0 {
+		s.sd.extend()
+		piece := &io.LimitedReader{R: lr.R, N: min(lr.N, sendChunk)}
+		n, err := rf.ReadFrom(piece)
+		total += n
+		lr.N -= n
+		if err != nil {
+			if s.err == nil {
+				s.err = err
+			}
+			return total, err
+		}
+		if n == 0 {
+			break // the file ended early
+		}
+	}
+	return total, nil
 }
 
 // openRegular opens name if it is a regular file.

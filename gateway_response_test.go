@@ -2,13 +2,18 @@ package fcgi_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/md5"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -566,5 +571,99 @@ func TestGatewayBadResponseHeaderPHPFPM(t *testing.T) {
 		if err != nil || resp.StatusCode != want || want == 200 && string(body) != "body" {
 			t.Errorf("%s: %d %q %v, want %d", path, resp.StatusCode, body, err, want)
 		}
+	}
+}
+
+// A static file (ServeStatic) is held to SendTimeout too: a client that
+// stops reading a large one is cut off, while one that reads steadily
+// gets it whole.
+func TestGatewaySendTimeoutStatic(t *testing.T) {
+	checkLeaks(t)
+	root := docRoot(t)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 4<<20) // 64 MiB
+	if err := os.WriteFile(filepath.Join(root, "big.bin"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	app := startFake(t, false, nil)
+	g, logs := newGateway(t, app.Addr, root)
+	g.ServeStatic = true
+	g.SendTimeout = 300 * time.Millisecond
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+
+	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, "GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 || resp.ContentLength != int64(len(big)) {
+		t.Fatalf("%v %v", resp, err)
+	}
+	// Reads no more, until the gateway has given up on it.
+	if !waitLog(logs, "timed out") {
+		t.Fatalf("the send timeout is not logged: %s", logs.String())
+	}
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err == nil || n == int64(len(big)) {
+		t.Fatalf("stalled client got %d bytes, %v; want it cut", n, err)
+	}
+
+	// Steady, with pauses shorter than the timeout, though the whole
+	// takes longer: served whole.
+	g2, _ := newGateway(t, app.Addr, root)
+	g2.ServeStatic = true
+	g2.SendTimeout = 1500 * time.Millisecond
+	srv2 := httptest.NewServer(g2)
+	defer srv2.Close()
+	start := time.Now()
+	resp, err = srv2.Client().Get(srv2.URL + "/big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	h := md5.New()
+	for {
+		_, err := io.CopyN(h, resp.Body, 4<<20)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("steady reader, after %v: %v", time.Since(start), err)
+		}
+		time.Sleep(250 * time.Millisecond) // a slow reader, not an assertion
+	}
+	if got, want := fmt.Sprintf("%x", h.Sum(nil)), fmt.Sprintf("%x", md5.Sum(big)); got != want {
+		t.Fatalf("steady reader got a different file")
+	}
+
+	// Ranges go through the same writer.
+	for rng, want := range map[string]string{"bytes=16-31": "0123456789abcdef", "bytes=3-5": "345"} {
+		req, _ := http.NewRequest("GET", srv2.URL+"/big.bin", nil)
+		req.Header.Set("Range", rng)
+		resp, err := srv2.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 206 || string(body) != want {
+			t.Errorf("Range %s: %d %q", rng, resp.StatusCode, body)
+		}
+	}
+	req, _ := http.NewRequest("GET", srv2.URL+"/big.bin", nil)
+	req.Header.Set("Range", "bytes=0-1,16-17")
+	resp, err = srv2.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 206 || strings.Count(string(body), "01") != 2 {
+		t.Errorf("two ranges: %d %q", resp.StatusCode, body)
 	}
 }
