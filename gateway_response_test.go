@@ -32,14 +32,16 @@ func bigStream(r *fakeReq) {
 		return
 	}
 	r.Write("Content-Type: application/octet-stream\r\n\r\n")
-	chunk := strings.Repeat("x", 1<<20)
+	chunk := bytes.Repeat([]byte("x"), 1<<20)
 	for i := 0; i < 64; i++ {
 		select {
 		case <-r.Aborted:
 			return
 		default:
 		}
-		r.Write(chunk) // fails at once once the gateway has closed the connection
+		if !writeOK(r, chunk) {
+			return // the gateway closed the connection
+		}
 	}
 }
 
