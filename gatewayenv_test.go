@@ -308,3 +308,35 @@ func FuzzPairPacker(f *testing.F) {
 		}
 	})
 }
+
+// FuzzHeaderVariables: whatever the request's header names, every HTTP_
+// variable sent holds only upper-case letters, digits and '_', and no two
+// header fields give the same one.
+func FuzzHeaderVariables(f *testing.F) {
+	f.Add("X-Real-Ip\x00X.Real.Ip\x00X_Real_Ip\x00x-real-ip")
+	f.Add("Host\x00Proxy\x00X[a\x00X a\x00Cookie")
+	f.Fuzz(func(t *testing.T, names string) {
+		g := &Gateway{Root: "/srv"}
+		r := httptest.NewRequest("GET", "/a.php", nil)
+		r.Header = http.Header{}
+		for _, n := range strings.Split(names, "\x00") {
+			r.Header[n] = append(r.Header[n], "v")
+		}
+		seen := map[string]bool{}
+		for _, p := range g.params(nil, r, route{script: "/a.php", file: "/srv/a.php"}, "") {
+			if !p.header {
+				continue
+			}
+			name := string(appendCGIHeaderName(nil, p.name))
+			for i := len(cgiHeaderPrefix); i < len(name); i++ {
+				if c := name[i]; !('A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_') {
+					t.Fatalf("variable %q from field %q", name, p.name)
+				}
+			}
+			if seen[name] {
+				t.Fatalf("variable %q twice", name)
+			}
+			seen[name] = true
+		}
+	})
+}
