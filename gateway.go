@@ -390,6 +390,12 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 					sd.idle()
 				}
 			}
+			if errors.Is(werr, http.ErrBodyNotAllowed) {
+				// A 204 or 304 with a body: drop it, and keep the
+				// connection unless the body goes on and on.
+				io.Copy(io.Discard, io.LimitReader(resp.Body, maxIgnoredBody))
+				return
+			}
 			if werr != nil {
 				// The caller's Close abandons the backend request.
 				g.clientGone(r, &sd, werr)
@@ -673,8 +679,8 @@ func (s *stderrLog) Write(p []byte) (int, error) {
 
 type authVarsKey struct{}
 
-// maxIgnoredBody is how much of an allowing authorizer's body is read,
-// and dropped, to keep its connection.
+// maxIgnoredBody is how much of a body nobody wants (an allowing
+// authorizer's, a 304's) is read, and dropped, to keep its connection.
 const maxIgnoredBody = 64 << 10
 
 // Authorizer returns middleware that asks the FastCGI application behind g

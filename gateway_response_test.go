@@ -669,3 +669,32 @@ func TestGatewaySendTimeoutStatic(t *testing.T) {
 		t.Errorf("two ranges: %d %q", resp.StatusCode, body)
 	}
 }
+
+// A 304 or 204 that the application sends with a body anyway: the client
+// gets no body, and the backend connection is kept (the body read and
+// dropped) rather than closed for it.
+func TestGatewayBodyNotAllowedKeepsConn(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			r.Write("Status: " + strings.TrimPrefix(r.Params["REQUEST_URI"], "/") + "\r\n\r\nan unwanted body")
+		}
+	})
+	g, logs := newGateway(t, app.Addr, docRoot(t))
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	for _, code := range []int{304, 204, 304, 200} {
+		resp, err := srv.Client().Get(fmt.Sprintf("%s/%d", srv.URL, code))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != code || (code != 200) != (len(body) == 0) {
+			t.Fatalf("%d: %d %q", code, resp.StatusCode, body)
+		}
+	}
+	if n := app.conns.Load(); n != 1 {
+		t.Errorf("%d backend connections for 4 requests, want 1: %s", n, logs.String())
+	}
+}
