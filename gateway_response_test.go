@@ -90,6 +90,7 @@ func TestGatewaySendTimeout(t *testing.T) {
 			if got.StatusCode != 200 || string(body) != "ok" {
 				t.Fatalf("second request: %d %q", got.StatusCode, body)
 			}
+			t.Logf("second request served after %v", time.Since(start))
 			// Multiplexed, the second request needs no wait; the
 			// stalled one is cut all the same.
 			if !waitLog(logs, "timed out") {
