@@ -169,6 +169,19 @@ func TestGatewaySendTimeoutMovesWithProgress(t *testing.T) {
 	}
 }
 
+// headGateway serves a Gateway in front of an application that answers
+// every request with the CGI header *head (set before each request) and
+// the body "body".
+func headGateway(t *testing.T, head *string) (*httptest.Server, *logBuffer) {
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) { r.Write(*head + "\r\nbody") }
+	})
+	g, logs := newGateway(t, app.Addr, docRoot(t))
+	srv := httptest.NewServer(g)
+	t.Cleanup(srv.Close)
+	return srv, logs
+}
+
 // Response headers an HTTP client cannot act on are refused with 502
 // rather than passed on: a client told two lengths, or a length that is
 // no number, waits for bytes that never come, and one given an interim
@@ -176,13 +189,9 @@ func TestGatewaySendTimeoutMovesWithProgress(t *testing.T) {
 func TestGatewayRefusesBadResponseHeader(t *testing.T) {
 	checkLeaks(t)
 	var head string
-	app := startFake(t, false, func(a *fakeApp) {
-		a.Handler = func(r *fakeReq) { r.Write(head + "\r\nbody") }
-	})
-	g, logs := newGateway(t, app.Addr, docRoot(t))
-	srv := httptest.NewServer(g)
-	defer srv.Close()
+	srv, logs := headGateway(t, &head)
 	hc := &http.Client{Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
 	for _, tc := range []struct {
 		head   string
 		status int
@@ -428,12 +437,7 @@ func TestGatewaySendTimeoutKeepsServerWriteTimeout(t *testing.T) {
 func TestGatewayContentLengthMismatch(t *testing.T) {
 	checkLeaks(t)
 	var head string
-	app := startFake(t, false, func(a *fakeApp) {
-		a.Handler = func(r *fakeReq) { r.Write(head + "\r\nbody") }
-	})
-	g, logs := newGateway(t, app.Addr, docRoot(t))
-	srv := httptest.NewServer(g)
-	defer srv.Close()
+	srv, logs := headGateway(t, &head)
 	hc := &http.Client{Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
 	for head0, want := range map[string]string{
