@@ -703,3 +703,45 @@ func TestGatewayBodyNotAllowedKeepsConn(t *testing.T) {
 		t.Errorf("%d backend connections for 4 requests, want 1: %s", n, logs.String())
 	}
 }
+
+// A client that closes its connection in the middle of a large response
+// frees the backend connection at once, with no send timeout at all.
+func TestGatewayClientClosesMidResponse(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) { a.Handler = bigStream })
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	g.Client.MaxConnsPerBackend = 1
+	g.Client.ResponseHeaderTimeout = 0
+	g.SendTimeout = -1
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	for _, rst := range []bool{false, true} {
+		nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(nc, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if resp, err := http.ReadResponse(bufio.NewReader(nc), nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%v %v", resp, err)
+		}
+		if rst {
+			nc.(*net.TCPConn).SetLinger(0)
+		}
+		nc.Close()
+		hc := &http.Client{Timeout: 20 * time.Second}
+		got, err := hc.Get(srv.URL + "/")
+		if err != nil {
+			t.Fatalf("reset %v: next request: %v", rst, err)
+		}
+		body, _ := io.ReadAll(got.Body)
+		got.Body.Close()
+		hc.CloseIdleConnections()
+		if string(body) != "ok" {
+			t.Fatalf("reset %v: next request: %d %q", rst, got.StatusCode, body)
+		}
+	}
+	if !eventually(func() bool { return app.open.Load() <= 1 }) {
+		t.Fatalf("backend connections open: %d", app.open.Load())
+	}
+}
