@@ -420,8 +420,8 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 }
 
 // shortBody reports, and logs, a body that ended short of the
-// application's own Content-Length: net/http would otherwise pass the
-// truncated response off as complete (HTTP/2), or close the connection
+// application's own Content-Length: net/http would otherwise end an
+// HTTP/2 stream as if it were complete, and close an HTTP/1 connection
 // without a word.
 func (g *Gateway) shortBody(w http.ResponseWriter, r *http.Request, status int, written int64) bool {
 	v := w.Header()["Content-Length"]
