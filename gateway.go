@@ -403,9 +403,7 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 			}
 		}
 		if err == io.EOF {
-			if g.shortBody(w, r, resp.Status, written) {
-				panic(http.ErrAbortHandler)
-			}
+			g.checkLength(w, r, resp.Status, written)
 			sd.extend() // net/http writes the end of the response
 			return
 		}
@@ -419,21 +417,18 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 	}
 }
 
-// shortBody reports, and logs, a body that ended short of the
-// application's own Content-Length: net/http would otherwise end an
-// HTTP/2 stream as if it were complete, and close an HTTP/1 connection
-// without a word.
-func (g *Gateway) shortBody(w http.ResponseWriter, r *http.Request, status int, written int64) bool {
+// checkLength logs a body that ended short of the application's own
+// Content-Length, the application's fault. The client can tell: net/http
+// closes an HTTP/1 connection after a short body, and an HTTP/2 client
+// checks the length itself.
+func (g *Gateway) checkLength(w http.ResponseWriter, r *http.Request, status int, written int64) {
 	v := w.Header()["Content-Length"]
 	if len(v) == 0 || r.Method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified {
-		return false
+		return
 	}
-	cl, err := strconv.ParseInt(v[0], 10, 64)
-	if err != nil || written >= cl {
-		return false
+	if cl, err := strconv.ParseInt(v[0], 10, 64); err == nil && written < cl {
+		g.logger().Error("fcgi: gateway: response shorter than its Content-Length", "method", r.Method, "uri", r.RequestURI, "content_length", cl, "sent", written)
 	}
-	g.logger().Error("fcgi: gateway: response shorter than its Content-Length", "method", r.Method, "uri", r.RequestURI, "content_length", cl, "sent", written)
-	return true
 }
 
 // clientGone logs a failed write to the client.
