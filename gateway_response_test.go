@@ -398,36 +398,40 @@ func TestGatewaySendTimeoutHTTP2(t *testing.T) {
 }
 
 // An http.Server WriteTimeout bounds the whole response still: moving the
-// deadline with progress does not carry it past the server's.
+// deadline with progress does not carry it past the server's, whether
+// SendTimeout is shorter than WriteTimeout or not.
 func TestGatewaySendTimeoutKeepsServerWriteTimeout(t *testing.T) {
 	checkLeaks(t)
 	app := startFake(t, false, func(a *fakeApp) { a.Handler = bigStream })
-	g, _ := newGateway(t, app.Addr, docRoot(t))
-	g.Client.ResponseHeaderTimeout = 0
-	srv := httptest.NewUnstartedServer(g)
-	srv.Config.WriteTimeout = 1 * time.Second
-	srv.Start()
-	defer srv.Close()
-	start := time.Now()
-	resp, err := srv.Client().Get(srv.URL + "/big")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var n int64
-	for {
-		m, err := io.CopyN(io.Discard, resp.Body, 1<<20)
-		n += m
-		if err == io.EOF {
-			t.Fatalf("all %d bytes in %v: the server's WriteTimeout did not apply", n, time.Since(start))
-		}
+	for _, send := range []time.Duration{400 * time.Millisecond, 0} {
+		g, _ := newGateway(t, app.Addr, docRoot(t))
+		g.Client.ResponseHeaderTimeout = 0
+		g.SendTimeout = send
+		srv := httptest.NewUnstartedServer(g)
+		srv.Config.WriteTimeout = 1 * time.Second
+		srv.Start()
+		start := time.Now()
+		resp, err := srv.Client().Get(srv.URL + "/big")
 		if err != nil {
-			break
+			t.Fatal(err)
 		}
-		time.Sleep(100 * time.Millisecond) // a slow reader, not an assertion
-	}
-	if d := time.Since(start); d < srv.Config.WriteTimeout {
-		t.Fatalf("cut after %v, before the server's WriteTimeout", d)
+		var n int64
+		for {
+			m, err := io.CopyN(io.Discard, resp.Body, 1<<20)
+			n += m
+			if err == io.EOF {
+				t.Fatalf("SendTimeout %v: all %d bytes in %v: the server's WriteTimeout did not apply", send, n, time.Since(start))
+			}
+			if err != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond) // a slow reader, not an assertion
+		}
+		resp.Body.Close()
+		if d := time.Since(start); d < srv.Config.WriteTimeout {
+			t.Fatalf("SendTimeout %v: cut after %v, before the server's WriteTimeout", send, d)
+		}
+		srv.Close()
 	}
 }
 
