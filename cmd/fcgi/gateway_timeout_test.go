@@ -196,3 +196,32 @@ func TestGatewayTimeoutFlagsNegative(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayBodyTimeoutHTTP2: over HTTP/2 too, a body that stops
+// arriving is cut after --body-timeout.
+func TestGatewayBodyTimeoutHTTP2(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	pool := writeCert(t, cert, key)
+	url := gatewayURL(t, "--body-timeout", "500ms", "--tls-cert", cert, "--tls-key", key)
+	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	defer c.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() {
+		pw.Write([]byte("0123456789")) // and then nothing more
+	}()
+	start := time.Now()
+	resp, err := c.Post(url+"echo", "text/plain", pr)
+	if err != nil {
+		t.Fatalf("after %v: %v", time.Since(start), err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("HTTP/%d %d %q", resp.ProtoMajor, resp.StatusCode, body)
+	}
+	if d := time.Since(start); d < 500*time.Millisecond {
+		t.Errorf("cut after %v, before the timeout", d)
+	}
+}
