@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 )
 
 // The CGI response header (RFC 3875 §6) is what a Responder writes at the
 // start of STDOUT: header lines, each ended by LF or CRLF, then an empty
 // line. Status: gives the HTTP status ("404" or "404 Not Found"); without
 // it, Location: means 302 Found (as nginx does) and anything else 200.
+// A 1xx Status, Content-Length fields that disagree, and a Content-Length
+// that is not a non-negative integer make the response malformed: an HTTP
+// client given them would wait for what never comes.
 
 // defaultMaxResponseHeaderBytes is the default limit on a CGI response
 // header, blank line included.
@@ -131,6 +136,11 @@ func parseCGIHeader(block []byte, h http.Header) (status int, _ http.Header, err
 			if !ok {
 				return 0, nil, fmt.Errorf("%w: Status %q", ErrMalformedResponse, clip(value))
 			}
+			if code < 200 {
+				// CGI has no interim responses: passed on, a 1xx
+				// leaves the HTTP client waiting for the final one.
+				return 0, nil, fmt.Errorf("%w: Status %d is an interim status, not a final one", ErrMalformedResponse, code)
+			}
 			status = code
 			continue
 		}
@@ -141,6 +151,15 @@ func parseCGIHeader(block []byte, h http.Header) (status int, _ http.Header, err
 			h[name] = vals[len(vals)-1 : len(vals) : len(vals)]
 		}
 	}
+	if cl, ok := h["Content-Length"]; ok {
+		n, ok := contentLength(cl)
+		if !ok {
+			return 0, nil, fmt.Errorf("%w: Content-Length %q", ErrMalformedResponse, clip(strings.Join(cl, ", ")))
+		}
+		if len(cl) != 1 || cl[0] != n {
+			h["Content-Length"] = []string{n}
+		}
+	}
 	if status == 0 {
 		status = http.StatusOK
 		if _, ok := h["Location"]; ok {
@@ -148,6 +167,44 @@ func parseCGIHeader(block []byte, h http.Header) (status int, _ http.Header, err
 		}
 	}
 	return status, h, nil
+}
+
+// contentLength returns the length the Content-Length fields vs give,
+// each a list of values: all must be the same non-negative decimal
+// integer, which RFC 9110 §8.6 allows to be collapsed into one. Two
+// different lengths are refused, as the RFC asks: passed on, they leave
+// the HTTP client waiting for bytes that never come.
+func contentLength(vs []string) (string, bool) {
+	var n int64 = -1
+	for _, v := range vs {
+		for {
+			item, rest, more := strings.Cut(v, ",")
+			item = trimOWS(item)
+			if item == "" || len(item) > 18 {
+				return "", false // empty, or beyond any real length (and int64)
+			}
+			var m int64
+			for i := 0; i < len(item); i++ {
+				c := item[i]
+				if c < '0' || c > '9' {
+					return "", false
+				}
+				m = m*10 + int64(c-'0')
+			}
+			if n >= 0 && m != n {
+				return "", false
+			}
+			n = m
+			if !more {
+				break
+			}
+			v = rest
+		}
+	}
+	if len(vs) == 1 && indexByteString(vs[0], ',') < 0 && (vs[0] == "0" || vs[0][0] != '0') {
+		return vs[0], true // the usual case: no string to build
+	}
+	return strconv.FormatInt(n, 10), true
 }
 
 // parseStatus accepts "NNN" or "NNN reason" with NNN from 100 to 999.

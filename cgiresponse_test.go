@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"reflect"
+	"strconv"
 	"testing"
 )
 
@@ -33,6 +34,30 @@ func TestParseCGIHeader(t *testing.T) {
 		{"Bad Name: x\n\n", 0, nil, ErrMalformedResponse},
 		{"X: a\rb\n\n", 0, nil, ErrMalformedResponse},
 		{"X: a\x00b\n\n", 0, nil, ErrMalformedResponse},
+		// An interim status is no final answer: a client that asked for
+		// no upgrade would wait forever after a 101.
+		{"Status: 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", 0, nil, ErrMalformedResponse},
+		{"Status: 100\n\n", 0, nil, ErrMalformedResponse},
+		{"Status: 103 Early Hints\nLink: </a.css>\n\n", 0, nil, ErrMalformedResponse},
+		{"Status: 199\n\n", 0, nil, ErrMalformedResponse},
+		{"Status: 200\n\n", 200, http.Header{}, nil},
+		// Content-Length: one value, or identical ones collapsed; anything
+		// else would make the HTTP client wait for bytes that never come.
+		{"Content-Length: 4\r\n\r\n", 200, http.Header{"Content-Length": {"4"}}, nil},
+		{"Content-Length: 0\n\n", 200, http.Header{"Content-Length": {"0"}}, nil},
+		{"Content-Length: 4\nContent-Length: 4\n\n", 200, http.Header{"Content-Length": {"4"}}, nil},
+		{"Content-Length: 4, 4\n\n", 200, http.Header{"Content-Length": {"4"}}, nil},
+		{"Content-Length: 4\r\nContent-Length: 7\r\n\r\n", 0, nil, ErrMalformedResponse},
+		{"content-length: 4\nContent-Length: 7\n\n", 0, nil, ErrMalformedResponse},
+		{"Content-Length: 4, 7\n\n", 0, nil, ErrMalformedResponse},
+		{"Content-Length: 4,\n\n", 0, nil, ErrMalformedResponse},
+		{"Content-Length: -1\n\n", 0, nil, ErrMalformedResponse},
+		{"Content-Length: +4\n\n", 0, nil, ErrMalformedResponse},
+		{"Content-Length: 4x\n\n", 0, nil, ErrMalformedResponse},
+		{"Content-Length: 0x10\n\n", 0, nil, ErrMalformedResponse},
+		{"Content-Length: 4 4\n\n", 0, nil, ErrMalformedResponse},
+		{"Content-Length:\n\n", 0, nil, ErrMalformedResponse},
+		{"Content-Length: 99999999999999999999\n\n", 0, nil, ErrMalformedResponse},
 	} {
 		status, h, err := parseCGIHeader([]byte(tc.in), nil)
 		if tc.err != nil {
@@ -103,6 +128,9 @@ func FuzzCGIResponse(f *testing.F) {
 		"X: a\r\nbroken",
 		"\n\n",
 		"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n",
+		"Status: 101\r\n\r\n",
+		"Content-Length: 4\r\ncontent-length: 4, 04\r\n\r\nbody",
+		"Content-Length: 4\r\nContent-Length: 7\r\n\r\nbody",
 	} {
 		f.Add([]byte(s), uint16(3), uint16(9))
 	}
@@ -152,8 +180,13 @@ func FuzzCGIResponse(f *testing.F) {
 			}
 			return
 		}
-		if status < 100 || status > 999 {
+		if status < 200 || status > 999 {
 			t.Fatalf("status %d", status)
+		}
+		if cl, ok := h["Content-Length"]; ok {
+			if n, err := strconv.ParseInt(cl[0], 10, 64); len(cl) != 1 || err != nil || n < 0 || cl[0] != strconv.FormatInt(n, 10) {
+				t.Fatalf("Content-Length %q", cl)
+			}
 		}
 		for k, vs := range h {
 			if !validHeaderName(k) || k == "Status" {

@@ -12,12 +12,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Defaults for zero [Gateway] fields.
 const (
 	DefaultMaxBodyBytes   = 64 << 20
 	DefaultMaxMemoryBytes = 1 << 20
+	DefaultSendTimeout    = 60 * time.Second
 )
 
 // smallBody is the size up to which a body of known length is read into
@@ -47,7 +49,10 @@ const smallBody = 64 << 10
 // followed, as nginx does by default.
 //
 // Hop-by-hop fields of the application's response header (Connection,
-// Transfer-Encoding, ...) are dropped; net/http frames the response.
+// Transfer-Encoding, ...) are dropped; net/http frames the response. A
+// response header an HTTP client could not act on gets 502: a 1xx status
+// (CGI has no interim responses), Content-Length fields that disagree, or
+// one that is not a non-negative integer.
 //
 // The application receives nginx's CGI environment: QUERY_STRING,
 // REQUEST_METHOD, CONTENT_TYPE, CONTENT_LENGTH, SCRIPT_NAME,
@@ -55,16 +60,19 @@ const smallBody = 64 << 10
 // SERVER_PROTOCOL, REQUEST_SCHEME, HTTPS (only over TLS), GATEWAY_INTERFACE,
 // SERVER_SOFTWARE, REMOTE_ADDR, REMOTE_PORT, REMOTE_USER, SERVER_ADDR,
 // SERVER_PORT, SERVER_NAME, REDIRECT_STATUS=200, and HTTP_* for every
-// request header but Proxy (httpoxy) and those whose names hold "_"
-// (nginx's underscores_in_headers off: X_Real_IP would pass for
-// X-Real-IP).
+// request header but Proxy (httpoxy) and those whose names hold anything
+// but ASCII letters, digits and '-': nginx drops names with "_"
+// (underscores_in_headers off: X_Real_IP would pass for X-Real-IP), and
+// PHP folds '.', ' ' and '[' into '_' as well (X.Real.IP).
 //
 // A request body of unknown length (chunked) is read first, into memory up
 // to MaxMemoryBytes and then into a temporary file, so that CONTENT_LENGTH
 // is always right (PHP-FPM needs it); bodies over MaxBodyBytes get 413.
 // The response is streamed and flushed whenever the application has
 // nothing more ready, so server-sent events work, while a response that
-// arrives whole leaves in one write with a Content-Length. The application's stderr is logged with the request.
+// arrives whole leaves in one write with a Content-Length; a client that
+// stops reading it is cut off after SendTimeout, which frees the backend
+// connection. The application's stderr is logged with the request.
 // Backend failures give 502 Bad Gateway, 503 Service Unavailable
 // (FCGI_OVERLOADED) or 504 Gateway Timeout (a [Client] timeout), with a
 // log line that says why.
@@ -120,6 +128,19 @@ type Gateway struct {
 	// TempDir is where bodies are spooled. Zero means os.TempDir().
 	TempDir string
 
+	// SendTimeout bounds each write of the response to the HTTP client,
+	// as nginx's send_timeout does: when a write (of up to 32 KiB) makes
+	// no progress for this long, the request ends, the client's
+	// connection is closed and the backend request abandoned, so that a
+	// client that stops reading does not hold a backend connection (and
+	// the PHP worker behind it). Zero means DefaultSendTimeout; negative
+	// means no limit. Static files (ServeStatic) are held to it too,
+	// sent in pieces of 64 KiB (still by sendfile) that the client must
+	// each take within the timeout. An [http.Server] WriteTimeout stays
+	// in force; a ResponseWriter that cannot set write deadlines (see
+	// [http.ResponseController]) is written without one.
+	SendTimeout time.Duration
+
 	// ErrorLog receives backend errors and the application's stderr. Nil
 	// means slog.Default().
 	ErrorLog *slog.Logger
@@ -161,10 +182,66 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer f.Close()
-		http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
+		sw := &sendWriter{ResponseWriter: w, sd: g.sendDeadline(w, r)}
+		http.ServeContent(sw, r, fi.Name(), fi.ModTime(), f)
+		if sw.err != nil {
+			g.clientGone(r, &sw.sd, sw.err)
+		}
 		return
 	}
 	g.forward(w, r, rt, &Request{}, nil)
+}
+
+// A sendWriter holds http.ServeContent's writes to SendTimeout. The file
+// still goes by sendfile, in pieces of sendChunk so that the deadline
+// moves between them: a client must take a piece within the timeout.
+type sendWriter struct {
+	http.ResponseWriter
+	sd  sendDeadline
+	err error // the first write error
+}
+
+// sendChunk is the most a sendWriter hands to one ReadFrom.
+const sendChunk = 64 << 10
+
+func (s *sendWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *sendWriter) Write(p []byte) (int, error) {
+	s.sd.extend()
+	n, err := s.ResponseWriter.Write(p)
+	if err != nil && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+func (s *sendWriter) ReadFrom(src io.Reader) (int64, error) {
+	rf, ok := s.ResponseWriter.(io.ReaderFrom)
+	lr, limited := src.(*io.LimitedReader) // what ServeContent's io.CopyN passes
+	if !ok || !limited || s.sd.d == 0 {
+		if ok && s.sd.d == 0 {
+			return rf.ReadFrom(src)
+		}
+		return io.Copy(struct{ io.Writer }{s}, src)
+	}
+	var total int64
+	for lr.N > 0 {
+		s.sd.extend()
+		piece := &io.LimitedReader{R: lr.R, N: min(lr.N, sendChunk)}
+		n, err := rf.ReadFrom(piece)
+		total += n
+		lr.N -= n
+		if err != nil {
+			if s.err == nil {
+				s.err = err
+			}
+			return total, err
+		}
+		if n == 0 {
+			break // the file ended early
+		}
+	}
+	return total, nil
 }
 
 // openRegular opens name if it is a regular file.
@@ -281,29 +358,53 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 		copyHeader(h, resp.Header)
 	}
 	w.WriteHeader(resp.Status)
-	// Flush only when the backend has nothing more in hand: a stream
-	// (SSE, a slow page) reaches the client as it comes, while a
-	// response that arrived whole leaves in one write, with a
-	// Content-Length rather than chunked.
-	rc := http.NewResponseController(w)
+	g.copyBody(w, r, resp)
+}
+
+// copyBody streams resp's body to w, under SendTimeout. It flushes only
+// when the backend has nothing more in hand: a stream (SSE, a slow page)
+// reaches the client as it comes, while a response that arrived whole
+// leaves in one write, with a Content-Length rather than chunked.
+func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Response) {
+	sd := g.sendDeadline(w, r)
 	waiting := func() bool { return resp.call == nil || !resp.call.buffered() }
 	if waiting() {
-		rc.Flush()
+		if err := sd.flush(); err != nil {
+			g.clientGone(r, &sd, err)
+			return
+		}
+		sd.idle()
 	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
+	var written int64
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return // the client went away; Close abandons the request
+			sd.extend()
+			_, werr := w.Write(buf[:n])
+			written += int64(n)
+			if werr == nil && waiting() {
+				if werr = sd.flush(); werr == nil {
+					sd.idle()
+				}
 			}
-			if waiting() {
-				rc.Flush()
+			if errors.Is(werr, http.ErrBodyNotAllowed) {
+				// A 204 or 304 with a body: drop it, and keep the
+				// connection unless the body goes on and on.
+				io.Copy(io.Discard, io.LimitReader(resp.Body, maxIgnoredBody))
+				return
+			}
+			if werr != nil {
+				// The caller's Close abandons the backend request.
+				g.clientGone(r, &sd, werr)
+				return
 			}
 		}
 		if err == io.EOF {
+			g.checkLength(w, r, resp.Status, written)
+			sd.extend() // net/http writes the end of the response
 			return
 		}
 		if err != nil {
@@ -314,6 +415,123 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}
+}
+
+// checkLength logs a body that ended short of the application's own
+// Content-Length, the application's fault. The client can tell: net/http
+// closes an HTTP/1 connection after a short body, and an HTTP/2 client
+// checks the length itself.
+func (g *Gateway) checkLength(w http.ResponseWriter, r *http.Request, status int, written int64) {
+	v := w.Header()["Content-Length"]
+	if len(v) == 0 || r.Method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified {
+		return
+	}
+	if cl, err := strconv.ParseInt(v[0], 10, 64); err == nil && written < cl {
+		g.logger().Error("fcgi: gateway: response shorter than its Content-Length", "method", r.Method, "uri", r.RequestURI, "content_length", cl, "sent", written)
+	}
+}
+
+// clientGone logs a failed write to the client.
+func (g *Gateway) clientGone(r *http.Request, sd *sendDeadline, err error) {
+	if errors.Is(err, http.ErrContentLength) {
+		g.logger().Error("fcgi: gateway: response longer than its Content-Length", "method", r.Method, "uri", r.RequestURI)
+		return
+	}
+	if sd.d > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		g.logger().Info("fcgi: gateway: client timed out reading the response", "method", r.Method, "uri", r.RequestURI, "send_timeout", sd.d)
+		return
+	}
+	g.logger().Debug("fcgi: gateway: client went away", "method", r.Method, "uri", r.RequestURI, "err", err)
+}
+
+// A sendDeadline keeps the write deadline of a response SendTimeout
+// ahead of the last write while the response is being written, and
+// lifts it while the backend is waited for. Moving it costs a timer
+// update, so it moves only when an eighth of the timeout has passed since
+// it last did, and lies then 9/8 of the timeout ahead: a write always has
+// at least the whole timeout.
+type sendDeadline struct {
+	w     http.ResponseWriter
+	d     time.Duration // 0: no deadline
+	moved time.Time     // when the deadline was last set
+	limit time.Time     // the server's WriteTimeout deadline, if any
+}
+
+func (g *Gateway) sendDeadline(w http.ResponseWriter, r *http.Request) sendDeadline {
+	d := g.SendTimeout
+	if d == 0 {
+		d = DefaultSendTimeout
+	}
+	sd := sendDeadline{w: w, d: max(d, 0)}
+	if !canSetWriteDeadline(w) {
+		sd.d = 0
+	}
+	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.WriteTimeout > 0 && sd.d > 0 {
+		if srv.WriteTimeout <= sd.d {
+			sd.d = 0 // the server's own deadline comes first anyway
+		} else {
+			sd.limit = time.Now().Add(srv.WriteTimeout)
+		}
+	}
+	return sd
+}
+
+// canSetWriteDeadline reports whether http.ResponseController can set
+// w's write deadline, walking the same Unwrap chain, so that a writer
+// that cannot (a middleware's, a test's) is known without building the
+// error the controller returns for each call.
+func canSetWriteDeadline(w http.ResponseWriter) bool {
+	for {
+		switch t := w.(type) {
+		case interface{ SetWriteDeadline(time.Time) error }:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return false
+		}
+	}
+}
+
+// extend moves the deadline ahead before a write.
+func (sd *sendDeadline) extend() {
+	if sd.d == 0 {
+		return
+	}
+	now := time.Now()
+	if !sd.moved.IsZero() && now.Sub(sd.moved) < sd.d/8 {
+		return
+	}
+	dl := now.Add(sd.d + sd.d/8)
+	if !sd.limit.IsZero() && dl.After(sd.limit) {
+		dl = sd.limit
+	}
+	// A ResponseController of its own each time stays on the stack.
+	if http.NewResponseController(sd.w).SetWriteDeadline(dl) != nil {
+		sd.d = 0 // not supported: nothing to move
+		return
+	}
+	sd.moved = now
+}
+
+// idle lifts the deadline before a wait for the backend, which is no
+// client's stall: left to pass, it would fail the next write (HTTP/1),
+// or reset the stream at once, write or not (HTTP/2).
+func (sd *sendDeadline) idle() {
+	if sd.d == 0 || sd.moved.IsZero() {
+		return
+	}
+	sd.moved = time.Time{}
+	http.NewResponseController(sd.w).SetWriteDeadline(sd.limit) // zero, or the server's own
+}
+
+// flush sends what w holds, under the deadline.
+func (sd *sendDeadline) flush() error {
+	sd.extend()
+	if err := http.NewResponseController(sd.w).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
 }
 
 // copyHeader copies the application's header to the response, leaving
@@ -456,6 +674,10 @@ func (s *stderrLog) Write(p []byte) (int, error) {
 
 type authVarsKey struct{}
 
+// maxIgnoredBody is how much of a body nobody wants (an allowing
+// authorizer's, a 304's) is read, and dropped, to keep its connection.
+const maxIgnoredBody = 64 << 10
+
 // Authorizer returns middleware that asks the FastCGI application behind g
 // whether each request may reach next, in the Authorizer role (§6.3), the
 // way lighttpd's "mode" => "authorizer" and Apache's mod_authnz_fcgi do.
@@ -501,11 +723,12 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 			defer resp.Body.Close()
 			copyHeader(w.Header(), resp.Header)
 			w.WriteHeader(resp.Status)
-			io.Copy(w, resp.Body)
+			g.copyBody(w, r, resp)
 			return
 		}
-		// Read the (ignored) body to the end so the connection is reused.
-		io.Copy(io.Discard, resp.Body)
+		// Read the (ignored) body to the end so the connection is
+		// reused, unless it goes on and on: Close then abandons it.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxIgnoredBody))
 		resp.Body.Close()
 		vars := map[string]string{}
 		r2 := r.Clone(r.Context())

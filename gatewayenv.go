@@ -333,9 +333,12 @@ func (g *Gateway) params(env cgiEnv, r *http.Request, rt route, contentLength st
 		// A name with "_" is dropped, as nginx does by default
 		// (underscores_in_headers off): X_Forwarded_For and
 		// X-Forwarded-For would both become HTTP_X_FORWARDED_FOR, and
-		// the one the application trusts could be forged. Variables an
-		// Authorizer passed on are kept: it removed the client's own.
-		if strings.IndexByte(k, '_') >= 0 && !(authorized && strings.HasPrefix(k, "Variable-")) {
+		// the one the application trusts could be forged. PHP folds
+		// '.', ' ' and '[' into '_' too ($_SERVER['HTTP_X_REAL_IP'] from
+		// X.Real.Ip), so every name with anything but letters, digits
+		// and '-' goes. Variables an Authorizer passed on are kept: it
+		// removed the client's own.
+		if !plainHeaderName(k) && !(authorized && strings.HasPrefix(k, "Variable-")) {
 			continue
 		}
 		sep := ", "
@@ -447,6 +450,22 @@ func putEnv(e *cgiEnv) {
 	clear(*e) // drop the strings
 	*e = (*e)[:0]
 	envs.Put(e)
+}
+
+// plainHeaderName reports whether the field name k has only ASCII
+// letters, digits and '-', the characters whose CGI variable no other
+// name shares, even after an application folds punctuation into '_'.
+func plainHeaderName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 const cgiHeaderPrefix = "HTTP_"

@@ -174,6 +174,7 @@ func TestCGIEnv(t *testing.T) {
 		"x-dup":   {"2"},
 		"proxy":   {"http://evil"},
 		"X_Under": {"dropped"},
+		"X.Dot":   {"dropped"},
 		"Host":    {"field.example"},
 	}
 	rt := route{script: "/a.php", pathInfo: "/b", docURI: "/a.php", file: "/srv/a.php"}
@@ -194,7 +195,7 @@ func TestCGIEnv(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, m[k], v)
 		}
 	}
-	for _, k := range []string{"HTTP_PROXY", "HTTP_X_UNDER", "HTTPS"} {
+	for _, k := range []string{"HTTP_PROXY", "HTTP_X_UNDER", "HTTP_X.DOT", "HTTPS"} {
 		if v, ok := m[k]; ok {
 			t.Errorf("%s = %q, want none", k, v)
 		}
@@ -304,6 +305,38 @@ func FuzzPairPacker(f *testing.F) {
 			if got[i].name != name || got[i].value != p.value {
 				t.Fatalf("pair %d: %q=%.20q, want %q=%.20q", i, got[i].name, got[i].value, name, p.value)
 			}
+		}
+	})
+}
+
+// FuzzHeaderVariables: whatever the request's header names, every HTTP_
+// variable sent holds only upper-case letters, digits and '_', and no two
+// header fields give the same one.
+func FuzzHeaderVariables(f *testing.F) {
+	f.Add("X-Real-Ip\x00X.Real.Ip\x00X_Real_Ip\x00x-real-ip")
+	f.Add("Host\x00Proxy\x00X[a\x00X a\x00Cookie")
+	f.Fuzz(func(t *testing.T, names string) {
+		g := &Gateway{Root: "/srv"}
+		r := httptest.NewRequest("GET", "/a.php", nil)
+		r.Header = http.Header{}
+		for _, n := range strings.Split(names, "\x00") {
+			r.Header[n] = append(r.Header[n], "v")
+		}
+		seen := map[string]bool{}
+		for _, p := range g.params(nil, r, route{script: "/a.php", file: "/srv/a.php"}, "") {
+			if !p.header {
+				continue
+			}
+			name := string(appendCGIHeaderName(nil, p.name))
+			for i := len(cgiHeaderPrefix); i < len(name); i++ {
+				if c := name[i]; !('A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_') {
+					t.Fatalf("variable %q from field %q", name, p.name)
+				}
+			}
+			if seen[name] {
+				t.Fatalf("variable %q twice", name)
+			}
+			seen[name] = true
 		}
 	})
 }

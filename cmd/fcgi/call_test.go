@@ -133,21 +133,29 @@ func TestCallNoAnswer(t *testing.T) {
 	}
 }
 
-// TestCallMalformedHeader: a response whose CGI header cannot be parsed
-// is a protocol error, exit 4; --raw prints it as it came.
+// TestCallMalformedHeader: a response whose CGI header cannot be parsed,
+// or that an HTTP client could not act on (an interim status, lengths that
+// disagree), is a protocol error, exit 4, as the gateway's 502; --raw
+// prints it as it came.
 func TestCallMalformedHeader(t *testing.T) {
-	sock := rawApp(t, func(w *wire.Writer, id uint16, _ []byte) {
-		w.WriteRecord(wire.TypeStdout, id, []byte("no colon here\n\nbody"))
-		w.WriteRecord(wire.TypeStdout, id, nil)
-		w.WriteEndRequest(id, 0, wire.StatusRequestComplete)
-	})
-	res := runFcgi(t, nil, "call", sock, "/x")
-	if res.code != exitProtocol || !strings.Contains(res.stderr, "malformed CGI response") {
-		t.Errorf("exit %d, stderr %q; want 4", res.code, res.stderr)
-	}
-	res = runFcgi(t, nil, "call", "--raw", sock, "/x")
-	if res.code != 0 || res.stdout != "no colon here\n\nbody" {
-		t.Errorf("--raw: exit %d, stdout %q", res.code, res.stdout)
+	for _, head := range []string{
+		"no colon here\n\n",
+		"Status: 101 Switching Protocols\nUpgrade: websocket\n\n",
+		"Content-Length: 4\nContent-Length: 7\n\n",
+	} {
+		sock := rawApp(t, func(w *wire.Writer, id uint16, _ []byte) {
+			w.WriteRecord(wire.TypeStdout, id, []byte(head+"body"))
+			w.WriteRecord(wire.TypeStdout, id, nil)
+			w.WriteEndRequest(id, 0, wire.StatusRequestComplete)
+		})
+		res := runFcgi(t, nil, "call", sock, "/x")
+		if res.code != exitProtocol || !strings.Contains(res.stderr, "malformed CGI response") {
+			t.Errorf("%q: exit %d, stderr %q; want 4", head, res.code, res.stderr)
+		}
+		res = runFcgi(t, nil, "call", "--raw", sock, "/x")
+		if res.code != 0 || res.stdout != head+"body" {
+			t.Errorf("%q: --raw: exit %d, stdout %q", head, res.code, res.stdout)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -45,11 +46,18 @@ transform (a template or Markdown renderer, say); anything but a regular
 file under --root is 404.
 
 Backend failures are answered 502, 503 (FCGI_OVERLOADED) or 504 (no
-answer within --timeout), and logged. With --tls-cert and --tls-key the
-gateway serves HTTPS, and the application sees HTTPS=on; SIGHUP reloads
-the certificate and key (a renewal needs no restart; if the new files do
-not load, the old certificate stays and the error is logged). SIGTERM stops
-accepting and lets running requests finish for 10 seconds.
+answer within --timeout), and logged. Clients are held to nginx's
+timeouts: --header-timeout for the request header, --body-timeout for
+each read of the body (a slow upload that keeps coming is never cut),
+--send-timeout for each write of the response (a client that stops
+reading is cut off, and the backend connection freed), and
+--idle-timeout for a keep-alive connection between requests.
+
+With --tls-cert and --tls-key the gateway serves HTTPS, and the
+application sees HTTPS=on; SIGHUP reloads the certificate and key (a
+renewal needs no restart; if the new files do not load, the old
+certificate stays and the error is logged). SIGTERM stops accepting and
+lets running requests finish for 10 seconds.
 
 With no --backend it starts a demo: fcgikit's own FastCGI server, in this
 process, on a unix socket in a temporary directory, and the gateway in
@@ -80,6 +88,10 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 		fs.BoolVar(&g.ServeStatic, "static", true, "serve existing files under --root that are not scripts directly")
 		timeout := fs.Duration("timeout", 60*time.Second, "FastCGI timeout: connecting, and each wait for the application to read or answer")
 		fs.Int64Var(&g.MaxBodyBytes, "max-body", 32<<20, "largest request body, in bytes")
+		headerTimeout := fs.Duration("header-timeout", 10*time.Second, "most time for a client to send a request's header (0: no limit)")
+		bodyTimeout := fs.Duration("body-timeout", 60*time.Second, "most time a read of a request body may wait for the client (0: no limit)")
+		idleTimeout := fs.Duration("idle-timeout", 75*time.Second, "close a keep-alive connection idle this long (0: never)")
+		sendTimeout := fs.Duration("send-timeout", fcgi.DefaultSendTimeout, "most time a write of a response may wait for the client (0: no limit)")
 		filter := fs.Bool("filter", false, "send each file under --root to the application in the Filter role")
 		tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate `file` (PEM, with --tls-key)")
 		tlsKey := fs.String("tls-key", "", "the private key `file` of --tls-cert (PEM)")
@@ -92,6 +104,15 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 			}
 			if *timeout <= 0 {
 				return usageError(e, fs, "--timeout must be positive")
+			}
+			for name, d := range map[string]time.Duration{"header-timeout": *headerTimeout, "body-timeout": *bodyTimeout, "idle-timeout": *idleTimeout, "send-timeout": *sendTimeout} {
+				if d < 0 {
+					return usageError(e, fs, "--%s must not be negative", name)
+				}
+			}
+			g.SendTimeout = *sendTimeout
+			if g.SendTimeout == 0 {
+				g.SendTimeout = -1 // the Gateway's zero is its default
 			}
 			c.DialTimeout = *timeout
 			c.WriteTimeout = *timeout
@@ -131,9 +152,13 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 			if *filter {
 				h = g.Filter()
 			}
+			if *bodyTimeout > 0 {
+				h = bodyTimeouts(h, *bodyTimeout)
+			}
 			srv := &http.Server{
 				Handler:           h,
-				ReadHeaderTimeout: 10 * time.Second,
+				ReadHeaderTimeout: *headerTimeout,
+				IdleTimeout:       *idleTimeout,
 				ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
 			}
 			scheme := "http"
@@ -186,6 +211,58 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 			return err
 		}
 	},
+}
+
+// bodyTimeouts bounds each read of a request body, as nginx's
+// client_body_timeout does: a read that gets nothing for d fails (and the
+// connection is closed), while a large upload that keeps coming, however
+// slowly, is never cut, since the deadline moves with every read. An
+// http.Server ReadTimeout would bound the whole request instead.
+func bodyTimeouts(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = &timedBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: d, h2: r.ProtoMajor >= 2}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// A timedBody moves the connection's read deadline d ahead before a read.
+// Moving it costs a timer update, so it moves only when d/8 has passed
+// since it last did, and lies then 9d/8 ahead: a read always has at least
+// d. Over HTTP/1 a deadline that passes between reads does nothing (the
+// next read moves it first); over HTTP/2 it closes the body at once, so
+// there it is lifted after each read: the handler may take its time
+// between reads (a backend slow to take the body). Reads are not
+// concurrent (an http.Request body's rule).
+type timedBody struct {
+	io.ReadCloser
+	rc    *http.ResponseController
+	d     time.Duration
+	h2    bool
+	moved time.Time
+	done  bool
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	// After the end net/http reads the connection in the background to
+	// see the client go, and cancels the request if that read fails: no
+	// deadline may be set then.
+	if !b.done {
+		if now := time.Now(); now.Sub(b.moved) >= b.d/8 {
+			if b.rc.SetReadDeadline(now.Add(b.d+b.d/8)) == nil {
+				b.moved = now
+			}
+		}
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.done = true
+	} else if b.h2 && !b.moved.IsZero() {
+		b.rc.SetReadDeadline(time.Time{})
+		b.moved = time.Time{}
+	}
+	return n, err
 }
 
 // passAll makes g send every request to the application, as an nginx
