@@ -1,0 +1,419 @@
+package fcgi_test
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fcgikit/fcgi"
+)
+
+// pollUntil polls cond for up to 20 seconds: long enough for a loaded
+// 2-core machine, and the bound only matters when cond never holds.
+func pollUntil(cond func() bool) bool {
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+// pattern returns n bytes that are not all alike.
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * 7 / 3)
+	}
+	return b
+}
+
+// A heldBody sends the first held bytes of data in small pieces, then
+// waits for release (or fail) before sending the rest: an uploader that
+// is still trickling its body for as long as the test wants.
+type heldBody struct {
+	data    []byte
+	held    int
+	off     int
+	release chan struct{}
+	fail    chan struct{} // closed: the upload breaks off with an error
+}
+
+func newHeldBody(data []byte, held int) *heldBody {
+	return &heldBody{data: data, held: held, release: make(chan struct{}), fail: make(chan struct{})}
+}
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	if b.off >= b.held {
+		select {
+		case <-b.release:
+		case <-b.fail:
+			return 0, errors.New("uploader gave up")
+		}
+	} else if len(p) > 1024 {
+		p = p[:1024]
+		if b.off+len(p) > b.held {
+			p = p[:b.held-b.off]
+		}
+	}
+	if b.off >= len(b.data) {
+		return 0, io.EOF
+	}
+	n := copy(p, b.data[b.off:])
+	b.off += n
+	return n, nil
+}
+
+// countingHandler counts the request body bytes h reads, in all.
+func countingHandler(h http.Handler, read *atomic.Int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = &countingBody{r.Body, read}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// upload posts body to url and returns what echoApp saw, or an error.
+func upload(c *http.Client, url string, body io.Reader, length int64) (echoed, int, error) {
+	req, err := http.NewRequest("POST", url, body)
+	if err != nil {
+		return echoed{}, 0, err
+	}
+	req.ContentLength = length
+	resp, err := c.Do(req)
+	if err != nil {
+		return echoed{}, 0, err
+	}
+	defer resp.Body.Close()
+	var e echoed
+	if resp.StatusCode == 200 {
+		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+			return e, resp.StatusCode, err
+		}
+	}
+	return e, resp.StatusCode, nil
+}
+
+// A slow upload does not hold a backend connection while it trickles in:
+// with one connection allowed, GETs are served meanwhile, and the upload
+// then reaches the application whole, with its exact CONTENT_LENGTH.
+func TestGatewayShieldsBackendFromSlowUpload(t *testing.T) {
+	checkLeaks(t)
+	app := echoApp(t)
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	g.Client.MaxConnsPerBackend = 1
+	g.Client.ResponseHeaderTimeout = 30 * time.Second
+	g.TempDir = t.TempDir()
+	var read atomic.Int64
+	srv := httptest.NewServer(countingHandler(g, &read))
+	defer srv.Close()
+
+	for _, chunked := range []bool{false, true} {
+		data := pattern(1 << 20)
+		body := newHeldBody(data, 128<<10)
+		release := sync.OnceFunc(func() { close(body.release) })
+		defer release()
+		length := int64(len(data))
+		if chunked {
+			length = -1
+		}
+		done := make(chan error, 1)
+		var got echoed
+		go func() {
+			e, code, err := upload(srv.Client(), srv.URL+"/app.php", body, length)
+			if err == nil && code != 200 {
+				err = fmt.Errorf("status %d", code)
+			}
+			got = e
+			done <- err
+		}()
+		before := read.Load()
+		if !pollUntil(func() bool { return read.Load()-before >= 128<<10 }) {
+			t.Fatalf("chunked %v: the gateway read %d bytes of the upload", chunked, read.Load()-before)
+		}
+		for i := 0; i < 5; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/app.php?i="+fmt.Sprint(i), nil)
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				cancel()
+				t.Fatalf("chunked %v: GET %d while an upload trickles: %v", chunked, i, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			cancel()
+			if resp.StatusCode != 200 {
+				t.Fatalf("chunked %v: GET %d: status %d", chunked, i, resp.StatusCode)
+			}
+		}
+		release()
+		if err := <-done; err != nil {
+			t.Fatalf("chunked %v: upload: %v", chunked, err)
+		}
+		if got.Len != len(data) || got.MD5 != fmt.Sprintf("%x", md5.Sum(data)) || got.Params["CONTENT_LENGTH"] != fmt.Sprint(len(data)) {
+			t.Fatalf("chunked %v: the application got %d bytes, CONTENT_LENGTH %q", chunked, got.Len, got.Params["CONTENT_LENGTH"])
+		}
+	}
+}
+
+// With StreamRequestBody a body of known length reaches the application
+// as it arrives: the application starts while the client still sends.
+func TestGatewayStreamRequestBody(t *testing.T) {
+	checkLeaks(t)
+	started := make(chan struct{}, 1)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.RunOnParams = true
+		a.Handler = func(r *fakeReq) {
+			started <- struct{}{}
+			r.Write("Content-Type: text/plain\r\n\r\nstarted")
+		}
+	})
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	g.StreamRequestBody = true
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	data := pattern(1 << 20)
+	body := newHeldBody(data, 128<<10)
+	release := sync.OnceFunc(func() { close(body.release) })
+	defer release()
+	done := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", srv.URL+"/app.php", body)
+		req.ContentLength = int64(len(data))
+		resp, err := srv.Client().Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != "started" {
+				err = fmt.Errorf("%d %q", resp.StatusCode, b)
+			}
+		}
+		done <- err
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("upload ended before the application started: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the application did not start while the body was held back")
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tempFiles lists dir.
+func tempFiles(t *testing.T, dir string) []string {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// Each way a buffered request can end gives its memory and its temporary
+// file back: success, too large, a client that breaks off mid-body, a
+// backend that is down, and a response cut off (the handler panics with
+// http.ErrAbortHandler).
+func TestGatewayBodyResourcesComeBack(t *testing.T) {
+	checkLeaks(t)
+	release := make(chan struct{})
+	defer close(release)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			if r.Params["QUERY_STRING"] == "cut" {
+				r.Write("Content-Type: text/plain\r\n\r\npartial")
+				r.conn.nc.Close()
+				return
+			}
+			r.Write(fmt.Sprintf("Content-Type: text/plain\r\n\r\n%d %x", len(r.Stdin), md5.Sum(r.Stdin)))
+		}
+	})
+	root := docRoot(t)
+	_, dead := unixAddr(t)
+	tmp := t.TempDir()
+	gateways := map[string]*fcgi.Gateway{}
+	servers := map[string]*httptest.Server{}
+	for name, addr := range map[string]string{"up": app.Addr, "down": dead} {
+		g, _ := newGateway(t, addr, root)
+		g.MaxMemoryBytes = 16 << 10
+		g.MaxBodyBytes = 1 << 20
+		g.TempDir = tmp
+		g.Client.ResponseHeaderTimeout = 10 * time.Second
+		gateways[name] = g
+		srv := httptest.NewServer(g)
+		defer srv.Close()
+		servers[name] = srv
+	}
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	for _, tc := range []struct {
+		name    string
+		backend string
+		query   string
+		size    int
+		chunked bool
+		breaks  bool // the client breaks off after 32 KiB
+		code    int  // 0: the client gets no response
+	}{
+		{name: "in memory", backend: "up", size: 1000, code: 200},
+		{name: "in memory, chunked", backend: "up", size: 1000, chunked: true, code: 200},
+		{name: "spooled", backend: "up", size: 200 << 10, code: 200},
+		{name: "spooled, chunked", backend: "up", size: 200 << 10, chunked: true, code: 200},
+		{name: "too large, chunked", backend: "up", size: 2 << 20, chunked: true, code: 413},
+		{name: "client breaks off", backend: "up", size: 200 << 10, breaks: true},
+		{name: "client breaks off, chunked", backend: "up", size: 200 << 10, chunked: true, breaks: true},
+		{name: "backend down, in memory", backend: "down", size: 1000, code: 502},
+		{name: "backend down, spooled", backend: "down", size: 200 << 10, code: 502},
+		{name: "response cut off, spooled", backend: "up", query: "cut", size: 200 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := pattern(tc.size)
+			held := len(data)
+			if tc.breaks {
+				held = 32 << 10
+			}
+			body := newHeldBody(data, held)
+			if tc.breaks {
+				close(body.fail)
+			} else {
+				close(body.release)
+			}
+			length := int64(len(data))
+			if tc.chunked {
+				length = -1
+			}
+			srv := servers[tc.backend]
+			req, _ := http.NewRequest("POST", srv.URL+"/app.php?"+tc.query, body)
+			req.ContentLength = length
+			var res result
+			resp, err := srv.Client().Do(req)
+			if err == nil {
+				b, rerr := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				res = result{resp.StatusCode, string(b), rerr}
+			} else {
+				res.err = err
+			}
+			switch {
+			case tc.code == 0 && res.err == nil:
+				t.Fatalf("got %d %q, want no response", res.code, res.body)
+			case tc.code != 0 && (res.err != nil || res.code != tc.code):
+				t.Fatalf("got %d %q %v, want %d", res.code, res.body, res.err, tc.code)
+			case tc.code == 200 && res.body != fmt.Sprintf("%d %x", len(data), md5.Sum(data)):
+				t.Fatalf("the application got %q", res.body)
+			}
+			g := gateways[tc.backend]
+			if !pollUntil(func() bool { return len(tempFiles(t, tmp)) == 0 && fcgi.GatewayBodyMemory(g) == 0 }) {
+				t.Fatalf("left behind: temporary files %v, %d bytes of memory", tempFiles(t, tmp), fcgi.GatewayBodyMemory(g))
+			}
+		})
+	}
+	// The gateway still serves.
+	resp, err := servers["up"].Client().Post(servers["up"].URL+"/app.php", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("1 %x", md5.Sum([]byte("x"))); string(b) != want {
+		t.Fatalf("after: %d %q", resp.StatusCode, b)
+	}
+}
+
+// Stalled uploads hold at most MaxMemoryBytes each and MaxTotalMemoryBytes
+// together; the rest of the bodies wait on disk. Before the bound, 40
+// stalled 1 MiB uploads held over 80 MiB.
+func TestGatewayBodyMemoryBounded(t *testing.T) {
+	checkLeaks(t)
+	app := echoApp(t)
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	const total = 8 << 20
+	g.MaxTotalMemoryBytes = total
+	tmp := t.TempDir()
+	g.TempDir = tmp
+	var read atomic.Int64
+	srv := httptest.NewServer(countingHandler(g, &read))
+	defer srv.Close()
+
+	const n, sent = 40, 1 << 20 // each sends MaxMemoryBytes (the default), then stalls
+	data := pattern(sent + 1)
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	bodies := make([]*heldBody, n)
+	var wg sync.WaitGroup
+	for i := range bodies {
+		bodies[i] = newHeldBody(data, sent)
+		wg.Add(1)
+		go func(b *heldBody) {
+			defer wg.Done()
+			upload(srv.Client(), srv.URL+"/app.php", b, -1)
+		}(bodies[i])
+	}
+	defer func() {
+		for _, b := range bodies {
+			close(b.fail)
+		}
+		wg.Wait()
+		if !pollUntil(func() bool { return len(tempFiles(t, tmp)) == 0 && fcgi.GatewayBodyMemory(g) == 0 }) {
+			t.Errorf("after the uploads broke off: temporary files %v, %d bytes of memory", tempFiles(t, tmp), fcgi.GatewayBodyMemory(g))
+		}
+	}()
+	if !pollUntil(func() bool { return read.Load() == n*sent }) {
+		t.Fatalf("the gateway read %d bytes of %d", read.Load(), n*sent)
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	held := int64(after.HeapInuse) - int64(before.HeapInuse)
+	mem := fcgi.GatewayBodyMemory(g)
+	t.Logf("%d stalled uploads of %d KiB: %d KiB accounted in memory, %d temporary files, heap in use +%d KiB",
+		n, sent>>10, mem>>10, len(tempFiles(t, tmp)), held>>10)
+	// How much of the bound is used depends on the race between the
+	// uploads (one that finds it taken moves to disk and frees its share
+	// only once written), but never more than the bound.
+	if mem > total || mem < sent {
+		t.Errorf("%d bytes of bodies in memory, want at most %d, and at least one body", mem, total)
+	}
+	if files := len(tempFiles(t, tmp)); files < n-total/sent {
+		t.Errorf("%d temporary files, want at least %d", files, n-total/sent)
+	}
+	// Generous: the bodies in memory, plus each connection's buffers and
+	// goroutines on both sides of the test, plus slack.
+	if bound := int64(total + n*256<<10 + 16<<20); held > bound {
+		t.Errorf("heap in use grew by %d KiB, want at most %d KiB", held>>10, bound>>10)
+	}
+}
