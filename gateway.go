@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Defaults for zero [Gateway] fields.
@@ -19,6 +20,7 @@ const (
 	DefaultMaxMemoryBytes      = 1 << 20
 	DefaultMaxTotalMemoryBytes = 64 << 20
 	DefaultMaxParamBytes       = 65535
+	DefaultBodyReadTimeout     = 60 * time.Second
 )
 
 // A Gateway is an [http.Handler] that serves a FastCGI application, PHP-FPM
@@ -139,6 +141,14 @@ type Gateway struct {
 	// Zero means os.TempDir().
 	TempDir string
 
+	// BodyReadTimeout bounds each wait for more of a request body while
+	// it is buffered, as nginx's client_body_timeout does: a client that
+	// sends nothing for this long gets 408 Request Timeout, and what its
+	// body held is given back. It needs a ResponseWriter with read
+	// deadlines (net/http's server has them). Zero means
+	// DefaultBodyReadTimeout (60 s); negative means no limit.
+	BodyReadTimeout time.Duration
+
 	// StreamRequestBody sends a request body of known length over 64 KiB
 	// to the application as it arrives, instead of buffering it first.
 	// The application then starts before the body has all arrived, and a
@@ -241,7 +251,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route, req 
 	}
 	var body bodyBuffer
 	defer body.release()
-	cl, err := g.body(r, req, &body)
+	cl, err := g.body(w, r, req, &body)
 	if err != nil {
 		g.fail(w, r, err)
 		return

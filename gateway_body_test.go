@@ -417,3 +417,94 @@ func TestGatewayBodyMemoryBounded(t *testing.T) {
 		t.Errorf("heap in use grew by %d KiB, want at most %d KiB", held>>10, bound>>10)
 	}
 }
+
+// A trickleBody sends n pieces of data, one every interval.
+type trickleBody struct {
+	data     []byte
+	pieces   int
+	interval time.Duration
+	sent     int
+}
+
+func (b *trickleBody) Read(p []byte) (int, error) {
+	if b.sent == b.pieces {
+		return 0, io.EOF
+	}
+	time.Sleep(b.interval)
+	size := len(b.data) / b.pieces
+	if b.sent == b.pieces-1 {
+		size = len(b.data) - b.sent*(len(b.data)/b.pieces)
+	}
+	start := b.sent * (len(b.data) / b.pieces)
+	b.sent++
+	return copy(p, b.data[start:start+size]), nil
+}
+
+// A client that stops sending its body gets 408 after BodyReadTimeout,
+// and what its body held comes back; one that keeps sending, however
+// slowly, is not cut off.
+func TestGatewayBodyReadTimeout(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			r.Write(fmt.Sprintf("Content-Type: text/plain\r\n\r\n%d %x", len(r.Stdin), md5.Sum(r.Stdin)))
+		}
+	})
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	g.BodyReadTimeout = 500 * time.Millisecond
+	g.MaxMemoryBytes = 16 << 10
+	tmp := t.TempDir()
+	g.TempDir = tmp
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	c := &http.Client{Timeout: 30 * time.Second}
+	for _, tc := range []struct {
+		name    string
+		held    int
+		chunked bool
+	}{
+		{"in memory", 8 << 10, false},
+		{"in memory, chunked", 8 << 10, true},
+		{"spooled", 64 << 10, false},
+		{"spooled, chunked", 64 << 10, true},
+		{"nothing sent", 0, false},
+	} {
+		data := pattern(256 << 10)
+		body := newHeldBody(data, tc.held)
+		defer close(body.fail)
+		req, _ := http.NewRequest("POST", srv.URL+"/app.php", body)
+		req.ContentLength = int64(len(data))
+		if tc.chunked {
+			req.ContentLength = -1
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestTimeout {
+			t.Fatalf("%s: status %d, want 408", tc.name, resp.StatusCode)
+		}
+		if !pollUntil(func() bool { return len(tempFiles(t, tmp)) == 0 && fcgi.GatewayBodyMemory(g) == 0 }) {
+			t.Fatalf("%s: left behind: temporary files %v, %d bytes of memory", tc.name, tempFiles(t, tmp), fcgi.GatewayBodyMemory(g))
+		}
+	}
+	if n := app.requests.Load(); n != 0 {
+		t.Fatalf("%d timed-out requests reached the application", n)
+	}
+
+	// 40 pieces 25 ms apart: a second in all, each wait far below the
+	// timeout.
+	data := pattern(40 << 10)
+	req, _ := http.NewRequest("POST", srv.URL+"/app.php", &trickleBody{data: data, pieces: 40, interval: 25 * time.Millisecond})
+	req.ContentLength = -1
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("%d %x", len(data), md5.Sum(data)); string(b) != want {
+		t.Fatalf("slow but steady upload: %d %q, want %q", resp.StatusCode, b, want)
+	}
+}

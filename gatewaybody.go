@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/fcgikit/fcgi/internal/wire"
 )
@@ -30,6 +31,7 @@ var (
 	errHeaderTooLarge = &httpError{code: http.StatusRequestHeaderFieldsTooLarge, msg: "fcgi: request header field too large for the application"}
 	errURITooLong     = &httpError{code: http.StatusRequestURITooLong, msg: "fcgi: request URI too long for the application"}
 	errSpool          = &httpError{code: http.StatusInternalServerError, msg: "fcgi: cannot buffer the request body"}
+	errBodyTimeout    = &httpError{code: http.StatusRequestTimeout, msg: "fcgi: request body timed out"}
 )
 
 func (g *Gateway) maxBody() int64 {
@@ -37,6 +39,13 @@ func (g *Gateway) maxBody() int64 {
 		return DefaultMaxBodyBytes
 	}
 	return g.MaxBodyBytes
+}
+
+func (g *Gateway) bodyReadTimeout() time.Duration {
+	if g.BodyReadTimeout == 0 {
+		return DefaultBodyReadTimeout
+	}
+	return g.BodyReadTimeout
 }
 
 func (g *Gateway) maxMemory() int64 {
@@ -100,7 +109,7 @@ func (g *Gateway) checkParams(env cgiEnv) error {
 // no body). The body is read whole before the request is sent, into b,
 // unless StreamRequestBody lets a large one of known length stream; the
 // caller releases b however the request ends.
-func (g *Gateway) body(r *http.Request, req *Request, b *bodyBuffer) (string, error) {
+func (g *Gateway) body(w http.ResponseWriter, r *http.Request, req *Request, b *bodyBuffer) (string, error) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return "", nil
 	}
@@ -117,7 +126,18 @@ func (g *Gateway) body(r *http.Request, req *Request, b *bodyBuffer) (string, er
 		return strconv.FormatInt(r.ContentLength, 10), nil
 	}
 	b.g = g
-	if err := b.fill(r.Body, r.ContentLength, max); err != nil {
+	var body io.Reader = r.Body
+	var clock *bodyClock
+	if d := g.bodyReadTimeout(); d > 0 {
+		clock = newBodyClock(http.NewResponseController(w), d)
+		defer clock.stop() // a panicking read must not leave it running
+		body = &timedBody{r: r.Body, c: clock}
+	}
+	err := b.fill(body, r.ContentLength, max)
+	if clock != nil && clock.stop() && err != nil {
+		return "", errBodyTimeout
+	}
+	if err != nil {
 		return "", err
 	}
 	if b.size == 0 {
@@ -160,10 +180,14 @@ func (b *bodyBuffer) fill(r io.Reader, length, max int64) error {
 			// No memory to be had: read on into a scratch buffer to
 			// learn whether there is more, and if so move to disk.
 			bp := copyBufs.Get().(*[]byte)
-			n, err := io.ReadAtLeast(r, *bp, 1)
+			p := *bp
+			if length >= 0 {
+				p = p[:min(int64(len(p)), length-b.size)]
+			}
+			n, err := io.ReadAtLeast(r, p, 1)
 			if err == nil {
 				if err = b.spill(); err == nil {
-					err = b.write((*bp)[:n], max)
+					err = b.write(p[:n], max)
 				}
 			}
 			copyBufs.Put(bp)
@@ -350,6 +374,61 @@ func (r *chunksReader) Read(p []byte) (int, error) {
 	n := copy(p, r.chunks[r.i][r.off:])
 	r.off += n
 	return n, nil
+}
+
+// A bodyClock breaks off a read of the client's body that has waited too
+// long for data, by moving the connection's read deadline to now: the
+// http.Server's own deadlines are left alone unless it fires, and after
+// stop it never touches the connection again, which may by then serve
+// another request.
+type bodyClock struct {
+	rc    *http.ResponseController
+	d     time.Duration
+	t     *time.Timer
+	mu    sync.Mutex
+	fired bool
+	done  bool
+}
+
+func newBodyClock(rc *http.ResponseController, d time.Duration) *bodyClock {
+	c := &bodyClock{rc: rc, d: d}
+	c.t = time.AfterFunc(d, c.expire)
+	return c
+}
+
+func (c *bodyClock) expire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done {
+		return
+	}
+	c.fired = true
+	// A ResponseWriter without deadlines (a test's recorder) cannot
+	// be interrupted: the read goes on waiting.
+	c.rc.SetReadDeadline(time.Now())
+}
+
+// stop ends the clock and reports whether it fired.
+func (c *bodyClock) stop() bool {
+	c.t.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.done = true
+	return c.fired
+}
+
+// timedBody restarts its clock whenever data arrives.
+type timedBody struct {
+	r io.Reader
+	c *bodyClock
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if n > 0 {
+		b.c.t.Reset(b.c.d)
+	}
+	return n, err
 }
 
 // guardedBody passes a request body to the client's body writer until stop,

@@ -32,10 +32,11 @@ Request bodies are read whole before a backend connection is taken, as
 nginx does, so that a slow client never holds one of the application's
 workers and CONTENT_LENGTH is exact: in memory up to --max-body-memory
 per request and --max-body-memory-total in all, otherwise in a temporary
-file in --temp-dir; --stream-body sends large bodies of known length as
-they arrive instead. A header field or URL that would not fit one FastCGI
-record (--max-param, what PHP-FPM takes) is answered 431 or 414.
-Responses are streamed as they arrive.
+file in --temp-dir. A client that sends nothing for --body-timeout gets
+408. --stream-body sends large bodies of known length as they arrive
+instead. A header field or URL that would not fit one FastCGI record
+(--max-param, what PHP-FPM takes) is answered 431 or 414. Responses are
+streamed as they arrive.
 
 With --root it routes as nginx's try_files and fastcgi_split_path_info do:
 a path whose first segment ending in --ext names an existing script runs
@@ -89,6 +90,7 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 		fs.Int64Var(&g.MaxMemoryBytes, "max-body-memory", fcgi.DefaultMaxMemoryBytes, "most `bytes` of one request body held in memory; the rest goes to --temp-dir")
 		fs.Int64Var(&g.MaxTotalMemoryBytes, "max-body-memory-total", fcgi.DefaultMaxTotalMemoryBytes, "most `bytes` of all request bodies held in memory together")
 		fs.StringVar(&g.TempDir, "temp-dir", "", "`directory` for request bodies not held in memory (default: $TMPDIR or /tmp)")
+		fs.DurationVar(&g.BodyReadTimeout, "body-timeout", fcgi.DefaultBodyReadTimeout, "longest wait for more of a request body being buffered; then 408")
 		fs.BoolVar(&g.StreamRequestBody, "stream-body", false, "send request bodies of known length over 64 KiB as they arrive, not buffered first (a slow client then holds a backend worker)")
 		fs.IntVar(&g.MaxParamBytes, "max-param", fcgi.DefaultMaxParamBytes, "longest parameter sent, in `bytes` as a FastCGI pair; longer header fields get 431, URLs 414 (-1: no limit)")
 		filter := fs.Bool("filter", false, "send each file under --root to the application in the Filter role")
