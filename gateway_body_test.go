@@ -1,6 +1,7 @@
 package fcgi_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/md5"
 	"encoding/json"
@@ -508,3 +509,48 @@ func TestGatewayBodyReadTimeout(t *testing.T) {
 		t.Fatalf("slow but steady upload: %d %q, want %q", resp.StatusCode, b, want)
 	}
 }
+
+// BenchmarkGateway_Post: the cost of buffering a body per request, in
+// memory (up to MaxMemoryBytes, 1 MiB) and in a temporary file beyond,
+// against the fast backend, without HTTP.
+func BenchmarkGateway_Post(b *testing.B) {
+	app := startFastApp(b, "ok")
+	root := b.TempDir()
+	os.WriteFile(root+"/index.php", []byte("<?php"), 0o644)
+	c := &fcgi.Client{Addr: app.addr}
+	defer c.Close()
+	g := &fcgi.Gateway{Client: c, Root: root, FrontController: "/index.php", TempDir: b.TempDir()}
+	for _, size := range []int{1 << 10, 64 << 10, 1 << 20, 4 << 20} {
+		for _, chunked := range []bool{false, true} {
+			name := fmt.Sprintf("%dKiB", size>>10)
+			if chunked {
+				name += "_chunked"
+			}
+			b.Run(name, func(b *testing.B) {
+				data := pattern(size)
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for b.Loop() {
+					var body io.Reader = bytes.NewReader(data)
+					if chunked {
+						body = chunkedReader{body}
+					}
+					req := httptest.NewRequest("POST", "/upload", body)
+					if chunked {
+						req.ContentLength = -1
+					}
+					w := httptest.NewRecorder()
+					g.ServeHTTP(w, req)
+					if w.Code != 200 {
+						b.Fatal(w.Code)
+					}
+				}
+			})
+		}
+	}
+}
+
+// chunkedReader hides its length from httptest.NewRequest.
+type chunkedReader struct{ r io.Reader }
+
+func (c chunkedReader) Read(p []byte) (int, error) { return c.r.Read(p) }
