@@ -66,8 +66,9 @@ const (
 // all together, and otherwise in a temporary file in TempDir, removed when
 // the request ends, however it ends. CONTENT_LENGTH is then exact, also for
 // a chunked body (PHP-FPM needs it), and a request can be retried on
-// another connection. Bodies over MaxBodyBytes get 413. StreamRequestBody
-// opts out for routes that must see a body as it arrives.
+// another connection. Bodies over MaxBodyBytes get 413, and a client that
+// stops sending for BodyReadTimeout gets 408. StreamRequestBody opts out
+// for routes that must see a body as it arrives.
 //
 // A request whose header fields or URL would make a parameter longer than
 // MaxParamBytes gets 431 or 414 without reaching the application, rather
