@@ -144,6 +144,7 @@ func TestGatewayShieldsBackendFromSlowUpload(t *testing.T) {
 		}
 		done := make(chan error, 1)
 		var got echoed
+		before := read.Load()
 		go func() {
 			e, code, err := upload(srv.Client(), srv.URL+"/app.php", body, length)
 			if err == nil && code != 200 {
@@ -152,7 +153,6 @@ func TestGatewayShieldsBackendFromSlowUpload(t *testing.T) {
 			got = e
 			done <- err
 		}()
-		before := read.Load()
 		if !pollUntil(func() bool { return read.Load()-before >= 128<<10 }) {
 			t.Fatalf("chunked %v: the gateway read %d bytes of the upload", chunked, read.Load()-before)
 		}
@@ -554,3 +554,76 @@ func BenchmarkGateway_Post(b *testing.B) {
 type chunkedReader struct{ r io.Reader }
 
 func (c chunkedReader) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Memory is taken as a body arrives, not as it is declared, and one body
+// never holds more than MaxMemoryBytes: beyond it, it moves to disk.
+func TestGatewayBodyMemoryPerRequest(t *testing.T) {
+	checkLeaks(t)
+	app := echoApp(t)
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	g.MaxTotalMemoryBytes = -1
+	tmp := t.TempDir()
+	g.TempDir = tmp
+	var read atomic.Int64
+	srv := httptest.NewServer(countingHandler(g, &read))
+	defer srv.Close()
+	const n = 10
+	for _, tc := range []struct {
+		name     string
+		declared int64 // -1: chunked
+		sent     int
+		memMin   int64 // per body
+		memMax   int64
+		onDisk   bool
+	}{
+		{"chunked, 300 KiB so far", -1, 300 << 10, 300 << 10, 300<<10 + maxChunkSlack, false},
+		{"1 MiB declared, 100 KiB so far", 1 << 20, 100 << 10, 100 << 10, 100<<10 + maxChunkSlack, false},
+		{"chunked, past MaxMemoryBytes", -1, 1<<20 + 1, 0, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := pattern(2 << 20)
+			if tc.declared > 0 {
+				data = data[:tc.declared]
+			}
+			before := read.Load()
+			var wg sync.WaitGroup
+			bodies := make([]*heldBody, n)
+			for i := range bodies {
+				bodies[i] = newHeldBody(data, tc.sent)
+				wg.Add(1)
+				go func(b *heldBody) {
+					defer wg.Done()
+					upload(srv.Client(), srv.URL+"/app.php", b, tc.declared)
+				}(bodies[i])
+			}
+			defer func() {
+				for _, b := range bodies {
+					close(b.fail)
+				}
+				wg.Wait()
+				if !pollUntil(func() bool { return len(tempFiles(t, tmp)) == 0 && fcgi.GatewayBodyMemory(g) == 0 }) {
+					t.Errorf("after: temporary files %v, %d bytes of memory", tempFiles(t, tmp), fcgi.GatewayBodyMemory(g))
+				}
+			}()
+			if !pollUntil(func() bool { return read.Load()-before == int64(n*tc.sent) }) {
+				t.Fatalf("the gateway read %d bytes of %d", read.Load()-before, n*tc.sent)
+			}
+			if tc.onDisk {
+				// The last byte read, a body moves to disk, then frees
+				// its memory.
+				pollUntil(func() bool { return fcgi.GatewayBodyMemory(g) == 0 && len(tempFiles(t, tmp)) == n })
+			}
+			mem, files := fcgi.GatewayBodyMemory(g), len(tempFiles(t, tmp))
+			if mem < n*tc.memMin || mem > n*tc.memMax {
+				t.Errorf("%d KiB in memory for %d bodies, want %d to %d KiB each", mem>>10, n, tc.memMin>>10, tc.memMax>>10)
+			}
+			if want := map[bool]int{true: n}[tc.onDisk]; files != want {
+				t.Errorf("%d temporary files, want %d", files, want)
+			}
+		})
+	}
+}
+
+// maxChunkSlack is the most a body's memory exceeds what it holds: the
+// room left in its last chunk.
+const maxChunkSlack = 64 << 10
