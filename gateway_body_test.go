@@ -627,3 +627,22 @@ func TestGatewayBodyMemoryPerRequest(t *testing.T) {
 // maxChunkSlack is the most a body's memory exceeds what it holds: the
 // room left in its last chunk.
 const maxChunkSlack = 64 << 10
+
+// A body that a middleware's http.MaxBytesReader cuts short is answered
+// 413, as one over MaxBodyBytes is, not 400.
+func TestGatewayBodyMaxBytesReader(t *testing.T) {
+	checkLeaks(t)
+	app := echoApp(t)
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, 1000)
+		g.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	for _, size := range []int{1000, 1001} {
+		_, code, err := upload(srv.Client(), srv.URL+"/app.php", chunkedReader{strings.NewReader(strings.Repeat("x", size))}, -1)
+		if want := map[bool]int{true: 200, false: http.StatusRequestEntityTooLarge}[size <= 1000]; err != nil || code != want {
+			t.Errorf("%d bytes under a 1000-byte MaxBytesReader: %d %v, want %d", size, code, err, want)
+		}
+	}
+}
