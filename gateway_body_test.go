@@ -1,6 +1,7 @@
 package fcgi_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/md5"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -644,5 +646,39 @@ func TestGatewayBodyMaxBytesReader(t *testing.T) {
 		if want := map[bool]int{true: 200, false: http.StatusRequestEntityTooLarge}[size <= 1000]; err != nil || code != want {
 			t.Errorf("%d bytes under a 1000-byte MaxBytesReader: %d %v, want %d", size, code, err, want)
 		}
+	}
+}
+
+// With StreamRequestBody, an application that answers without reading the
+// body, to a client that has stopped sending it, completes the response:
+// the gateway does not wait for the rest of the body to return.
+func TestGatewayStreamRequestBodyStalledClient(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.RunOnParams = true
+		a.Handler = func(r *fakeReq) { r.Write("Content-Type: text/plain\r\n\r\nanswered") }
+	})
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	g.StreamRequestBody = true
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	// A raw connection: net/http's client does not let a request whose
+	// body blocks end before the body does.
+	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fmt.Fprintf(nc, "POST /app.php HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 1<<20)
+	nc.Write(pattern(128 << 10))
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(b) != "answered" {
+		t.Fatalf("%d %q %v", resp.StatusCode, b, err)
 	}
 }

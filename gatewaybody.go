@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fcgikit/fcgi/internal/wire"
@@ -120,7 +121,7 @@ func (g *Gateway) body(w http.ResponseWriter, r *http.Request, req *Request, b *
 	if g.StreamRequestBody && r.ContentLength > streamFrom {
 		// The client may still be sending it when the response has
 		// ended, so reads stop when ServeHTTP returns.
-		gb := &guardedBody{r: r.Body}
+		gb := &guardedBody{r: r.Body, rc: http.NewResponseController(w)}
 		b.stop = gb.stop
 		req.Body = gb
 		return strconv.FormatInt(r.ContentLength, 10), nil
@@ -433,25 +434,33 @@ func (b *timedBody) Read(p []byte) (int, error) {
 
 // guardedBody passes a request body to the client's body writer until stop,
 // after which reads fail: net/http forbids reading a request body after
-// ServeHTTP has returned. stop waits for a read in progress.
+// ServeHTTP has returned.
 type guardedBody struct {
-	mu      sync.Mutex
+	mu      sync.Mutex // held during a read
 	r       io.Reader
-	stopped bool
+	rc      *http.ResponseController
+	stopped atomic.Bool
 }
 
 func (b *guardedBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.stopped {
+	if b.stopped.Load() {
 		return 0, errBodyStopped
 	}
 	return b.r.Read(p)
 }
 
+// stop ends reading, and waits for a read in progress. That read may be
+// waiting for a client that has stopped sending, when the response needs
+// no more of the body: the connection's read deadline, moved to now,
+// ends it (and the connection, which has a body half read).
 func (b *guardedBody) stop() {
-	b.mu.Lock()
-	b.stopped = true
+	b.stopped.Store(true)
+	if !b.mu.TryLock() {
+		b.rc.SetReadDeadline(time.Now())
+		b.mu.Lock()
+	}
 	b.mu.Unlock()
 }
 
