@@ -260,6 +260,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route, req 
 	env.set("CONTENT_LENGTH", cl)
 	req.env = *env
 	req.Stderr = &stderrLog{log: g.logger(), r: r}
+	if body.clock != nil {
+		g.serveStreamed(w, r, req, &body)
+		return
+	}
 	g.serve(w, r, req)
 }
 

@@ -682,3 +682,40 @@ func TestGatewayStreamRequestBodyStalledClient(t *testing.T) {
 		t.Fatalf("%d %q %v", resp.StatusCode, b, err)
 	}
 }
+
+// With StreamRequestBody too, a client that stops sending the body the
+// application waits for is cut off after BodyReadTimeout: the
+// application's worker is not held for ever.
+func TestGatewayStreamRequestBodyTimeout(t *testing.T) {
+	checkLeaks(t)
+	app := echoApp(t) // answers once the whole body is in
+	g, logs := newGateway(t, app.Addr, docRoot(t))
+	g.StreamRequestBody = true
+	g.BodyReadTimeout = 300 * time.Millisecond
+	g.Client.ResponseHeaderTimeout = 30 * time.Second
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fmt.Fprintf(nc, "POST /app.php HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 1<<20)
+	nc.Write(pattern(128 << 10))
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("status %d %.200q, want 408; log:\n%.3000s", resp.StatusCode, b, logs.String())
+	}
+	if !pollUntil(func() bool { return app.open.Load() == 0 }) {
+		t.Errorf("%d connections to the application still open", app.open.Load())
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("a client's stall logged as an error:\n%.2000s", logs.String())
+	}
+}

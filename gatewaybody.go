@@ -118,22 +118,25 @@ func (g *Gateway) body(w http.ResponseWriter, r *http.Request, req *Request, b *
 	if max >= 0 && r.ContentLength > max {
 		return "", errTooLarge
 	}
-	if g.StreamRequestBody && r.ContentLength > streamFrom {
-		// The client may still be sending it when the response has
-		// ended, so reads stop when ServeHTTP returns.
-		gb := &guardedBody{r: r.Body, rc: http.NewResponseController(w)}
-		b.stop = gb.stop
-		req.Body = gb
-		return strconv.FormatInt(r.ContentLength, 10), nil
-	}
-	b.g = g
+	rc := http.NewResponseController(w)
 	var body io.Reader = r.Body
 	var clock *bodyClock
 	if d := g.bodyReadTimeout(); d > 0 {
-		clock = newBodyClock(http.NewResponseController(w), d)
-		defer clock.stop() // a panicking read must not leave it running
+		clock = newBodyClock(rc, d)
 		body = &timedBody{r: r.Body, c: clock}
 	}
+	if g.StreamRequestBody && r.ContentLength > streamFrom {
+		// The client may still be sending it when the response has
+		// ended, so reads stop when ServeHTTP returns.
+		gb := &guardedBody{r: body, rc: rc}
+		b.stop, b.clock = gb.stop, clock
+		req.Body = gb
+		return strconv.FormatInt(r.ContentLength, 10), nil
+	}
+	if clock != nil {
+		defer clock.stop() // a panicking read must not leave it running
+	}
+	b.g = g
 	err := b.fill(body, r.ContentLength, max)
 	if clock != nil && clock.stop() && err != nil {
 		return "", errBodyTimeout
@@ -158,7 +161,8 @@ type bodyBuffer struct {
 	held   int64    // bytes accounted in g.bodyMem: the chunks' capacity
 	size   int64    // bytes of body, in chunks or in file
 	file   *os.File
-	stop   func() // for a streamed body: stops reading it
+	stop   func()     // for a streamed body: stops reading it
+	clock  *bodyClock // for a streamed body: its BodyReadTimeout
 }
 
 // fill reads r to its end: length bytes, or up to EOF when length is
@@ -349,6 +353,9 @@ func (b *bodyBuffer) release() {
 	if b.stop != nil {
 		b.stop()
 	}
+	if b.clock != nil {
+		b.clock.stop()
+	}
 	if b.file != nil {
 		b.file.Close()
 		os.Remove(b.file.Name())
@@ -358,6 +365,37 @@ func (b *bodyBuffer) release() {
 		b.freeMemory()
 	}
 }
+
+// serveStreamed serves req, whose body streams, as g.serve does, and
+// answers 408 if the client stopped sending the body before anything was
+// answered: the read deadline that cut it off has cancelled the request,
+// and a request cancelled without an answer would otherwise get net/http's
+// empty 200.
+func (g *Gateway) serveStreamed(w http.ResponseWriter, r *http.Request, req *Request, b *bodyBuffer) {
+	tw := &writeTracker{ResponseWriter: w}
+	g.serve(tw, r, req)
+	if !tw.wrote && b.clock.hasFired() {
+		g.fail(w, r, errBodyTimeout)
+	}
+}
+
+// writeTracker records whether anything was written to its ResponseWriter.
+type writeTracker struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (t *writeTracker) WriteHeader(code int) {
+	t.wrote = true
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *writeTracker) Write(p []byte) (int, error) {
+	t.wrote = true
+	return t.ResponseWriter.Write(p)
+}
+
+func (t *writeTracker) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 
 // chunksReader reads a body held in chunks.
 type chunksReader struct {
@@ -378,10 +416,12 @@ func (r *chunksReader) Read(p []byte) (int, error) {
 }
 
 // A bodyClock breaks off a read of the client's body that has waited too
-// long for data, by moving the connection's read deadline to now: the
-// http.Server's own deadlines are left alone unless it fires, and after
-// stop it never touches the connection again, which may by then serve
-// another request.
+// long, by moving the connection's read deadline to now. It runs only
+// while a read waits, as nginx's client_body_timeout does, so time spent
+// on the disk or waiting for the application to take a streamed body does
+// not count. The http.Server's own deadlines are left alone unless it
+// fires, and after stop it never touches the connection again, which may
+// by then serve another request.
 type bodyClock struct {
 	rc    *http.ResponseController
 	d     time.Duration
@@ -393,7 +433,8 @@ type bodyClock struct {
 
 func newBodyClock(rc *http.ResponseController, d time.Duration) *bodyClock {
 	c := &bodyClock{rc: rc, d: d}
-	c.t = time.AfterFunc(d, c.expire)
+	c.t = time.AfterFunc(time.Hour, c.expire)
+	c.t.Stop()
 	return c
 }
 
@@ -409,6 +450,13 @@ func (c *bodyClock) expire() {
 	c.rc.SetReadDeadline(time.Now())
 }
 
+// hasFired reports whether the clock has fired.
+func (c *bodyClock) hasFired() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fired
+}
+
 // stop ends the clock and reports whether it fired.
 func (c *bodyClock) stop() bool {
 	c.t.Stop()
@@ -418,17 +466,16 @@ func (c *bodyClock) stop() bool {
 	return c.fired
 }
 
-// timedBody restarts its clock whenever data arrives.
+// timedBody runs its clock during each read.
 type timedBody struct {
 	r io.Reader
 	c *bodyClock
 }
 
 func (b *timedBody) Read(p []byte) (int, error) {
+	b.c.t.Reset(b.c.d)
 	n, err := b.r.Read(p)
-	if n > 0 {
-		b.c.t.Reset(b.c.d)
-	}
+	b.c.t.Stop()
 	return n, err
 }
 
