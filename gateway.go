@@ -142,12 +142,12 @@ type Gateway struct {
 	// Zero means os.TempDir().
 	TempDir string
 
-	// BodyReadTimeout bounds each wait for more of a request body while
-	// it is buffered, as nginx's client_body_timeout does: a client that
-	// sends nothing for this long gets 408 Request Timeout, and what its
-	// body held is given back. It needs a ResponseWriter with read
-	// deadlines (net/http's server has them). Zero means
-	// DefaultBodyReadTimeout (60 s); negative means no limit.
+	// BodyReadTimeout bounds each wait for more of a request body, as
+	// nginx's client_body_timeout does: a client that sends nothing for
+	// this long gets 408 Request Timeout (unless the application has
+	// answered already), and what its body held is given back. It needs
+	// a ResponseWriter with read deadlines (net/http's server has them).
+	// Zero means DefaultBodyReadTimeout (60 s); negative means no limit.
 	BodyReadTimeout time.Duration
 
 	// StreamRequestBody sends a request body of known length over 64 KiB

@@ -90,7 +90,7 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 		fs.Int64Var(&g.MaxMemoryBytes, "max-body-memory", fcgi.DefaultMaxMemoryBytes, "most `bytes` of one request body held in memory; the rest goes to --temp-dir")
 		fs.Int64Var(&g.MaxTotalMemoryBytes, "max-body-memory-total", fcgi.DefaultMaxTotalMemoryBytes, "most `bytes` of all request bodies held in memory together")
 		fs.StringVar(&g.TempDir, "temp-dir", "", "`directory` for request bodies not held in memory (default: $TMPDIR or /tmp)")
-		fs.DurationVar(&g.BodyReadTimeout, "body-timeout", fcgi.DefaultBodyReadTimeout, "longest wait for more of a request body being buffered; then 408")
+		fs.DurationVar(&g.BodyReadTimeout, "body-timeout", fcgi.DefaultBodyReadTimeout, "longest wait for more of a request body; then 408")
 		fs.BoolVar(&g.StreamRequestBody, "stream-body", false, "send request bodies of known length over 64 KiB as they arrive, not buffered first (a slow client then holds a backend worker)")
 		fs.IntVar(&g.MaxParamBytes, "max-param", fcgi.DefaultMaxParamBytes, "longest parameter sent, in `bytes` as a FastCGI pair; longer header fields get 431, URLs 414 (-1: no limit)")
 		filter := fs.Bool("filter", false, "send each file under --root to the application in the Filter role")
