@@ -63,12 +63,14 @@ const (
 // slowly ties up a goroutine and a buffer, never one of the application's
 // workers (PHP-FPM has pm.max_children of them). The body is held in
 // memory, up to MaxMemoryBytes for one request and MaxTotalMemoryBytes for
-// all together, and otherwise in a temporary file in TempDir, removed when
-// the request ends, however it ends. CONTENT_LENGTH is then exact, also for
-// a chunked body (PHP-FPM needs it), and a request can be retried on
-// another connection. Bodies over MaxBodyBytes get 413, and a client that
-// stops sending for BodyReadTimeout gets 408. StreamRequestBody opts out
-// for routes that must see a body as it arrives.
+// all together, and otherwise in a temporary file in TempDir: unlinked as
+// soon as it is open on Unix, so that none is left even if the process
+// dies, and elsewhere removed when the request ends, however it ends.
+// CONTENT_LENGTH is then exact, also for a chunked body (PHP-FPM needs it),
+// and a request can be retried on another connection. Bodies over
+// MaxBodyBytes get 413, and a client that stops sending for BodyReadTimeout
+// gets 408. StreamRequestBody opts out for routes that must see a body as
+// it arrives.
 //
 // A request whose header fields or URL would make a parameter longer than
 // MaxParamBytes gets 431 or 414 without reaching the application, rather

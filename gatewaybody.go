@@ -163,6 +163,8 @@ type bodyBuffer struct {
 	file   *os.File
 	stop   func()     // for a streamed body: stops reading it
 	clock  *bodyClock // for a streamed body: its BodyReadTimeout
+
+	unlinked bool // file's name is gone already
 }
 
 // fill reads r to its end: length bytes, or up to EOF when length is
@@ -264,6 +266,10 @@ func (b *bodyBuffer) spill() error {
 		return errSpool
 	}
 	b.file = f
+	// Unlinked at once where the system allows it, as nginx does: the
+	// open file lives on, and nothing is left behind even if the process
+	// dies. Elsewhere (Windows) release removes it.
+	b.unlinked = os.Remove(f.Name()) == nil
 	for _, c := range b.chunks {
 		if _, err := f.Write(c); err != nil {
 			b.g.logger().Error("fcgi: gateway: buffering a request body", "err", err)
@@ -358,7 +364,9 @@ func (b *bodyBuffer) release() {
 	}
 	if b.file != nil {
 		b.file.Close()
-		os.Remove(b.file.Name())
+		if !b.unlinked {
+			os.Remove(b.file.Name())
+		}
 		b.file = nil
 	}
 	if b.g != nil {
