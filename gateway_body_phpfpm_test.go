@@ -25,11 +25,11 @@ func TestGatewayPHPFPMSlowUploads(t *testing.T) {
 	g, _, logs := phpGateway(t, fpm, 2)
 	g.TempDir = t.TempDir()
 	var read atomic.Int64
-	srv := httptest.NewServer(countingHandler(g, &read))
+	srv := httptest.NewServer(countingBodies(g, &read))
 	defer srv.Close()
 
 	const uploads, size, held = 4, 1 << 20, 128 << 10
-	data := pattern(size)
+	data := bodyPattern(size)
 	want := fmt.Sprintf("%d %x", size, md5.Sum(data))
 	results := make(chan string, uploads)
 	var releases []func()
@@ -51,7 +51,7 @@ func TestGatewayPHPFPMSlowUploads(t *testing.T) {
 			results <- string(b)
 		}()
 	}
-	if !pollUntil(func() bool { return read.Load() >= uploads*held }) {
+	if !pollLong(func() bool { return read.Load() >= uploads*held }) {
 		t.Fatalf("the gateway read %d bytes of the uploads", read.Load())
 	}
 	// The bound is a correctness bound: PHP answers in milliseconds, and
@@ -112,7 +112,7 @@ func TestGatewayPHPFPMHeaderLimit(t *testing.T) {
 		if tc.size > 0 {
 			h = http.Header{"X-Big": {v(tc.size)}}
 		}
-		code, body := getWith(t, srv, tc.target, h)
+		code, body := getWithHeader(t, srv, tc.target, h)
 		if code != tc.code || tc.body != "" && body != tc.body {
 			t.Errorf("%s: %d %.80q, want %d %q", tc.name, code, body, tc.code, tc.body)
 		}

@@ -23,9 +23,9 @@ import (
 	"github.com/fcgikit/fcgi"
 )
 
-// pollUntil polls cond for up to 20 seconds: long enough for a loaded
+// pollLong polls cond for up to 20 seconds: long enough for a loaded
 // 2-core machine, and the bound only matters when cond never holds.
-func pollUntil(cond func() bool) bool {
+func pollLong(cond func() bool) bool {
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -36,8 +36,8 @@ func pollUntil(cond func() bool) bool {
 	return true
 }
 
-// pattern returns n bytes that are not all alike.
-func pattern(n int) []byte {
+// bodyPattern returns n bytes that are not all alike.
+func bodyPattern(n int) []byte {
 	b := make([]byte, n)
 	for i := range b {
 		b[i] = byte(i * 7 / 3)
@@ -81,8 +81,8 @@ func (b *heldBody) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// countingHandler counts the request body bytes h reads, in all.
-func countingHandler(h http.Handler, read *atomic.Int64) http.Handler {
+// countingBodies counts the request body bytes h reads, in all.
+func countingBodies(h http.Handler, read *atomic.Int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = &countingBody{r.Body, read}
 		h.ServeHTTP(w, r)
@@ -100,8 +100,8 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// upload posts body to url and returns what echoApp saw, or an error.
-func upload(c *http.Client, url string, body io.Reader, length int64) (echoed, int, error) {
+// postBody posts body to url and returns what echoApp saw, or an error.
+func postBody(c *http.Client, url string, body io.Reader, length int64) (echoed, int, error) {
 	req, err := http.NewRequest("POST", url, body)
 	if err != nil {
 		return echoed{}, 0, err
@@ -132,11 +132,11 @@ func TestGatewayShieldsBackendFromSlowUpload(t *testing.T) {
 	g.Client.ResponseHeaderTimeout = 30 * time.Second
 	g.TempDir = t.TempDir()
 	var read atomic.Int64
-	srv := httptest.NewServer(countingHandler(g, &read))
+	srv := httptest.NewServer(countingBodies(g, &read))
 	defer srv.Close()
 
 	for _, chunked := range []bool{false, true} {
-		data := pattern(1 << 20)
+		data := bodyPattern(1 << 20)
 		body := newHeldBody(data, 128<<10)
 		release := sync.OnceFunc(func() { close(body.release) })
 		defer release()
@@ -148,14 +148,14 @@ func TestGatewayShieldsBackendFromSlowUpload(t *testing.T) {
 		var got echoed
 		before := read.Load()
 		go func() {
-			e, code, err := upload(srv.Client(), srv.URL+"/app.php", body, length)
+			e, code, err := postBody(srv.Client(), srv.URL+"/app.php", body, length)
 			if err == nil && code != 200 {
 				err = fmt.Errorf("status %d", code)
 			}
 			got = e
 			done <- err
 		}()
-		if !pollUntil(func() bool { return read.Load()-before >= 128<<10 }) {
+		if !pollLong(func() bool { return read.Load()-before >= 128<<10 }) {
 			t.Fatalf("chunked %v: the gateway read %d bytes of the upload", chunked, read.Load()-before)
 		}
 		for i := 0; i < 5; i++ {
@@ -199,7 +199,7 @@ func TestGatewayStreamRequestBody(t *testing.T) {
 	g.StreamRequestBody = true
 	srv := httptest.NewServer(g)
 	defer srv.Close()
-	data := pattern(1 << 20)
+	data := bodyPattern(1 << 20)
 	body := newHeldBody(data, 128<<10)
 	release := sync.OnceFunc(func() { close(body.release) })
 	defer release()
@@ -230,11 +230,11 @@ func TestGatewayStreamRequestBody(t *testing.T) {
 	}
 }
 
-// tempFiles lists the files in dir and those under it that this process
+// spooledFiles lists the files in dir and those under it that this process
 // holds open: the gateway unlinks a body's file as soon as it has opened
 // it (where the system allows), so an open descriptor is all that shows
 // a body on disk, and a leaked one would show as "... (deleted)".
-func tempFiles(t *testing.T, dir string) []string {
+func spooledFiles(t *testing.T, dir string) []string {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -316,7 +316,7 @@ func TestGatewayBodyResourcesComeBack(t *testing.T) {
 		{name: "response cut off, spooled", backend: "up", query: "cut", size: 200 << 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			data := pattern(tc.size)
+			data := bodyPattern(tc.size)
 			held := len(data)
 			if tc.breaks {
 				held = 32 << 10
@@ -352,8 +352,8 @@ func TestGatewayBodyResourcesComeBack(t *testing.T) {
 				t.Fatalf("the application got %q", res.body)
 			}
 			g := gateways[tc.backend]
-			if !pollUntil(func() bool { return len(tempFiles(t, tmp)) == 0 && fcgi.GatewayBodyMemory(g) == 0 }) {
-				t.Fatalf("left behind: temporary files %v, %d bytes of memory", tempFiles(t, tmp), fcgi.GatewayBodyMemory(g))
+			if !pollLong(func() bool { return len(spooledFiles(t, tmp)) == 0 && fcgi.GatewayBodyMemory(g) == 0 }) {
+				t.Fatalf("left behind: temporary files %v, %d bytes of memory", spooledFiles(t, tmp), fcgi.GatewayBodyMemory(g))
 			}
 		})
 	}
@@ -381,11 +381,11 @@ func TestGatewayBodyMemoryBounded(t *testing.T) {
 	tmp := t.TempDir()
 	g.TempDir = tmp
 	var read atomic.Int64
-	srv := httptest.NewServer(countingHandler(g, &read))
+	srv := httptest.NewServer(countingBodies(g, &read))
 	defer srv.Close()
 
 	const n, sent = 40, 1 << 20 // each sends MaxMemoryBytes (the default), then stalls
-	data := pattern(sent + 1)
+	data := bodyPattern(sent + 1)
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -396,7 +396,7 @@ func TestGatewayBodyMemoryBounded(t *testing.T) {
 		wg.Add(1)
 		go func(b *heldBody) {
 			defer wg.Done()
-			upload(srv.Client(), srv.URL+"/app.php", b, -1)
+			postBody(srv.Client(), srv.URL+"/app.php", b, -1)
 		}(bodies[i])
 	}
 	defer func() {
@@ -404,11 +404,11 @@ func TestGatewayBodyMemoryBounded(t *testing.T) {
 			close(b.fail)
 		}
 		wg.Wait()
-		if !pollUntil(func() bool { return len(tempFiles(t, tmp)) == 0 && fcgi.GatewayBodyMemory(g) == 0 }) {
-			t.Errorf("after the uploads broke off: temporary files %v, %d bytes of memory", tempFiles(t, tmp), fcgi.GatewayBodyMemory(g))
+		if !pollLong(func() bool { return len(spooledFiles(t, tmp)) == 0 && fcgi.GatewayBodyMemory(g) == 0 }) {
+			t.Errorf("after the uploads broke off: temporary files %v, %d bytes of memory", spooledFiles(t, tmp), fcgi.GatewayBodyMemory(g))
 		}
 	}()
-	if !pollUntil(func() bool { return read.Load() == n*sent }) {
+	if !pollLong(func() bool { return read.Load() == n*sent }) {
 		t.Fatalf("the gateway read %d bytes of %d", read.Load(), n*sent)
 	}
 	runtime.GC()
@@ -417,14 +417,14 @@ func TestGatewayBodyMemoryBounded(t *testing.T) {
 	held := int64(after.HeapInuse) - int64(before.HeapInuse)
 	mem := fcgi.GatewayBodyMemory(g)
 	t.Logf("%d stalled uploads of %d KiB: %d KiB accounted in memory, %d temporary files, heap in use +%d KiB",
-		n, sent>>10, mem>>10, len(tempFiles(t, tmp)), held>>10)
+		n, sent>>10, mem>>10, len(spooledFiles(t, tmp)), held>>10)
 	// How much of the bound is used depends on the race between the
 	// uploads (one that finds it taken moves to disk and frees its share
 	// only once written), but never more than the bound.
 	if mem > total || mem < sent {
 		t.Errorf("%d bytes of bodies in memory, want at most %d, and at least one body", mem, total)
 	}
-	if files := len(tempFiles(t, tmp)); files < n-total/sent {
+	if files := len(spooledFiles(t, tmp)); files < n-total/sent {
 		t.Errorf("%d temporary files, want at least %d", files, n-total/sent)
 	}
 	// Generous: the bodies in memory, plus each connection's buffers and
@@ -485,7 +485,7 @@ func TestGatewayBodyReadTimeout(t *testing.T) {
 		{"spooled, chunked", 64 << 10, true},
 		{"nothing sent", 0, false},
 	} {
-		data := pattern(256 << 10)
+		data := bodyPattern(256 << 10)
 		body := newHeldBody(data, tc.held)
 		defer close(body.fail)
 		req, _ := http.NewRequest("POST", srv.URL+"/app.php", body)
@@ -501,8 +501,8 @@ func TestGatewayBodyReadTimeout(t *testing.T) {
 		if resp.StatusCode != http.StatusRequestTimeout {
 			t.Fatalf("%s: status %d, want 408", tc.name, resp.StatusCode)
 		}
-		if !pollUntil(func() bool { return len(tempFiles(t, tmp)) == 0 && fcgi.GatewayBodyMemory(g) == 0 }) {
-			t.Fatalf("%s: left behind: temporary files %v, %d bytes of memory", tc.name, tempFiles(t, tmp), fcgi.GatewayBodyMemory(g))
+		if !pollLong(func() bool { return len(spooledFiles(t, tmp)) == 0 && fcgi.GatewayBodyMemory(g) == 0 }) {
+			t.Fatalf("%s: left behind: temporary files %v, %d bytes of memory", tc.name, spooledFiles(t, tmp), fcgi.GatewayBodyMemory(g))
 		}
 	}
 	if n := app.requests.Load(); n != 0 {
@@ -511,7 +511,7 @@ func TestGatewayBodyReadTimeout(t *testing.T) {
 
 	// 40 pieces 25 ms apart: a second in all, each wait far below the
 	// timeout.
-	data := pattern(40 << 10)
+	data := bodyPattern(40 << 10)
 	req, _ := http.NewRequest("POST", srv.URL+"/app.php", &trickleBody{data: data, pieces: 40, interval: 25 * time.Millisecond})
 	req.ContentLength = -1
 	resp, err := c.Do(req)
@@ -536,22 +536,22 @@ func BenchmarkGateway_Post(b *testing.B) {
 	defer c.Close()
 	g := &fcgi.Gateway{Client: c, Root: root, FrontController: "/index.php", TempDir: b.TempDir()}
 	for _, size := range []int{1 << 10, 64 << 10, 1 << 20, 4 << 20} {
-		for _, chunked := range []bool{false, true} {
+		for _, unknown := range []bool{false, true} {
 			name := fmt.Sprintf("%dKiB", size>>10)
-			if chunked {
+			if unknown {
 				name += "_chunked"
 			}
 			b.Run(name, func(b *testing.B) {
-				data := pattern(size)
+				data := bodyPattern(size)
 				b.SetBytes(int64(size))
 				b.ReportAllocs()
 				for b.Loop() {
 					var body io.Reader = bytes.NewReader(data)
-					if chunked {
-						body = chunkedReader{body}
+					if unknown {
+						body = chunked{body}
 					}
 					req := httptest.NewRequest("POST", "/upload", body)
-					if chunked {
+					if unknown {
 						req.ContentLength = -1
 					}
 					w := httptest.NewRecorder()
@@ -565,11 +565,6 @@ func BenchmarkGateway_Post(b *testing.B) {
 	}
 }
 
-// chunkedReader hides its length from httptest.NewRequest.
-type chunkedReader struct{ r io.Reader }
-
-func (c chunkedReader) Read(p []byte) (int, error) { return c.r.Read(p) }
-
 // Memory is taken as a body arrives, not as it is declared, and one body
 // never holds more than MaxMemoryBytes: beyond it, it moves to disk.
 func TestGatewayBodyMemoryPerRequest(t *testing.T) {
@@ -580,7 +575,7 @@ func TestGatewayBodyMemoryPerRequest(t *testing.T) {
 	tmp := t.TempDir()
 	g.TempDir = tmp
 	var read atomic.Int64
-	srv := httptest.NewServer(countingHandler(g, &read))
+	srv := httptest.NewServer(countingBodies(g, &read))
 	defer srv.Close()
 	const n = 10
 	for _, tc := range []struct {
@@ -596,7 +591,7 @@ func TestGatewayBodyMemoryPerRequest(t *testing.T) {
 		{"chunked, past MaxMemoryBytes", -1, 1<<20 + 1, 0, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			data := pattern(2 << 20)
+			data := bodyPattern(2 << 20)
 			if tc.declared > 0 {
 				data = data[:tc.declared]
 			}
@@ -608,7 +603,7 @@ func TestGatewayBodyMemoryPerRequest(t *testing.T) {
 				wg.Add(1)
 				go func(b *heldBody) {
 					defer wg.Done()
-					upload(srv.Client(), srv.URL+"/app.php", b, tc.declared)
+					postBody(srv.Client(), srv.URL+"/app.php", b, tc.declared)
 				}(bodies[i])
 			}
 			defer func() {
@@ -616,19 +611,19 @@ func TestGatewayBodyMemoryPerRequest(t *testing.T) {
 					close(b.fail)
 				}
 				wg.Wait()
-				if !pollUntil(func() bool { return len(tempFiles(t, tmp)) == 0 && fcgi.GatewayBodyMemory(g) == 0 }) {
-					t.Errorf("after: temporary files %v, %d bytes of memory", tempFiles(t, tmp), fcgi.GatewayBodyMemory(g))
+				if !pollLong(func() bool { return len(spooledFiles(t, tmp)) == 0 && fcgi.GatewayBodyMemory(g) == 0 }) {
+					t.Errorf("after: temporary files %v, %d bytes of memory", spooledFiles(t, tmp), fcgi.GatewayBodyMemory(g))
 				}
 			}()
-			if !pollUntil(func() bool { return read.Load()-before == int64(n*tc.sent) }) {
+			if !pollLong(func() bool { return read.Load()-before == int64(n*tc.sent) }) {
 				t.Fatalf("the gateway read %d bytes of %d", read.Load()-before, n*tc.sent)
 			}
 			if tc.onDisk {
 				// The last byte read, a body moves to disk, then frees
 				// its memory.
-				pollUntil(func() bool { return fcgi.GatewayBodyMemory(g) == 0 && len(tempFiles(t, tmp)) == n })
+				pollLong(func() bool { return fcgi.GatewayBodyMemory(g) == 0 && len(spooledFiles(t, tmp)) == n })
 			}
-			mem, files := fcgi.GatewayBodyMemory(g), len(tempFiles(t, tmp))
+			mem, files := fcgi.GatewayBodyMemory(g), len(spooledFiles(t, tmp))
 			if mem < n*tc.memMin || mem > n*tc.memMax {
 				t.Errorf("%d KiB in memory for %d bodies, want %d to %d KiB each", mem>>10, n, tc.memMin>>10, tc.memMax>>10)
 			}
@@ -655,7 +650,7 @@ func TestGatewayBodyMaxBytesReader(t *testing.T) {
 	}))
 	defer srv.Close()
 	for _, size := range []int{1000, 1001} {
-		_, code, err := upload(srv.Client(), srv.URL+"/app.php", chunkedReader{strings.NewReader(strings.Repeat("x", size))}, -1)
+		_, code, err := postBody(srv.Client(), srv.URL+"/app.php", chunked{strings.NewReader(strings.Repeat("x", size))}, -1)
 		if want := map[bool]int{true: 200, false: http.StatusRequestEntityTooLarge}[size <= 1000]; err != nil || code != want {
 			t.Errorf("%d bytes under a 1000-byte MaxBytesReader: %d %v, want %d", size, code, err, want)
 		}
@@ -683,7 +678,7 @@ func TestGatewayStreamRequestBodyStalledClient(t *testing.T) {
 	}
 	defer nc.Close()
 	fmt.Fprintf(nc, "POST /app.php HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 1<<20)
-	nc.Write(pattern(128 << 10))
+	nc.Write(bodyPattern(128 << 10))
 	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
 	if err != nil {
@@ -714,7 +709,7 @@ func TestGatewayStreamRequestBodyTimeout(t *testing.T) {
 	}
 	defer nc.Close()
 	fmt.Fprintf(nc, "POST /app.php HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 1<<20)
-	nc.Write(pattern(128 << 10))
+	nc.Write(bodyPattern(128 << 10))
 	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
 	if err != nil {
@@ -725,7 +720,7 @@ func TestGatewayStreamRequestBodyTimeout(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestTimeout {
 		t.Errorf("status %d %.200q, want 408; log:\n%.3000s", resp.StatusCode, b, logs.String())
 	}
-	if !pollUntil(func() bool { return app.open.Load() == 0 }) {
+	if !pollLong(func() bool { return app.open.Load() == 0 }) {
 		t.Errorf("%d connections to the application still open", app.open.Load())
 	}
 	if strings.Contains(logs.String(), "level=ERROR") {

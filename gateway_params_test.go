@@ -19,9 +19,9 @@ const (
 	bigQueryAtLimit = fcgi.DefaultMaxParamBytes - 1 - 4 - len("REQUEST_URI") - len("/app.php?")
 )
 
-// getWith sends a GET for target with header fields set, and returns
+// getWithHeader sends a GET for target with header fields set, and returns
 // the status and body.
-func getWith(t *testing.T, srv *httptest.Server, target string, h http.Header) (int, string) {
+func getWithHeader(t *testing.T, srv *httptest.Server, target string, h http.Header) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest("GET", srv.URL+target, nil)
 	if err != nil {
@@ -52,13 +52,13 @@ func TestGatewayParamTooLong(t *testing.T) {
 	defer auth.Close()
 	v := func(n int) string { return strings.Repeat("v", n) }
 
-	code, body := getWith(t, srv, "/app.php", http.Header{"X-Big": {v(bigHeaderAtLimit)}})
+	code, body := getWithHeader(t, srv, "/app.php", http.Header{"X-Big": {v(bigHeaderAtLimit)}})
 	var e echoed
 	json.Unmarshal([]byte(body), &e)
 	if code != 200 || len(e.Params["HTTP_X_BIG"]) != bigHeaderAtLimit {
 		t.Fatalf("header at the limit: %d, HTTP_X_BIG of %d bytes", code, len(e.Params["HTTP_X_BIG"]))
 	}
-	code, body = getWith(t, srv, "/app.php?"+v(bigQueryAtLimit), nil)
+	code, body = getWithHeader(t, srv, "/app.php?"+v(bigQueryAtLimit), nil)
 	e = echoed{}
 	json.Unmarshal([]byte(body), &e)
 	if code != 200 || len(e.Params["QUERY_STRING"]) != bigQueryAtLimit {
@@ -78,7 +78,7 @@ func TestGatewayParamTooLong(t *testing.T) {
 		{"URL", srv, "/app.php?" + v(bigQueryAtLimit+1), nil, http.StatusRequestURITooLong},
 		{"header to an authorizer", auth, "/app.php", http.Header{"X-Big": {v(bigHeaderAtLimit + 1)}}, http.StatusRequestHeaderFieldsTooLarge},
 	} {
-		if code, body := getWith(t, tc.srv, tc.target, tc.h); code != tc.code {
+		if code, body := getWithHeader(t, tc.srv, tc.target, tc.h); code != tc.code {
 			t.Errorf("%s: %d %.80q, want %d", tc.name, code, body, tc.code)
 		}
 	}
