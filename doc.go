@@ -40,6 +40,11 @@
 // nginx's are: a minute for each write of the request, for the response
 // header once the body has been sent, and for each later piece. A Gateway is an http.Handler that serves a FastCGI application
 // (a PHP app behind PHP-FPM, typically) the way nginx's fastcgi_pass does.
+// It reads each request body before it takes a backend connection, so that
+// slow clients cannot occupy the application's workers, with bounded
+// memory (Gateway.MaxMemoryBytes per request, Gateway.MaxTotalMemoryBytes
+// in all) and temporary files beyond, and it refuses with 431 or 414 a
+// header field or URL longer than PHP-FPM accepts (Gateway.MaxParamBytes).
 //
 // # Migrating from net/http/fcgi
 //

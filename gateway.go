@@ -1,7 +1,6 @@
 package fcgi
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -17,14 +16,13 @@ import (
 
 // Defaults for zero [Gateway] fields.
 const (
-	DefaultMaxBodyBytes   = 64 << 20
-	DefaultMaxMemoryBytes = 1 << 20
-	DefaultSendTimeout    = 60 * time.Second
+	DefaultMaxBodyBytes        = 64 << 20
+	DefaultMaxMemoryBytes      = 1 << 20
+	DefaultMaxTotalMemoryBytes = 64 << 20
+	DefaultMaxParamBytes       = 65535
+	DefaultBodyReadTimeout     = 60 * time.Second
+	DefaultSendTimeout         = 60 * time.Second
 )
-
-// smallBody is the size up to which a body of known length is read into
-// memory before the request is sent, so that it can be replayed.
-const smallBody = 64 << 10
 
 // A Gateway is an [http.Handler] that serves a FastCGI application, PHP-FPM
 // typically, the way nginx does with fastcgi_pass and fastcgi_params:
@@ -65,9 +63,25 @@ const smallBody = 64 << 10
 // (underscores_in_headers off: X_Real_IP would pass for X-Real-IP), and
 // PHP folds '.', ' ' and '[' into '_' as well (X.Real.IP).
 //
-// A request body of unknown length (chunked) is read first, into memory up
-// to MaxMemoryBytes and then into a temporary file, so that CONTENT_LENGTH
-// is always right (PHP-FPM needs it); bodies over MaxBodyBytes get 413.
+// A request body is read whole before a connection to the application is
+// taken, as nginx does (fastcgi_request_buffering on): a client that sends
+// slowly ties up a goroutine and a buffer, never one of the application's
+// workers (PHP-FPM has pm.max_children of them). The body is held in
+// memory, up to MaxMemoryBytes for one request and MaxTotalMemoryBytes for
+// all together, and otherwise in a temporary file in TempDir: unlinked as
+// soon as it is open on Unix, so that none is left even if the process
+// dies, and elsewhere removed when the request ends, however it ends.
+// CONTENT_LENGTH is then exact, also for a chunked body (PHP-FPM needs it),
+// and a request can be retried on another connection. Bodies over
+// MaxBodyBytes get 413, and a client that stops sending for BodyReadTimeout
+// gets 408. StreamRequestBody opts out for routes that must see a body as
+// it arrives.
+//
+// A request whose header fields or URL would make a parameter longer than
+// MaxParamBytes gets 431 or 414 without reaching the application, rather
+// than a 502 when PHP-FPM drops the connection. The whole header is bounded
+// by the http.Server's MaxHeaderBytes (1 MiB by default).
+//
 // The response is streamed and flushed whenever the application has
 // nothing more ready, so server-sent events work, while a response that
 // arrives whole leaves in one write with a Content-Length; a client that
@@ -116,17 +130,55 @@ type Gateway struct {
 	// ServerSoftware is SERVER_SOFTWARE. Zero means "fcgikit".
 	ServerSoftware string
 
-	// MaxBodyBytes bounds request bodies; longer ones get 413. Zero means
-	// DefaultMaxBodyBytes; negative means no limit.
+	// MaxBodyBytes bounds request bodies; longer ones get 413 Content Too
+	// Large, before anything is read when the length is declared. Zero
+	// means DefaultMaxBodyBytes (64 MiB); negative means no limit.
 	MaxBodyBytes int64
 
-	// MaxMemoryBytes bounds the part of a body of unknown length held in
-	// memory; the rest goes to a temporary file. Zero means
-	// DefaultMaxMemoryBytes.
+	// MaxMemoryBytes bounds the memory one request body is buffered in; a
+	// longer body goes to a temporary file. Memory is taken as the body
+	// arrives, a few KiB at a time. Zero means DefaultMaxMemoryBytes
+	// (1 MiB); negative means no bound but MaxTotalMemoryBytes.
 	MaxMemoryBytes int64
 
-	// TempDir is where bodies are spooled. Zero means os.TempDir().
+	// MaxTotalMemoryBytes bounds the memory all the request bodies being
+	// buffered hold together; once it is taken, further bodies go to
+	// temporary files. Zero means DefaultMaxTotalMemoryBytes (64 MiB);
+	// negative means no limit.
+	MaxTotalMemoryBytes int64
+
+	// TempDir is where bodies are buffered when they are not in memory.
+	// Zero means os.TempDir().
 	TempDir string
+
+	// BodyReadTimeout bounds each wait for more of a request body, as
+	// nginx's client_body_timeout does: a client that sends nothing for
+	// this long gets 408 Request Timeout (unless the application has
+	// answered already), and what its body held is given back. It needs
+	// a ResponseWriter with read deadlines (net/http's server has them).
+	// Zero means DefaultBodyReadTimeout (60 s); negative means no limit.
+	BodyReadTimeout time.Duration
+
+	// StreamRequestBody sends a request body of known length over 64 KiB
+	// to the application as it arrives, instead of buffering it first.
+	// The application then starts before the body has all arrived, and a
+	// slow client holds a backend connection, a PHP-FPM worker, for as
+	// long as it takes to send: set it only for a Gateway serving routes
+	// that need it (a long upload with progress, a streaming API), with
+	// its own Client. Bodies of unknown length are buffered anyway, for
+	// CONTENT_LENGTH. The zero value buffers.
+	StreamRequestBody bool
+
+	// MaxParamBytes bounds each parameter sent to the application, as an
+	// encoded FastCGI name-value pair: lengths, name and value (a header
+	// field X-Foo is HTTP_X_FOO, its values joined). A request that would
+	// need a longer one gets 431 Request Header Fields Too Large, or 414
+	// URI Too Long when the URL makes it. Zero means DefaultMaxParamBytes
+	// (65535, one record's content: the most PHP-FPM takes, as it decodes
+	// each FCGI_PARAMS record on its own and drops the connection when a
+	// pair straddles two); negative means no limit, for applications that
+	// reassemble pairs across records, as fcgikit's Server does.
+	MaxParamBytes int
 
 	// SendTimeout bounds each write of the response to the HTTP client,
 	// as nginx's send_timeout does: when a write (of up to 32 KiB) makes
@@ -145,7 +197,8 @@ type Gateway struct {
 	// means slog.Default().
 	ErrorLog *slog.Logger
 
-	local atomic.Pointer[hostPort] // the last local address, formatted
+	local   atomic.Pointer[hostPort] // the last local address, formatted
+	bodyMem atomic.Int64             // bytes of request bodies held in memory
 }
 
 func (g *Gateway) logger() *slog.Logger {
@@ -153,13 +206,6 @@ func (g *Gateway) logger() *slog.Logger {
 		return g.ErrorLog
 	}
 	return slog.Default()
-}
-
-func (g *Gateway) maxBody() int64 {
-	if g.MaxBodyBytes == 0 {
-		return DefaultMaxBodyBytes
-	}
-	return g.MaxBodyBytes
 }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -258,19 +304,13 @@ func openRegular(name string) (*os.File, os.FileInfo, bool) {
 	return f, fi, true
 }
 
-// forward completes req for r, routed to rt, and serves it: the body
-// (buffered when its length is unknown), the CGI environment with extra
-// added, and the variables an [Gateway.Authorizer] passed on.
+// forward completes req for r, routed to rt, and serves it: the CGI
+// environment with extra added and the variables an [Gateway.Authorizer]
+// passed on, and the body, buffered (see [Gateway.body]).
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route, req *Request, extra map[string]string) {
-	cl, cleanup, err := g.body(r, req)
-	defer cleanup()
-	if err != nil {
-		g.fail(w, r, err)
-		return
-	}
 	env := getEnv()
 	defer putEnv(env)
-	*env = g.params(*env, r, rt, cl)
+	*env = g.params(*env, r, rt, "")
 	for k, v := range extra {
 		env.set(k, v)
 	}
@@ -282,8 +322,26 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route, req 
 			env.set(k, v)
 		}
 	}
+	// Checked before the body is read: a request refused for its header
+	// wastes no upload.
+	if err := g.checkParams(*env); err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	var body bodyBuffer
+	defer body.release()
+	cl, err := g.body(w, r, req, &body)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	env.set("CONTENT_LENGTH", cl)
 	req.env = *env
 	req.Stderr = &stderrLog{log: g.logger(), r: r}
+	if body.clock != nil {
+		g.serveStreamed(w, r, req, &body)
+		return
+	}
 	g.serve(w, r, req)
 }
 
@@ -576,88 +634,6 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	http.Error(w, http.StatusText(code), code)
 }
 
-var errTooLarge = &httpError{code: http.StatusRequestEntityTooLarge, msg: "fcgi: request body too large"}
-
-func nop() {}
-
-// body prepares r's body as req.Body and returns CONTENT_LENGTH ("" for
-// no body) and a cleanup function. Small and unknown-length bodies are
-// read first and made replayable; large ones of known length stream.
-func (g *Gateway) body(r *http.Request, req *Request) (string, func(), error) {
-	max := g.maxBody()
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return "", nop, nil
-	}
-	if r.ContentLength > 0 {
-		if max >= 0 && r.ContentLength > max {
-			return "", nop, errTooLarge
-		}
-		if r.ContentLength > smallBody {
-			// Streamed: the client may still be sending it when the
-			// response has ended, so reads stop when ServeHTTP returns.
-			gb := &guardedBody{r: r.Body}
-			req.Body = gb
-			return strconv.FormatInt(r.ContentLength, 10), gb.stop, nil
-		}
-	}
-	// Unknown length, or small: read it all.
-	mem := g.MaxMemoryBytes
-	if mem <= 0 {
-		mem = DefaultMaxMemoryBytes
-	}
-	if r.ContentLength > 0 {
-		mem = max64(mem, r.ContentLength)
-	}
-	var buf bytes.Buffer
-	n, err := io.CopyN(&buf, r.Body, mem+1)
-	if err != nil && err != io.EOF {
-		return "", nop, &httpError{code: http.StatusBadRequest, msg: "fcgi: reading request body: " + err.Error()}
-	}
-	if n <= mem {
-		if max >= 0 && n > max {
-			return "", nop, errTooLarge
-		}
-		data := buf.Bytes()
-		if n == 0 {
-			return "", nop, nil
-		}
-		req.Body = bytes.NewReader(data)
-		req.GetBody = func() (io.Reader, error) { return bytes.NewReader(data), nil }
-		return strconv.Itoa(len(data)), nop, nil
-	}
-	// Spool to a temporary file.
-	f, err := os.CreateTemp(g.TempDir, "fcgi-body-")
-	if err != nil {
-		return "", nop, err
-	}
-	cleanup := func() { f.Close(); os.Remove(f.Name()) }
-	limit := int64(1<<63 - 1)
-	if max >= 0 {
-		limit = max - n + 1
-	}
-	if _, err := buf.WriteTo(f); err != nil {
-		return "", cleanup, err
-	}
-	m, err := io.Copy(f, io.LimitReader(r.Body, limit))
-	if err != nil {
-		return "", cleanup, &httpError{code: http.StatusBadRequest, msg: "fcgi: reading request body: " + err.Error()}
-	}
-	size := n + m
-	if max >= 0 && size > max {
-		return "", cleanup, errTooLarge
-	}
-	req.Body = io.NewSectionReader(f, 0, size)
-	req.GetBody = func() (io.Reader, error) { return io.NewSectionReader(f, 0, size), nil }
-	return strconv.FormatInt(size, 10), cleanup, nil
-}
-
-func max64(a, b int64) int64 {
-	if a > b {
-		return a
-	}
-	return b
-}
-
 // stderrLog logs the application's stderr with the request it belongs to.
 type stderrLog struct {
 	log *slog.Logger
@@ -712,6 +688,11 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 		if rt.script == "" {
 			env.del("SCRIPT_FILENAME")
 		}
+		if err := g.checkParams(*env); err != nil {
+			putEnv(env)
+			g.fail(w, r, err)
+			return
+		}
 		req := &Request{Role: Authorizer, env: *env, Stderr: &stderrLog{log: g.logger(), r: r}}
 		resp, err := g.Client.Do(r.Context(), req)
 		putEnv(env)
@@ -753,29 +734,3 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r2)
 	})
 }
-
-// guardedBody passes a request body to the client's body writer until stop,
-// after which reads fail: net/http forbids reading a request body after
-// ServeHTTP has returned. stop waits for a read in progress.
-type guardedBody struct {
-	mu      sync.Mutex
-	r       io.Reader
-	stopped bool
-}
-
-func (b *guardedBody) Read(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.stopped {
-		return 0, errBodyStopped
-	}
-	return b.r.Read(p)
-}
-
-func (b *guardedBody) stop() {
-	b.mu.Lock()
-	b.stopped = true
-	b.mu.Unlock()
-}
-
-var errBodyStopped = errors.New("fcgi: request over")

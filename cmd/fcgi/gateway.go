@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,8 +28,15 @@ nginx that speaks FastCGI (fcgikit's Gateway): each HTTP request becomes
 a FastCGI request with the CGI variables nginx sends. Connections to the
 --backend addresses are kept open and reused, at most --max-conns per
 backend; each request goes to the backend with the fewest in flight.
-Request bodies of unknown length are spooled to a temporary file, so that
-CONTENT_LENGTH is right; responses are streamed as they arrive.
+Request bodies are read whole before a backend connection is taken, as
+nginx does, so that a slow client never holds one of the application's
+workers and CONTENT_LENGTH is exact: in memory up to --max-body-memory
+per request and --max-body-memory-total in all, otherwise in a temporary
+file in --temp-dir. A client that sends nothing for --body-timeout gets
+408. --stream-body sends large bodies of known length as they arrive
+instead. A header field or URL that would not fit one FastCGI record
+(--max-param, what PHP-FPM takes) is answered 431 or 414. Responses are
+streamed as they arrive.
 
 With --root it routes as nginx's try_files and fastcgi_split_path_info do:
 a path whose first segment ending in --ext names an existing script runs
@@ -88,8 +94,13 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 		fs.BoolVar(&g.ServeStatic, "static", true, "serve existing files under --root that are not scripts directly")
 		timeout := fs.Duration("timeout", 60*time.Second, "FastCGI timeout: connecting, and each wait for the application to read or answer")
 		fs.Int64Var(&g.MaxBodyBytes, "max-body", 32<<20, "largest request body, in bytes")
+		fs.Int64Var(&g.MaxMemoryBytes, "max-body-memory", fcgi.DefaultMaxMemoryBytes, "most `bytes` of one request body held in memory; the rest goes to --temp-dir")
+		fs.Int64Var(&g.MaxTotalMemoryBytes, "max-body-memory-total", fcgi.DefaultMaxTotalMemoryBytes, "most `bytes` of all request bodies held in memory together")
+		bodyTimeout := fs.Duration("body-timeout", fcgi.DefaultBodyReadTimeout, "most time a read of a request body may wait for the client; then 408 (0: no limit)")
+		fs.StringVar(&g.TempDir, "temp-dir", "", "`directory` for request bodies not held in memory (default: $TMPDIR or /tmp)")
+		fs.BoolVar(&g.StreamRequestBody, "stream-body", false, "send request bodies of known length over 64 KiB as they arrive, not buffered first (a slow client then holds a backend worker)")
+		fs.IntVar(&g.MaxParamBytes, "max-param", fcgi.DefaultMaxParamBytes, "longest parameter sent, in `bytes` as a FastCGI pair; longer header fields get 431, URLs 414 (-1: no limit)")
 		headerTimeout := fs.Duration("header-timeout", 10*time.Second, "most time for a client to send a request's header (0: no limit)")
-		bodyTimeout := fs.Duration("body-timeout", 60*time.Second, "most time a read of a request body may wait for the client (0: no limit)")
 		idleTimeout := fs.Duration("idle-timeout", 75*time.Second, "close a keep-alive connection idle this long (0: never)")
 		sendTimeout := fs.Duration("send-timeout", fcgi.DefaultSendTimeout, "most time a write of a response may wait for the client (0: no limit)")
 		filter := fs.Bool("filter", false, "send each file under --root to the application in the Filter role")
@@ -110,9 +121,13 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 					return usageError(e, fs, "--%s must not be negative", name)
 				}
 			}
-			g.SendTimeout = *sendTimeout
+			// The Gateway's zero is its default; the flags' zero is none.
+			g.SendTimeout, g.BodyReadTimeout = *sendTimeout, *bodyTimeout
 			if g.SendTimeout == 0 {
-				g.SendTimeout = -1 // the Gateway's zero is its default
+				g.SendTimeout = -1
+			}
+			if g.BodyReadTimeout == 0 {
+				g.BodyReadTimeout = -1
 			}
 			c.DialTimeout = *timeout
 			c.WriteTimeout = *timeout
@@ -151,9 +166,6 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 			var h http.Handler = g
 			if *filter {
 				h = g.Filter()
-			}
-			if *bodyTimeout > 0 {
-				h = bodyTimeouts(h, *bodyTimeout)
 			}
 			srv := &http.Server{
 				Handler:           h,
@@ -211,58 +223,6 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 			return err
 		}
 	},
-}
-
-// bodyTimeouts bounds each read of a request body, as nginx's
-// client_body_timeout does: a read that gets nothing for d fails (and the
-// connection is closed), while a large upload that keeps coming, however
-// slowly, is never cut, since the deadline moves with every read. An
-// http.Server ReadTimeout would bound the whole request instead.
-func bodyTimeouts(h http.Handler, d time.Duration) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = &timedBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: d, h2: r.ProtoMajor >= 2}
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-// A timedBody moves the connection's read deadline d ahead before a read.
-// Moving it costs a timer update, so it moves only when d/8 has passed
-// since it last did, and lies then 9d/8 ahead: a read always has at least
-// d. Over HTTP/1 a deadline that passes between reads does nothing (the
-// next read moves it first); over HTTP/2 it closes the body at once, so
-// there it is lifted after each read: the handler may take its time
-// between reads (a backend slow to take the body). Reads are not
-// concurrent (an http.Request body's rule).
-type timedBody struct {
-	io.ReadCloser
-	rc    *http.ResponseController
-	d     time.Duration
-	h2    bool
-	moved time.Time
-	done  bool
-}
-
-func (b *timedBody) Read(p []byte) (int, error) {
-	// After the end net/http reads the connection in the background to
-	// see the client go, and cancels the request if that read fails: no
-	// deadline may be set then.
-	if !b.done {
-		if now := time.Now(); now.Sub(b.moved) >= b.d/8 {
-			if b.rc.SetReadDeadline(now.Add(b.d+b.d/8)) == nil {
-				b.moved = now
-			}
-		}
-	}
-	n, err := b.ReadCloser.Read(p)
-	if err != nil {
-		b.done = true
-	} else if b.h2 && !b.moved.IsZero() {
-		b.rc.SetReadDeadline(time.Time{})
-		b.moved = time.Time{}
-	}
-	return n, err
 }
 
 // passAll makes g send every request to the application, as an nginx
