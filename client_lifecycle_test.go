@@ -24,7 +24,7 @@ import (
 // where it signals reached and waits for act.
 type hostileBackend struct {
 	ln      net.Listener
-	stage   string
+	stage   string // begin, stdin, header, body, done or flood (endless STDOUT)
 	reached chan struct{}
 	act     chan string // fin, rst, malformed or stall
 	wg      sync.WaitGroup
@@ -122,7 +122,7 @@ func (b *hostileBackend) serve(nc net.Conn) {
 				}
 				paramsDone = true
 				wire.ForEachPair(string(params), func(name, value string) bool {
-					if name == "REQUEST_URI" && value == "/hostile" {
+					if name == "REQUEST_URI" && strings.HasPrefix(value, "/hostile") {
 						hostile = true
 					}
 					return true
@@ -151,6 +151,18 @@ func (b *hostileBackend) serve(nc net.Conn) {
 		}
 		wr.WriteStream(wire.TypeStdout, id, []byte("Content-Type: text/plain\r\n\r\npartial "))
 		wr.Flush()
+		if hostile && b.stage == "flood" {
+			// A body without end, for a client that stops reading: it
+			// ends when the other side gives the request up.
+			b.reached <- struct{}{}
+			chunk := make([]byte, 32<<10)
+			for {
+				wr.WriteStream(wire.TypeStdout, id, chunk)
+				if err := wr.Flush(); err != nil {
+					return
+				}
+			}
+		}
 		if at("body") {
 			return
 		}
@@ -317,5 +329,126 @@ func testClientCell(t *testing.T, mpx fcgi.MultiplexMode, stage string, end clie
 	if !eventually(func() bool { _, _, conns, _, _ := fcgi.PoolState(c); return conns == 0 }) {
 		_, _, conns, _, _ := fcgi.PoolState(c)
 		t.Fatalf("%d connections open after Close", conns)
+	}
+}
+
+// A request queued for a connection (MaxConnsPerBackend reached), ended
+// each way: its own context, Client.Close, or the request holding the
+// connection ending by success, cancel or each backend failure. The
+// queued request leaves the queue with an error, or is served, and the
+// pool settles.
+func TestClientQueuedEveryEnding(t *testing.T) {
+	endings := []struct {
+		name   string
+		stage  string // where the holder stops
+		act    string // what the backend does then
+		served bool   // whether the queued request is served
+	}{
+		{"cancel", "header", "stall", false},
+		{"client-close", "header", "stall", false},
+		{"holder-done", "done", "stall", true},
+		{"holder-cancel", "header", "stall", true},
+		{"holder-backend-fin", "header", "fin", true},
+		{"holder-backend-rst", "header", "rst", true},
+		{"holder-backend-malformed", "header", "malformed", true},
+	}
+	for _, mpx := range []fcgi.MultiplexMode{fcgi.MultiplexOff, fcgi.MultiplexOn} {
+		name := map[fcgi.MultiplexMode]string{fcgi.MultiplexOff: "one-per-conn", fcgi.MultiplexOn: "multiplexed"}[mpx]
+		for _, end := range endings {
+			t.Run(name+"/"+end.name, func(t *testing.T) {
+				t.Parallel()
+				b := startHostile(t, end.stage)
+				c := &fcgi.Client{Addr: b.ln.Addr().String(), Multiplex: mpx, MaxConnsPerBackend: 1, MaxRequestsPerConn: 1, ErrorLog: quietLog}
+				defer c.Close()
+				hctx, hcancel := context.WithCancel(context.Background())
+				defer hcancel()
+				held := make(chan error, 1)
+				go func() {
+					resp, err := c.Do(hctx, &fcgi.Request{Params: map[string]string{"REQUEST_METHOD": "GET", "REQUEST_URI": "/hostile", "SCRIPT_FILENAME": "/x"}})
+					if err == nil {
+						_, err = io.ReadAll(resp.Body)
+						resp.Body.Close()
+					}
+					held <- err
+				}()
+				select {
+				case <-b.reached:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the backend did not reach the stage")
+				}
+				if end.stage == "done" {
+					if err := <-held; err != nil {
+						t.Fatalf("holder: %v", err)
+					}
+				}
+				qctx, qcancel := context.WithCancel(context.Background())
+				defer qcancel()
+				type result struct {
+					body string
+					err  error
+				}
+				queued := make(chan result, 1)
+				go func() {
+					resp, err := c.Do(qctx, get("/ok"))
+					if err != nil {
+						queued <- result{err: err}
+						return
+					}
+					body, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					queued <- result{string(body), err}
+				}()
+				waitForMsg(t, "the request to queue", func() bool {
+					_, waiters, _, _, _ := fcgi.PoolState(c)
+					return waiters == 1 || end.stage == "done"
+				})
+				b.act <- end.act
+				switch end.name {
+				case "cancel":
+					qcancel()
+				case "client-close":
+					c.Close()
+				case "holder-cancel":
+					hcancel()
+				}
+				var r result
+				select {
+				case r = <-queued:
+				case <-time.After(10 * time.Second):
+					inflight, waiters, conns, idle, mpxc := fcgi.PoolState(c)
+					t.Fatalf("the queued request is still waiting: %d in flight, %d waiting, %d open, %d idle, %d multiplexed", inflight, waiters, conns, idle, mpxc)
+				}
+				if end.served && (r.err != nil || r.body != "partial ok") {
+					t.Fatalf("queued request: %q, %v; want it served", r.body, r.err)
+				}
+				if !end.served && r.err == nil {
+					t.Fatalf("queued request served (%q) after %s", r.body, end.name)
+				}
+				if end.name == "cancel" && !errors.Is(r.err, context.Canceled) {
+					t.Fatalf("queued request after its cancel: %v", r.err)
+				}
+				if end.name == "client-close" && !errors.Is(r.err, fcgi.ErrClientClosed) {
+					t.Fatalf("queued request after Close: %v", r.err)
+				}
+				hcancel()
+				settled := func() bool {
+					inflight, waiters, conns, idle, mpx := fcgi.PoolState(c)
+					return inflight == 0 && waiters == 0 && conns == idle+mpx
+				}
+				if end.name != "client-close" {
+					if !eventually(settled) {
+						inflight, waiters, conns, idle, mpxc := fcgi.PoolState(c)
+						t.Fatalf("pool: %d in flight, %d waiting, %d open, %d idle, %d multiplexed", inflight, waiters, conns, idle, mpxc)
+					}
+					if _, got := doString(t, c, get("/ok")); got != "partial ok" {
+						t.Fatalf("fresh response %q", got)
+					}
+				}
+				c.Close()
+				if !eventually(func() bool { _, _, conns, _, _ := fcgi.PoolState(c); return conns == 0 }) {
+					t.Fatal("connections open after Close")
+				}
+			})
+		}
 	}
 }

@@ -42,8 +42,11 @@ func checkLeaks(t testing.TB) {
 }
 
 // eventually polls cond for up to two seconds.
-func eventually(cond func() bool) bool {
-	deadline := time.Now().Add(2 * time.Second)
+func eventually(cond func() bool) bool { return eventuallyFor(2*time.Second, cond) }
+
+// eventuallyFor polls cond for up to d.
+func eventuallyFor(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			return false

@@ -198,7 +198,7 @@ func TestGatewayTimeoutFlagsNegative(t *testing.T) {
 }
 
 // TestGatewayBodyTimeoutHTTP2: over HTTP/2 too, a body that stops
-// arriving is cut after --body-timeout.
+// arriving is cut after --body-timeout with 408.
 func TestGatewayBodyTimeoutHTTP2(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
@@ -218,7 +218,7 @@ func TestGatewayBodyTimeoutHTTP2(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusBadRequest {
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusRequestTimeout {
 		t.Fatalf("HTTP/%d %d %q", resp.ProtoMajor, resp.StatusCode, body)
 	}
 	if d := time.Since(start); d < 500*time.Millisecond {
