@@ -90,4 +90,19 @@
 // runs on its own goroutine. Responses of multiplexed requests are written
 // whole records at a time under the connection's lock, so they never
 // interleave inside a record.
+//
+// # Limits
+//
+// Every resource a peer can make fcgikit hold is bounded, and comes back
+// however the peer leaves: a Server request's slot ([Server.MaxRequests])
+// when its connection ends by FIN, RST, a malformed record, a timeout,
+// Shutdown or Close, even if its handler never started; a [Client]
+// connection ([Client.MaxConnsPerBackend]) when its request ends by
+// success, cancel, timeout or a backend failure; a [Gateway]'s body memory
+// and temporary file, and its backend connection, when the HTTP client
+// goes, stops sending ([Gateway.BodyReadTimeout]) or stops reading
+// ([Gateway.SendTimeout]). A limit that is reached recovers when the load
+// goes away. docs/limits.md lists each resource with its bound, its
+// default and the test that takes it through each state it can be in and
+// ends it each way it can end.
 package fcgi
