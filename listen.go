@@ -1,43 +1,212 @@
 package fcgi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
+// defaultSocketMode is the mode of a unix socket when SocketMode is zero:
+// PHP-FPM's listen.mode default.
+const defaultSocketMode os.FileMode = 0o660
+
+// A ListenConfig gives the owner, group and permissions of the unix
+// sockets its Listen method creates, as PHP-FPM's listen.owner,
+// listen.group and listen.mode do. The zero value is what [Listen] and
+// [Server.ListenAndServe] use when nothing is set: a socket owned by the
+// process's user and group, mode 0660. The fields have no effect on TCP
+// addresses.
+//
+// Connecting to a unix socket takes write permission on it, so a web
+// server whose workers run as another user (nginx's as www-data on
+// Debian) needs either SocketOwner set to that user or SocketGroup to a
+// group of that user, with the mode's write bit for it. The directory
+// the socket is in must also be searchable (x) by that user, and must not
+// be writable by others, who could replace the socket.
+type ListenConfig struct {
+	// SocketMode is the permission bits (0777 at most) of the socket file.
+	// Zero means 0660, PHP-FPM's default: the owner and the group may
+	// connect, nobody else. The mode is set as asked, whatever the
+	// process's umask. Giving write to others (0666) lets every local user
+	// send requests, with whatever variables (SCRIPT_FILENAME) they like.
+	SocketMode os.FileMode
+
+	// SocketOwner is the user that owns the socket file: a user name
+	// ("www-data") or a numeric user ID ("33"). Empty means the process's
+	// effective user. Changing the owner takes root (CAP_CHOWN).
+	SocketOwner string
+
+	// SocketGroup is the group of the socket file: a group name or a
+	// numeric group ID. Empty means the group the file is created with:
+	// the process's effective group (or the directory's, if it is
+	// set-group-ID). A process that is not root may give it a group it is
+	// a member of.
+	SocketGroup string
+}
+
 // Listen opens a listener for ListenAndServe's address forms: "unix:/path"
-// for a unix socket, anything else a TCP "host:port".
+// for a unix socket, anything else a TCP "host:port". A unix socket gets
+// the owner, group and mode of the ListenConfig's fields.
 //
 // A unix socket file left behind by a server that died is removed first;
 // one that a live server still accepts on is left alone, and Listen then
-// fails with the "address already in use" error.
-func Listen(addr string) (net.Listener, error) {
+// fails with the "address already in use" error. The user or group names
+// are looked up, and a bad mode is refused, before anything is created.
+//
+// The socket is never reachable with wider permissions than asked: on
+// Linux it is created with the mode's owner bits only (the socket's own
+// mode is set before bind(2), and the kernel gives the file that mode
+// less the umask), so until the owner and group are changed and the full
+// mode set, a moment later, only the process's own user may connect. If
+// changing them fails, the listener is closed and the socket removed.
+// Other systems create the file with the umask's mode, so in that moment
+// it is as open as the umask allows.
+func (lc *ListenConfig) Listen(ctx context.Context, addr string) (net.Listener, error) {
 	path, ok := strings.CutPrefix(addr, "unix:")
 	if !ok {
-		return net.Listen("tcp", addr)
+		var nlc net.ListenConfig
+		return nlc.Listen(ctx, "tcp", addr)
 	}
-	l, err := net.Listen("unix", path)
+	perm, err := lc.socketPerm()
+	if err != nil {
+		return nil, err
+	}
+	l, err := perm.listen(ctx, path)
 	if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
 		return l, err
 	}
 	if fi, serr := os.Lstat(path); serr != nil || fi.Mode()&os.ModeSocket == 0 {
 		return nil, err
 	}
-	if c, derr := net.DialTimeout("unix", path, time.Second); derr == nil {
+	d := net.Dialer{Timeout: time.Second}
+	if c, derr := d.DialContext(ctx, "unix", path); derr == nil {
 		c.Close()
 		return nil, err
 	}
 	if rerr := os.Remove(path); rerr != nil {
 		return nil, err
 	}
-	return net.Listen("unix", path)
+	return perm.listen(ctx, path)
+}
+
+// Listen opens a listener for ListenAndServe's address forms: "unix:/path"
+// for a unix socket, anything else a TCP "host:port". It is
+// [ListenConfig.Listen] with the zero ListenConfig: a unix socket has
+// mode 0660 and the process's user and group.
+func Listen(addr string) (net.Listener, error) {
+	var lc ListenConfig
+	return lc.Listen(context.Background(), addr)
+}
+
+// socketPerm is a ListenConfig resolved: the mode, and the IDs to give
+// the socket file, -1 for those left as created.
+type socketPerm struct {
+	mode     os.FileMode
+	uid, gid int
+}
+
+func (lc *ListenConfig) socketPerm() (socketPerm, error) {
+	p := socketPerm{mode: lc.SocketMode, uid: -1, gid: -1}
+	if p.mode == 0 {
+		p.mode = defaultSocketMode
+	}
+	if p.mode&^os.ModePerm != 0 {
+		return p, fmt.Errorf("fcgi: SocketMode %#o: only permission bits (0777) are allowed", uint32(p.mode))
+	}
+	var err error
+	if lc.SocketOwner != "" {
+		if p.uid, err = lookupID(lc.SocketOwner, func(name string) (string, error) {
+			u, err := user.Lookup(name)
+			if err != nil {
+				return "", err
+			}
+			return u.Uid, nil
+		}); err != nil {
+			return p, fmt.Errorf("fcgi: SocketOwner: %w", err)
+		}
+	}
+	if lc.SocketGroup != "" {
+		if p.gid, err = lookupID(lc.SocketGroup, func(name string) (string, error) {
+			g, err := user.LookupGroup(name)
+			if err != nil {
+				return "", err
+			}
+			return g.Gid, nil
+		}); err != nil {
+			return p, fmt.Errorf("fcgi: SocketGroup: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// lookupID returns the numeric ID s is, or that lookup finds for the
+// name s. A number is taken as is, with or without an account, as
+// chown(1) does.
+func lookupID(s string, lookup func(string) (string, error)) (int, error) {
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil && n != 1<<32-1 {
+		return int(n), nil
+	}
+	id, err := lookup(s)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(id)
+}
+
+// bind creates the socket file at path, listening, with mode p.mode's
+// owner bits only, less the umask (where the system honours a socket's
+// mode set before bind(2), as Linux does).
+func (p socketPerm) bind(ctx context.Context, path string) (net.Listener, error) {
+	nlc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		// Best effort: a system that refuses leaves the umask's mode,
+		// which apply corrects a moment later.
+		return c.Control(func(fd uintptr) { syscall.Fchmod(int(fd), uint32(p.mode&0o700)) })
+	}}
+	return nlc.Listen(ctx, "unix", path)
+}
+
+// listen binds the socket at path and gives it its owner, group and mode.
+func (p socketPerm) listen(ctx context.Context, path string) (net.Listener, error) {
+	l, err := p.bind(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.apply(path); err != nil {
+		l.Close() // removes the socket file
+		return nil, err
+	}
+	return l, nil
+}
+
+// apply sets the owner, group and mode of the socket file just bound at
+// path. The owner and group change first: the full mode is for them.
+func (p socketPerm) apply(path string) error {
+	// The directory is the operator's to keep safe; still, refuse to
+	// chmod what is no longer a socket (chmod follows symbolic links).
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("fcgi: socket: %w", err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("fcgi: socket %s: replaced by a %v after bind", path, fi.Mode().Type())
+	}
+	if p.uid >= 0 || p.gid >= 0 {
+		if err := os.Lchown(path, p.uid, p.gid); err != nil {
+			return fmt.Errorf("fcgi: socket owner: %w", err)
+		}
+	}
+	if err := os.Chmod(path, p.mode); err != nil {
+		return fmt.Errorf("fcgi: socket mode: %w", err)
+	}
+	return nil
 }
 
 // inheritedListener returns the listening socket the process was started

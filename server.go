@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -112,6 +113,19 @@ type Server struct {
 	// separated by commas, IPv4 or IPv6, with an optional /bits prefix
 	// length) is used if set. Unix-socket connections are not checked.
 	WebServerAddrs []netip.Prefix
+
+	// SocketMode, SocketOwner and SocketGroup are the permission bits,
+	// owner and group of a unix socket that ListenAndServe creates, as
+	// PHP-FPM's listen.mode, listen.owner and listen.group. SocketMode
+	// zero means 0660; an empty SocketOwner or SocketGroup, the process's
+	// user or group. Owner and group are names or numeric IDs. A web server
+	// whose workers run as another user (nginx's as www-data) needs
+	// SocketGroup set to their group, or SocketOwner to their user. See
+	// ListenConfig for the details; Serve leaves the listener it is given
+	// as it is.
+	SocketMode  os.FileMode
+	SocketOwner string
+	SocketGroup string
 
 	// ErrorLog receives protocol errors, handler panics and accept errors.
 	// Nil means slog.Default().
@@ -388,12 +402,14 @@ func isTemporary(err error) bool {
 // ListenAndServe listens on addr and serves FastCGI on it. An address of
 // the form "unix:/path" is a unix socket (a stale socket file left by an
 // earlier run is removed first, one that another server still answers on
-// is not); anything else is a TCP "host:port".
+// is not), created with SocketMode, SocketOwner and SocketGroup; anything
+// else is a TCP "host:port".
 func (s *Server) ListenAndServe(addr string) error {
 	if s.inShutdown.Load() {
 		return ErrServerClosed
 	}
-	l, err := Listen(addr)
+	lc := ListenConfig{SocketMode: s.SocketMode, SocketOwner: s.SocketOwner, SocketGroup: s.SocketGroup}
+	l, err := lc.Listen(context.Background(), addr)
 	if err != nil {
 		return err
 	}

@@ -46,6 +46,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -97,6 +98,26 @@ func Require(t testing.TB, binary, debianPkg string) string {
 	}
 	t.Skipf("peer %s not installed (apt-get install %s)", binary, debianPkg)
 	return ""
+}
+
+// RequireRoot skips the test unless it runs as root, which it needs for
+// what (changing a file's owner, running a process as another user), or
+// fails it when CI=true. It also checks that each of users exists, as
+// Debian has them (www-data, nobody), the same way.
+func RequireRoot(t testing.TB, what string, users ...string) {
+	t.Helper()
+	fail := t.Skipf
+	if inCI(t) {
+		fail = t.Fatalf
+	}
+	if os.Geteuid() != 0 {
+		fail("test needs root to %s (running as uid %d)", what, os.Geteuid())
+	}
+	for _, name := range users {
+		if _, err := user.Lookup(name); err != nil {
+			fail("test needs the user %s to %s: %v", name, what, err)
+		}
+	}
 }
 
 // lookup is the search of Require without its test side effects: it
