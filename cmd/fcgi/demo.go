@@ -30,7 +30,8 @@ LISTEN_FDS), as spawned by 'fcgi spawn' or spawn-fcgi. It is the
 application behind 'fcgi gateway' without --backend, and is used in tests.
 
 Paths: / (the page), /env (plain-text variables), /echo (the request
-body echoed), /sleep?d=DURATION, /status/CODE, /pid.
+body echoed), /sleep?d=DURATION, /status/CODE, /pid, /id (the process's
+user, group, supplementary groups and working directory).
 `,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		listen := fs.String("listen", "", "listen `address` (unix:/path or host:port); default: inherited socket")
@@ -95,6 +96,11 @@ func demoHandler() http.Handler {
 	})
 	mux.HandleFunc("/pid", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%d\n", os.Getpid())
+	})
+	mux.HandleFunc("/id", func(w http.ResponseWriter, r *http.Request) {
+		groups, _ := os.Getgroups()
+		wd, _ := os.Getwd()
+		fmt.Fprintf(w, "uid=%d gid=%d groups=%v cwd=%s\n", os.Getuid(), os.Getgid(), groups, wd)
 	})
 	mux.HandleFunc("/sleep", func(w http.ResponseWriter, r *http.Request) {
 		d, _ := time.ParseDuration(r.URL.Query().Get("d"))

@@ -8,7 +8,10 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/user"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -52,11 +55,35 @@ LISTEN_PID set to each process's PID, as systemd socket activation does.
 
 The processes share spawn's standard output and error.
 
+A unix socket is created with mode --socket-mode (default 0660, as
+PHP-FPM's listen.mode) and owned by --socket-user and --socket-group
+(default: spawn's own user and group), so that a web server running as
+another user can connect: connecting takes write permission. For nginx
+on Debian, whose workers run as www-data: --socket-group www-data.
+
+Spawn itself keeps its privileges (it must, to restart processes);
+with --user and --group the processes run as that user and group, with
+the user's supplementary groups (those of 'id USER', as initgroups(3)
+gives them) and none of spawn's. --group defaults to the user's primary
+group; a numeric --user with no account needs --group. With --chdir the
+processes start in that directory, and a relative PROG with a slash is
+taken from there, as spawn-fcgi -d does.
+
+--pid-file gets spawn's own PID, the process to send SIGTERM or SIGHUP,
+once the socket is bound; it is removed when spawn exits (unless
+SIGKILL ends it).
+
+spawn-fcgi's letters work as short names: -s (--listen), -F (-n),
+-M (--socket-mode), -U (--socket-user), -G (--socket-group),
+-u (--user), -g (--group), -P (--pid-file), -d (--chdir).
+
 Examples:
 
 	fcgi spawn --listen unix:/run/app.sock -n 4 -- /usr/local/bin/app
 	fcgi spawn --listen 127.0.0.1:9000 -- php-cgi
 	fcgi spawn --listen unix:/run/app.sock --systemd -- ./server --flag
+	fcgi spawn -s /run/app.sock -U www-data -G www-data -M 0660 \
+		-u app -g app -P /run/app.pid -d /srv/app -- ./app
 
 Exit status: 0 after SIGTERM and a clean stop, 1 if the socket could not
 be bound, PROG could not be started at all, or a second signal cut the
@@ -64,14 +91,34 @@ grace short.
 `,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		sp := &spawner{}
-		listen := fs.String("listen", "", "listen `address`: unix:/path or host:port (required)")
+		var listen string
+		fs.StringVar(&listen, "listen", "", "listen `address`: unix:/path or host:port (required)")
+		fs.StringVar(&listen, "s", "", "short for --listen (spawn-fcgi -s)")
 		fs.IntVar(&sp.n, "n", 1, "number of processes")
+		fs.IntVar(&sp.n, "F", 1, "short for -n (spawn-fcgi -F)")
+		var lc fcgi.ListenConfig
+		fs.Var((*octalMode)(&lc.SocketMode), "socket-mode", "unix socket permission `bits`, octal (default 0660, as PHP-FPM's listen.mode)")
+		fs.Var((*octalMode)(&lc.SocketMode), "M", "short for --socket-mode (spawn-fcgi -M), octal `bits`")
+		fs.StringVar(&lc.SocketOwner, "socket-user", "", "`user` (name or uid) owning the unix socket (default: spawn's)")
+		fs.StringVar(&lc.SocketOwner, "U", "", "short for --socket-user (spawn-fcgi -U)")
+		fs.StringVar(&lc.SocketGroup, "socket-group", "", "`group` (name or gid) of the unix socket (default: spawn's)")
+		fs.StringVar(&lc.SocketGroup, "G", "", "short for --socket-group (spawn-fcgi -G)")
+		var runUser, runGroup string
+		fs.StringVar(&runUser, "user", "", "run the processes as this `user` (name or uid), with its groups")
+		fs.StringVar(&runUser, "u", "", "short for --user (spawn-fcgi -u)")
+		fs.StringVar(&runGroup, "group", "", "run the processes with this primary `group` (name or gid; default: --user's)")
+		fs.StringVar(&runGroup, "g", "", "short for --group (spawn-fcgi -g)")
+		var pidFile string
+		fs.StringVar(&pidFile, "pid-file", "", "write spawn's PID to this `file`, removed at exit")
+		fs.StringVar(&pidFile, "P", "", "short for --pid-file (spawn-fcgi -P)")
+		fs.StringVar(&sp.dir, "chdir", "", "start the processes in this `directory`")
+		fs.StringVar(&sp.dir, "d", "", "short for --chdir (spawn-fcgi -d)")
 		fs.BoolVar(&sp.systemd, "systemd", false, "pass the socket as fd 3 with LISTEN_FDS/LISTEN_PID instead of fd 0")
 		fs.DurationVar(&sp.grace, "grace", 10*time.Second, "on SIGTERM, how long processes may take to exit")
 		fs.DurationVar(&sp.minBackoff, "min-backoff", 100*time.Millisecond, "first restart delay")
 		fs.DurationVar(&sp.maxBackoff, "max-backoff", 10*time.Second, "longest restart delay")
 		return func(ctx context.Context, args []string) error {
-			if *listen == "" {
+			if listen == "" {
 				return usageError(e, fs, "--listen is required")
 			}
 			if len(args) == 0 {
@@ -80,17 +127,48 @@ grace short.
 			if sp.n < 1 {
 				return usageError(e, fs, "-n must be at least 1")
 			}
-			prog, err := exec.LookPath(args[0])
-			if err != nil {
+			addr := fcgiAddr(listen)
+			if !strings.HasPrefix(addr, "unix:") && (lc.SocketMode != 0 || lc.SocketOwner != "" || lc.SocketGroup != "") {
+				return usageError(e, fs, "--socket-mode, --socket-user and --socket-group are for unix sockets, not %s", listen)
+			}
+			var err error
+			if sp.cred, err = credential(runUser, runGroup); err != nil {
+				return err
+			}
+			if sp.dir != "" {
+				if fi, err := os.Stat(sp.dir); err != nil {
+					return fmt.Errorf("--chdir: %w", err)
+				} else if !fi.IsDir() {
+					return fmt.Errorf("--chdir %s: not a directory", sp.dir)
+				}
+			}
+			prog := args[0]
+			if sp.dir != "" && strings.Contains(prog, "/") && !filepath.IsAbs(prog) {
+				// As spawn-fcgi -d: the processes start there.
+				prog = filepath.Join(sp.dir, prog)
+			}
+			if prog, err = exec.LookPath(prog); err != nil {
+				return err
+			}
+			// Absolute, so that the processes' working directory does
+			// not change what it names.
+			if prog, err = filepath.Abs(prog); err != nil {
 				return err
 			}
 			sp.argv = append([]string{prog}, args[1:]...)
 			sp.e = e
-			l, err := fcgi.Listen(fcgiAddr(*listen))
+			l, err := lc.Listen(ctx, addr)
 			if err != nil {
 				return err
 			}
 			defer l.Close()
+			if pidFile != "" {
+				remove, err := writePIDFile(pidFile)
+				if err != nil {
+					return err
+				}
+				defer remove()
+			}
 			fl, ok := l.(interface{ File() (*os.File, error) })
 			if !ok {
 				return fmt.Errorf("listener %T has no file descriptor", l)
@@ -142,7 +220,9 @@ type spawner struct {
 	minBackoff time.Duration
 	maxBackoff time.Duration
 	argv       []string
-	self       string // this executable, for --systemd
+	dir        string              // working directory of the processes, "" for spawn's
+	cred       *syscall.Credential // user and groups of the processes, nil for spawn's
+	self       string              // this executable, for --systemd
 	sock       *os.File
 	e          *env
 
@@ -258,12 +338,16 @@ func (sp *spawner) command() *exec.Cmd {
 		cmd.Stdin = sp.sock
 	}
 	cmd.Stdout, cmd.Stderr = sp.e.stdout, sp.e.stderr
+	cmd.Dir = sp.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// Set in the child before exec (setgroups, setgid, setuid).
+		Credential: sp.cred,
 		// A group of its own, so that killing -pgid reaches everything
 		// the process starts (unless it calls setsid, as daemons do).
 		Setpgid: true,
 		// If spawn dies without forwarding a signal, the kernel tells
-		// the process.
+		// the process. (Go sets it after the credentials, whose change
+		// would clear it.)
 		Pdeathsig: syscall.SIGTERM,
 	}
 	return cmd
@@ -327,6 +411,132 @@ wait:
 	}
 	g.Kill(false)
 	return next, <-done
+}
+
+// credential returns the user and groups to run the processes as, for
+// --user and --group, nil when neither is given. As spawn-fcgi does (with
+// initgroups(3)), the supplementary groups are the user's own, those of
+// 'id USER', with group as the primary group; spawn's own are dropped.
+func credential(userArg, groupArg string) (*syscall.Credential, error) {
+	if userArg == "" && groupArg == "" {
+		return nil, nil
+	}
+	var gid, primary int64 = -1, -1
+	if groupArg != "" {
+		g, err := lookupGroup(groupArg)
+		if err != nil {
+			return nil, fmt.Errorf("--group: %w", err)
+		}
+		gid = g
+	}
+	if userArg == "" {
+		// The group alone: spawn's user, that group, no other.
+		return &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(gid), Groups: []uint32{}}, nil
+	}
+	var u *user.User
+	var err error
+	if n, perr := strconv.ParseUint(userArg, 10, 32); perr == nil {
+		if u, err = user.LookupId(userArg); err != nil {
+			// A bare uid: nothing to take the group from.
+			if gid < 0 {
+				return nil, fmt.Errorf("--user %s has no account (%v): give --group", userArg, err)
+			}
+			return &syscall.Credential{Uid: uint32(n), Gid: uint32(gid), Groups: []uint32{uint32(gid)}}, nil
+		}
+	} else if u, err = user.Lookup(userArg); err != nil {
+		return nil, fmt.Errorf("--user: %w", err)
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("--user %s: uid %q: %w", userArg, u.Uid, err)
+	}
+	if primary, err = strconv.ParseInt(u.Gid, 10, 64); err != nil {
+		return nil, fmt.Errorf("--user %s: gid %q: %w", userArg, u.Gid, err)
+	}
+	if gid < 0 {
+		gid = primary
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return nil, fmt.Errorf("--user %s: its groups: %w", userArg, err)
+	}
+	groups := []uint32{uint32(gid)}
+	for _, s := range ids {
+		g, err := strconv.ParseInt(s, 10, 64)
+		// The passwd primary group is in ids; initgroups(user, gid)
+		// gives it only when it is gid.
+		if err != nil || g == gid || g == primary {
+			continue
+		}
+		groups = append(groups, uint32(g))
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}, nil
+}
+
+// lookupGroup returns the gid a group name or number stands for.
+func lookupGroup(s string) (int64, error) {
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return int64(n), nil
+	}
+	g, err := user.LookupGroup(s)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(g.Gid, 10, 64)
+}
+
+// writePIDFile writes this process's PID to path, whole or not at all
+// (through a rename), and returns the function that removes it, unless
+// another process has put its own PID there since. A path that exists
+// and is not a regular file is refused, as spawn-fcgi refuses it.
+func writePIDFile(path string) (remove func(), err error) {
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("--pid-file %s: exists and is not a regular file", path)
+	}
+	content := strconv.Itoa(os.Getpid()) + "\n"
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return nil, fmt.Errorf("--pid-file: %w", err)
+	}
+	_, err = tmp.WriteString(content)
+	if err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return nil, fmt.Errorf("--pid-file: %w", err)
+	}
+	return func() {
+		if b, err := os.ReadFile(path); err == nil && string(b) == content {
+			os.Remove(path)
+		}
+	}, nil
+}
+
+// octalMode is a flag.Value for a file mode written in octal, as chmod
+// takes it: "0660" or "660".
+type octalMode os.FileMode
+
+func (m *octalMode) String() string {
+	if m == nil || *m == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%#o", uint32(*m))
+}
+
+func (m *octalMode) Set(s string) error {
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || n > 0o777 {
+		return fmt.Errorf("want octal permission bits, 0 to 0777")
+	}
+	*m = octalMode(n)
+	return nil
 }
 
 func exitStatus(err error) string {

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fcgikit/fcgi/internal/peer"
+)
+
+// publicBin returns a copy of the command under test (a hard link when it
+// can) in a new directory that every user may search, for processes that
+// drop root: fcgiBin's own directory is private.
+func publicBin(t *testing.T) (dir, bin string) {
+	t.Helper()
+	dir = peer.TempDir(t)
+	bin = filepath.Join(dir, "fcgi")
+	if err := os.Link(fcgiBin, bin); err != nil {
+		src, err := os.Open(fcgiBin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		dst, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(dst, src); err != nil {
+			t.Fatal(err)
+		}
+		if err := dst.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir, bin
+}
+
+// spawnProc is a running fcgi spawn that the test stops itself.
+type spawnProc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan error
+}
+
+func startSpawn(t *testing.T, bin string, args ...string) *spawnProc {
+	t.Helper()
+	p := &spawnProc{cmd: exec.Command(bin, append([]string{"spawn"}, args...)...), out: &syncBuffer{}, done: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.stop(t)
+		}
+		t.Logf("fcgi spawn %s; output:\n%s", strings.Join(args, " "), p.out.String())
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits for spawn to exit 0.
+func (p *spawnProc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("spawn: exit after SIGTERM: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		t.Error("spawn: still running 15 s after SIGTERM")
+	}
+}
+
+// callID asks the demo app on sock for its /id, retrying while it starts.
+func callID(t *testing.T, sock string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res := runFcgi(t, nil, "call", "unix:"+sock, "/id")
+		if res.code == 0 && strings.HasPrefix(res.stdout, "uid=") {
+			return strings.TrimSpace(res.stdout)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fcgi call /id: exit %d %q", res.code, res.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func sockStat(t *testing.T, path string) (os.FileMode, uint32, uint32) {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	return fi.Mode().Perm(), st.Uid, st.Gid
+}
+
+// TestSpawnPIDFileChdir: --pid-file holds spawn's PID while it runs and
+// is gone after SIGTERM; --chdir is the processes' working directory, and
+// a relative PROG is taken from there, as spawn-fcgi -d does. The short
+// spawn-fcgi letters (-s, -P, -d, -M) are used.
+func TestSpawnPIDFileChdir(t *testing.T) {
+	dir, _ := publicBin(t)
+	work := filepath.Join(dir, "work")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "app.sock")
+	pidFile := filepath.Join(dir, "spawn.pid")
+	p := startSpawn(t, fcgiBin, "-s", sock, "-M", "0600", "-P", pidFile, "-d", work, "--", "../fcgi", "demo-app")
+	waitDial(t, sock)
+
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(b)); got != strconv.Itoa(p.cmd.Process.Pid) || !strings.HasSuffix(string(b), "\n") {
+		t.Errorf("pid file %q, want %d and a newline", b, p.cmd.Process.Pid)
+	}
+	if mode, _, _ := sockStat(t, sock); mode != 0o600 {
+		t.Errorf("socket mode %#o, want 0600", mode)
+	}
+	if id := callID(t, sock); !strings.HasSuffix(id, " cwd="+work) {
+		t.Errorf("/id: %s, want cwd=%s", id, work)
+	}
+
+	p.stop(t)
+	if _, err := os.Stat(pidFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pid file after exit: %v, want it removed", err)
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket after exit: %v, want it removed", err)
+	}
+}
+
+// TestSpawnUser: with -u and -g the processes really run as that user
+// and group, with the user's supplementary groups and none of root's; and
+// nginx running as www-data reaches the socket made with -G www-data -M
+// 0660, which the processes (nobody) accept on.
+func TestSpawnUser(t *testing.T) {
+	peer.RequireRoot(t, "run processes as other users", "nobody", "www-data")
+	dir, bin := publicBin(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // /id's uid, gid and groups
+	}{
+		{"names", []string{"-u", "nobody", "-g", "nogroup"}, "uid=65534 gid=65534 groups=[65534]"},
+		{"user-only", []string{"--user", "www-data"}, "uid=33 gid=33 groups=[33]"},
+		{"numeric", []string{"-u", "65534", "-g", "65534"}, "uid=65534 gid=65534 groups=[65534]"},
+		// initgroups(www-data, nogroup): the passwd group is not kept.
+		{"other-group", []string{"-u", "www-data", "-g", "nogroup"}, "uid=33 gid=65534 groups=[65534]"},
+		{"no-account", []string{"-u", "4242", "-g", "4343"}, "uid=4242 gid=4343 groups=[4343]"},
+		{"group-only", []string{"-g", "nogroup"}, "uid=0 gid=65534 groups=[]"},
+		{"systemd", []string{"-u", "nobody", "--systemd"}, "uid=65534 gid=65534 groups=[65534]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := filepath.Join(dir, tc.name+".sock")
+			args := append([]string{"--listen", "unix:" + sock}, tc.args...)
+			startSpawn(t, bin, append(args, "--", bin, "demo-app")...)
+			waitDial(t, sock)
+			id := callID(t, sock)
+			if got, _, _ := strings.Cut(id, " cwd="); got != tc.want {
+				t.Errorf("/id: %s, want %s", got, tc.want)
+			}
+		})
+	}
+
+	t.Run("nginx-www-data", func(t *testing.T) {
+		peer.Require(t, "nginx", "nginx")
+		sock := filepath.Join(dir, "nginx.sock")
+		startSpawn(t, bin, "-s", sock, "-U", "nobody", "-G", "www-data", "-M", "0660", "-u", "nobody", "-g", "nogroup", "--", bin, "demo-app")
+		waitDial(t, sock)
+		if mode, uid, gid := sockStat(t, sock); mode != 0o660 || uid != 65534 || gid != 33 {
+			t.Errorf("socket %#o %d:%d, want 0660 65534:33", mode, uid, gid)
+		}
+		n := peer.StartNginx(t, peer.NginxConfig{FastCGI: "unix:" + sock, User: "www-data"})
+		body, err := httpGet(n.URL() + "/id")
+		if err != nil || !strings.HasPrefix(body, "uid=65534 gid=65534 ") {
+			t.Errorf("GET /id through nginx (www-data): %v %q\n%s", err, body, n.ErrorLog())
+		}
+	})
+}
+
+// TestSpawnFlagErrors: mistakes in the new flags are refused before
+// anything starts.
+func TestSpawnFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "s.sock")
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--listen", "127.0.0.1:0", "-M", "0660"}, exitUsage, "for unix sockets"},
+		{[]string{"--listen", sock, "-M", "0999"}, exitUsage, "octal"},
+		{[]string{"--listen", sock, "-M", "01777"}, exitUsage, "octal"},
+		{[]string{"--listen", sock, "-U", "no-such-user-fcgikit"}, exitFail, "SocketOwner"},
+		{[]string{"--listen", sock, "-u", "no-such-user-fcgikit"}, exitFail, "--user"},
+		{[]string{"--listen", sock, "-g", "no-such-group-fcgikit"}, exitFail, "--group"},
+		{[]string{"--listen", sock, "-u", "4242"}, exitFail, "give --group"},
+		{[]string{"--listen", sock, "-d", filepath.Join(dir, "nowhere")}, exitFail, "--chdir"},
+		{[]string{"--listen", sock, "-P", dir}, exitFail, "not a regular file"},
+	} {
+		res := runFcgi(t, nil, append(append([]string{"spawn"}, tc.args...), "--", fcgiBin, "demo-app")...)
+		if res.code != tc.code || !strings.Contains(res.stderr, tc.msg) {
+			t.Errorf("spawn %s: exit %d, stderr %q; want exit %d and %q", strings.Join(tc.args, " "), res.code, res.stderr, tc.code, tc.msg)
+		}
+		if _, err := os.Lstat(sock); err == nil {
+			t.Errorf("spawn %s: socket left behind", strings.Join(tc.args, " "))
+			os.Remove(sock)
+		}
+	}
+}
