@@ -57,9 +57,10 @@ The processes share spawn's standard output and error.
 
 A unix socket is created with mode --socket-mode (default 0660, as
 PHP-FPM's listen.mode) and owned by --socket-user and --socket-group
-(default: spawn's own user and group), so that a web server running as
-another user can connect: connecting takes write permission. For nginx
-on Debian, whose workers run as www-data: --socket-group www-data.
+(default: --user and --group's, as with spawn-fcgi, else spawn's own),
+so that a web server running as another user can connect: connecting
+takes write permission. For nginx on Debian, whose workers run as
+www-data: --socket-group www-data.
 
 Spawn itself keeps its privileges (it must, to restart processes);
 with --user and --group the processes run as that user and group, with
@@ -99,9 +100,9 @@ grace short.
 		var lc fcgi.ListenConfig
 		fs.Var((*octalMode)(&lc.SocketMode), "socket-mode", "unix socket permission `bits`, octal (default 0660, as PHP-FPM's listen.mode)")
 		fs.Var((*octalMode)(&lc.SocketMode), "M", "short for --socket-mode (spawn-fcgi -M), octal `bits`")
-		fs.StringVar(&lc.SocketOwner, "socket-user", "", "`user` (name or uid) owning the unix socket (default: spawn's)")
+		fs.StringVar(&lc.SocketOwner, "socket-user", "", "`user` (name or uid) owning the unix socket (default: --user, else spawn's)")
 		fs.StringVar(&lc.SocketOwner, "U", "", "short for --socket-user (spawn-fcgi -U)")
-		fs.StringVar(&lc.SocketGroup, "socket-group", "", "`group` (name or gid) of the unix socket (default: spawn's)")
+		fs.StringVar(&lc.SocketGroup, "socket-group", "", "`group` (name or gid) of the unix socket (default: --group or --user's, else spawn's)")
 		fs.StringVar(&lc.SocketGroup, "G", "", "short for --socket-group (spawn-fcgi -G)")
 		var runUser, runGroup string
 		fs.StringVar(&runUser, "user", "", "run the processes as this `user` (name or uid), with its groups")
@@ -134,6 +135,16 @@ grace short.
 			var err error
 			if sp.cred, err = credential(runUser, runGroup); err != nil {
 				return err
+			}
+			if sp.cred != nil && strings.HasPrefix(addr, "unix:") {
+				// As spawn-fcgi: the socket belongs to the user the
+				// processes run as, unless -U or -G say otherwise.
+				if lc.SocketOwner == "" && runUser != "" {
+					lc.SocketOwner = strconv.FormatUint(uint64(sp.cred.Uid), 10)
+				}
+				if lc.SocketGroup == "" {
+					lc.SocketGroup = strconv.FormatUint(uint64(sp.cred.Gid), 10)
+				}
 			}
 			if sp.dir != "" {
 				if fi, err := os.Stat(sp.dir); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -160,15 +161,17 @@ func TestSpawnUser(t *testing.T) {
 		name string
 		args []string
 		want string // /id's uid, gid and groups
+		sock string // the socket's owner: as spawn-fcgi, -u and -g's unless -U or -G
 	}{
-		{"names", []string{"-u", "nobody", "-g", "nogroup"}, "uid=65534 gid=65534 groups=[65534]"},
-		{"user-only", []string{"--user", "www-data"}, "uid=33 gid=33 groups=[33]"},
-		{"numeric", []string{"-u", "65534", "-g", "65534"}, "uid=65534 gid=65534 groups=[65534]"},
+		{"names", []string{"-u", "nobody", "-g", "nogroup"}, "uid=65534 gid=65534 groups=[65534]", "65534:65534"},
+		{"user-only", []string{"--user", "www-data"}, "uid=33 gid=33 groups=[33]", "33:33"},
+		{"numeric", []string{"-u", "65534", "-g", "65534"}, "uid=65534 gid=65534 groups=[65534]", "65534:65534"},
 		// initgroups(www-data, nogroup): the passwd group is not kept.
-		{"other-group", []string{"-u", "www-data", "-g", "nogroup"}, "uid=33 gid=65534 groups=[65534]"},
-		{"no-account", []string{"-u", "4242", "-g", "4343"}, "uid=4242 gid=4343 groups=[4343]"},
-		{"group-only", []string{"-g", "nogroup"}, "uid=0 gid=65534 groups=[]"},
-		{"systemd", []string{"-u", "nobody", "--systemd"}, "uid=65534 gid=65534 groups=[65534]"},
+		{"other-group", []string{"-u", "www-data", "-g", "nogroup"}, "uid=33 gid=65534 groups=[65534]", "33:65534"},
+		{"no-account", []string{"-u", "4242", "-g", "4343"}, "uid=4242 gid=4343 groups=[4343]", "4242:4343"},
+		{"group-only", []string{"-g", "nogroup"}, "uid=0 gid=65534 groups=[]", "0:65534"},
+		{"socket-owner", []string{"-u", "nobody", "-U", "www-data", "-G", "0"}, "uid=65534 gid=65534 groups=[65534]", "33:0"},
+		{"systemd", []string{"-u", "nobody", "--systemd"}, "uid=65534 gid=65534 groups=[65534]", "65534:65534"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sock := filepath.Join(dir, tc.name+".sock")
@@ -178,6 +181,9 @@ func TestSpawnUser(t *testing.T) {
 			id := callID(t, sock)
 			if got, _, _ := strings.Cut(id, " cwd="); got != tc.want {
 				t.Errorf("/id: %s, want %s", got, tc.want)
+			}
+			if mode, uid, gid := sockStat(t, sock); mode != 0o660 || fmt.Sprintf("%d:%d", uid, gid) != tc.sock {
+				t.Errorf("socket %#o %d:%d, want 0660 %s", mode, uid, gid, tc.sock)
 			}
 		})
 	}
@@ -194,6 +200,36 @@ func TestSpawnUser(t *testing.T) {
 		body, err := httpGet(n.URL() + "/id")
 		if err != nil || !strings.HasPrefix(body, "uid=65534 gid=65534 ") {
 			t.Errorf("GET /id through nginx (www-data): %v %q\n%s", err, body, n.ErrorLog())
+		}
+	})
+
+	// spawn-fcgi's common use: the processes as www-data, and with them
+	// the socket, which nginx (www-data) can then reach.
+	t.Run("nginx-spawn-fcgi-style", func(t *testing.T) {
+		peer.Require(t, "nginx", "nginx")
+		sock := filepath.Join(dir, "nginx2.sock")
+		startSpawn(t, bin, "-s", sock, "-u", "www-data", "-g", "www-data", "--", bin, "demo-app")
+		waitDial(t, sock)
+		n := peer.StartNginx(t, peer.NginxConfig{FastCGI: "unix:" + sock, User: "www-data"})
+		body, err := httpGet(n.URL() + "/id")
+		if err != nil || !strings.HasPrefix(body, "uid=33 gid=33 groups=[33] ") {
+			t.Errorf("GET /id through nginx (www-data): %v %q\n%s", err, body, n.ErrorLog())
+		}
+	})
+
+	// And the 502 a root-owned socket gets, for contrast.
+	t.Run("nginx-root-socket", func(t *testing.T) {
+		peer.Require(t, "nginx", "nginx")
+		sock := filepath.Join(dir, "nginx3.sock")
+		startSpawn(t, bin, "-s", sock, "--", bin, "demo-app")
+		waitDial(t, sock)
+		n := peer.StartNginx(t, peer.NginxConfig{FastCGI: "unix:" + sock, User: "www-data"})
+		var se *statusError
+		if _, err := httpGet(n.URL() + "/id"); !errors.As(err, &se) || se.code != 502 {
+			t.Errorf("GET /id through nginx (www-data), socket root 0660: %v, want 502", err)
+		}
+		if !strings.Contains(n.ErrorLog(), "Permission denied") {
+			t.Errorf("no Permission denied in nginx's error log:\n%s", n.ErrorLog())
 		}
 	})
 }
