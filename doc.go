@@ -13,6 +13,12 @@
 //	<-sigterm
 //	srv.Shutdown(ctx)
 //
+// A unix socket made by ListenAndServe has mode 0660 and the process's
+// user and group; nginx's workers (www-data on Debian) can connect only
+// with SocketGroup (or SocketOwner) set for them, as PHP-FPM's
+// listen.group, listen.owner and listen.mode. ListenConfig makes such a
+// listener for Serve.
+//
 // The server speaks all of FastCGI 1.0: every record type, multiplexed
 // connections, request IDs reused as soon as their END_REQUEST is sent
 // (nginx sends ID 1 for every request on a kept connection), KEEP_CONN,
