@@ -114,17 +114,22 @@ type Server struct {
 	// length) is used if set. Unix-socket connections are not checked.
 	WebServerAddrs []netip.Prefix
 
-	// SocketMode, SocketOwner and SocketGroup are the permission bits,
-	// owner and group of a unix socket that ListenAndServe creates, as
-	// PHP-FPM's listen.mode, listen.owner and listen.group. SocketMode
-	// zero means 0660; an empty SocketOwner or SocketGroup, the process's
-	// user or group. Owner and group are names or numeric IDs. A web server
-	// whose workers run as another user (nginx's as www-data) needs
-	// SocketGroup set to their group, or SocketOwner to their user. See
-	// ListenConfig for the details; Serve leaves the listener it is given
-	// as it is.
-	SocketMode  os.FileMode
+	// SocketMode is the permission bits (0777 at most) of a unix socket
+	// that ListenAndServe creates, as PHP-FPM's listen.mode. Zero means
+	// 0660: the owner and the group may connect (connecting takes write
+	// permission), whatever the umask. See ListenConfig; Serve leaves the
+	// listener it is given as it is.
+	SocketMode os.FileMode
+
+	// SocketOwner is the user owning that socket, as listen.owner: a name
+	// or a numeric ID. Empty means the process's user. Changing it takes
+	// root.
 	SocketOwner string
+
+	// SocketGroup is the group of that socket, as listen.group: a name or
+	// a numeric ID. Empty means the process's group. A web server whose
+	// workers run as another user (nginx's as www-data on Debian) can
+	// connect once this is their group, with the default mode.
 	SocketGroup string
 
 	// ErrorLog receives protocol errors, handler panics and accept errors.
