@@ -203,6 +203,29 @@ func TestSpawnUser(t *testing.T) {
 		}
 	})
 
+	// Spawn run as nobody may not give the socket to root: the chown
+	// fails after bind, and the socket is removed, not left behind.
+	t.Run("chown-refused", func(t *testing.T) {
+		sockDir := filepath.Join(dir, "nobody")
+		if err := os.Mkdir(sockDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(sockDir, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		sock := filepath.Join(sockDir, "s.sock")
+		cmd := exec.Command(bin, "spawn", "-s", sock, "-U", "root", "--", bin, "demo-app")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitFail || !strings.Contains(string(out), "operation not permitted") {
+			t.Errorf("spawn -U root as nobody: %v, output:\n%s", err, out)
+		}
+		if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("socket after the failed chown: %v, want none", err)
+		}
+	})
+
 	// spawn-fcgi's common use: the processes as www-data, and with them
 	// the socket, which nginx (www-data) can then reach.
 	t.Run("nginx-spawn-fcgi-style", func(t *testing.T) {
