@@ -74,9 +74,10 @@ taken from there, as spawn-fcgi -d does.
 once the socket is bound; it is removed when spawn exits (unless
 SIGKILL ends it).
 
-spawn-fcgi's letters work as short names: -s (--listen), -F (-n),
--M (--socket-mode), -U (--socket-user), -G (--socket-group),
--u (--user), -g (--group), -P (--pid-file), -d (--chdir).
+spawn-fcgi's letters work as short names: -s PATH (--listen
+unix:PATH, a relative path too), -F (-n), -M (--socket-mode),
+-U (--socket-user), -G (--socket-group), -u (--user), -g (--group),
+-P (--pid-file), -d (--chdir).
 
 Examples:
 
@@ -94,7 +95,14 @@ grace short.
 		sp := &spawner{}
 		var listen string
 		fs.StringVar(&listen, "listen", "", "listen `address`: unix:/path or host:port (required)")
-		fs.StringVar(&listen, "s", "", "short for --listen (spawn-fcgi -s)")
+		fs.Func("s", "unix socket `path`: --listen unix:PATH (spawn-fcgi -s)", func(path string) error {
+			// A path, relative or not, as spawn-fcgi takes it.
+			if !strings.HasPrefix(path, "unix:") {
+				path = "unix:" + path
+			}
+			listen = path
+			return nil
+		})
 		fs.IntVar(&sp.n, "n", 1, "number of processes")
 		fs.IntVar(&sp.n, "F", 1, "short for -n (spawn-fcgi -F)")
 		var lc fcgi.ListenConfig

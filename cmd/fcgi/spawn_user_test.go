@@ -55,7 +55,14 @@ type spawnProc struct {
 
 func startSpawn(t *testing.T, bin string, args ...string) *spawnProc {
 	t.Helper()
+	return startSpawnIn(t, "", bin, args...)
+}
+
+// startSpawnIn starts spawn in the working directory dir.
+func startSpawnIn(t *testing.T, dir, bin string, args ...string) *spawnProc {
+	t.Helper()
 	p := &spawnProc{cmd: exec.Command(bin, append([]string{"spawn"}, args...)...), out: &syncBuffer{}, done: make(chan error, 1)}
+	p.cmd.Dir = dir
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -115,7 +122,7 @@ func sockStat(t *testing.T, path string) (os.FileMode, uint32, uint32) {
 // TestSpawnPIDFileChdir: --pid-file holds spawn's PID while it runs and
 // is gone after SIGTERM; --chdir is the processes' working directory, and
 // a relative PROG is taken from there, as spawn-fcgi -d does. The short
-// spawn-fcgi letters (-s, -P, -d, -M) are used.
+// spawn-fcgi letters (-s with a relative path, -P, -d, -M) are used.
 func TestSpawnPIDFileChdir(t *testing.T) {
 	dir, _ := publicBin(t)
 	work := filepath.Join(dir, "work")
@@ -124,7 +131,8 @@ func TestSpawnPIDFileChdir(t *testing.T) {
 	}
 	sock := filepath.Join(dir, "app.sock")
 	pidFile := filepath.Join(dir, "spawn.pid")
-	p := startSpawn(t, fcgiBin, "-s", sock, "-M", "0600", "-P", pidFile, "-d", work, "--", "../fcgi", "demo-app")
+	// -s takes a path, relative to spawn's directory, as spawn-fcgi's.
+	p := startSpawnIn(t, dir, fcgiBin, "-s", "app.sock", "-M", "0600", "-P", pidFile, "-d", work, "--", "../fcgi", "demo-app")
 	waitDial(t, sock)
 
 	b, err := os.ReadFile(pidFile)
