@@ -56,8 +56,9 @@ type ListenConfig struct {
 // for a unix socket, anything else a TCP "host:port". A unix socket gets
 // the owner, group and mode of the ListenConfig's fields.
 //
-// A unix socket file left behind by a server that died is removed first;
-// one that a live server still accepts on is left alone, and Listen then
+// A unix socket file left behind by a server that died (connecting to it
+// is refused) is removed first; one that a live server still accepts on,
+// or that this process may not connect to, is left alone, and Listen then
 // fails with the "address already in use" error. The user or group names
 // are looked up, and a bad mode is refused, before anything is created.
 //
@@ -86,9 +87,15 @@ func (lc *ListenConfig) Listen(ctx context.Context, addr string) (net.Listener, 
 	if fi, serr := os.Lstat(path); serr != nil || fi.Mode()&os.ModeSocket == 0 {
 		return nil, err
 	}
+	// Only a refused connection means nobody listens: a socket we may not
+	// connect to (EACCES, another user's) or whose backlog is full
+	// (EAGAIN) may well have a live server behind it.
 	d := net.Dialer{Timeout: time.Second}
-	if c, derr := d.DialContext(ctx, "unix", path); derr == nil {
+	c, derr := d.DialContext(ctx, "unix", path)
+	if derr == nil {
 		c.Close()
+	}
+	if !errors.Is(derr, syscall.ECONNREFUSED) {
 		return nil, err
 	}
 	if rerr := os.Remove(path); rerr != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -232,6 +233,40 @@ func TestSpawnUser(t *testing.T) {
 		if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("socket after the failed chown: %v, want none", err)
 		}
+	})
+
+	// A live socket that another user may not connect to is not taken
+	// for a stale one: spawn as nobody, in a directory nobody may write,
+	// must not remove root's 0600 socket and listen in its place.
+	t.Run("live-socket-of-another-user", func(t *testing.T) {
+		sockDir := filepath.Join(dir, "shared")
+		if err := os.Mkdir(sockDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(sockDir, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		sock := filepath.Join(sockDir, "s.sock")
+		startSpawn(t, bin, "-s", sock, "-M", "0600", "--", bin, "demo-app")
+		waitDial(t, sock)
+		// Bounded: a spawn that took the socket over would run on.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, "spawn", "-s", sock, "--", bin, "demo-app")
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}},
+			Pdeathsig:  syscall.SIGKILL,
+		}
+		cmd.WaitDelay = time.Second
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitFail || !strings.Contains(string(out), "address already in use") {
+			t.Errorf("second spawn as nobody: %v, output:\n%s", err, out)
+		}
+		if mode, uid, _ := sockStat(t, sock); mode != 0o600 || uid != 0 {
+			t.Errorf("root's socket replaced: now %#o uid %d", mode, uid)
+		}
+		waitDial(t, sock)
 	})
 
 	// spawn-fcgi's common use: the processes as www-data, and with them
