@@ -32,6 +32,21 @@ func socketStat(t *testing.T, path string) (os.FileMode, int, int) {
 	return fi.Mode().Perm(), int(st.Uid), int(st.Gid)
 }
 
+// waitAccepting waits until the unix socket at path accepts connections.
+func waitAccepting(t *testing.T, path string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not accepting", path)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func lookupUID(t *testing.T, name string) int {
 	t.Helper()
 	u, err := user.Lookup(name)
@@ -123,17 +138,7 @@ func TestListenSocketOwner(t *testing.T) {
 	srv := &fcgi.Server{SocketOwner: "nobody", SocketGroup: "www-data", SocketMode: 0o640, ErrorLog: quietLog}
 	done := make(chan error, 1)
 	go func() { done <- srv.ListenAndServe("unix:" + path) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("ListenAndServe: socket not accepting")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitAccepting(t, path)
 	if mode, uid, gid := socketStat(t, path); mode != 0o640 || uid != nobody || gid != wwwData {
 		t.Errorf("ListenAndServe: socket %#o %d:%d, want 0640 %d:%d", mode, uid, gid, nobody, wwwData)
 	}
@@ -256,16 +261,7 @@ func TestNginxSocketPermissions(t *testing.T) {
 					t.Errorf("serve: %v", err)
 				}
 			})
-			for deadline := time.Now().Add(5 * time.Second); ; {
-				if c, err := net.Dial("unix", path); err == nil {
-					c.Close()
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("socket not accepting")
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			waitAccepting(t, path)
 			mode, uid, gid := socketStat(t, path)
 			t.Logf("socket %#o uid %d gid %d", mode, uid, gid)
 

@@ -215,16 +215,9 @@ func TestSpawnUser(t *testing.T) {
 	// Spawn run as nobody may not give the socket to root: the chown
 	// fails after bind, and the socket is removed, not left behind.
 	t.Run("chown-refused", func(t *testing.T) {
-		sockDir := filepath.Join(dir, "nobody")
-		if err := os.Mkdir(sockDir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(sockDir, 65534, 65534); err != nil {
-			t.Fatal(err)
-		}
-		sock := filepath.Join(sockDir, "s.sock")
+		sock := filepath.Join(nobodyDir(t, dir, "nobody"), "s.sock")
 		cmd := exec.Command(bin, "spawn", "-s", sock, "-U", "root", "--", bin, "demo-app")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+		cmd.SysProcAttr = asNobody()
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != exitFail || !strings.Contains(string(out), "operation not permitted") {
@@ -239,24 +232,14 @@ func TestSpawnUser(t *testing.T) {
 	// for a stale one: spawn as nobody, in a directory nobody may write,
 	// must not remove root's 0600 socket and listen in its place.
 	t.Run("live-socket-of-another-user", func(t *testing.T) {
-		sockDir := filepath.Join(dir, "shared")
-		if err := os.Mkdir(sockDir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(sockDir, 65534, 65534); err != nil {
-			t.Fatal(err)
-		}
-		sock := filepath.Join(sockDir, "s.sock")
+		sock := filepath.Join(nobodyDir(t, dir, "shared"), "s.sock")
 		startSpawn(t, bin, "-s", sock, "-M", "0600", "--", bin, "demo-app")
 		waitDial(t, sock)
 		// Bounded: a spawn that took the socket over would run on.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, bin, "spawn", "-s", sock, "--", bin, "demo-app")
-		cmd.SysProcAttr = &syscall.SysProcAttr{
-			Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}},
-			Pdeathsig:  syscall.SIGKILL,
-		}
+		cmd.SysProcAttr = asNobody()
 		cmd.WaitDelay = time.Second
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
@@ -298,6 +281,29 @@ func TestSpawnUser(t *testing.T) {
 			t.Errorf("no Permission denied in nginx's error log:\n%s", n.ErrorLog())
 		}
 	})
+}
+
+// nobodyDir makes the directory dir/name, owned by nobody (uid and gid
+// 65534), who may then create sockets in it.
+func nobodyDir(t *testing.T, dir, name string) string {
+	t.Helper()
+	d := filepath.Join(dir, name)
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(d, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// asNobody runs a command as nobody with no supplementary group, killed
+// if the test dies first.
+func asNobody() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{
+		Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}},
+		Pdeathsig:  syscall.SIGKILL,
+	}
 }
 
 // TestSpawnFlagErrors: mistakes in the new flags are refused before
