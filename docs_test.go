@@ -50,7 +50,8 @@ import (
 //     run with no arguments and must exit 0 within snippetRunTimeout.
 //     doc.go's blocks are build-only: they are parts of programs.
 //
-// Other blocks are checked by TestDocCommands.
+// The fcgi command lines of the other blocks (sh, dockerfile, yaml) are
+// checked by TestDocCommands.
 
 // snippetImports maps a package name used in a fragment to its import path.
 var snippetImports = map[string]string{
@@ -199,27 +200,27 @@ func snippetSource(s snippet) (string, error) {
 	return "package main\n\nimport (\n" + strings.Join(imports, "") + ")\n\nfunc main() {\n" + directive + s.code + "}\n", nil
 }
 
-// buildSnippets builds every Go snippet, and the fcgi command, in dir. It
-// returns each snippet's program, by snippet.String(), and the command.
-func buildSnippets(t *testing.T, dir string) (map[string]string, string, error) {
+// buildSnippets builds every Go snippet in dir. It returns each snippet's
+// program, by snippet.String().
+func buildSnippets(t *testing.T, dir string) (map[string]string, error) {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		return nil, "", fmt.Errorf("go tool not found: %v", err)
+		return nil, fmt.Errorf("go tool not found: %v", err)
 	}
 	checkout, err := filepath.Abs(".")
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	gomod := fmt.Sprintf("module snippets\n\ngo 1.26\n\nrequire github.com/fcgikit/fcgi v0.0.0\n\nreplace github.com/fcgikit/fcgi => %s\n", checkout)
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	sum, err := os.ReadFile("go.sum")
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "go.sum"), sum, 0o644); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	bins := map[string]string{}
 	for i, s := range docSnippets(t) {
@@ -228,35 +229,35 @@ func buildSnippets(t *testing.T, dir string) (map[string]string, string, error) 
 		}
 		src, err := snippetSource(s)
 		if err != nil {
-			return nil, "", fmt.Errorf("%s: %v", s, err)
+			return nil, fmt.Errorf("%s: %v", s, err)
 		}
 		pkg := fmt.Sprintf("s%02d", i)
 		if err := os.Mkdir(filepath.Join(dir, pkg), 0o755); err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		if err := os.WriteFile(filepath.Join(dir, pkg, "main.go"), []byte(src), 0o644); err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		bins[s.String()] = filepath.Join(dir, "bin", pkg)
 	}
 	env := append(os.Environ(), "GOPROXY=off", "GOFLAGS=-mod=mod", "GOWORK=off", "GOTOOLCHAIN=local")
 	for _, args := range [][]string{
-		{"build", "-o", filepath.Join(dir, "bin") + string(filepath.Separator), "./...", "github.com/fcgikit/fcgi/cmd/fcgi"},
+		{"build", "-o", filepath.Join(dir, "bin") + string(filepath.Separator), "./..."},
 		{"vet", "./..."},
 	} {
 		cmd := exec.Command(goTool, args...)
 		cmd.Dir, cmd.Env = dir, env
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, "", fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			return nil, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	return bins, filepath.Join(dir, "bin", "fcgi"), nil
+	return bins, nil
 }
 
 // TestDocSnippets builds every Go snippet of the documentation and runs
 // those that can run here (see the rules above).
 func TestDocSnippets(t *testing.T) {
-	bins, _, err := buildSnippets(t, t.TempDir())
+	bins, err := buildSnippets(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -496,4 +497,135 @@ func runGatewaySnippet(t *testing.T, bin string) {
 			t.Errorf("GET %s = %d %q, %v; want 200 %q\n%s", path, resp.StatusCode, body, err, want, out)
 		}
 	}
+}
+
+// TestDocCommands checks every fcgi command line in the code blocks of
+// README.md and docs/*.md (sh blocks, and the exec forms ["fcgi", ...] of
+// Dockerfile and Kubernetes blocks): its subcommand exists and each flag it
+// passes is listed by `fcgi SUBCOMMAND --help`. Lines starting with "#" are
+// output, a leading "$ " is a prompt, "go run ./cmd/fcgi" counts as fcgi.
+func TestDocCommands(t *testing.T) {
+	fcgiCmd := filepath.Join(t.TempDir(), "fcgi")
+	if out, err := exec.Command("go", "build", "-o", fcgiCmd, "./cmd/fcgi").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/fcgi: %v\n%s", err, out)
+	}
+	help := map[string]string{}
+	helpOf := func(sub string) string {
+		if h, ok := help[sub]; ok {
+			return h
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, _ := exec.CommandContext(ctx, fcgiCmd, sub, "--help").CombinedOutput()
+		help[sub] = string(out)
+		if !strings.Contains(help[sub], "Usage: fcgi "+sub) {
+			help[sub] = ""
+		}
+		return help[sub]
+	}
+	n := 0
+	for _, s := range docSnippets(t) {
+		for _, args := range fcgiCommandLines(s) {
+			n++
+			if len(args) == 0 {
+				t.Errorf("%s: fcgi with no subcommand", s)
+				continue
+			}
+			h := helpOf(args[0])
+			if h == "" {
+				t.Errorf("%s: fcgi %s: no such subcommand", s, args[0])
+				continue
+			}
+			for _, a := range args[1:] {
+				if a == "--" {
+					break
+				}
+				if !strings.HasPrefix(a, "-") || a == "-" {
+					continue
+				}
+				name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+				if !regexp.MustCompile(`(?m)^\s+-` + regexp.QuoteMeta(name) + `\b`).MatchString(h) {
+					t.Errorf("%s: fcgi %s: flag %s is not in `fcgi %s --help`", s, args[0], a, args[0])
+				}
+			}
+		}
+	}
+	t.Logf("%d fcgi command lines checked", n)
+	if n < 20 {
+		t.Errorf("found only %d fcgi command lines in the documentation: is the extraction broken?", n)
+	}
+}
+
+var execForm = regexp.MustCompile(`\["fcgi"(?:,\s*"[^"]*")*\]`)
+
+// fcgiCommandLines returns the arguments after "fcgi" of each fcgi command
+// in a block.
+func fcgiCommandLines(s snippet) [][]string {
+	var cmds [][]string
+	switch s.lang {
+	case "dockerfile", "yaml":
+		for _, m := range execForm.FindAllString(s.code, -1) {
+			words := shellWords(strings.NewReplacer("[", "", "]", "", ",", " ").Replace(m))
+			cmds = append(cmds, words[1:])
+		}
+	case "sh":
+		code := strings.ReplaceAll(s.code, "\\\n", " ")
+		for _, line := range strings.Split(code, "\n") {
+			line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "$ "))
+			if strings.HasPrefix(line, "#") {
+				continue
+			}
+			var cmd []string
+		words:
+			for _, w := range append(shellWords(line), "|") {
+				switch w {
+				case "|", ";", "&&", "||", ">", "<", "#":
+					if len(cmd) > 0 && cmd[0] == "fcgi" {
+						cmds = append(cmds, cmd[1:])
+					} else if len(cmd) > 3 && cmd[0] == "go" && cmd[1] == "run" && cmd[2] == "./cmd/fcgi" {
+						cmds = append(cmds, cmd[3:])
+					}
+					cmd = nil
+					if w == "#" {
+						break words // a comment
+					}
+				default:
+					cmd = append(cmd, w)
+				}
+			}
+		}
+	}
+	return cmds
+}
+
+// shellWords splits a line into words as the shell would, for the simple
+// quoting of the documentation: '...' and "..." without escapes.
+func shellWords(line string) []string {
+	var words []string
+	var w strings.Builder
+	in, quote := false, byte(0)
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case quote != 0 && c == quote:
+			quote = 0
+		case quote != 0:
+			w.WriteByte(c)
+		case c == '\'' || c == '"':
+			quote, in = c, true
+		case c == ' ' || c == '\t':
+			if in {
+				words = append(words, w.String())
+				w.Reset()
+				in = false
+			}
+		default:
+			w.WriteByte(c)
+			in = true
+		}
+	}
+	if in {
+		words = append(words, w.String())
+	}
+	return words
 }
