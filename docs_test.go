@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -307,7 +306,7 @@ type runningSnippet struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed once it has exited; err is then set
 	err  error
-	out  syncBuffer
+	out  lockedBuffer
 }
 
 // startSnippet starts a server snippet; it is killed when the test ends.
@@ -333,38 +332,18 @@ func startSnippet(t *testing.T, bin string, args ...string) *runningSnippet {
 // program exits.
 func waitDial(t *testing.T, network, address string, p *runningSnippet) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial(network, address); err == nil {
-			c.Close()
-			return
-		}
+	waitForMsg(t, "a listener on "+address, func() bool {
 		select {
 		case <-p.done:
 			t.Fatalf("the program exited before listening on %s: %v\n%s", address, p.err, p.out.String())
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens on %s after 10 s\n%s", address, p.out.String())
+		c, err := net.Dial(network, address)
+		if err == nil {
+			c.Close()
 		}
-	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+		return err == nil
+	})
 }
 
 // runNginxAppSnippet runs README's "Serving a Go program behind nginx" as
