@@ -8,10 +8,20 @@
 // The package-level Serve does what net/http/fcgi.Serve does; a Server adds
 // limits, timeouts, logging, statistics and graceful shutdown:
 //
+//	mux := http.NewServeMux()
+//	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+//		fmt.Fprintln(w, "hello from FastCGI")
+//	})
 //	srv := &fcgi.Server{Handler: mux}
 //	go srv.ListenAndServe("unix:/run/app/fcgi.sock")
-//	<-sigterm
-//	srv.Shutdown(ctx)
+//
+//	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+//	defer stop()
+//	<-ctx.Done()
+//	// ListenAndServe returns ErrServerClosed as soon as Shutdown starts:
+//	// the program waits for Shutdown itself, which returns once the
+//	// requests in flight are done.
+//	srv.Shutdown(context.Background())
 //
 // A unix socket made by ListenAndServe has mode 0660 and the process's
 // user and group; nginx's workers (www-data on Debian) can connect only

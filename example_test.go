@@ -58,11 +58,14 @@ func ExampleServe() {
 
 // A production server behind nginx: a unix socket, limits and timeouts
 // left at their defaults, and a graceful shutdown, which a real program
-// starts on SIGTERM:
+// starts on SIGTERM. Serve returns ErrServerClosed as soon as Shutdown
+// starts, so main waits for Shutdown itself to return:
 //
 //	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 //	defer stop()
-//	go func() { <-ctx.Done(); srv.Shutdown(context.Background()) }()
+//	go srv.Serve(l)
+//	<-ctx.Done()
+//	srv.Shutdown(context.Background()) // returns when in-flight requests are done
 func ExampleServer_Shutdown() {
 	dir, err := os.MkdirTemp("", "fcgi")
 	if err != nil {

@@ -299,8 +299,10 @@ func (s *Server) handler() http.Handler {
 // or else file descriptor 0, as web servers and spawn-fcgi hand it over.
 //
 // Temporary accept errors are retried with a back-off, as net/http does.
-// Serve always returns a non-nil error and closes l; after Shutdown or
-// Close it returns ErrServerClosed.
+// Serve always returns a non-nil error and closes l. When Shutdown or
+// Close is called, Serve immediately returns ErrServerClosed: make sure the
+// program does not exit then, and waits instead for Shutdown to return,
+// or the requests still in flight are cut off.
 func (s *Server) Serve(l net.Listener) error {
 	if l == nil {
 		var err error
@@ -409,6 +411,10 @@ func isTemporary(err error) bool {
 // earlier run is removed first, one that another server still answers on
 // is not), created with SocketMode, SocketOwner and SocketGroup; anything
 // else is a TCP "host:port".
+//
+// ListenAndServe always returns a non-nil error. When Shutdown or Close
+// is called, it immediately returns ErrServerClosed: make sure the program
+// does not exit then, and waits instead for Shutdown to return.
 func (s *Server) ListenAndServe(addr string) error {
 	if s.inShutdown.Load() {
 		return ErrServerClosed
@@ -433,6 +439,12 @@ func (s *Server) ListenAndServe(addr string) error {
 // the handler left unread may still be coming). If ctx ends first,
 // Shutdown returns ctx.Err() and leaves the remaining connections running
 // (call Close to end them). A Server cannot be used again after Shutdown.
+//
+// When Shutdown is called, Serve and ListenAndServe immediately return
+// ErrServerClosed. Make sure the program doesn't exit and waits instead
+// for Shutdown to return: a main that returns when ListenAndServe does
+// ends the process, and with it every request still in flight (nginx
+// answers them 502).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.inShutdown.Store(true)
 	s.mu.Lock()
