@@ -103,7 +103,8 @@ type Response struct {
 	// valid. The caller must close it: closing it before io.EOF abandons
 	// the request (the connection is closed, or on a multiplexed
 	// connection the request is aborted with FCGI_ABORT_REQUEST). A
-	// connection is reused only when its Body was read to io.EOF.
+	// connection is reused only when its Body was read to io.EOF. A Read
+	// after Close returns [http.ErrBodyReadAfterClose].
 	Body io.ReadCloser
 
 	call *call

@@ -280,7 +280,7 @@ func TestClientBodyClosedEarly(t *testing.T) {
 	if time.Since(start) > time.Second {
 		t.Fatal("Close waited for the slow tail")
 	}
-	if _, err := resp.Body.Read(buf); !errors.Is(err, fcgi.ErrAborted) {
+	if _, err := resp.Body.Read(buf); !errors.Is(err, http.ErrBodyReadAfterClose) {
 		t.Fatalf("Read after Close: %v", err)
 	}
 	// The connection was closed, not pooled.

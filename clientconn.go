@@ -792,7 +792,7 @@ func (cl *call) buffered() bool {
 // Close ends the response. Before io.EOF it abandons the request.
 func (cl *call) Close() error {
 	if !cl.finished {
-		cl.err = ErrAborted
+		cl.err = http.ErrBodyReadAfterClose
 		cl.pending = nil
 		cl.finish(false)
 	}
@@ -1194,7 +1194,7 @@ func (cl *call) nextMpx() (wire.Type, []byte, error) {
 			if cl.wdone != nil && isClosed(cl.wdone) && cl.werr != nil {
 				return 0, nil, cl.werr
 			}
-			return 0, nil, ErrAborted
+			return 0, nil, http.ErrBodyReadAfterClose
 		case <-cc.broken:
 			select {
 			case ev = <-cl.events:

@@ -420,7 +420,7 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 	switch _, dup := c.reqs[id]; {
 	case dup:
 		c.mu.Unlock()
-		return fmt.Errorf("%w: request ID %d", ErrDuplicateRequest, id)
+		return fmt.Errorf("%w: request ID %d", errDuplicateRequest, id)
 	case c.closing:
 		// Sent before the web server could see our last END_REQUEST
 		// (finish has not begun the drain, or this would have been
@@ -487,7 +487,7 @@ func (c *conn) params(req *request, content []byte) {
 	}
 	if len(req.params)+len(req.env)+len(content) > c.srv.maxParamsBytes() {
 		req.paramsDone = true
-		c.refuse(req, ErrParamsTooLarge)
+		c.refuse(req, errParamsTooLarge)
 		return
 	}
 	// Web servers send all PARAMS in one record: keep it as the string it
@@ -547,7 +547,7 @@ func (c *conn) refuse(req *request, err error) {
 	req.started = true
 	code := http.StatusBadRequest
 	switch {
-	case errors.Is(err, ErrParamsTooLarge):
+	case errors.Is(err, errParamsTooLarge):
 		code = http.StatusRequestHeaderFieldsTooLarge
 	case errors.Is(err, ErrReadTimeout):
 		code = http.StatusRequestTimeout
