@@ -90,9 +90,9 @@ func (r *Request) replayable() bool {
 // A Response is the application's answer to a [Request]: the CGI response
 // header, parsed, and the rest of STDOUT as Body.
 type Response struct {
-	// Status is the HTTP status: from the Status header, else 302 when
+	// StatusCode is the HTTP status: from the Status header, else 302 when
 	// there is a Location header, else 200.
-	Status int
+	StatusCode int
 
 	// Header holds the CGI response header without Status. Keys are in
 	// canonical form.
@@ -161,7 +161,7 @@ const (
 	DefaultReadTimeout            = time.Minute
 	DefaultProbeTimeout           = 2 * time.Second
 	DefaultBackendCooldown        = 10 * time.Second
-	DefaultMaxRequestsPerConn     = 64
+	DefaultMaxMultiplexedRequests = 64
 )
 
 // defaultAbortGrace is how long a multiplexed connection waits for
@@ -281,10 +281,10 @@ type Client struct {
 	// value is MultiplexOff.
 	Multiplex MultiplexMode
 
-	// MaxRequestsPerConn bounds the requests in flight on one multiplexed
+	// MaxMultiplexedRequests bounds the requests in flight on one multiplexed
 	// connection. Zero means the backend's FCGI_MAX_REQS when it reported
-	// one, else DefaultMaxRequestsPerConn.
-	MaxRequestsPerConn int
+	// one, else DefaultMaxMultiplexedRequests.
+	MaxMultiplexedRequests int
 
 	// ProbeTimeout bounds the FCGI_GET_VALUES exchange of MultiplexAuto
 	// and of [Client.GetValues]. Zero means DefaultProbeTimeout (2 s);

@@ -114,8 +114,8 @@ func testClientDo(t *testing.T, tcp bool) {
 	req.Stderr = &stderr
 	req.Body = strings.NewReader("payload")
 	resp, body := doString(t, c, req)
-	if resp.Status != 201 || body != "uri=/x?y body=payload" {
-		t.Fatalf("got %d %q", resp.Status, body)
+	if resp.StatusCode != 201 || body != "uri=/x?y body=payload" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
 	}
 	if got := resp.Header["X-A"]; len(got) != 2 || got[1] != "2" || resp.Header.Get("Content-Type") != "text/plain" {
 		t.Fatalf("header %v", resp.Header)
@@ -381,8 +381,8 @@ func TestClientAnswerBeforeBody(t *testing.T) {
 	}
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if err != nil || resp.Status != 413 || string(b) != "too big" {
-		t.Fatalf("%d %q %v", resp.Status, b, err)
+	if err != nil || resp.StatusCode != 413 || string(b) != "too big" {
+		t.Fatalf("%d %q %v", resp.StatusCode, b, err)
 	}
 }
 
@@ -575,7 +575,7 @@ func TestClientMultiplexOn(t *testing.T) {
 	c := newClient(app.Addr)
 	c.Multiplex = fcgi.MultiplexOn
 	c.MaxConnsPerBackend = 1
-	c.MaxRequestsPerConn = 8
+	c.MaxMultiplexedRequests = 8
 	defer c.Close()
 	var wg sync.WaitGroup
 	for i := 0; i < 40; i++ {

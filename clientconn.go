@@ -222,7 +222,7 @@ func (cl *call) roundTrip(ctx context.Context, req *Request, body, data io.Reade
 		cl.finish(cl.ended)
 		return nil, err
 	}
-	cl.resp = Response{Status: status, Header: h, Body: cl, call: cl}
+	cl.resp = Response{StatusCode: status, Header: h, Body: cl, call: cl}
 	return &cl.resp, nil
 }
 

@@ -59,7 +59,7 @@ func askAuthorizer(addr, authorization string) string {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	line := []string{strconv.Itoa(resp.Status)}
+	line := []string{strconv.Itoa(resp.StatusCode)}
 	for _, k := range slices.Sorted(maps.Keys(resp.Header)) {
 		line = append(line, k+": "+resp.Header.Get(k))
 	}

@@ -415,7 +415,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 	} else {
 		copyHeader(h, resp.Header)
 	}
-	w.WriteHeader(resp.Status)
+	w.WriteHeader(resp.StatusCode)
 	g.copyBody(w, r, resp)
 }
 
@@ -461,7 +461,7 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 			}
 		}
 		if err == io.EOF {
-			g.checkLength(w, r, resp.Status, written)
+			g.checkLength(w, r, resp.StatusCode, written)
 			sd.extend() // net/http writes the end of the response
 			return
 		}
@@ -700,10 +700,10 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 			g.fail(w, r, err)
 			return
 		}
-		if resp.Status != http.StatusOK {
+		if resp.StatusCode != http.StatusOK {
 			defer resp.Body.Close()
 			copyHeader(w.Header(), resp.Header)
-			w.WriteHeader(resp.Status)
+			w.WriteHeader(resp.StatusCode)
 			g.copyBody(w, r, resp)
 			return
 		}

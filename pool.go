@@ -69,9 +69,9 @@ func newBackend(c *Client, addr string) *backend {
 	switch c.Multiplex {
 	case MultiplexOn:
 		b.mpx = mpxYes
-		b.maxReqs = c.MaxRequestsPerConn
+		b.maxReqs = c.MaxMultiplexedRequests
 		if b.maxReqs <= 0 {
-			b.maxReqs = DefaultMaxRequestsPerConn
+			b.maxReqs = DefaultMaxMultiplexedRequests
 		}
 	case MultiplexAuto:
 		b.mpx = mpxUnknown
@@ -477,7 +477,7 @@ func (b *backend) startProbe() {
 		defer c.wg.Done()
 		vals, err := c.GetValues(context.Background(), b.addr, "FCGI_MPXS_CONNS", "FCGI_MAX_REQS")
 		mpx := mpxNo
-		maxReqs := c.MaxRequestsPerConn
+		maxReqs := c.MaxMultiplexedRequests
 		if err != nil {
 			c.logger().Info("fcgi: multiplexing probe failed; one request per connection", "backend", b.addr, "err", err)
 		} else if vals["FCGI_MPXS_CONNS"] == "1" {
@@ -489,7 +489,7 @@ func (b *backend) startProbe() {
 			}
 		}
 		if maxReqs <= 0 {
-			maxReqs = DefaultMaxRequestsPerConn
+			maxReqs = DefaultMaxMultiplexedRequests
 		}
 		b.mu.Lock()
 		b.mpx, b.maxReqs = mpx, min(maxReqs, 65535)

@@ -136,7 +136,7 @@ protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 			}
 			defer resp.Body.Close()
 			if *include {
-				if err := writeHeader(e.stdout, resp.Status, resp.Header); err != nil {
+				if err := writeHeader(e.stdout, resp.StatusCode, resp.Header); err != nil {
 					return err
 				}
 			}
@@ -147,8 +147,8 @@ protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 				status, _ := resp.AppStatus()
 				e.log.Info("END_REQUEST", "app_status", status, "protocol_status", "REQUEST_COMPLETE")
 			}
-			if *fail && resp.Status >= 400 {
-				return exitf(exitFail, "HTTP status %d", resp.Status)
+			if *fail && resp.StatusCode >= 400 {
+				return exitf(exitFail, "HTTP status %d", resp.StatusCode)
 			}
 			return nil
 		}
