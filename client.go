@@ -17,7 +17,7 @@ import (
 // A Request is one FastCGI request for [Client.Do].
 type Request struct {
 	// Role is the role the application plays; the zero value means
-	// [Responder].
+	// [RoleResponder].
 	Role Role
 
 	// Params are the request's CGI/FastCGI variables (REQUEST_METHOD,
@@ -37,7 +37,7 @@ type Request struct {
 	// [Client]). [Gateway] sets it for the bodies it buffers.
 	GetBody func() (io.Reader, error)
 
-	// Data is sent as FCGI_DATA after STDIN, for the [Filter] role. Nil
+	// Data is sent as FCGI_DATA after STDIN, for the [RoleFilter] role. Nil
 	// sends no DATA stream for other roles and an empty one for Filter.
 	Data io.Reader
 

@@ -971,7 +971,7 @@ func TestClientFilterRole(t *testing.T) {
 	c := newClient(app.Addr)
 	defer c.Close()
 	req := get("/")
-	req.Role = fcgi.Filter
+	req.Role = fcgi.RoleFilter
 	req.Body = strings.NewReader("in")
 	req.Data = strings.NewReader("file to filter")
 	if _, body := doString(t, c, req); body != `FILTER stdin="in" data="FILE TO FILTER"` {
@@ -979,7 +979,7 @@ func TestClientFilterRole(t *testing.T) {
 	}
 	// Without Data, an empty DATA stream still ends the request.
 	req = get("/")
-	req.Role = fcgi.Filter
+	req.Role = fcgi.RoleFilter
 	if _, body := doString(t, c, req); body != `FILTER stdin="" data=""` {
 		t.Fatalf("body %q", body)
 	}

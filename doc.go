@@ -44,7 +44,7 @@
 // slow clients cannot occupy the application's workers, with bounded
 // memory (Gateway.MaxMemoryBytes per request, Gateway.MaxTotalMemoryBytes
 // in all) and temporary files beyond, and it refuses with 431 or 414 a
-// header field or URL longer than PHP-FPM accepts (Gateway.MaxParamBytes).
+// header field or URL longer than PHP-FPM accepts (Gateway.MaxParamPairBytes).
 //
 // # Migrating from net/http/fcgi
 //

@@ -51,7 +51,7 @@ func askAuthorizer(addr, authorization string) string {
 	c := &fcgi.Client{Addr: addr}
 	defer c.Close()
 	resp, err := c.Do(context.Background(), &fcgi.Request{
-		Role:   fcgi.Authorizer,
+		Role:   fcgi.RoleAuthorizer,
 		Params: map[string]string{"REQUEST_URI": "/private/", "HTTP_AUTHORIZATION": authorization},
 	})
 	if err != nil {

@@ -19,7 +19,7 @@ const (
 	DefaultMaxBodyBytes        = 64 << 20
 	DefaultMaxMemoryBytes      = 1 << 20
 	DefaultMaxTotalMemoryBytes = 64 << 20
-	DefaultMaxParamBytes       = 65535
+	DefaultMaxParamPairBytes   = 65535
 	DefaultBodyReadTimeout     = 60 * time.Second
 	DefaultSendTimeout         = 60 * time.Second
 )
@@ -78,7 +78,7 @@ const (
 // it arrives.
 //
 // A request whose header fields or URL would make a parameter longer than
-// MaxParamBytes gets 431 or 414 without reaching the application, rather
+// MaxParamPairBytes gets 431 or 414 without reaching the application, rather
 // than a 502 when PHP-FPM drops the connection. The whole header is bounded
 // by the http.Server's MaxHeaderBytes (1 MiB by default).
 //
@@ -119,9 +119,9 @@ type Gateway struct {
 	// front controller.
 	ServeStatic bool
 
-	// Env holds more parameters to send with every request (APP_ENV,
+	// Params holds more parameters to send with every request (APP_ENV,
 	// PHP_VALUE, ...). Those the gateway computes take precedence.
-	Env map[string]string
+	Params map[string]string
 
 	// ServerName is SERVER_NAME. Zero means the host of the request's
 	// Host header.
@@ -169,16 +169,16 @@ type Gateway struct {
 	// CONTENT_LENGTH. The zero value buffers.
 	StreamRequestBody bool
 
-	// MaxParamBytes bounds each parameter sent to the application, as an
+	// MaxParamPairBytes bounds each parameter sent to the application, as an
 	// encoded FastCGI name-value pair: lengths, name and value (a header
 	// field X-Foo is HTTP_X_FOO, its values joined). A request that would
 	// need a longer one gets 431 Request Header Fields Too Large, or 414
-	// URI Too Long when the URL makes it. Zero means DefaultMaxParamBytes
+	// URI Too Long when the URL makes it. Zero means DefaultMaxParamPairBytes
 	// (65535, one record's content: the most PHP-FPM takes, as it decodes
 	// each FCGI_PARAMS record on its own and drops the connection when a
 	// pair straddles two); negative means no limit, for applications that
 	// reassemble pairs across records, as fcgikit's Server does.
-	MaxParamBytes int
+	MaxParamPairBytes int
 
 	// SendTimeout bounds each write of the response to the HTTP client,
 	// as nginx's send_timeout does: when a write (of up to 32 KiB) makes
@@ -380,7 +380,7 @@ func (g *Gateway) Filter() http.Handler {
 		// application can tell from FCGI_DATA_LENGTH.
 		size := fi.Size()
 		req := &Request{
-			Role:    Filter,
+			Role:    RoleFilter,
 			Data:    io.NewSectionReader(f, 0, size),
 			GetData: func() (io.Reader, error) { return io.NewSectionReader(f, 0, size), nil },
 		}
@@ -693,7 +693,7 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 			g.fail(w, r, err)
 			return
 		}
-		req := &Request{Role: Authorizer, env: *env, Stderr: &stderrLog{log: g.logger(), r: r}}
+		req := &Request{Role: RoleAuthorizer, env: *env, Stderr: &stderrLog{log: g.logger(), r: r}}
 		resp, err := g.Client.Do(r.Context(), req)
 		putEnv(env)
 		if err != nil {

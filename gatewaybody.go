@@ -75,13 +75,13 @@ func (g *Gateway) reserve(n int64) bool {
 }
 
 // checkParams refuses a request one of whose parameters would be longer
-// than MaxParamBytes as a name-value pair: 414 for those the request
+// than MaxParamPairBytes as a name-value pair: 414 for those the request
 // target makes, 431 for the others (header fields and what derives from
 // them).
 func (g *Gateway) checkParams(env cgiEnv) error {
-	max := g.MaxParamBytes
+	max := g.MaxParamPairBytes
 	if max == 0 {
-		max = DefaultMaxParamBytes
+		max = DefaultMaxParamPairBytes
 	}
 	if max < 0 {
 		return nil

@@ -75,7 +75,7 @@ func (req *request) parseParams() error {
 	if perr != nil {
 		return perr
 	}
-	if req.role == Authorizer {
+	if req.role == RoleAuthorizer {
 		// An Authorizer gets no body (§6.3), whatever CONTENT_LENGTH the
 		// web server passed on from the client's request.
 		req.contentLength = 0

@@ -273,7 +273,7 @@ func (req *request) inputArrived() bool {
 	if !req.inputDone.Load() {
 		return false
 	}
-	if req.role != Filter || !req.started {
+	if req.role != RoleFilter || !req.started {
 		return true
 	}
 	return req.filter != nil && req.filter.ended
@@ -535,7 +535,7 @@ func (c *conn) start(req *request) {
 		c.refuse(req, err)
 		return
 	}
-	if req.role == Filter {
+	if req.role == RoleFilter {
 		c.filterData(req)
 	}
 	go c.runHandler(req, hr)
@@ -825,7 +825,7 @@ func (c *conn) startDrain() {
 		// is then ignored, its request gone, and inputDone stays
 		// unset; what arrived tells instead.
 		inputDone := req.inputDone.Load() || req.contentLength == 0 || req.body != nil && req.body.allArrived()
-		if req.role == Filter {
+		if req.role == RoleFilter {
 			if f := req.filter; f != nil {
 				c.drainMax += max(f.Length, 0)
 				inputDone = inputDone && f.ended
