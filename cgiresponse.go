@@ -16,10 +16,6 @@ import (
 // that is not a non-negative integer make the response malformed: an HTTP
 // client given them would wait for what never comes.
 
-// defaultMaxResponseHeaderBytes is the default limit on a CGI response
-// header, blank line included.
-const defaultMaxResponseHeaderBytes = 64 << 10
-
 // cgiHeaderEnd finds the end of a CGI header in b, scanning lines from
 // offset from, which must be the start of a line. It returns the length of
 // the header including its blank line, or -1 and the offset of the first

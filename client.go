@@ -153,15 +153,16 @@ const (
 // Defaults for zero [Client] fields. The three waits on the application
 // are those of nginx (fastcgi_send_timeout, fastcgi_read_timeout).
 const (
-	DefaultMaxIdleConnsPerBackend = 16
-	DefaultIdleTimeout            = 30 * time.Second
-	DefaultDialTimeout            = 10 * time.Second
-	DefaultWriteTimeout           = time.Minute
-	DefaultResponseHeaderTimeout  = time.Minute
-	DefaultReadTimeout            = time.Minute
-	DefaultProbeTimeout           = 2 * time.Second
-	DefaultBackendCooldown        = 10 * time.Second
-	DefaultMaxMultiplexedRequests = 64
+	DefaultClientMaxIdleConnsPerBackend = 16
+	DefaultClientIdleTimeout            = 30 * time.Second
+	DefaultClientDialTimeout            = 10 * time.Second
+	DefaultClientWriteTimeout           = time.Minute
+	DefaultClientResponseHeaderTimeout  = time.Minute
+	DefaultClientReadTimeout            = time.Minute
+	DefaultClientProbeTimeout           = 2 * time.Second
+	DefaultClientBackendCooldown        = 10 * time.Second
+	DefaultClientMaxMultiplexedRequests = 64
+	DefaultClientMaxResponseHeaderBytes = 64 << 10
 )
 
 // defaultAbortGrace is how long a multiplexed connection waits for
@@ -177,8 +178,9 @@ const defaultAbortGrace = 2 * time.Second
 // changed after the first request. A Client is safe for concurrent use by
 // multiple goroutines and should be reused rather than created per request.
 //
-// Every timeout follows one rule: zero means its default (DefaultDialTimeout
-// and the others), a negative value none. By default a request therefore
+// Every limit and timeout follows one rule: zero means its default (a
+// DefaultClientX constant, or no limit where the field says so), a
+// negative value no limit. By default a request therefore
 // fails with a [*TimeoutError] (a 504 from [Gateway]) when the application
 // stops reading the request for a minute, has not started its response a
 // minute after it had the whole request, or pauses its response for a
@@ -230,36 +232,37 @@ type Client struct {
 
 	// MaxConnsPerBackend bounds the connections to each backend; requests
 	// above it wait, in order, until a connection is free or their
-	// context ends. Zero means no limit. With PHP-FPM set it to
-	// pm.max_children: every open connection pins a worker. Without a
-	// limit, while a request on a new connection waits for its first
-	// response byte (it may be in PHP-FPM's accept queue), connections
-	// that finish are closed instead of kept idle, so that their workers
-	// can take the waiting connections: correct, but slower than a limit.
+	// context ends. With PHP-FPM set it to pm.max_children: every open
+	// connection pins a worker. Without a limit, while a request on a new
+	// connection waits for its first response byte (it may be in
+	// PHP-FPM's accept queue), connections that finish are closed instead
+	// of kept idle, so that their workers can take the waiting
+	// connections: correct, but slower than a limit. Zero and negative
+	// mean no limit.
 	MaxConnsPerBackend int
 
 	// MaxIdleConnsPerBackend bounds the idle connections kept for reuse
-	// per backend. Zero means DefaultMaxIdleConnsPerBackend; a negative
-	// value disables keep-alive (FCGI_KEEP_CONN is not set and the backend
-	// closes each connection).
+	// per backend. Zero means DefaultClientMaxIdleConnsPerBackend (16);
+	// negative, none: keep-alive is off (FCGI_KEEP_CONN is not set and the
+	// backend closes each connection).
 	MaxIdleConnsPerBackend int
 
 	// IdleTimeout closes a connection idle this long. Zero means
-	// DefaultIdleTimeout (30 s); negative, never.
+	// DefaultClientIdleTimeout (30 s); negative, no limit.
 	IdleTimeout time.Duration
 
-	// MaxLifetime, if positive, retires a connection this long after it
-	// was opened: it is not reused after that. Zero or negative means no
-	// limit.
+	// MaxLifetime retires a connection this long after it was opened: it
+	// is not reused after that. Zero and negative mean no limit.
 	MaxLifetime time.Duration
 
 	// DialTimeout bounds making a connection. Zero means
-	// DefaultDialTimeout (10 s); negative, only the context bounds it.
+	// DefaultClientDialTimeout (10 s); negative, no limit (only the
+	// context bounds it).
 	DialTimeout time.Duration
 
 	// WriteTimeout bounds each write of the request: the header records,
 	// then each piece of the body, so an application that stops reading
-	// is given up on. Zero means DefaultWriteTimeout (1 minute);
+	// is given up on. Zero means DefaultClientWriteTimeout (1 minute);
 	// negative, no limit.
 	WriteTimeout time.Duration
 
@@ -267,38 +270,39 @@ type Client struct {
 	// (STDERR does not count), counted from when the whole request, its
 	// body included, has been sent: a slow upload does not eat into it,
 	// and an application that answers before reading all of the body is
-	// not held to it. Zero means DefaultResponseHeaderTimeout (1 minute,
-	// as nginx's fastcgi_read_timeout); negative, no limit.
+	// not held to it. Zero means DefaultClientResponseHeaderTimeout
+	// (1 minute, as nginx's fastcgi_read_timeout); negative, no limit.
 	ResponseHeaderTimeout time.Duration
 
 	// ReadTimeout bounds each wait for the next response record once the
 	// response has begun: a stream that pauses longer, such as server-sent
-	// events, needs a longer one. Zero means DefaultReadTimeout (1
-	// minute); negative, no limit.
+	// events, needs a longer one. Zero means DefaultClientReadTimeout
+	// (1 minute); negative, no limit.
 	ReadTimeout time.Duration
 
 	// Multiplex selects whether requests share connections; the zero
 	// value is MultiplexOff.
 	Multiplex MultiplexMode
 
-	// MaxMultiplexedRequests bounds the requests in flight on one multiplexed
-	// connection. Zero means the backend's FCGI_MAX_REQS when it reported
-	// one, else DefaultMaxMultiplexedRequests.
+	// MaxMultiplexedRequests bounds the requests in flight on one
+	// multiplexed connection. Zero means the backend's FCGI_MAX_REQS when
+	// it reported one, else DefaultClientMaxMultiplexedRequests (64);
+	// negative, no limit but the 65535 request IDs.
 	MaxMultiplexedRequests int
 
 	// ProbeTimeout bounds the FCGI_GET_VALUES exchange of MultiplexAuto
-	// and of [Client.GetValues]. Zero means DefaultProbeTimeout (2 s);
-	// negative, only the context bounds it (some PHP-FPM versions never
-	// answer).
+	// and of [Client.GetValues]. Zero means DefaultClientProbeTimeout
+	// (2 s); negative, no limit (only the context bounds it: some PHP-FPM
+	// versions never answer).
 	ProbeTimeout time.Duration
 
 	// BackendCooldown is how long a failing backend is set aside. Zero
-	// means DefaultBackendCooldown (10 s); negative, failing backends are
-	// not set aside.
+	// means DefaultClientBackendCooldown (10 s); negative, none: failing
+	// backends are not set aside.
 	BackendCooldown time.Duration
 
 	// MaxResponseHeaderBytes bounds the CGI response header. Zero means
-	// 64 KiB.
+	// DefaultClientMaxResponseHeaderBytes (64 KiB); negative, no limit.
 	MaxResponseHeaderBytes int
 
 	// ErrorLog receives connection-level problems (failed probes,
@@ -336,9 +340,19 @@ func (c *Client) logger() *slog.Logger {
 
 func (c *Client) maxIdle() int {
 	if c.MaxIdleConnsPerBackend == 0 {
-		return DefaultMaxIdleConnsPerBackend
+		return DefaultClientMaxIdleConnsPerBackend
 	}
 	return max(c.MaxIdleConnsPerBackend, 0)
+}
+
+// maxMultiplexed resolves MaxMultiplexedRequests for a backend that
+// reported FCGI_MAX_REQS (0 when it did not), within the 65535 request IDs.
+func (c *Client) maxMultiplexed(reported int) int {
+	def := DefaultClientMaxMultiplexedRequests
+	if reported > 0 {
+		def = reported
+	}
+	return min(limitOrDefault(c.MaxMultiplexedRequests, def), 65535)
 }
 
 // splitAddr turns "unix:/path" or "host:port" into a network and address.
@@ -553,23 +567,23 @@ func (c *Client) graceAfterAbort() time.Duration {
 // The timeouts in force, resolved by the Server's rule (durationOrDefault):
 // zero for none.
 func (c *Client) dialTimeout() time.Duration {
-	return durationOrDefault(c.DialTimeout, DefaultDialTimeout)
+	return durationOrDefault(c.DialTimeout, DefaultClientDialTimeout)
 }
 func (c *Client) writeTimeout() time.Duration {
-	return durationOrDefault(c.WriteTimeout, DefaultWriteTimeout)
+	return durationOrDefault(c.WriteTimeout, DefaultClientWriteTimeout)
 }
 func (c *Client) responseHeaderTimeout() time.Duration {
-	return durationOrDefault(c.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
+	return durationOrDefault(c.ResponseHeaderTimeout, DefaultClientResponseHeaderTimeout)
 }
 func (c *Client) readTimeout() time.Duration {
-	return durationOrDefault(c.ReadTimeout, DefaultReadTimeout)
+	return durationOrDefault(c.ReadTimeout, DefaultClientReadTimeout)
 }
 func (c *Client) idleTimeout() time.Duration {
-	return durationOrDefault(c.IdleTimeout, DefaultIdleTimeout)
+	return durationOrDefault(c.IdleTimeout, DefaultClientIdleTimeout)
 }
 func (c *Client) probeTimeout() time.Duration {
-	return durationOrDefault(c.ProbeTimeout, DefaultProbeTimeout)
+	return durationOrDefault(c.ProbeTimeout, DefaultClientProbeTimeout)
 }
 func (c *Client) backendCooldown() time.Duration {
-	return durationOrDefault(c.BackendCooldown, DefaultBackendCooldown)
+	return durationOrDefault(c.BackendCooldown, DefaultClientBackendCooldown)
 }

@@ -590,10 +590,7 @@ func (cl *call) next() (wire.Type, []byte, error) {
 
 // readHeader reads STDOUT up to the end of the CGI header.
 func (cl *call) readHeader() (int, http.Header, error) {
-	limit := cl.c.MaxResponseHeaderBytes
-	if limit <= 0 {
-		limit = defaultMaxResponseHeaderBytes
-	}
+	limit := limitOrDefault(cl.c.MaxResponseHeaderBytes, DefaultClientMaxResponseHeaderBytes)
 	for {
 		typ, content, err := cl.next()
 		if err != nil {

@@ -102,7 +102,9 @@
 // and temporary file, and its backend connection, when the HTTP client
 // goes, stops sending ([Gateway.BodyReadTimeout]) or stops reading
 // ([Gateway.SendTimeout]). A limit that is reached recovers when the load
-// goes away. docs/limits.md lists each resource with its bound, its
+// goes away. Every limit and timeout of Server, Client and Gateway follows
+// one rule: zero means its default (the DefaultServerX, DefaultClientX and
+// DefaultGatewayX constants), a negative value no limit. docs/limits.md lists each resource with its bound, its
 // default and the test that takes it through each state it can be in and
 // ends it each way it can end.
 package fcgi

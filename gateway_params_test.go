@@ -11,12 +11,12 @@ import (
 	"github.com/fcgikit/fcgi"
 )
 
-// The sizes at which a name-value pair reaches fcgi.DefaultMaxParamPairBytes:
+// The sizes at which a name-value pair reaches fcgi.DefaultGatewayMaxParamPairBytes:
 // a name under 128 bytes takes one length byte, a value over 127 four.
 const (
-	bigHeaderAtLimit = fcgi.DefaultMaxParamPairBytes - 1 - 4 - len("HTTP_X_BIG")
+	bigHeaderAtLimit = fcgi.DefaultGatewayMaxParamPairBytes - 1 - 4 - len("HTTP_X_BIG")
 	// REQUEST_URI is "/app.php?" and the query.
-	bigQueryAtLimit = fcgi.DefaultMaxParamPairBytes - 1 - 4 - len("REQUEST_URI") - len("/app.php?")
+	bigQueryAtLimit = fcgi.DefaultGatewayMaxParamPairBytes - 1 - 4 - len("REQUEST_URI") - len("/app.php?")
 )
 
 // getWithHeader sends a GET for target with header fields set, and returns

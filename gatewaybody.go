@@ -37,21 +37,18 @@ var (
 
 func (g *Gateway) maxBody() int64 {
 	if g.MaxBodyBytes == 0 {
-		return DefaultMaxBodyBytes
+		return DefaultGatewayMaxBodyBytes
 	}
 	return g.MaxBodyBytes
 }
 
 func (g *Gateway) bodyReadTimeout() time.Duration {
-	if g.BodyReadTimeout == 0 {
-		return DefaultBodyReadTimeout
-	}
-	return g.BodyReadTimeout
+	return durationOrDefault(g.BodyReadTimeout, DefaultGatewayBodyReadTimeout)
 }
 
 func (g *Gateway) maxMemory() int64 {
 	if g.MaxMemoryBytes == 0 {
-		return DefaultMaxMemoryBytes
+		return DefaultGatewayMaxMemoryBytes
 	}
 	return g.MaxMemoryBytes
 }
@@ -61,7 +58,7 @@ func (g *Gateway) maxMemory() int64 {
 func (g *Gateway) reserve(n int64) bool {
 	max := g.MaxTotalMemoryBytes
 	if max == 0 {
-		max = DefaultMaxTotalMemoryBytes
+		max = DefaultGatewayMaxTotalMemoryBytes
 	}
 	for {
 		cur := g.bodyMem.Load()
@@ -81,7 +78,7 @@ func (g *Gateway) reserve(n int64) bool {
 func (g *Gateway) checkParams(env cgiEnv) error {
 	max := g.MaxParamPairBytes
 	if max == 0 {
-		max = DefaultMaxParamPairBytes
+		max = DefaultGatewayMaxParamPairBytes
 	}
 	if max < 0 {
 		return nil

@@ -69,10 +69,7 @@ func newBackend(c *Client, addr string) *backend {
 	switch c.Multiplex {
 	case MultiplexOn:
 		b.mpx = mpxYes
-		b.maxReqs = c.MaxMultiplexedRequests
-		if b.maxReqs <= 0 {
-			b.maxReqs = DefaultMaxMultiplexedRequests
-		}
+		b.maxReqs = c.maxMultiplexed(0)
 	case MultiplexAuto:
 		b.mpx = mpxUnknown
 	}
@@ -477,22 +474,17 @@ func (b *backend) startProbe() {
 		defer c.wg.Done()
 		vals, err := c.GetValues(context.Background(), b.addr, "FCGI_MPXS_CONNS", "FCGI_MAX_REQS")
 		mpx := mpxNo
-		maxReqs := c.MaxMultiplexedRequests
+		reported := 0
 		if err != nil {
 			c.logger().Info("fcgi: multiplexing probe failed; one request per connection", "backend", b.addr, "err", err)
 		} else if vals["FCGI_MPXS_CONNS"] == "1" {
 			mpx = mpxYes
-			if maxReqs <= 0 {
-				if n, err := strconv.Atoi(vals["FCGI_MAX_REQS"]); err == nil && n > 0 {
-					maxReqs = n
-				}
+			if n, err := strconv.Atoi(vals["FCGI_MAX_REQS"]); err == nil && n > 0 {
+				reported = n
 			}
 		}
-		if maxReqs <= 0 {
-			maxReqs = DefaultMaxMultiplexedRequests
-		}
 		b.mu.Lock()
-		b.mpx, b.maxReqs = mpx, min(maxReqs, 65535)
+		b.mpx, b.maxReqs = mpx, c.maxMultiplexed(reported)
 		var idle []*clientConn
 		if mpx == mpxYes {
 			// One-request connections are no longer needed.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -377,10 +378,16 @@ func (c *conn) getValues(content []byte) error {
 	// A malformed query is answered as far as it could be read.
 	_ = wire.ForEachPair(content, func(name, _ []byte) bool {
 		switch string(name) {
+		// A server without a limit has none to tell: the web server
+		// keeps its own.
 		case wire.ValueMaxConns:
-			res = wire.AppendPair(res, wire.ValueMaxConns, strconv.Itoa(s.maxConns()))
+			if n := s.maxConns(); n != math.MaxInt {
+				res = wire.AppendPair(res, wire.ValueMaxConns, strconv.Itoa(n))
+			}
 		case wire.ValueMaxReqs:
-			res = wire.AppendPair(res, wire.ValueMaxReqs, strconv.Itoa(s.maxRequests()))
+			if n := s.maxRequests(); n != math.MaxInt {
+				res = wire.AppendPair(res, wire.ValueMaxReqs, strconv.Itoa(n))
+			}
 		case wire.ValueMpxsConns:
 			mpxs := "1"
 			if s.maxRequestsPerConn() == 1 {
