@@ -405,11 +405,6 @@ func (e *dialError) Unwrap() error { return e.err }
 // ErrDial), whatever Client.Dial returned.
 func (e *dialError) Is(target error) bool { return target == ErrDial }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // Do sends req to a backend and returns the response once its CGI header
 // has arrived. The caller must close the response Body.
 //
@@ -442,7 +437,8 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		cl, err := b.acquire(ctx, forceNew)
 		if err != nil {
 			var de *dialError
-			if (errors.As(err, &de) || isTimeoutOp(err, "dial")) && dialFailures+1 < len(c.backends) && ctx.Err() == nil {
+			// acquire times out only dialling: its queue ends with ctx.
+			if (errors.As(err, &de) || isTimeout(err)) && dialFailures+1 < len(c.backends) && ctx.Err() == nil {
 				dialFailures++
 				avoid = b
 				continue
@@ -468,7 +464,7 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 			if len(c.backends) > 1 {
 				avoid = cl.b
 			}
-		case cl.reused && !cl.gotRecord && (req.idempotent() || cl.unsent && isReset(err)) && !isTimeoutErr(err):
+		case cl.reused && !cl.gotRecord && (req.idempotent() || cl.unsent && isReset(err)) && !isTimeout(err):
 			// A request that may have run (the backend read it, then
 			// reset) is retried only when running it twice is harmless.
 			forceNew = true
@@ -499,16 +495,6 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 // leaving after pm.max_requests does.
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-}
-
-func isTimeoutErr(err error) bool {
-	var te *TimeoutError
-	return errors.As(err, &te)
-}
-
-func isTimeoutOp(err error, op string) bool {
-	var te *TimeoutError
-	return errors.As(err, &te) && te.Op == op
 }
 
 // pick chooses the backend with the fewest requests in flight among those

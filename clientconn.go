@@ -104,15 +104,6 @@ func (cc *clientConn) setWriteDeadline(d time.Duration) {
 	}
 }
 
-func (cc *clientConn) isBroken() bool {
-	select {
-	case <-cc.broken:
-		return true
-	default:
-		return false
-	}
-}
-
 // A call is one request on a connection, from acquire to the end of its
 // response. It is the response Body.
 type call struct {
@@ -475,7 +466,7 @@ func (cl *call) writeLocked(fn func(*wire.Writer) error) error {
 	cc := cl.cc
 	cc.wmu.Lock()
 	defer cc.wmu.Unlock()
-	if cc.mpx && (cl.endSeen.Load() || cl.isGone()) {
+	if cc.mpx && (cl.endSeen.Load() || isClosed(cl.gone)) {
 		return errCallOver
 	}
 	if !cc.mpx && cl.stop != nil && cl.ctx.Err() != nil {
@@ -503,7 +494,7 @@ func (cl *call) writeErr(err error) error {
 	if cl.ctx.Err() != nil {
 		return cl.ctx.Err()
 	}
-	if cc := cl.cc; cc.mpx && cc.isBroken() && cc.byClient {
+	if cc := cl.cc; cc.mpx && isClosed(cc.broken) && cc.byClient {
 		return cc.brokenErr // the write failed because the client closed the connection
 	}
 	if isTimeout(err) {
@@ -876,7 +867,7 @@ func (cc *clientConn) startMpx(maxReqs int) {
 // retired.
 func (cc *clientConn) newMpxCall() *call {
 	cc.mu.Lock()
-	if cc.isBroken() || cc.retired.Load() {
+	if isClosed(cc.broken) || cc.retired.Load() {
 		cc.mu.Unlock()
 		cc.active.Add(-1)
 		return nil
@@ -950,7 +941,7 @@ func (cc *clientConn) readLoop() {
 			cc.fail(fmt.Errorf("%w: %s: unexpected %v", ErrProtocol, cc.b.addr, rec.Header))
 			return
 		}
-		if !cl.isGone() {
+		if !isClosed(cl.gone) {
 			ev := event{typ: rec.Type, buf: getEventBuf(rec.Content)}
 			select {
 			case cl.events <- ev:
@@ -1031,22 +1022,13 @@ func (cc *clientConn) closeIfDrained() {
 	}
 	cc.mu.Lock()
 	for _, cl := range cc.calls {
-		if cl != nil && !cl.endSeen.Load() && !cl.isGone() {
+		if cl != nil && !cl.endSeen.Load() && !isClosed(cl.gone) {
 			cc.mu.Unlock()
 			return
 		}
 	}
 	cc.mu.Unlock()
 	cc.shut(errors.New("retired after an aborted request outlived its grace"))
-}
-
-func (cl *call) isGone() bool {
-	select {
-	case <-cl.gone:
-		return true
-	default:
-		return false
-	}
 }
 
 // abort abandons a multiplexed request: it sends FCGI_ABORT_REQUEST, and
@@ -1060,7 +1042,7 @@ func (cl *call) abort() {
 		close(cl.gone)
 		cc := cl.cc
 		cc.closeIfDrained()
-		if cl.endSeen.Load() || cc.isBroken() {
+		if cl.endSeen.Load() || isClosed(cc.broken) {
 			return
 		}
 		cc.aborting.Add(1)
@@ -1098,7 +1080,7 @@ func (cl *call) abortAnswered() {
 // connection is closed, which frees that writer.
 func (cl *call) graceOver() {
 	cc := cl.cc
-	if cl.endSeen.Load() || cc.isBroken() {
+	if cl.endSeen.Load() || isClosed(cc.broken) {
 		return
 	}
 	grace := cl.c.graceAfterAbort()
@@ -1115,7 +1097,7 @@ func (cl *call) graceOver() {
 // writeAbort sends FCGI_ABORT_REQUEST with cc.wmu held, and unlocks it.
 func (cl *call) writeAbort() {
 	cc := cl.cc
-	if cc.isBroken() || cl.endSeen.Load() {
+	if isClosed(cc.broken) || cl.endSeen.Load() {
 		// Ended meanwhile: its ID may already be another request's.
 		cc.wmu.Unlock()
 		return
@@ -1239,6 +1221,7 @@ func (cl *call) stderrEvent(ev event) bool {
 	return true
 }
 
+// isClosed reports whether ch is closed; a nil ch is not.
 func isClosed(ch chan struct{}) bool {
 	select {
 	case <-ch:

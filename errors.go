@@ -3,6 +3,7 @@ package fcgi
 import (
 	"context"
 	"errors"
+	"net"
 
 	"github.com/fcgikit/fcgi/internal/wire"
 )
@@ -166,3 +167,10 @@ func (e *TimeoutError) Temporary() bool { return true }
 
 // Is reports whether target is [context.DeadlineExceeded].
 func (e *TimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// isTimeout reports whether err is a timeout: a [*TimeoutError], or a
+// deadline of a connection ([os.ErrDeadlineExceeded]) or a context.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

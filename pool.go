@@ -141,7 +141,7 @@ func (b *backend) acquire(ctx context.Context, forceNew bool) (*call, error) {
 		}
 		// One multiplexed connection is dialed at a time: the others wait
 		// for its free IDs.
-		if max := c.MaxConnsPerBackend; (max <= 0 || b.conns < max) && !(mpx && b.mpxDialing) {
+		if limit := c.MaxConnsPerBackend; (limit <= 0 || b.conns < limit) && !(mpx && b.mpxDialing) {
 			b.conns++
 			maxReqs := b.maxReqs
 			if mpx {
@@ -308,7 +308,7 @@ func (b *backend) pickMpxLocked() *clientConn {
 	now := time.Now()
 	for _, cc := range b.mpxConns {
 		n := int(cc.active.Load())
-		if n >= cc.maxReqs || cc.isBroken() || cc.retired.Load() || cc.aborting.Load() > 0 || cc.expired(now) {
+		if n >= cc.maxReqs || isClosed(cc.broken) || cc.retired.Load() || cc.aborting.Load() > 0 || cc.expired(now) {
 			continue
 		}
 		if best == nil || n < int(best.active.Load()) {

@@ -348,8 +348,7 @@ func (s *Server) Serve(l net.Listener) error {
 			if s.inShutdown.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+			if isTimeout(err) || isTemporary(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				s.logger().Warn("fcgi: accept error; retrying", "err", err, "delay", delay)
 				time.Sleep(delay)

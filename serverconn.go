@@ -128,8 +128,7 @@ func (c *conn) serve(ctx context.Context) {
 		rec, err := c.rd.Next()
 		draining := c.draining.Load()
 		if err != nil {
-			var ne net.Error
-			timeout := errors.As(err, &ne) && ne.Timeout()
+			timeout := isTimeout(err)
 			switch {
 			case timeout && draining && time.Now().Before(c.stageEnd):
 				// A wake-up (finish's) before the stage's end.
@@ -626,8 +625,7 @@ func (c *conn) writeLockedUntil(f func(w *wire.Writer) error, until time.Time) e
 		err = c.wr.Flush()
 	}
 	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
+		if isTimeout(err) {
 			c.srv.stats.timeouts.Add(1)
 			c.srv.logger().Warn("fcgi: write timeout; closing connection", "remote", c.remoteAddr())
 		}
