@@ -976,21 +976,18 @@ func (cl *call) releaseRef() {
 
 // fail closes a multiplexed connection the backend closed or broke; every
 // call on it sees err, as ErrBackendClosed or ErrProtocol.
-func (cc *clientConn) fail(err error) {
-	cc.failOnce.Do(func() {
-		cc.brokenErr = err
-		close(cc.broken)
-		cc.nc.Close()
-		cc.b.mpxConnBroken(cc)
-	})
-}
+func (cc *clientConn) fail(err error) { cc.breakOnce(err, false) }
 
 // shut closes a multiplexed connection the client gives up on; the calls
 // still on it see why, never ErrBackendClosed: the backend closed nothing.
 func (cc *clientConn) shut(why error) {
+	cc.breakOnce(fmt.Errorf("fcgi: %s: connection closed by the client: %w", cc.b.addr, why), true)
+}
+
+// breakOnce closes a multiplexed connection, the first time only, for err.
+func (cc *clientConn) breakOnce(err error, byClient bool) {
 	cc.failOnce.Do(func() {
-		cc.brokenErr = fmt.Errorf("fcgi: %s: connection closed by the client: %w", cc.b.addr, why)
-		cc.byClient = true
+		cc.brokenErr, cc.byClient = err, byClient
 		close(cc.broken)
 		cc.nc.Close()
 		cc.b.mpxConnBroken(cc)

@@ -214,14 +214,8 @@ func (b *bodyBuffer) fill(r io.Reader, length, limit int64) error {
 		if limit >= 0 && b.size > limit {
 			return errTooLarge
 		}
-		if err == io.EOF {
-			if length >= 0 && b.size < length {
-				return readErr(io.ErrUnexpectedEOF)
-			}
-			return nil
-		}
-		if err != nil {
-			return readErr(err)
+		if done, err := readEnd(err, length, b.size); done {
+			return err
 		}
 	}
 }
@@ -291,17 +285,26 @@ func (b *bodyBuffer) fillFile(r io.Reader, length, limit int64) error {
 		if werr := b.write(p[:n], limit); werr != nil {
 			return werr
 		}
-		if err == io.EOF {
-			if length >= 0 && b.size < length {
-				return readErr(io.ErrUnexpectedEOF)
-			}
-			return nil
-		}
-		if err != nil {
-			return readErr(err)
+		if done, err := readEnd(err, length, b.size); done {
+			return err
 		}
 	}
 	return nil
+}
+
+// readEnd tells whether a read of a body of length bytes (negative:
+// unknown) that returned err, size bytes in, ends the body, and with what
+// error: EOF before length is an unexpected EOF.
+func readEnd(err error, length, size int64) (bool, error) {
+	switch {
+	case err == io.EOF && length >= 0 && size < length:
+		return true, readErr(io.ErrUnexpectedEOF)
+	case err == io.EOF:
+		return true, nil
+	case err != nil:
+		return true, readErr(err)
+	}
+	return false, nil
 }
 
 func (b *bodyBuffer) write(p []byte, limit int64) error {
