@@ -104,7 +104,7 @@
 // ([Gateway.SendTimeout]). A limit that is reached recovers when the load
 // goes away. Every limit and timeout of Server, Client and Gateway follows
 // one rule: zero means its default (the DefaultServerX, DefaultClientX and
-// DefaultGatewayX constants), a negative value no limit. docs/limits.md lists each resource with its bound, its
-// default and the test that takes it through each state it can be in and
-// ends it each way it can end.
+// DefaultGatewayX constants), a negative value no limit. docs/limits.md
+// lists each resource with its bound, its default and the test that takes
+// it through each state it can be in and ends it each way it can end.
 package fcgi
