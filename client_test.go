@@ -464,6 +464,28 @@ func TestClientMalformedResponse(t *testing.T) {
 	}
 }
 
+// A negative MaxResponseHeaderBytes means no limit: a header past the
+// default's 64 KiB is read.
+func TestClientNoResponseHeaderLimit(t *testing.T) {
+	checkLeaks(t)
+	long := strings.Repeat("y", fcgi.DefaultClientMaxResponseHeaderBytes)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) { r.Write("X: " + long + "\r\n\r\nbody") }
+	})
+	c := newClient(app.Addr)
+	c.MaxResponseHeaderBytes = -1
+	defer c.Close()
+	resp, err := c.Do(context.Background(), get("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(body) != "body" || resp.Header.Get("X") != long {
+		t.Fatalf("body %q, %v; header of %d bytes", body, err, len(resp.Header.Get("X")))
+	}
+}
+
 func TestClientTimeouts(t *testing.T) {
 	checkLeaks(t)
 	release := make(chan struct{})
