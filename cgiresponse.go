@@ -16,10 +16,6 @@ import (
 // that is not a non-negative integer make the response malformed: an HTTP
 // client given them would wait for what never comes.
 
-// defaultMaxResponseHeaderBytes is the default limit on a CGI response
-// header, blank line included.
-const defaultMaxResponseHeaderBytes = 64 << 10
-
 // cgiHeaderEnd finds the end of a CGI header in b, scanning lines from
 // offset from, which must be the start of a line. It returns the length of
 // the header including its blank line, or -1 and the offset of the first
@@ -103,7 +99,7 @@ func parseCGIHeader(block []byte, h http.Header) (status int, _ http.Header, err
 	// gets a one-element slice of it, capped so that appending copies.
 	vals := make([]string, 0, lines)
 	for len(s) > 0 {
-		i := indexByteString(s, '\n')
+		i := strings.IndexByte(s, '\n')
 		if i < 0 {
 			return 0, nil, fmt.Errorf("%w: header line without end", ErrMalformedResponse)
 		}
@@ -115,7 +111,7 @@ func parseCGIHeader(block []byte, h http.Header) (status int, _ http.Header, err
 		if line == "" {
 			break
 		}
-		colon := indexByteString(line, ':')
+		colon := strings.IndexByte(line, ':')
 		if colon <= 0 {
 			return 0, nil, fmt.Errorf("%w: header line %q", ErrMalformedResponse, clip(line))
 		}
@@ -123,7 +119,7 @@ func parseCGIHeader(block []byte, h http.Header) (status int, _ http.Header, err
 		if !validHeaderName(name) {
 			return 0, nil, fmt.Errorf("%w: header name %q", ErrMalformedResponse, clip(name))
 		}
-		value := trimOWS(line[colon+1:])
+		value := strings.Trim(line[colon+1:], " \t")
 		if !validHeaderValue(value) {
 			return 0, nil, fmt.Errorf("%w: value of %q has control characters", ErrMalformedResponse, clip(name))
 		}
@@ -179,7 +175,7 @@ func contentLength(vs []string) (string, bool) {
 	for _, v := range vs {
 		for {
 			item, rest, more := strings.Cut(v, ",")
-			item = trimOWS(item)
+			item = strings.Trim(item, " \t")
 			if item == "" || len(item) > 18 {
 				return "", false // empty, or beyond any real length (and int64)
 			}
@@ -201,7 +197,7 @@ func contentLength(vs []string) (string, bool) {
 			v = rest
 		}
 	}
-	if len(vs) == 1 && indexByteString(vs[0], ',') < 0 && (vs[0] == "0" || vs[0][0] != '0') {
+	if len(vs) == 1 && strings.IndexByte(vs[0], ',') < 0 && (vs[0] == "0" || vs[0][0] != '0') {
 		return vs[0], true // the usual case: no string to build
 	}
 	return strconv.FormatInt(n, 10), true
@@ -224,25 +220,6 @@ func parseStatus(v string) (int, bool) {
 		return 0, false
 	}
 	return code, true
-}
-
-func indexByteString(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
-}
-
-func trimOWS(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // validHeaderValue rejects control characters other than tab, so that a

@@ -17,7 +17,7 @@ import (
 // A Request is one FastCGI request for [Client.Do].
 type Request struct {
 	// Role is the role the application plays; the zero value means
-	// [Responder].
+	// [RoleResponder].
 	Role Role
 
 	// Params are the request's CGI/FastCGI variables (REQUEST_METHOD,
@@ -37,7 +37,7 @@ type Request struct {
 	// [Client]). [Gateway] sets it for the bodies it buffers.
 	GetBody func() (io.Reader, error)
 
-	// Data is sent as FCGI_DATA after STDIN, for the [Filter] role. Nil
+	// Data is sent as FCGI_DATA after STDIN, for the [RoleFilter] role. Nil
 	// sends no DATA stream for other roles and an empty one for Filter.
 	Data io.Reader
 
@@ -90,9 +90,9 @@ func (r *Request) replayable() bool {
 // A Response is the application's answer to a [Request]: the CGI response
 // header, parsed, and the rest of STDOUT as Body.
 type Response struct {
-	// Status is the HTTP status: from the Status header, else 302 when
+	// StatusCode is the HTTP status: from the Status header, else 302 when
 	// there is a Location header, else 200.
-	Status int
+	StatusCode int
 
 	// Header holds the CGI response header without Status. Keys are in
 	// canonical form.
@@ -103,7 +103,8 @@ type Response struct {
 	// valid. The caller must close it: closing it before io.EOF abandons
 	// the request (the connection is closed, or on a multiplexed
 	// connection the request is aborted with FCGI_ABORT_REQUEST). A
-	// connection is reused only when its Body was read to io.EOF.
+	// connection is reused only when its Body was read to io.EOF. A Read
+	// after Close returns [http.ErrBodyReadAfterClose].
 	Body io.ReadCloser
 
 	call *call
@@ -152,15 +153,16 @@ const (
 // Defaults for zero [Client] fields. The three waits on the application
 // are those of nginx (fastcgi_send_timeout, fastcgi_read_timeout).
 const (
-	DefaultMaxIdleConnsPerBackend = 16
-	DefaultIdleTimeout            = 30 * time.Second
-	DefaultDialTimeout            = 10 * time.Second
-	DefaultWriteTimeout           = time.Minute
-	DefaultResponseHeaderTimeout  = time.Minute
-	DefaultReadTimeout            = time.Minute
-	DefaultProbeTimeout           = 2 * time.Second
-	DefaultBackendCooldown        = 10 * time.Second
-	DefaultMaxRequestsPerConn     = 64
+	DefaultClientMaxIdleConnsPerBackend = 16
+	DefaultClientIdleTimeout            = 30 * time.Second
+	DefaultClientDialTimeout            = 10 * time.Second
+	DefaultClientWriteTimeout           = time.Minute
+	DefaultClientResponseHeaderTimeout  = time.Minute
+	DefaultClientReadTimeout            = time.Minute
+	DefaultClientProbeTimeout           = 2 * time.Second
+	DefaultClientBackendCooldown        = 10 * time.Second
+	DefaultClientMaxMultiplexedRequests = 64
+	DefaultClientMaxResponseHeaderBytes = 64 << 10
 )
 
 // defaultAbortGrace is how long a multiplexed connection waits for
@@ -176,8 +178,9 @@ const defaultAbortGrace = 2 * time.Second
 // changed after the first request. A Client is safe for concurrent use by
 // multiple goroutines and should be reused rather than created per request.
 //
-// Every timeout follows one rule: zero means its default (DefaultDialTimeout
-// and the others), a negative value none. By default a request therefore
+// Every limit and timeout follows one rule: zero means its default (a
+// DefaultClientX constant, or no limit where the field says so), a
+// negative value no limit. By default a request therefore
 // fails with a [*TimeoutError] (a 504 from [Gateway]) when the application
 // stops reading the request for a minute, has not started its response a
 // minute after it had the whole request, or pauses its response for a
@@ -229,36 +232,37 @@ type Client struct {
 
 	// MaxConnsPerBackend bounds the connections to each backend; requests
 	// above it wait, in order, until a connection is free or their
-	// context ends. Zero means no limit. With PHP-FPM set it to
-	// pm.max_children: every open connection pins a worker. Without a
-	// limit, while a request on a new connection waits for its first
-	// response byte (it may be in PHP-FPM's accept queue), connections
-	// that finish are closed instead of kept idle, so that their workers
-	// can take the waiting connections: correct, but slower than a limit.
+	// context ends. With PHP-FPM set it to pm.max_children: every open
+	// connection pins a worker. Without a limit, while a request on a new
+	// connection waits for its first response byte (it may be in
+	// PHP-FPM's accept queue), connections that finish are closed instead
+	// of kept idle, so that their workers can take the waiting
+	// connections: correct, but slower than a limit. Zero and negative
+	// mean no limit.
 	MaxConnsPerBackend int
 
 	// MaxIdleConnsPerBackend bounds the idle connections kept for reuse
-	// per backend. Zero means DefaultMaxIdleConnsPerBackend; a negative
-	// value disables keep-alive (FCGI_KEEP_CONN is not set and the backend
-	// closes each connection).
+	// per backend. Zero means DefaultClientMaxIdleConnsPerBackend (16);
+	// negative, none: keep-alive is off (FCGI_KEEP_CONN is not set and the
+	// backend closes each connection).
 	MaxIdleConnsPerBackend int
 
 	// IdleTimeout closes a connection idle this long. Zero means
-	// DefaultIdleTimeout (30 s); negative, never.
+	// DefaultClientIdleTimeout (30 s); negative, no limit.
 	IdleTimeout time.Duration
 
-	// MaxLifetime, if positive, retires a connection this long after it
-	// was opened: it is not reused after that. Zero or negative means no
-	// limit.
+	// MaxLifetime retires a connection this long after it was opened: it
+	// is not reused after that. Zero and negative mean no limit.
 	MaxLifetime time.Duration
 
 	// DialTimeout bounds making a connection. Zero means
-	// DefaultDialTimeout (10 s); negative, only the context bounds it.
+	// DefaultClientDialTimeout (10 s); negative, no limit (only the
+	// context bounds it).
 	DialTimeout time.Duration
 
 	// WriteTimeout bounds each write of the request: the header records,
 	// then each piece of the body, so an application that stops reading
-	// is given up on. Zero means DefaultWriteTimeout (1 minute);
+	// is given up on. Zero means DefaultClientWriteTimeout (1 minute);
 	// negative, no limit.
 	WriteTimeout time.Duration
 
@@ -266,38 +270,39 @@ type Client struct {
 	// (STDERR does not count), counted from when the whole request, its
 	// body included, has been sent: a slow upload does not eat into it,
 	// and an application that answers before reading all of the body is
-	// not held to it. Zero means DefaultResponseHeaderTimeout (1 minute,
-	// as nginx's fastcgi_read_timeout); negative, no limit.
+	// not held to it. Zero means DefaultClientResponseHeaderTimeout
+	// (1 minute, as nginx's fastcgi_read_timeout); negative, no limit.
 	ResponseHeaderTimeout time.Duration
 
 	// ReadTimeout bounds each wait for the next response record once the
 	// response has begun: a stream that pauses longer, such as server-sent
-	// events, needs a longer one. Zero means DefaultReadTimeout (1
-	// minute); negative, no limit.
+	// events, needs a longer one. Zero means DefaultClientReadTimeout
+	// (1 minute); negative, no limit.
 	ReadTimeout time.Duration
 
 	// Multiplex selects whether requests share connections; the zero
 	// value is MultiplexOff.
 	Multiplex MultiplexMode
 
-	// MaxRequestsPerConn bounds the requests in flight on one multiplexed
-	// connection. Zero means the backend's FCGI_MAX_REQS when it reported
-	// one, else DefaultMaxRequestsPerConn.
-	MaxRequestsPerConn int
+	// MaxMultiplexedRequests bounds the requests in flight on one
+	// multiplexed connection. Zero means the backend's FCGI_MAX_REQS when
+	// it reported one, else DefaultClientMaxMultiplexedRequests (64);
+	// negative, no limit but the 65535 request IDs.
+	MaxMultiplexedRequests int
 
 	// ProbeTimeout bounds the FCGI_GET_VALUES exchange of MultiplexAuto
-	// and of [Client.GetValues]. Zero means DefaultProbeTimeout (2 s);
-	// negative, only the context bounds it (some PHP-FPM versions never
-	// answer).
+	// and of [Client.GetValues]. Zero means DefaultClientProbeTimeout
+	// (2 s); negative, no limit (only the context bounds it: some PHP-FPM
+	// versions never answer).
 	ProbeTimeout time.Duration
 
 	// BackendCooldown is how long a failing backend is set aside. Zero
-	// means DefaultBackendCooldown (10 s); negative, failing backends are
-	// not set aside.
+	// means DefaultClientBackendCooldown (10 s); negative, none: failing
+	// backends are not set aside.
 	BackendCooldown time.Duration
 
 	// MaxResponseHeaderBytes bounds the CGI response header. Zero means
-	// 64 KiB.
+	// DefaultClientMaxResponseHeaderBytes (64 KiB); negative, no limit.
 	MaxResponseHeaderBytes int
 
 	// ErrorLog receives connection-level problems (failed probes,
@@ -335,9 +340,19 @@ func (c *Client) logger() *slog.Logger {
 
 func (c *Client) maxIdle() int {
 	if c.MaxIdleConnsPerBackend == 0 {
-		return DefaultMaxIdleConnsPerBackend
+		return DefaultClientMaxIdleConnsPerBackend
 	}
 	return max(c.MaxIdleConnsPerBackend, 0)
+}
+
+// maxMultiplexed resolves MaxMultiplexedRequests for a backend that
+// reported FCGI_MAX_REQS (0 when it did not), within the 65535 request IDs.
+func (c *Client) maxMultiplexed(reported int) int {
+	def := DefaultClientMaxMultiplexedRequests
+	if reported > 0 {
+		def = reported
+	}
+	return min(limitOrDefault(c.MaxMultiplexedRequests, def), 65535)
 }
 
 // splitAddr turns "unix:/path" or "host:port" into a network and address.
@@ -390,11 +405,6 @@ func (e *dialError) Unwrap() error { return e.err }
 // ErrDial), whatever Client.Dial returned.
 func (e *dialError) Is(target error) bool { return target == ErrDial }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // Do sends req to a backend and returns the response once its CGI header
 // has arrived. The caller must close the response Body.
 //
@@ -427,7 +437,8 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		cl, err := b.acquire(ctx, forceNew)
 		if err != nil {
 			var de *dialError
-			if (errors.As(err, &de) || isTimeoutOp(err, "dial")) && dialFailures+1 < len(c.backends) && ctx.Err() == nil {
+			// acquire times out only dialling: its queue ends with ctx.
+			if (errors.As(err, &de) || isTimeout(err)) && dialFailures+1 < len(c.backends) && ctx.Err() == nil {
 				dialFailures++
 				avoid = b
 				continue
@@ -453,7 +464,7 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 			if len(c.backends) > 1 {
 				avoid = cl.b
 			}
-		case cl.reused && !cl.gotRecord && (req.idempotent() || cl.unsent && isReset(err)) && !isTimeoutErr(err):
+		case cl.reused && !cl.gotRecord && (req.idempotent() || cl.unsent && isReset(err)) && !isTimeout(err):
 			// A request that may have run (the backend read it, then
 			// reset) is retried only when running it twice is harmless.
 			forceNew = true
@@ -484,16 +495,6 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 // leaving after pm.max_requests does.
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-}
-
-func isTimeoutErr(err error) bool {
-	var te *TimeoutError
-	return errors.As(err, &te)
-}
-
-func isTimeoutOp(err error, op string) bool {
-	var te *TimeoutError
-	return errors.As(err, &te) && te.Op == op
 }
 
 // pick chooses the backend with the fewest requests in flight among those
@@ -552,23 +553,23 @@ func (c *Client) graceAfterAbort() time.Duration {
 // The timeouts in force, resolved by the Server's rule (durationOrDefault):
 // zero for none.
 func (c *Client) dialTimeout() time.Duration {
-	return durationOrDefault(c.DialTimeout, DefaultDialTimeout)
+	return durationOrDefault(c.DialTimeout, DefaultClientDialTimeout)
 }
 func (c *Client) writeTimeout() time.Duration {
-	return durationOrDefault(c.WriteTimeout, DefaultWriteTimeout)
+	return durationOrDefault(c.WriteTimeout, DefaultClientWriteTimeout)
 }
 func (c *Client) responseHeaderTimeout() time.Duration {
-	return durationOrDefault(c.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
+	return durationOrDefault(c.ResponseHeaderTimeout, DefaultClientResponseHeaderTimeout)
 }
 func (c *Client) readTimeout() time.Duration {
-	return durationOrDefault(c.ReadTimeout, DefaultReadTimeout)
+	return durationOrDefault(c.ReadTimeout, DefaultClientReadTimeout)
 }
 func (c *Client) idleTimeout() time.Duration {
-	return durationOrDefault(c.IdleTimeout, DefaultIdleTimeout)
+	return durationOrDefault(c.IdleTimeout, DefaultClientIdleTimeout)
 }
 func (c *Client) probeTimeout() time.Duration {
-	return durationOrDefault(c.ProbeTimeout, DefaultProbeTimeout)
+	return durationOrDefault(c.ProbeTimeout, DefaultClientProbeTimeout)
 }
 func (c *Client) backendCooldown() time.Duration {
-	return durationOrDefault(c.BackendCooldown, DefaultBackendCooldown)
+	return durationOrDefault(c.BackendCooldown, DefaultClientBackendCooldown)
 }

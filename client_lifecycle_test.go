@@ -358,7 +358,7 @@ func TestClientQueuedEveryEnding(t *testing.T) {
 			t.Run(name+"/"+end.name, func(t *testing.T) {
 				t.Parallel()
 				b := startHostile(t, end.stage)
-				c := &fcgi.Client{Addr: b.ln.Addr().String(), Multiplex: mpx, MaxConnsPerBackend: 1, MaxRequestsPerConn: 1, ErrorLog: quietLog}
+				c := &fcgi.Client{Addr: b.ln.Addr().String(), Multiplex: mpx, MaxConnsPerBackend: 1, MaxMultiplexedRequests: 1, ErrorLog: quietLog}
 				defer c.Close()
 				hctx, hcancel := context.WithCancel(context.Background())
 				defer hcancel()

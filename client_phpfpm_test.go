@@ -119,8 +119,8 @@ func TestClientPHPFPM(t *testing.T) {
 
 	t.Run("front controller", func(t *testing.T) {
 		resp, body := doString(t, c, fpmRequest(fpm, "GET", "/blog/post/7?x=1", nil, ""))
-		if resp.Status != 200 || body != "front /blog/post/7" {
-			t.Fatalf("%d %q", resp.Status, body)
+		if resp.StatusCode != 200 || body != "front /blog/post/7" {
+			t.Fatalf("%d %q", resp.StatusCode, body)
 		}
 		if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 			t.Fatalf("header %v", resp.Header)
@@ -138,20 +138,20 @@ func TestClientPHPFPM(t *testing.T) {
 	})
 	t.Run("status and redirect", func(t *testing.T) {
 		resp, body := doString(t, c, fpmRequest(fpm, "GET", "/missing", nil, ""))
-		if resp.Status != 404 || body != "nope" {
-			t.Fatalf("%d %q", resp.Status, body)
+		if resp.StatusCode != 404 || body != "nope" {
+			t.Fatalf("%d %q", resp.StatusCode, body)
 		}
 		resp, _ = doString(t, c, fpmRequest(fpm, "GET", "/redirect", nil, ""))
-		if resp.Status != 302 || resp.Header.Get("Location") != "https://example.com/next" {
-			t.Fatalf("%d %v", resp.Status, resp.Header)
+		if resp.StatusCode != 302 || resp.Header.Get("Location") != "https://example.com/next" {
+			t.Fatalf("%d %v", resp.StatusCode, resp.Header)
 		}
 		req := fpmRequest(fpm, "GET", "/x", nil, "")
 		req.Params["SCRIPT_FILENAME"] = fpm.Root() + "/nothere.php"
 		var stderr bytes.Buffer
 		req.Stderr = &stderr
 		resp, _ = doString(t, c, req)
-		if resp.Status != 404 || !strings.Contains(stderr.String(), "Primary script unknown") {
-			t.Fatalf("%d, stderr %q", resp.Status, stderr.String())
+		if resp.StatusCode != 404 || !strings.Contains(stderr.String(), "Primary script unknown") {
+			t.Fatalf("%d, stderr %q", resp.StatusCode, stderr.String())
 		}
 	})
 	t.Run("form", func(t *testing.T) {

@@ -114,8 +114,8 @@ func testClientDo(t *testing.T, tcp bool) {
 	req.Stderr = &stderr
 	req.Body = strings.NewReader("payload")
 	resp, body := doString(t, c, req)
-	if resp.Status != 201 || body != "uri=/x?y body=payload" {
-		t.Fatalf("got %d %q", resp.Status, body)
+	if resp.StatusCode != 201 || body != "uri=/x?y body=payload" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
 	}
 	if got := resp.Header["X-A"]; len(got) != 2 || got[1] != "2" || resp.Header.Get("Content-Type") != "text/plain" {
 		t.Fatalf("header %v", resp.Header)
@@ -280,7 +280,7 @@ func TestClientBodyClosedEarly(t *testing.T) {
 	if time.Since(start) > time.Second {
 		t.Fatal("Close waited for the slow tail")
 	}
-	if _, err := resp.Body.Read(buf); !errors.Is(err, fcgi.ErrAborted) {
+	if _, err := resp.Body.Read(buf); !errors.Is(err, http.ErrBodyReadAfterClose) {
 		t.Fatalf("Read after Close: %v", err)
 	}
 	// The connection was closed, not pooled.
@@ -381,8 +381,8 @@ func TestClientAnswerBeforeBody(t *testing.T) {
 	}
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if err != nil || resp.Status != 413 || string(b) != "too big" {
-		t.Fatalf("%d %q %v", resp.Status, b, err)
+	if err != nil || resp.StatusCode != 413 || string(b) != "too big" {
+		t.Fatalf("%d %q %v", resp.StatusCode, b, err)
 	}
 }
 
@@ -461,6 +461,28 @@ func TestClientMalformedResponse(t *testing.T) {
 	defer c.Close()
 	if _, err := c.Do(context.Background(), get("/")); !errors.Is(err, fcgi.ErrResponseHeaderTooLarge) {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// A negative MaxResponseHeaderBytes means no limit: a header past the
+// default's 64 KiB is read.
+func TestClientNoResponseHeaderLimit(t *testing.T) {
+	checkLeaks(t)
+	long := strings.Repeat("y", fcgi.DefaultClientMaxResponseHeaderBytes)
+	app := startFake(t, false, func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) { r.Write("X: " + long + "\r\n\r\nbody") }
+	})
+	c := newClient(app.Addr)
+	c.MaxResponseHeaderBytes = -1
+	defer c.Close()
+	resp, err := c.Do(context.Background(), get("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(body) != "body" || resp.Header.Get("X") != long {
+		t.Fatalf("body %q, %v; header of %d bytes", body, err, len(resp.Header.Get("X")))
 	}
 }
 
@@ -575,7 +597,7 @@ func TestClientMultiplexOn(t *testing.T) {
 	c := newClient(app.Addr)
 	c.Multiplex = fcgi.MultiplexOn
 	c.MaxConnsPerBackend = 1
-	c.MaxRequestsPerConn = 8
+	c.MaxMultiplexedRequests = 8
 	defer c.Close()
 	var wg sync.WaitGroup
 	for i := 0; i < 40; i++ {
@@ -971,7 +993,7 @@ func TestClientFilterRole(t *testing.T) {
 	c := newClient(app.Addr)
 	defer c.Close()
 	req := get("/")
-	req.Role = fcgi.Filter
+	req.Role = fcgi.RoleFilter
 	req.Body = strings.NewReader("in")
 	req.Data = strings.NewReader("file to filter")
 	if _, body := doString(t, c, req); body != `FILTER stdin="in" data="FILE TO FILTER"` {
@@ -979,7 +1001,7 @@ func TestClientFilterRole(t *testing.T) {
 	}
 	// Without Data, an empty DATA stream still ends the request.
 	req = get("/")
-	req.Role = fcgi.Filter
+	req.Role = fcgi.RoleFilter
 	if _, body := doString(t, c, req); body != `FILTER stdin="" data=""` {
 		t.Fatalf("body %q", body)
 	}

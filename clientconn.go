@@ -104,15 +104,6 @@ func (cc *clientConn) setWriteDeadline(d time.Duration) {
 	}
 }
 
-func (cc *clientConn) isBroken() bool {
-	select {
-	case <-cc.broken:
-		return true
-	default:
-		return false
-	}
-}
-
 // A call is one request on a connection, from acquire to the end of its
 // response. It is the response Body.
 type call struct {
@@ -222,7 +213,7 @@ func (cl *call) roundTrip(ctx context.Context, req *Request, body, data io.Reade
 		cl.finish(cl.ended)
 		return nil, err
 	}
-	cl.resp = Response{Status: status, Header: h, Body: cl, call: cl}
+	cl.resp = Response{StatusCode: status, Header: h, Body: cl, call: cl}
 	return &cl.resp, nil
 }
 
@@ -475,7 +466,7 @@ func (cl *call) writeLocked(fn func(*wire.Writer) error) error {
 	cc := cl.cc
 	cc.wmu.Lock()
 	defer cc.wmu.Unlock()
-	if cc.mpx && (cl.endSeen.Load() || cl.isGone()) {
+	if cc.mpx && (cl.endSeen.Load() || isClosed(cl.gone)) {
 		return errCallOver
 	}
 	if !cc.mpx && cl.stop != nil && cl.ctx.Err() != nil {
@@ -503,7 +494,7 @@ func (cl *call) writeErr(err error) error {
 	if cl.ctx.Err() != nil {
 		return cl.ctx.Err()
 	}
-	if cc := cl.cc; cc.mpx && cc.isBroken() && cc.byClient {
+	if cc := cl.cc; cc.mpx && isClosed(cc.broken) && cc.byClient {
 		return cc.brokenErr // the write failed because the client closed the connection
 	}
 	if isTimeout(err) {
@@ -590,10 +581,7 @@ func (cl *call) next() (wire.Type, []byte, error) {
 
 // readHeader reads STDOUT up to the end of the CGI header.
 func (cl *call) readHeader() (int, http.Header, error) {
-	limit := cl.c.MaxResponseHeaderBytes
-	if limit <= 0 {
-		limit = defaultMaxResponseHeaderBytes
-	}
+	limit := limitOrDefault(cl.c.MaxResponseHeaderBytes, DefaultClientMaxResponseHeaderBytes)
 	for {
 		typ, content, err := cl.next()
 		if err != nil {
@@ -792,7 +780,7 @@ func (cl *call) buffered() bool {
 // Close ends the response. Before io.EOF it abandons the request.
 func (cl *call) Close() error {
 	if !cl.finished {
-		cl.err = ErrAborted
+		cl.err = http.ErrBodyReadAfterClose
 		cl.pending = nil
 		cl.finish(false)
 	}
@@ -879,7 +867,7 @@ func (cc *clientConn) startMpx(maxReqs int) {
 // retired.
 func (cc *clientConn) newMpxCall() *call {
 	cc.mu.Lock()
-	if cc.isBroken() || cc.retired.Load() {
+	if isClosed(cc.broken) || cc.retired.Load() {
 		cc.mu.Unlock()
 		cc.active.Add(-1)
 		return nil
@@ -953,7 +941,7 @@ func (cc *clientConn) readLoop() {
 			cc.fail(fmt.Errorf("%w: %s: unexpected %v", ErrProtocol, cc.b.addr, rec.Header))
 			return
 		}
-		if !cl.isGone() {
+		if !isClosed(cl.gone) {
 			ev := event{typ: rec.Type, buf: getEventBuf(rec.Content)}
 			select {
 			case cl.events <- ev:
@@ -988,21 +976,18 @@ func (cl *call) releaseRef() {
 
 // fail closes a multiplexed connection the backend closed or broke; every
 // call on it sees err, as ErrBackendClosed or ErrProtocol.
-func (cc *clientConn) fail(err error) {
-	cc.failOnce.Do(func() {
-		cc.brokenErr = err
-		close(cc.broken)
-		cc.nc.Close()
-		cc.b.mpxConnBroken(cc)
-	})
-}
+func (cc *clientConn) fail(err error) { cc.breakOnce(err, false) }
 
 // shut closes a multiplexed connection the client gives up on; the calls
 // still on it see why, never ErrBackendClosed: the backend closed nothing.
 func (cc *clientConn) shut(why error) {
+	cc.breakOnce(fmt.Errorf("fcgi: %s: connection closed by the client: %w", cc.b.addr, why), true)
+}
+
+// breakOnce closes a multiplexed connection, the first time only, for err.
+func (cc *clientConn) breakOnce(err error, byClient bool) {
 	cc.failOnce.Do(func() {
-		cc.brokenErr = fmt.Errorf("fcgi: %s: connection closed by the client: %w", cc.b.addr, why)
-		cc.byClient = true
+		cc.brokenErr, cc.byClient = err, byClient
 		close(cc.broken)
 		cc.nc.Close()
 		cc.b.mpxConnBroken(cc)
@@ -1034,22 +1019,13 @@ func (cc *clientConn) closeIfDrained() {
 	}
 	cc.mu.Lock()
 	for _, cl := range cc.calls {
-		if cl != nil && !cl.endSeen.Load() && !cl.isGone() {
+		if cl != nil && !cl.endSeen.Load() && !isClosed(cl.gone) {
 			cc.mu.Unlock()
 			return
 		}
 	}
 	cc.mu.Unlock()
 	cc.shut(errors.New("retired after an aborted request outlived its grace"))
-}
-
-func (cl *call) isGone() bool {
-	select {
-	case <-cl.gone:
-		return true
-	default:
-		return false
-	}
 }
 
 // abort abandons a multiplexed request: it sends FCGI_ABORT_REQUEST, and
@@ -1063,7 +1039,7 @@ func (cl *call) abort() {
 		close(cl.gone)
 		cc := cl.cc
 		cc.closeIfDrained()
-		if cl.endSeen.Load() || cc.isBroken() {
+		if cl.endSeen.Load() || isClosed(cc.broken) {
 			return
 		}
 		cc.aborting.Add(1)
@@ -1101,7 +1077,7 @@ func (cl *call) abortAnswered() {
 // connection is closed, which frees that writer.
 func (cl *call) graceOver() {
 	cc := cl.cc
-	if cl.endSeen.Load() || cc.isBroken() {
+	if cl.endSeen.Load() || isClosed(cc.broken) {
 		return
 	}
 	grace := cl.c.graceAfterAbort()
@@ -1118,7 +1094,7 @@ func (cl *call) graceOver() {
 // writeAbort sends FCGI_ABORT_REQUEST with cc.wmu held, and unlocks it.
 func (cl *call) writeAbort() {
 	cc := cl.cc
-	if cc.isBroken() || cl.endSeen.Load() {
+	if isClosed(cc.broken) || cl.endSeen.Load() {
 		// Ended meanwhile: its ID may already be another request's.
 		cc.wmu.Unlock()
 		return
@@ -1194,7 +1170,7 @@ func (cl *call) nextMpx() (wire.Type, []byte, error) {
 			if cl.wdone != nil && isClosed(cl.wdone) && cl.werr != nil {
 				return 0, nil, cl.werr
 			}
-			return 0, nil, ErrAborted
+			return 0, nil, http.ErrBodyReadAfterClose
 		case <-cc.broken:
 			select {
 			case ev = <-cl.events:
@@ -1242,6 +1218,7 @@ func (cl *call) stderrEvent(ev event) bool {
 	return true
 }
 
+// isClosed reports whether ch is closed; a nil ch is not.
 func isClosed(ch chan struct{}) bool {
 	select {
 	case <-ch:

@@ -60,7 +60,7 @@
 // slow clients cannot occupy the application's workers, with bounded
 // memory (Gateway.MaxMemoryBytes per request, Gateway.MaxTotalMemoryBytes
 // in all) and temporary files beyond, and it refuses with 431 or 414 a
-// header field or URL longer than PHP-FPM accepts (Gateway.MaxParamBytes).
+// header field or URL longer than PHP-FPM accepts (Gateway.MaxParamPairBytes).
 //
 // # Migrating from net/http/fcgi
 //
@@ -118,7 +118,9 @@
 // and temporary file, and its backend connection, when the HTTP client
 // goes, stops sending ([Gateway.BodyReadTimeout]) or stops reading
 // ([Gateway.SendTimeout]). A limit that is reached recovers when the load
-// goes away. docs/limits.md lists each resource with its bound, its
-// default and the test that takes it through each state it can be in and
-// ends it each way it can end.
+// goes away. Every limit and timeout of Server, Client and Gateway follows
+// one rule: zero means its default (the DefaultServerX, DefaultClientX and
+// DefaultGatewayX constants), a negative value no limit. docs/limits.md
+// lists each resource with its bound, its default and the test that takes
+// it through each state it can be in and ends it each way it can end.
 package fcgi

@@ -3,6 +3,7 @@ package fcgi
 import (
 	"context"
 	"errors"
+	"net"
 
 	"github.com/fcgikit/fcgi/internal/wire"
 )
@@ -42,27 +43,19 @@ var (
 	// Timeout method reports true, and it matches
 	// context.DeadlineExceeded with errors.Is.
 	ErrReadTimeout error = &TimeoutError{Op: "read request"}
-
-	// ErrParamsTooLarge is the cause of a request refused because its
-	// PARAMS stream passed Server.MaxParamsBytes. The web server is sent
-	// status 431.
-	ErrParamsTooLarge = errors.New("fcgi: request params too large")
 )
 
-// Errors that end a connection because the web server broke the protocol.
-// Serve does not return them: they are logged with the peer's address, and
-// only that connection is closed.
+// Errors that stay inside the server: they reach its log, never a caller.
 var (
-	// ErrVersion: a record whose version is not 1.
-	ErrVersion = wire.ErrVersion
-	// ErrBodyLength: a BEGIN_REQUEST (or other fixed-size body) of the
-	// wrong length.
-	ErrBodyLength = wire.ErrBodyLength
-	// ErrPairLength: a name-value pair whose lengths run past its stream.
-	ErrPairLength = wire.ErrPairLength
-	// ErrDuplicateRequest: a BEGIN_REQUEST for a request ID that is still
-	// active (§3.3: an ID is active from BEGIN_REQUEST until END_REQUEST).
-	ErrDuplicateRequest = errors.New("fcgi: BEGIN_REQUEST for an active request ID")
+	// errParamsTooLarge is the cause of a request refused because its
+	// PARAMS stream passed Server.MaxParamsBytes. The web server is sent
+	// status 431.
+	errParamsTooLarge = errors.New("fcgi: request params too large")
+
+	// errDuplicateRequest ends a connection whose web server sent a
+	// BEGIN_REQUEST for a request ID that is still active (§3.3: an ID is
+	// active from BEGIN_REQUEST until END_REQUEST).
+	errDuplicateRequest = errors.New("fcgi: BEGIN_REQUEST for an active request ID")
 )
 
 // Errors returned by [Client] and [Gateway]. Their texts will not change.
@@ -112,10 +105,6 @@ var (
 	// ErrProtocol is wrapped by errors reporting a record the backend must
 	// not send, such as a record for a request ID the client did not use.
 	ErrProtocol = errors.New("fcgi: protocol error from backend")
-
-	// ErrAborted is returned by a response Body read after the Body was
-	// closed.
-	ErrAborted = errors.New("fcgi: response body closed")
 )
 
 // A ProtocolStatusError reports an END_REQUEST whose protocol status is not
@@ -178,3 +167,10 @@ func (e *TimeoutError) Temporary() bool { return true }
 
 // Is reports whether target is [context.DeadlineExceeded].
 func (e *TimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// isTimeout reports whether err is a timeout: a [*TimeoutError], or a
+// deadline of a connection ([os.ErrDeadlineExceeded]) or a context.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -46,7 +46,7 @@ func ExampleClient_Do() {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println(resp.Status, resp.Header.Get("Content-Type"))
+	fmt.Println(resp.StatusCode, resp.Header.Get("Content-Type"))
 	fmt.Println(string(body))
 	// Output:
 	// 200 text/plain

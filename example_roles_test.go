@@ -51,7 +51,7 @@ func askAuthorizer(addr, authorization string) string {
 	c := &fcgi.Client{Addr: addr}
 	defer c.Close()
 	resp, err := c.Do(context.Background(), &fcgi.Request{
-		Role:   fcgi.Authorizer,
+		Role:   fcgi.RoleAuthorizer,
 		Params: map[string]string{"REQUEST_URI": "/private/", "HTTP_AUTHORIZATION": authorization},
 	})
 	if err != nil {
@@ -59,7 +59,7 @@ func askAuthorizer(addr, authorization string) string {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	line := []string{strconv.Itoa(resp.Status)}
+	line := []string{strconv.Itoa(resp.StatusCode)}
 	for _, k := range slices.Sorted(maps.Keys(resp.Header)) {
 		line = append(line, k+": "+resp.Header.Get(k))
 	}

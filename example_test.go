@@ -33,7 +33,7 @@ func fetchFCGI(addr, uri string, extra map[string]string) string {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	return fmt.Sprintf("%d %s", resp.Status, body)
+	return fmt.Sprintf("%d %s", resp.StatusCode, body)
 }
 
 // Serve is the drop-in for net/http/fcgi.Serve: any http.Handler serves

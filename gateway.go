@@ -16,12 +16,12 @@ import (
 
 // Defaults for zero [Gateway] fields.
 const (
-	DefaultMaxBodyBytes        = 64 << 20
-	DefaultMaxMemoryBytes      = 1 << 20
-	DefaultMaxTotalMemoryBytes = 64 << 20
-	DefaultMaxParamBytes       = 65535
-	DefaultBodyReadTimeout     = 60 * time.Second
-	DefaultSendTimeout         = 60 * time.Second
+	DefaultGatewayMaxBodyBytes        = 64 << 20
+	DefaultGatewayMaxMemoryBytes      = 1 << 20
+	DefaultGatewayMaxTotalMemoryBytes = 64 << 20
+	DefaultGatewayMaxParamPairBytes   = 65535
+	DefaultGatewayBodyReadTimeout     = time.Minute
+	DefaultGatewaySendTimeout         = time.Minute
 )
 
 // A Gateway is an [http.Handler] that serves a FastCGI application, PHP-FPM
@@ -78,7 +78,7 @@ const (
 // it arrives.
 //
 // A request whose header fields or URL would make a parameter longer than
-// MaxParamBytes gets 431 or 414 without reaching the application, rather
+// MaxParamPairBytes gets 431 or 414 without reaching the application, rather
 // than a 502 when PHP-FPM drops the connection. The whole header is bounded
 // by the http.Server's MaxHeaderBytes (1 MiB by default).
 //
@@ -90,6 +90,9 @@ const (
 // Backend failures give 502 Bad Gateway, 503 Service Unavailable
 // (FCGI_OVERLOADED) or 504 Gateway Timeout (a [Client] timeout), with a
 // log line that says why.
+//
+// Every limit and timeout follows one rule: zero means its default (a
+// DefaultGatewayX constant), a negative value no limit.
 //
 // A Gateway must not be changed or copied after it starts serving; it is
 // safe for concurrent use.
@@ -119,9 +122,9 @@ type Gateway struct {
 	// front controller.
 	ServeStatic bool
 
-	// Env holds more parameters to send with every request (APP_ENV,
+	// Params holds more parameters to send with every request (APP_ENV,
 	// PHP_VALUE, ...). Those the gateway computes take precedence.
-	Env map[string]string
+	Params map[string]string
 
 	// ServerName is SERVER_NAME. Zero means the host of the request's
 	// Host header.
@@ -132,19 +135,20 @@ type Gateway struct {
 
 	// MaxBodyBytes bounds request bodies; longer ones get 413 Content Too
 	// Large, before anything is read when the length is declared. Zero
-	// means DefaultMaxBodyBytes (64 MiB); negative means no limit.
+	// means DefaultGatewayMaxBodyBytes (64 MiB); negative, no limit.
 	MaxBodyBytes int64
 
 	// MaxMemoryBytes bounds the memory one request body is buffered in; a
 	// longer body goes to a temporary file. Memory is taken as the body
-	// arrives, a few KiB at a time. Zero means DefaultMaxMemoryBytes
-	// (1 MiB); negative means no bound but MaxTotalMemoryBytes.
+	// arrives, a few KiB at a time. Zero means
+	// DefaultGatewayMaxMemoryBytes (1 MiB); negative, no limit but
+	// MaxTotalMemoryBytes.
 	MaxMemoryBytes int64
 
 	// MaxTotalMemoryBytes bounds the memory all the request bodies being
 	// buffered hold together; once it is taken, further bodies go to
-	// temporary files. Zero means DefaultMaxTotalMemoryBytes (64 MiB);
-	// negative means no limit.
+	// temporary files. Zero means DefaultGatewayMaxTotalMemoryBytes
+	// (64 MiB); negative, no limit.
 	MaxTotalMemoryBytes int64
 
 	// TempDir is where bodies are buffered when they are not in memory.
@@ -156,7 +160,8 @@ type Gateway struct {
 	// this long gets 408 Request Timeout (unless the application has
 	// answered already), and what its body held is given back. It needs
 	// a ResponseWriter with read deadlines (net/http's server has them).
-	// Zero means DefaultBodyReadTimeout (60 s); negative means no limit.
+	// Zero means DefaultGatewayBodyReadTimeout (1 minute); negative, no
+	// limit.
 	BodyReadTimeout time.Duration
 
 	// StreamRequestBody sends a request body of known length over 64 KiB
@@ -169,28 +174,29 @@ type Gateway struct {
 	// CONTENT_LENGTH. The zero value buffers.
 	StreamRequestBody bool
 
-	// MaxParamBytes bounds each parameter sent to the application, as an
-	// encoded FastCGI name-value pair: lengths, name and value (a header
-	// field X-Foo is HTTP_X_FOO, its values joined). A request that would
-	// need a longer one gets 431 Request Header Fields Too Large, or 414
-	// URI Too Long when the URL makes it. Zero means DefaultMaxParamBytes
-	// (65535, one record's content: the most PHP-FPM takes, as it decodes
-	// each FCGI_PARAMS record on its own and drops the connection when a
-	// pair straddles two); negative means no limit, for applications that
-	// reassemble pairs across records, as fcgikit's Server does.
-	MaxParamBytes int
+	// MaxParamPairBytes bounds each parameter sent to the application, as
+	// an encoded FastCGI name-value pair: lengths, name and value (a
+	// header field X-Foo is HTTP_X_FOO, its values joined). A request that
+	// would need a longer one gets 431 Request Header Fields Too Large, or
+	// 414 URI Too Long when the URL makes it. The default is one record's
+	// content, the most PHP-FPM takes, as it decodes each FCGI_PARAMS
+	// record on its own and drops the connection when a pair straddles
+	// two; no limit suits applications that reassemble pairs across
+	// records, as fcgikit's Server does. Zero means
+	// DefaultGatewayMaxParamPairBytes (65535); negative, no limit.
+	MaxParamPairBytes int
 
 	// SendTimeout bounds each write of the response to the HTTP client,
 	// as nginx's send_timeout does: when a write (of up to 32 KiB) makes
 	// no progress for this long, the request ends, the client's
 	// connection is closed and the backend request abandoned, so that a
 	// client that stops reading does not hold a backend connection (and
-	// the PHP worker behind it). Zero means DefaultSendTimeout; negative
-	// means no limit. Static files (ServeStatic) are held to it too,
-	// sent in pieces of 64 KiB (still by sendfile) that the client must
-	// each take within the timeout. An [http.Server] WriteTimeout stays
-	// in force; a ResponseWriter that cannot set write deadlines (see
-	// [http.ResponseController]) is written without one.
+	// the PHP worker behind it). Static files (ServeStatic) are held to it
+	// too, sent in pieces of 64 KiB (still by sendfile) that the client
+	// must each take within the timeout. An [http.Server] WriteTimeout
+	// stays in force; a ResponseWriter that cannot set write deadlines
+	// (see [http.ResponseController]) is written without one. Zero means
+	// DefaultGatewaySendTimeout (1 minute); negative, no limit.
 	SendTimeout time.Duration
 
 	// ErrorLog receives backend errors and the application's stderr. Nil
@@ -380,7 +386,7 @@ func (g *Gateway) Filter() http.Handler {
 		// application can tell from FCGI_DATA_LENGTH.
 		size := fi.Size()
 		req := &Request{
-			Role:    Filter,
+			Role:    RoleFilter,
 			Data:    io.NewSectionReader(f, 0, size),
 			GetData: func() (io.Reader, error) { return io.NewSectionReader(f, 0, size), nil },
 		}
@@ -415,7 +421,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 	} else {
 		copyHeader(h, resp.Header)
 	}
-	w.WriteHeader(resp.Status)
+	w.WriteHeader(resp.StatusCode)
 	g.copyBody(w, r, resp)
 }
 
@@ -461,7 +467,7 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 			}
 		}
 		if err == io.EOF {
-			g.checkLength(w, r, resp.Status, written)
+			g.checkLength(w, r, resp.StatusCode, written)
 			sd.extend() // net/http writes the end of the response
 			return
 		}
@@ -516,11 +522,7 @@ type sendDeadline struct {
 }
 
 func (g *Gateway) sendDeadline(w http.ResponseWriter, r *http.Request) sendDeadline {
-	d := g.SendTimeout
-	if d == 0 {
-		d = DefaultSendTimeout
-	}
-	sd := sendDeadline{w: w, d: max(d, 0)}
+	sd := sendDeadline{w: w, d: durationOrDefault(g.SendTimeout, DefaultGatewaySendTimeout)}
 	if !canSetWriteDeadline(w) {
 		sd.d = 0
 	}
@@ -693,17 +695,17 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 			g.fail(w, r, err)
 			return
 		}
-		req := &Request{Role: Authorizer, env: *env, Stderr: &stderrLog{log: g.logger(), r: r}}
+		req := &Request{Role: RoleAuthorizer, env: *env, Stderr: &stderrLog{log: g.logger(), r: r}}
 		resp, err := g.Client.Do(r.Context(), req)
 		putEnv(env)
 		if err != nil {
 			g.fail(w, r, err)
 			return
 		}
-		if resp.Status != http.StatusOK {
+		if resp.StatusCode != http.StatusOK {
 			defer resp.Body.Close()
 			copyHeader(w.Header(), resp.Header)
-			w.WriteHeader(resp.Status)
+			w.WriteHeader(resp.StatusCode)
 			g.copyBody(w, r, resp)
 			return
 		}

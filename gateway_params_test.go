@@ -11,12 +11,12 @@ import (
 	"github.com/fcgikit/fcgi"
 )
 
-// The sizes at which a name-value pair reaches fcgi.DefaultMaxParamBytes:
+// The sizes at which a name-value pair reaches fcgi.DefaultGatewayMaxParamPairBytes:
 // a name under 128 bytes takes one length byte, a value over 127 four.
 const (
-	bigHeaderAtLimit = fcgi.DefaultMaxParamBytes - 1 - 4 - len("HTTP_X_BIG")
+	bigHeaderAtLimit = fcgi.DefaultGatewayMaxParamPairBytes - 1 - 4 - len("HTTP_X_BIG")
 	// REQUEST_URI is "/app.php?" and the query.
-	bigQueryAtLimit = fcgi.DefaultMaxParamBytes - 1 - 4 - len("REQUEST_URI") - len("/app.php?")
+	bigQueryAtLimit = fcgi.DefaultGatewayMaxParamPairBytes - 1 - 4 - len("REQUEST_URI") - len("/app.php?")
 )
 
 // getWithHeader sends a GET for target with header fields set, and returns
@@ -39,7 +39,7 @@ func getWithHeader(t *testing.T, srv *httptest.Server, target string, h http.Hea
 	return resp.StatusCode, string(b)
 }
 
-// A header or URL that would make a parameter longer than MaxParamBytes
+// A header or URL that would make a parameter longer than MaxParamPairBytes
 // is answered 431 or 414 without reaching the application; one at the
 // limit reaches it whole.
 func TestGatewayParamTooLong(t *testing.T) {
@@ -100,7 +100,7 @@ func TestGatewayParamTooLong(t *testing.T) {
 		{-1, 100 << 10, 200},
 	} {
 		g, _ := newGateway(t, app.Addr, docRoot(t))
-		g.MaxParamBytes = tc.max
+		g.MaxParamPairBytes = tc.max
 		req := httptest.NewRequest("GET", "/app.php", nil)
 		req.Header.Set("X-Big", v(tc.size))
 		w := httptest.NewRecorder()
@@ -108,7 +108,7 @@ func TestGatewayParamTooLong(t *testing.T) {
 		e = echoed{}
 		json.Unmarshal(w.Body.Bytes(), &e)
 		if w.Code != tc.code || tc.code == 200 && len(e.Params["HTTP_X_BIG"]) != tc.size {
-			t.Errorf("MaxParamBytes %d, header of %d bytes: %d, want %d", tc.max, tc.size, w.Code, tc.code)
+			t.Errorf("MaxParamPairBytes %d, header of %d bytes: %d, want %d", tc.max, tc.size, w.Code, tc.code)
 		}
 	}
 }

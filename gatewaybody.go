@@ -37,21 +37,18 @@ var (
 
 func (g *Gateway) maxBody() int64 {
 	if g.MaxBodyBytes == 0 {
-		return DefaultMaxBodyBytes
+		return DefaultGatewayMaxBodyBytes
 	}
 	return g.MaxBodyBytes
 }
 
 func (g *Gateway) bodyReadTimeout() time.Duration {
-	if g.BodyReadTimeout == 0 {
-		return DefaultBodyReadTimeout
-	}
-	return g.BodyReadTimeout
+	return durationOrDefault(g.BodyReadTimeout, DefaultGatewayBodyReadTimeout)
 }
 
 func (g *Gateway) maxMemory() int64 {
 	if g.MaxMemoryBytes == 0 {
-		return DefaultMaxMemoryBytes
+		return DefaultGatewayMaxMemoryBytes
 	}
 	return g.MaxMemoryBytes
 }
@@ -59,13 +56,13 @@ func (g *Gateway) maxMemory() int64 {
 // reserve accounts n more bytes of bodies in memory, if the Gateway-wide
 // bound allows.
 func (g *Gateway) reserve(n int64) bool {
-	max := g.MaxTotalMemoryBytes
-	if max == 0 {
-		max = DefaultMaxTotalMemoryBytes
+	limit := g.MaxTotalMemoryBytes
+	if limit == 0 {
+		limit = DefaultGatewayMaxTotalMemoryBytes
 	}
 	for {
 		cur := g.bodyMem.Load()
-		if max >= 0 && cur+n > max {
+		if limit >= 0 && cur+n > limit {
 			return false
 		}
 		if g.bodyMem.CompareAndSwap(cur, cur+n) {
@@ -75,15 +72,15 @@ func (g *Gateway) reserve(n int64) bool {
 }
 
 // checkParams refuses a request one of whose parameters would be longer
-// than MaxParamBytes as a name-value pair: 414 for those the request
+// than MaxParamPairBytes as a name-value pair: 414 for those the request
 // target makes, 431 for the others (header fields and what derives from
 // them).
 func (g *Gateway) checkParams(env cgiEnv) error {
-	max := g.MaxParamBytes
-	if max == 0 {
-		max = DefaultMaxParamBytes
+	limit := g.MaxParamPairBytes
+	if limit == 0 {
+		limit = DefaultGatewayMaxParamPairBytes
 	}
-	if max < 0 {
+	if limit < 0 {
 		return nil
 	}
 	for i := range env {
@@ -92,7 +89,7 @@ func (g *Gateway) checkParams(env cgiEnv) error {
 		if p.header {
 			nameLen += len(cgiHeaderPrefix)
 		}
-		if wire.PairSize(nameLen, len(p.value)) <= max {
+		if wire.PairSize(nameLen, len(p.value)) <= limit {
 			continue
 		}
 		switch {
@@ -114,8 +111,8 @@ func (g *Gateway) body(w http.ResponseWriter, r *http.Request, req *Request, b *
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return "", nil
 	}
-	max := g.maxBody()
-	if max >= 0 && r.ContentLength > max {
+	limit := g.maxBody()
+	if limit >= 0 && r.ContentLength > limit {
 		return "", errTooLarge
 	}
 	rc := http.NewResponseController(w)
@@ -137,7 +134,7 @@ func (g *Gateway) body(w http.ResponseWriter, r *http.Request, req *Request, b *
 		defer clock.stop() // a panicking read must not leave it running
 	}
 	b.g = g
-	err := b.fill(body, r.ContentLength, max)
+	err := b.fill(body, r.ContentLength, limit)
 	if clock != nil && clock.stop() && err != nil {
 		return "", errBodyTimeout
 	}
@@ -168,15 +165,15 @@ type bodyBuffer struct {
 }
 
 // fill reads r to its end: length bytes, or up to EOF when length is
-// negative (unknown). A body longer than max (when max >= 0) is refused
+// negative (unknown). A body longer than limit (when limit >= 0) is refused
 // with 413.
-func (b *bodyBuffer) fill(r io.Reader, length, max int64) error {
+func (b *bodyBuffer) fill(r io.Reader, length, limit int64) error {
 	memMax := b.g.maxMemory()
 	if length > 0 && memMax >= 0 && length > memMax {
 		if err := b.spill(); err != nil {
 			return err
 		}
-		return b.fillFile(r, length, max)
+		return b.fillFile(r, length, limit)
 	}
 	for {
 		if length >= 0 && b.size == length {
@@ -194,7 +191,7 @@ func (b *bodyBuffer) fill(r io.Reader, length, max int64) error {
 			n, err := io.ReadAtLeast(r, p, 1)
 			if err == nil {
 				if err = b.spill(); err == nil {
-					err = b.write(p[:n], max)
+					err = b.write(p[:n], limit)
 				}
 			}
 			copyBufs.Put(bp)
@@ -208,23 +205,17 @@ func (b *bodyBuffer) fill(r io.Reader, length, max int64) error {
 			case err != nil:
 				return readErr(err)
 			}
-			return b.fillFile(r, length, max)
+			return b.fillFile(r, length, limit)
 		}
 		last := len(b.chunks) - 1
 		n, err := r.Read(c[len(c):cap(c)])
 		b.chunks[last] = c[:len(c)+n]
 		b.size += int64(n)
-		if max >= 0 && b.size > max {
+		if limit >= 0 && b.size > limit {
 			return errTooLarge
 		}
-		if err == io.EOF {
-			if length >= 0 && b.size < length {
-				return readErr(io.ErrUnexpectedEOF)
-			}
-			return nil
-		}
-		if err != nil {
-			return readErr(err)
+		if done, err := readEnd(err, length, b.size); done {
+			return err
 		}
 	}
 }
@@ -281,7 +272,7 @@ func (b *bodyBuffer) spill() error {
 }
 
 // fillFile reads the rest of r into the file.
-func (b *bodyBuffer) fillFile(r io.Reader, length, max int64) error {
+func (b *bodyBuffer) fillFile(r io.Reader, length, limit int64) error {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
@@ -291,28 +282,37 @@ func (b *bodyBuffer) fillFile(r io.Reader, length, max int64) error {
 			p = p[:length-b.size]
 		}
 		n, err := r.Read(p)
-		if werr := b.write(p[:n], max); werr != nil {
+		if werr := b.write(p[:n], limit); werr != nil {
 			return werr
 		}
-		if err == io.EOF {
-			if length >= 0 && b.size < length {
-				return readErr(io.ErrUnexpectedEOF)
-			}
-			return nil
-		}
-		if err != nil {
-			return readErr(err)
+		if done, err := readEnd(err, length, b.size); done {
+			return err
 		}
 	}
 	return nil
 }
 
-func (b *bodyBuffer) write(p []byte, max int64) error {
+// readEnd tells whether a read of a body of length bytes (negative:
+// unknown) that returned err, size bytes in, ends the body, and with what
+// error: EOF before length is an unexpected EOF.
+func readEnd(err error, length, size int64) (bool, error) {
+	switch {
+	case err == io.EOF && length >= 0 && size < length:
+		return true, readErr(io.ErrUnexpectedEOF)
+	case err == io.EOF:
+		return true, nil
+	case err != nil:
+		return true, readErr(err)
+	}
+	return false, nil
+}
+
+func (b *bodyBuffer) write(p []byte, limit int64) error {
 	if len(p) == 0 {
 		return nil
 	}
 	b.size += int64(len(p))
-	if max >= 0 && b.size > max {
+	if limit >= 0 && b.size > limit {
 		return errTooLarge
 	}
 	if _, err := b.file.Write(p); err != nil {
@@ -488,8 +488,8 @@ func (b *timedBody) Read(p []byte) (int, error) {
 }
 
 // guardedBody passes a request body to the client's body writer until stop,
-// after which reads fail: net/http forbids reading a request body after
-// ServeHTTP has returned.
+// after which reads fail with http.ErrBodyReadAfterClose: net/http forbids
+// reading a request body after ServeHTTP has returned.
 type guardedBody struct {
 	mu      sync.Mutex // held during a read
 	r       io.Reader
@@ -501,7 +501,7 @@ func (b *guardedBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.stopped.Load() {
-		return 0, errBodyStopped
+		return 0, http.ErrBodyReadAfterClose
 	}
 	return b.r.Read(p)
 }
@@ -518,5 +518,3 @@ func (b *guardedBody) stop() {
 	}
 	b.mu.Unlock()
 }
-
-var errBodyStopped = errors.New("fcgi: request over")

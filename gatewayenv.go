@@ -256,7 +256,7 @@ func (g *Gateway) index() string {
 }
 
 // params builds the CGI environment nginx's fastcgi_params gives, plus
-// PATH_INFO, for r routed to rt, and Env. contentLength is "" for no body.
+// PATH_INFO, for r routed to rt, and Params. contentLength is "" for no body.
 // The environment is appended to env, which should be empty.
 func (g *Gateway) params(env cgiEnv, r *http.Request, rt route, contentLength string) cgiEnv {
 	root := g.root()
@@ -347,8 +347,8 @@ func (g *Gateway) params(env cgiEnv, r *http.Request, rt route, contentLength st
 		}
 		env.addHeader(headers, k, strings.Join(vs, sep))
 	}
-	// Env last, where the gateway's own variables have not taken the name.
-	for k, v := range g.Env {
+	// Params last, where the gateway's own variables have not taken the name.
+	for k, v := range g.Params {
 		if env.index(k) < 0 {
 			env.add(k, v)
 		}

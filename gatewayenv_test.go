@@ -161,11 +161,11 @@ func envMap(t *testing.T, e cgiEnv) map[string]string {
 }
 
 // The environment holds each variable once, whatever sets it: the
-// gateway's own win over Env, set (an Authorizer's variables, a Filter's
+// gateway's own win over Params, set (an Authorizer's variables, a Filter's
 // FCGI_DATA_*) wins over the gateway's, a Host field over r.Host, and two
 // spellings of one field name in a hand-made header give one variable.
 func TestCGIEnv(t *testing.T) {
-	g := &Gateway{Root: "/srv", Env: map[string]string{"APP_ENV": "prod", "REQUEST_METHOD": "EVIL", "HTTP_ACCEPT": "env"}}
+	g := &Gateway{Root: "/srv", Params: map[string]string{"APP_ENV": "prod", "REQUEST_METHOD": "EVIL", "HTTP_ACCEPT": "env"}}
 	r := httptest.NewRequest("POST", "http://example.com:8080/a.php/b?q=1", nil)
 	r.Header = http.Header{
 		"Accept":  {"text/html", "*/*"},
@@ -216,14 +216,14 @@ func TestCGIEnv(t *testing.T) {
 		}
 	}
 
-	// An Env name that only looks like a header's variable is its own:
+	// A Params name that only looks like a header's variable is its own:
 	// X-Foo is sent as HTTP_X_FOO, not as HTTP_x_foo or HTTP_X-FOO.
-	g = &Gateway{Root: "/srv", Env: map[string]string{"HTTP_x_foo": "env1", "HTTP_X-FOO": "env2", "HTTP_X_FOO": "env3"}}
+	g = &Gateway{Root: "/srv", Params: map[string]string{"HTTP_x_foo": "env1", "HTTP_X-FOO": "env2", "HTTP_X_FOO": "env3"}}
 	r = httptest.NewRequest("GET", "/a.php", nil)
 	r.Header.Set("X-Foo", "hdr")
 	m = envMap(t, g.params(nil, r, rt, ""))
 	if m["HTTP_x_foo"] != "env1" || m["HTTP_X-FOO"] != "env2" || m["HTTP_X_FOO"] != "hdr" {
-		t.Errorf("Env beside a header: %q %q %q", m["HTTP_x_foo"], m["HTTP_X-FOO"], m["HTTP_X_FOO"])
+		t.Errorf("Params beside a header: %q %q %q", m["HTTP_x_foo"], m["HTTP_X-FOO"], m["HTTP_X_FOO"])
 	}
 }
 

@@ -69,10 +69,7 @@ func newBackend(c *Client, addr string) *backend {
 	switch c.Multiplex {
 	case MultiplexOn:
 		b.mpx = mpxYes
-		b.maxReqs = c.MaxRequestsPerConn
-		if b.maxReqs <= 0 {
-			b.maxReqs = DefaultMaxRequestsPerConn
-		}
+		b.maxReqs = c.maxMultiplexed(0)
 	case MultiplexAuto:
 		b.mpx = mpxUnknown
 	}
@@ -144,7 +141,7 @@ func (b *backend) acquire(ctx context.Context, forceNew bool) (*call, error) {
 		}
 		// One multiplexed connection is dialed at a time: the others wait
 		// for its free IDs.
-		if max := c.MaxConnsPerBackend; (max <= 0 || b.conns < max) && !(mpx && b.mpxDialing) {
+		if limit := c.MaxConnsPerBackend; (limit <= 0 || b.conns < limit) && !(mpx && b.mpxDialing) {
 			b.conns++
 			maxReqs := b.maxReqs
 			if mpx {
@@ -311,7 +308,7 @@ func (b *backend) pickMpxLocked() *clientConn {
 	now := time.Now()
 	for _, cc := range b.mpxConns {
 		n := int(cc.active.Load())
-		if n >= cc.maxReqs || cc.isBroken() || cc.retired.Load() || cc.aborting.Load() > 0 || cc.expired(now) {
+		if n >= cc.maxReqs || isClosed(cc.broken) || cc.retired.Load() || cc.aborting.Load() > 0 || cc.expired(now) {
 			continue
 		}
 		if best == nil || n < int(best.active.Load()) {
@@ -477,22 +474,17 @@ func (b *backend) startProbe() {
 		defer c.wg.Done()
 		vals, err := c.GetValues(context.Background(), b.addr, "FCGI_MPXS_CONNS", "FCGI_MAX_REQS")
 		mpx := mpxNo
-		maxReqs := c.MaxRequestsPerConn
+		reported := 0
 		if err != nil {
 			c.logger().Info("fcgi: multiplexing probe failed; one request per connection", "backend", b.addr, "err", err)
 		} else if vals["FCGI_MPXS_CONNS"] == "1" {
 			mpx = mpxYes
-			if maxReqs <= 0 {
-				if n, err := strconv.Atoi(vals["FCGI_MAX_REQS"]); err == nil && n > 0 {
-					maxReqs = n
-				}
+			if n, err := strconv.Atoi(vals["FCGI_MAX_REQS"]); err == nil && n > 0 {
+				reported = n
 			}
 		}
-		if maxReqs <= 0 {
-			maxReqs = DefaultMaxRequestsPerConn
-		}
 		b.mu.Lock()
-		b.mpx, b.maxReqs = mpx, min(maxReqs, 65535)
+		b.mpx, b.maxReqs = mpx, c.maxMultiplexed(reported)
 		var idle []*clientConn
 		if mpx == mpxYes {
 			// One-request connections are no longer needed.

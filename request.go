@@ -75,7 +75,7 @@ func (req *request) parseParams() error {
 	if perr != nil {
 		return perr
 	}
-	if req.role == Authorizer {
+	if req.role == RoleAuthorizer {
 		// An Authorizer gets no body (§6.3), whatever CONTENT_LENGTH the
 		// web server passed on from the client's request.
 		req.contentLength = 0
@@ -239,24 +239,15 @@ func parseRequestURI(uri string) (*url.URL, error) {
 // out. It returns nil for a request that did not come through this package.
 // The map is built on each call, so a handler that never asks pays nothing.
 func ProcessEnv(r *http.Request) map[string]string {
-	req, ok := r.Context().Value(envKey{}).(*request)
-	if !ok {
-		return nil
-	}
-	m := make(map[string]string)
-	wire.ForEachPair(req.env, func(name, value string) bool {
+	return params(r, func(name string) bool {
 		switch name {
 		case "CONTENT_LENGTH", "CONTENT_TYPE", "HTTPS", "PATH_INFO", "QUERY_STRING",
 			"REMOTE_ADDR", "REMOTE_HOST", "REMOTE_PORT", "REQUEST_METHOD",
 			"REQUEST_URI", "SCRIPT_NAME", "SERVER_PROTOCOL":
-			return true
+			return false
 		}
-		if !strings.HasPrefix(name, "HTTP_") {
-			m[name] = value
-		}
-		return true
+		return !strings.HasPrefix(name, "HTTP_")
 	})
-	return m
 }
 
 // Params returns every FastCGI variable of r (its PARAMS stream) as the web
@@ -264,13 +255,21 @@ func ProcessEnv(r *http.Request) map[string]string {
 // body included: what a CGI wrapper passes on as the script's environment.
 // It returns nil for a request that did not come through this package.
 func Params(r *http.Request) map[string]string {
-	req, ok := r.Context().Value(envKey{}).(*request)
-	if !ok {
+	return params(r, func(string) bool { return true })
+}
+
+// params returns the variables of r that keep accepts, or nil for a
+// request that did not come through this package.
+func params(r *http.Request, keep func(name string) bool) map[string]string {
+	req := requestOf(r)
+	if req == nil {
 		return nil
 	}
 	m := make(map[string]string)
 	wire.ForEachPair(req.env, func(name, value string) bool {
-		m[name] = value
+		if keep(name) {
+			m[name] = value
+		}
 		return true
 	})
 	return m

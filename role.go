@@ -8,16 +8,17 @@ type Role uint16
 
 // The three roles FastCGI defines.
 const (
-	// Responder is the common role: like CGI/1.1, the application gets the
-	// request's variables and body and produces the whole HTTP response.
-	Responder Role = Role(wire.RoleResponder)
-	// Authorizer decides whether a request may go on: status 200 allows it
-	// (its Variable-NAME headers pass variables on), any other status is
-	// sent to the client as the response.
-	Authorizer Role = Role(wire.RoleAuthorizer)
-	// Filter is a Responder that also receives a file to filter, on the
-	// FCGI_DATA stream.
-	Filter Role = Role(wire.RoleFilter)
+	// RoleResponder is the common role: like CGI/1.1, the application gets
+	// the request's variables and body and produces the whole HTTP
+	// response.
+	RoleResponder Role = Role(wire.RoleResponder)
+	// RoleAuthorizer decides whether a request may go on: status 200
+	// allows it (its Variable-NAME headers pass variables on), any other
+	// status is sent to the client as the response.
+	RoleAuthorizer Role = Role(wire.RoleAuthorizer)
+	// RoleFilter is a responder that also receives a file to filter, on
+	// the FCGI_DATA stream.
+	RoleFilter Role = Role(wire.RoleFilter)
 )
 
 // String returns the spec's name for r: RESPONDER, AUTHORIZER or FILTER.

@@ -14,11 +14,11 @@ import (
 // server does not play that role and answers FCGI_UNKNOWN_ROLE.
 func (s *Server) roleHandler(role Role) http.Handler {
 	switch role {
-	case Responder:
+	case RoleResponder:
 		return s.handler()
-	case Authorizer:
+	case RoleAuthorizer:
 		return s.Authorizer
-	case Filter:
+	case RoleFilter:
 		return s.Filter
 	}
 	return nil
@@ -30,9 +30,9 @@ func requestOf(r *http.Request) *request {
 	return req
 }
 
-// RoleOf returns the role in which the web server sent r: Responder,
-// Authorizer or Filter. It returns 0, which is none of them, for a request
-// that did not come through this package.
+// RoleOf returns the role in which the web server sent r:
+// [RoleResponder], [RoleAuthorizer] or [RoleFilter]. It returns 0, which is
+// none of them, for a request that did not come through this package.
 func RoleOf(r *http.Request) Role {
 	if req := requestOf(r); req != nil {
 		return req.role
@@ -186,7 +186,7 @@ func (c *conn) filterData(req *request) *FilterData {
 // data feeds a Filter request's FCGI_DATA stream. DATA records for other
 // roles, or after the stream's end, are ignored.
 func (c *conn) data(req *request, content []byte) {
-	if req.role != Filter || !req.paramsDone {
+	if req.role != RoleFilter || !req.paramsDone {
 		return
 	}
 	if !req.started {

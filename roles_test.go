@@ -22,7 +22,7 @@ import (
 // and a variable of its own on, and denies the others with a 403 whose
 // header and body the client must see.
 func authorize(w http.ResponseWriter, r *http.Request) {
-	if fcgi.RoleOf(r) != fcgi.Authorizer {
+	if fcgi.RoleOf(r) != fcgi.RoleAuthorizer {
 		http.Error(w, "not an authorizer request", 500)
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -24,6 +25,10 @@ import (
 // management records on its connection (see MaxBodyBuffer for the one
 // exception).
 //
+// Every limit and timeout follows one rule: zero means its default (a
+// DefaultServerX constant, or no limit where the field says so), a
+// negative value no limit.
+//
 // A Server must not be copied after first use.
 type Server struct {
 	// Handler is invoked for each request in the Responder role. Nil
@@ -43,28 +48,33 @@ type Server struct {
 	// MaxConns is the most connections served at once; above it the
 	// listener is not accepted from, so new connections wait in the
 	// kernel's backlog. It is reported to web servers as FCGI_MAX_CONNS.
-	// Zero means 10000.
+	// Zero means DefaultServerMaxConns (10000); negative, no limit (and
+	// FCGI_MAX_CONNS is not reported).
 	MaxConns int
 
 	// MaxRequests is the most requests in flight at once, over all
 	// connections. Requests beyond it are refused with FCGI_OVERLOADED.
-	// It is reported as FCGI_MAX_REQS. Zero means 10000. A request holds
-	// its slot from its BEGIN_REQUEST until its END_REQUEST is written, or
-	// until its connection ends if its handler never started; it gives it
-	// back before its END_REQUEST leaves, so a web server that sends its
-	// next request the moment it reads one finds the slot free.
+	// It is reported as FCGI_MAX_REQS. A request holds its slot from its
+	// BEGIN_REQUEST until its END_REQUEST is written, or until its
+	// connection ends if its handler never started; it gives it back
+	// before its END_REQUEST leaves, so a web server that sends its next
+	// request the moment it reads one finds the slot free. Zero means
+	// DefaultServerMaxRequests (10000); negative, no limit (and
+	// FCGI_MAX_REQS is not reported).
 	MaxRequests int
 
 	// MaxRequestsPerConn is the most requests in flight on one connection.
 	// Requests beyond it are refused with FCGI_CANT_MPX_CONN when it is 1
 	// (FCGI_MPXS_CONNS is then reported as 0) and with FCGI_OVERLOADED
-	// otherwise. Zero means 1000.
+	// otherwise. Zero means DefaultServerMaxRequestsPerConn (1000);
+	// negative, no limit but the 65535 request IDs.
 	MaxRequestsPerConn int
 
 	// MaxParamsBytes limits the size of one request's PARAMS stream (the
 	// CGI variables, headers included). A request over it is answered with
-	// status 431 without calling the handler. Zero means 1 MiB, which is
-	// more than nginx, Apache or HAProxy can send.
+	// status 431 without calling the handler. Zero means
+	// DefaultServerMaxParamsBytes (1 MiB, more than nginx, Apache or
+	// HAProxy can send); negative, no limit.
 	MaxParamsBytes int
 
 	// MaxBodyBuffer is how many bytes of a request body the connection
@@ -72,14 +82,15 @@ type Server struct {
 	// buffer fill, the connection stops reading (TCP back-pressure on the
 	// web server) until the handler reads or returns; on a multiplexed
 	// connection that delays its other requests, as it must, since FastCGI
-	// has no flow control. Zero means 1 MiB.
+	// has no flow control. Zero means DefaultServerMaxBodyBuffer (1 MiB);
+	// negative, no limit: the connection never stops reading.
 	MaxBodyBuffer int
 
 	// MaxRequestBodyBytes limits the size of a request body. A request
 	// whose CONTENT_LENGTH is larger is answered with status 413 without
 	// calling the handler; a body that comes without CONTENT_LENGTH fails,
 	// when read past the limit, with an *http.MaxBytesError, as with
-	// http.MaxBytesReader. Zero means no limit.
+	// http.MaxBytesReader. Zero and negative mean no limit.
 	MaxRequestBodyBytes int64
 
 	// ReadTimeout bounds how long a request's input, its PARAMS and STDIN
@@ -88,7 +99,8 @@ type Server struct {
 	// answered with status 408; a started one sees its body (or its
 	// FilterData) fail with ErrReadTimeout.
 	// Web servers buffer requests and send them at once, so this only
-	// ends stalled or hostile peers. Zero means 1 minute; negative, none.
+	// ends stalled or hostile peers. Zero means DefaultServerReadTimeout
+	// (1 minute); negative, no limit.
 	ReadTimeout time.Duration
 
 	// WriteTimeout bounds each write to the web server: a web server that
@@ -96,15 +108,15 @@ type Server struct {
 	// writing to it (their writes fail with ErrConnClosed). It is per
 	// write, not per response, so long streams are fine. The deadline is
 	// moved once per half period rather than on every write, so a write
-	// gets between half of WriteTimeout and all of it. Zero means 1
-	// minute; negative, none.
+	// gets between half of WriteTimeout and all of it. Zero means
+	// DefaultServerWriteTimeout (1 minute); negative, no limit.
 	WriteTimeout time.Duration
 
 	// IdleTimeout is how long a kept connection with no request in flight
-	// stays open. Zero means 2 minutes, longer than nginx's default
-	// upstream keepalive_timeout (60 s), so that nginx, which knows when
-	// it will reuse a connection, is the one that closes it; negative
-	// means no limit.
+	// stays open. The default is longer than nginx's default upstream
+	// keepalive_timeout (60 s), so that nginx, which knows when it will
+	// reuse a connection, is the one that closes it. Zero means
+	// DefaultServerIdleTimeout (2 minutes); negative, no limit.
 	IdleTimeout time.Duration
 
 	// WebServerAddrs, when not empty, lists the addresses TCP connections
@@ -233,17 +245,21 @@ func (s ConnState) String() string {
 	return "ConnState(" + strconv.Itoa(int(s)) + ")"
 }
 
+// Defaults for zero [Server] fields.
 const (
-	defaultMaxConns           = 10000
-	defaultMaxRequests        = 10000
-	defaultMaxRequestsPerConn = 1000
-	defaultMaxParamsBytes     = 1 << 20
-	defaultMaxBodyBuffer      = 1 << 20
-	defaultReadTimeout        = time.Minute
-	defaultWriteTimeout       = time.Minute
-	defaultIdleTimeout        = 2 * time.Minute
+	DefaultServerMaxConns           = 10000
+	DefaultServerMaxRequests        = 10000
+	DefaultServerMaxRequestsPerConn = 1000
+	DefaultServerMaxParamsBytes     = 1 << 20
+	DefaultServerMaxBodyBuffer      = 1 << 20
+	DefaultServerReadTimeout        = time.Minute
+	DefaultServerWriteTimeout       = time.Minute
+	DefaultServerIdleTimeout        = 2 * time.Minute
 )
 
+// durationOrDefault resolves a timeout by the rule of every Server, Client
+// and Gateway field: zero means def, a negative value none, which it
+// returns as 0.
 func durationOrDefault(d, def time.Duration) time.Duration {
 	switch {
 	case d > 0:
@@ -254,30 +270,40 @@ func durationOrDefault(d, def time.Duration) time.Duration {
 	return def
 }
 
-func (s *Server) readTimeout() time.Duration {
-	return durationOrDefault(s.ReadTimeout, defaultReadTimeout)
-}
-func (s *Server) writeTimeout() time.Duration {
-	return durationOrDefault(s.WriteTimeout, defaultWriteTimeout)
-}
-func (s *Server) idleTimeout() time.Duration {
-	return durationOrDefault(s.IdleTimeout, defaultIdleTimeout)
-}
-
-func orDefault(v, def int) int {
-	if v > 0 {
+// limitOrDefault resolves a limit by the same rule: zero means def, a
+// negative value none, which it returns as math.MaxInt.
+func limitOrDefault(v, def int) int {
+	switch {
+	case v > 0:
 		return v
+	case v < 0:
+		return math.MaxInt
 	}
 	return def
 }
 
-func (s *Server) maxConns() int    { return orDefault(s.MaxConns, defaultMaxConns) }
-func (s *Server) maxRequests() int { return orDefault(s.MaxRequests, defaultMaxRequests) }
-func (s *Server) maxRequestsPerConn() int {
-	return orDefault(s.MaxRequestsPerConn, defaultMaxRequestsPerConn)
+func (s *Server) readTimeout() time.Duration {
+	return durationOrDefault(s.ReadTimeout, DefaultServerReadTimeout)
 }
-func (s *Server) maxParamsBytes() int { return orDefault(s.MaxParamsBytes, defaultMaxParamsBytes) }
-func (s *Server) maxBodyBuffer() int  { return orDefault(s.MaxBodyBuffer, defaultMaxBodyBuffer) }
+func (s *Server) writeTimeout() time.Duration {
+	return durationOrDefault(s.WriteTimeout, DefaultServerWriteTimeout)
+}
+func (s *Server) idleTimeout() time.Duration {
+	return durationOrDefault(s.IdleTimeout, DefaultServerIdleTimeout)
+}
+func (s *Server) maxConns() int { return limitOrDefault(s.MaxConns, DefaultServerMaxConns) }
+func (s *Server) maxRequests() int {
+	return limitOrDefault(s.MaxRequests, DefaultServerMaxRequests)
+}
+func (s *Server) maxRequestsPerConn() int {
+	return limitOrDefault(s.MaxRequestsPerConn, DefaultServerMaxRequestsPerConn)
+}
+func (s *Server) maxParamsBytes() int {
+	return limitOrDefault(s.MaxParamsBytes, DefaultServerMaxParamsBytes)
+}
+func (s *Server) maxBodyBuffer() int {
+	return limitOrDefault(s.MaxBodyBuffer, DefaultServerMaxBodyBuffer)
+}
 
 func (s *Server) logger() *slog.Logger {
 	if s.ErrorLog != nil {
@@ -343,8 +369,7 @@ func (s *Server) Serve(l net.Listener) error {
 			if s.inShutdown.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+			if isTimeout(err) || isTemporary(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				s.logger().Warn("fcgi: accept error; retrying", "err", err, "delay", delay)
 				time.Sleep(delay)

@@ -224,6 +224,24 @@ func TestGetValues(t *testing.T) {
 	}
 }
 
+// Negative limits mean none: the server then has no FCGI_MAX_CONNS or
+// FCGI_MAX_REQS to report, and serves with every limit off.
+func TestNegativeLimitsMeanNone(t *testing.T) {
+	srv := &fcgi.Server{MaxConns: -1, MaxRequests: -1, MaxRequestsPerConn: -1, MaxParamsBytes: -1, MaxBodyBuffer: -1}
+	addr := startServer(t, "tcp", srv, http.HandlerFunc(hello))
+	c := dial(t, "tcp", addr)
+	c.Record(wire.TypeGetValues, 0, fcgitest.Pairs("FCGI_MAX_CONNS", "", "FCGI_MPXS_CONNS", "", "FCGI_MAX_REQS", "")).Flush()
+	if rec := c.Next(); string(rec.Content) != string(fcgitest.Pairs("FCGI_MPXS_CONNS", "1")) {
+		t.Fatalf("GET_VALUES_RESULT %q, want FCGI_MPXS_CONNS alone", rec.Content)
+	}
+	for i := range 3 {
+		c.Get(1, true, fmt.Sprintf("/n%d", i))
+		if _, body := parseCGI(t, c.ReadResponse(1).Stdout); body != fmt.Sprintf("hello, /n%d", i) {
+			t.Fatalf("request %d: body %q", i, body)
+		}
+	}
+}
+
 func TestGetValuesNoMultiplexing(t *testing.T) {
 	addr := startServer(t, "tcp", &fcgi.Server{MaxRequestsPerConn: 1}, http.HandlerFunc(hello))
 	c := dial(t, "tcp", addr)

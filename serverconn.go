@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -127,8 +128,7 @@ func (c *conn) serve(ctx context.Context) {
 		rec, err := c.rd.Next()
 		draining := c.draining.Load()
 		if err != nil {
-			var ne net.Error
-			timeout := errors.As(err, &ne) && ne.Timeout()
+			timeout := isTimeout(err)
 			switch {
 			case timeout && draining && time.Now().Before(c.stageEnd):
 				// A wake-up (finish's) before the stage's end.
@@ -273,7 +273,7 @@ func (req *request) inputArrived() bool {
 	if !req.inputDone.Load() {
 		return false
 	}
-	if req.role != Filter || !req.started {
+	if req.role != RoleFilter || !req.started {
 		return true
 	}
 	return req.filter != nil && req.filter.ended
@@ -377,10 +377,16 @@ func (c *conn) getValues(content []byte) error {
 	// A malformed query is answered as far as it could be read.
 	_ = wire.ForEachPair(content, func(name, _ []byte) bool {
 		switch string(name) {
+		// A server without a limit has none to tell: the web server
+		// keeps its own.
 		case wire.ValueMaxConns:
-			res = wire.AppendPair(res, wire.ValueMaxConns, strconv.Itoa(s.maxConns()))
+			if n := s.maxConns(); n != math.MaxInt {
+				res = wire.AppendPair(res, wire.ValueMaxConns, strconv.Itoa(n))
+			}
 		case wire.ValueMaxReqs:
-			res = wire.AppendPair(res, wire.ValueMaxReqs, strconv.Itoa(s.maxRequests()))
+			if n := s.maxRequests(); n != math.MaxInt {
+				res = wire.AppendPair(res, wire.ValueMaxReqs, strconv.Itoa(n))
+			}
 		case wire.ValueMpxsConns:
 			mpxs := "1"
 			if s.maxRequestsPerConn() == 1 {
@@ -420,7 +426,7 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 	switch _, dup := c.reqs[id]; {
 	case dup:
 		c.mu.Unlock()
-		return fmt.Errorf("%w: request ID %d", ErrDuplicateRequest, id)
+		return fmt.Errorf("%w: request ID %d", errDuplicateRequest, id)
 	case c.closing:
 		// Sent before the web server could see our last END_REQUEST
 		// (finish has not begun the drain, or this would have been
@@ -487,7 +493,7 @@ func (c *conn) params(req *request, content []byte) {
 	}
 	if len(req.params)+len(req.env)+len(content) > c.srv.maxParamsBytes() {
 		req.paramsDone = true
-		c.refuse(req, ErrParamsTooLarge)
+		c.refuse(req, errParamsTooLarge)
 		return
 	}
 	// Web servers send all PARAMS in one record: keep it as the string it
@@ -535,7 +541,7 @@ func (c *conn) start(req *request) {
 		c.refuse(req, err)
 		return
 	}
-	if req.role == Filter {
+	if req.role == RoleFilter {
 		c.filterData(req)
 	}
 	go c.runHandler(req, hr)
@@ -547,7 +553,7 @@ func (c *conn) refuse(req *request, err error) {
 	req.started = true
 	code := http.StatusBadRequest
 	switch {
-	case errors.Is(err, ErrParamsTooLarge):
+	case errors.Is(err, errParamsTooLarge):
 		code = http.StatusRequestHeaderFieldsTooLarge
 	case errors.Is(err, ErrReadTimeout):
 		code = http.StatusRequestTimeout
@@ -619,8 +625,7 @@ func (c *conn) writeLockedUntil(f func(w *wire.Writer) error, until time.Time) e
 		err = c.wr.Flush()
 	}
 	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
+		if isTimeout(err) {
 			c.srv.stats.timeouts.Add(1)
 			c.srv.logger().Warn("fcgi: write timeout; closing connection", "remote", c.remoteAddr())
 		}
@@ -825,7 +830,7 @@ func (c *conn) startDrain() {
 		// is then ignored, its request gone, and inputDone stays
 		// unset; what arrived tells instead.
 		inputDone := req.inputDone.Load() || req.contentLength == 0 || req.body != nil && req.body.allArrived()
-		if req.role == Filter {
+		if req.role == RoleFilter {
 			if f := req.filter; f != nil {
 				c.drainMax += max(f.Length, 0)
 				inputDone = inputDone && f.ended

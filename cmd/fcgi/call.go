@@ -76,9 +76,9 @@ protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 			var r fcgi.Role
 			switch strings.ToLower(*role) {
 			case "responder":
-				r = fcgi.Responder
+				r = fcgi.RoleResponder
 			case "authorizer":
-				r = fcgi.Authorizer
+				r = fcgi.RoleAuthorizer
 			default:
 				return usageError(e, fs, "--role %q: want responder or authorizer", *role)
 			}
@@ -110,7 +110,7 @@ protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 			if err != nil {
 				return usageError(e, fs, "%v", err)
 			}
-			if r == fcgi.Authorizer {
+			if r == fcgi.RoleAuthorizer {
 				// §6.3: an Authorizer gets no body and none of these.
 				kv = dropParams(kv, "CONTENT_LENGTH", "PATH_INFO", "PATH_TRANSLATED", "SCRIPT_NAME")
 				body = nil
@@ -136,7 +136,7 @@ protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 			}
 			defer resp.Body.Close()
 			if *include {
-				if err := writeHeader(e.stdout, resp.Status, resp.Header); err != nil {
+				if err := writeHeader(e.stdout, resp.StatusCode, resp.Header); err != nil {
 					return err
 				}
 			}
@@ -147,8 +147,8 @@ protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 				status, _ := resp.AppStatus()
 				e.log.Info("END_REQUEST", "app_status", status, "protocol_status", "REQUEST_COMPLETE")
 			}
-			if *fail && resp.Status >= 400 {
-				return exitf(exitFail, "HTTP status %d", resp.Status)
+			if *fail && resp.StatusCode >= 400 {
+				return exitf(exitFail, "HTTP status %d", resp.StatusCode)
 			}
 			return nil
 		}

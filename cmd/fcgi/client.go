@@ -90,7 +90,7 @@ func get(ctx context.Context, c *fcgi.Client, target string) (*reply, error) {
 	if err != nil {
 		return nil, clientError(err)
 	}
-	return &reply{status: resp.Status, header: resp.Header, body: body}, nil
+	return &reply{status: resp.StatusCode, header: resp.Header, body: body}, nil
 }
 
 // paramMap turns the ordered variables of requestParams.pairs into the

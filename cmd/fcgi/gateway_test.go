@@ -228,7 +228,7 @@ func TestGatewayPHPFPM(t *testing.T) {
 	fpm.WriteFile("index.php", `<?php echo "front ", $_SERVER["REQUEST_URI"], " ", $_SERVER["SCRIPT_NAME"];`)
 	fpm.WriteFile("info.php", `<?php usleep(100000); echo $_SERVER["SCRIPT_NAME"], " ", $_SERVER["PATH_INFO"];`)
 	fpm.WriteFile("style.css", "body{}")
-	url := gatewayURL(t, "--backend", fpm.Addr(), "--root", fpm.Root(), "--index", "/index.php")
+	url := gatewayURL(t, "--backend", fpm.Addr(), "--root", fpm.Root(), "--front-controller", "/index.php")
 	body, err := httpGet(url + "articles/7?x=1")
 	if err != nil || body != "front /articles/7?x=1 /index.php" {
 		t.Errorf("front controller: %v %q", err, body)

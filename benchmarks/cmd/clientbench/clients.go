@@ -107,7 +107,7 @@ func fcgikitClient(sock, root string, maxConns int) *contender {
 				if err != nil {
 					return err
 				}
-				return checkBody("fcgikit", resp.Status, n, want)
+				return checkBody("fcgikit", resp.StatusCode, n, want)
 			}, nil
 		},
 		close: func() { c.Close() },
