@@ -373,7 +373,7 @@ func runNginxAppSnippet(t *testing.T, bin string) {
 		}
 		defer resp.Body.Close()
 		b, err := io.ReadAll(resp.Body)
-		return resp.Status, string(b), err
+		return resp.StatusCode, string(b), err
 	}
 	if status, body, err := do("GET", "/", nil, 0); err != nil || status != 200 || body != "hello from FastCGI: GET /, 0 bytes\n" {
 		t.Fatalf("GET / = %d %q, %v\n%s", status, body, err, out)
