@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fcgikit/fcgi/internal/cgihdr"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -135,7 +136,7 @@ type call struct {
 	freshTimer *time.Timer  // counts the call as stalled after freshStall
 	hdrDL      time.Time    // when ResponseHeaderTimeout expires; zero until known
 	rdl        time.Time    // the read deadline set on the socket, zero for none
-	hs         cgiHeaderScanner
+	hs         cgihdr.Scanner
 	header     http.Header // where the response header goes, nil for a new one
 	pending    []byte      // STDOUT not yet returned by Read
 	ended      bool        // END_REQUEST arrived
@@ -609,14 +610,14 @@ func (cl *call) readHeader() (int, http.Header, error) {
 			// STDOUT ended; only END_REQUEST may follow.
 			continue
 		}
-		hdr, rest, done, err := cl.hs.feed(content, limit)
+		hdr, rest, done, err := cl.hs.Feed(content, limit)
 		if err != nil {
-			return 0, nil, err
+			return 0, nil, headerError(err)
 		}
 		if done {
-			status, h, err := parseCGIHeader(hdr, cl.header)
+			status, h, err := cgihdr.Parse(hdr, cl.header)
 			if err != nil {
-				return 0, nil, err
+				return 0, nil, headerError(err)
 			}
 			cl.pending = rest
 			return status, h, nil
