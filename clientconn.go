@@ -1299,7 +1299,7 @@ func (c *Client) GetValues(ctx context.Context, addr string, names ...string) (m
 		}
 		if rec.Type == wire.TypeUnknownType {
 			if t, _ := wire.ParseUnknownType(rec.Content); t == wire.TypeGetValues {
-				return nil, fmt.Errorf("%w: %s does not understand FCGI_GET_VALUES", ErrProtocol, addr)
+				return nil, fmt.Errorf("%w: %s does not understand FCGI_GET_VALUES (UNKNOWN_TYPE)", ErrProtocol, addr)
 			}
 		}
 		if rec.Type != wire.TypeGetValuesResult {
