@@ -1,237 +1,25 @@
 package fcgi
 
 import (
-	"bytes"
+	"errors"
 	"fmt"
-	"net/http"
-	"strconv"
-	"strings"
+
+	"github.com/fcgikit/fcgi/internal/cgihdr"
 )
 
-// The CGI response header (RFC 3875 §6) is what a Responder writes at the
-// start of STDOUT: header lines, each ended by LF or CRLF, then an empty
-// line. Status: gives the HTTP status ("404" or "404 Not Found"); without
-// it, Location: means 302 Found (as nginx does) and anything else 200.
-// A 1xx Status, Content-Length fields that disagree, and a Content-Length
-// that is not a non-negative integer make the response malformed: an HTTP
-// client given them would wait for what never comes.
+// The CGI response header (RFC 3875 §6) is parsed by internal/cgihdr,
+// which the fcgi command uses too; its rules are in that package's
+// comment.
 
-// cgiHeaderEnd finds the end of a CGI header in b, scanning lines from
-// offset from, which must be the start of a line. It returns the length of
-// the header including its blank line, or -1 and the offset of the first
-// incomplete line so that a later call can resume there.
-func cgiHeaderEnd(b []byte, from int) (end, next int) {
-	for {
-		i := bytes.IndexByte(b[from:], '\n')
-		if i < 0 {
-			return -1, from
-		}
-		line := b[from : from+i]
-		if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
-			return from + i + 1, from
-		}
-		from += i + 1
+// headerError gives an error of cgihdr the package's sentinel.
+func headerError(err error) error {
+	if errors.Is(err, cgihdr.ErrTooLarge) {
+		return ErrResponseHeaderTooLarge
 	}
-}
-
-// cgiHeaderScanner collects a CGI header that may straddle STDOUT records.
-// The zero value is ready; it copies only when the header does not fit in
-// the first record.
-type cgiHeaderScanner struct {
-	buf  []byte
-	next int
-}
-
-// feed adds p, a piece of STDOUT, and reports whether the header is
-// complete. When it is, header holds it (blank line included) and rest the
-// body bytes that followed; both alias p or the scanner's buffer and stay
-// valid until p changes or the scanner is reset.
-func (s *cgiHeaderScanner) feed(p []byte, limit int) (header, rest []byte, done bool, err error) {
-	if len(s.buf) == 0 {
-		end, next := cgiHeaderEnd(p, 0)
-		if end >= 0 {
-			if end > limit {
-				return nil, nil, false, ErrResponseHeaderTooLarge
-			}
-			return p[:end], p[end:], true, nil
-		}
-		if len(p) > limit {
-			return nil, nil, false, ErrResponseHeaderTooLarge
-		}
-		s.buf = append(s.buf, p...)
-		s.next = next
-		return nil, nil, false, nil
+	if he := (*cgihdr.Error)(nil); errors.As(err, &he) {
+		return fmt.Errorf("%w: %s", ErrMalformedResponse, he.Detail)
 	}
-	s.buf = append(s.buf, p...)
-	end, next := cgiHeaderEnd(s.buf, s.next)
-	s.next = next
-	if end < 0 {
-		if len(s.buf) > limit {
-			return nil, nil, false, ErrResponseHeaderTooLarge
-		}
-		return nil, nil, false, nil
-	}
-	if end > limit {
-		return nil, nil, false, ErrResponseHeaderTooLarge
-	}
-	return s.buf[:end], s.buf[end:], true, nil
-}
-
-// parseCGIHeader parses a complete CGI header, as found by cgiHeaderEnd, into
-// an HTTP status and header. The Status field is removed from the header.
-// The header is h when h is not nil (it must be empty; it is left empty on
-// error), a new one otherwise.
-func parseCGIHeader(block []byte, h http.Header) (status int, _ http.Header, err error) {
-	// One string for the whole block: names and values are substrings of
-	// it, so the header costs one allocation plus the map.
-	s := string(block)
-	lines := bytes.Count(block, []byte{'\n'})
-	if h == nil {
-		h = make(http.Header, lines)
-	} else {
-		defer func() {
-			if err != nil {
-				clear(h) // nothing of a refused header is left for an error page
-			}
-		}()
-	}
-	// One backing array for the values of all lines: a name seen once
-	// gets a one-element slice of it, capped so that appending copies.
-	vals := make([]string, 0, lines)
-	for len(s) > 0 {
-		i := strings.IndexByte(s, '\n')
-		if i < 0 {
-			return 0, nil, fmt.Errorf("%w: header line without end", ErrMalformedResponse)
-		}
-		line := s[:i]
-		s = s[i+1:]
-		if n := len(line); n > 0 && line[n-1] == '\r' {
-			line = line[:n-1]
-		}
-		if line == "" {
-			break
-		}
-		colon := strings.IndexByte(line, ':')
-		if colon <= 0 {
-			return 0, nil, fmt.Errorf("%w: header line %q", ErrMalformedResponse, clip(line))
-		}
-		name := line[:colon]
-		if !validHeaderName(name) {
-			return 0, nil, fmt.Errorf("%w: header name %q", ErrMalformedResponse, clip(name))
-		}
-		value := strings.Trim(line[colon+1:], " \t")
-		if !validHeaderValue(value) {
-			return 0, nil, fmt.Errorf("%w: value of %q has control characters", ErrMalformedResponse, clip(name))
-		}
-		name = http.CanonicalHeaderKey(name)
-		if name == "Status" {
-			if status != 0 {
-				continue // the first Status wins
-			}
-			code, ok := parseStatus(value)
-			if !ok {
-				return 0, nil, fmt.Errorf("%w: Status %q", ErrMalformedResponse, clip(value))
-			}
-			if code < 200 {
-				// CGI has no interim responses: passed on, a 1xx
-				// leaves the HTTP client waiting for the final one.
-				return 0, nil, fmt.Errorf("%w: Status %d is an interim status, not a final one", ErrMalformedResponse, code)
-			}
-			status = code
-			continue
-		}
-		if old, ok := h[name]; ok {
-			h[name] = append(old, value)
-		} else {
-			vals = append(vals, value)
-			h[name] = vals[len(vals)-1 : len(vals) : len(vals)]
-		}
-	}
-	if cl, ok := h["Content-Length"]; ok {
-		n, ok := contentLength(cl)
-		if !ok {
-			return 0, nil, fmt.Errorf("%w: Content-Length %q", ErrMalformedResponse, clip(strings.Join(cl, ", ")))
-		}
-		if len(cl) != 1 || cl[0] != n {
-			h["Content-Length"] = []string{n}
-		}
-	}
-	if status == 0 {
-		status = http.StatusOK
-		if _, ok := h["Location"]; ok {
-			status = http.StatusFound
-		}
-	}
-	return status, h, nil
-}
-
-// contentLength returns the length the Content-Length fields vs give,
-// each a list of values: all must be the same non-negative decimal
-// integer, which RFC 9110 §8.6 allows to be collapsed into one. Two
-// different lengths are refused, as the RFC asks: passed on, they leave
-// the HTTP client waiting for bytes that never come.
-func contentLength(vs []string) (string, bool) {
-	var n int64 = -1
-	for _, v := range vs {
-		for {
-			item, rest, more := strings.Cut(v, ",")
-			item = strings.Trim(item, " \t")
-			if item == "" || len(item) > 18 {
-				return "", false // empty, or beyond any real length (and int64)
-			}
-			var m int64
-			for i := 0; i < len(item); i++ {
-				c := item[i]
-				if c < '0' || c > '9' {
-					return "", false
-				}
-				m = m*10 + int64(c-'0')
-			}
-			if n >= 0 && m != n {
-				return "", false
-			}
-			n = m
-			if !more {
-				break
-			}
-			v = rest
-		}
-	}
-	if len(vs) == 1 && strings.IndexByte(vs[0], ',') < 0 && (vs[0] == "0" || vs[0][0] != '0') {
-		return vs[0], true // the usual case: no string to build
-	}
-	return strconv.FormatInt(n, 10), true
-}
-
-// parseStatus accepts "NNN" or "NNN reason" with NNN from 100 to 999.
-func parseStatus(v string) (int, bool) {
-	if len(v) < 3 || (len(v) > 3 && v[3] != ' ' && v[3] != '\t') {
-		return 0, false
-	}
-	code := 0
-	for i := 0; i < 3; i++ {
-		c := v[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		code = code*10 + int(c-'0')
-	}
-	if code < 100 {
-		return 0, false
-	}
-	return code, true
-}
-
-// validHeaderValue rejects control characters other than tab, so that a
-// backend cannot split the response.
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
+	return err
 }
 
 // clip shortens s for an error message.

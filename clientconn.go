@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fcgikit/fcgi/internal/cgihdr"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -126,7 +127,7 @@ type call struct {
 	freshTimer *time.Timer  // counts the call as stalled after freshStall
 	hdrDL      time.Time    // when ResponseHeaderTimeout expires; zero until known
 	rdl        time.Time    // the read deadline set on the socket, zero for none
-	hs         cgiHeaderScanner
+	hs         cgihdr.Scanner
 	header     http.Header // where the response header goes, nil for a new one
 	pending    []byte      // STDOUT not yet returned by Read
 	ended      bool        // END_REQUEST arrived
@@ -597,14 +598,14 @@ func (cl *call) readHeader() (int, http.Header, error) {
 			// STDOUT ended; only END_REQUEST may follow.
 			continue
 		}
-		hdr, rest, done, err := cl.hs.feed(content, limit)
+		hdr, rest, done, err := cl.hs.Feed(content, limit)
 		if err != nil {
-			return 0, nil, err
+			return 0, nil, headerError(err)
 		}
 		if done {
-			status, h, err := parseCGIHeader(hdr, cl.header)
+			status, h, err := cgihdr.Parse(hdr, cl.header)
 			if err != nil {
-				return 0, nil, err
+				return 0, nil, headerError(err)
 			}
 			cl.pending = rest
 			return status, h, nil
@@ -1275,7 +1276,7 @@ func (c *Client) GetValues(ctx context.Context, addr string, names ...string) (m
 		}
 		if rec.Type == wire.TypeUnknownType {
 			if t, _ := wire.ParseUnknownType(rec.Content); t == wire.TypeGetValues {
-				return nil, fmt.Errorf("%w: %s does not understand FCGI_GET_VALUES", ErrProtocol, addr)
+				return nil, fmt.Errorf("%w: %s does not understand FCGI_GET_VALUES (UNKNOWN_TYPE)", ErrProtocol, addr)
 			}
 		}
 		if rec.Type != wire.TypeGetValuesResult {

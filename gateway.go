@@ -46,6 +46,24 @@ const (
 // (NUL, newline) are refused with 400. Symbolic links inside Root are
 // followed, as nginx does by default.
 //
+// With PassThrough set, every request goes to the application whatever
+// its path, for applications that route by REQUEST_URI themselves (Go,
+// Python, Node): what nginx does with
+//
+//	location / {
+//	    include fastcgi_params;
+//	    fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+//	    fastcgi_pass ...;
+//	}
+//
+// Nothing is looked up on disk, so Index, FrontController, ScriptExt and
+// ServeStatic do not apply. As from nginx, where $fastcgi_script_name is
+// $uri when no fastcgi_split_path_info splits it, SCRIPT_NAME and
+// DOCUMENT_URI are the request path, cleaned ("/a//b/../c" is "/a/c"),
+// its trailing slash kept; SCRIPT_FILENAME is Root followed by that path;
+// PATH_INFO, which fastcgi_params does not set, is not sent. "/x.php/y"
+// is SCRIPT_NAME "/x.php/y", not a script and its PATH_INFO.
+//
 // Hop-by-hop fields of the application's response header (Connection,
 // Transfer-Encoding, ...) are dropped; net/http frames the response. A
 // response header an HTTP client could not act on gets 502: a 1xx status
@@ -121,6 +139,11 @@ type Gateway struct {
 	// http.ServeContent, instead of passing the request to the
 	// front controller.
 	ServeStatic bool
+
+	// PassThrough sends every request to the application, without
+	// looking for a script or a file under Root: see the routing above.
+	// Root is then only DOCUMENT_ROOT and the start of SCRIPT_FILENAME.
+	PassThrough bool
 
 	// Params holds more parameters to send with every request (APP_ENV,
 	// PHP_VALUE, ...). Those the gateway computes take precedence.

@@ -90,6 +90,60 @@ func serveGW(g http.Handler, method, target string, body io.Reader) *httptest.Re
 	return w
 }
 
+// With PassThrough every path reaches the application, whatever is on
+// disk, with the variables nginx sends from a location without try_files
+// or fastcgi_split_path_info: SCRIPT_NAME and DOCUMENT_URI the cleaned path
+// ($uri, so $fastcgi_script_name), SCRIPT_FILENAME $document_root followed
+// by it, and no PATH_INFO.
+func TestGatewayPassThrough(t *testing.T) {
+	checkLeaks(t)
+	app := echoApp(t)
+	root := docRoot(t)
+	g, _ := newGateway(t, app.Addr, root)
+	g.ServeStatic = true
+	g.PassThrough = true
+	for _, tc := range []struct {
+		target, script, q string
+	}{
+		{"/", "/", ""},
+		{"/api/users/7?full=1", "/api/users/7", "full=1"},
+		{"/x.php/y", "/x.php/y", ""},     // no script split
+		{"/app.php", "/app.php", ""},     // an existing script: the same
+		{"/style.css", "/style.css", ""}, // an existing file is not served
+		{"/blog/", "/blog/", ""},         // no index appended
+		{"/a//b/../c/?q=1", "/a/c/", "q=1"},
+		{"/../../etc/passwd", "/etc/passwd", ""},
+	} {
+		w := serveGW(g, "GET", tc.target, nil)
+		var e echoed
+		if err := json.Unmarshal(w.Body.Bytes(), &e); w.Code != 200 || err != nil {
+			t.Errorf("%s: %d %q", tc.target, w.Code, w.Body)
+			continue
+		}
+		p := e.Params
+		if p["SCRIPT_NAME"] != tc.script || p["DOCUMENT_URI"] != tc.script || p["QUERY_STRING"] != tc.q ||
+			p["SCRIPT_FILENAME"] != root+tc.script || p["DOCUMENT_ROOT"] != root || p["REQUEST_URI"] != tc.target {
+			t.Errorf("%s: SCRIPT_NAME %q DOCUMENT_URI %q SCRIPT_FILENAME %q DOCUMENT_ROOT %q REQUEST_URI %q QUERY_STRING %q",
+				tc.target, p["SCRIPT_NAME"], p["DOCUMENT_URI"], p["SCRIPT_FILENAME"], p["DOCUMENT_ROOT"], p["REQUEST_URI"], p["QUERY_STRING"])
+		}
+		if v, ok := p["PATH_INFO"]; ok {
+			t.Errorf("%s: PATH_INFO %q sent; fastcgi_params sets none", tc.target, v)
+		}
+	}
+	if w := serveGW(g, "GET", "/a%0Ab", nil); w.Code != http.StatusBadRequest {
+		t.Errorf("control byte in the path: %d, want 400", w.Code)
+	}
+	// Nothing is looked up on disk: a Root that does not exist is only
+	// DOCUMENT_ROOT.
+	g.Root = "/nonexistent/app"
+	w := serveGW(g, "GET", "/anything", nil)
+	var e echoed
+	json.Unmarshal(w.Body.Bytes(), &e)
+	if w.Code != 200 || e.Params["SCRIPT_FILENAME"] != "/nonexistent/app/anything" {
+		t.Errorf("missing Root: %d SCRIPT_FILENAME %q", w.Code, e.Params["SCRIPT_FILENAME"])
+	}
+}
+
 func TestGatewayRouting(t *testing.T) {
 	checkLeaks(t)
 	app := echoApp(t)

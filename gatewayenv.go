@@ -132,16 +132,21 @@ func isFile(name string) bool {
 //	    ...
 //	}
 //
-// It returns a 404 httpError when nothing matches.
+// It returns a 404 httpError when nothing matches. With PassThrough every
+// path is the script, as nginx's $fastcgi_script_name is $uri when nothing
+// splits it: cleaned ("/a//b/../c" is "/a/c"), a trailing slash kept.
 func (g *Gateway) route(urlPath string) (route, error) {
 	if hasControl(urlPath) {
 		return route{}, errBadPath
 	}
-	root := g.root()
 	p := cleanURLPath(urlPath)
 	if strings.HasSuffix(urlPath, "/") && urlPath != "/" {
 		p += "/"
 	}
+	if g.PassThrough {
+		return route{script: p, docURI: p}, nil
+	}
+	root := g.root()
 	ext := g.scriptExt()
 	notFound := func() error {
 		return &httpError{code: http.StatusNotFound, msg: "fcgi: no script for " + clip(urlPath)}
@@ -267,7 +272,11 @@ func (g *Gateway) params(env cgiEnv, r *http.Request, rt route, contentLength st
 	env.add("SCRIPT_NAME", rt.script)
 	// root has no trailing separator but when it is "/" itself.
 	env.add("SCRIPT_FILENAME", strings.TrimSuffix(root, string(filepath.Separator))+filepath.FromSlash(rt.script))
-	env.add("PATH_INFO", rt.pathInfo)
+	if !g.PassThrough {
+		// fastcgi_params has no PATH_INFO: a location that splits
+		// nothing sends none.
+		env.add("PATH_INFO", rt.pathInfo)
+	}
 	reqURI := r.RequestURI
 	if reqURI == "" {
 		reqURI = r.URL.RequestURI()

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fcgikit/fcgi/internal/cgihdr"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -258,7 +259,7 @@ func (w *response) encodeHeader(sniff []byte, contentLength int64) {
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		if !validHeaderName(k) || strings.EqualFold(k, "Transfer-Encoding") || strings.EqualFold(k, "Status") {
+		if !cgihdr.ValidName(k) || strings.EqualFold(k, "Transfer-Encoding") || strings.EqualFold(k, "Status") {
 			continue
 		}
 		for _, v := range h[k] {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi/cmd/fcgi/internal/histo"
+	"github.com/fcgikit/fcgi/internal/cgihdr"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -313,13 +313,17 @@ func (b *bencher) worker(ctx context.Context, s *stats) {
 			}
 		}
 		status, n, err := b.roundTrip(c)
-		if err != nil {
+		switch {
+		case errors.Is(err, errBenchHeader):
+			s.fail(b, err.Error()) // the connection is still good
+		case err != nil:
 			s.fail(b, err.Error())
 			c.Close()
 			c = nil
 			continue
+		default:
+			s.ok(b, time.Since(due), status, n)
 		}
-		s.ok(b, time.Since(due), status, n)
 		if b.noKeep {
 			c.Close()
 			c = nil
@@ -345,7 +349,7 @@ func (b *bencher) roundTrip(c *rawConn) (status int, n int64, err error) {
 	if err := c.w.Flush(); err != nil {
 		return 0, 0, classify(err)
 	}
-	var head []byte
+	var head cgiHead
 	for {
 		rec, err := c.r.Next()
 		if err != nil {
@@ -357,9 +361,7 @@ func (b *bencher) roundTrip(c *rawConn) (status int, n int64, err error) {
 		switch rec.Type {
 		case wire.TypeStdout:
 			n += int64(len(rec.Content))
-			if len(head) < 1024 {
-				head = append(head, rec.Content[:min(len(rec.Content), 1024-len(head))]...)
-			}
+			head.feed(rec.Content)
 		case wire.TypeEndRequest:
 			end, err := wire.ParseEndRequest(rec.Content)
 			if err != nil || end.ProtocolStatus != wire.StatusRequestComplete {
@@ -368,7 +370,8 @@ func (b *bencher) roundTrip(c *rawConn) (status int, n int64, err error) {
 				}
 				return 0, n, errBenchProtocol
 			}
-			return cgiStatus(head), n, nil
+			status, err := head.result()
+			return status, n, err
 		}
 	}
 }
@@ -385,32 +388,40 @@ func classify(err error) error {
 	return err
 }
 
-// cgiStatus returns the status of a CGI response from its first bytes:
-// the Status header's, 302 with a Location, else 200.
-func cgiStatus(head []byte) int {
-	status := 200
-	for line := range bytes.Lines(head) {
-		line = bytes.TrimRight(line, "\r\n")
-		if len(line) == 0 {
-			break
-		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			continue
-		}
-		switch {
-		case bytes.EqualFold(name, []byte("Status")):
-			f := bytes.Fields(value)
-			if len(f) > 0 {
-				if n, err := strconv.Atoi(string(f[0])); err == nil {
-					return n
-				}
-			}
-		case bytes.EqualFold(name, []byte("Location")):
-			status = 302
-		}
+// errBenchHeader counts a response whose CGI header fcgi.Client refuses
+// (a web server answers 502 for it).
+var errBenchHeader = errors.New("malformed CGI header")
+
+// cgiHead finds the HTTP status of a response in its STDOUT, with the CGI
+// header parser of fcgi.Client.
+type cgiHead struct {
+	sc     cgihdr.Scanner
+	status int   // 0 until the header is complete
+	err    error // the header is malformed or too large
+}
+
+// feed takes the next STDOUT record's content; nothing is kept of it once
+// the header is complete.
+func (c *cgiHead) feed(p []byte) {
+	if c.status != 0 || c.err != nil || len(p) == 0 {
+		return
 	}
-	return status
+	block, _, done, err := c.sc.Feed(p, cgihdr.DefaultLimit)
+	switch {
+	case err != nil:
+		c.err = err
+	case done:
+		c.status, _, c.err = cgihdr.Parse(block, nil)
+	}
+}
+
+// result is the status, or errBenchHeader when the response ended without
+// a valid header.
+func (c *cgiHead) result() (int, error) {
+	if c.status == 0 || c.err != nil {
+		return 0, errBenchHeader
+	}
+	return c.status, nil
 }
 
 // workerMpx keeps b.mpx requests in flight on one connection: this
@@ -436,7 +447,7 @@ func (b *bencher) mpxConn(ctx context.Context, c *rawConn, s *stats) (again bool
 	defer c.Close()
 	type inflight struct {
 		due  time.Time
-		head []byte
+		head cgiHead
 		n    int64
 	}
 	free := make(chan uint16, b.mpx)
@@ -461,9 +472,7 @@ func (b *bencher) mpxConn(ctx context.Context, c *rawConn, s *stats) (again bool
 			case r == nil:
 			case rec.Type == wire.TypeStdout:
 				r.n += int64(len(rec.Content))
-				if len(r.head) < 1024 {
-					r.head = append(r.head, rec.Content[:min(len(rec.Content), 1024-len(r.head))]...)
-				}
+				r.head.feed(rec.Content)
 			case rec.Type == wire.TypeEndRequest:
 				delete(reqs, rec.RequestID)
 				end, perr := wire.ParseEndRequest(rec.Content)
@@ -473,7 +482,11 @@ func (b *bencher) mpxConn(ctx context.Context, c *rawConn, s *stats) (again bool
 				case end.ProtocolStatus != wire.StatusRequestComplete:
 					s.fail(b, end.ProtocolStatus.String())
 				default:
-					s.ok(b, time.Since(r.due), cgiStatus(r.head), r.n)
+					if status, err := r.head.result(); err != nil {
+						s.fail(b, err.Error())
+					} else {
+						s.ok(b, time.Since(r.due), status, r.n)
+					}
 				}
 				free <- rec.RequestID
 			}

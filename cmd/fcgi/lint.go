@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fcgikit/fcgi/internal/cgihdr"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -292,10 +293,10 @@ func (l *linter) checkResponse(resp *rawResponse, id uint16) {
 	// the empty record from some responses (its ping page): a warning.
 	l.expect(resp.stdoutClosed, lintWarn, "§5.3", "STDOUT ended by an empty record before END_REQUEST",
 		"no empty STDOUT record (web servers accept END_REQUEST as the end); records: "+sequence(resp.records))
-	hdr, ok := cgiHeaderBlock(resp.stdout)
-	l.expect(ok, lintFail, "§6.2", "STDOUT starts with a CGI header block",
-		fmt.Sprintf("nginx answers 502 (upstream sent invalid header / prematurely closed stdout); got %q", truncate(resp.stdout, 80)))
-	if ok {
+	hdr, herr := cgiHeaderBlock(resp.stdout)
+	l.expect(herr == nil, lintFail, "§6.2", "STDOUT starts with a CGI header block",
+		fmt.Sprintf("nginx answers 502 (upstream sent invalid header / prematurely closed stdout): %v; got %q", herr, truncate(resp.stdout, 80)))
+	if herr == nil {
 		l.expect(bytes.Contains(bytes.ToLower(hdr), []byte("content-type:")) ||
 			bytes.Contains(bytes.ToLower(hdr), []byte("status:")) ||
 			bytes.Contains(bytes.ToLower(hdr), []byte("location:")),
@@ -304,17 +305,22 @@ func (l *linter) checkResponse(resp *rawResponse, id uint16) {
 	}
 }
 
-// cgiHeaderBlock returns the header block of a CGI response and whether
-// it is complete (ended by an empty line).
-func cgiHeaderBlock(b []byte) ([]byte, bool) {
-	for _, sep := range [][]byte{[]byte("\r\n\r\n"), []byte("\n\n")} {
-		if i := bytes.Index(b, sep); i >= 0 {
-			if i > 0 && bytes.IndexByte(b[:i], ':') >= 0 {
-				return b[:i], true
-			}
-		}
+// cgiHeaderBlock returns the header block of a CGI response, if it is
+// complete (ended by an empty line) and parses as fcgi.Client parses it,
+// or why not.
+func cgiHeaderBlock(b []byte) ([]byte, error) {
+	var sc cgihdr.Scanner
+	block, _, done, err := sc.Feed(b, cgihdr.DefaultLimit)
+	switch {
+	case err != nil:
+		return nil, err
+	case !done:
+		return nil, errors.New("no empty line ends the header")
 	}
-	return nil, false
+	if _, _, err := cgihdr.Parse(block, nil); err != nil {
+		return nil, err
+	}
+	return block, nil
 }
 
 // sequence summarises records as "STDOUT[1]:120 STDOUT[1]:0 END_REQUEST[1]:8".

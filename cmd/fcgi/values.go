@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
+	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -45,7 +49,7 @@ Exit status: 0 answered, 3 unreachable or no answer in time,
 			if len(names) == 0 {
 				names = []string{wire.ValueMaxConns, wire.ValueMaxReqs, wire.ValueMpxsConns}
 			}
-			kv, err := getValues(ctx, args[0], names, *timeout)
+			kv, err := getValues(ctx, e, args[0], names, *timeout)
 			if err != nil {
 				return err
 			}
@@ -64,53 +68,31 @@ Exit status: 0 answered, 3 unreachable or no answer in time,
 	},
 }
 
-// getValues sends FCGI_GET_VALUES for names on a fresh connection and
-// returns the pairs of the first GET_VALUES_RESULT.
-func getValues(ctx context.Context, addr string, names []string, timeout time.Duration) ([][2]string, error) {
-	deadline := time.Now().Add(timeout)
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	c, err := dialRaw(ctx, addr, timeout)
-	if err != nil {
-		return nil, err
-	}
+// getValues asks with fcgi.Client.GetValues, on a connection of its own,
+// and returns the answer in the order of names, then any variable the
+// application added unasked, by name.
+func getValues(ctx context.Context, e *env, addr string, names []string, timeout time.Duration) ([][2]string, error) {
+	c := newClient(e, addr, timeout)
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Now()) })
-	defer stop()
-
-	var q []byte
+	c.ProbeTimeout = timeout
+	vals, err := c.GetValues(ctx, c.Addr, names...)
+	if te := (*fcgi.TimeoutError)(nil); errors.As(err, &te) {
+		// A connection accepted but never answered, or no connection
+		// at all: either way nobody is there to answer.
+		return nil, &exitError{code: exitUnreachable, err: fmt.Errorf("%w waiting for GET_VALUES_RESULT (%v)", errNoAnswer, err)}
+	}
+	if err != nil {
+		return nil, clientError(err)
+	}
+	var kv [][2]string
 	for _, n := range names {
-		q = wire.AppendPair(q, n, "")
-	}
-	if len(q) > wire.MaxContent {
-		return nil, fmt.Errorf("too many names for one record")
-	}
-	c.nc.SetDeadline(deadline)
-	if err := c.w.WriteRecord(wire.TypeGetValues, wire.NullRequestID, q); err != nil {
-		return nil, err
-	}
-	if err := c.w.Flush(); err != nil {
-		return nil, exitf(exitUnreachable, "sending GET_VALUES: %v", err)
-	}
-	for {
-		rec, err := c.r.Next()
-		if err != nil {
-			return nil, readError(err, "waiting for GET_VALUES_RESULT")
+		if v, ok := vals[n]; ok {
+			kv = append(kv, [2]string{n, v})
+			delete(vals, n)
 		}
-		switch {
-		case rec.Type == wire.TypeGetValuesResult && rec.RequestID == wire.NullRequestID:
-			var kv [][2]string
-			err := wire.ForEachPair(rec.Content, func(n, v []byte) bool {
-				kv = append(kv, [2]string{string(n), string(v)})
-				return true
-			})
-			if err != nil {
-				return nil, exitf(exitProtocol, "GET_VALUES_RESULT: %v", err)
-			}
-			return kv, nil
-		case rec.Type == wire.TypeUnknownType:
-			return nil, exitf(exitProtocol, "the application does not know GET_VALUES (UNKNOWN_TYPE)")
-		}
-		// Anything else is ignored, as a web server would.
 	}
+	for _, n := range slices.Sorted(maps.Keys(vals)) {
+		kv = append(kv, [2]string{n, vals[n]})
+	}
+	return kv, nil
 }

@@ -8,25 +8,25 @@ package cgiexec
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/textproto"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/fcgikit/fcgi/cmd/fcgi/internal/pgroup"
+	"github.com/fcgikit/fcgi/internal/cgihdr"
 )
 
 // MaxHeaderBytes bounds the CGI header block a script may write.
-const MaxHeaderBytes = 64 << 10
+const MaxHeaderBytes = cgihdr.DefaultLimit
 
 // A Cmd is one run of a CGI script.
 type Cmd struct {
@@ -186,7 +186,7 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 		}
 		return nil
 	}
-	status, herr := writeResponse(w, bufio.NewReaderSize(outR, 32<<10), hold)
+	status, herr := writeResponse(w, outR, hold)
 	if herr != nil {
 		// A bad header, or the client went away: nobody wants the rest.
 		g.Kill(false)
@@ -252,33 +252,37 @@ func dirOf(path string) string {
 	return "/"
 }
 
-// writeResponse parses the CGI header block from r (RFC 3875 §6) and writes
-// the response to w once hold returns nil. It returns the status sent (0
-// if none was).
-func writeResponse(w http.ResponseWriter, r *bufio.Reader, hold func() error) (status int, err error) {
-	tp := textproto.NewReader(bufio.NewReader(io.LimitReader(r, MaxHeaderBytes)))
-	hdr, err := tp.ReadMIMEHeader()
-	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+// writeResponse parses the CGI header block from r (RFC 3875 §6), with the
+// parser fcgi.Client uses, and writes the response to w once hold returns
+// nil. It returns the status sent (0 if none was).
+func writeResponse(w http.ResponseWriter, r io.Reader, hold func() error) (status int, err error) {
+	var sc cgihdr.Scanner
+	var hdr http.Header
+	var body io.Reader
+	hbuf := make([]byte, 4<<10)
+	for body == nil {
+		n, rerr := r.Read(hbuf)
+		if n > 0 {
+			block, rest, done, err := sc.Feed(hbuf[:n], MaxHeaderBytes)
+			if err != nil {
+				return 0, fmt.Errorf("%w: %v", ErrBadHeader, err)
+			}
+			if done {
+				if status, hdr, err = cgihdr.Parse(block, nil); err != nil {
+					return 0, fmt.Errorf("%w: %v", ErrBadHeader, err)
+				}
+				// rest may alias hbuf: the body is copied with a
+				// buffer of its own.
+				body = io.MultiReader(bytes.NewReader(rest), r)
+				continue
+			}
+		}
+		if rerr == io.EOF {
 			return 0, fmt.Errorf("%w: output ended before the blank line after the headers", ErrBadHeader)
 		}
-		return 0, fmt.Errorf("%w: %v", ErrBadHeader, err)
-	}
-	// The LimitReader's bufio.Reader may hold body bytes past the header
-	// block; read them from it first.
-	body := io.MultiReader(tp.R, r)
-
-	status = http.StatusOK
-	if s := hdr.Get("Status"); s != "" {
-		code, _, _ := strings.Cut(strings.TrimSpace(s), " ")
-		n, err := strconv.Atoi(code)
-		if err != nil || n < 100 || n > 999 {
-			return 0, fmt.Errorf("%w: Status %q", ErrBadHeader, s)
+		if rerr != nil {
+			return 0, fmt.Errorf("%w: %v", ErrBadHeader, rerr)
 		}
-		status = n
-		hdr.Del("Status")
-	} else if hdr.Get("Location") != "" {
-		status = http.StatusFound
 	}
 	if err := hold(); err != nil {
 		return 0, err

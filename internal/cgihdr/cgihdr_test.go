@@ -1,4 +1,4 @@
-package fcgi
+package cgihdr
 
 import (
 	"errors"
@@ -8,7 +8,10 @@ import (
 	"testing"
 )
 
-func TestParseCGIHeader(t *testing.T) {
+// errMalformed stands for an *Error in the table of TestParse.
+var errMalformed = errors.New("malformed")
+
+func TestParse(t *testing.T) {
 	for _, tc := range []struct {
 		in     string
 		status int
@@ -26,20 +29,20 @@ func TestParseCGIHeader(t *testing.T) {
 		{"Set-Cookie: a=1\nSet-Cookie: b=2\n\n", 200, http.Header{"Set-Cookie": {"a=1", "b=2"}}, nil},
 		{"Status: 200\nStatus: 500\n\n", 200, http.Header{}, nil},
 		{"\r\n", 200, http.Header{}, nil},
-		{"Status: 20\n\n", 0, nil, ErrMalformedResponse},
-		{"Status: 2000\n\n", 0, nil, ErrMalformedResponse},
-		{"Status: OK\n\n", 0, nil, ErrMalformedResponse},
-		{"no colon\n\n", 0, nil, ErrMalformedResponse},
-		{": empty name\n\n", 0, nil, ErrMalformedResponse},
-		{"Bad Name: x\n\n", 0, nil, ErrMalformedResponse},
-		{"X: a\rb\n\n", 0, nil, ErrMalformedResponse},
-		{"X: a\x00b\n\n", 0, nil, ErrMalformedResponse},
+		{"Status: 20\n\n", 0, nil, errMalformed},
+		{"Status: 2000\n\n", 0, nil, errMalformed},
+		{"Status: OK\n\n", 0, nil, errMalformed},
+		{"no colon\n\n", 0, nil, errMalformed},
+		{": empty name\n\n", 0, nil, errMalformed},
+		{"Bad Name: x\n\n", 0, nil, errMalformed},
+		{"X: a\rb\n\n", 0, nil, errMalformed},
+		{"X: a\x00b\n\n", 0, nil, errMalformed},
 		// An interim status is no final answer: a client that asked for
 		// no upgrade would wait forever after a 101.
-		{"Status: 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", 0, nil, ErrMalformedResponse},
-		{"Status: 100\n\n", 0, nil, ErrMalformedResponse},
-		{"Status: 103 Early Hints\nLink: </a.css>\n\n", 0, nil, ErrMalformedResponse},
-		{"Status: 199\n\n", 0, nil, ErrMalformedResponse},
+		{"Status: 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", 0, nil, errMalformed},
+		{"Status: 100\n\n", 0, nil, errMalformed},
+		{"Status: 103 Early Hints\nLink: </a.css>\n\n", 0, nil, errMalformed},
+		{"Status: 199\n\n", 0, nil, errMalformed},
 		{"Status: 200\n\n", 200, http.Header{}, nil},
 		// Content-Length: one value, or identical ones collapsed; anything
 		// else would make the HTTP client wait for bytes that never come.
@@ -47,21 +50,21 @@ func TestParseCGIHeader(t *testing.T) {
 		{"Content-Length: 0\n\n", 200, http.Header{"Content-Length": {"0"}}, nil},
 		{"Content-Length: 4\nContent-Length: 4\n\n", 200, http.Header{"Content-Length": {"4"}}, nil},
 		{"Content-Length: 4, 4\n\n", 200, http.Header{"Content-Length": {"4"}}, nil},
-		{"Content-Length: 4\r\nContent-Length: 7\r\n\r\n", 0, nil, ErrMalformedResponse},
-		{"content-length: 4\nContent-Length: 7\n\n", 0, nil, ErrMalformedResponse},
-		{"Content-Length: 4, 7\n\n", 0, nil, ErrMalformedResponse},
-		{"Content-Length: 4,\n\n", 0, nil, ErrMalformedResponse},
-		{"Content-Length: -1\n\n", 0, nil, ErrMalformedResponse},
-		{"Content-Length: +4\n\n", 0, nil, ErrMalformedResponse},
-		{"Content-Length: 4x\n\n", 0, nil, ErrMalformedResponse},
-		{"Content-Length: 0x10\n\n", 0, nil, ErrMalformedResponse},
-		{"Content-Length: 4 4\n\n", 0, nil, ErrMalformedResponse},
-		{"Content-Length:\n\n", 0, nil, ErrMalformedResponse},
-		{"Content-Length: 99999999999999999999\n\n", 0, nil, ErrMalformedResponse},
+		{"Content-Length: 4\r\nContent-Length: 7\r\n\r\n", 0, nil, errMalformed},
+		{"content-length: 4\nContent-Length: 7\n\n", 0, nil, errMalformed},
+		{"Content-Length: 4, 7\n\n", 0, nil, errMalformed},
+		{"Content-Length: 4,\n\n", 0, nil, errMalformed},
+		{"Content-Length: -1\n\n", 0, nil, errMalformed},
+		{"Content-Length: +4\n\n", 0, nil, errMalformed},
+		{"Content-Length: 4x\n\n", 0, nil, errMalformed},
+		{"Content-Length: 0x10\n\n", 0, nil, errMalformed},
+		{"Content-Length: 4 4\n\n", 0, nil, errMalformed},
+		{"Content-Length:\n\n", 0, nil, errMalformed},
+		{"Content-Length: 99999999999999999999\n\n", 0, nil, errMalformed},
 	} {
-		status, h, err := parseCGIHeader([]byte(tc.in), nil)
+		status, h, err := Parse([]byte(tc.in), nil)
 		if tc.err != nil {
-			if !errors.Is(err, tc.err) {
+			if he := (*Error)(nil); !errors.As(err, &he) {
 				t.Errorf("%q: error %v, want %v", tc.in, err, tc.err)
 			}
 			continue
@@ -74,11 +77,11 @@ func TestParseCGIHeader(t *testing.T) {
 
 // A header straddling records, with LF-only and CRLF line ends, is found
 // wherever the records are cut.
-func TestCGIHeaderScannerSplits(t *testing.T) {
+func TestScannerSplits(t *testing.T) {
 	in := "Status: 404\nContent-Type: text/plain\r\nX: y\n\r\nbody\n\nmore"
 	for cut1 := 0; cut1 <= len(in); cut1++ {
 		for cut2 := cut1; cut2 <= len(in); cut2++ {
-			var s cgiHeaderScanner
+			var s Scanner
 			var hdr, rest []byte
 			done := false
 			for _, part := range []string{in[:cut1], in[cut1:cut2], in[cut2:]} {
@@ -86,7 +89,7 @@ func TestCGIHeaderScannerSplits(t *testing.T) {
 					rest = append(rest, part...)
 					continue
 				}
-				h, r, d, err := s.feed([]byte(part), 1000)
+				h, r, d, err := s.Feed([]byte(part), 1000)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -101,16 +104,16 @@ func TestCGIHeaderScannerSplits(t *testing.T) {
 	}
 }
 
-func TestCGIHeaderLimit(t *testing.T) {
-	var s cgiHeaderScanner
-	if _, _, _, err := s.feed([]byte("X: 0123456789\n"), 20); err != nil {
+func TestScannerLimit(t *testing.T) {
+	var s Scanner
+	if _, _, _, err := s.Feed([]byte("X: 0123456789\n"), 20); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := s.feed([]byte("Y: 0123456789\n"), 20); !errors.Is(err, ErrResponseHeaderTooLarge) {
+	if _, _, _, err := s.Feed([]byte("Y: 0123456789\n"), 20); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("error %v", err)
 	}
-	var s2 cgiHeaderScanner
-	if _, _, _, err := s2.feed([]byte("X: 0123456789012345678\n\nbody"), 20); !errors.Is(err, ErrResponseHeaderTooLarge) {
+	var s2 Scanner
+	if _, _, _, err := s2.Feed([]byte("X: 0123456789012345678\n\nbody"), 20); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("error %v", err)
 	}
 }
@@ -138,9 +141,9 @@ func FuzzCGIResponse(f *testing.F) {
 		const limit = 4096
 		a := min(int(c1), len(data))
 		b := min(a+int(c2), len(data))
-		var whole cgiHeaderScanner
-		wh, wrest, wdone, werr := whole.feed(data, limit)
-		var s cgiHeaderScanner
+		var whole Scanner
+		wh, wrest, wdone, werr := whole.Feed(data, limit)
+		var s Scanner
 		var hdr, rest []byte
 		var done bool
 		var err error
@@ -150,7 +153,7 @@ func FuzzCGIResponse(f *testing.F) {
 				continue
 			}
 			var h, r []byte
-			h, r, done, err = s.feed(part, limit)
+			h, r, done, err = s.Feed(part, limit)
 			if err != nil {
 				break
 			}
@@ -166,16 +169,16 @@ func FuzzCGIResponse(f *testing.F) {
 		if !wdone || werr != nil {
 			return
 		}
-		status, h, err := parseCGIHeader(wh, nil)
+		status, h, err := Parse(wh, nil)
 		// Into a given map (the gateway's ResponseWriter's): the same
 		// result, and the map left empty on error.
 		into := http.Header{}
-		status2, _, err2 := parseCGIHeader(wh, into)
+		status2, _, err2 := Parse(wh, into)
 		if (err == nil) != (err2 == nil) || status2 != status || (err == nil && !reflect.DeepEqual(into, h)) || (err != nil && len(into) != 0) {
 			t.Fatalf("into a map: %d %v %v; new map: %d %v %v", status2, into, err2, status, h, err)
 		}
 		if err != nil {
-			if !errors.Is(err, ErrMalformedResponse) {
+			if he := (*Error)(nil); !errors.As(err, &he) {
 				t.Fatalf("error %v", err)
 			}
 			return
@@ -189,11 +192,11 @@ func FuzzCGIResponse(f *testing.F) {
 			}
 		}
 		for k, vs := range h {
-			if !validHeaderName(k) || k == "Status" {
+			if !ValidName(k) || k == "Status" {
 				t.Fatalf("header name %q", k)
 			}
 			for _, v := range vs {
-				if !validHeaderValue(v) {
+				if !ValidValue(v) {
 					t.Fatalf("header value %q", v)
 				}
 			}
