@@ -149,14 +149,9 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 				c.Backends = []string{addr}
 				g.Root = ""
 			}
-			if g.Root == "" {
-				// Everything goes to the application; see passAll.
-				dir, err := passAll(g)
-				if err != nil {
-					return err
-				}
-				defer os.RemoveAll(dir)
-			}
+			// Without --root everything goes to the application, as
+			// from nginx's location / { fastcgi_pass ...; }.
+			g.PassThrough = g.Root == ""
 			defer c.Close()
 			l, err := net.Listen("tcp", *listen)
 			if err != nil {
@@ -222,30 +217,6 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 			return err
 		}
 	},
-}
-
-// passAll makes g send every request to the application, as an nginx
-// "location / { fastcgi_pass ...; }" without try_files does, for
-// applications that route by REQUEST_URI themselves (Go, Python, the demo)
-// rather than by script files. fcgi.Gateway routes only to files under
-// Root, so g gets an empty temporary Root holding one empty file, its
-// FrontController; nothing is served from it directly. Its ScriptExt is a
-// NUL byte, which no path reaching the router has (it refuses control
-// bytes with 400), so that /x.php too goes to the application rather than
-// being looked up as a script file. It returns the directory, for the
-// caller to remove.
-func passAll(g *fcgi.Gateway) (string, error) {
-	dir, err := os.MkdirTemp("", "fcgi-gateway-")
-	if err != nil {
-		return "", err
-	}
-	const front = "app"
-	if err := os.WriteFile(filepath.Join(dir, front), nil, 0o444); err != nil {
-		os.RemoveAll(dir)
-		return "", err
-	}
-	g.Root, g.FrontController, g.ScriptExt, g.ServeStatic = dir, "/"+front, "\x00", false
-	return dir, nil
 }
 
 // certReloader serves the certificate last loaded from its files, so that
