@@ -73,6 +73,7 @@ var commands = []*command{
 	benchCmd,
 	wrapCmd,
 	spawnCmd,
+	versionCmd,
 	demoAppCmd,
 	execSystemdCmd,
 }
@@ -114,6 +115,9 @@ func run(ctx context.Context, e *env, args []string) int {
 		}
 		return exitOK
 	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args = []string{"version"}
+	}
 	c := lookupCommand(args[0])
 	if c == nil {
 		fmt.Fprintf(e.stderr, "fcgi: unknown command %q; run 'fcgi help' for the list\n", args[0])
@@ -121,19 +125,22 @@ func run(ctx context.Context, e *env, args []string) int {
 	}
 	fs := flag.NewFlagSet("fcgi "+c.name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprint(e.stderr, strings.TrimLeft(c.usage, "\n"))
-		fmt.Fprintln(e.stderr, "\nFlags:")
-		fs.PrintDefaults()
-	}
+	// The flag package prints the mistake and then calls Usage, for a
+	// mistake as for --help: the whole help is printed below only when
+	// it was asked for.
+	fs.Usage = func() {}
 	fs.StringVar(&e.logFormat, "log-format", "text", "log format: `text` or json")
 	fs.TextVar(&e.logLevel, "log-level", slog.LevelInfo, "least severe log `level`: debug, info, warn or error")
 	runCmd := c.setup(fs, e)
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(e.stderr, strings.TrimLeft(c.usage, "\n"))
+			fmt.Fprintln(e.stderr, "\nFlags:")
+			fs.PrintDefaults()
 			return exitOK
 		}
+		fmt.Fprintf(e.stderr, "Run '%s --help' for usage.\n", fs.Name())
 		return exitUsage
 	}
 	var h slog.Handler
