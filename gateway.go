@@ -1,7 +1,6 @@
 package fcgi
 
 import (
-	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -267,59 +266,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.forward(w, r, rt, &Request{}, nil)
 }
 
-// A sendWriter holds http.ServeContent's writes to SendTimeout. The file
-// still goes by sendfile, in pieces of sendChunk so that the deadline
-// moves between them: a client must take a piece within the timeout.
-type sendWriter struct {
-	http.ResponseWriter
-	sd  sendDeadline
-	err error // the first write error
-}
-
-// sendChunk is the most a sendWriter hands to one ReadFrom.
-const sendChunk = 64 << 10
-
-func (s *sendWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-func (s *sendWriter) Write(p []byte) (int, error) {
-	s.sd.extend()
-	n, err := s.ResponseWriter.Write(p)
-	if err != nil && s.err == nil {
-		s.err = err
-	}
-	return n, err
-}
-
-func (s *sendWriter) ReadFrom(src io.Reader) (int64, error) {
-	rf, ok := s.ResponseWriter.(io.ReaderFrom)
-	lr, limited := src.(*io.LimitedReader) // what ServeContent's io.CopyN passes
-	if !ok || !limited || s.sd.d == 0 {
-		if ok && s.sd.d == 0 {
-			return rf.ReadFrom(src)
-		}
-		return io.Copy(struct{ io.Writer }{s}, src)
-	}
-	var total int64
-	for lr.N > 0 {
-		s.sd.extend()
-		piece := &io.LimitedReader{R: lr.R, N: min(lr.N, sendChunk)}
-		n, err := rf.ReadFrom(piece)
-		total += n
-		lr.N -= n
-		if err != nil {
-			if s.err == nil {
-				s.err = err
-			}
-			return total, err
-		}
-		if n == 0 {
-			break // the file ended early
-		}
-	}
-	return total, nil
-}
-
-// openRegular opens name if it is a regular file.
 func openRegular(name string) (*os.File, os.FileInfo, bool) {
 	f, err := os.Open(name)
 	if err != nil {
@@ -372,52 +318,6 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route, req 
 		return
 	}
 	g.serve(w, r, req)
-}
-
-// Filter returns a handler that serves the files under Root through the
-// FastCGI application in the Filter role (§6.4 of the specification): the
-// file the request path names is sent as FCGI_DATA, with
-// FCGI_DATA_LAST_MOD and FCGI_DATA_LENGTH, the request body as STDIN,
-// and the application's answer is the response. A template engine or a
-// Markdown renderer is the typical application; it can answer 304 from
-// FCGI_DATA_LAST_MOD without reading the file.
-//
-// The request gets the CGI environment of [Gateway], with SCRIPT_NAME the
-// request path and SCRIPT_FILENAME the file. Paths are checked as for
-// scripts: control bytes give 400, and anything but a regular file inside
-// Root gives 404. Index, FrontController, ScriptExt and ServeStatic do not
-// apply.
-func (g *Gateway) Filter() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if g.Client == nil {
-			g.fail(w, r, ErrNoBackend)
-			return
-		}
-		rt, err := g.filterRoute(r.URL.Path)
-		if err != nil {
-			g.fail(w, r, err)
-			return
-		}
-		f, fi, ok := openRegular(rt.file)
-		if !ok {
-			g.fail(w, r, noFile(r.URL.Path))
-			return
-		}
-		defer f.Close()
-		// The length sent is the one declared, even if the file grows
-		// meanwhile; a file that shrinks ends DATA short, which the
-		// application can tell from FCGI_DATA_LENGTH.
-		size := fi.Size()
-		req := &Request{
-			Role:    RoleFilter,
-			Data:    io.NewSectionReader(f, 0, size),
-			GetData: func() (io.Reader, error) { return io.NewSectionReader(f, 0, size), nil },
-		}
-		g.forward(w, r, rt, req, map[string]string{
-			"FCGI_DATA_LAST_MOD": strconv.FormatInt(fi.ModTime().Unix(), 10),
-			"FCGI_DATA_LENGTH":   strconv.FormatInt(size, 10),
-		})
-	})
 }
 
 // serve sends req and copies the response to w.
@@ -531,92 +431,6 @@ func (g *Gateway) clientGone(r *http.Request, sd *sendDeadline, err error) {
 	g.logger().Debug("fcgi: gateway: client went away", "method", r.Method, "uri", r.RequestURI, "err", err)
 }
 
-// A sendDeadline keeps the write deadline of a response SendTimeout
-// ahead of the last write while the response is being written, and
-// lifts it while the backend is waited for. Moving it costs a timer
-// update, so it moves only when an eighth of the timeout has passed since
-// it last did, and lies then 9/8 of the timeout ahead: a write always has
-// at least the whole timeout.
-type sendDeadline struct {
-	w     http.ResponseWriter
-	d     time.Duration // 0: no deadline
-	moved time.Time     // when the deadline was last set
-	limit time.Time     // the server's WriteTimeout deadline, if any
-}
-
-func (g *Gateway) sendDeadline(w http.ResponseWriter, r *http.Request) sendDeadline {
-	sd := sendDeadline{w: w, d: durationOrDefault(g.SendTimeout, DefaultGatewaySendTimeout)}
-	if !canSetWriteDeadline(w) {
-		sd.d = 0
-	}
-	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.WriteTimeout > 0 && sd.d > 0 {
-		if srv.WriteTimeout <= sd.d {
-			sd.d = 0 // the server's own deadline comes first anyway
-		} else {
-			sd.limit = time.Now().Add(srv.WriteTimeout)
-		}
-	}
-	return sd
-}
-
-// canSetWriteDeadline reports whether http.ResponseController can set
-// w's write deadline, walking the same Unwrap chain, so that a writer
-// that cannot (a middleware's, a test's) is known without building the
-// error the controller returns for each call.
-func canSetWriteDeadline(w http.ResponseWriter) bool {
-	for {
-		switch t := w.(type) {
-		case interface{ SetWriteDeadline(time.Time) error }:
-			return true
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = t.Unwrap()
-		default:
-			return false
-		}
-	}
-}
-
-// extend moves the deadline ahead before a write.
-func (sd *sendDeadline) extend() {
-	if sd.d == 0 {
-		return
-	}
-	now := time.Now()
-	if !sd.moved.IsZero() && now.Sub(sd.moved) < sd.d/8 {
-		return
-	}
-	dl := now.Add(sd.d + sd.d/8)
-	if !sd.limit.IsZero() && dl.After(sd.limit) {
-		dl = sd.limit
-	}
-	// A ResponseController of its own each time stays on the stack.
-	if http.NewResponseController(sd.w).SetWriteDeadline(dl) != nil {
-		sd.d = 0 // not supported: nothing to move
-		return
-	}
-	sd.moved = now
-}
-
-// idle lifts the deadline before a wait for the backend, which is no
-// client's stall: left to pass, it would fail the next write (HTTP/1),
-// or reset the stream at once, write or not (HTTP/2).
-func (sd *sendDeadline) idle() {
-	if sd.d == 0 || sd.moved.IsZero() {
-		return
-	}
-	sd.moved = time.Time{}
-	http.NewResponseController(sd.w).SetWriteDeadline(sd.limit) // zero, or the server's own
-}
-
-// flush sends what w holds, under the deadline.
-func (sd *sendDeadline) flush() error {
-	sd.extend()
-	if err := http.NewResponseController(sd.w).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return err
-	}
-	return nil
-}
-
 // copyHeader copies the application's header to the response, leaving
 // out hop-by-hop fields (RFC 9110 §7.6.1): framing and connection
 // management belong to net/http.
@@ -671,91 +485,4 @@ func (s *stderrLog) Write(p []byte) (int, error) {
 		s.log.Warn("fcgi: backend stderr", "method", s.r.Method, "uri", s.r.RequestURI, "stderr", msg)
 	}
 	return len(p), nil
-}
-
-type authVarsKey struct{}
-
-// maxIgnoredBody is how much of a body nobody wants (an allowing
-// authorizer's, a 304's) is read, and dropped, to keep its connection.
-const maxIgnoredBody = 64 << 10
-
-// Authorizer returns middleware that asks the FastCGI application behind g
-// whether each request may reach next, in the Authorizer role (§6.3), the
-// way lighttpd's "mode" => "authorizer" and Apache's mod_authnz_fcgi do.
-//
-// The application receives g's CGI environment, without CONTENT_LENGTH,
-// PATH_INFO and SCRIPT_NAME, as the specification asks (and without
-// SCRIPT_FILENAME when g's routing finds no script: next may serve the
-// path otherwise), and no body. When it answers 200, each of its
-// Variable-NAME headers is passed on: as a request header Variable-NAME
-// for next, and, when next is a [Gateway] or a [Gateway.Filter], as the
-// parameter NAME, in place of any the gateway computes (REMOTE_USER, say).
-// Variable-* headers the client sent are removed first. Any other answer is sent to the client as it is.
-// Errors reaching the application are answered as [Gateway] does.
-func (g *Gateway) Authorizer(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rt, err := g.route(r.URL.Path)
-		var he *httpError
-		if errors.As(err, &he) && he.code == http.StatusNotFound {
-			// What next serves is next's business (a Filter, a
-			// handler of its own): the authorizer decides on the path.
-			rt, err = route{docURI: cleanURLPath(r.URL.Path)}, nil
-		}
-		if err != nil {
-			g.fail(w, r, err)
-			return
-		}
-		env := getEnv()
-		*env = g.params(*env, r, rt, "")
-		env.del("CONTENT_LENGTH")
-		env.del("PATH_INFO")
-		env.del("SCRIPT_NAME")
-		if rt.script == "" {
-			env.del("SCRIPT_FILENAME")
-		}
-		if err := g.checkParams(*env); err != nil {
-			putEnv(env)
-			g.fail(w, r, err)
-			return
-		}
-		req := &Request{Role: RoleAuthorizer, env: *env, Stderr: &stderrLog{log: g.logger(), r: r}}
-		resp, err := g.Client.Do(r.Context(), req)
-		putEnv(env)
-		if err != nil {
-			g.fail(w, r, err)
-			return
-		}
-		if resp.StatusCode != http.StatusOK {
-			defer resp.Body.Close()
-			copyHeader(w.Header(), resp.Header)
-			w.WriteHeader(resp.StatusCode)
-			g.copyBody(w, r, resp)
-			return
-		}
-		// Read the (ignored) body to the end so the connection is
-		// reused, unless it goes on and on: Close then abandons it.
-		io.Copy(io.Discard, io.LimitReader(resp.Body, maxIgnoredBody))
-		resp.Body.Close()
-		vars := map[string]string{}
-		r2 := r.Clone(r.Context())
-		// Only the authorizer may set Variable-* headers: a client
-		// sending its own would otherwise pass them on as if granted.
-		for k := range r2.Header {
-			if strings.HasPrefix(k, "Variable-") {
-				delete(r2.Header, k)
-			}
-		}
-		for k, vs := range resp.Header {
-			name, ok := strings.CutPrefix(k, "Variable-")
-			if !ok || name == "" || len(vs) == 0 {
-				continue
-			}
-			r2.Header[k] = vs
-			vars[strings.ToUpper(strings.ReplaceAll(name, "-", "_"))] = vs[0]
-		}
-		if len(vars) > 0 {
-			r2 = r2.WithContext(context.WithValue(r2.Context(), authVarsKey{}, vars))
-		}
-		next.ServeHTTP(w, r2)
-	})
 }
