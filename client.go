@@ -3,7 +3,7 @@ package fcgi
 import (
 	"context"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,112 +12,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/fcgikit/fcgi/internal/wire"
 )
-
-// A Request is one FastCGI request for [Client.Do].
-type Request struct {
-	// Role is the role the application plays; the zero value means
-	// [RoleResponder].
-	Role Role
-
-	// Params are the request's CGI/FastCGI variables (REQUEST_METHOD,
-	// SCRIPT_FILENAME, ...), sent as FCGI_PARAMS. The client adds nothing:
-	// in particular CONTENT_LENGTH, which PHP-FPM needs to read a body, is
-	// the caller's job ([Gateway] sets it).
-	Params map[string]string
-
-	// Body is sent as FCGI_STDIN. Nil (or [http.NoBody]) sends an empty
-	// stream. The body is streamed while the response may already be
-	// arriving; Do may return before Body has been read to its end, and
-	// the client stops reading it once the response has ended.
-	Body io.Reader
-
-	// GetBody, when not nil, returns a fresh copy of Body. It makes a
-	// request with a body replayable, so that it can be retried (see
-	// [Client]). [Gateway] sets it for the bodies it buffers.
-	GetBody func() (io.Reader, error)
-
-	// Data is sent as FCGI_DATA after STDIN, for the [RoleFilter] role. Nil
-	// sends no DATA stream for other roles and an empty one for Filter.
-	Data io.Reader
-
-	// GetData, when not nil, returns a fresh copy of Data, as GetBody
-	// does for Body; a request with Data is retried only with it.
-	GetData func() (io.Reader, error)
-
-	// Stderr receives the application's FCGI_STDERR output as it arrives.
-	// It is written by the goroutine that reads the response: the one in
-	// Do, then the one reading the response Body. Nil discards it.
-	Stderr io.Writer
-
-	// Idempotent marks the request as safe to send twice. Without it a
-	// request counts as idempotent when REQUEST_METHOD is GET, HEAD,
-	// OPTIONS or TRACE.
-	Idempotent bool
-
-	// env, set by Gateway, holds more parameters, sent after Params: a
-	// gateway builds them per request, and a map for them cost more than
-	// anything else it did but the system calls.
-	env cgiEnv
-
-	// header, set by Gateway, is the empty map the response header is
-	// parsed into (the ResponseWriter's), which saves building one and
-	// copying it.
-	header http.Header
-}
-
-// idempotent reports whether r may be sent again.
-func (r *Request) idempotent() bool {
-	if r.Idempotent {
-		return true
-	}
-	m, ok := r.Params["REQUEST_METHOD"]
-	if !ok {
-		m, _ = r.env.get("REQUEST_METHOD")
-	}
-	switch m {
-	case "GET", "HEAD", "OPTIONS", "TRACE":
-		return true
-	}
-	return false
-}
-
-// replayable reports whether r's streams can be sent again.
-func (r *Request) replayable() bool {
-	return (r.Body == nil || r.Body == http.NoBody || r.GetBody != nil) && (r.Data == nil || r.GetData != nil)
-}
-
-// A Response is the application's answer to a [Request]: the CGI response
-// header, parsed, and the rest of STDOUT as Body.
-type Response struct {
-	// StatusCode is the HTTP status: from the Status header, else 302 when
-	// there is a Location header, else 200.
-	StatusCode int
-
-	// Header holds the CGI response header without Status. Keys are in
-	// canonical form.
-	Header http.Header
-
-	// Body streams the rest of STDOUT. It returns io.EOF once the
-	// application's END_REQUEST has arrived; [Response.AppStatus] is then
-	// valid. The caller must close it: closing it before io.EOF abandons
-	// the request (the connection is closed, or on a multiplexed
-	// connection the request is aborted with FCGI_ABORT_REQUEST). A
-	// connection is reused only when its Body was read to io.EOF. A Read
-	// after Close returns [http.ErrBodyReadAfterClose].
-	Body io.ReadCloser
-
-	call *call
-}
-
-// AppStatus returns the application's exit status from END_REQUEST, and
-// whether it has arrived: it has once Body returned io.EOF.
-func (r *Response) AppStatus() (status uint32, ok bool) {
-	if r.call == nil {
-		return 0, false
-	}
-	return r.call.appStatus()
-}
 
 // MultiplexMode says whether a [Client] runs several requests at once on
 // one connection.
@@ -572,4 +469,75 @@ func (c *Client) probeTimeout() time.Duration {
 }
 func (c *Client) backendCooldown() time.Duration {
 	return durationOrDefault(c.BackendCooldown, DefaultClientBackendCooldown)
+}
+
+// GetValues asks the backend at addr for the values of the named
+// variables with FCGI_GET_VALUES (§4.1), on a connection of its own that is
+// closed afterwards, and returns those the backend reported. With no names
+// it asks for FCGI_MAX_CONNS, FCGI_MAX_REQS and FCGI_MPXS_CONNS. The
+// exchange is bounded by ctx and by ProbeTimeout; a backend that does not
+// answer in time gives a [*TimeoutError], one that answers UNKNOWN_TYPE an
+// error wrapping [ErrProtocol].
+func (c *Client) GetValues(ctx context.Context, addr string, names ...string) (map[string]string, error) {
+	if len(names) == 0 {
+		names = []string{wire.ValueMaxConns, wire.ValueMaxReqs, wire.ValueMpxsConns}
+	}
+	if d := c.probeTimeout(); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	nc, err := c.dial(ctx, addr)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, &TimeoutError{Op: "get values", Addr: addr}
+		}
+		return nil, err
+	}
+	defer nc.Close()
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	var content []byte
+	for _, n := range names {
+		content = wire.AppendPair(content, n, "")
+	}
+	wr := wire.NewWriter(nc)
+	if err = wr.WriteStream(wire.TypeGetValues, wire.NullRequestID, content); err == nil {
+		err = wr.Flush()
+	}
+	rd := wire.NewReader(nc)
+	defer rd.Release()
+	for err == nil {
+		var rec wire.Record
+		rec, err = rd.Next()
+		if err != nil {
+			break
+		}
+		if rec.RequestID != wire.NullRequestID {
+			continue
+		}
+		if rec.Type == wire.TypeUnknownType {
+			if t, _ := wire.ParseUnknownType(rec.Content); t == wire.TypeGetValues {
+				return nil, fmt.Errorf("%w: %s does not understand FCGI_GET_VALUES (UNKNOWN_TYPE)", ErrProtocol, addr)
+			}
+		}
+		if rec.Type != wire.TypeGetValuesResult {
+			continue
+		}
+		vals := make(map[string]string)
+		if err := wire.ForEachPair(rec.Content, func(n, v []byte) bool {
+			vals[string(n)] = string(v)
+			return true
+		}); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrProtocol, addr, err)
+		}
+		return vals, nil
+	}
+	if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, &TimeoutError{Op: "get values", Addr: addr}
+		}
+		return nil, ctx.Err()
+	}
+	return nil, fmt.Errorf("%w: %s: %v", ErrBackendClosed, addr, err)
 }

@@ -28,31 +28,8 @@ type backend struct {
 
 	probeStarted atomic.Bool
 
-	// recycleAfter is how many responses the backend gives on one
-	// connection before closing it (PHP-FPM's pm.max_requests, with one
-	// worker per kept connection), learned from connections it closed;
-	// 0 until then.
-	recycleAfter    atomic.Int64
-	recycleSeen     int64       // the last count observed, under mu
-	recycleSeenKept int64       // kept when it was observed, under mu
-	recycleGen      int64       // counts learnings, so an old timer forgets nothing new; under mu
-	recycleTimer    *time.Timer // forgets recycleAfter, under mu
-	kept            int64       // responses after which a connection was kept, under mu
-
-	// freshWaiting counts requests on new one-request connections that
-	// have waited freshStall() and still had no response record. Without
-	// MaxConnsPerBackend such a connection may sit in the backend's
-	// accept queue, waiting for a worker that a kept connection pins
-	// (PHP-FPM): the idle connections are closed when one starts to
-	// count (freeWorkers), and connections that finish meanwhile are
-	// closed rather than kept, to free their worker. With a limit no
-	// larger than the worker count this cannot happen, and connections
-	// are kept for their whole life, which keeps recycleAfter exact.
-	freshWaiting atomic.Int64
-	// firstRecord is a moving average, in nanoseconds, of how long
-	// requests on kept connections wait for their first response record
-	// (0: none yet).
-	firstRecord atomic.Int64
+	recycle recycler // guarded by its own lock
+	stalls  stallWatch
 
 	mu         sync.Mutex
 	mpx        int
@@ -112,102 +89,147 @@ func (b *backend) acquire(ctx context.Context, forceNew bool) (*call, error) {
 			return nil, ErrClientClosed
 		}
 		b.mu.Lock()
-		mpx := b.mpx == mpxYes
-		if mpx && !forceNew {
+		st := b.nextStepLocked(forceNew)
+		b.mu.Unlock()
+		var cl *call
+		var err error
+		switch {
+		case st.cc != nil && st.cc.mpx:
+			cl = st.cc.newMpxCall() // nil: the connection broke meanwhile
+		case st.cc != nil:
+			cl = b.reuseIdle(st.cc)
+		case st.dial:
+			cl, err = b.dialCall(ctx, st.mpx, st.maxReqs)
+		default:
+			if err = b.waitTurn(ctx, st.wait); err == nil {
+				forceNew = false
+				continue
+			}
+		}
+		if err != nil {
+			b.inflight.Add(-1)
+			return nil, err
+		}
+		if cl != nil {
+			return cl, nil
+		}
+	}
+}
+
+// A step is what acquire does next, decided under backend.mu: reuse cc,
+// dial a connection (its slot in conns already taken), or wait for a
+// turn on wait.
+type step struct {
+	cc      *clientConn
+	dial    bool
+	mpx     bool // the connection to dial is multiplexed
+	maxReqs int  // requests the multiplexed connection to dial may carry
+	wait    chan struct{}
+}
+
+// nextStepLocked decides acquire's next step in one critical section, so
+// that a connection given back meanwhile always finds the request either
+// holding it or in line to be woken.
+func (b *backend) nextStepLocked(forceNew bool) step {
+	mpx := b.mpx == mpxYes
+	if !forceNew {
+		if mpx {
 			if cc := b.pickMpxLocked(); cc != nil {
 				if cc.active.Add(1) < int32(cc.maxReqs) {
 					b.wakeLocked() // room for the next in line too
 				}
-				b.mu.Unlock()
-				if cl := cc.newMpxCall(); cl != nil {
-					return cl, nil
-				}
-				continue // the connection broke meanwhile
+				return step{cc: cc}
 			}
+		} else if cc := b.popIdleLocked(); cc != nil {
+			return step{cc: cc}
 		}
-		if !mpx && !forceNew {
-			if cc := b.popIdleLocked(); cc != nil {
-				b.mu.Unlock()
-				if !cc.aliveForReuse() {
-					b.learnRecycling(cc)
-					cc.closeConn()
-					b.connGone()
-					continue
-				}
-				cl := newCall(cc)
-				cl.reused = true
-				return cl, nil
-			}
-		}
-		// One multiplexed connection is dialed at a time: the others wait
-		// for its free IDs.
-		if limit := c.MaxConnsPerBackend; (limit <= 0 || b.conns < limit) && !(mpx && b.mpxDialing) {
-			b.conns++
-			maxReqs := b.maxReqs
-			if mpx {
-				b.mpxDialing = true
-			}
-			b.mu.Unlock()
-			nc, err := c.dial(ctx, b.addr)
-			var cc *clientConn
-			if err == nil {
-				cc = newClientConn(b, nc)
-			}
-			if mpx {
-				b.mu.Lock()
-				b.mpxDialing = false
-				if cc != nil {
-					cc.startMpx(maxReqs)
-					cc.active.Add(1)
-					b.mpxConns = append(b.mpxConns, cc)
-				}
-				// The next in line takes a free ID of the new
-				// connection, or dials in its turn.
-				b.wakeLocked()
-				b.mu.Unlock()
-			}
-			if err != nil {
-				b.connGone()
-				b.inflight.Add(-1)
-				if ctx.Err() == nil {
-					b.setAside(err)
-				}
-				return nil, err
-			}
-			if mpx {
-				if cl := cc.newMpxCall(); cl != nil {
-					return cl, nil
-				}
-				continue
-			}
-			return newCall(cc), nil
-		}
-		// Wait in line for a connection to become free.
-		ch := make(chan struct{}, 1)
-		b.waiters = append(b.waiters, ch)
-		b.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			b.mu.Lock()
-			removed := false
-			for i, w := range b.waiters {
-				if w == ch {
-					b.waiters = append(b.waiters[:i], b.waiters[i+1:]...)
-					removed = true
-					break
-				}
-			}
-			if !removed {
-				// We were woken as we gave up: pass the turn on.
-				b.wakeLocked()
-			}
-			b.mu.Unlock()
-			b.inflight.Add(-1)
-			return nil, ctx.Err()
-		}
-		forceNew = false
 	}
+	// One multiplexed connection is dialed at a time: the others wait for
+	// its free IDs.
+	if limit := b.c.MaxConnsPerBackend; (limit <= 0 || b.conns < limit) && !(mpx && b.mpxDialing) {
+		b.conns++
+		if mpx {
+			b.mpxDialing = true
+		}
+		return step{dial: true, mpx: mpx, maxReqs: b.maxReqs}
+	}
+	ch := make(chan struct{}, 1)
+	b.waiters = append(b.waiters, ch)
+	return step{wait: ch}
+}
+
+// reuseIdle returns a call on the idle connection cc, or nil when the
+// backend has closed cc meanwhile.
+func (b *backend) reuseIdle(cc *clientConn) *call {
+	if !cc.aliveForReuse() {
+		b.learnRecycling(cc)
+		cc.closeConn()
+		b.connGone()
+		return nil
+	}
+	cl := newCall(cc)
+	cl.reused = true
+	return cl
+}
+
+// dialCall dials a connection for the slot nextStepLocked took and
+// returns a call on it: nil without an error when a new multiplexed
+// connection broke before the call could take an ID.
+func (b *backend) dialCall(ctx context.Context, mpx bool, maxReqs int) (*call, error) {
+	nc, err := b.c.dial(ctx, b.addr)
+	var cc *clientConn
+	if err == nil {
+		cc = newClientConn(b, nc)
+	}
+	if mpx {
+		b.mu.Lock()
+		b.mpxDialing = false
+		if cc != nil {
+			cc.startMpx(maxReqs)
+			cc.active.Add(1)
+			b.mpxConns = append(b.mpxConns, cc)
+		}
+		// The next in line takes a free ID of the new connection, or
+		// dials in its turn.
+		b.wakeLocked()
+		b.mu.Unlock()
+	}
+	if err != nil {
+		b.connGone()
+		if ctx.Err() == nil {
+			b.setAside(err)
+		}
+		return nil, err
+	}
+	if mpx {
+		return cc.newMpxCall(), nil
+	}
+	return newCall(cc), nil
+}
+
+// waitTurn waits on ch, the request's place in line, until a connection
+// is given back or ctx ends.
+func (b *backend) waitTurn(ctx context.Context, ch chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+	}
+	b.mu.Lock()
+	removed := false
+	for i, w := range b.waiters {
+		if w == ch {
+			b.waiters = append(b.waiters[:i], b.waiters[i+1:]...)
+			removed = true
+			break
+		}
+	}
+	if !removed {
+		// Woken while giving up: pass the turn on.
+		b.wakeLocked()
+	}
+	b.mu.Unlock()
+	return ctx.Err()
 }
 
 // wakeLocked lets the oldest waiter try again.
@@ -255,10 +277,10 @@ func (b *backend) putIdle(cc *clientConn) {
 	c := b.c
 	b.mu.Lock()
 	cc.served++
-	b.kept++
+	b.recycle.kept.Add(1)
 	if c.closed.Load() || b.mpx == mpxYes || len(b.idle) >= c.maxIdle() || cc.expired(time.Now()) ||
-		(c.MaxConnsPerBackend <= 0 && b.freshWaiting.Load() > 0 && len(b.waiters) == 0) ||
-		(b.recycleAfter.Load() > 0 && int64(cc.served) >= b.recycleAfter.Load()) {
+		(c.MaxConnsPerBackend <= 0 && b.stalls.waiting.Load() > 0 && len(b.waiters) == 0) ||
+		b.recycle.retire(cc.served) {
 		b.conns--
 		b.wakeLocked()
 		b.mu.Unlock()
@@ -367,10 +389,10 @@ func (b *backend) stopMultiplexing() {
 
 // closeIdle closes the idle connections, for Client.Close.
 func (b *backend) closeIdle() {
-	b.mu.Lock()
-	if b.recycleTimer != nil && b.c.closed.Load() {
-		b.recycleTimer.Stop()
+	if b.c.closed.Load() {
+		b.recycle.stop()
 	}
+	b.mu.Lock()
 	idle := b.takeIdleLocked()
 	var mpx []*clientConn
 	keep := b.mpxConns[:0]
@@ -497,70 +519,9 @@ func (b *backend) startProbe() {
 }
 
 // learnRecycling records that the backend closed cc, idle after cc.served
-// responses. PHP-FPM workers exit after pm.max_requests, and with keep-alive
-// each worker serves one connection: the client then retires connections
-// after that many responses itself, so that no request is ever sent on a
-// connection the backend is about to close (a request that could not be
-// retried if it is not idempotent).
-//
-// One observation proves nothing (a backend restart closes connections
-// whatever they served), so the count is taken only when two connections
-// in a row were closed after the same number of responses, with responses
-// served in between: a restart closes all idle connections at once, and
-// after a burst several of them served the same number. The count is
-// forgotten after recycleMemory, since connections retired at it can no
-// longer show whether it still holds.
+// responses (see recycler).
 func (b *backend) learnRecycling(cc *clientConn) {
-	n := int64(cc.served)
-	if n <= 0 {
-		return
+	if b.recycle.closed(cc.served) {
+		b.c.logger().Info("fcgi: backend closes connections after a number of requests; retiring them first", "backend", b.addr, "requests", cc.served)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.c.closed.Load() {
-		return // closeIdle, under mu, has stopped the timer for good
-	}
-	if n != b.recycleSeen || b.kept == b.recycleSeenKept {
-		b.recycleSeen, b.recycleSeenKept = n, b.kept
-		return
-	}
-	if b.recycleAfter.Load() == 0 {
-		b.c.logger().Info("fcgi: backend closes connections after a number of requests; retiring them first", "backend", b.addr, "requests", n)
-	}
-	b.recycleAfter.Store(n)
-	b.recycleSeenKept = b.kept
-	if b.recycleTimer != nil {
-		b.recycleTimer.Stop()
-	}
-	b.recycleGen++
-	gen := b.recycleGen
-	b.recycleTimer = time.AfterFunc(recycleMemory, func() {
-		b.mu.Lock()
-		if b.recycleGen == gen {
-			b.recycleAfter.Store(0)
-		}
-		b.mu.Unlock()
-	})
-}
-
-// recycleMemory is how long a learned recycling count is kept.
-const recycleMemory = 5 * time.Minute
-
-// sampleFirstRecord adds a request's wait for its first record to the
-// moving average. Samples lost to a race between two requests are of no
-// consequence.
-func (b *backend) sampleFirstRecord(d time.Duration) {
-	avg := b.firstRecord.Load()
-	if avg == 0 {
-		avg = int64(d)
-	} else {
-		avg += (int64(d) - avg) / 8
-	}
-	b.firstRecord.Store(max(avg, 1))
-}
-
-// freshStall is how long a request on a new connection may wait for its
-// first record before it counts in freshWaiting.
-func (b *backend) freshStall() time.Duration {
-	return min(max(4*time.Duration(b.firstRecord.Load()), minFreshStall), maxFreshStall)
 }
