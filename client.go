@@ -13,11 +13,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fcgikit/fcgi/internal/defaults"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
-// MultiplexMode says whether a [Client] runs several requests at once on
-// one connection.
+// MultiplexMode says whether a [Client] runs several requests at once on one
+// connection.
 type MultiplexMode int
 
 const (
@@ -25,41 +26,26 @@ const (
 	// request ID 1, as nginx does. It is the zero value, and what PHP-FPM
 	// needs.
 	MultiplexOff MultiplexMode = iota
-	// MultiplexAuto asks each backend with FCGI_GET_VALUES, on a
-	// connection of its own and within ProbeTimeout, and multiplexes when
-	// it answers FCGI_MPXS_CONNS=1. Until the answer, and when the
-	// backend says 0 or does not answer, it behaves as MultiplexOff.
+	// MultiplexAuto asks each backend with FCGI_GET_VALUES, on a connection
+	// of its own and within ProbeTimeout, and multiplexes when it answers
+	// FCGI_MPXS_CONNS=1. Until the answer, and when the backend says 0 or
+	// does not answer, it behaves as MultiplexOff.
 	MultiplexAuto
 	// MultiplexOn multiplexes without asking.
 	//
 	// On a multiplexed connection one read loop routes records to the
-	// requests by ID and queues a few records per request: a request
-	// whose Body is not read holds up the others on its connection once
-	// its queue is full.
+	// requests by ID and queues a few records per request: a request whose
+	// Body is not read holds up the others on its connection once its queue
+	// is full.
 	//
-	// A request abandoned before its end (its context ended, or its Body
-	// was closed) is aborted with FCGI_ABORT_REQUEST, and its request ID
-	// is not reused until the application's END_REQUEST for it arrives.
-	// An application that takes more than 2 seconds to end it costs that
-	// request only: the connection then takes no new request, serves
-	// those on it to their end, and is closed (it counts against
-	// MaxConnsPerBackend until then).
+	// A request abandoned before its end (its context ended, or its Body was
+	// closed) is aborted with FCGI_ABORT_REQUEST, and its request ID is not
+	// reused until the application's END_REQUEST for it arrives. An
+	// application that takes more than 2 seconds to end it costs that request
+	// only: the connection then takes no new request, serves those on it to
+	// their end, and is closed (it counts against MaxConnsPerBackend until
+	// then).
 	MultiplexOn
-)
-
-// Defaults for zero [Client] fields. The three waits on the application
-// are those of nginx (fastcgi_send_timeout, fastcgi_read_timeout).
-const (
-	DefaultClientMaxIdleConnsPerBackend = 16
-	DefaultClientIdleTimeout            = 30 * time.Second
-	DefaultClientDialTimeout            = 10 * time.Second
-	DefaultClientWriteTimeout           = time.Minute
-	DefaultClientResponseHeaderTimeout  = time.Minute
-	DefaultClientReadTimeout            = time.Minute
-	DefaultClientProbeTimeout           = 2 * time.Second
-	DefaultClientBackendCooldown        = 10 * time.Second
-	DefaultClientMaxMultiplexedRequests = 64
-	DefaultClientMaxResponseHeaderBytes = 64 << 10
 )
 
 // defaultAbortGrace is how long a multiplexed connection waits for
@@ -67,143 +53,132 @@ const (
 // requests.
 const defaultAbortGrace = 2 * time.Second
 
-// A Client sends requests to FastCGI applications, the way a web server
-// does: it keeps connections open (FCGI_KEEP_CONN) and reuses them, bounds
-// them per backend, balances several backends, and optionally multiplexes.
+// A Client sends requests to FastCGI applications, the way a web server does:
+// it keeps connections open (FCGI_KEEP_CONN) and reuses them, bounds them per
+// backend, balances several backends, and optionally multiplexes.
 //
 // The zero value is usable once Addr or Backends is set. Fields must not be
 // changed after the first request. A Client is safe for concurrent use by
 // multiple goroutines and should be reused rather than created per request.
 //
-// Every limit and timeout follows one rule: zero means its default (a
-// DefaultClientX constant, or no limit where the field says so), a
-// negative value no limit. By default a request therefore
-// fails with a [*TimeoutError] (a 504 from [Gateway]) when the application
-// stops reading the request for a minute, has not started its response a
-// minute after it had the whole request, or pauses its response for a
-// minute, as behind nginx.
+// Every limit and timeout follows one rule: zero means the default its field
+// states, a negative value no limit. By default a request therefore fails
+// with a [*TimeoutError] (a 504 from [Gateway]) when the application stops
+// reading the request for a minute, has not started its response a minute
+// after it had the whole request, or pauses its response for a minute, as
+// behind nginx.
 //
 // # Retries
 //
-// A connection taken from the pool may have been closed by the backend
-// while idle: PHP-FPM workers exit after pm.max_requests, backends restart.
-// Idle connections are checked before use, and if a reused connection
-// still fails before any byte of the response arrives, the request is sent
-// once more on a new connection, provided its body is replayable (nil,
-// [http.NoBody], or [Request.GetBody] set) and either it is idempotent (see
-// [Request.Idempotent]) or the very first write of the request failed with
-// a reset (ECONNRESET, EPIPE), which proves the backend closed before
-// reading any of it. A reset later on is not proof: a backend may have run
-// a POST and died with its body unread, and a POST is never run twice.
-// The client also learns after how
-// many responses a backend closes its connections (PHP-FPM's
-// pm.max_requests) and from then on retires connections at that count
-// itself, so that requests, idempotent or not, are not sent on a
-// connection about to close. A request refused with FCGI_OVERLOADED on a
-// reused connection (which is what a kept connection of an application
-// shutting down gracefully may answer) is resent once on a new
-// connection, idempotent or not: a refused request has not run. A request
-// refused with FCGI_CANT_MPX_CONN on a multiplexed connection is resent
-// (replayable bodies only) on a connection of its own, and the backend is
-// no longer multiplexed. A request whose
-// dial fails is tried on the next healthy backend, and so is an idempotent
-// request whose new connection is closed before any response byte.
+// A connection taken from the pool may have been closed by the backend while
+// idle: PHP-FPM workers exit after pm.max_requests, backends restart. Idle
+// connections are checked before use, and if a reused connection still fails
+// before any byte of the response arrives, the request is sent once more on a
+// new connection, provided its body is replayable (nil, [http.NoBody], or
+// [Request.GetBody] set) and either it is idempotent (see
+// [Request.Idempotent]) or the very first write of the request failed with a
+// reset (ECONNRESET, EPIPE), which proves the backend closed before reading
+// any of it. A reset later on is not proof: a backend may have run a POST and
+// died with its body unread, and a POST is never run twice. The client also
+// learns after how many responses a backend closes its connections (PHP-FPM's
+// pm.max_requests) and from then on retires connections at that count itself,
+// so that requests, idempotent or not, are not sent on a connection about to
+// close. A request refused with FCGI_OVERLOADED on a reused connection (which
+// is what a kept connection of an application shutting down gracefully may
+// answer) is resent once on a new connection, idempotent or not: a refused
+// request has not run. A request refused with FCGI_CANT_MPX_CONN on a
+// multiplexed connection is resent (replayable bodies only) on a connection
+// of its own, and the backend is no longer multiplexed. A request whose dial
+// fails is tried on the next healthy backend, and so is an idempotent request
+// whose new connection is closed before any response byte.
 //
 // # Backends
 //
-// Each request goes to the backend with the fewest requests in flight.
-// A backend whose dial fails, or whose new connection is reset before
+// Each request goes to the backend with the fewest requests in flight. A
+// backend whose dial fails, or whose new connection is reset before
 // answering, is set aside for BackendCooldown; when every backend is set
 // aside, requests go to the one that is due back first.
 type Client struct {
 	// Addr is the backend: "unix:/path/to/socket" or "host:port".
 	Addr string
 
-	// Backends lists more backends, in the same forms as Addr, used
-	// together with Addr.
+	// Backends lists more backends, in the same forms as Addr, used together
+	// with Addr.
 	Backends []string
 
-	// Dial, if not nil, makes connections instead of a net.Dialer.
-	// network is "unix" or "tcp".
+	// Dial, if not nil, makes connections instead of a net.Dialer. network is
+	// "unix" or "tcp".
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 
 	// MaxConnsPerBackend bounds the connections to each backend; requests
-	// above it wait, in order, until a connection is free or their
-	// context ends. With PHP-FPM set it to pm.max_children: every open
-	// connection pins a worker. Without a limit, while a request on a new
-	// connection waits for its first response byte (it may be in
-	// PHP-FPM's accept queue), connections that finish are closed instead
-	// of kept idle, so that their workers can take the waiting
-	// connections: correct, but slower than a limit. Zero and negative
-	// mean no limit.
+	// above it wait, in order, until a connection is free or their context
+	// ends. With PHP-FPM set it to pm.max_children: every open connection
+	// pins a worker. Without a limit, while a request on a new connection
+	// waits for its first response byte (it may be in PHP-FPM's accept
+	// queue), connections that finish are closed instead of kept idle, so
+	// that their workers can take the waiting connections: correct, but
+	// slower than a limit. Zero and negative mean no limit.
 	MaxConnsPerBackend int
 
-	// MaxIdleConnsPerBackend bounds the idle connections kept for reuse
-	// per backend. Zero means DefaultClientMaxIdleConnsPerBackend (16);
-	// negative, none: keep-alive is off (FCGI_KEEP_CONN is not set and the
-	// backend closes each connection).
+	// MaxIdleConnsPerBackend bounds the idle connections kept for reuse per
+	// backend. Zero means 16; negative, none: keep-alive is off
+	// (FCGI_KEEP_CONN is not set and the backend closes each connection).
 	MaxIdleConnsPerBackend int
 
-	// IdleTimeout closes a connection idle this long. Zero means
-	// DefaultClientIdleTimeout (30 s); negative, no limit.
+	// IdleTimeout closes a connection idle this long. Zero means 30 s;
+	// negative, no limit.
 	IdleTimeout time.Duration
 
-	// MaxLifetime retires a connection this long after it was opened: it
-	// is not reused after that. Zero and negative mean no limit.
+	// MaxLifetime retires a connection this long after it was opened: it is
+	// not reused after that. Zero and negative mean no limit.
 	MaxLifetime time.Duration
 
-	// DialTimeout bounds making a connection. Zero means
-	// DefaultClientDialTimeout (10 s); negative, no limit (only the
-	// context bounds it).
+	// DialTimeout bounds making a connection. Zero means 10 s; negative, no
+	// limit (only the context bounds it).
 	DialTimeout time.Duration
 
-	// WriteTimeout bounds each write of the request: the header records,
-	// then each piece of the body, so an application that stops reading
-	// is given up on. Zero means DefaultClientWriteTimeout (1 minute);
-	// negative, no limit.
+	// WriteTimeout bounds each write of the request: the header records, then
+	// each piece of the body, so an application that stops reading is given
+	// up on. Zero means 1 minute; negative, no limit.
 	WriteTimeout time.Duration
 
 	// ResponseHeaderTimeout bounds the wait for the first STDOUT record
-	// (STDERR does not count), counted from when the whole request, its
-	// body included, has been sent: a slow upload does not eat into it,
-	// and an application that answers before reading all of the body is
-	// not held to it. Zero means DefaultClientResponseHeaderTimeout
-	// (1 minute, as nginx's fastcgi_read_timeout); negative, no limit.
+	// (STDERR does not count), counted from when the whole request, its body
+	// included, has been sent: a slow upload does not eat into it, and an
+	// application that answers before reading all of the body is not held to
+	// it. Zero means 1 minute, as nginx's fastcgi_read_timeout; negative, no
+	// limit.
 	ResponseHeaderTimeout time.Duration
 
 	// ReadTimeout bounds each wait for the next response record once the
 	// response has begun: a stream that pauses longer, such as server-sent
-	// events, needs a longer one. Zero means DefaultClientReadTimeout
-	// (1 minute); negative, no limit.
+	// events, needs a longer one. Zero means 1 minute; negative, no limit.
 	ReadTimeout time.Duration
 
-	// Multiplex selects whether requests share connections; the zero
-	// value is MultiplexOff.
+	// Multiplex selects whether requests share connections; the zero value is
+	// MultiplexOff.
 	Multiplex MultiplexMode
 
-	// MaxMultiplexedRequests bounds the requests in flight on one
-	// multiplexed connection. Zero means the backend's FCGI_MAX_REQS when
-	// it reported one, else DefaultClientMaxMultiplexedRequests (64);
-	// negative, no limit but the 65535 request IDs.
+	// MaxMultiplexedRequests bounds the requests in flight on one multiplexed
+	// connection. Zero means the backend's FCGI_MAX_REQS when it reported
+	// one, else 64; negative, no limit but the 65535 request IDs.
 	MaxMultiplexedRequests int
 
-	// ProbeTimeout bounds the FCGI_GET_VALUES exchange of MultiplexAuto
-	// and of [Client.GetValues]. Zero means DefaultClientProbeTimeout
-	// (2 s); negative, no limit (only the context bounds it: some PHP-FPM
-	// versions never answer).
+	// ProbeTimeout bounds the FCGI_GET_VALUES exchange of MultiplexAuto and
+	// of [Client.GetValues]. Zero means 2 s; negative, no limit (only the
+	// context bounds it: some PHP-FPM versions never answer).
 	ProbeTimeout time.Duration
 
-	// BackendCooldown is how long a failing backend is set aside. Zero
-	// means DefaultClientBackendCooldown (10 s); negative, none: failing
-	// backends are not set aside.
+	// BackendCooldown is how long a failing backend is set aside. Zero means
+	// 10 s; negative, none: failing backends are not set aside.
 	BackendCooldown time.Duration
 
-	// MaxResponseHeaderBytes bounds the CGI response header. Zero means
-	// DefaultClientMaxResponseHeaderBytes (64 KiB); negative, no limit.
+	// MaxResponseHeaderBytes bounds the CGI response header. Zero means 64
+	// KiB; negative, no limit.
 	MaxResponseHeaderBytes int
 
-	// ErrorLog receives connection-level problems (failed probes,
-	// backends set aside, protocol errors). Nil means slog.Default().
+	// ErrorLog receives connection-level problems (failed probes, backends
+	// set aside, protocol errors). Nil means slog.Default().
 	ErrorLog *slog.Logger
 
 	abortGrace time.Duration // zero means defaultAbortGrace; tests shorten it
@@ -237,15 +212,15 @@ func (c *Client) logger() *slog.Logger {
 
 func (c *Client) maxIdle() int {
 	if c.MaxIdleConnsPerBackend == 0 {
-		return DefaultClientMaxIdleConnsPerBackend
+		return defaults.ClientMaxIdleConnsPerBackend
 	}
 	return max(c.MaxIdleConnsPerBackend, 0)
 }
 
-// maxMultiplexed resolves MaxMultiplexedRequests for a backend that
-// reported FCGI_MAX_REQS (0 when it did not), within the 65535 request IDs.
+// maxMultiplexed resolves MaxMultiplexedRequests for a backend that reported
+// FCGI_MAX_REQS (0 when it did not), within the 65535 request IDs.
 func (c *Client) maxMultiplexed(reported int) int {
-	def := DefaultClientMaxMultiplexedRequests
+	def := defaults.ClientMaxMultiplexedRequests
 	if reported > 0 {
 		def = reported
 	}
@@ -302,8 +277,8 @@ func (e *dialError) Unwrap() error { return e.err }
 // ErrDial), whatever Client.Dial returned.
 func (e *dialError) Is(target error) bool { return target == ErrDial }
 
-// Do sends req to a backend and returns the response once its CGI header
-// has arrived. The caller must close the response Body.
+// Do sends req to a backend and returns the response once its CGI header has
+// arrived. The caller must close the response Body.
 //
 // Cancelling ctx abandons the request at any point, also while the Body is
 // being read: on a multiplexed connection with FCGI_ABORT_REQUEST, otherwise
@@ -312,10 +287,10 @@ func (e *dialError) Is(target error) bool { return target == ErrDial }
 //
 // A non-nil error is a [*TimeoutError], a [*ProtocolStatusError], ctx's
 // error, or an error wrapping one of the package's sentinels
-// ([ErrBackendClosed], [ErrMalformedResponse], ...) or the network error.
-// A multiplexed connection the client closes itself, because a backend
-// stopped reading it, fails its requests with an error saying so, never
-// with ErrBackendClosed.
+// ([ErrBackendClosed], [ErrMalformedResponse], ...) or the network error. A
+// multiplexed connection the client closes itself, because a backend stopped
+// reading it, fails its requests with an error saying so, never with
+// ErrBackendClosed.
 func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	c.init()
 	if c.closed.Load() {
@@ -354,16 +329,16 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 			forceNew = true
 		case cl.reused && errors.Is(err, ErrOverloaded):
 			// Refused, so not run: a kept connection the application is
-			// closing (a graceful shutdown) answers so. A new connection
-			// may reach a process that is not; another backend, if any,
-			// is surer not to be overloaded.
+			// closing (a graceful shutdown) answers so. A new connection may
+			// reach a process that is not; another backend, if any, is surer
+			// not to be overloaded.
 			forceNew = true
 			if len(c.backends) > 1 {
 				avoid = cl.b
 			}
 		case cl.reused && !cl.gotRecord && (req.idempotent() || cl.unsent && isReset(err)) && !isTimeout(err):
-			// A request that may have run (the backend read it, then
-			// reset) is retried only when running it twice is harmless.
+			// A request that may have run (the backend read it, then reset)
+			// is retried only when running it twice is harmless.
 			forceNew = true
 		case !cl.reused && !cl.gotRecord && req.idempotent() && errors.Is(err, ErrBackendClosed) && len(c.backends) > 1:
 			// A new connection failed: the backend was set aside; try
@@ -386,16 +361,16 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	}
 }
 
-// isReset reports whether err is a connection reset or a broken pipe. When
-// it comes from the first write of a request on a reused connection, the
-// backend closed before reading anything of it, as a PHP-FPM worker
-// leaving after pm.max_requests does.
+// isReset reports whether err is a connection reset or a broken pipe. When it
+// comes from the first write of a request on a reused connection, the backend
+// closed before reading anything of it, as a PHP-FPM worker leaving after
+// pm.max_requests does.
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-// pick chooses the backend with the fewest requests in flight among those
-// not set aside, avoiding avoid when there is another choice.
+// pick chooses the backend with the fewest requests in flight among those not
+// set aside, avoiding avoid when there is another choice.
 func (c *Client) pick(avoid *backend) *backend {
 	if len(c.backends) == 1 {
 		return c.backends[0]
@@ -430,9 +405,9 @@ func (c *Client) pick(avoid *backend) *backend {
 	return avoid
 }
 
-// Close closes idle connections, ends background probes and makes later
-// calls to Do fail with [ErrClientClosed]. Requests in flight run to their
-// end; their connections are closed then.
+// Close closes idle connections, ends background probes and makes later calls
+// to Do fail with [ErrClientClosed]. Requests in flight run to their end;
+// their connections are closed then.
 func (c *Client) Close() error {
 	c.init()
 	c.closed.Store(true)
@@ -450,34 +425,34 @@ func (c *Client) graceAfterAbort() time.Duration {
 // The timeouts in force, resolved by the Server's rule (durationOrDefault):
 // zero for none.
 func (c *Client) dialTimeout() time.Duration {
-	return durationOrDefault(c.DialTimeout, DefaultClientDialTimeout)
+	return durationOrDefault(c.DialTimeout, defaults.ClientDialTimeout)
 }
 func (c *Client) writeTimeout() time.Duration {
-	return durationOrDefault(c.WriteTimeout, DefaultClientWriteTimeout)
+	return durationOrDefault(c.WriteTimeout, defaults.ClientWriteTimeout)
 }
 func (c *Client) responseHeaderTimeout() time.Duration {
-	return durationOrDefault(c.ResponseHeaderTimeout, DefaultClientResponseHeaderTimeout)
+	return durationOrDefault(c.ResponseHeaderTimeout, defaults.ClientResponseHeaderTimeout)
 }
 func (c *Client) readTimeout() time.Duration {
-	return durationOrDefault(c.ReadTimeout, DefaultClientReadTimeout)
+	return durationOrDefault(c.ReadTimeout, defaults.ClientReadTimeout)
 }
 func (c *Client) idleTimeout() time.Duration {
-	return durationOrDefault(c.IdleTimeout, DefaultClientIdleTimeout)
+	return durationOrDefault(c.IdleTimeout, defaults.ClientIdleTimeout)
 }
 func (c *Client) probeTimeout() time.Duration {
-	return durationOrDefault(c.ProbeTimeout, DefaultClientProbeTimeout)
+	return durationOrDefault(c.ProbeTimeout, defaults.ClientProbeTimeout)
 }
 func (c *Client) backendCooldown() time.Duration {
-	return durationOrDefault(c.BackendCooldown, DefaultClientBackendCooldown)
+	return durationOrDefault(c.BackendCooldown, defaults.ClientBackendCooldown)
 }
 
-// GetValues asks the backend at addr for the values of the named
-// variables with FCGI_GET_VALUES (§4.1), on a connection of its own that is
-// closed afterwards, and returns those the backend reported. With no names
-// it asks for FCGI_MAX_CONNS, FCGI_MAX_REQS and FCGI_MPXS_CONNS. The
-// exchange is bounded by ctx and by ProbeTimeout; a backend that does not
-// answer in time gives a [*TimeoutError], one that answers UNKNOWN_TYPE an
-// error wrapping [ErrProtocol].
+// GetValues asks the backend at addr for the values of the named variables
+// with FCGI_GET_VALUES (§4.1), on a connection of its own that is closed
+// afterwards, and returns those the backend reported. With no names it asks
+// for FCGI_MAX_CONNS, FCGI_MAX_REQS and FCGI_MPXS_CONNS. The exchange is
+// bounded by ctx and by ProbeTimeout; a backend that does not answer in time
+// gives a [*TimeoutError], one that answers UNKNOWN_TYPE an error wrapping
+// [ErrProtocol].
 func (c *Client) GetValues(ctx context.Context, addr string, names ...string) (map[string]string, error) {
 	if len(names) == 0 {
 		names = []string{wire.ValueMaxConns, wire.ValueMaxReqs, wire.ValueMpxsConns}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/internal/defaults"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -468,7 +469,7 @@ func TestClientMalformedResponse(t *testing.T) {
 // default's 64 KiB is read.
 func TestClientNoResponseHeaderLimit(t *testing.T) {
 	checkLeaks(t)
-	long := strings.Repeat("y", fcgi.DefaultClientMaxResponseHeaderBytes)
+	long := strings.Repeat("y", defaults.ClientMaxResponseHeaderBytes)
 	app := startFake(t, false, func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) { r.Write("X: " + long + "\r\n\r\nbody") }
 	})

@@ -7,10 +7,9 @@ import (
 	"syscall"
 )
 
-// An aliveChecker peeks at an idle connection without blocking: a
-// connection that reads end-of-file, an error, or stray bytes is not
-// reused. It is made once per connection so that a check costs no
-// allocation.
+// An aliveChecker peeks at an idle connection without blocking: a connection
+// that reads end-of-file, an error, or stray bytes is not reused. It is made
+// once per connection so that a check costs no allocation.
 type aliveChecker struct {
 	rc    syscall.RawConn
 	fn    func(fd uintptr) bool

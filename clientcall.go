@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi/internal/cgihdr"
+	"github.com/fcgikit/fcgi/internal/defaults"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -45,8 +46,8 @@ type call struct {
 	finished   bool
 
 	// The body writer goroutine: wdone is closed when it returns, after
-	// setting werr, or bodySent (when the last record went out) if it
-	// sent everything.
+	// setting werr, or bodySent (when the last record went out) if it sent
+	// everything.
 	wdone    chan struct{}
 	werr     error
 	bodySent time.Time
@@ -68,8 +69,8 @@ type call struct {
 	resp Response // returned by Do: one allocation for both
 }
 
-// An event is a record routed to a call by a multiplexed read loop; buf
-// holds a copy of its content.
+// An event is a record routed to a call by a multiplexed read loop; buf holds
+// a copy of its content.
 type event struct {
 	typ wire.Type
 	buf *[]byte
@@ -151,9 +152,8 @@ func (cl *call) readErr(err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrBackendClosed, cl.b.addr, err)
 }
 
-// next returns the next STDOUT or END_REQUEST record of the call; STDERR
-// goes to the Stderr writer on the way. The content is valid until the
-// next call.
+// next returns the next STDOUT or END_REQUEST record of the call; STDERR goes
+// to the Stderr writer on the way. The content is valid until the next call.
 func (cl *call) next() (wire.Type, []byte, error) {
 	if cl.cc.mpx {
 		return cl.nextMpx()
@@ -178,9 +178,9 @@ func (cl *call) next() (wire.Type, []byte, error) {
 			cl.gotRecord = true
 			cl.notWaiting()
 			if cl.reused && cl.wdone == nil {
-				// A kept connection has its worker: the wait is the
-				// script's alone, never the accept queue's (nor an
-				// upload's: streamed bodies are left out).
+				// A kept connection has its worker: the wait is the script's
+				// alone, never the accept queue's (nor an upload's: streamed
+				// bodies are left out).
 				cl.b.stalls.sample(time.Since(cl.sent))
 			}
 		}
@@ -203,7 +203,7 @@ func (cl *call) next() (wire.Type, []byte, error) {
 
 // readHeader reads STDOUT up to the end of the CGI header.
 func (cl *call) readHeader() (int, http.Header, error) {
-	limit := limitOrDefault(cl.c.MaxResponseHeaderBytes, DefaultClientMaxResponseHeaderBytes)
+	limit := limitOrDefault(cl.c.MaxResponseHeaderBytes, defaults.ClientMaxResponseHeaderBytes)
 	for {
 		typ, content, err := cl.next()
 		if err != nil {
@@ -247,11 +247,11 @@ func (cl *call) setEnd(content []byte) error {
 	return nil
 }
 
-// headerDeadline returns when the response header timeout d expires,
-// counted from when the request has been sent: from the first wait for the
-// response when the body went out with the header, else from when the body
-// writer sent the last record. Until then final is false, and dl is a
-// provisional deadline, d from now, for the caller to look again.
+// headerDeadline returns when the response header timeout d expires, counted
+// from when the request has been sent: from the first wait for the response
+// when the body went out with the header, else from when the body writer sent
+// the last record. Until then final is false, and dl is a provisional
+// deadline, d from now, for the caller to look again.
 func (cl *call) headerDeadline(d time.Duration) (dl time.Time, final bool) {
 	if !cl.hdrDL.IsZero() {
 		return cl.hdrDL, true
@@ -334,11 +334,11 @@ func (cl *call) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// buffered reports whether the next Read would return without waiting for
-// the backend: body bytes are in hand, or a record that ends the wait (body
-// or END_REQUEST) has arrived whole, after any STDERR. The Gateway flushes
-// only when it would not, sending a small response in one write while a
-// stream still reaches the client as it comes.
+// buffered reports whether the next Read would return without waiting for the
+// backend: body bytes are in hand, or a record that ends the wait (body or
+// END_REQUEST) has arrived whole, after any STDERR. The Gateway flushes only
+// when it would not, sending a small response in one write while a stream
+// still reaches the client as it comes.
 func (cl *call) buffered() bool {
 	if len(cl.pending) > 0 || cl.err != nil {
 		return true
@@ -382,8 +382,8 @@ func (cl *call) Close() error {
 	return nil
 }
 
-// finish ends the call once: the connection goes back to the pool when
-// reuse is true and nothing forbids it, and is closed otherwise.
+// finish ends the call once: the connection goes back to the pool when reuse
+// is true and nothing forbids it, and is closed otherwise.
 func (cl *call) finish(reuse bool) {
 	if cl.finished {
 		return
@@ -418,8 +418,8 @@ func (cl *call) finish(reuse bool) {
 		select {
 		case <-cl.wdone:
 		default:
-			// The response ended while the body was still being sent;
-			// give the writer a moment to finish its last record.
+			// The response ended while the body was still being sent; give
+			// the writer a moment to finish its last record.
 			t := time.NewTimer(50 * time.Millisecond)
 			select {
 			case <-cl.wdone:
@@ -444,9 +444,9 @@ func (cl *call) finish(reuse bool) {
 	cl.b.connGone()
 }
 
-// The CGI response header (RFC 3875 §6) is parsed by internal/cgihdr,
-// which the fcgi command uses too; its rules are in that package's
-// comment. headerError gives an error of cgihdr the package's sentinel.
+// The CGI response header (RFC 3875 §6) is parsed by internal/cgihdr, which
+// the fcgi command uses too; its rules are in that package's comment.
+// headerError gives an error of cgihdr the package's sentinel.
 func headerError(err error) error {
 	if errors.Is(err, cgihdr.ErrTooLarge) {
 		return ErrResponseHeaderTooLarge

@@ -12,9 +12,9 @@ import (
 )
 
 // A clientConn is one connection to a backend. Without multiplexing it
-// carries one request at a time, with request ID 1, and the goroutine
-// reading the response reads the socket itself. With multiplexing a read
-// loop goroutine routes records to requests by ID.
+// carries one request at a time, with request ID 1, and the goroutine reading
+// the response reads the socket itself. With multiplexing a read loop
+// goroutine routes records to requests by ID.
 type clientConn struct {
 	b       *backend
 	nc      net.Conn
@@ -46,13 +46,13 @@ type clientConn struct {
 	byClient  bool          // set before broken is closed: the client closed it, for brokenErr
 	failOnce  sync.Once
 	// retired is set when an aborted request outlived its grace: the
-	// connection takes no new request, and is closed once the requests
-	// still running on it have ended (see call.graceOver).
+	// connection takes no new request, and is closed once the requests still
+	// running on it have ended (see call.graceOver).
 	retired atomic.Bool
 	// aborting counts the requests aborted and not yet ended by the
-	// application. While it is not zero the connection takes no new
-	// request: an application that does not answer an abort may be
-	// stuck whole, and a request given to it would wait for nothing.
+	// application. While it is not zero the connection takes no new request:
+	// an application that does not answer an abort may be stuck whole, and a
+	// request given to it would wait for nothing.
 	aborting atomic.Int32
 }
 
@@ -75,8 +75,8 @@ func (cc *clientConn) closeConn() {
 	}
 }
 
-// aliveForReuse checks that an idle connection was not closed by the
-// backend and holds no stray bytes.
+// aliveForReuse checks that an idle connection was not closed by the backend
+// and holds no stray bytes.
 func (cc *clientConn) aliveForReuse() bool {
 	if cc.rd.Buffered() != 0 {
 		return false
@@ -87,8 +87,8 @@ func (cc *clientConn) aliveForReuse() bool {
 	return cc.alive.check()
 }
 
-// setWriteDeadline arms WriteTimeout for the next write, or clears a
-// deadline left by an earlier write. Callers hold wmu.
+// setWriteDeadline arms WriteTimeout for the next write, or clears a deadline
+// left by an earlier write. Callers hold wmu.
 func (cc *clientConn) setWriteDeadline(d time.Duration) {
 	if d > 0 {
 		cc.nc.SetWriteDeadline(time.Now().Add(d))
@@ -119,10 +119,9 @@ func (cc *clientConn) breakOnce(err error, byClient bool) {
 	})
 }
 
-// failWrite ends a multiplexed connection after a failed write: a record
-// may be cut short, so the stream is lost. A timeout, or a socket the
-// client already closed, is the client's doing; anything else the
-// backend's.
+// failWrite ends a multiplexed connection after a failed write: a record may
+// be cut short, so the stream is lost. A timeout, or a socket the client
+// already closed, is the client's doing; anything else the backend's.
 func (cc *clientConn) failWrite(err error) {
 	switch {
 	case isTimeout(err):
@@ -134,10 +133,9 @@ func (cc *clientConn) failWrite(err error) {
 	}
 }
 
-// closeIfDrained closes a retired connection once no request on it is
-// still running: the only ones left, if any, were aborted and their
-// callers are gone. It runs whenever a request stops running on a retired
-// connection.
+// closeIfDrained closes a retired connection once no request on it is still
+// running: the only ones left, if any, were aborted and their callers are
+// gone. It runs whenever a request stops running on a retired connection.
 func (cc *clientConn) closeIfDrained() {
 	if !cc.retired.Load() {
 		return

@@ -17,14 +17,13 @@ func (cc *clientConn) startMpx(maxReqs int) {
 	cc.maxReqs = maxReqs
 	cc.calls = make([]*call, maxReqs)
 	cc.broken = make(chan struct{})
-	// Owned by the connection; ends when the connection fails or is
-	// closed (by the idle timer, Client.Close, or fail).
+	// Owned by the connection; ends when the connection fails or is closed
+	// (by the idle timer, Client.Close, or fail).
 	go cc.readLoop()
 }
 
-// newMpxCall takes the lowest free request ID; the caller has already
-// counted the request in active. It returns nil if cc broke or was
-// retired.
+// newMpxCall takes the lowest free request ID; the caller has already counted
+// the request in active. It returns nil if cc broke or was retired.
 func (cc *clientConn) newMpxCall() *call {
 	cc.mu.Lock()
 	if isClosed(cc.broken) || cc.retired.Load() {
@@ -118,8 +117,8 @@ func (cc *clientConn) readLoop() {
 	}
 }
 
-// releaseRef drops one hold on the call's request ID and frees the ID
-// when none is left.
+// releaseRef drops one hold on the call's request ID and frees the ID when
+// none is left.
 func (cl *call) releaseRef() {
 	if cl.refs.Add(-1) != 0 {
 		return
@@ -134,12 +133,12 @@ func (cl *call) releaseRef() {
 	cc.b.mpxSlotFree(cc)
 }
 
-// abort abandons a multiplexed request: it sends FCGI_ABORT_REQUEST, and
-// from then on drops the request's records. Its ID stays taken until its
+// abort abandons a multiplexed request: it sends FCGI_ABORT_REQUEST, and from
+// then on drops the request's records. Its ID stays taken until its
 // END_REQUEST arrives, or the connection ends, since the backend may still
-// send records with it. See graceOver for an application slow to answer.
-// It never waits for the connection's write lock: another request's record
-// may be stuck on a backend that stopped reading, and graceOver frees it.
+// send records with it. See graceOver for an application slow to answer. It
+// never waits for the connection's write lock: another request's record may
+// be stuck on a backend that stopped reading, and graceOver frees it.
 func (cl *call) abort() {
 	cl.goneMu.Do(func() {
 		close(cl.gone)
@@ -167,8 +166,8 @@ func (cl *call) abort() {
 }
 
 // abortAnswered uncounts an aborted request once its END_REQUEST has been
-// read (by the read loop, or by abort if it came meanwhile; once either
-// way): the connection takes new requests again when none is left.
+// read (by the read loop, or by abort if it came meanwhile; once either way):
+// the connection takes new requests again when none is left.
 func (cl *call) abortAnswered() {
 	if cl.aborting.CompareAndSwap(true, false) {
 		cl.cc.aborting.Add(-1)
@@ -176,11 +175,11 @@ func (cl *call) abortAnswered() {
 }
 
 // graceOver runs on its own goroutine a grace period after abort. An
-// application that has not ended the request yet costs that request only:
-// the connection is retired, serving the requests on it to their end but
-// no new one. If the abort is still waiting to be written, a write of
-// another request's is stuck on a backend that stopped reading, and the
-// connection is closed, which frees that writer.
+// application that has not ended the request yet costs that request only: the
+// connection is retired, serving the requests on it to their end but no new
+// one. If the abort is still waiting to be written, a write of another
+// request's is stuck on a backend that stopped reading, and the connection is
+// closed, which frees that writer.
 func (cl *call) graceOver() {
 	cc := cl.cc
 	if cl.endSeen.Load() || isClosed(cc.broken) {
@@ -222,8 +221,8 @@ func (cl *call) writeAbort() {
 	}
 }
 
-// mpxTimers recycles the timers of multiplexed calls' waits: every call
-// needs one, since its waits have timeouts by default.
+// mpxTimers recycles the timers of multiplexed calls' waits: every call needs
+// one, since its waits have timeouts by default.
 var mpxTimers sync.Pool
 
 // nextMpx is next for multiplexed connections: records come from the read

@@ -16,9 +16,9 @@ const (
 	mpxYes
 )
 
-// A backend is one address with its connections: the idle ones (one
-// request at a time) or the multiplexed ones, the count of all open ones,
-// the requests waiting for a connection, and its health.
+// A backend is one address with its connections: the idle ones (one request
+// at a time) or the multiplexed ones, the count of all open ones, the
+// requests waiting for a connection, and its health.
 type backend struct {
 	c    *Client
 	addr string
@@ -75,8 +75,8 @@ func (b *backend) setAside(err error) {
 }
 
 // acquire returns a call bound to a connection of b, reusing an idle or
-// multiplexed connection unless forceNew, dialing otherwise, and waiting
-// in line when MaxConnsPerBackend connections are open.
+// multiplexed connection unless forceNew, dialing otherwise, and waiting in
+// line when MaxConnsPerBackend connections are open.
 func (b *backend) acquire(ctx context.Context, forceNew bool) (*call, error) {
 	c := b.c
 	b.inflight.Add(1)
@@ -116,9 +116,8 @@ func (b *backend) acquire(ctx context.Context, forceNew bool) (*call, error) {
 	}
 }
 
-// A step is what acquire does next, decided under backend.mu: reuse cc,
-// dial a connection (its slot in conns already taken), or wait for a
-// turn on wait.
+// A step is what acquire does next, decided under backend.mu: reuse cc, dial
+// a connection (its slot in conns already taken), or wait for a turn on wait.
 type step struct {
 	cc      *clientConn
 	dial    bool
@@ -127,9 +126,9 @@ type step struct {
 	wait    chan struct{}
 }
 
-// nextStepLocked decides acquire's next step in one critical section, so
-// that a connection given back meanwhile always finds the request either
-// holding it or in line to be woken.
+// nextStepLocked decides acquire's next step in one critical section, so that
+// a connection given back meanwhile always finds the request either holding
+// it or in line to be woken.
 func (b *backend) nextStepLocked(forceNew bool) step {
 	mpx := b.mpx == mpxYes
 	if !forceNew {
@@ -144,8 +143,8 @@ func (b *backend) nextStepLocked(forceNew bool) step {
 			return step{cc: cc}
 		}
 	}
-	// One multiplexed connection is dialed at a time: the others wait for
-	// its free IDs.
+	// One multiplexed connection is dialed at a time: the others wait for its
+	// free IDs.
 	if limit := b.c.MaxConnsPerBackend; (limit <= 0 || b.conns < limit) && !(mpx && b.mpxDialing) {
 		b.conns++
 		if mpx {
@@ -158,8 +157,8 @@ func (b *backend) nextStepLocked(forceNew bool) step {
 	return step{wait: ch}
 }
 
-// reuseIdle returns a call on the idle connection cc, or nil when the
-// backend has closed cc meanwhile.
+// reuseIdle returns a call on the idle connection cc, or nil when the backend
+// has closed cc meanwhile.
 func (b *backend) reuseIdle(cc *clientConn) *call {
 	if !cc.aliveForReuse() {
 		b.learnRecycling(cc)
@@ -172,9 +171,9 @@ func (b *backend) reuseIdle(cc *clientConn) *call {
 	return cl
 }
 
-// dialCall dials a connection for the slot nextStepLocked took and
-// returns a call on it: nil without an error when a new multiplexed
-// connection broke before the call could take an ID.
+// dialCall dials a connection for the slot nextStepLocked took and returns a
+// call on it: nil without an error when a new multiplexed connection broke
+// before the call could take an ID.
 func (b *backend) dialCall(ctx context.Context, mpx bool, maxReqs int) (*call, error) {
 	nc, err := b.c.dial(ctx, b.addr)
 	var cc *clientConn
@@ -189,8 +188,8 @@ func (b *backend) dialCall(ctx context.Context, mpx bool, maxReqs int) (*call, e
 			cc.active.Add(1)
 			b.mpxConns = append(b.mpxConns, cc)
 		}
-		// The next in line takes a free ID of the new connection, or
-		// dials in its turn.
+		// The next in line takes a free ID of the new connection, or dials in
+		// its turn.
 		b.wakeLocked()
 		b.mu.Unlock()
 	}
@@ -207,8 +206,8 @@ func (b *backend) dialCall(ctx context.Context, mpx bool, maxReqs int) (*call, e
 	return newCall(cc), nil
 }
 
-// waitTurn waits on ch, the request's place in line, until a connection
-// is given back or ctx ends.
+// waitTurn waits on ch, the request's place in line, until a connection is
+// given back or ctx ends.
 func (b *backend) waitTurn(ctx context.Context, ch chan struct{}) error {
 	select {
 	case <-ch:
@@ -271,8 +270,8 @@ func (b *backend) popIdleLocked() *clientConn {
 }
 
 // putIdle returns a one-request connection whose response was read to its
-// end; it is closed instead when the pool is full, the connection is too
-// old, or the client is closed.
+// end; it is closed instead when the pool is full, the connection is too old,
+// or the client is closed.
 func (b *backend) putIdle(cc *clientConn) {
 	c := b.c
 	b.mu.Lock()
@@ -322,9 +321,9 @@ func (cc *clientConn) idleExpired() {
 	cc.closeConn()
 }
 
-// pickMpxLocked returns the multiplexed connection with the fewest
-// requests that has a free request ID, is within its lifetime and has no
-// abort waiting for its answer.
+// pickMpxLocked returns the multiplexed connection with the fewest requests
+// that has a free request ID, is within its lifetime and has no abort waiting
+// for its answer.
 func (b *backend) pickMpxLocked() *clientConn {
 	var best *clientConn
 	now := time.Now()
@@ -407,8 +406,8 @@ func (b *backend) closeIdle() {
 	b.conns -= len(mpx)
 	var busy []*clientConn
 	if b.c.closed.Load() {
-		// Closed once the requests on them end; at once if those
-		// left were all aborted, whose callers are gone.
+		// Closed once the requests on them end; at once if those left were
+		// all aborted, whose callers are gone.
 		busy = append(busy, keep...)
 		for _, cc := range busy {
 			cc.retired.Store(true)
@@ -424,10 +423,10 @@ func (b *backend) closeIdle() {
 	}
 }
 
-// freeWorkers closes the idle connections when a request on a new
-// connection has waited too long for its first record: it may sit in the
-// backend's accept queue behind workers those connections pin (PHP-FPM
-// gives a connection its worker until the connection closes).
+// freeWorkers closes the idle connections when a request on a new connection
+// has waited too long for its first record: it may sit in the backend's
+// accept queue behind workers those connections pin (PHP-FPM gives a
+// connection its worker until the connection closes).
 func (b *backend) freeWorkers() {
 	b.mu.Lock()
 	idle := b.takeIdleLocked()
@@ -436,8 +435,8 @@ func (b *backend) freeWorkers() {
 	closeConns(idle)
 }
 
-// takeIdleLocked removes the idle one-request connections from the pool
-// and returns them for closeConns.
+// takeIdleLocked removes the idle one-request connections from the pool and
+// returns them for closeConns.
 func (b *backend) takeIdleLocked() []*clientConn {
 	idle := b.idle
 	b.idle = nil

@@ -12,38 +12,38 @@ type Request struct {
 	Role Role
 
 	// Params are the request's CGI/FastCGI variables (REQUEST_METHOD,
-	// SCRIPT_FILENAME, ...), sent as FCGI_PARAMS. The client adds nothing:
-	// in particular CONTENT_LENGTH, which PHP-FPM needs to read a body, is
-	// the caller's job ([Gateway] sets it).
+	// SCRIPT_FILENAME, ...), sent as FCGI_PARAMS. The client adds nothing: in
+	// particular CONTENT_LENGTH, which PHP-FPM needs to read a body, is the
+	// caller's job ([Gateway] sets it).
 	Params map[string]string
 
 	// Body is sent as FCGI_STDIN. Nil (or [http.NoBody]) sends an empty
 	// stream. The body is streamed while the response may already be
-	// arriving; Do may return before Body has been read to its end, and
-	// the client stops reading it once the response has ended.
+	// arriving; Do may return before Body has been read to its end, and the
+	// client stops reading it once the response has ended.
 	Body io.Reader
 
-	// GetBody, when not nil, returns a fresh copy of Body. It makes a
-	// request with a body replayable, so that it can be retried (see
-	// [Client]). [Gateway] sets it for the bodies it buffers.
+	// GetBody, when not nil, returns a fresh copy of Body. It makes a request
+	// with a body replayable, so that it can be retried (see [Client]).
+	// [Gateway] sets it for the bodies it buffers.
 	GetBody func() (io.Reader, error)
 
 	// Data is sent as FCGI_DATA after STDIN, for the [RoleFilter] role. Nil
 	// sends no DATA stream for other roles and an empty one for Filter.
 	Data io.Reader
 
-	// GetData, when not nil, returns a fresh copy of Data, as GetBody
-	// does for Body; a request with Data is retried only with it.
+	// GetData, when not nil, returns a fresh copy of Data, as GetBody does
+	// for Body; a request with Data is retried only with it.
 	GetData func() (io.Reader, error)
 
-	// Stderr receives the application's FCGI_STDERR output as it arrives.
-	// It is written by the goroutine that reads the response: the one in
-	// Do, then the one reading the response Body. Nil discards it.
+	// Stderr receives the application's FCGI_STDERR output as it arrives. It
+	// is written by the goroutine that reads the response: the one in Do,
+	// then the one reading the response Body. Nil discards it.
 	Stderr io.Writer
 
 	// Idempotent marks the request as safe to send twice. Without it a
-	// request counts as idempotent when REQUEST_METHOD is GET, HEAD,
-	// OPTIONS or TRACE.
+	// request counts as idempotent when REQUEST_METHOD is GET, HEAD, OPTIONS
+	// or TRACE.
 	Idempotent bool
 
 	// env, set by Gateway, holds more parameters, sent after Params: a
@@ -51,9 +51,8 @@ type Request struct {
 	// anything else it did but the system calls.
 	env cgiEnv
 
-	// header, set by Gateway, is the empty map the response header is
-	// parsed into (the ResponseWriter's), which saves building one and
-	// copying it.
+	// header, set by Gateway, is the empty map the response header is parsed
+	// into (the ResponseWriter's), which saves building one and copying it.
 	header http.Header
 }
 
@@ -91,11 +90,11 @@ type Response struct {
 
 	// Body streams the rest of STDOUT. It returns io.EOF once the
 	// application's END_REQUEST has arrived; [Response.AppStatus] is then
-	// valid. The caller must close it: closing it before io.EOF abandons
-	// the request (the connection is closed, or on a multiplexed
-	// connection the request is aborted with FCGI_ABORT_REQUEST). A
-	// connection is reused only when its Body was read to io.EOF. A Read
-	// after Close returns [http.ErrBodyReadAfterClose].
+	// valid. The caller must close it: closing it before io.EOF abandons the
+	// request (the connection is closed, or on a multiplexed connection the
+	// request is aborted with FCGI_ABORT_REQUEST). A connection is reused
+	// only when its Body was read to io.EOF. A Read after Close returns
+	// [http.ErrBodyReadAfterClose].
 	Body io.ReadCloser
 
 	call *call

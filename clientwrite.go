@@ -46,8 +46,8 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 		return pk.err
 	}
 	buf, cuts, paramsEnd := pk.buf, pk.cuts, len(pk.buf)
-	// A small in-memory body goes out with the header in one write, with
-	// no goroutine: the socket buffer holds it even if the backend answers
+	// A small in-memory body goes out with the header in one write, with no
+	// goroutine: the socket buffer holds it even if the backend answers
 	// before reading it.
 	var small []byte
 	if data == nil {
@@ -104,9 +104,8 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 		paramBufs.Put(bp)
 	}
 	if err != nil {
-		// Only if not a byte left: a backend may start a request as
-		// soon as its PARAMS end, and a larger request leaves in
-		// several writes.
+		// Only if not a byte left: a backend may start a request as soon as
+		// its PARAMS end, and a larger request leaves in several writes.
 		cl.unsent = sentNothing
 		werr := cl.writeErr(err)
 		if cc.mpx {
@@ -119,8 +118,8 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 		if cc.mpx {
 			cl.refs.Add(1)
 		}
-		// Owned by the call; ends when the body (and data) are sent, or
-		// at the first read or write error.
+		// Owned by the call; ends when the body (and data) are sent, or at
+		// the first read or write error.
 		go cl.writeBody(body, data, role == wire.RoleFilter)
 	}
 	return nil
@@ -139,9 +138,8 @@ func (cl *call) unsentMpx() {
 // maxInlineBody is the largest body sent with the request header.
 const maxInlineBody = 16 << 10
 
-// A pairPacker encodes PARAMS pairs into runs that each fit one record,
-// never splitting a pair across two: PHP-FPM parses each PARAMS record on
-// its own.
+// A pairPacker encodes PARAMS pairs into runs that each fit one record, never
+// splitting a pair across two: PHP-FPM parses each PARAMS record on its own.
 type pairPacker struct {
 	buf   []byte
 	cuts  []int // where each full run ends in buf; nil for the usual one run
@@ -149,8 +147,8 @@ type pairPacker struct {
 	err   error
 }
 
-// add appends a pair; with header set, name is an HTTP field name sent as
-// its CGI variable (HTTP_USER_AGENT for User-Agent).
+// add appends a pair; with header set, name is an HTTP field name sent as its
+// CGI variable (HTTP_USER_AGENT for User-Agent).
 func (pk *pairPacker) add(name, value string, header bool) {
 	nameLen := len(name)
 	if header {
@@ -214,8 +212,8 @@ func (cl *call) writeBody(body, data io.Reader, filter bool) {
 		if cc.mpx {
 			cl.abort()
 		} else {
-			// Wake the reader: the backend may be waiting for the rest of
-			// the body forever.
+			// Wake the reader: the backend may be waiting for the rest of the
+			// body forever.
 			cc.nc.Close()
 		}
 	}

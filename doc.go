@@ -1,6 +1,6 @@
-// Package fcgi implements FastCGI 1.0 for Go: the application side (a
-// server, and a drop-in replacement for net/http/fcgi) and the web-server
-// side (a client and an HTTP gateway).
+// Package fcgi implements FastCGI 1.0 for Go: the application side (a server,
+// and a drop-in replacement for net/http/fcgi) and the web-server side (a
+// client and an HTTP gateway).
 //
 // # Serving behind nginx, Apache, lighttpd, HAProxy or Caddy
 //
@@ -23,44 +23,43 @@
 //	// requests in flight are done.
 //	srv.Shutdown(context.Background())
 //
-// A unix socket made by ListenAndServe has mode 0660 and the process's
-// user and group; nginx's workers (www-data on Debian) can connect only
-// with SocketGroup (or SocketOwner) set for them, as PHP-FPM's
-// listen.group, listen.owner and listen.mode. ListenConfig makes such a
-// listener for Serve.
+// A unix socket made by ListenAndServe has mode 0660 and the process's user
+// and group; nginx's workers (www-data on Debian) can connect only with
+// SocketGroup (or SocketOwner) set for them, as PHP-FPM's listen.group,
+// listen.owner and listen.mode. ListenConfig makes such a listener for Serve.
 //
 // The server speaks all of FastCGI 1.0: every record type, multiplexed
-// connections, request IDs reused as soon as their END_REQUEST is sent
-// (nginx sends ID 1 for every request on a kept connection), KEEP_CONN,
-// FCGI_ABORT_REQUEST and the management records GET_VALUES and
-// UNKNOWN_TYPE.
+// connections, request IDs reused as soon as their END_REQUEST is sent (nginx
+// sends ID 1 for every request on a kept connection), KEEP_CONN,
+// FCGI_ABORT_REQUEST and the management records GET_VALUES and UNKNOWN_TYPE.
 //
 // # Roles, stderr and application status
 //
 // Server.Handler serves the Responder role. Server.Authorizer and
-// Server.Filter, when set, serve the Authorizer role (lighttpd's
-// "mode" => "authorizer", Apache's mod_authnz_fcgi) and the Filter role;
-// a role with no handler is refused with FCGI_UNKNOWN_ROLE. RoleOf tells a
-// handler its request's role, SetVariable passes an authorizer's variables
-// on, FilterDataOf gives a filter its FCGI_DATA stream, Stderr writes to
-// the request's FCGI_STDERR (nginx logs it as "FastCGI sent in stderr")
-// and SetAppStatus sets END_REQUEST's application status.
+// Server.Filter, when set, serve the Authorizer role (lighttpd's "mode" =>
+// "authorizer", Apache's mod_authnz_fcgi) and the Filter role; a role with no
+// handler is refused with FCGI_UNKNOWN_ROLE. RoleOf tells a handler its
+// request's role, SetVariable passes an authorizer's variables on,
+// FilterDataOf gives a filter its FCGI_DATA stream, Stderr writes to the
+// request's FCGI_STDERR (nginx logs it as "FastCGI sent in stderr") and
+// SetAppStatus sets END_REQUEST's application status.
 //
 // # Talking to PHP-FPM and other FastCGI applications
 //
-// A Client sends requests to FastCGI applications: Client.Do takes a
-// Request (role, params, body, FCGI_DATA) and returns a Response whose
-// body streams. Connections are kept and pooled per backend, multiplexed
-// when the application says it can, and a cancelled context aborts the
-// request. Its waits on the application are bounded by default, as
-// nginx's are: a minute for each write of the request, for the response
-// header once the body has been sent, and for each later piece. A Gateway is an http.Handler that serves a FastCGI application
-// (a PHP app behind PHP-FPM, typically) the way nginx's fastcgi_pass does.
-// It reads each request body before it takes a backend connection, so that
-// slow clients cannot occupy the application's workers, with bounded
-// memory (Gateway.MaxMemoryBytes per request, Gateway.MaxTotalMemoryBytes
-// in all) and temporary files beyond, and it refuses with 431 or 414 a
-// header field or URL longer than PHP-FPM accepts (Gateway.MaxParamPairBytes).
+// A Client sends requests to FastCGI applications: Client.Do takes a Request
+// (role, params, body, FCGI_DATA) and returns a Response whose body streams.
+// Connections are kept and pooled per backend, multiplexed when the
+// application says it can, and a cancelled context aborts the request. Its
+// waits on the application are bounded by default, as nginx's are: a minute
+// for each write of the request, for the response header once the body has
+// been sent, and for each later piece. A Gateway is an http.Handler that
+// serves a FastCGI application (a PHP app behind PHP-FPM, typically) the way
+// nginx's fastcgi_pass does. It reads each request body before it takes a
+// backend connection, so that slow clients cannot occupy the application's
+// workers, with bounded memory (Gateway.MaxMemoryBytes per request,
+// Gateway.MaxTotalMemoryBytes in all) and temporary files beyond, and it
+// refuses with 431 or 414 a header field or URL longer than PHP-FPM accepts
+// (Gateway.MaxParamPairBytes).
 //
 // # Migrating from net/http/fcgi
 //
@@ -112,15 +111,14 @@
 // Every resource a peer can make fcgikit hold is bounded, and comes back
 // however the peer leaves: a Server request's slot ([Server.MaxRequests])
 // when its connection ends by FIN, RST, a malformed record, a timeout,
-// Shutdown or Close, even if its handler never started; a [Client]
-// connection ([Client.MaxConnsPerBackend]) when its request ends by
-// success, cancel, timeout or a backend failure; a [Gateway]'s body memory
-// and temporary file, and its backend connection, when the HTTP client
-// goes, stops sending ([Gateway.BodyReadTimeout]) or stops reading
-// ([Gateway.SendTimeout]). A limit that is reached recovers when the load
-// goes away. Every limit and timeout of Server, Client and Gateway follows
-// one rule: zero means its default (the DefaultServerX, DefaultClientX and
-// DefaultGatewayX constants), a negative value no limit. docs/limits.md
-// lists each resource with its bound, its default and the test that takes
-// it through each state it can be in and ends it each way it can end.
+// Shutdown or Close, even if its handler never started; a [Client] connection
+// ([Client.MaxConnsPerBackend]) when its request ends by success, cancel,
+// timeout or a backend failure; a [Gateway]'s body memory and temporary file,
+// and its backend connection, when the HTTP client goes, stops sending
+// ([Gateway.BodyReadTimeout]) or stops reading ([Gateway.SendTimeout]). A
+// limit that is reached recovers when the load goes away. Every limit and
+// timeout of Server, Client and Gateway follows one rule: zero means the
+// default the field states, a negative value no limit. docs/limits.md lists
+// each resource with its bound, its default and the test that takes it
+// through each state it can be in and ends it each way it can end.
 package fcgi

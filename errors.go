@@ -18,14 +18,14 @@ var (
 
 	// ErrConnClosed is returned by Read on a request body, and by Write on a
 	// response, once the connection the request came on is closed: the web
-	// server closed it (this is how nginx, Apache, lighttpd and Caddy abort
-	// a request), it broke, or the server was closed. The request's context
-	// is then cancelled with this error as its cause.
+	// server closed it (this is how nginx, Apache, lighttpd and Caddy abort a
+	// request), it broke, or the server was closed. The request's context is
+	// then cancelled with this error as its cause.
 	ErrConnClosed = errors.New("fcgi: connection to web server closed")
 
-	// ErrDataLength is returned by FilterData.Read when the FCGI_DATA
-	// stream of a Filter request holds more or fewer bytes than its
-	// FCGI_DATA_LENGTH variable declared.
+	// ErrDataLength is returned by FilterData.Read when the FCGI_DATA stream
+	// of a Filter request holds more or fewer bytes than its FCGI_DATA_LENGTH
+	// variable declared.
 	ErrDataLength = errors.New("fcgi: FCGI_DATA length differs from FCGI_DATA_LENGTH")
 
 	// ErrServerClosed is returned by Server.Serve after a call to
@@ -39,17 +39,16 @@ var (
 	ErrNotListener = errors.New("fcgi: no listener given and file descriptor 0 is not a listening socket")
 
 	// ErrReadTimeout is returned by Read on a request body whose input did
-	// not arrive within Server.ReadTimeout. It is a net.Error whose
-	// Timeout method reports true, and it matches
-	// context.DeadlineExceeded with errors.Is.
+	// not arrive within Server.ReadTimeout. It is a net.Error whose Timeout
+	// method reports true, and it matches context.DeadlineExceeded with
+	// errors.Is.
 	ErrReadTimeout error = &TimeoutError{Op: "read request"}
 )
 
 // Errors that stay inside the server: they reach its log, never a caller.
 var (
-	// errParamsTooLarge is the cause of a request refused because its
-	// PARAMS stream passed Server.MaxParamsBytes. The web server is sent
-	// status 431.
+	// errParamsTooLarge is the cause of a request refused because its PARAMS
+	// stream passed Server.MaxParamsBytes. The web server is sent status 431.
 	errParamsTooLarge = errors.New("fcgi: request params too large")
 
 	// errDuplicateRequest ends a connection whose web server sent a
@@ -65,23 +64,23 @@ var (
 
 	// ErrDial is matched, with errors.Is, by the errors [Client.Do] and
 	// [Client.GetValues] return when they cannot connect to a backend
-	// (refused, no such socket file, unreachable): the backend is down,
-	// not busy. A connection attempt that times out is a [*TimeoutError]
-	// with Op "dial" instead.
+	// (refused, no such socket file, unreachable): the backend is down, not
+	// busy. A connection attempt that times out is a [*TimeoutError] with Op
+	// "dial" instead.
 	ErrDial = errors.New("fcgi: cannot connect to backend")
 
-	// ErrNoBackend is returned by [Client.Do] when the Client has no
-	// backend address.
+	// ErrNoBackend is returned by [Client.Do] when the Client has no backend
+	// address.
 	ErrNoBackend = errors.New("fcgi: no backend address")
 
 	// ErrOverloaded matches a [ProtocolStatusError] whose status is
-	// FCGI_OVERLOADED: the application refused the request because it ran
-	// out of a resource such as database connections (§5.5).
+	// FCGI_OVERLOADED: the application refused the request because it ran out
+	// of a resource such as database connections (§5.5).
 	ErrOverloaded = errors.New("fcgi: application overloaded")
 
 	// ErrCantMpxConn matches a [ProtocolStatusError] whose status is
-	// FCGI_CANT_MPX_CONN: the application refused a second concurrent
-	// request on one connection (§5.5).
+	// FCGI_CANT_MPX_CONN: the application refused a second concurrent request
+	// on one connection (§5.5).
 	ErrCantMpxConn = errors.New("fcgi: application cannot multiplex connections")
 
 	// ErrUnknownRole matches a [ProtocolStatusError] whose status is
@@ -94,12 +93,12 @@ var (
 	// Status, or a response that ends inside its header.
 	ErrMalformedResponse = errors.New("fcgi: malformed CGI response")
 
-	// ErrResponseHeaderTooLarge is returned when the CGI response header
-	// is longer than [Client.MaxResponseHeaderBytes].
+	// ErrResponseHeaderTooLarge is returned when the CGI response header is
+	// longer than [Client.MaxResponseHeaderBytes].
 	ErrResponseHeaderTooLarge = errors.New("fcgi: CGI response header too large")
 
-	// ErrBackendClosed is wrapped by errors reporting a connection that
-	// ended before the backend sent END_REQUEST.
+	// ErrBackendClosed is wrapped by errors reporting a connection that ended
+	// before the backend sent END_REQUEST.
 	ErrBackendClosed = errors.New("fcgi: backend closed the connection before the end of the response")
 
 	// ErrProtocol is wrapped by errors reporting a record the backend must
@@ -114,8 +113,8 @@ var (
 type ProtocolStatusError struct {
 	// Addr is the backend that answered.
 	Addr string
-	// Status is the protocol status: 1 CANT_MPX_CONN, 2 OVERLOADED,
-	// 3 UNKNOWN_ROLE, or a value the specification does not define.
+	// Status is the protocol status: 1 CANT_MPX_CONN, 2 OVERLOADED, 3
+	// UNKNOWN_ROLE, or a value the specification does not define.
 	Status uint8
 }
 
@@ -137,15 +136,15 @@ func (e *ProtocolStatusError) Is(target error) bool {
 	return false
 }
 
-// A TimeoutError reports that a timeout expired: one of [Client]'s, or
-// the server's ReadTimeout ([ErrReadTimeout]). It
-// satisfies [net.Error] with Timeout returning true, and matches
-// [context.DeadlineExceeded] with [errors.Is].
+// A TimeoutError reports that a timeout expired: one of [Client]'s, or the
+// server's ReadTimeout ([ErrReadTimeout]). It satisfies [net.Error] with
+// Timeout returning true, and matches [context.DeadlineExceeded] with
+// [errors.Is].
 type TimeoutError struct {
 	// Op names the timeout: for a Client "dial" (DialTimeout), "write
 	// request" (WriteTimeout), "response header" (ResponseHeaderTimeout),
-	// "read response" (ReadTimeout) or "get values" (ProbeTimeout); for
-	// the server "read request" (Server.ReadTimeout).
+	// "read response" (ReadTimeout) or "get values" (ProbeTimeout); for the
+	// server "read request" (Server.ReadTimeout).
 	Op string
 	// Addr is the backend address; empty for the server's timeouts.
 	Addr string

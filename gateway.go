@@ -13,16 +13,6 @@ import (
 	"time"
 )
 
-// Defaults for zero [Gateway] fields.
-const (
-	DefaultGatewayMaxBodyBytes        = 64 << 20
-	DefaultGatewayMaxMemoryBytes      = 1 << 20
-	DefaultGatewayMaxTotalMemoryBytes = 64 << 20
-	DefaultGatewayMaxParamPairBytes   = 65535
-	DefaultGatewayBodyReadTimeout     = time.Minute
-	DefaultGatewaySendTimeout         = time.Minute
-)
-
 // A Gateway is an [http.Handler] that serves a FastCGI application, PHP-FPM
 // typically, the way nginx does with fastcgi_pass and fastcgi_params:
 //
@@ -39,15 +29,15 @@ const (
 //
 // A path naming a script (its first segment ending in ScriptExt, compared
 // ASCII case-insensitively) runs that script, the rest of the path being
-// PATH_INFO; the script must exist inside Root. Otherwise an existing file
-// is served directly when ServeStatic is set, a directory runs its Index
-// file, and anything else runs FrontController. Paths with control bytes
-// (NUL, newline) are refused with 400. Symbolic links inside Root are
-// followed, as nginx does by default.
+// PATH_INFO; the script must exist inside Root. Otherwise an existing file is
+// served directly when ServeStatic is set, a directory runs its Index file,
+// and anything else runs FrontController. Paths with control bytes (NUL,
+// newline) are refused with 400. Symbolic links inside Root are followed, as
+// nginx does by default.
 //
-// With PassThrough set, every request goes to the application whatever
-// its path, for applications that route by REQUEST_URI themselves (Go,
-// Python, Node): what nginx does with
+// With PassThrough set, every request goes to the application whatever its
+// path, for applications that route by REQUEST_URI themselves (Go, Python,
+// Node): what nginx does with
 //
 //	location / {
 //	    include fastcgi_params;
@@ -56,169 +46,161 @@ const (
 //	}
 //
 // Nothing is looked up on disk, so Index, FrontController, ScriptExt and
-// ServeStatic do not apply. As from nginx, where $fastcgi_script_name is
-// $uri when no fastcgi_split_path_info splits it, SCRIPT_NAME and
-// DOCUMENT_URI are the request path, cleaned ("/a//b/../c" is "/a/c"),
-// its trailing slash kept; SCRIPT_FILENAME is Root followed by that path;
-// PATH_INFO, which fastcgi_params does not set, is not sent. "/x.php/y"
-// is SCRIPT_NAME "/x.php/y", not a script and its PATH_INFO.
+// ServeStatic do not apply. As from nginx, where $fastcgi_script_name is $uri
+// when no fastcgi_split_path_info splits it, SCRIPT_NAME and DOCUMENT_URI are
+// the request path, cleaned ("/a//b/../c" is "/a/c"), its trailing slash
+// kept; SCRIPT_FILENAME is Root followed by that path; PATH_INFO, which
+// fastcgi_params does not set, is not sent. "/x.php/y" is SCRIPT_NAME
+// "/x.php/y", not a script and its PATH_INFO.
 //
 // Hop-by-hop fields of the application's response header (Connection,
 // Transfer-Encoding, ...) are dropped; net/http frames the response. A
-// response header an HTTP client could not act on gets 502: a 1xx status
-// (CGI has no interim responses), Content-Length fields that disagree, or
-// one that is not a non-negative integer.
+// response header an HTTP client could not act on gets 502: a 1xx status (CGI
+// has no interim responses), Content-Length fields that disagree, or one that
+// is not a non-negative integer.
 //
 // The application receives nginx's CGI environment: QUERY_STRING,
-// REQUEST_METHOD, CONTENT_TYPE, CONTENT_LENGTH, SCRIPT_NAME,
-// SCRIPT_FILENAME, PATH_INFO, REQUEST_URI, DOCUMENT_URI, DOCUMENT_ROOT,
-// SERVER_PROTOCOL, REQUEST_SCHEME, HTTPS (only over TLS), GATEWAY_INTERFACE,
-// SERVER_SOFTWARE, REMOTE_ADDR, REMOTE_PORT, REMOTE_USER, SERVER_ADDR,
-// SERVER_PORT, SERVER_NAME, REDIRECT_STATUS=200, and HTTP_* for every
-// request header but Proxy (httpoxy) and those whose names hold anything
-// but ASCII letters, digits and '-': nginx drops names with "_"
-// (underscores_in_headers off: X_Real_IP would pass for X-Real-IP), and
-// PHP folds '.', ' ' and '[' into '_' as well (X.Real.IP).
+// REQUEST_METHOD, CONTENT_TYPE, CONTENT_LENGTH, SCRIPT_NAME, SCRIPT_FILENAME,
+// PATH_INFO, REQUEST_URI, DOCUMENT_URI, DOCUMENT_ROOT, SERVER_PROTOCOL,
+// REQUEST_SCHEME, HTTPS (only over TLS), GATEWAY_INTERFACE, SERVER_SOFTWARE,
+// REMOTE_ADDR, REMOTE_PORT, REMOTE_USER, SERVER_ADDR, SERVER_PORT,
+// SERVER_NAME, REDIRECT_STATUS=200, and HTTP_* for every request header but
+// Proxy (httpoxy) and those whose names hold anything but ASCII letters,
+// digits and '-': nginx drops names with "_" (underscores_in_headers off:
+// X_Real_IP would pass for X-Real-IP), and PHP folds '.', ' ' and '[' into
+// '_' as well (X.Real.IP).
 //
 // A request body is read whole before a connection to the application is
 // taken, as nginx does (fastcgi_request_buffering on): a client that sends
 // slowly ties up a goroutine and a buffer, never one of the application's
-// workers (PHP-FPM has pm.max_children of them). The body is held in
-// memory, up to MaxMemoryBytes for one request and MaxTotalMemoryBytes for
-// all together, and otherwise in a temporary file in TempDir: unlinked as
-// soon as it is open on Unix, so that none is left even if the process
-// dies, and elsewhere removed when the request ends, however it ends.
-// CONTENT_LENGTH is then exact, also for a chunked body (PHP-FPM needs it),
-// and a request can be retried on another connection. Bodies over
-// MaxBodyBytes get 413, and a client that stops sending for BodyReadTimeout
-// gets 408. StreamRequestBody opts out for routes that must see a body as
-// it arrives.
+// workers (PHP-FPM has pm.max_children of them). The body is held in memory,
+// up to MaxMemoryBytes for one request and MaxTotalMemoryBytes for all
+// together, and otherwise in a temporary file in TempDir: unlinked as soon as
+// it is open on Unix, so that none is left even if the process dies, and
+// elsewhere removed when the request ends, however it ends. CONTENT_LENGTH is
+// then exact, also for a chunked body (PHP-FPM needs it), and a request can
+// be retried on another connection. Bodies over MaxBodyBytes get 413, and a
+// client that stops sending for BodyReadTimeout gets 408. StreamRequestBody
+// opts out for routes that must see a body as it arrives.
 //
 // A request whose header fields or URL would make a parameter longer than
 // MaxParamPairBytes gets 431 or 414 without reaching the application, rather
 // than a 502 when PHP-FPM drops the connection. The whole header is bounded
 // by the http.Server's MaxHeaderBytes (1 MiB by default).
 //
-// The response is streamed and flushed whenever the application has
-// nothing more ready, so server-sent events work, while a response that
-// arrives whole leaves in one write with a Content-Length; a client that
-// stops reading it is cut off after SendTimeout, which frees the backend
-// connection. The application's stderr is logged with the request.
-// Backend failures give 502 Bad Gateway, 503 Service Unavailable
-// (FCGI_OVERLOADED) or 504 Gateway Timeout (a [Client] timeout), with a
-// log line that says why.
+// The response is streamed and flushed whenever the application has nothing
+// more ready, so server-sent events work, while a response that arrives whole
+// leaves in one write with a Content-Length; a client that stops reading it
+// is cut off after SendTimeout, which frees the backend connection. The
+// application's stderr is logged with the request. Backend failures give 502
+// Bad Gateway, 503 Service Unavailable (FCGI_OVERLOADED) or 504 Gateway
+// Timeout (a [Client] timeout), with a log line that says why.
 //
-// Every limit and timeout follows one rule: zero means its default (a
-// DefaultGatewayX constant), a negative value no limit.
+// Every limit and timeout follows one rule: zero means the default its field
+// states, a negative value no limit.
 //
-// A Gateway must not be changed or copied after it starts serving; it is
-// safe for concurrent use.
+// A Gateway must not be changed or copied after it starts serving; it is safe
+// for concurrent use.
 type Gateway struct {
 	// Client sends the requests; it is required.
 	Client *Client
 
-	// Root is the document root: DOCUMENT_ROOT, and the directory
-	// scripts and static files are looked up in. A relative Root is
-	// taken from the working directory; zero means the working
-	// directory itself.
+	// Root is the document root: DOCUMENT_ROOT, and the directory scripts and
+	// static files are looked up in. A relative Root is taken from the
+	// working directory; zero means the working directory itself.
 	Root string
 
 	// Index is the file run for a directory. Zero means "index.php".
 	Index string
 
-	// FrontController, if not empty, is the script (a slash path under
-	// Root, "/index.php" typically) that runs for paths matching no file.
-	// Empty means 404 for those.
+	// FrontController, if not empty, is the script (a slash path under Root,
+	// "/index.php" typically) that runs for paths matching no file. Empty
+	// means 404 for those.
 	FrontController string
 
 	// ScriptExt is the extension of scripts. Zero means ".php".
 	ScriptExt string
 
 	// ServeStatic serves files that are not scripts directly, with
-	// http.ServeContent, instead of passing the request to the
-	// front controller.
+	// http.ServeContent, instead of passing the request to the front
+	// controller.
 	ServeStatic bool
 
-	// PassThrough sends every request to the application, without
-	// looking for a script or a file under Root: see the routing above.
-	// Root is then only DOCUMENT_ROOT and the start of SCRIPT_FILENAME.
+	// PassThrough sends every request to the application, without looking for
+	// a script or a file under Root: see the routing above. Root is then only
+	// DOCUMENT_ROOT and the start of SCRIPT_FILENAME.
 	PassThrough bool
 
 	// Params holds more parameters to send with every request (APP_ENV,
 	// PHP_VALUE, ...). Those the gateway computes take precedence.
 	Params map[string]string
 
-	// ServerName is SERVER_NAME. Zero means the host of the request's
-	// Host header.
+	// ServerName is SERVER_NAME. Zero means the host of the request's Host
+	// header.
 	ServerName string
 
 	// ServerSoftware is SERVER_SOFTWARE. Zero means "fcgikit".
 	ServerSoftware string
 
 	// MaxBodyBytes bounds request bodies; longer ones get 413 Content Too
-	// Large, before anything is read when the length is declared. Zero
-	// means DefaultGatewayMaxBodyBytes (64 MiB); negative, no limit.
+	// Large, before anything is read when the length is declared. Zero means
+	// 64 MiB; negative, no limit.
 	MaxBodyBytes int64
 
 	// MaxMemoryBytes bounds the memory one request body is buffered in; a
 	// longer body goes to a temporary file. Memory is taken as the body
-	// arrives, a few KiB at a time. Zero means
-	// DefaultGatewayMaxMemoryBytes (1 MiB); negative, no limit but
+	// arrives, a few KiB at a time. Zero means 1 MiB; negative, no limit but
 	// MaxTotalMemoryBytes.
 	MaxMemoryBytes int64
 
 	// MaxTotalMemoryBytes bounds the memory all the request bodies being
 	// buffered hold together; once it is taken, further bodies go to
-	// temporary files. Zero means DefaultGatewayMaxTotalMemoryBytes
-	// (64 MiB); negative, no limit.
+	// temporary files. Zero means 64 MiB; negative, no limit.
 	MaxTotalMemoryBytes int64
 
-	// TempDir is where bodies are buffered when they are not in memory.
-	// Zero means os.TempDir().
+	// TempDir is where bodies are buffered when they are not in memory. Zero
+	// means os.TempDir().
 	TempDir string
 
-	// BodyReadTimeout bounds each wait for more of a request body, as
-	// nginx's client_body_timeout does: a client that sends nothing for
-	// this long gets 408 Request Timeout (unless the application has
-	// answered already), and what its body held is given back. It needs
-	// a ResponseWriter with read deadlines (net/http's server has them).
-	// Zero means DefaultGatewayBodyReadTimeout (1 minute); negative, no
-	// limit.
+	// BodyReadTimeout bounds each wait for more of a request body, as nginx's
+	// client_body_timeout does: a client that sends nothing for this long
+	// gets 408 Request Timeout (unless the application has answered already),
+	// and what its body held is given back. It needs a ResponseWriter with
+	// read deadlines (net/http's server has them). Zero means 1 minute;
+	// negative, no limit.
 	BodyReadTimeout time.Duration
 
-	// StreamRequestBody sends a request body of known length over 64 KiB
-	// to the application as it arrives, instead of buffering it first.
-	// The application then starts before the body has all arrived, and a
-	// slow client holds a backend connection, a PHP-FPM worker, for as
-	// long as it takes to send: set it only for a Gateway serving routes
-	// that need it (a long upload with progress, a streaming API), with
-	// its own Client. Bodies of unknown length are buffered anyway, for
-	// CONTENT_LENGTH. The zero value buffers.
+	// StreamRequestBody sends a request body of known length over 64 KiB to
+	// the application as it arrives, instead of buffering it first. The
+	// application then starts before the body has all arrived, and a slow
+	// client holds a backend connection, a PHP-FPM worker, for as long as it
+	// takes to send: set it only for a Gateway serving routes that need it (a
+	// long upload with progress, a streaming API), with its own Client.
+	// Bodies of unknown length are buffered anyway, for CONTENT_LENGTH. The
+	// zero value buffers.
 	StreamRequestBody bool
 
-	// MaxParamPairBytes bounds each parameter sent to the application, as
-	// an encoded FastCGI name-value pair: lengths, name and value (a
-	// header field X-Foo is HTTP_X_FOO, its values joined). A request that
-	// would need a longer one gets 431 Request Header Fields Too Large, or
-	// 414 URI Too Long when the URL makes it. The default is one record's
-	// content, the most PHP-FPM takes, as it decodes each FCGI_PARAMS
-	// record on its own and drops the connection when a pair straddles
-	// two; no limit suits applications that reassemble pairs across
-	// records, as fcgikit's Server does. Zero means
-	// DefaultGatewayMaxParamPairBytes (65535); negative, no limit.
+	// MaxParamPairBytes bounds each parameter sent to the application, as an
+	// encoded FastCGI name-value pair: lengths, name and value (a header
+	// field X-Foo is HTTP_X_FOO, its values joined). A request that would
+	// need a longer one gets 431 Request Header Fields Too Large, or 414 URI
+	// Too Long when the URL makes it. The default is one record's content,
+	// the most PHP-FPM takes, as it decodes each FCGI_PARAMS record on its
+	// own and drops the connection when a pair straddles two; no limit suits
+	// applications that reassemble pairs across records, as fcgikit's Server
+	// does. Zero means 65535; negative, no limit.
 	MaxParamPairBytes int
 
-	// SendTimeout bounds each write of the response to the HTTP client,
-	// as nginx's send_timeout does: when a write (of up to 32 KiB) makes
-	// no progress for this long, the request ends, the client's
-	// connection is closed and the backend request abandoned, so that a
-	// client that stops reading does not hold a backend connection (and
-	// the PHP worker behind it). Static files (ServeStatic) are held to it
-	// too, sent in pieces of 64 KiB (still by sendfile) that the client
-	// must each take within the timeout. An [http.Server] WriteTimeout
-	// stays in force; a ResponseWriter that cannot set write deadlines
-	// (see [http.ResponseController]) is written without one. Zero means
-	// DefaultGatewaySendTimeout (1 minute); negative, no limit.
+	// SendTimeout bounds each write of the response to the HTTP client, as
+	// nginx's send_timeout does: when a write (of up to 32 KiB) makes no
+	// progress for this long, the request ends, the client's connection is
+	// closed and the backend request abandoned, so that a client that stops
+	// reading does not hold a backend connection (and the PHP worker behind
+	// it). Static files (ServeStatic) are held to it too, sent in pieces of
+	// 64 KiB (still by sendfile) that the client must each take within the
+	// timeout. An [http.Server] WriteTimeout stays in force; a ResponseWriter
+	// that cannot set write deadlines (see [http.ResponseController]) is
+	// written without one. Zero means 1 minute; negative, no limit.
 	SendTimeout time.Duration
 
 	// ErrorLog receives backend errors and the application's stderr. Nil
@@ -290,9 +272,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route, req 
 		env.set(k, v)
 	}
 	if vars, ok := r.Context().Value(authVarsKey{}).(map[string]string); ok {
-		// Over what the gateway computed from the request: the
-		// authorizer is trusted, the client is not (REMOTE_USER from
-		// Basic credentials nobody checked, say).
+		// Over what the gateway computed from the request: the authorizer is
+		// trusted, the client is not (REMOTE_USER from Basic credentials
+		// nobody checked, say).
 		for k, v := range vars {
 			env.set(k, v)
 		}
@@ -322,8 +304,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route, req 
 
 // serve sends req and copies the response to w.
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
-	// The application's header goes straight into w's when nothing was
-	// set there before (by a middleware): a map and a copy fewer.
+	// The application's header goes straight into w's when nothing was set
+	// there before (by a middleware): a map and a copy fewer.
 	h := w.Header()
 	direct := len(h) == 0
 	if direct {
@@ -348,10 +330,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 	g.copyBody(w, r, resp)
 }
 
-// copyBody streams resp's body to w, under SendTimeout. It flushes only
-// when the backend has nothing more in hand: a stream (SSE, a slow page)
-// reaches the client as it comes, while a response that arrived whole
-// leaves in one write, with a Content-Length rather than chunked.
+// copyBody streams resp's body to w, under SendTimeout. It flushes only when
+// the backend has nothing more in hand: a stream (SSE, a slow page) reaches
+// the client as it comes, while a response that arrived whole leaves in one
+// write, with a Content-Length rather than chunked.
 func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Response) {
 	sd := g.sendDeadline(w, r)
 	waiting := func() bool { return resp.call == nil || !resp.call.buffered() }
@@ -378,8 +360,8 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 				}
 			}
 			if errors.Is(werr, http.ErrBodyNotAllowed) {
-				// A 204 or 304 with a body: drop it, and keep the
-				// connection unless the body goes on and on.
+				// A 204 or 304 with a body: drop it, and keep the connection
+				// unless the body goes on and on.
 				io.Copy(io.Discard, io.LimitReader(resp.Body, maxIgnoredBody))
 				return
 			}
@@ -406,8 +388,8 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 
 // checkLength logs a body that ended short of the application's own
 // Content-Length, the application's fault. The client can tell: net/http
-// closes an HTTP/1 connection after a short body, and an HTTP/2 client
-// checks the length itself.
+// closes an HTTP/1 connection after a short body, and an HTTP/2 client checks
+// the length itself.
 func (g *Gateway) checkLength(w http.ResponseWriter, r *http.Request, status int, written int64) {
 	v := w.Header()["Content-Length"]
 	if len(v) == 0 || r.Method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified {
@@ -431,9 +413,9 @@ func (g *Gateway) clientGone(r *http.Request, sd *sendDeadline, err error) {
 	g.logger().Debug("fcgi: gateway: client went away", "method", r.Method, "uri", r.RequestURI, "err", err)
 }
 
-// copyHeader copies the application's header to the response, leaving
-// out hop-by-hop fields (RFC 9110 §7.6.1): framing and connection
-// management belong to net/http.
+// copyHeader copies the application's header to the response, leaving out
+// hop-by-hop fields (RFC 9110 §7.6.1): framing and connection management
+// belong to net/http.
 func copyHeader(dst, src http.Header) {
 	for k, vs := range src {
 		if !isHopByHop(k) {

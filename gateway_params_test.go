@@ -8,15 +8,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/internal/defaults"
 )
 
-// The sizes at which a name-value pair reaches fcgi.DefaultGatewayMaxParamPairBytes:
+// The sizes at which a name-value pair reaches the default Gateway.MaxParamPairBytes:
 // a name under 128 bytes takes one length byte, a value over 127 four.
 const (
-	bigHeaderAtLimit = fcgi.DefaultGatewayMaxParamPairBytes - 1 - 4 - len("HTTP_X_BIG")
+	bigHeaderAtLimit = defaults.GatewayMaxParamPairBytes - 1 - 4 - len("HTTP_X_BIG")
 	// REQUEST_URI is "/app.php?" and the query.
-	bigQueryAtLimit = fcgi.DefaultGatewayMaxParamPairBytes - 1 - 4 - len("REQUEST_URI") - len("/app.php?")
+	bigQueryAtLimit = defaults.GatewayMaxParamPairBytes - 1 - 4 - len("REQUEST_URI") - len("/app.php?")
 )
 
 // getWithHeader sends a GET for target with header fields set, and returns

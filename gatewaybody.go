@@ -11,17 +11,18 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fcgikit/fcgi/internal/defaults"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
-// streamFrom is the size above which a body of known length is streamed
-// when [Gateway.StreamRequestBody] is set; smaller ones are read first so
-// that the request can be replayed.
+// streamFrom is the size above which a body of known length is streamed when
+// [Gateway.StreamRequestBody] is set; smaller ones are read first so that the
+// request can be replayed.
 const streamFrom = 64 << 10
 
-// The chunks a body is held in grow from firstChunk to maxChunk bytes as
-// the data arrives: a body that stalls holds little more than it sent,
-// and one that grows is never copied to a larger buffer.
+// The chunks a body is held in grow from firstChunk to maxChunk bytes as the
+// data arrives: a body that stalls holds little more than it sent, and one
+// that grows is never copied to a larger buffer.
 const (
 	firstChunk = 4 << 10
 	maxChunk   = 64 << 10
@@ -37,18 +38,18 @@ var (
 
 func (g *Gateway) maxBody() int64 {
 	if g.MaxBodyBytes == 0 {
-		return DefaultGatewayMaxBodyBytes
+		return defaults.GatewayMaxBodyBytes
 	}
 	return g.MaxBodyBytes
 }
 
 func (g *Gateway) bodyReadTimeout() time.Duration {
-	return durationOrDefault(g.BodyReadTimeout, DefaultGatewayBodyReadTimeout)
+	return durationOrDefault(g.BodyReadTimeout, defaults.GatewayBodyReadTimeout)
 }
 
 func (g *Gateway) maxMemory() int64 {
 	if g.MaxMemoryBytes == 0 {
-		return DefaultGatewayMaxMemoryBytes
+		return defaults.GatewayMaxMemoryBytes
 	}
 	return g.MaxMemoryBytes
 }
@@ -58,7 +59,7 @@ func (g *Gateway) maxMemory() int64 {
 func (g *Gateway) reserve(n int64) bool {
 	limit := g.MaxTotalMemoryBytes
 	if limit == 0 {
-		limit = DefaultGatewayMaxTotalMemoryBytes
+		limit = defaults.GatewayMaxTotalMemoryBytes
 	}
 	for {
 		cur := g.bodyMem.Load()
@@ -71,14 +72,13 @@ func (g *Gateway) reserve(n int64) bool {
 	}
 }
 
-// checkParams refuses a request one of whose parameters would be longer
-// than MaxParamPairBytes as a name-value pair: 414 for those the request
-// target makes, 431 for the others (header fields and what derives from
-// them).
+// checkParams refuses a request one of whose parameters would be longer than
+// MaxParamPairBytes as a name-value pair: 414 for those the request target
+// makes, 431 for the others (header fields and what derives from them).
 func (g *Gateway) checkParams(env cgiEnv) error {
 	limit := g.MaxParamPairBytes
 	if limit == 0 {
-		limit = DefaultGatewayMaxParamPairBytes
+		limit = defaults.GatewayMaxParamPairBytes
 	}
 	if limit < 0 {
 		return nil
@@ -103,10 +103,10 @@ func (g *Gateway) checkParams(env cgiEnv) error {
 	return nil
 }
 
-// body prepares r's body as req.Body and returns CONTENT_LENGTH ("" for
-// no body). The body is read whole before the request is sent, into b,
-// unless StreamRequestBody lets a large one of known length stream; the
-// caller releases b however the request ends.
+// body prepares r's body as req.Body and returns CONTENT_LENGTH ("" for no
+// body). The body is read whole before the request is sent, into b, unless
+// StreamRequestBody lets a large one of known length stream; the caller
+// releases b however the request ends.
 func (g *Gateway) body(w http.ResponseWriter, r *http.Request, req *Request, b *bodyBuffer) (string, error) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return "", nil
@@ -123,8 +123,8 @@ func (g *Gateway) body(w http.ResponseWriter, r *http.Request, req *Request, b *
 		body = &timedBody{r: r.Body, c: clock}
 	}
 	if g.StreamRequestBody && r.ContentLength > streamFrom {
-		// The client may still be sending it when the response has
-		// ended, so reads stop when ServeHTTP returns.
+		// The client may still be sending it when the response has ended, so
+		// reads stop when ServeHTTP returns.
 		gb := &guardedBody{r: body, rc: rc}
 		b.stop, b.clock = gb.stop, clock
 		req.Body = gb
@@ -164,9 +164,8 @@ type bodyBuffer struct {
 	unlinked bool // file's name is gone already
 }
 
-// fill reads r to its end: length bytes, or up to EOF when length is
-// negative (unknown). A body longer than limit (when limit >= 0) is refused
-// with 413.
+// fill reads r to its end: length bytes, or up to EOF when length is negative
+// (unknown). A body longer than limit (when limit >= 0) is refused with 413.
 func (b *bodyBuffer) fill(r io.Reader, length, limit int64) error {
 	memMax := b.g.maxMemory()
 	if length > 0 && memMax >= 0 && length > memMax {
@@ -181,8 +180,8 @@ func (b *bodyBuffer) fill(r io.Reader, length, limit int64) error {
 		}
 		c := b.room(length, memMax)
 		if c == nil {
-			// No memory to be had: read on into a scratch buffer to
-			// learn whether there is more, and if so move to disk.
+			// No memory to be had: read on into a scratch buffer to learn
+			// whether there is more, and if so move to disk.
 			bp := copyBufs.Get().(*[]byte)
 			p := *bp
 			if length >= 0 {
@@ -257,9 +256,9 @@ func (b *bodyBuffer) spill() error {
 		return errSpool
 	}
 	b.file = f
-	// Unlinked at once where the system allows it, as nginx does: the
-	// open file lives on, and nothing is left behind even if the process
-	// dies. Elsewhere (Windows) release removes it.
+	// Unlinked at once where the system allows it, as nginx does: the open
+	// file lives on, and nothing is left behind even if the process dies.
+	// Elsewhere (Windows) release removes it.
 	b.unlinked = os.Remove(f.Name()) == nil
 	for _, c := range b.chunks {
 		if _, err := f.Write(c); err != nil {
@@ -292,9 +291,9 @@ func (b *bodyBuffer) fillFile(r io.Reader, length, limit int64) error {
 	return nil
 }
 
-// readEnd tells whether a read of a body of length bytes (negative:
-// unknown) that returned err, size bytes in, ends the body, and with what
-// error: EOF before length is an unexpected EOF.
+// readEnd tells whether a read of a body of length bytes (negative: unknown)
+// that returned err, size bytes in, ends the body, and with what error: EOF
+// before length is an unexpected EOF.
 func readEnd(err error, length, size int64) (bool, error) {
 	switch {
 	case err == io.EOF && length >= 0 && size < length:
@@ -339,8 +338,8 @@ func (b *bodyBuffer) reader() io.Reader {
 		return io.NewSectionReader(b.file, 0, b.size)
 	}
 	if len(b.chunks) == 1 {
-		// A bytes.Reader lets the client send a small body together
-		// with the request's header.
+		// A bytes.Reader lets the client send a small body together with the
+		// request's header.
 		return bytes.NewReader(b.chunks[0])
 	}
 	return &chunksReader{chunks: b.chunks}
@@ -374,11 +373,10 @@ func (b *bodyBuffer) release() {
 	}
 }
 
-// serveStreamed serves req, whose body streams, as g.serve does, and
-// answers 408 if the client stopped sending the body before anything was
-// answered: the read deadline that cut it off has cancelled the request,
-// and a request cancelled without an answer would otherwise get net/http's
-// empty 200.
+// serveStreamed serves req, whose body streams, as g.serve does, and answers
+// 408 if the client stopped sending the body before anything was answered:
+// the read deadline that cut it off has cancelled the request, and a request
+// cancelled without an answer would otherwise get net/http's empty 200.
 func (g *Gateway) serveStreamed(w http.ResponseWriter, r *http.Request, req *Request, b *bodyBuffer) {
 	tw := &writeTracker{ResponseWriter: w}
 	g.serve(tw, r, req)
@@ -424,12 +422,12 @@ func (r *chunksReader) Read(p []byte) (int, error) {
 }
 
 // A bodyClock breaks off a read of the client's body that has waited too
-// long, by moving the connection's read deadline to now. It runs only
-// while a read waits, as nginx's client_body_timeout does, so time spent
-// on the disk or waiting for the application to take a streamed body does
-// not count. The http.Server's own deadlines are left alone unless it
-// fires, and after stop it never touches the connection again, which may
-// by then serve another request.
+// long, by moving the connection's read deadline to now. It runs only while a
+// read waits, as nginx's client_body_timeout does, so time spent on the disk
+// or waiting for the application to take a streamed body does not count. The
+// http.Server's own deadlines are left alone unless it fires, and after stop
+// it never touches the connection again, which may by then serve another
+// request.
 type bodyClock struct {
 	rc    *http.ResponseController
 	d     time.Duration
@@ -453,8 +451,8 @@ func (c *bodyClock) expire() {
 		return
 	}
 	c.fired = true
-	// A ResponseWriter without deadlines (a test's recorder) cannot
-	// be interrupted: the read goes on waiting.
+	// A ResponseWriter without deadlines (a test's recorder) cannot be
+	// interrupted: the read goes on waiting.
 	c.rc.SetReadDeadline(time.Now())
 }
 
@@ -507,9 +505,9 @@ func (b *guardedBody) Read(p []byte) (int, error) {
 }
 
 // stop ends reading, and waits for a read in progress. That read may be
-// waiting for a client that has stopped sending, when the response needs
-// no more of the body: the connection's read deadline, moved to now,
-// ends it (and the connection, which has a body half read).
+// waiting for a client that has stopped sending, when the response needs no
+// more of the body: the connection's read deadline, moved to now, ends it
+// (and the connection, which has a body half read).
 func (b *guardedBody) stop() {
 	b.stopped.Store(true)
 	if !b.mu.TryLock() {

@@ -11,11 +11,11 @@ import (
 
 // Filter returns a handler that serves the files under Root through the
 // FastCGI application in the Filter role (§6.4 of the specification): the
-// file the request path names is sent as FCGI_DATA, with
-// FCGI_DATA_LAST_MOD and FCGI_DATA_LENGTH, the request body as STDIN,
-// and the application's answer is the response. A template engine or a
-// Markdown renderer is the typical application; it can answer 304 from
-// FCGI_DATA_LAST_MOD without reading the file.
+// file the request path names is sent as FCGI_DATA, with FCGI_DATA_LAST_MOD
+// and FCGI_DATA_LENGTH, the request body as STDIN, and the application's
+// answer is the response. A template engine or a Markdown renderer is the
+// typical application; it can answer 304 from FCGI_DATA_LAST_MOD without
+// reading the file.
 //
 // The request gets the CGI environment of [Gateway], with SCRIPT_NAME the
 // request path and SCRIPT_FILENAME the file. Paths are checked as for
@@ -62,25 +62,25 @@ type authVarsKey struct{}
 const maxIgnoredBody = 64 << 10
 
 // Authorizer returns middleware that asks the FastCGI application behind g
-// whether each request may reach next, in the Authorizer role (§6.3), the
-// way lighttpd's "mode" => "authorizer" and Apache's mod_authnz_fcgi do.
+// whether each request may reach next, in the Authorizer role (§6.3), the way
+// lighttpd's "mode" => "authorizer" and Apache's mod_authnz_fcgi do.
 //
 // The application receives g's CGI environment, without CONTENT_LENGTH,
 // PATH_INFO and SCRIPT_NAME, as the specification asks (and without
-// SCRIPT_FILENAME when g's routing finds no script: next may serve the
-// path otherwise), and no body. When it answers 200, each of its
-// Variable-NAME headers is passed on: as a request header Variable-NAME
-// for next, and, when next is a [Gateway] or a [Gateway.Filter], as the
-// parameter NAME, in place of any the gateway computes (REMOTE_USER, say).
-// Variable-* headers the client sent are removed first. Any other answer is sent to the client as it is.
-// Errors reaching the application are answered as [Gateway] does.
+// SCRIPT_FILENAME when g's routing finds no script: next may serve the path
+// otherwise), and no body. When it answers 200, each of its Variable-NAME
+// headers is passed on: as a request header Variable-NAME for next, and, when
+// next is a [Gateway] or a [Gateway.Filter], as the parameter NAME, in place
+// of any the gateway computes (REMOTE_USER, say). Variable-* headers the
+// client sent are removed first. Any other answer is sent to the client as it
+// is. Errors reaching the application are answered as [Gateway] does.
 func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rt, err := g.route(r.URL.Path)
 		var he *httpError
 		if errors.As(err, &he) && he.code == http.StatusNotFound {
-			// What next serves is next's business (a Filter, a
-			// handler of its own): the authorizer decides on the path.
+			// What next serves is next's business (a Filter, a handler of its
+			// own): the authorizer decides on the path.
 			rt, err = route{docURI: cleanURLPath(r.URL.Path)}, nil
 		}
 		if err != nil {
@@ -114,14 +114,14 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 			g.copyBody(w, r, resp)
 			return
 		}
-		// Read the (ignored) body to the end so the connection is
-		// reused, unless it goes on and on: Close then abandons it.
+		// Read the (ignored) body to the end so the connection is reused,
+		// unless it goes on and on: Close then abandons it.
 		io.Copy(io.Discard, io.LimitReader(resp.Body, maxIgnoredBody))
 		resp.Body.Close()
 		vars := map[string]string{}
 		r2 := r.Clone(r.Context())
-		// Only the authorizer may set Variable-* headers: a client
-		// sending its own would otherwise pass them on as if granted.
+		// Only the authorizer may set Variable-* headers: a client sending
+		// its own would otherwise pass them on as if granted.
 		for k := range r2.Header {
 			if strings.HasPrefix(k, "Variable-") {
 				delete(r2.Header, k)

@@ -5,11 +5,13 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/fcgikit/fcgi/internal/defaults"
 )
 
 // A sendWriter holds http.ServeContent's writes to SendTimeout. The file
-// still goes by sendfile, in pieces of sendChunk so that the deadline
-// moves between them: a client must take a piece within the timeout.
+// still goes by sendfile, in pieces of sendChunk so that the deadline moves
+// between them: a client must take a piece within the timeout.
 type sendWriter struct {
 	http.ResponseWriter
 	sd  sendDeadline
@@ -59,13 +61,12 @@ func (s *sendWriter) ReadFrom(src io.Reader) (int64, error) {
 	return total, nil
 }
 
-// openRegular opens name if it is a regular file.
-// A sendDeadline keeps the write deadline of a response SendTimeout
-// ahead of the last write while the response is being written, and
-// lifts it while the backend is waited for. Moving it costs a timer
-// update, so it moves only when an eighth of the timeout has passed since
-// it last did, and lies then 9/8 of the timeout ahead: a write always has
-// at least the whole timeout.
+// openRegular opens name if it is a regular file. A sendDeadline keeps the
+// write deadline of a response SendTimeout ahead of the last write while the
+// response is being written, and lifts it while the backend is waited for.
+// Moving it costs a timer update, so it moves only when an eighth of the
+// timeout has passed since it last did, and lies then 9/8 of the timeout
+// ahead: a write always has at least the whole timeout.
 type sendDeadline struct {
 	w     http.ResponseWriter
 	d     time.Duration // 0: no deadline
@@ -74,7 +75,7 @@ type sendDeadline struct {
 }
 
 func (g *Gateway) sendDeadline(w http.ResponseWriter, r *http.Request) sendDeadline {
-	sd := sendDeadline{w: w, d: durationOrDefault(g.SendTimeout, DefaultGatewaySendTimeout)}
+	sd := sendDeadline{w: w, d: durationOrDefault(g.SendTimeout, defaults.GatewaySendTimeout)}
 	if !canSetWriteDeadline(w) {
 		sd.d = 0
 	}
@@ -88,10 +89,10 @@ func (g *Gateway) sendDeadline(w http.ResponseWriter, r *http.Request) sendDeadl
 	return sd
 }
 
-// canSetWriteDeadline reports whether http.ResponseController can set
-// w's write deadline, walking the same Unwrap chain, so that a writer
-// that cannot (a middleware's, a test's) is known without building the
-// error the controller returns for each call.
+// canSetWriteDeadline reports whether http.ResponseController can set w's
+// write deadline, walking the same Unwrap chain, so that a writer that cannot
+// (a middleware's, a test's) is known without building the error the
+// controller returns for each call.
 func canSetWriteDeadline(w http.ResponseWriter) bool {
 	for {
 		switch t := w.(type) {
@@ -126,9 +127,9 @@ func (sd *sendDeadline) extend() {
 	sd.moved = now
 }
 
-// idle lifts the deadline before a wait for the backend, which is no
-// client's stall: left to pass, it would fail the next write (HTTP/1),
-// or reset the stream at once, write or not (HTTP/2).
+// idle lifts the deadline before a wait for the backend, which is no client's
+// stall: left to pass, it would fail the next write (HTTP/1), or reset the
+// stream at once, write or not (HTTP/2).
 func (sd *sendDeadline) idle() {
 	if sd.d == 0 || sd.moved.IsZero() {
 		return

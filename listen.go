@@ -18,25 +18,24 @@ import (
 // PHP-FPM's listen.mode default.
 const defaultSocketMode os.FileMode = 0o660
 
-// A ListenConfig gives the owner, group and permissions of the unix
-// sockets its Listen method creates, as PHP-FPM's listen.owner,
-// listen.group and listen.mode do. The zero value is what [Listen] and
-// [Server.ListenAndServe] use when nothing is set: a socket owned by the
-// process's user and group, mode 0660. The fields have no effect on TCP
-// addresses.
+// A ListenConfig gives the owner, group and permissions of the unix sockets
+// its Listen method creates, as PHP-FPM's listen.owner, listen.group and
+// listen.mode do. The zero value is what [Listen] and [Server.ListenAndServe]
+// use when nothing is set: a socket owned by the process's user and group,
+// mode 0660. The fields have no effect on TCP addresses.
 //
-// Connecting to a unix socket takes write permission on it, so a web
-// server whose workers run as another user (nginx's as www-data on
-// Debian) needs either SocketOwner set to that user or SocketGroup to a
-// group of that user, with the mode's write bit for it. The directory
-// the socket is in must also be searchable (x) by that user, and must not
-// be writable by others, who could replace the socket.
+// Connecting to a unix socket takes write permission on it, so a web server
+// whose workers run as another user (nginx's as www-data on Debian) needs
+// either SocketOwner set to that user or SocketGroup to a group of that user,
+// with the mode's write bit for it. The directory the socket is in must also
+// be searchable (x) by that user, and must not be writable by others, who
+// could replace the socket.
 type ListenConfig struct {
 	// SocketMode is the permission bits (0777 at most) of the socket file.
 	// Zero means 0660, PHP-FPM's default: the owner and the group may
-	// connect, nobody else. The mode is set as asked, whatever the
-	// process's umask. Giving write to others (0666) lets every local user
-	// send requests, with whatever variables (SCRIPT_FILENAME) they like.
+	// connect, nobody else. The mode is set as asked, whatever the process's
+	// umask. Giving write to others (0666) lets every local user send
+	// requests, with whatever variables (SCRIPT_FILENAME) they like.
 	SocketMode os.FileMode
 
 	// SocketOwner is the user that owns the socket file: a user name
@@ -44,32 +43,30 @@ type ListenConfig struct {
 	// effective user. Changing the owner takes root (CAP_CHOWN).
 	SocketOwner string
 
-	// SocketGroup is the group of the socket file: a group name or a
-	// numeric group ID. Empty means the group the file is created with:
-	// the process's effective group (or the directory's, if it is
-	// set-group-ID). A process that is not root may give it a group it is
-	// a member of.
+	// SocketGroup is the group of the socket file: a group name or a numeric
+	// group ID. Empty means the group the file is created with: the process's
+	// effective group (or the directory's, if it is set-group-ID). A process
+	// that is not root may give it a group it is a member of.
 	SocketGroup string
 }
 
 // Listen opens a listener for ListenAndServe's address forms: "unix:/path"
-// for a unix socket, anything else a TCP "host:port". A unix socket gets
-// the owner, group and mode of the ListenConfig's fields.
+// for a unix socket, anything else a TCP "host:port". A unix socket gets the
+// owner, group and mode of the ListenConfig's fields.
 //
-// A unix socket file left behind by a server that died (connecting to it
-// is refused) is removed first; one that a live server still accepts on,
-// or that this process may not connect to, is left alone, and Listen then
-// fails with the "address already in use" error. The user or group names
-// are looked up, and a bad mode is refused, before anything is created.
+// A unix socket file left behind by a server that died (connecting to it is
+// refused) is removed first; one that a live server still accepts on, or that
+// this process may not connect to, is left alone, and Listen then fails with
+// the "address already in use" error. The user or group names are looked up,
+// and a bad mode is refused, before anything is created.
 //
-// The socket is never reachable with wider permissions than asked: on
-// Linux it is created with the mode's owner bits only (the socket's own
-// mode is set before bind(2), and the kernel gives the file that mode
-// less the umask), so until the owner and group are changed and the full
-// mode set, a moment later, only the process's own user may connect. If
-// changing them fails, the listener is closed and the socket removed.
-// Other systems create the file with the umask's mode, so in that moment
-// it is as open as the umask allows.
+// The socket is never reachable with wider permissions than asked: on Linux
+// it is created with the mode's owner bits only (the socket's own mode is set
+// before bind(2), and the kernel gives the file that mode less the umask), so
+// until the owner and group are changed and the full mode set, a moment
+// later, only the process's own user may connect. If changing them fails, the
+// listener is closed and the socket removed. Other systems create the file
+// with the umask's mode, so in that moment it is as open as the umask allows.
 func (lc *ListenConfig) Listen(ctx context.Context, addr string) (net.Listener, error) {
 	path, ok := strings.CutPrefix(addr, "unix:")
 	if !ok {
@@ -88,8 +85,8 @@ func (lc *ListenConfig) Listen(ctx context.Context, addr string) (net.Listener, 
 		return nil, err
 	}
 	// Only a refused connection means nobody listens: a socket we may not
-	// connect to (EACCES, another user's) or whose backlog is full
-	// (EAGAIN) may well have a live server behind it.
+	// connect to (EACCES, another user's) or whose backlog is full (EAGAIN)
+	// may well have a live server behind it.
 	d := net.Dialer{Timeout: time.Second}
 	c, derr := d.DialContext(ctx, "unix", path)
 	if derr == nil {
@@ -106,15 +103,15 @@ func (lc *ListenConfig) Listen(ctx context.Context, addr string) (net.Listener, 
 
 // Listen opens a listener for ListenAndServe's address forms: "unix:/path"
 // for a unix socket, anything else a TCP "host:port". It is
-// [ListenConfig.Listen] with the zero ListenConfig: a unix socket has
-// mode 0660 and the process's user and group.
+// [ListenConfig.Listen] with the zero ListenConfig: a unix socket has mode
+// 0660 and the process's user and group.
 func Listen(addr string) (net.Listener, error) {
 	var lc ListenConfig
 	return lc.Listen(context.Background(), addr)
 }
 
-// socketPerm is a ListenConfig resolved: the mode, and the IDs to give
-// the socket file, -1 for those left as created.
+// socketPerm is a ListenConfig resolved: the mode, and the IDs to give the
+// socket file, -1 for those left as created.
 type socketPerm struct {
 	mode     os.FileMode
 	uid, gid int
@@ -154,9 +151,8 @@ func (lc *ListenConfig) socketPerm() (socketPerm, error) {
 	return p, nil
 }
 
-// lookupID returns the numeric ID s is, or that lookup finds for the
-// name s. A number is taken as is, with or without an account, as
-// chown(1) does.
+// lookupID returns the numeric ID s is, or that lookup finds for the name s.
+// A number is taken as is, with or without an account, as chown(1) does.
 func lookupID(s string, lookup func(string) (string, error)) (int, error) {
 	if n, err := strconv.ParseUint(s, 10, 32); err == nil && n != 1<<32-1 {
 		return int(n), nil
@@ -168,13 +164,13 @@ func lookupID(s string, lookup func(string) (string, error)) (int, error) {
 	return strconv.Atoi(id)
 }
 
-// bind creates the socket file at path, listening, with mode p.mode's
-// owner bits only, less the umask (where the system honours a socket's
-// mode set before bind(2), as Linux does).
+// bind creates the socket file at path, listening, with mode p.mode's owner
+// bits only, less the umask (where the system honours a socket's mode set
+// before bind(2), as Linux does).
 func (p socketPerm) bind(ctx context.Context, path string) (net.Listener, error) {
 	nlc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		// Best effort: a system that refuses leaves the umask's mode,
-		// which apply corrects a moment later.
+		// Best effort: a system that refuses leaves the umask's mode, which
+		// apply corrects a moment later.
 		return c.Control(func(fd uintptr) { syscall.Fchmod(int(fd), uint32(p.mode&0o700)) })
 	}}
 	return nlc.Listen(ctx, "unix", path)
@@ -193,11 +189,11 @@ func (p socketPerm) listen(ctx context.Context, path string) (net.Listener, erro
 	return l, nil
 }
 
-// apply sets the owner, group and mode of the socket file just bound at
-// path. The owner and group change first: the full mode is for them.
+// apply sets the owner, group and mode of the socket file just bound at path.
+// The owner and group change first: the full mode is for them.
 func (p socketPerm) apply(path string) error {
-	// The directory is the operator's to keep safe; still, refuse to
-	// chmod what is no longer a socket (chmod follows symbolic links).
+	// The directory is the operator's to keep safe; still, refuse to chmod
+	// what is no longer a socket (chmod follows symbolic links).
 	fi, err := os.Lstat(path)
 	if err != nil {
 		return fmt.Errorf("fcgi: socket: %w", err)
@@ -268,8 +264,8 @@ func (s *Server) allowedPeers() ([]netip.Prefix, error) {
 }
 
 // ParseWebServerAddrs parses a FCGI_WEB_SERVER_ADDRS value: addresses
-// separated by commas (spaces allowed), IPv4 or IPv6, each optionally with
-// a /bits prefix length.
+// separated by commas (spaces allowed), IPv4 or IPv6, each optionally with a
+// /bits prefix length.
 func ParseWebServerAddrs(s string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, f := range strings.Split(s, ",") {
@@ -298,8 +294,8 @@ func ParseWebServerAddrs(s string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// peerAllowed checks a TCP connection's remote address against the
-// allowed web servers.
+// peerAllowed checks a TCP connection's remote address against the allowed
+// web servers.
 func (s *Server) peerAllowed(c net.Conn) bool {
 	peers, _ := s.allowedPeers()
 	if len(peers) == 0 {
@@ -314,8 +310,8 @@ func (s *Server) peerAllowed(c net.Conn) bool {
 
 // prefixesContain reports whether a is in one of prefixes. An IPv4 address
 // and its IPv4-mapped IPv6 form (::ffff:a.b.c.d) are the same peer, however
-// either side writes it: a dual-stack listener reports IPv4 peers mapped,
-// and an operator may write a prefix either way (::ffff:127.0.0.0/104).
+// either side writes it: a dual-stack listener reports IPv4 peers mapped, and
+// an operator may write a prefix either way (::ffff:127.0.0.0/104).
 func prefixesContain(prefixes []netip.Prefix, a netip.Addr) bool {
 	a = a.Unmap()
 	mapped := a

@@ -13,83 +13,81 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fcgikit/fcgi/internal/defaults"
 )
 
 // A Server serves FastCGI requests from web servers, passing each to an
 // http.Handler. The zero value, with a Handler, is a valid configuration.
 //
 // A Server multiplexes: any number of requests may be in flight on one
-// connection, each served on its own goroutine, and request IDs are reused
-// as soon as their END_REQUEST is sent. The connection's reader never waits
-// for a handler, so a slow handler does not delay other requests, aborts or
+// connection, each served on its own goroutine, and request IDs are reused as
+// soon as their END_REQUEST is sent. The connection's reader never waits for
+// a handler, so a slow handler does not delay other requests, aborts or
 // management records on its connection (see MaxBodyBuffer for the one
 // exception).
 //
-// Every limit and timeout follows one rule: zero means its default (a
-// DefaultServerX constant, or no limit where the field says so), a
-// negative value no limit.
+// Every limit and timeout follows one rule: zero means the default its field
+// states, a negative value no limit.
 //
 // A Server must not be copied after first use.
 type Server struct {
-	// Handler is invoked for each request in the Responder role. Nil
-	// means http.DefaultServeMux.
+	// Handler is invoked for each request in the Responder role. Nil means
+	// http.DefaultServeMux.
 	Handler http.Handler
 
-	// Authorizer, if not nil, is invoked for each request in the
-	// Authorizer role; nil refuses them with FCGI_UNKNOWN_ROLE. See
-	// SetVariable for how it allows or denies a request.
+	// Authorizer, if not nil, is invoked for each request in the Authorizer
+	// role; nil refuses them with FCGI_UNKNOWN_ROLE. See SetVariable for how
+	// it allows or denies a request.
 	Authorizer http.Handler
 
-	// Filter, if not nil, is invoked for each request in the Filter role;
-	// nil refuses them with FCGI_UNKNOWN_ROLE. See FilterDataOf for the
-	// file it filters.
+	// Filter, if not nil, is invoked for each request in the Filter role; nil
+	// refuses them with FCGI_UNKNOWN_ROLE. See FilterDataOf for the file it
+	// filters.
 	Filter http.Handler
 
-	// MaxConns is the most connections served at once; above it the
-	// listener is not accepted from, so new connections wait in the
-	// kernel's backlog. It is reported to web servers as FCGI_MAX_CONNS.
-	// Zero means DefaultServerMaxConns (10000); negative, no limit (and
-	// FCGI_MAX_CONNS is not reported).
+	// MaxConns is the most connections served at once; above it the listener
+	// is not accepted from, so new connections wait in the kernel's backlog.
+	// It is reported to web servers as FCGI_MAX_CONNS. Zero means 10000;
+	// negative, no limit (and FCGI_MAX_CONNS is not reported).
 	MaxConns int
 
 	// MaxRequests is the most requests in flight at once, over all
-	// connections. Requests beyond it are refused with FCGI_OVERLOADED.
-	// It is reported as FCGI_MAX_REQS. A request holds its slot from its
-	// BEGIN_REQUEST until its END_REQUEST is written, or until its
-	// connection ends if its handler never started; it gives it back
-	// before its END_REQUEST leaves, so a web server that sends its next
-	// request the moment it reads one finds the slot free. Zero means
-	// DefaultServerMaxRequests (10000); negative, no limit (and
-	// FCGI_MAX_REQS is not reported).
+	// connections. Requests beyond it are refused with FCGI_OVERLOADED. It is
+	// reported as FCGI_MAX_REQS. A request holds its slot from its
+	// BEGIN_REQUEST until its END_REQUEST is written, or until its connection
+	// ends if its handler never started; it gives it back before its
+	// END_REQUEST leaves, so a web server that sends its next request the
+	// moment it reads one finds the slot free. Zero means 10000; negative, no
+	// limit (and FCGI_MAX_REQS is not reported).
 	MaxRequests int
 
 	// MaxRequestsPerConn is the most requests in flight on one connection.
 	// Requests beyond it are refused with FCGI_CANT_MPX_CONN when it is 1
 	// (FCGI_MPXS_CONNS is then reported as 0) and with FCGI_OVERLOADED
-	// otherwise. Zero means DefaultServerMaxRequestsPerConn (1000);
-	// negative, no limit but the 65535 request IDs.
+	// otherwise. Zero means 1000; negative, no limit but the 65535 request
+	// IDs.
 	MaxRequestsPerConn int
 
-	// MaxParamsBytes limits the size of one request's PARAMS stream (the
-	// CGI variables, headers included). A request over it is answered with
-	// status 431 without calling the handler. Zero means
-	// DefaultServerMaxParamsBytes (1 MiB, more than nginx, Apache or
-	// HAProxy can send); negative, no limit.
+	// MaxParamsBytes limits the size of one request's PARAMS stream (the CGI
+	// variables, headers included). A request over it is answered with status
+	// 431 without calling the handler. Zero means 1 MiB, more than nginx,
+	// Apache or HAProxy can send; negative, no limit.
 	MaxParamsBytes int
 
 	// MaxBodyBuffer is how many bytes of a request body the connection
 	// buffers while the handler has not read them. When a handler lets its
-	// buffer fill, the connection stops reading (TCP back-pressure on the
-	// web server) until the handler reads or returns; on a multiplexed
-	// connection that delays its other requests, as it must, since FastCGI
-	// has no flow control. Zero means DefaultServerMaxBodyBuffer (1 MiB);
-	// negative, no limit: the connection never stops reading.
+	// buffer fill, the connection stops reading (TCP back-pressure on the web
+	// server) until the handler reads or returns; on a multiplexed connection
+	// that delays its other requests, as it must, since FastCGI has no flow
+	// control. Zero means 1 MiB; negative, no limit: the connection never
+	// stops reading.
 	MaxBodyBuffer int
 
-	// MaxRequestBodyBytes limits the size of a request body. A request
-	// whose CONTENT_LENGTH is larger is answered with status 413 without
-	// calling the handler; a body that comes without CONTENT_LENGTH fails,
-	// when read past the limit, with an *http.MaxBytesError, as with
+	// MaxRequestBodyBytes limits the size of a request body. A request whose
+	// CONTENT_LENGTH is larger is answered with status 413 without calling
+	// the handler; a body that comes without CONTENT_LENGTH fails, when read
+	// past the limit, with an *http.MaxBytesError, as with
 	// http.MaxBytesReader. Zero and negative mean no limit.
 	MaxRequestBodyBytes int64
 
@@ -97,51 +95,49 @@ type Server struct {
 	// streams (and a Filter's DATA), may take to arrive, counted from its
 	// BEGIN_REQUEST. A request whose handler has not started by then is
 	// answered with status 408; a started one sees its body (or its
-	// FilterData) fail with ErrReadTimeout.
-	// Web servers buffer requests and send them at once, so this only
-	// ends stalled or hostile peers. Zero means DefaultServerReadTimeout
-	// (1 minute); negative, no limit.
+	// FilterData) fail with ErrReadTimeout. Web servers buffer requests and
+	// send them at once, so this only ends stalled or hostile peers. Zero
+	// means 1 minute; negative, no limit.
 	ReadTimeout time.Duration
 
 	// WriteTimeout bounds each write to the web server: a web server that
 	// stops reading has its connection closed, which frees the handlers
-	// writing to it (their writes fail with ErrConnClosed). It is per
-	// write, not per response, so long streams are fine. The deadline is
-	// moved once per half period rather than on every write, so a write
-	// gets between half of WriteTimeout and all of it. Zero means
-	// DefaultServerWriteTimeout (1 minute); negative, no limit.
+	// writing to it (their writes fail with ErrConnClosed). It is per write,
+	// not per response, so long streams are fine. The deadline is moved once
+	// per half period rather than on every write, so a write gets between
+	// half of WriteTimeout and all of it. Zero means 1 minute; negative, no
+	// limit.
 	WriteTimeout time.Duration
 
 	// IdleTimeout is how long a kept connection with no request in flight
 	// stays open. The default is longer than nginx's default upstream
-	// keepalive_timeout (60 s), so that nginx, which knows when it will
-	// reuse a connection, is the one that closes it. Zero means
-	// DefaultServerIdleTimeout (2 minutes); negative, no limit.
+	// keepalive_timeout (60 s), so that nginx, which knows when it will reuse
+	// a connection, is the one that closes it. Zero means 2 minutes;
+	// negative, no limit.
 	IdleTimeout time.Duration
 
-	// WebServerAddrs, when not empty, lists the addresses TCP connections
-	// are accepted from; others are closed at once (§3.2). When it is
-	// empty the FCGI_WEB_SERVER_ADDRS environment variable (addresses
-	// separated by commas, IPv4 or IPv6, with an optional /bits prefix
-	// length) is used if set. Unix-socket connections are not checked.
+	// WebServerAddrs, when not empty, lists the addresses TCP connections are
+	// accepted from; others are closed at once (§3.2). When it is empty the
+	// FCGI_WEB_SERVER_ADDRS environment variable (addresses separated by
+	// commas, IPv4 or IPv6, with an optional /bits prefix length) is used if
+	// set. Unix-socket connections are not checked.
 	WebServerAddrs []netip.Prefix
 
-	// SocketMode is the permission bits (0777 at most) of a unix socket
-	// that ListenAndServe creates, as PHP-FPM's listen.mode. Zero means
-	// 0660: the owner and the group may connect (connecting takes write
-	// permission), whatever the umask. See ListenConfig; Serve leaves the
-	// listener it is given as it is.
+	// SocketMode is the permission bits (0777 at most) of a unix socket that
+	// ListenAndServe creates, as PHP-FPM's listen.mode. Zero means 0660: the
+	// owner and the group may connect (connecting takes write permission),
+	// whatever the umask. See ListenConfig; Serve leaves the listener it is
+	// given as it is.
 	SocketMode os.FileMode
 
-	// SocketOwner is the user owning that socket, as listen.owner: a name
-	// or a numeric ID. Empty means the process's user. Changing it takes
-	// root.
+	// SocketOwner is the user owning that socket, as listen.owner: a name or
+	// a numeric ID. Empty means the process's user. Changing it takes root.
 	SocketOwner string
 
-	// SocketGroup is the group of that socket, as listen.group: a name or
-	// a numeric ID. Empty means the process's group. A web server whose
-	// workers run as another user (nginx's as www-data on Debian) can
-	// connect once this is their group, with the default mode.
+	// SocketGroup is the group of that socket, as listen.group: a name or a
+	// numeric ID. Empty means the process's group. A web server whose workers
+	// run as another user (nginx's as www-data on Debian) can connect once
+	// this is their group, with the default mode.
 	SocketGroup string
 
 	// ErrorLog receives protocol errors, handler panics and accept errors.
@@ -152,13 +148,13 @@ type Server struct {
 	// listener l; it must not return nil. Nil means context.Background().
 	BaseContext func(l net.Listener) context.Context
 
-	// ConnContext optionally derives the context of a new connection from
-	// the base context; requests' contexts derive from it. It must not
-	// return nil.
+	// ConnContext optionally derives the context of a new connection from the
+	// base context; requests' contexts derive from it. It must not return
+	// nil.
 	ConnContext func(ctx context.Context, c net.Conn) context.Context
 
-	// ConnState, if not nil, is called when a connection changes state.
-	// It is called with the connection's lock held, so that calls for one
+	// ConnState, if not nil, is called when a connection changes state. It is
+	// called with the connection's lock held, so that calls for one
 	// connection come in order: it must return quickly.
 	ConnState func(net.Conn, ConnState)
 
@@ -175,9 +171,9 @@ type Server struct {
 	stats      serverStats
 }
 
-// Stats are counters of a Server's activity since it started, for a
-// program to export (with expvar, say). Reading them is cheap; the server
-// keeps them whether or not anybody reads.
+// Stats are counters of a Server's activity since it started, for a program
+// to export (with expvar, say). Reading them is cheap; the server keeps them
+// whether or not anybody reads.
 type Stats struct {
 	Conns          int64 // connections open now
 	ConnsAccepted  int64 // connections accepted
@@ -222,14 +218,14 @@ const (
 	// StateNew is a connection just accepted. It moves to StateActive or
 	// StateClosed.
 	StateNew ConnState = iota
-	// StateActive is a connection with at least one request in flight.
-	// On a multiplexed connection it says nothing about how many. It moves
-	// to StateIdle or StateClosed; a connection closing after its last
-	// request stays active while it waits, briefly, for the web server to
-	// close its end (see Server.Shutdown).
+	// StateActive is a connection with at least one request in flight. On a
+	// multiplexed connection it says nothing about how many. It moves to
+	// StateIdle or StateClosed; a connection closing after its last request
+	// stays active while it waits, briefly, for the web server to close its
+	// end (see Server.Shutdown).
 	StateActive
-	// StateIdle is a connection kept open between requests (KEEP_CONN).
-	// It moves to StateActive or StateClosed.
+	// StateIdle is a connection kept open between requests (KEEP_CONN). It
+	// moves to StateActive or StateClosed.
 	StateIdle
 	// StateClosed is a closed connection. It is terminal.
 	StateClosed
@@ -245,21 +241,9 @@ func (s ConnState) String() string {
 	return "ConnState(" + strconv.Itoa(int(s)) + ")"
 }
 
-// Defaults for zero [Server] fields.
-const (
-	DefaultServerMaxConns           = 10000
-	DefaultServerMaxRequests        = 10000
-	DefaultServerMaxRequestsPerConn = 1000
-	DefaultServerMaxParamsBytes     = 1 << 20
-	DefaultServerMaxBodyBuffer      = 1 << 20
-	DefaultServerReadTimeout        = time.Minute
-	DefaultServerWriteTimeout       = time.Minute
-	DefaultServerIdleTimeout        = 2 * time.Minute
-)
-
 // durationOrDefault resolves a timeout by the rule of every Server, Client
-// and Gateway field: zero means def, a negative value none, which it
-// returns as 0.
+// and Gateway field: zero means def, a negative value none, which it returns
+// as 0.
 func durationOrDefault(d, def time.Duration) time.Duration {
 	switch {
 	case d > 0:
@@ -283,26 +267,26 @@ func limitOrDefault(v, def int) int {
 }
 
 func (s *Server) readTimeout() time.Duration {
-	return durationOrDefault(s.ReadTimeout, DefaultServerReadTimeout)
+	return durationOrDefault(s.ReadTimeout, defaults.ServerReadTimeout)
 }
 func (s *Server) writeTimeout() time.Duration {
-	return durationOrDefault(s.WriteTimeout, DefaultServerWriteTimeout)
+	return durationOrDefault(s.WriteTimeout, defaults.ServerWriteTimeout)
 }
 func (s *Server) idleTimeout() time.Duration {
-	return durationOrDefault(s.IdleTimeout, DefaultServerIdleTimeout)
+	return durationOrDefault(s.IdleTimeout, defaults.ServerIdleTimeout)
 }
-func (s *Server) maxConns() int { return limitOrDefault(s.MaxConns, DefaultServerMaxConns) }
+func (s *Server) maxConns() int { return limitOrDefault(s.MaxConns, defaults.ServerMaxConns) }
 func (s *Server) maxRequests() int {
-	return limitOrDefault(s.MaxRequests, DefaultServerMaxRequests)
+	return limitOrDefault(s.MaxRequests, defaults.ServerMaxRequests)
 }
 func (s *Server) maxRequestsPerConn() int {
-	return limitOrDefault(s.MaxRequestsPerConn, DefaultServerMaxRequestsPerConn)
+	return limitOrDefault(s.MaxRequestsPerConn, defaults.ServerMaxRequestsPerConn)
 }
 func (s *Server) maxParamsBytes() int {
-	return limitOrDefault(s.MaxParamsBytes, DefaultServerMaxParamsBytes)
+	return limitOrDefault(s.MaxParamsBytes, defaults.ServerMaxParamsBytes)
 }
 func (s *Server) maxBodyBuffer() int {
-	return limitOrDefault(s.MaxBodyBuffer, DefaultServerMaxBodyBuffer)
+	return limitOrDefault(s.MaxBodyBuffer, defaults.ServerMaxBodyBuffer)
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -319,16 +303,16 @@ func (s *Server) handler() http.Handler {
 	return http.DefaultServeMux
 }
 
-// Serve accepts connections on l and serves FastCGI requests on each, on
-// its own goroutine. A nil l means the listening socket the process was
-// started with: the one systemd passes by socket activation (LISTEN_FDS),
-// or else file descriptor 0, as web servers and spawn-fcgi hand it over.
+// Serve accepts connections on l and serves FastCGI requests on each, on its
+// own goroutine. A nil l means the listening socket the process was started
+// with: the one systemd passes by socket activation (LISTEN_FDS), or else
+// file descriptor 0, as web servers and spawn-fcgi hand it over.
 //
 // Temporary accept errors are retried with a back-off, as net/http does.
-// Serve always returns a non-nil error and closes l. When Shutdown or
-// Close is called, Serve immediately returns ErrServerClosed: make sure the
-// program does not exit then, and waits instead for Shutdown to return,
-// or the requests still in flight are cut off.
+// Serve always returns a non-nil error and closes l. When Shutdown or Close
+// is called, Serve immediately returns ErrServerClosed: make sure the program
+// does not exit then, and waits instead for Shutdown to return, or the
+// requests still in flight are cut off.
 func (s *Server) Serve(l net.Listener) error {
 	if l == nil {
 		var err error
@@ -408,8 +392,8 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
-// doneChan returns a channel closed once the server shuts down. Waiting on
-// it lets Serve stop while all connection slots are taken.
+// doneChan returns a channel closed once the server shuts down. Waiting on it
+// lets Serve stop while all connection slots are taken.
 func (s *Server) doneChan() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -431,15 +415,15 @@ func isTemporary(err error) bool {
 	return errors.As(err, &te) && te.Temporary()
 }
 
-// ListenAndServe listens on addr and serves FastCGI on it. An address of
-// the form "unix:/path" is a unix socket (a stale socket file left by an
-// earlier run is removed first, one that another server still answers on
-// is not), created with SocketMode, SocketOwner and SocketGroup; anything
-// else is a TCP "host:port".
+// ListenAndServe listens on addr and serves FastCGI on it. An address of the
+// form "unix:/path" is a unix socket (a stale socket file left by an earlier
+// run is removed first, one that another server still answers on is not),
+// created with SocketMode, SocketOwner and SocketGroup; anything else is a
+// TCP "host:port".
 //
-// ListenAndServe always returns a non-nil error. When Shutdown or Close
-// is called, it immediately returns ErrServerClosed: make sure the program
-// does not exit then, and waits instead for Shutdown to return.
+// ListenAndServe always returns a non-nil error. When Shutdown or Close is
+// called, it immediately returns ErrServerClosed: make sure the program does
+// not exit then, and waits instead for Shutdown to return.
 func (s *Server) ListenAndServe(addr string) error {
 	if s.inShutdown.Load() {
 		return ErrServerClosed
@@ -452,24 +436,24 @@ func (s *Server) ListenAndServe(addr string) error {
 	return s.Serve(l)
 }
 
-// Shutdown stops the server gracefully: it closes the listeners, closes
-// every idle kept connection, and waits for the requests in flight to
-// finish and their connections to close. A request whose handler has not
-// started (its PARAMS, or a GET's empty STDIN, still to come) has nothing
-// to finish: it is ended at once with FCGI_OVERLOADED, which tells the
-// web server it did not run. A connection is closed the way
-// that loses nothing: our end first (FIN, after any response still being
-// written), then what the web server still sends is read and dropped
-// until it closes its end, for at most 250 ms (2 s while a request body
-// the handler left unread may still be coming). If ctx ends first,
-// Shutdown returns ctx.Err() and leaves the remaining connections running
-// (call Close to end them). A Server cannot be used again after Shutdown.
+// Shutdown stops the server gracefully: it closes the listeners, closes every
+// idle kept connection, and waits for the requests in flight to finish and
+// their connections to close. A request whose handler has not started (its
+// PARAMS, or a GET's empty STDIN, still to come) has nothing to finish: it is
+// ended at once with FCGI_OVERLOADED, which tells the web server it did not
+// run. A connection is closed the way that loses nothing: our end first (FIN,
+// after any response still being written), then what the web server still
+// sends is read and dropped until it closes its end, for at most 250 ms (2 s
+// while a request body the handler left unread may still be coming). If ctx
+// ends first, Shutdown returns ctx.Err() and leaves the remaining connections
+// running (call Close to end them). A Server cannot be used again after
+// Shutdown.
 //
 // When Shutdown is called, Serve and ListenAndServe immediately return
-// ErrServerClosed. Make sure the program doesn't exit and waits instead
-// for Shutdown to return: a main that returns when ListenAndServe does
-// ends the process, and with it every request still in flight (nginx
-// answers them 502).
+// ErrServerClosed. Make sure the program doesn't exit and waits instead for
+// Shutdown to return: a main that returns when ListenAndServe does ends the
+// process, and with it every request still in flight (nginx answers them
+// 502).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.inShutdown.Store(true)
 	s.mu.Lock()
@@ -478,8 +462,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	conns := s.connsLocked()
 	done := s.connsDoneLocked()
 	s.mu.Unlock()
-	// Outside s.mu: a connection's lock is held while ConnState runs, and
-	// a ConnState callback may well call Stats, which takes s.mu.
+	// Outside s.mu: a connection's lock is held while ConnState runs, and a
+	// ConnState callback may well call Stats, which takes s.mu.
 	for _, c := range conns {
 		c.shutdown()
 	}
@@ -492,8 +476,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close stops the server at once: it closes the listeners and every
-// connection. Handlers in flight see their requests' contexts cancelled
-// with ErrConnClosed. Close does not wait for handlers to return.
+// connection. Handlers in flight see their requests' contexts cancelled with
+// ErrConnClosed. Close does not wait for handlers to return.
 func (s *Server) Close() error {
 	s.inShutdown.Store(true)
 	s.mu.Lock()
@@ -507,8 +491,8 @@ func (s *Server) Close() error {
 	return err
 }
 
-// connsLocked returns the connections being served. New ones are refused
-// once inShutdown is set, so the list is complete for Shutdown and Close.
+// connsLocked returns the connections being served. New ones are refused once
+// inShutdown is set, so the list is complete for Shutdown and Close.
 func (s *Server) connsLocked() []*conn {
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
@@ -595,17 +579,17 @@ func (s *Server) setState(c net.Conn, st ConnState) {
 }
 
 // Serve accepts connections on l and serves FastCGI requests on each with
-// handler, as net/http/fcgi.Serve does. A nil l means the listening socket
-// on file descriptor 0; a nil handler means http.DefaultServeMux. It uses a
-// Server with default settings; use a Server for limits, logging and
-// graceful shutdown.
+// handler, as net/http/fcgi.Serve does. A nil l means the listening socket on
+// file descriptor 0; a nil handler means http.DefaultServeMux. It uses a
+// Server with default settings; use a Server for limits, logging and graceful
+// shutdown.
 func Serve(l net.Listener, handler http.Handler) error {
 	srv := &Server{Handler: handler}
 	return srv.Serve(l)
 }
 
-// onceCloseListener makes Close idempotent, since both Serve and
-// Shutdown close the listener.
+// onceCloseListener makes Close idempotent, since both Serve and Shutdown
+// close the listener.
 type onceCloseListener struct {
 	net.Listener
 	once sync.Once

@@ -7,25 +7,25 @@ import (
 )
 
 // drainTimeout bounds how long a connection that is about to close keeps
-// reading (and discarding) what the web server still sends, so that the
-// close is a FIN and not a reset that makes nginx log "Connection reset by
-// peer" and answer 502.
+// reading (and discarding) what the web server still sends, so that the close
+// is a FIN and not a reset that makes nginx log "Connection reset by peer"
+// and answer 502.
 const drainTimeout = 2 * time.Second
 
-// idleDrain bounds the drain of a connection whose web server had sent all
-// of its last request: it closes its end as soon as it reads our FIN
-// (nginx at once; fcgikit's Client when it next looks at an idle
-// connection), so this only waits out a peer that does not.
+// idleDrain bounds the drain of a connection whose web server had sent all of
+// its last request: it closes its end as soon as it reads our FIN (nginx at
+// once; fcgikit's Client when it next looks at an idle connection), so this
+// only waits out a peer that does not.
 const idleDrain = 250 * time.Millisecond
 
 // mpxGrace is how long a closing connection of a multiplexing web server
 // keeps refusing new requests with FCGI_OVERLOADED before its FIN.
 const mpxGrace = 50 * time.Millisecond
 
-// drainLimit bounds how many bytes such a connection discards, on top of
-// the declared body (CONTENT_LENGTH) of the request that was answered
-// last: a web server still sending a body the handler did not read must
-// be able to finish, or it sees a broken pipe and answers 502.
+// drainLimit bounds how many bytes such a connection discards, on top of the
+// declared body (CONTENT_LENGTH) of the request that was answered last: a web
+// server still sending a body the handler did not read must be able to
+// finish, or it sees a broken pipe and answers 502.
 const drainLimit = 1 << 20
 
 // closeStage is where a closing connection is (conn.stage).
@@ -60,9 +60,9 @@ func (c *conn) nextStage() bool {
 	return true
 }
 
-// expire handles a read deadline: requests whose input is late are ended,
-// and the next deadline is armed. It reports whether the connection lives
-// on; an idle connection past its idle timeout does not.
+// expire handles a read deadline: requests whose input is late are ended, and
+// the next deadline is armed. It reports whether the connection lives on; an
+// idle connection past its idle timeout does not.
 func (c *conn) expire() bool {
 	now := time.Now()
 	var late []*request
@@ -116,10 +116,9 @@ func (c *conn) expire() bool {
 			f.pipe.closeWithError(ErrReadTimeout)
 		}
 	}
-	// A request whose handler has not started has nothing to finish:
-	// Shutdown ends it now rather than waiting for its input, which a
-	// stalled web server may never send. OVERLOADED tells the web server
-	// it did not run.
+	// A request whose handler has not started has nothing to finish: Shutdown
+	// ends it now rather than waiting for its input, which a stalled web
+	// server may never send. OVERLOADED tells the web server it did not run.
 	for _, req := range halfOpen {
 		req.started = true
 		req.inputDone.Store(true)
@@ -130,9 +129,9 @@ func (c *conn) expire() bool {
 }
 
 // dropUnstarted gives back, when the connection has ended, the slots of
-// requests whose handler never started: a started request is ended by
-// its handler's return, but nothing else would end these. It runs on the
-// serve goroutine, which owns started.
+// requests whose handler never started: a started request is ended by its
+// handler's return, but nothing else would end these. It runs on the serve
+// goroutine, which owns started.
 func (c *conn) dropUnstarted() {
 	c.mu.Lock()
 	n := 0
@@ -147,13 +146,12 @@ func (c *conn) dropUnstarted() {
 }
 
 // startDrain sends FIN and gives the web server time to close its end:
-// drainTimeout, and room for the rest of its last request, while it may
-// still be sending that request's input (a body, a Filter's DATA) that
-// the handler left unread; idleDrain when it has sent all of it and has
-// nothing to send but a request it began before it saw our END_REQUEST.
-// It runs on the serve goroutine, after anything that goroutine wrote for
-// what it read, never before; CloseWrite waits under wmu for a response
-// still being written.
+// drainTimeout, and room for the rest of its last request, while it may still
+// be sending that request's input (a body, a Filter's DATA) that the handler
+// left unread; idleDrain when it has sent all of it and has nothing to send
+// but a request it began before it saw our END_REQUEST. It runs on the serve
+// goroutine, after anything that goroutine wrote for what it read, never
+// before; CloseWrite waits under wmu for a response still being written.
 func (c *conn) startDrain() {
 	c.stage = stageDrain
 	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
@@ -170,18 +168,18 @@ func (c *conn) startDrain() {
 	if req != nil {
 		// Its input state is the serve goroutine's: this one's.
 		c.drainMax += max(req.contentLength, 0)
-		// The handler may have answered before the empty STDIN came
-		// (a body read to its CONTENT_LENGTH, or none): that record
-		// is then ignored, its request gone, and inputDone stays
-		// unset; what arrived tells instead.
+		// The handler may have answered before the empty STDIN came (a body
+		// read to its CONTENT_LENGTH, or none): that record is then ignored,
+		// its request gone, and inputDone stays unset; what arrived tells
+		// instead.
 		inputDone := req.inputDone.Load() || req.contentLength == 0 || req.body != nil && req.body.allArrived()
 		if req.role == RoleFilter {
 			if f := req.filter; f != nil {
 				c.drainMax += max(f.Length, 0)
 				inputDone = inputDone && f.ended
 			} else {
-				// Refused before its handler started: DATA may all
-				// be still to come.
+				// Refused before its handler started: DATA may all be still
+				// to come.
 				n, _ := dataMeta(req.env)
 				c.drainMax += max(n, 0)
 				inputDone = false
@@ -195,23 +193,23 @@ func (c *conn) startDrain() {
 	c.setReadDeadline(c.stageEnd)
 }
 
-// shutdown makes the connection close once its requests are done; an idle
-// one begins to at once. Even an idle one drains rather than closes: a
-// response may still be on its way out (its request already left the
-// table), or the web server may be sending a request.
+// shutdown makes the connection close once its requests are done; an idle one
+// begins to at once. Even an idle one drains rather than closes: a response
+// may still be on its way out (its request already left the table), or the
+// web server may be sending a request.
 func (c *conn) shutdown() {
 	c.mu.Lock()
 	wasClosing := c.closing
 	c.closing = true
 	idle := len(c.reqs) == 0
 	if idle && !wasClosing {
-		// With closing, so that a request read from now on is
-		// discarded (and met by the FIN) rather than refused.
+		// With closing, so that a request read from now on is discarded (and
+		// met by the FIN) rather than refused.
 		c.draining.Store(true)
 	}
 	if !idle {
-		// The serve goroutine ends the requests whose handler has not
-		// started (expire).
+		// The serve goroutine ends the requests whose handler has not started
+		// (expire).
 		c.lowerReadDeadlineLocked(time.Now())
 	}
 	c.mu.Unlock()
@@ -222,8 +220,8 @@ func (c *conn) shutdown() {
 	}
 }
 
-// close closes the connection and fails every request in flight with
-// cause (nil for an orderly close after the last request).
+// close closes the connection and fails every request in flight with cause
+// (nil for an orderly close after the last request).
 func (c *conn) close(cause error) {
 	c.mu.Lock()
 	if c.closed {
@@ -243,9 +241,9 @@ func (c *conn) close(cause error) {
 		cause = ErrConnClosed
 	}
 	c.srv.stats.aborted.Add(int64(len(reqs)))
-	// Cancelling a request also fails its body (see httpRequest): the
-	// body may be made concurrently by the serve goroutine, so it is not
-	// touched here.
+	// Cancelling a request also fails its body (see httpRequest): the body
+	// may be made concurrently by the serve goroutine, so it is not touched
+	// here.
 	for _, r := range reqs {
 		r.cancel(cause)
 	}

@@ -36,22 +36,22 @@ type conn struct {
 	// Owned by the serve goroutine.
 	rd      wire.Reader
 	drained int64 // bytes read while closing
-	// The stages of a closing connection (see nextStage), each ending
-	// at stageEnd; drainMax is set by startDrain.
+	// The stages of a closing connection (see nextStage), each ending at
+	// stageEnd; drainMax is set by startDrain.
 	stage    closeStage
 	stageEnd time.Time
 	drainMax int64
-	// multiplexed is set once two requests were in flight at once, or
-	// one used an ID other than 1: the web server multiplexes (HAProxy).
-	// Set by begin.
+	// multiplexed is set once two requests were in flight at once, or one
+	// used an ID other than 1: the web server multiplexes (HAProxy). Set by
+	// begin.
 	multiplexed bool
 
 	// wmu guards wr, werr and every write to rwc.
 	wmu  sync.Mutex
 	wr   wire.Writer
 	werr error
-	// writeDeadline is rwc's write deadline. It is moved only when less
-	// than half of WriteTimeout is left, not on every write; exact says a
+	// writeDeadline is rwc's write deadline. It is moved only when less than
+	// half of WriteTimeout is left, not on every write; exact says a
 	// request's own deadline set it, so the next write sets its own.
 	writeDeadline time.Time
 	exact         bool
@@ -62,18 +62,18 @@ type conn struct {
 	closing bool                // serve no new requests; close when reqs is empty
 	closed  bool
 	cancel  context.CancelCauseFunc
-	// readDeadline is rwc's read deadline. It is moved only when it must
-	// come earlier, not on every request; when it passes, expire looks at
-	// what is really due and sets the next one. idleSince is when the
-	// connection last became idle, zero while requests are in flight.
+	// readDeadline is rwc's read deadline. It is moved only when it must come
+	// earlier, not on every request; when it passes, expire looks at what is
+	// really due and sets the next one. idleSince is when the connection last
+	// became idle, zero while requests are in flight.
 	readDeadline time.Time
 	idleSince    time.Time
-	// lastReq is the request that left the connection idle, for
-	// startDrain: the web server may still be sending its input.
+	// lastReq is the request that left the connection idle, for startDrain:
+	// the web server may still be sending its input.
 	lastReq *request
 	// draining is set once the connection is to be closed: the serve
-	// goroutine reads on, under a deadline and up to drainMax bytes, and
-	// then closes.
+	// goroutine reads on, under a deadline and up to drainMax bytes, and then
+	// closes.
 	draining atomic.Bool
 }
 
@@ -128,17 +128,16 @@ func (c *conn) serve(ctx context.Context) {
 				c.nextStage()
 			}
 			if c.stage == stageGrace {
-				// A web server that multiplexes may have sent requests
-				// before our last END_REQUEST reached it: each is told
-				// it did not run (it is resent, where a close would
-				// lose a POST).
+				// A web server that multiplexes may have sent requests before
+				// our last END_REQUEST reached it: each is told it did not
+				// run (it is resent, where a close would lose a POST).
 				if rec.Type == wire.TypeBeginRequest && rec.RequestID != wire.NullRequestID {
 					c.refuseBegin(rec.RequestID, wire.StatusOverloaded)
 				}
 				continue
 			}
-			// Only what the web server sent before it saw our FIN:
-			// discard it, within bounds.
+			// Only what the web server sent before it saw our FIN: discard
+			// it, within bounds.
 			if c.drained += int64(wire.HeaderLen + len(rec.Content)); c.drained > c.drainMax {
 				return
 			}
@@ -152,10 +151,10 @@ func (c *conn) serve(ctx context.Context) {
 	}
 }
 
-// armIdleLocked starts the idle period of a connection with no request
-// in flight. c.mu must be held: read deadlines are set under it, so that
-// the serve goroutine and a finishing handler cannot overwrite each
-// other's with stale state.
+// armIdleLocked starts the idle period of a connection with no request in
+// flight. c.mu must be held: read deadlines are set under it, so that the
+// serve goroutine and a finishing handler cannot overwrite each other's with
+// stale state.
 func (c *conn) armIdleLocked() {
 	if c.closing {
 		return
@@ -166,9 +165,9 @@ func (c *conn) armIdleLocked() {
 	}
 }
 
-// lowerReadDeadlineLocked makes sure the read deadline comes no later than
-// d. A deadline that is earlier already stays: it costs a spurious wake-up
-// at worst, where moving it would cost a timer update per request.
+// lowerReadDeadlineLocked makes sure the read deadline comes no later than d.
+// A deadline that is earlier already stays: it costs a spurious wake-up at
+// worst, where moving it would cost a timer update per request.
 func (c *conn) lowerReadDeadlineLocked(d time.Time) {
 	if c.readDeadline.IsZero() || d.Before(c.readDeadline) {
 		c.readDeadline = d
@@ -176,8 +175,8 @@ func (c *conn) lowerReadDeadlineLocked(d time.Time) {
 	}
 }
 
-// inputArrived reports whether all of a request's input streams have
-// ended: STDIN, and a Filter's DATA. Called on the serve goroutine.
+// inputArrived reports whether all of a request's input streams have ended:
+// STDIN, and a Filter's DATA. Called on the serve goroutine.
 func (req *request) inputArrived() bool {
 	if !req.inputDone.Load() {
 		return false
@@ -188,8 +187,8 @@ func (req *request) inputArrived() bool {
 	return req.filter != nil && req.filter.ended
 }
 
-// isClosedConnError reports the ways a web server ends a connection that
-// are not protocol errors: a close, or a reset (HAProxy resets a backend
+// isClosedConnError reports the ways a web server ends a connection that are
+// not protocol errors: a close, or a reset (HAProxy resets a backend
 // connection when its client aborts).
 func isClosedConnError(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET)
@@ -251,8 +250,8 @@ func (c *conn) management(rec wire.Record) error {
 	case wire.TypeGetValues:
 		return c.getValues(rec.Content)
 	case wire.TypeGetValuesResult, wire.TypeUnknownType:
-		// Answers, not questions: answering them could loop between
-		// two confused peers.
+		// Answers, not questions: answering them could loop between two
+		// confused peers.
 		return nil
 	}
 	// Any other type with ID 0, BEGIN_REQUEST included, is a management
@@ -269,8 +268,8 @@ func (c *conn) getValues(content []byte) error {
 	// A malformed query is answered as far as it could be read.
 	_ = wire.ForEachPair(content, func(name, _ []byte) bool {
 		switch string(name) {
-		// A server without a limit has none to tell: the web server
-		// keeps its own.
+		// A server without a limit has none to tell: the web server keeps its
+		// own.
 		case wire.ValueMaxConns:
 			if n := s.maxConns(); n != math.MaxInt {
 				res = wire.AppendPair(res, wire.ValueMaxConns, strconv.Itoa(n))
@@ -286,8 +285,8 @@ func (c *conn) getValues(content []byte) error {
 			}
 			res = wire.AppendPair(res, wire.ValueMpxsConns, mpxs)
 		}
-		// Three answers at most, whatever was asked: a query repeating
-		// names cannot make the answer grow.
+		// Three answers at most, whatever was asked: a query repeating names
+		// cannot make the answer grow.
 		return len(res) < 96
 	})
 	return c.write(func(w *wire.Writer) error {
@@ -320,10 +319,10 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 		c.mu.Unlock()
 		return fmt.Errorf("%w: request ID %d", errDuplicateRequest, id)
 	case c.closing:
-		// Sent before the web server could see our last END_REQUEST
-		// (finish has not begun the drain, or this would have been
-		// discarded): it multiplexes or pipelines, and OVERLOADED
-		// tells it the request did not run. fcgikit's Client resends.
+		// Sent before the web server could see our last END_REQUEST (finish
+		// has not begun the drain, or this would have been discarded): it
+		// multiplexes or pipelines, and OVERLOADED tells it the request did
+		// not run. fcgikit's Client resends.
 		status = wire.StatusOverloaded
 	case s.roleHandler(Role(br.Role)) == nil:
 		status = wire.StatusUnknownRole
@@ -346,8 +345,8 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 	c.lastReq = nil
 	first := len(c.reqs) == 1
 	if len(c.reqs) > 1 || id != 1 {
-		// Web servers that do not multiplex (nginx, Apache, lighttpd)
-		// use ID 1 for everything.
+		// Web servers that do not multiplex (nginx, Apache, lighttpd) use ID
+		// 1 for everything.
 		c.multiplexed = true
 	}
 	c.idleSince = time.Time{}
@@ -356,8 +355,8 @@ func (c *conn) begin(ctx context.Context, rec wire.Record) error {
 		c.lowerReadDeadlineLocked(req.deadline)
 	}
 	if first {
-		// Under c.mu, so that it cannot pass the StateIdle of the
-		// request that just ended.
+		// Under c.mu, so that it cannot pass the StateIdle of the request
+		// that just ended.
 		s.setState(c.rwc, StateActive)
 	}
 	c.mu.Unlock()
@@ -376,8 +375,8 @@ func (c *conn) params(req *request, content []byte) {
 			c.refuse(req, err)
 			return
 		}
-		// Without CONTENT_LENGTH only STDIN tells whether a body comes;
-		// web servers send it at once, so wait for its first record.
+		// Without CONTENT_LENGTH only STDIN tells whether a body comes; web
+		// servers send it at once, so wait for its first record.
 		if req.contentLength >= 0 {
 			c.start(req)
 		}
@@ -424,8 +423,8 @@ func (c *conn) stdin(req *request, content []byte) {
 	}
 }
 
-// start runs the request's handler on a goroutine of its own, which ends
-// when the handler returns and the request is answered.
+// start runs the request's handler on a goroutine of its own, which ends when
+// the handler returns and the request is answered.
 func (c *conn) start(req *request) {
 	req.started = true
 	hr, err := req.httpRequest(c.srv.maxBodyBuffer(), c.srv.MaxRequestBodyBytes)
@@ -461,8 +460,8 @@ func (c *conn) refuse(req *request, err error) {
 
 // abort handles ABORT_REQUEST: the handler's context is cancelled and its
 // body and response fail with ErrRequestAborted. The END_REQUEST comes from
-// the handler's return. A request whose handler has not started yet is
-// ended here.
+// the handler's return. A request whose handler has not started yet is ended
+// here.
 func (c *conn) abort(req *request) {
 	c.srv.stats.aborted.Add(1)
 	req.aborted.Store(true)
@@ -534,12 +533,12 @@ func (c *conn) setWriteDeadline(d time.Time, exact bool) {
 	c.rwc.SetWriteDeadline(d)
 }
 
-// endRequest sends the rest of a request's STDOUT (hdr and out), the
-// empty STDOUT record that ends the stream when endStdout is set, and
-// END_REQUEST with status, in one write. The ID and the request's slot
-// are released before the END_REQUEST can reach the web server, so a new
-// BEGIN_REQUEST sent the moment it is read is accepted, whether it reuses
-// the ID or takes the last slot of MaxRequests.
+// endRequest sends the rest of a request's STDOUT (hdr and out), the empty
+// STDOUT record that ends the stream when endStdout is set, and END_REQUEST
+// with status, in one write. The ID and the request's slot are released
+// before the END_REQUEST can reach the web server, so a new BEGIN_REQUEST
+// sent the moment it is read is accepted, whether it reuses the ID or takes
+// the last slot of MaxRequests.
 func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endStdout bool, status wire.ProtocolStatus) {
 	c.wmu.Lock()
 	c.mu.Lock()
@@ -572,12 +571,11 @@ func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endSt
 		return w.WriteEndRequest(req.id, appStatus, status)
 	})
 	if idle && closing {
-		// Right after END_REQUEST went out: what the web server sends
-		// from now on was sent after it could have read it, on a
-		// connection it took for kept (nginx). It is discarded, and
-		// the FIN that follows makes it fail before any answer, which
-		// nginx retries on a kept connection, where OVERLOADED would
-		// become a 502.
+		// Right after END_REQUEST went out: what the web server sends from
+		// now on was sent after it could have read it, on a connection it
+		// took for kept (nginx). It is discarded, and the FIN that follows
+		// makes it fail before any answer, which nginx retries on a kept
+		// connection, where OVERLOADED would become a 502.
 		c.draining.Store(true)
 	}
 	c.wmu.Unlock()
@@ -586,10 +584,10 @@ func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endSt
 
 // abandonRequest ends a request whose response is broken (its handler
 // panicked after output went out): the web server must not take it for
-// complete. Alone on its connection, the connection is closed, which is
-// what every web server understands; beside other requests, they are
-// spared and END_REQUEST goes without the empty STDOUT that would complete
-// the response, with appStatus set.
+// complete. Alone on its connection, the connection is closed, which is what
+// every web server understands; beside other requests, they are spared and
+// END_REQUEST goes without the empty STDOUT that would complete the response,
+// with appStatus set.
 func (c *conn) abandonRequest(req *request, appStatus uint32) {
 	if appStatus == 0 {
 		appStatus = 1
@@ -618,9 +616,9 @@ func (c *conn) abandonRequest(req *request, appStatus uint32) {
 	c.released(req, false, false)
 }
 
-// released follows a request out of the connection's table (its slot
-// already given back): its body's buffer is freed, and a connection it
-// left idle is finished or kept.
+// released follows a request out of the connection's table (its slot already
+// given back): its body's buffer is freed, and a connection it left idle is
+// finished or kept.
 func (c *conn) released(req *request, idle, closing bool) {
 	if req.body != nil {
 		req.body.closeRead()
@@ -640,20 +638,20 @@ func (c *conn) released(req *request, idle, closing bool) {
 	c.mu.Unlock()
 }
 
-// finish closes a connection that has no request left and serves no more.
-// It wakes the serve goroutine, which ends our side of the connection
-// (startDrain) once it has answered what it already read, and then reads
-// and discards what the web server still sends until it closes its end
-// (or the drain's time or size runs out), so that the web server reads
-// our last bytes rather than a reset.
+// finish closes a connection that has no request left and serves no more. It
+// wakes the serve goroutine, which ends our side of the connection
+// (startDrain) once it has answered what it already read, and then reads and
+// discards what the web server still sends until it closes its end (or the
+// drain's time or size runs out), so that the web server reads our last bytes
+// rather than a reset.
 func (c *conn) finish() {
 	c.draining.Store(true)
 	c.setReadDeadline(time.Now())
 }
 
-// setReadDeadline sets the connection's read deadline. Under c.mu, as
-// every read deadline, so that expire cannot replace one with a deadline
-// computed before draining began.
+// setReadDeadline sets the connection's read deadline. Under c.mu, as every
+// read deadline, so that expire cannot replace one with a deadline computed
+// before draining began.
 func (c *conn) setReadDeadline(t time.Time) {
 	c.mu.Lock()
 	c.readDeadline = t

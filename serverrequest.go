@@ -28,8 +28,8 @@ type request struct {
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 
-	// Owned by the serve goroutine until the handler starts; the handler
-	// then only reads env.
+	// Owned by the serve goroutine until the handler starts; the handler then
+	// only reads env.
 	params        []byte
 	env           string // the PARAMS stream as one string; variables are substrings
 	contentLength int64  // from CONTENT_LENGTH; -1 when absent
@@ -37,19 +37,19 @@ type request struct {
 	started       bool
 	body          *bodyPipe // nil when the request has no body
 
-	// resp is the request's ResponseWriter, kept here to save an
-	// allocation; it belongs to the handler's goroutine.
+	// resp is the request's ResponseWriter, kept here to save an allocation;
+	// it belongs to the handler's goroutine.
 	resp response
 
 	deadline  time.Time   // input must have arrived by then; zero for none
 	inputDone atomic.Bool // the empty STDIN record arrived, or the input timed out
 	aborted   atomic.Bool // ABORT_REQUEST arrived
 
-	// filter is the FCGI_DATA stream of a Filter request, set by the
-	// serve goroutine before the handler starts (see roles.go).
+	// filter is the FCGI_DATA stream of a Filter request, set by the serve
+	// goroutine before the handler starts (see roles.go).
 	filter *FilterData
-	// stderr is set, under conn.wmu, once STDERR content went out: the
-	// stream then needs its empty end record (see stderr.go).
+	// stderr is set, under conn.wmu, once STDERR content went out: the stream
+	// then needs its empty end record (see stderr.go).
 	stderr bool
 }
 
@@ -76,20 +76,19 @@ func (req *request) parseParams() error {
 		return perr
 	}
 	if req.role == RoleAuthorizer {
-		// An Authorizer gets no body (§6.3), whatever CONTENT_LENGTH the
-		// web server passed on from the client's request.
+		// An Authorizer gets no body (§6.3), whatever CONTENT_LENGTH the web
+		// server passed on from the client's request.
 		req.contentLength = 0
 	}
 	return err
 }
 
-// envKey is the context key under which a request is kept for
-// ProcessEnv, RoleOf and FilterDataOf.
+// envKey is the context key under which a request is kept for ProcessEnv,
+// RoleOf and FilterDataOf.
 type envKey struct{}
 
-// httpRequest builds the *http.Request a handler sees from the CGI
-// variables, the way net/http's server would have built it from the
-// client's request.
+// httpRequest builds the *http.Request a handler sees from the CGI variables,
+// the way net/http's server would have built it from the client's request.
 func (req *request) httpRequest(maxBodyBuffer int, maxBody int64) (*http.Request, error) {
 	if maxBody > 0 && req.contentLength > maxBody {
 		return nil, &http.MaxBytesError{Limit: maxBody}
@@ -146,8 +145,8 @@ func (req *request) httpRequest(maxBodyBuffer int, maxBody int64) (*http.Request
 	})
 
 	if requestURI == "" {
-		// A web server that sends no REQUEST_URI (cgi-fcgi passes only
-		// what it is given) still names the script and the query.
+		// A web server that sends no REQUEST_URI (cgi-fcgi passes only what
+		// it is given) still names the script and the query.
 		requestURI = scriptName + pathInfo
 		if query != "" {
 			requestURI += "?" + query
@@ -164,8 +163,8 @@ func (req *request) httpRequest(maxBodyBuffer int, maxBody int64) (*http.Request
 	r.RequestURI = requestURI
 
 	h := make(http.Header, nheaders+1)
-	// One backing array for all header values: one allocation, not one
-	// per header.
+	// One backing array for all header values: one allocation, not one per
+	// header.
 	vals := make([]string, 0, nheaders+1)
 	wire.ForEachPair(req.env, func(name, value string) bool {
 		key, ok := strings.CutPrefix(name, "HTTP_")
@@ -206,9 +205,9 @@ func (req *request) httpRequest(maxBodyBuffer int, maxBody int64) (*http.Request
 	default:
 		body := newBodyPipe(req.contentLength, maxBodyBuffer)
 		body.maxBytes = maxBody
-		// The body fails as soon as the request is cancelled (abort,
-		// closed connection, even one closed before the handler starts),
-		// so a handler never waits on a body nobody will finish.
+		// The body fails as soon as the request is cancelled (abort, closed
+		// connection, even one closed before the handler starts), so a
+		// handler never waits on a body nobody will finish.
 		context.AfterFunc(req.ctx, func() { body.closeWithError(context.Cause(req.ctx)) })
 		req.body = body
 		r.Body = body
@@ -252,14 +251,14 @@ func ProcessEnv(r *http.Request) map[string]string {
 
 // Params returns every FastCGI variable of r (its PARAMS stream) as the web
 // server sent them, HTTP_* headers and those that made r's method, URL and
-// body included: what a CGI wrapper passes on as the script's environment.
-// It returns nil for a request that did not come through this package.
+// body included: what a CGI wrapper passes on as the script's environment. It
+// returns nil for a request that did not come through this package.
 func Params(r *http.Request) map[string]string {
 	return params(r, func(string) bool { return true })
 }
 
-// params returns the variables of r that keep accepts, or nil for a
-// request that did not come through this package.
+// params returns the variables of r that keep accepts, or nil for a request
+// that did not come through this package.
 func params(r *http.Request, keep func(name string) bool) map[string]string {
 	req := requestOf(r)
 	if req == nil {
@@ -318,8 +317,8 @@ var commonHeaders = func() map[string]string {
 
 // bodyPipe carries a request body from the serve goroutine, which writes
 // STDIN content into it, to the handler, which reads. It buffers up to a
-// limit so the serve goroutine does not wait for the handler; past the
-// limit it does (see Server.MaxBodyBuffer).
+// limit so the serve goroutine does not wait for the handler; past the limit
+// it does (see Server.MaxBodyBuffer).
 type bodyPipe struct {
 	mu     sync.Mutex
 	cond   sync.Cond
@@ -345,8 +344,8 @@ func newBodyPipe(contentLength int64, limit int) *bodyPipe {
 	return p
 }
 
-// write appends STDIN content, waiting while the buffer is full.
-// Called by the serve goroutine.
+// write appends STDIN content, waiting while the buffer is full. Called by
+// the serve goroutine.
 func (p *bodyPipe) write(b []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -393,8 +392,8 @@ func (p *bodyPipe) closeWrite() {
 	p.mu.Unlock()
 }
 
-// closeWithError fails reads with err at once: the request was aborted or
-// its connection closed.
+// closeWithError fails reads with err at once: the request was aborted or its
+// connection closed.
 func (p *bodyPipe) closeWithError(err error) {
 	p.mu.Lock()
 	if p.err == nil {
@@ -404,8 +403,8 @@ func (p *bodyPipe) closeWithError(err error) {
 	p.mu.Unlock()
 }
 
-// closeRead drops the buffer and lets the serve goroutine discard the rest
-// of the body. Called when the handler closes the body or returns.
+// closeRead drops the buffer and lets the serve goroutine discard the rest of
+// the body. Called when the handler closes the body or returns.
 func (p *bodyPipe) closeRead() {
 	p.mu.Lock()
 	p.closed = true
@@ -452,8 +451,8 @@ func (p *bodyPipe) Read(b []byte) (int, error) {
 	}
 }
 
-// setDeadline makes reads fail with os.ErrDeadlineExceeded from t on;
-// the zero time removes the deadline.
+// setDeadline makes reads fail with os.ErrDeadlineExceeded from t on; the
+// zero time removes the deadline.
 func (p *bodyPipe) setDeadline(t time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -23,8 +23,8 @@ const outBufSize = 8 << 10
 var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, outBufSize); return &b }}
 
 // response is the http.ResponseWriter of one request. It writes a CGI
-// response (a Status: line, headers, a blank line, the body) on STDOUT.
-// It belongs to the handler's goroutine.
+// response (a Status: line, headers, a blank line, the body) on STDOUT. It
+// belongs to the handler's goroutine.
 type response struct {
 	req    *request
 	hr     *http.Request
@@ -89,10 +89,10 @@ func (w *response) err() error {
 	return nil
 }
 
-// prepare fixes the status and checks that body bytes may be written.
-// A HEAD response buffers its body like any other, so that its header
-// gets the Content-Type and Content-Length a GET would; the bytes are
-// dropped when sent.
+// prepare fixes the status and checks that body bytes may be written. A HEAD
+// response buffers its body like any other, so that its header gets the
+// Content-Type and Content-Length a GET would; the bytes are dropped when
+// sent.
 func (w *response) prepare() error {
 	if w.done {
 		return http.ErrHandlerTimeout
@@ -143,9 +143,9 @@ func (w *response) WriteString(s string) (int, error) {
 	return w.Write([]byte(s))
 }
 
-// Flush implements http.Flusher: the header, and what body there is, go
-// to the web server now. Flushing before any Write sends the header alone,
-// so a server-sent events stream starts at once.
+// Flush implements http.Flusher: the header, and what body there is, go to
+// the web server now. Flushing before any Write sends the header alone, so a
+// server-sent events stream starts at once.
 func (w *response) Flush() { w.FlushError() }
 
 // FlushError is Flush returning its error, for http.ResponseController.
@@ -165,10 +165,10 @@ func (w *response) FlushError() error {
 	return w.send(nil)
 }
 
-// SetReadDeadline, for http.ResponseController, makes reads of the
-// request body fail with os.ErrDeadlineExceeded from t on; the zero time
-// removes the deadline. It does not limit how long the web server may take
-// to send the body: that is Server.ReadTimeout.
+// SetReadDeadline, for http.ResponseController, makes reads of the request
+// body fail with os.ErrDeadlineExceeded from t on; the zero time removes the
+// deadline. It does not limit how long the web server may take to send the
+// body: that is Server.ReadTimeout.
 func (w *response) SetReadDeadline(t time.Time) error {
 	if w.req.body != nil {
 		w.req.body.setDeadline(t)
@@ -176,19 +176,19 @@ func (w *response) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
-// SetWriteDeadline, for http.ResponseController, makes writes that
-// cannot start by t fail with os.ErrDeadlineExceeded, and bounds each
-// write by t. A write cut off half-way breaks the connection, which the
-// web server shares with other requests only when it multiplexes. The
-// zero time removes the deadline.
+// SetWriteDeadline, for http.ResponseController, makes writes that cannot
+// start by t fail with os.ErrDeadlineExceeded, and bounds each write by t. A
+// write cut off half-way breaks the connection, which the web server shares
+// with other requests only when it multiplexes. The zero time removes the
+// deadline.
 func (w *response) SetWriteDeadline(t time.Time) error {
 	w.writeDeadline = t
 	return nil
 }
 
-// EnableFullDuplex lets http.ResponseController callers know that reading
-// the body after writing is allowed here (though nginx stops sending the
-// body once the response header has gone out).
+// EnableFullDuplex lets http.ResponseController callers know that reading the
+// body after writing is allowed here (though nginx stops sending the body
+// once the response header has gone out).
 func (w *response) EnableFullDuplex() error { return nil }
 
 // send writes the header if not yet sent, the buffered body and p as STDOUT
@@ -214,8 +214,8 @@ func (w *response) send(p []byte) error {
 	}, w.writeDeadline)
 	c.wmu.Unlock()
 	if err == os.ErrDeadlineExceeded {
-		// Nothing was written: the response can go on after the
-		// handler moves the deadline.
+		// Nothing was written: the response can go on after the handler moves
+		// the deadline.
 		return err
 	}
 	w.hdrSent, w.sentAny = true, true
@@ -223,9 +223,9 @@ func (w *response) send(p []byte) error {
 	return err
 }
 
-// encodeHeader fixes the CGI header. sniff is body not yet buffered that
-// may be needed to detect the content type; contentLength, when not
-// negative, is a Content-Length to add.
+// encodeHeader fixes the CGI header. sniff is body not yet buffered that may
+// be needed to detect the content type; contentLength, when not negative, is
+// a Content-Length to add.
 func (w *response) encodeHeader(sniff []byte, contentLength int64) {
 	w.hdrReady = true
 	h := w.header
@@ -234,8 +234,8 @@ func (w *response) encodeHeader(sniff []byte, contentLength int64) {
 	b = append(b, ' ')
 	b = append(b, http.StatusText(w.status)...)
 	b = append(b, "\r\n"...)
-	// Headers the server adds are written, not stored in the handler's
-	// map: that would cost allocations for nothing.
+	// Headers the server adds are written, not stored in the handler's map:
+	// that would cost allocations for nothing.
 	if _, haveType := h["Content-Type"]; !haveType && w.bodyAllowed() && len(w.out)+len(sniff) > 0 {
 		// Sniff the buffered body in place when it suffices, so no 512-byte
 		// copy escapes to the heap.
@@ -285,8 +285,8 @@ func appendHeaderValue(b []byte, v string) []byte {
 	return b
 }
 
-// finish completes the response once the handler has returned: the rest
-// of the body, the empty STDOUT and END_REQUEST, in one write.
+// finish completes the response once the handler has returned: the rest of
+// the body, the empty STDOUT and END_REQUEST, in one write.
 func (w *response) finish() {
 	if w.done {
 		return
@@ -299,8 +299,8 @@ func (w *response) finish() {
 		return
 	}
 	if w.err() != nil {
-		// Aborted or disconnected: the web server wants END_REQUEST
-		// alone (§5.4), if it still listens.
+		// Aborted or disconnected: the web server wants END_REQUEST alone
+		// (§5.4), if it still listens.
 		c.endRequest(req, nil, nil, w.appStatus, false, wire.StatusRequestComplete)
 		return
 	}
@@ -310,8 +310,8 @@ func (w *response) finish() {
 	if !w.hdrReady {
 		h := w.header
 		cl := int64(-1)
-		// As net/http: a HEAD response gets a Content-Length only if
-		// its handler wrote the body it would have sent.
+		// As net/http: a HEAD response gets a Content-Length only if its
+		// handler wrote the body it would have sent.
 		head := w.hr.Method == http.MethodHead
 		if w.bodyAllowed() && (!head || len(w.out) > 0) && h.Get("Content-Length") == "" && h.Get("Transfer-Encoding") == "" {
 			cl = int64(len(w.out))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/internal/defaults"
 )
 
 var gatewayCmd = &command{
@@ -93,15 +94,15 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 		fs.BoolVar(&g.ServeStatic, "static", true, "serve existing files under --root that are not scripts directly")
 		timeout := fs.Duration("timeout", 60*time.Second, "FastCGI timeout: connecting, and each wait for the application to read or answer")
 		fs.Int64Var(&g.MaxBodyBytes, "max-body", 32<<20, "largest request body, in bytes")
-		fs.Int64Var(&g.MaxMemoryBytes, "max-body-memory", fcgi.DefaultGatewayMaxMemoryBytes, "most `bytes` of one request body held in memory; the rest goes to --temp-dir")
-		fs.Int64Var(&g.MaxTotalMemoryBytes, "max-body-memory-total", fcgi.DefaultGatewayMaxTotalMemoryBytes, "most `bytes` of all request bodies held in memory together")
-		bodyTimeout := fs.Duration("body-timeout", fcgi.DefaultGatewayBodyReadTimeout, "most time a read of a request body may wait for the client; then 408 (0: no limit)")
+		fs.Int64Var(&g.MaxMemoryBytes, "max-body-memory", defaults.GatewayMaxMemoryBytes, "most `bytes` of one request body held in memory; the rest goes to --temp-dir")
+		fs.Int64Var(&g.MaxTotalMemoryBytes, "max-body-memory-total", defaults.GatewayMaxTotalMemoryBytes, "most `bytes` of all request bodies held in memory together")
+		bodyTimeout := fs.Duration("body-timeout", defaults.GatewayBodyReadTimeout, "most time a read of a request body may wait for the client; then 408 (0: no limit)")
 		fs.StringVar(&g.TempDir, "temp-dir", "", "`directory` for request bodies not held in memory (default: $TMPDIR or /tmp)")
 		fs.BoolVar(&g.StreamRequestBody, "stream-body", false, "send request bodies of known length over 64 KiB as they arrive, not buffered first (a slow client then holds a backend worker)")
-		fs.IntVar(&g.MaxParamPairBytes, "max-param", fcgi.DefaultGatewayMaxParamPairBytes, "longest parameter sent, in `bytes` as a FastCGI pair; longer header fields get 431, URLs 414 (-1: no limit)")
+		fs.IntVar(&g.MaxParamPairBytes, "max-param", defaults.GatewayMaxParamPairBytes, "longest parameter sent, in `bytes` as a FastCGI pair; longer header fields get 431, URLs 414 (-1: no limit)")
 		headerTimeout := fs.Duration("header-timeout", 10*time.Second, "most time for a client to send a request's header (0: no limit)")
 		idleTimeout := fs.Duration("idle-timeout", 75*time.Second, "close a keep-alive connection idle this long (0: never)")
-		sendTimeout := fs.Duration("send-timeout", fcgi.DefaultGatewaySendTimeout, "most time a write of a response may wait for the client (0: no limit)")
+		sendTimeout := fs.Duration("send-timeout", defaults.GatewaySendTimeout, "most time a write of a response may wait for the client (0: no limit)")
 		filter := fs.Bool("filter", false, "send each file under --root to the application in the Filter role")
 		tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate `file` (PEM, with --tls-key)")
 		tlsKey := fs.String("tls-key", "", "the private key `file` of --tls-cert (PEM)")
