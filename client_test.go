@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,28 +16,15 @@ import (
 
 	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/internal/wire"
+	"go.uber.org/goleak"
 )
 
-// checkLeaks fails the test if goroutines of the fcgi package outlive it.
+// checkLeaks fails t if a goroutine that starts during t is still running
+// when t and its cleanups end. TestMain finds the same leaks, but only
+// checkLeaks names the test that left them.
 func checkLeaks(t testing.TB) {
-	t.Cleanup(func() {
-		var stacks string
-		for i := 0; i < 100; i++ {
-			buf := make([]byte, 1<<20)
-			stacks = string(buf[:runtime.Stack(buf, true)])
-			leaked := false
-			for _, g := range strings.Split(stacks, "\n\n") {
-				if strings.Contains(g, "github.com/fcgikit/fcgi.") && !strings.Contains(g, "_test.go") {
-					leaked = true
-				}
-			}
-			if !leaked {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Errorf("goroutines leaked:\n%s", stacks)
-	})
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
 }
 
 // eventually polls cond for up to two seconds.
