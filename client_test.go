@@ -78,77 +78,69 @@ func doString(t testing.TB, c *fcgi.Client, req *fcgi.Request) (*fcgi.Response, 
 }
 
 func TestClientDo(t *testing.T) {
-	for _, tcp := range []bool{false, true} {
-		t.Run(map[bool]string{false: "unix", true: "tcp"}[tcp], func(t *testing.T) { testClientDo(t, tcp) })
-	}
-}
-
-func testClientDo(t *testing.T, tcp bool) {
-	checkLeaks(t)
-	app := startFake(t, tcp, func(a *fakeApp) {
-		a.Handler = func(r *fakeReq) {
-			r.WriteErr("warning: " + r.Params["REQUEST_URI"])
-			r.Write("Status: 201 Created\r\nX-A: 1\r\nX-A: 2\r\nContent-Type: text/plain\r\n\r\n")
-			r.Write("uri=" + r.Params["REQUEST_URI"] + " body=" + string(r.Stdin))
-			r.End(7, 0)
+	forEachNetwork(t, func(t *testing.T, network string) {
+		checkLeaks(t)
+		app := startFake(t, network, func(a *fakeApp) {
+			a.Handler = func(r *fakeReq) {
+				r.WriteErr("warning: " + r.Params["REQUEST_URI"])
+				r.Write("Status: 201 Created\r\nX-A: 1\r\nX-A: 2\r\nContent-Type: text/plain\r\n\r\n")
+				r.Write("uri=" + r.Params["REQUEST_URI"] + " body=" + string(r.Stdin))
+				r.End(7, 0)
+			}
+		})
+		c := newClient(app.Addr)
+		defer c.Close()
+		var stderr bytes.Buffer
+		req := get("/x?y")
+		req.Stderr = &stderr
+		req.Body = strings.NewReader("payload")
+		resp, body := doString(t, c, req)
+		if resp.StatusCode != 201 || body != "uri=/x?y body=payload" {
+			t.Fatalf("got %d %q", resp.StatusCode, body)
+		}
+		if got := resp.Header["X-A"]; len(got) != 2 || got[1] != "2" || resp.Header.Get("Content-Type") != "text/plain" {
+			t.Fatalf("header %v", resp.Header)
+		}
+		if _, ok := resp.Header["Status"]; ok {
+			t.Fatal("Status left in the header")
+		}
+		if st, ok := resp.AppStatus(); !ok || st != 7 {
+			t.Fatalf("AppStatus = %d, %v", st, ok)
+		}
+		if stderr.String() != "warning: /x?y" {
+			t.Fatalf("stderr %q", stderr.String())
 		}
 	})
-	c := newClient(app.Addr)
-	defer c.Close()
-	var stderr bytes.Buffer
-	req := get("/x?y")
-	req.Stderr = &stderr
-	req.Body = strings.NewReader("payload")
-	resp, body := doString(t, c, req)
-	if resp.StatusCode != 201 || body != "uri=/x?y body=payload" {
-		t.Fatalf("got %d %q", resp.StatusCode, body)
-	}
-	if got := resp.Header["X-A"]; len(got) != 2 || got[1] != "2" || resp.Header.Get("Content-Type") != "text/plain" {
-		t.Fatalf("header %v", resp.Header)
-	}
-	if _, ok := resp.Header["Status"]; ok {
-		t.Fatal("Status left in the header")
-	}
-	if st, ok := resp.AppStatus(); !ok || st != 7 {
-		t.Fatalf("AppStatus = %d, %v", st, ok)
-	}
-	if stderr.String() != "warning: /x?y" {
-		t.Fatalf("stderr %q", stderr.String())
-	}
 }
 
 func TestClientKeepConn(t *testing.T) {
-	for _, tcp := range []bool{false, true} {
-		t.Run(map[bool]string{false: "unix", true: "tcp"}[tcp], func(t *testing.T) { testClientKeepConn(t, tcp) })
-	}
-}
-
-func testClientKeepConn(t *testing.T, tcp bool) {
-	checkLeaks(t)
-	app := startFake(t, tcp, nil)
-	c := newClient(app.Addr)
-	defer c.Close()
-	for i := 0; i < 50; i++ {
-		if _, body := doString(t, c, get("/")); body != "hello" {
-			t.Fatalf("body %q", body)
+	forEachNetwork(t, func(t *testing.T, network string) {
+		checkLeaks(t)
+		app := startFake(t, network, nil)
+		c := newClient(app.Addr)
+		defer c.Close()
+		for i := 0; i < 50; i++ {
+			if _, body := doString(t, c, get("/")); body != "hello" {
+				t.Fatalf("body %q", body)
+			}
 		}
-	}
-	if n := app.conns.Load(); n != 1 {
-		t.Fatalf("%d connections for 50 sequential requests, want 1", n)
-	}
-	if ids := app.IDs(); len(ids) != 1 || ids[1] != 50 {
-		t.Fatalf("request IDs %v, want only 1", ids)
-	}
-	for _, f := range app.KeepConnFlags() {
-		if f&wire.FlagKeepConn == 0 {
-			t.Fatal("FCGI_KEEP_CONN not set")
+		if n := app.conns.Load(); n != 1 {
+			t.Fatalf("%d connections for 50 sequential requests, want 1", n)
 		}
-	}
+		if ids := app.IDs(); len(ids) != 1 || ids[1] != 50 {
+			t.Fatalf("request IDs %v, want only 1", ids)
+		}
+		for _, f := range app.KeepConnFlags() {
+			if f&wire.FlagKeepConn == 0 {
+				t.Fatal("FCGI_KEEP_CONN not set")
+			}
+		}
+	})
 }
 
 func TestClientNoKeepAlive(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, nil)
+	app := startFake(t, "unix", nil)
 	c := newClient(app.Addr)
 	c.MaxIdleConnsPerBackend = -1
 	defer c.Close()
@@ -168,40 +160,36 @@ func TestClientNoKeepAlive(t *testing.T) {
 // A backend that closes kept connections (PHP-FPM's pm.max_requests) must
 // never cause an error.
 func TestClientWorkerRecycling(t *testing.T) {
-	for _, tcp := range []bool{false, true} {
-		t.Run(map[bool]string{false: "unix", true: "tcp"}[tcp], func(t *testing.T) { testClientWorkerRecycling(t, tcp) })
-	}
-}
-
-func testClientWorkerRecycling(t *testing.T, tcp bool) {
-	checkLeaks(t)
-	app := startFake(t, tcp, func(a *fakeApp) { a.MaxRequestsPerConn = 3 })
-	c := newClient(app.Addr)
-	defer c.Close()
-	for i := 0; i < 30; i++ {
-		req := get("/")
-		// Two connections closed after 3 responses teach the client the
-		// count; from then on it retires connections itself, and a POST
-		// never meets a connection the backend is closing. (Before, a
-		// POST could, and one that meets a reset is not sent twice.)
-		if i >= 8 && i%2 == 1 {
-			// Not idempotent, but replayable as Gateway makes it.
-			req = replayablePost("x")
+	forEachNetwork(t, func(t *testing.T, network string) {
+		checkLeaks(t)
+		app := startFake(t, network, func(a *fakeApp) { a.MaxRequestsPerConn = 3 })
+		c := newClient(app.Addr)
+		defer c.Close()
+		for i := 0; i < 30; i++ {
+			req := get("/")
+			// Two connections closed after 3 responses teach the client the
+			// count; from then on it retires connections itself, and a POST
+			// never meets a connection the backend is closing. (Before, a
+			// POST could, and one that meets a reset is not sent twice.)
+			if i >= 8 && i%2 == 1 {
+				// Not idempotent, but replayable as Gateway makes it.
+				req = replayablePost("x")
+			}
+			if _, body := doString(t, c, req); body != "hello" {
+				t.Fatalf("body %q", body)
+			}
 		}
-		if _, body := doString(t, c, req); body != "hello" {
-			t.Fatalf("body %q", body)
+		if n := app.conns.Load(); n < 10 {
+			t.Fatalf("%d connections, want at least 10", n)
 		}
-	}
-	if n := app.conns.Load(); n < 10 {
-		t.Fatalf("%d connections, want at least 10", n)
-	}
+	})
 }
 
 // A reused connection that fails before any response byte is retried once
 // for idempotent requests, and not for others.
 func TestClientRetryReusedConn(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) { a.DropRequestN = 2 })
+	app := startFake(t, "unix", func(a *fakeApp) { a.DropRequestN = 2 })
 	c := newClient(app.Addr)
 	defer c.Close()
 	doString(t, c, get("/"))
@@ -244,7 +232,7 @@ func TestClientRetryReusedConn(t *testing.T) {
 func TestClientBodyClosedEarly(t *testing.T) {
 	checkLeaks(t)
 	release := make(chan struct{})
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			r.Write("\r\nfirst")
 			<-release
@@ -277,7 +265,7 @@ func TestClientBodyClosedEarly(t *testing.T) {
 
 func TestClientPoolLimit(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			time.Sleep(20 * time.Millisecond)
 			r.Write("\r\nok")
@@ -350,7 +338,7 @@ func TestClientPoolLimit(t *testing.T) {
 // The backend may answer before it has read the whole body.
 func TestClientAnswerBeforeBody(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.RunOnParams = true
 		a.Handler = func(r *fakeReq) { r.Write("Status: 413\r\n\r\ntoo big") }
 	})
@@ -378,7 +366,7 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 func TestClientLargeBodyAndParams(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			r.Write(fmt.Sprintf("\r\n%d %d %d", len(r.Stdin), len(r.Params["BIG"]), len(r.Params)))
 		}
@@ -409,7 +397,7 @@ func TestClientProtocolStatus(t *testing.T) {
 		{wire.StatusUnknownRole, fcgi.ErrUnknownRole},
 		{wire.StatusCantMpxConn, fcgi.ErrCantMpxConn},
 	} {
-		app := startFake(t, false, func(a *fakeApp) {
+		app := startFake(t, "unix", func(a *fakeApp) {
 			a.Handler = func(r *fakeReq) { r.End(0, tc.status) }
 		})
 		c := newClient(app.Addr)
@@ -425,7 +413,7 @@ func TestClientProtocolStatus(t *testing.T) {
 func TestClientMalformedResponse(t *testing.T) {
 	checkLeaks(t)
 	for _, out := range []string{"no header end", "Bad Line\r\n\r\n", "Status: abc\r\n\r\n", ""} {
-		app := startFake(t, false, func(a *fakeApp) {
+		app := startFake(t, "unix", func(a *fakeApp) {
 			a.Handler = func(r *fakeReq) {
 				if out != "" {
 					r.Write(out)
@@ -439,7 +427,7 @@ func TestClientMalformedResponse(t *testing.T) {
 		}
 		c.Close()
 	}
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) { r.Write("X: " + strings.Repeat("y", 2000) + "\r\n\r\n") }
 	})
 	c := newClient(app.Addr)
@@ -455,7 +443,7 @@ func TestClientMalformedResponse(t *testing.T) {
 func TestClientNoResponseHeaderLimit(t *testing.T) {
 	checkLeaks(t)
 	long := strings.Repeat("y", fcgi.DefaultClientMaxResponseHeaderBytes)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) { r.Write("X: " + long + "\r\n\r\nbody") }
 	})
 	c := newClient(app.Addr)
@@ -476,7 +464,7 @@ func TestClientTimeouts(t *testing.T) {
 	checkLeaks(t)
 	release := make(chan struct{})
 	defer close(release)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			if r.Params["REQUEST_URI"] == "/slowtail" {
 				r.Write("\r\nbegin")
@@ -521,7 +509,7 @@ func TestClientTimeouts(t *testing.T) {
 	check(err, "dial")
 
 	// Write: a backend that stops reading.
-	stuck := startFake(t, false, func(a *fakeApp) {
+	stuck := startFake(t, "unix", func(a *fakeApp) {
 		a.NoReadStdin = true
 		a.Handler = func(r *fakeReq) { <-a.done }
 	})
@@ -536,7 +524,7 @@ func TestClientTimeouts(t *testing.T) {
 
 func TestClientCancel(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			if r.Params["REQUEST_URI"] == "/body" {
 				r.Write("\r\nbegin")
@@ -573,7 +561,7 @@ func TestClientCancel(t *testing.T) {
 
 func TestClientMultiplexOn(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			time.Sleep(10 * time.Millisecond)
 			r.WriteErr("e" + r.Params["N"])
@@ -637,7 +625,7 @@ func clipS(s string) string {
 
 func TestClientMultiplexAbort(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			if r.Params["REQUEST_URI"] == "/wait" {
 				<-r.Aborted
@@ -694,7 +682,7 @@ func TestClientMultiplexAuto(t *testing.T) {
 		{"silent", func(a *fakeApp) {}, 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			app := startFake(t, false, func(a *fakeApp) { tc.configure(a); a.Handler = slow })
+			app := startFake(t, "unix", func(a *fakeApp) { tc.configure(a); a.Handler = slow })
 			c := newClient(app.Addr)
 			c.Multiplex = fcgi.MultiplexAuto
 			c.ProbeTimeout = 100 * time.Millisecond
@@ -720,7 +708,7 @@ func TestClientMultiplexAuto(t *testing.T) {
 
 func TestClientGetValues(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, true, func(a *fakeApp) {
+	app := startFake(t, "tcp", func(a *fakeApp) {
 		a.Values = map[string]string{"FCGI_MPXS_CONNS": "0", "FCGI_MAX_CONNS": "5"}
 		a.CloseAfterValues = true
 	})
@@ -729,7 +717,7 @@ func TestClientGetValues(t *testing.T) {
 	if err != nil || vals["FCGI_MPXS_CONNS"] != "0" || vals["FCGI_MAX_CONNS"] != "5" || len(vals) != 2 {
 		t.Fatalf("%v %v", vals, err)
 	}
-	silent := startFake(t, false, nil)
+	silent := startFake(t, "unix", nil)
 	c.ProbeTimeout = 50 * time.Millisecond
 	_, err = c.GetValues(context.Background(), silent.Addr, "FCGI_MPXS_CONNS")
 	var te *fcgi.TimeoutError
@@ -737,7 +725,7 @@ func TestClientGetValues(t *testing.T) {
 		t.Fatalf("silent backend: %v", err)
 	}
 	// An application that does not know GET_VALUES says so at once.
-	unknown := startFake(t, false, func(a *fakeApp) { a.UnknownValues = true })
+	unknown := startFake(t, "unix", func(a *fakeApp) { a.UnknownValues = true })
 	c.ProbeTimeout = time.Minute
 	start := time.Now()
 	if _, err = c.GetValues(context.Background(), unknown.Addr); !errors.Is(err, fcgi.ErrProtocol) || time.Since(start) > 10*time.Second {
@@ -755,7 +743,7 @@ func TestClientBackends(t *testing.T) {
 	var hits [2]atomic.Int64
 	apps := make([]*fakeApp, 2)
 	for i := range apps {
-		apps[i] = startFake(t, false, func(a *fakeApp) {
+		apps[i] = startFake(t, "unix", func(a *fakeApp) {
 			a.Handler = func(r *fakeReq) {
 				hits[i].Add(1)
 				time.Sleep(20 * time.Millisecond)
@@ -789,7 +777,7 @@ func TestClientBackends(t *testing.T) {
 
 func TestClientClosed(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, nil)
+	app := startFake(t, "unix", nil)
 	c := newClient(app.Addr)
 	doString(t, c, get("/"))
 	c.Close()
@@ -804,7 +792,7 @@ func TestClientClosed(t *testing.T) {
 
 func TestClientIdleTimeoutAndLifetime(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, nil)
+	app := startFake(t, "unix", nil)
 	c := newClient(app.Addr)
 	c.IdleTimeout = 50 * time.Millisecond
 	defer c.Close()
@@ -813,7 +801,7 @@ func TestClientIdleTimeoutAndLifetime(t *testing.T) {
 		t.Fatal("idle connection not closed after IdleTimeout")
 	}
 
-	app2 := startFake(t, false, nil)
+	app2 := startFake(t, "unix", nil)
 	c2 := newClient(app2.Addr)
 	c2.MaxLifetime = 60 * time.Millisecond
 	defer c2.Close()
@@ -829,7 +817,7 @@ func TestClientIdleTimeoutAndLifetime(t *testing.T) {
 // A backend set aside comes back after BackendCooldown.
 func TestClientBackendCooldown(t *testing.T) {
 	checkLeaks(t)
-	good := startFake(t, false, nil)
+	good := startFake(t, "unix", nil)
 	p, late := unixAddr(t)
 	c := &fcgi.Client{Backends: []string{late, good.Addr}, ErrorLog: quietLog, BackendCooldown: 100 * time.Millisecond, MaxIdleConnsPerBackend: -1}
 	defer c.Close()
@@ -876,7 +864,7 @@ func TestClientBackendCooldown(t *testing.T) {
 // connection, and the backend is no longer multiplexed.
 func TestClientMultiplexRefused(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			if r.ID > 1 {
 				r.End(0, wire.StatusCantMpxConn)
@@ -920,7 +908,7 @@ func TestClientMultiplexRefused(t *testing.T) {
 func TestClientMultiplexTimeoutAndBrokenConn(t *testing.T) {
 	checkLeaks(t)
 	release := make(chan struct{})
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			switch r.Params["REQUEST_URI"] {
 			case "/slow":
@@ -971,7 +959,7 @@ func TestClientMultiplexTimeoutAndBrokenConn(t *testing.T) {
 
 func TestClientFilterRole(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			r.Write(fmt.Sprintf("\r\n%v stdin=%q data=%q", r.Role, r.Stdin, strings.ToUpper(string(r.Data))))
 		}
@@ -997,7 +985,7 @@ func TestClientFilterRole(t *testing.T) {
 // have run, so it is not sent again, even though the error is a reset.
 func TestClientNoRetryAfterResetOfReadRequest(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, true, func(a *fakeApp) { a.DropRequestN = 2; a.ResetOnDrop = true })
+	app := startFake(t, "tcp", func(a *fakeApp) { a.DropRequestN = 2; a.ResetOnDrop = true })
 	c := newClient(app.Addr)
 	defer c.Close()
 	doString(t, c, get("/"))
@@ -1017,7 +1005,7 @@ func TestClientNoRetryAfterResetOfReadRequest(t *testing.T) {
 // pool keeps reusing its connections afterwards.
 func TestClientRecyclingNeedsTwoObservations(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) { a.DropRequestN = 2; a.DropOnce = true })
+	app := startFake(t, "unix", func(a *fakeApp) { a.DropRequestN = 2; a.DropOnce = true })
 	c := newClient(app.Addr)
 	defer c.Close()
 	doString(t, c, get("/"))
@@ -1040,7 +1028,7 @@ func TestClientRecyclingNeedsTwoObservations(t *testing.T) {
 func TestClientMultiplexAbortBehindStuckWrite(t *testing.T) {
 	checkLeaks(t)
 	release := make(chan struct{})
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.NoReadStdin = true
 		a.Handler = func(r *fakeReq) { <-release }
 	})
@@ -1098,7 +1086,7 @@ func TestClientMultiplexAbortBehindStuckWrite(t *testing.T) {
 // once more on a new connection, even a POST.
 func TestClientOverloadedOnKeptConnRetried(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			r.conn.mu.Lock()
 			second := r.conn.served == 2
@@ -1121,7 +1109,7 @@ func TestClientOverloadedOnKeptConnRetried(t *testing.T) {
 		t.Fatalf("%d connections, want 2", n)
 	}
 	// On a new connection OVERLOADED is the answer: no retry.
-	app2 := startFake(t, false, func(a *fakeApp) { a.Handler = func(r *fakeReq) { r.End(0, wire.StatusOverloaded) } })
+	app2 := startFake(t, "unix", func(a *fakeApp) { a.Handler = func(r *fakeReq) { r.End(0, wire.StatusOverloaded) } })
 	c2 := newClient(app2.Addr)
 	defer c2.Close()
 	if _, err := c2.Do(context.Background(), get("/")); !errors.Is(err, fcgi.ErrOverloaded) {
@@ -1149,7 +1137,7 @@ func (c slowStdinConn) Write(p []byte) (int, error) {
 // run, so it is not sent again.
 func TestClientNoRetryAfterPartialWrite(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, true, func(a *fakeApp) { a.RunOnParams, a.DropRequestN, a.ResetOnDrop = true, 2, true })
+	app := startFake(t, "tcp", func(a *fakeApp) { a.RunOnParams, a.DropRequestN, a.ResetOnDrop = true, 2, true })
 	c := newClient(app.Addr)
 	c.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
@@ -1177,7 +1165,7 @@ func TestClientNoRetryAfterPartialWrite(t *testing.T) {
 // recycling count, and the pool goes on keeping connections.
 func TestClientRestartTeachesNoRecycling(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) { r.Write("\r\n"); time.Sleep(50 * time.Millisecond); r.Write("hello") }
 	})
 	c := newClient(app.Addr)
@@ -1208,7 +1196,7 @@ func TestClientRestartTeachesNoRecycling(t *testing.T) {
 // pool keeps its connections rather than churning.
 func TestClientSlowScriptsKeepConns(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) { time.Sleep(40 * time.Millisecond); r.Write("\r\nhello") }
 	})
 	c := newClient(app.Addr)

@@ -73,7 +73,7 @@ func TestClientSlowUploadHeaderTimeout(t *testing.T) {
 			checkLeaks(t)
 			const timeout = time.Second // ample for an answer on a loaded machine
 			var bodyRead atomic.Bool
-			app := startFake(t, false, func(a *fakeApp) {
+			app := startFake(t, "unix", func(a *fakeApp) {
 				a.Handler = func(r *fakeReq) {
 					// The fake starts a handler once STDIN has ended.
 					bodyRead.Store(true)
@@ -132,7 +132,7 @@ func TestClientSlowUploadHeaderTimeout(t *testing.T) {
 // the timeout is answered 200, not 504.
 func TestGatewaySlowUploadNot504(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) { r.Write(fmt.Sprintf("\r\n%d", len(r.Stdin))) }
 	})
 	root := t.TempDir()
@@ -173,7 +173,7 @@ func TestClientBodyFailsBeforeHeaderWait(t *testing.T) {
 	for _, mpx := range []bool{false, true} {
 		t.Run(fmt.Sprintf("multiplex=%v", mpx), func(t *testing.T) {
 			checkLeaks(t)
-			app := startFake(t, false, nil)
+			app := startFake(t, "unix", nil)
 			c := newClient(app.Addr)
 			c.ResponseHeaderTimeout = 100 * time.Millisecond
 			if mpx {

@@ -22,8 +22,9 @@ import (
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
-// transports runs f over TCP loopback and a unix socket.
-func transports(t *testing.T, f func(t *testing.T, network string)) {
+// forEachNetwork runs f in a subtest for each network the package serves
+// and dials on, named by the network: "tcp" (loopback) and "unix".
+func forEachNetwork(t *testing.T, f func(t *testing.T, network string)) {
 	for _, network := range []string{"tcp", "unix"} {
 		t.Run(network, func(t *testing.T) { f(t, network) })
 	}
@@ -118,7 +119,7 @@ func parseCGI(t *testing.T, stdout []byte) (map[string]string, string) {
 func hello(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello, "+r.URL.Path) }
 
 func TestResponderGet(t *testing.T) {
-	transports(t, func(t *testing.T, network string) {
+	forEachNetwork(t, func(t *testing.T, network string) {
 		addr := startServer(t, network, nil, http.HandlerFunc(hello))
 		c := dial(t, network, addr)
 		c.Get(1, false, "/world?x=1")
@@ -143,7 +144,7 @@ func TestResponderGet(t *testing.T) {
 // The nginx keep-alive scenario: request ID 1 again and again on one
 // connection (the bug that made net/http/fcgi reset nginx's connections).
 func TestKeepConnReusesRequestID(t *testing.T) {
-	transports(t, func(t *testing.T, network string) {
+	forEachNetwork(t, func(t *testing.T, network string) {
 		addr := startServer(t, network, nil, http.HandlerFunc(hello))
 		c := dial(t, network, addr)
 		for i := range 200 {
@@ -460,7 +461,7 @@ func TestAbortBeforeHandlerStarts(t *testing.T) {
 }
 
 func TestDisconnectCancelsHandler(t *testing.T) {
-	transports(t, func(t *testing.T, network string) {
+	forEachNetwork(t, func(t *testing.T, network string) {
 		started := make(chan struct{})
 		causes := make(chan error, 1)
 		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
