@@ -136,7 +136,7 @@ func eventuallyFor(d time.Duration, cond func() bool) bool {
 	return true
 }
 
-// quietLog discards the client's log.
+// quietLog discards what a Client or Server logs.
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func newClient(addr string) *fcgi.Client {
