@@ -131,7 +131,7 @@ func TestClientMultiplexSlowAbortCostsOneRequest(t *testing.T) {
 			quit := make(chan struct{})      // ends the handler that never answers
 			var seen pathCounts
 			var cp atomic.Pointer[fcgi.Client]
-			app := startFake(t, false, func(a *fakeApp) {
+			app := startFake(t, "unix", func(a *fakeApp) {
 				a.Handler = func(r *fakeReq) {
 					path := r.Params["REQUEST_URI"]
 					seen.add(path)

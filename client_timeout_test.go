@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -73,7 +74,7 @@ func TestClientSlowUploadHeaderTimeout(t *testing.T) {
 			checkLeaks(t)
 			const timeout = time.Second // ample for an answer on a loaded machine
 			var bodyRead atomic.Bool
-			app := startFake(t, false, func(a *fakeApp) {
+			app := startFake(t, "unix", func(a *fakeApp) {
 				a.Handler = func(r *fakeReq) {
 					// The fake starts a handler once STDIN has ended.
 					bodyRead.Store(true)
@@ -132,7 +133,7 @@ func TestClientSlowUploadHeaderTimeout(t *testing.T) {
 // the timeout is answered 200, not 504.
 func TestGatewaySlowUploadNot504(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) { r.Write(fmt.Sprintf("\r\n%d", len(r.Stdin))) }
 	})
 	root := t.TempDir()
@@ -173,7 +174,7 @@ func TestClientBodyFailsBeforeHeaderWait(t *testing.T) {
 	for _, mpx := range []bool{false, true} {
 		t.Run(fmt.Sprintf("multiplex=%v", mpx), func(t *testing.T) {
 			checkLeaks(t)
-			app := startFake(t, false, nil)
+			app := startFake(t, "unix", nil)
 			c := newClient(app.Addr)
 			c.ResponseHeaderTimeout = 100 * time.Millisecond
 			if mpx {
@@ -200,5 +201,104 @@ func TestClientBodyFailsBeforeHeaderWait(t *testing.T) {
 				t.Errorf("after Close: %d open, %d idle", open, idle)
 			}
 		})
+	}
+}
+
+func TestClientTimeouts(t *testing.T) {
+	checkLeaks(t)
+	release := make(chan struct{})
+	defer close(release)
+	app := startFake(t, "unix", func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			if r.Params["REQUEST_URI"] == "/slowtail" {
+				r.Write("\r\nbegin")
+			}
+			select {
+			case <-release:
+			case <-time.After(2 * time.Second):
+			}
+		}
+	})
+	check := func(err error, op string) {
+		t.Helper()
+		var te *fcgi.TimeoutError
+		var ne net.Error
+		if !errors.As(err, &te) || te.Op != op || !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("error %v, want a %q timeout", err, op)
+		}
+	}
+	c := newClient(app.Addr)
+	c.ResponseHeaderTimeout = 50 * time.Millisecond
+	c.ReadTimeout = 50 * time.Millisecond
+	defer c.Close()
+	_, err := c.Do(context.Background(), get("/"))
+	check(err, "response header")
+
+	resp, err := c.Do(context.Background(), get("/slowtail"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	check(err, "read response")
+
+	// Dial.
+	cd := newClient("127.0.0.1:1")
+	cd.DialTimeout = 50 * time.Millisecond
+	cd.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	_, err = cd.Do(context.Background(), get("/"))
+	check(err, "dial")
+
+	// Write: a backend that stops reading.
+	stuck := startFake(t, "unix", func(a *fakeApp) {
+		a.NoReadStdin = true
+		a.Handler = func(r *fakeReq) { <-a.done }
+	})
+	cw := newClient(stuck.Addr)
+	cw.WriteTimeout = 50 * time.Millisecond
+	defer cw.Close()
+	req := get("/")
+	req.Body = io.LimitReader(zeros{}, 64<<20)
+	_, err = cw.Do(context.Background(), req)
+	check(err, "write request")
+}
+
+func TestClientCancel(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, "unix", func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			if r.Params["REQUEST_URI"] == "/body" {
+				r.Write("\r\nbegin")
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	})
+	c := newClient(app.Addr)
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(30*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := c.Do(ctx, get("/"))
+	if !errors.Is(err, context.Canceled) || time.Since(start) > 250*time.Millisecond {
+		t.Fatalf("error %v after %v", err, time.Since(start))
+	}
+
+	ctx, cancel = context.WithCancel(context.Background())
+	resp, err := c.Do(ctx, get("/body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(30*time.Millisecond, cancel)
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("body read: %v", err)
+	}
+	// The connection is usable again after the cancellations: fresh ones.
+	if _, body := doString(t, c, get("/body")); body != "begin" {
+		t.Fatalf("body %q", body)
 	}
 }

@@ -105,22 +105,22 @@ func unixAddr(t testing.TB) (string, string) {
 	return p, "unix:" + p
 }
 
-// startFake starts a fake application on a unix socket; tcp selects
-// loopback TCP instead.
-func startFake(t testing.TB, tcp bool, configure func(a *fakeApp)) *fakeApp {
+// startFake starts a fake application on network: "tcp" for loopback
+// TCP, "unix" for a unix socket.
+func startFake(t testing.TB, network string, configure func(a *fakeApp)) *fakeApp {
 	a := &fakeApp{t: t, ids: map[uint16]int{}, nc: map[net.Conn]bool{}, done: make(chan struct{})}
 	a.Handler = func(r *fakeReq) { r.Write("Content-Type: text/plain\r\n\r\nhello") }
 	if configure != nil {
 		configure(a)
 	}
 	var err error
-	if tcp {
-		a.ln, err = net.Listen("tcp", "127.0.0.1:0")
-		a.Addr = a.ln.Addr().String()
-	} else {
+	if network == "unix" {
 		var p string
 		p, a.Addr = unixAddr(t)
 		a.ln, err = net.Listen("unix", p)
+	} else {
+		a.ln, err = net.Listen("tcp", "127.0.0.1:0")
+		a.Addr = a.ln.Addr().String()
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -188,7 +188,7 @@ func TestGatewayShieldsBackendFromSlowUpload(t *testing.T) {
 func TestGatewayStreamRequestBody(t *testing.T) {
 	checkLeaks(t)
 	started := make(chan struct{}, 1)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.RunOnParams = true
 		a.Handler = func(r *fakeReq) {
 			started <- struct{}{}
@@ -264,7 +264,7 @@ func TestGatewayBodyResourcesComeBack(t *testing.T) {
 	checkLeaks(t)
 	release := make(chan struct{})
 	defer close(release)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			if r.Params["QUERY_STRING"] == "cut" {
 				r.Write("Content-Type: text/plain\r\n\r\npartial")
@@ -461,7 +461,7 @@ func (b *trickleBody) Read(p []byte) (int, error) {
 // slowly, is not cut off.
 func TestGatewayBodyReadTimeout(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			r.Write(fmt.Sprintf("Content-Type: text/plain\r\n\r\n%d %x", len(r.Stdin), md5.Sum(r.Stdin)))
 		}
@@ -662,7 +662,7 @@ func TestGatewayBodyMaxBytesReader(t *testing.T) {
 // the gateway does not wait for the rest of the body to return.
 func TestGatewayStreamRequestBodyStalledClient(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.RunOnParams = true
 		a.Handler = func(r *fakeReq) { r.Write("Content-Type: text/plain\r\n\r\nanswered") }
 	})

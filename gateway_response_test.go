@@ -55,7 +55,7 @@ func TestGatewaySendTimeout(t *testing.T) {
 	for _, mpx := range []bool{false, true} {
 		t.Run(map[bool]string{false: "one-request", true: "multiplexed"}[mpx], func(t *testing.T) {
 			checkLeaks(t)
-			app := startFake(t, false, func(a *fakeApp) { a.Handler = bigStream })
+			app := startFake(t, "unix", func(a *fakeApp) { a.Handler = bigStream })
 			g, logs := newGateway(t, app.Addr, docRoot(t))
 			g.Client.MaxConnsPerBackend = 1
 			g.Client.ResponseHeaderTimeout = 0
@@ -139,7 +139,7 @@ func waitLog(logs *logBuffer, s string) bool {
 // deadline moves with progress.
 func TestGatewaySendTimeoutMovesWithProgress(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) { a.Handler = bigStream })
+	app := startFake(t, "unix", func(a *fakeApp) { a.Handler = bigStream })
 	g, _ := newGateway(t, app.Addr, docRoot(t))
 	g.Client.ResponseHeaderTimeout = 0
 	g.SendTimeout = 1500 * time.Millisecond
@@ -175,7 +175,7 @@ func TestGatewaySendTimeoutMovesWithProgress(t *testing.T) {
 // every request with the CGI header *head (set before each request) and
 // the body "body".
 func headGateway(t *testing.T, head *string) (*httptest.Server, *logBuffer) {
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) { r.Write(*head + "\r\nbody") }
 	})
 	g, logs := newGateway(t, app.Addr, docRoot(t))
@@ -326,7 +326,7 @@ func TestGatewayFoldingHeaderNamesPHPFPM(t *testing.T) {
 // body); over HTTP/2 it resets the stream even with no write waiting.
 func TestGatewaySendTimeoutBackendPause(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			r.Write("Content-Type: text/plain\r\n\r\na")
 			time.Sleep(700 * time.Millisecond) // the application thinks
@@ -361,7 +361,7 @@ func TestGatewaySendTimeoutBackendPause(t *testing.T) {
 // held serves the next request.
 func TestGatewaySendTimeoutHTTP2(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) { a.Handler = bigStream })
+	app := startFake(t, "unix", func(a *fakeApp) { a.Handler = bigStream })
 	g, logs := newGateway(t, app.Addr, docRoot(t))
 	g.Client.MaxConnsPerBackend = 1
 	g.Client.ResponseHeaderTimeout = 0
@@ -404,7 +404,7 @@ func TestGatewaySendTimeoutHTTP2(t *testing.T) {
 // SendTimeout is shorter than WriteTimeout or not.
 func TestGatewaySendTimeoutKeepsServerWriteTimeout(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) { a.Handler = bigStream })
+	app := startFake(t, "unix", func(a *fakeApp) { a.Handler = bigStream })
 	for _, send := range []time.Duration{400 * time.Millisecond, 0} {
 		g, _ := newGateway(t, app.Addr, docRoot(t))
 		g.Client.ResponseHeaderTimeout = 0
@@ -495,7 +495,7 @@ func writeOK(r *fakeReq, p []byte) bool {
 // and then gives the connection up.
 func TestGatewayAuthorizerEndlessBody(t *testing.T) {
 	checkLeaks(t)
-	auth := startFake(t, false, func(a *fakeApp) {
+	auth := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			r.Write("Status: 200\r\nVariable-AUTH_USER: alice\r\n\r\n")
 			chunk := make([]byte, 32<<10)
@@ -595,7 +595,7 @@ func TestGatewaySendTimeoutStatic(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "big.bin"), big, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	app := startFake(t, false, nil)
+	app := startFake(t, "unix", nil)
 	g, logs := newGateway(t, app.Addr, root)
 	g.ServeStatic = true
 	g.SendTimeout = 300 * time.Millisecond
@@ -700,7 +700,7 @@ func TestGatewaySendTimeoutStatic(t *testing.T) {
 // dropped) rather than closed for it.
 func TestGatewayBodyNotAllowedKeepsConn(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			r.Write("Status: " + strings.TrimPrefix(r.Params["REQUEST_URI"], "/") + "\r\n\r\nan unwanted body")
 		}
@@ -728,7 +728,7 @@ func TestGatewayBodyNotAllowedKeepsConn(t *testing.T) {
 // frees the backend connection at once, with no send timeout at all.
 func TestGatewayClientClosesMidResponse(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) { a.Handler = bigStream })
+	app := startFake(t, "unix", func(a *fakeApp) { a.Handler = bigStream })
 	g, _ := newGateway(t, app.Addr, docRoot(t))
 	g.Client.MaxConnsPerBackend = 1
 	g.Client.ResponseHeaderTimeout = 0

@@ -24,7 +24,7 @@ import (
 
 // echoApp answers with its parameters and a digest of its body as JSON.
 func echoApp(t *testing.T) *fakeApp {
-	return startFake(t, false, func(a *fakeApp) {
+	return startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			out := map[string]any{"params": r.Params, "len": len(r.Stdin), "md5": fmt.Sprintf("%x", md5.Sum(r.Stdin))}
 			b, _ := json.Marshal(out)
@@ -347,7 +347,7 @@ func TestGatewayBodies(t *testing.T) {
 
 func TestGatewayStreaming(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			r.Write("Content-Type: text/event-stream\r\n\r\n")
 			for i := 0; i < 3; i++ {
@@ -410,7 +410,7 @@ func TestGatewayErrors(t *testing.T) {
 		t.Fatalf("dead backend: %d, log %q", w.Code, logs.String())
 	}
 
-	overloaded := startFake(t, false, func(a *fakeApp) { a.Handler = func(r *fakeReq) { r.End(0, wire.StatusOverloaded) } })
+	overloaded := startFake(t, "unix", func(a *fakeApp) { a.Handler = func(r *fakeReq) { r.End(0, wire.StatusOverloaded) } })
 	g, logs = newGateway(t, overloaded.Addr, root)
 	if w := serveGW(g, "GET", "/", nil); w.Code != http.StatusServiceUnavailable || !strings.Contains(logs.String(), "OVERLOADED") {
 		t.Fatalf("overloaded: %d, log %q", w.Code, logs.String())
@@ -418,7 +418,7 @@ func TestGatewayErrors(t *testing.T) {
 
 	release := make(chan struct{})
 	defer close(release)
-	slow := startFake(t, false, func(a *fakeApp) {
+	slow := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) { r.WriteErr("PHP Warning: slow"); <-release }
 	})
 	g, logs = newGateway(t, slow.Addr, root)
@@ -430,7 +430,7 @@ func TestGatewayErrors(t *testing.T) {
 		t.Fatalf("stderr not logged with the request: %q", logs.String())
 	}
 
-	hop := startFake(t, false, func(a *fakeApp) {
+	hop := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) { r.Write("Connection: close\r\nTransfer-Encoding: chunked\r\nX-App: 1\r\n\r\nplain") }
 	})
 	g, _ = newGateway(t, hop.Addr, root)
@@ -451,7 +451,7 @@ func TestGatewayErrors(t *testing.T) {
 	}
 
 	// A header refused halfway leaves nothing of itself on the 502.
-	half := startFake(t, false, func(a *fakeApp) {
+	half := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) { r.Write("Set-Cookie: session=1\r\nX-App: 1\r\nno colon\r\n\r\nbody") }
 	})
 	g, _ = newGateway(t, half.Addr, root)
@@ -459,7 +459,7 @@ func TestGatewayErrors(t *testing.T) {
 		t.Fatalf("malformed header: %d %v", w.Code, w.Header())
 	}
 
-	bad := startFake(t, false, func(a *fakeApp) { a.Handler = func(r *fakeReq) { r.Write("garbage\r\n\r\n") } })
+	bad := startFake(t, "unix", func(a *fakeApp) { a.Handler = func(r *fakeReq) { r.Write("garbage\r\n\r\n") } })
 	g, logs = newGateway(t, bad.Addr, root)
 	if w := serveGW(g, "GET", "/", nil); w.Code != http.StatusBadGateway || !strings.Contains(logs.String(), "malformed") {
 		t.Fatalf("malformed: %d, log %q", w.Code, logs.String())
@@ -468,7 +468,7 @@ func TestGatewayErrors(t *testing.T) {
 
 func TestGatewayAuthorizer(t *testing.T) {
 	checkLeaks(t)
-	auth := startFake(t, false, func(a *fakeApp) {
+	auth := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			if r.Role != wire.RoleAuthorizer {
 				r.Write("Status: 500\r\n\r\nwrong role")
@@ -539,7 +539,7 @@ func TestGatewayAuthorizer(t *testing.T) {
 // abandoned and nothing leaks.
 func TestGatewayClientGone(t *testing.T) {
 	checkLeaks(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) { time.Sleep(300 * time.Millisecond); r.Write("\r\nlate") }
 	})
 	g, _ := newGateway(t, app.Addr, docRoot(t))
@@ -616,7 +616,7 @@ func TestGatewayFilter(t *testing.T) {
 func TestGatewayFilterRetried(t *testing.T) {
 	checkLeaks(t)
 	root := docRoot(t)
-	app := startFake(t, false, func(a *fakeApp) {
+	app := startFake(t, "unix", func(a *fakeApp) {
 		a.DropRequestN, a.DropOnce = 2, true
 		a.Handler = func(r *fakeReq) { r.Write("\r\n" + string(r.Data)) }
 	})
@@ -661,7 +661,7 @@ func TestGatewayFlushesBehindStderrAndPartialRecords(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkLeaks(t)
-			app := startFake(t, false, func(a *fakeApp) {
+			app := startFake(t, "unix", func(a *fakeApp) {
 				a.Handler = func(r *fakeReq) {
 					r.Write("Content-Type: text/event-stream\r\n\r\n")
 					time.Sleep(50 * time.Millisecond)
@@ -712,7 +712,7 @@ func stdoutThenStderr(r *fakeReq) {
 // asked about paths that next serves otherwise (a Filter of files).
 func TestGatewayAuthorizerVariablesWin(t *testing.T) {
 	checkLeaks(t)
-	auth := startFake(t, false, func(a *fakeApp) {
+	auth := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			if r.Params["HTTP_COOKIE"] != "session=alice" {
 				r.Write("Status: 401\r\n\r\n")

@@ -15,7 +15,7 @@ import (
 // with CONTENT_LENGTH reaches the handler.
 func TestCGIFCGI(t *testing.T) {
 	peer.Require(t, "cgi-fcgi", "libfcgi-bin")
-	transports(t, func(t *testing.T, network string) {
+	forEachNetwork(t, func(t *testing.T, network string) {
 		app := startInteropApp(t, network)
 		env := func(method, uri, query string) map[string]string {
 			return map[string]string{

@@ -94,7 +94,7 @@ func (m logMark) checkClean(t *testing.T) {
 // a unix socket, and talks to nginx over HTTP.
 func TestNginx(t *testing.T) {
 	peer.Require(t, "nginx", "nginx")
-	transports(t, func(t *testing.T, network string) {
+	forEachNetwork(t, func(t *testing.T, network string) {
 		app := startInteropApp(t, network)
 		kept := startNginxFor(t, app, 8)
 		unkept := startNginxFor(t, app, 0)

@@ -297,40 +297,38 @@ func TestHAProxyMultiplexing(t *testing.T) {
 // the same Server, which sees the Variable-* values as CGI variables.
 func TestLighttpdAuthorizer(t *testing.T) {
 	t.Parallel()
-	for _, network := range []string{"unix", "tcp"} {
-		t.Run(network, func(t *testing.T) {
-			t.Parallel()
-			srv := &fcgi.Server{Handler: http.HandlerFunc(echoEnv), Authorizer: http.HandlerFunc(authorize)}
-			addr := peerServer(t, network, srv)
-			l := peer.StartLighttpd(t, peer.LighttpdConfig{
-				Authorizer:       addr,
-				AuthorizerPrefix: "/private/",
-				FastCGI:          addr,
-				FastCGIPrefix:    ".fcgi",
-			})
-			mustMkdir(t, l.Root()+"/private")
-			writeTestFile(t, l.Root()+"/private/secret.txt", "static secret\n")
-			writeTestFile(t, l.Root()+"/private/app.fcgi", "")
-			writeTestFile(t, l.Root()+"/public.txt", "static public\n")
-			cl := httpClient(t)
-			allow := map[string]string{"X-Allow": "yes"}
-
-			mustFetch(t, cl, "GET", l.URL()+"/private/secret.txt", allow, "", 200, "static secret")
-			res := mustFetch(t, cl, "GET", l.URL()+"/private/secret.txt", nil, "", 403, "denied by authorizer")
-			if got := res.header.Get("WWW-Authenticate"); got != `Basic realm="fcgikit"` {
-				t.Errorf("denial's WWW-Authenticate header: %q", got)
-			}
-			mustFetch(t, cl, "GET", l.URL()+"/public.txt", nil, "", 200, "static public")
-			// Authorizer, then Responder, both on this Server.
-			res = mustFetch(t, cl, "POST", l.URL()+"/private/app.fcgi?v=AUTH_LEVEL&v=REMOTE_USER&dump", allow, "payload", 200,
-				`POST /private/app.fcgi?v=AUTH_LEVEL&v=REMOTE_USER&dump role=RESPONDER body="payload"`)
-			if !strings.Contains(res.body, " AUTH_LEVEL=gold") {
-				t.Errorf("the responder did not get the authorizer's variable: %q", res.body)
-			}
-			t.Logf("responder saw: %s", res.body)
-			mustFetch(t, cl, "POST", l.URL()+"/private/app.fcgi", nil, "payload", 403, "denied by authorizer")
+	forEachNetwork(t, func(t *testing.T, network string) {
+		t.Parallel()
+		srv := &fcgi.Server{Handler: http.HandlerFunc(echoEnv), Authorizer: http.HandlerFunc(authorize)}
+		addr := peerServer(t, network, srv)
+		l := peer.StartLighttpd(t, peer.LighttpdConfig{
+			Authorizer:       addr,
+			AuthorizerPrefix: "/private/",
+			FastCGI:          addr,
+			FastCGIPrefix:    ".fcgi",
 		})
-	}
+		mustMkdir(t, l.Root()+"/private")
+		writeTestFile(t, l.Root()+"/private/secret.txt", "static secret\n")
+		writeTestFile(t, l.Root()+"/private/app.fcgi", "")
+		writeTestFile(t, l.Root()+"/public.txt", "static public\n")
+		cl := httpClient(t)
+		allow := map[string]string{"X-Allow": "yes"}
+
+		mustFetch(t, cl, "GET", l.URL()+"/private/secret.txt", allow, "", 200, "static secret")
+		res := mustFetch(t, cl, "GET", l.URL()+"/private/secret.txt", nil, "", 403, "denied by authorizer")
+		if got := res.header.Get("WWW-Authenticate"); got != `Basic realm="fcgikit"` {
+			t.Errorf("denial's WWW-Authenticate header: %q", got)
+		}
+		mustFetch(t, cl, "GET", l.URL()+"/public.txt", nil, "", 200, "static public")
+		// Authorizer, then Responder, both on this Server.
+		res = mustFetch(t, cl, "POST", l.URL()+"/private/app.fcgi?v=AUTH_LEVEL&v=REMOTE_USER&dump", allow, "payload", 200,
+			`POST /private/app.fcgi?v=AUTH_LEVEL&v=REMOTE_USER&dump role=RESPONDER body="payload"`)
+		if !strings.Contains(res.body, " AUTH_LEVEL=gold") {
+			t.Errorf("the responder did not get the authorizer's variable: %q", res.body)
+		}
+		t.Logf("responder saw: %s", res.body)
+		mustFetch(t, cl, "POST", l.URL()+"/private/app.fcgi", nil, "payload", 403, "denied by authorizer")
+	})
 }
 
 // Apache's mod_proxy_fcgi as a Responder client, opening a connection per

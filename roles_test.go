@@ -44,7 +44,7 @@ func authServer() *fcgi.Server {
 }
 
 func TestAuthorizerAllow(t *testing.T) {
-	transports(t, func(t *testing.T, network string) {
+	forEachNetwork(t, func(t *testing.T, network string) {
 		addr := startServer(t, network, authServer(), http.HandlerFunc(hello))
 		c := dial(t, network, addr)
 		// lighttpd's shape: no CONTENT_LENGTH, STDIN is the empty record.
@@ -184,7 +184,7 @@ func upper(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestFilterData(t *testing.T) {
-	transports(t, func(t *testing.T, network string) {
+	forEachNetwork(t, func(t *testing.T, network string) {
 		addr := startServer(t, network, &fcgi.Server{Filter: http.HandlerFunc(upper)}, nil)
 		c := dial(t, network, addr)
 		for i, tc := range []struct {

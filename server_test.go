@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,103 +21,8 @@ import (
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
-// transports runs f over TCP loopback and a unix socket.
-func transports(t *testing.T, f func(t *testing.T, network string)) {
-	for _, network := range []string{"tcp", "unix"} {
-		t.Run(network, func(t *testing.T) { f(t, network) })
-	}
-}
-
-// startServer serves h with srv (a fresh Server if nil) on network and
-// returns the address; the server is closed at the end of the test.
-func startServer(t testing.TB, network string, srv *fcgi.Server, h http.Handler) string {
-	t.Helper()
-	var l net.Listener
-	var err error
-	if network == "unix" {
-		l, err = net.Listen("unix", filepath.Join(t.TempDir(), "s"))
-	} else {
-		l, err = net.Listen("tcp", "127.0.0.1:0")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if srv == nil {
-		srv = &fcgi.Server{}
-	}
-	srv.Handler = h
-	serveOn(t, l, srv)
-	return l.Addr().String()
-}
-
-// serveOn runs srv.Serve(l) until the end of the test, logging into the
-// test's log unless srv has an ErrorLog, and then closes srv and waits
-// for its handlers to return.
-func serveOn(t testing.TB, l net.Listener, srv *fcgi.Server) {
-	t.Helper()
-	if srv.ErrorLog == nil {
-		srv.ErrorLog = testLogger(t)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-done; !errors.Is(err, fcgi.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-		// Handlers were told by Close; give them a moment to return so
-		// the leak check sees a quiet process.
-		deadline := time.Now().Add(5 * time.Second)
-		for srvBusy(srv) && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
-}
-
-// testLogger logs at debug level into the test's log.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-func srvBusy(srv *fcgi.Server) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
-	defer cancel()
-	return srv.Shutdown(ctx) != nil
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func dial(t *testing.T, network, addr string) *fcgitest.Conn {
-	return fcgitest.Dial(t, network, addr)
-}
-
-// parseCGI splits a CGI response into its header lines and body.
-func parseCGI(t *testing.T, stdout []byte) (map[string]string, string) {
-	t.Helper()
-	head, body, ok := strings.Cut(string(stdout), "\r\n\r\n")
-	if !ok {
-		t.Fatalf("no end of CGI header in %q", stdout)
-	}
-	h := make(map[string]string)
-	for _, line := range strings.Split(head, "\r\n") {
-		k, v, ok := strings.Cut(line, ": ")
-		if !ok {
-			t.Fatalf("bad header line %q", line)
-		}
-		h[k] = v
-	}
-	return h, body
-}
-
-func hello(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello, "+r.URL.Path) }
-
 func TestResponderGet(t *testing.T) {
-	transports(t, func(t *testing.T, network string) {
+	forEachNetwork(t, func(t *testing.T, network string) {
 		addr := startServer(t, network, nil, http.HandlerFunc(hello))
 		c := dial(t, network, addr)
 		c.Get(1, false, "/world?x=1")
@@ -143,7 +47,7 @@ func TestResponderGet(t *testing.T) {
 // The nginx keep-alive scenario: request ID 1 again and again on one
 // connection (the bug that made net/http/fcgi reset nginx's connections).
 func TestKeepConnReusesRequestID(t *testing.T) {
-	transports(t, func(t *testing.T, network string) {
+	forEachNetwork(t, func(t *testing.T, network string) {
 		addr := startServer(t, network, nil, http.HandlerFunc(hello))
 		c := dial(t, network, addr)
 		for i := range 200 {
@@ -460,7 +364,7 @@ func TestAbortBeforeHandlerStarts(t *testing.T) {
 }
 
 func TestDisconnectCancelsHandler(t *testing.T) {
-	transports(t, func(t *testing.T, network string) {
+	forEachNetwork(t, func(t *testing.T, network string) {
 		started := make(chan struct{})
 		causes := make(chan error, 1)
 		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -25,7 +25,7 @@ import (
 // although the response had arrived.
 func TestCloseDrainsLargeUnreadBody(t *testing.T) {
 	const size = 4 << 20
-	transports(t, func(t *testing.T, network string) {
+	forEachNetwork(t, func(t *testing.T, network string) {
 		addr := startServer(t, network, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, "not reading your body")
 		}))
