@@ -31,20 +31,12 @@ const (
 	// FCGI_MPXS_CONNS=1. Until the answer, and when the backend says 0 or
 	// does not answer, it behaves as MultiplexOff.
 	MultiplexAuto
-	// MultiplexOn multiplexes without asking.
-	//
-	// On a multiplexed connection one read loop routes records to the
-	// requests by ID and queues a few records per request: a request whose
-	// Body is not read holds up the others on its connection once its queue
-	// is full.
-	//
-	// A request abandoned before its end (its context ended, or its Body was
-	// closed) is aborted with FCGI_ABORT_REQUEST, and its request ID is not
-	// reused until the application's END_REQUEST for it arrives. An
-	// application that takes more than 2 seconds to end it costs that request
-	// only: the connection then takes no new request, serves those on it to
-	// their end, and is closed (it counts against MaxConnsPerBackend until
-	// then).
+	// MultiplexOn multiplexes without asking. A request whose Body is not
+	// read holds up the others on its connection once a few of its records
+	// are queued. An abandoned request is aborted with FCGI_ABORT_REQUEST,
+	// and its ID is reused once the application ends it; an application that
+	// takes more than 2 seconds to do so costs that request only: the
+	// connection takes no new request and closes when those on it end.
 	MultiplexOn
 )
 
@@ -61,36 +53,33 @@ const defaultAbortGrace = 2 * time.Second
 // changed after the first request. A Client is safe for concurrent use by
 // multiple goroutines and should be reused rather than created per request.
 //
-// Every limit and timeout follows one rule: zero means the default its field
-// states, a negative value no limit. By default a request therefore fails
-// with a [*TimeoutError] (a 504 from [Gateway]) when the application stops
-// reading the request for a minute, has not started its response a minute
-// after it had the whole request, or pauses its response for a minute, as
-// behind nginx.
+// A zero limit or timeout means the default its field states, a negative
+// one none. By default a request fails with a [*TimeoutError] (a 504 from
+// [Gateway]) when the application stops reading the request for a minute,
+// has not started its response a minute after it had the whole request, or
+// pauses its response for a minute, as behind nginx.
 //
 // # Retries
 //
-// A connection taken from the pool may have been closed by the backend while
-// idle: PHP-FPM workers exit after pm.max_requests, backends restart. Idle
-// connections are checked before use, and if a reused connection still fails
-// before any byte of the response arrives, the request is sent once more on a
-// new connection, provided its body is replayable (nil, [http.NoBody], or
-// [Request.GetBody] set) and either it is idempotent (see
-// [Request.Idempotent]) or the very first write of the request failed with a
-// reset (ECONNRESET, EPIPE), which proves the backend closed before reading
-// any of it. A reset later on is not proof: a backend may have run a POST and
-// died with its body unread, and a POST is never run twice. The client also
-// learns after how many responses a backend closes its connections (PHP-FPM's
-// pm.max_requests) and from then on retires connections at that count itself,
-// so that requests, idempotent or not, are not sent on a connection about to
-// close. A request refused with FCGI_OVERLOADED on a reused connection (which
-// is what a kept connection of an application shutting down gracefully may
-// answer) is resent once on a new connection, idempotent or not: a refused
-// request has not run. A request refused with FCGI_CANT_MPX_CONN on a
-// multiplexed connection is resent (replayable bodies only) on a connection
-// of its own, and the backend is no longer multiplexed. A request whose dial
-// fails is tried on the next healthy backend, and so is an idempotent request
-// whose new connection is closed before any response byte.
+// A request is sent again, once, only when it cannot have run:
+//
+//   - On a new connection, when a reused one fails before any byte of the
+//     response arrives, if its body is replayable (nil, [http.NoBody], or
+//     [Request.GetBody] set) and it is idempotent ([Request.Idempotent]) or
+//     its very first write was reset, which proves the backend read none of
+//     it. A later reset proves nothing: a POST is never run twice.
+//   - On a new connection, idempotent or not, when a reused connection
+//     answers FCGI_OVERLOADED, as an application shutting down gracefully
+//     does.
+//   - On a connection of its own, when a multiplexed connection answers
+//     FCGI_CANT_MPX_CONN; the backend is no longer multiplexed.
+//   - On the next healthy backend, when the dial fails, or, for an idempotent
+//     request, when its new connection closes before any response byte.
+//
+// Idle connections are checked before use, and the client learns after how
+// many responses a backend closes its connections (PHP-FPM's
+// pm.max_requests) and then retires them at that count itself, so that no
+// request is sent on a connection about to close.
 //
 // # Backends
 //
@@ -113,11 +102,10 @@ type Client struct {
 	// MaxConnsPerBackend bounds the connections to each backend; requests
 	// above it wait, in order, until a connection is free or their context
 	// ends. With PHP-FPM set it to pm.max_children: every open connection
-	// pins a worker. Without a limit, while a request on a new connection
-	// waits for its first response byte (it may be in PHP-FPM's accept
-	// queue), connections that finish are closed instead of kept idle, so
-	// that their workers can take the waiting connections: correct, but
-	// slower than a limit. Zero and negative mean no limit.
+	// pins a worker. Without a limit, a new connection may wait in PHP-FPM's
+	// accept queue for a worker a kept one pins; the client then closes
+	// connections as they finish instead of keeping them, which is correct
+	// but slower than a limit. Zero and negative mean no limit.
 	MaxConnsPerBackend int
 
 	// MaxIdleConnsPerBackend bounds the idle connections kept for reuse per
@@ -142,12 +130,10 @@ type Client struct {
 	// up on. Zero means 1 minute; negative, no limit.
 	WriteTimeout time.Duration
 
-	// ResponseHeaderTimeout bounds the wait for the first STDOUT record
-	// (STDERR does not count), counted from when the whole request, its body
-	// included, has been sent: a slow upload does not eat into it, and an
-	// application that answers before reading all of the body is not held to
-	// it. Zero means 1 minute, as nginx's fastcgi_read_timeout; negative, no
-	// limit.
+	// ResponseHeaderTimeout bounds the wait for the first STDOUT record,
+	// counted from when the whole request, its body included, has been sent,
+	// so that a slow upload does not eat into it. Zero means 1 minute, as
+	// nginx's fastcgi_read_timeout; negative, no limit.
 	ResponseHeaderTimeout time.Duration
 
 	// ReadTimeout bounds each wait for the next response record once the
@@ -173,8 +159,8 @@ type Client struct {
 	// 10 s; negative, none: failing backends are not set aside.
 	BackendCooldown time.Duration
 
-	// MaxResponseHeaderBytes bounds the CGI response header. Zero means 64
-	// KiB; negative, no limit.
+	// MaxResponseHeaderBytes bounds the CGI response header. Zero means
+	// 64 KiB; negative, no limit.
 	MaxResponseHeaderBytes int
 
 	// ErrorLog receives connection-level problems (failed probes, backends

@@ -46,20 +46,15 @@
 //
 // # Talking to PHP-FPM and other FastCGI applications
 //
-// A Client sends requests to FastCGI applications: Client.Do takes a Request
-// (role, params, body, FCGI_DATA) and returns a Response whose body streams.
-// Connections are kept and pooled per backend, multiplexed when the
-// application says it can, and a cancelled context aborts the request. Its
-// waits on the application are bounded by default, as nginx's are: a minute
-// for each write of the request, for the response header once the body has
-// been sent, and for each later piece. A Gateway is an http.Handler that
-// serves a FastCGI application (a PHP app behind PHP-FPM, typically) the way
-// nginx's fastcgi_pass does. It reads each request body before it takes a
-// backend connection, so that slow clients cannot occupy the application's
-// workers, with bounded memory (Gateway.MaxMemoryBytes per request,
-// Gateway.MaxTotalMemoryBytes in all) and temporary files beyond, and it
-// refuses with 431 or 414 a header field or URL longer than PHP-FPM accepts
-// (Gateway.MaxParamPairBytes).
+// A Client sends requests to FastCGI applications as a web server does:
+// Client.Do takes a Request (any role, params, body, FCGI_DATA) and returns a
+// Response whose body streams. Connections are kept, pooled per backend and
+// multiplexed when the application can; a cancelled context aborts the
+// request, and every wait on the application is bounded by default, as
+// nginx's are. A Gateway is an http.Handler that serves a FastCGI
+// application, a PHP app behind PHP-FPM typically, the way nginx's
+// fastcgi_pass does, buffering request bodies so that slow clients cannot
+// occupy the application's workers.
 //
 // # Migrating from net/http/fcgi
 //
@@ -108,17 +103,12 @@
 //
 // # Limits
 //
-// Every resource a peer can make fcgikit hold is bounded, and comes back
-// however the peer leaves: a Server request's slot ([Server.MaxRequests])
-// when its connection ends by FIN, RST, a malformed record, a timeout,
-// Shutdown or Close, even if its handler never started; a [Client] connection
-// ([Client.MaxConnsPerBackend]) when its request ends by success, cancel,
-// timeout or a backend failure; a [Gateway]'s body memory and temporary file,
-// and its backend connection, when the HTTP client goes, stops sending
-// ([Gateway.BodyReadTimeout]) or stops reading ([Gateway.SendTimeout]). A
-// limit that is reached recovers when the load goes away. Every limit and
-// timeout of Server, Client and Gateway follows one rule: zero means the
-// default the field states, a negative value no limit. docs/limits.md lists
-// each resource with its bound, its default and the test that takes it
-// through each state it can be in and ends it each way it can end.
+// Every resource a peer can make fcgikit hold is bounded and comes back
+// however the peer leaves: a Server's request slots ([Server.MaxRequests]), a
+// Client's connections ([Client.MaxConnsPerBackend]), a Gateway's body
+// buffers and backend connections ([Gateway.BodyReadTimeout],
+// [Gateway.SendTimeout]). A limit that is reached recovers when the load goes
+// away. A zero limit or timeout means the default its field states, a
+// negative one none. docs/limits.md lists each resource with its bound, its
+// default, and the test that ends it each way it can end.
 package fcgi

@@ -27,37 +27,12 @@ import (
 //	    fastcgi_pass ...;
 //	}
 //
-// A path naming a script (its first segment ending in ScriptExt, compared
-// ASCII case-insensitively) runs that script, the rest of the path being
-// PATH_INFO; the script must exist inside Root. Otherwise an existing file is
-// served directly when ServeStatic is set, a directory runs its Index file,
-// and anything else runs FrontController. Paths with control bytes (NUL,
-// newline) are refused with 400. Symbolic links inside Root are followed, as
-// nginx does by default.
-//
-// With PassThrough set, every request goes to the application whatever its
-// path, for applications that route by REQUEST_URI themselves (Go, Python,
-// Node): what nginx does with
-//
-//	location / {
-//	    include fastcgi_params;
-//	    fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
-//	    fastcgi_pass ...;
-//	}
-//
-// Nothing is looked up on disk, so Index, FrontController, ScriptExt and
-// ServeStatic do not apply. As from nginx, where $fastcgi_script_name is $uri
-// when no fastcgi_split_path_info splits it, SCRIPT_NAME and DOCUMENT_URI are
-// the request path, cleaned ("/a//b/../c" is "/a/c"), its trailing slash
-// kept; SCRIPT_FILENAME is Root followed by that path; PATH_INFO, which
-// fastcgi_params does not set, is not sent. "/x.php/y" is SCRIPT_NAME
-// "/x.php/y", not a script and its PATH_INFO.
-//
-// Hop-by-hop fields of the application's response header (Connection,
-// Transfer-Encoding, ...) are dropped; net/http frames the response. A
-// response header an HTTP client could not act on gets 502: a 1xx status (CGI
-// has no interim responses), Content-Length fields that disagree, or one that
-// is not a non-negative integer.
+// A path whose first segment ending in ScriptExt (in any case) names a
+// script inside Root runs that script, the rest of the path being
+// PATH_INFO. Otherwise a file is served directly when ServeStatic is set, a
+// directory runs its Index file, and anything else runs FrontController.
+// Symbolic links are followed, as by nginx; a path with control bytes gets
+// 400. With PassThrough set, every request goes to the application.
 //
 // The application receives nginx's CGI environment: QUERY_STRING,
 // REQUEST_METHOD, CONTENT_TYPE, CONTENT_LENGTH, SCRIPT_NAME, SCRIPT_FILENAME,
@@ -65,42 +40,28 @@ import (
 // REQUEST_SCHEME, HTTPS (only over TLS), GATEWAY_INTERFACE, SERVER_SOFTWARE,
 // REMOTE_ADDR, REMOTE_PORT, REMOTE_USER, SERVER_ADDR, SERVER_PORT,
 // SERVER_NAME, REDIRECT_STATUS=200, and HTTP_* for every request header but
-// Proxy (httpoxy) and those whose names hold anything but ASCII letters,
-// digits and '-': nginx drops names with "_" (underscores_in_headers off:
-// X_Real_IP would pass for X-Real-IP), and PHP folds '.', ' ' and '[' into
-// '_' as well (X.Real.IP).
+// Proxy (httpoxy) and those with names of anything but ASCII letters, digits
+// and '-': nginx drops names with "_" (X_Real_IP would pass for X-Real-IP),
+// and PHP folds '.', ' ' and '[' into '_' as well.
 //
-// A request body is read whole before a connection to the application is
-// taken, as nginx does (fastcgi_request_buffering on): a client that sends
-// slowly ties up a goroutine and a buffer, never one of the application's
-// workers (PHP-FPM has pm.max_children of them). The body is held in memory,
-// up to MaxMemoryBytes for one request and MaxTotalMemoryBytes for all
-// together, and otherwise in a temporary file in TempDir: unlinked as soon as
-// it is open on Unix, so that none is left even if the process dies, and
-// elsewhere removed when the request ends, however it ends. CONTENT_LENGTH is
-// then exact, also for a chunked body (PHP-FPM needs it), and a request can
-// be retried on another connection. Bodies over MaxBodyBytes get 413, and a
-// client that stops sending for BodyReadTimeout gets 408. StreamRequestBody
-// opts out for routes that must see a body as it arrives.
+// A request body is read whole before a backend connection is taken, as
+// nginx does (fastcgi_request_buffering on), so that a slow client ties up a
+// buffer, never one of the application's workers; CONTENT_LENGTH is then
+// exact, a chunked body's too, and the request can be retried. A body is held
+// in memory within MaxMemoryBytes and MaxTotalMemoryBytes, and otherwise in a
+// temporary file that no ending of the request leaves behind.
 //
-// A request whose header fields or URL would make a parameter longer than
-// MaxParamPairBytes gets 431 or 414 without reaching the application, rather
-// than a 502 when PHP-FPM drops the connection. The whole header is bounded
-// by the http.Server's MaxHeaderBytes (1 MiB by default).
+// The response is streamed, flushed whenever the application has nothing
+// more ready (so server-sent events work), and sent in one write with a
+// Content-Length when it arrives whole. Hop-by-hop header fields are
+// dropped; a header an HTTP client could not act on (a 1xx status,
+// Content-Length fields that disagree) gets 502. Backend failures give 502,
+// 503 (FCGI_OVERLOADED) or 504 (a [Client] timeout), with a log line that
+// says why; the application's stderr is logged with its request.
 //
-// The response is streamed and flushed whenever the application has nothing
-// more ready, so server-sent events work, while a response that arrives whole
-// leaves in one write with a Content-Length; a client that stops reading it
-// is cut off after SendTimeout, which frees the backend connection. The
-// application's stderr is logged with the request. Backend failures give 502
-// Bad Gateway, 503 Service Unavailable (FCGI_OVERLOADED) or 504 Gateway
-// Timeout (a [Client] timeout), with a log line that says why.
-//
-// Every limit and timeout follows one rule: zero means the default its field
-// states, a negative value no limit.
-//
-// A Gateway must not be changed or copied after it starts serving; it is safe
-// for concurrent use.
+// A zero limit or timeout means the default its field states, a negative one
+// none. A Gateway must not be changed or copied after it starts serving; it
+// is safe for concurrent use.
 type Gateway struct {
 	// Client sends the requests; it is required.
 	Client *Client
@@ -126,9 +87,13 @@ type Gateway struct {
 	// controller.
 	ServeStatic bool
 
-	// PassThrough sends every request to the application, without looking for
-	// a script or a file under Root: see the routing above. Root is then only
-	// DOCUMENT_ROOT and the start of SCRIPT_FILENAME.
+	// PassThrough sends every request to the application, which routes by
+	// REQUEST_URI itself (Go, Python, Node), as nginx does with
+	// "location / { include fastcgi_params; fastcgi_pass ...; }". Nothing is
+	// looked up under Root, so Index, FrontController, ScriptExt and
+	// ServeStatic do not apply: SCRIPT_NAME and DOCUMENT_URI are the cleaned
+	// request path ("/a//b/../c" is "/a/c"), SCRIPT_FILENAME is Root followed
+	// by it, and PATH_INFO is not sent ("/x.php/y" is one SCRIPT_NAME).
 	PassThrough bool
 
 	// Params holds more parameters to send with every request (APP_ENV,
@@ -142,20 +107,19 @@ type Gateway struct {
 	// ServerSoftware is SERVER_SOFTWARE. Zero means "fcgikit".
 	ServerSoftware string
 
-	// MaxBodyBytes bounds request bodies; longer ones get 413 Content Too
-	// Large, before anything is read when the length is declared. Zero means
-	// 64 MiB; negative, no limit.
+	// MaxBodyBytes bounds request bodies; a longer one gets 413, before any
+	// of it is read when its length is declared. Zero means 64 MiB; negative,
+	// no limit.
 	MaxBodyBytes int64
 
-	// MaxMemoryBytes bounds the memory one request body is buffered in; a
-	// longer body goes to a temporary file. Memory is taken as the body
-	// arrives, a few KiB at a time. Zero means 1 MiB; negative, no limit but
-	// MaxTotalMemoryBytes.
+	// MaxMemoryBytes bounds the memory one request body is buffered in, taken
+	// a few KiB at a time as it arrives; the rest goes to a temporary file in
+	// TempDir. Zero means 1 MiB; negative, no limit but MaxTotalMemoryBytes.
 	MaxMemoryBytes int64
 
-	// MaxTotalMemoryBytes bounds the memory all the request bodies being
-	// buffered hold together; once it is taken, further bodies go to
-	// temporary files. Zero means 64 MiB; negative, no limit.
+	// MaxTotalMemoryBytes bounds the memory all buffered request bodies hold
+	// together; beyond it, bodies go to temporary files. Zero means 64 MiB;
+	// negative, no limit.
 	MaxTotalMemoryBytes int64
 
 	// TempDir is where bodies are buffered when they are not in memory. Zero
@@ -164,43 +128,35 @@ type Gateway struct {
 
 	// BodyReadTimeout bounds each wait for more of a request body, as nginx's
 	// client_body_timeout does: a client that sends nothing for this long
-	// gets 408 Request Timeout (unless the application has answered already),
-	// and what its body held is given back. It needs a ResponseWriter with
-	// read deadlines (net/http's server has them). Zero means 1 minute;
+	// gets 408, and its buffer is given back. It needs a ResponseWriter with
+	// read deadlines, as net/http's server gives. Zero means 1 minute;
 	// negative, no limit.
 	BodyReadTimeout time.Duration
 
 	// StreamRequestBody sends a request body of known length over 64 KiB to
-	// the application as it arrives, instead of buffering it first. The
-	// application then starts before the body has all arrived, and a slow
-	// client holds a backend connection, a PHP-FPM worker, for as long as it
-	// takes to send: set it only for a Gateway serving routes that need it (a
-	// long upload with progress, a streaming API), with its own Client.
-	// Bodies of unknown length are buffered anyway, for CONTENT_LENGTH. The
-	// zero value buffers.
+	// the application as it arrives rather than buffering it. A slow client
+	// then holds a backend connection, and a PHP-FPM worker, until it has sent
+	// it all: set it only on a Gateway, with its own Client, for routes that
+	// need it (an upload with progress, a streaming API). Bodies of unknown
+	// length are always buffered, for CONTENT_LENGTH.
 	StreamRequestBody bool
 
-	// MaxParamPairBytes bounds each parameter sent to the application, as an
-	// encoded FastCGI name-value pair: lengths, name and value (a header
-	// field X-Foo is HTTP_X_FOO, its values joined). A request that would
-	// need a longer one gets 431 Request Header Fields Too Large, or 414 URI
-	// Too Long when the URL makes it. The default is one record's content,
-	// the most PHP-FPM takes, as it decodes each FCGI_PARAMS record on its
-	// own and drops the connection when a pair straddles two; no limit suits
-	// applications that reassemble pairs across records, as fcgikit's Server
-	// does. Zero means 65535; negative, no limit.
+	// MaxParamPairBytes bounds each parameter sent, as an encoded FastCGI
+	// name-value pair (a header field X-Foo is HTTP_X_FOO, its values
+	// joined); a request that would need a longer one gets 431, or 414 when
+	// its URL does. Zero means 65535, one record's content: PHP-FPM decodes
+	// each FCGI_PARAMS record on its own and drops the connection when a
+	// pair straddles two. Negative, no limit, suits applications that
+	// reassemble pairs, as fcgikit's Server does.
 	MaxParamPairBytes int
 
 	// SendTimeout bounds each write of the response to the HTTP client, as
-	// nginx's send_timeout does: when a write (of up to 32 KiB) makes no
-	// progress for this long, the request ends, the client's connection is
-	// closed and the backend request abandoned, so that a client that stops
-	// reading does not hold a backend connection (and the PHP worker behind
-	// it). Static files (ServeStatic) are held to it too, sent in pieces of
-	// 64 KiB (still by sendfile) that the client must each take within the
-	// timeout. An [http.Server] WriteTimeout stays in force; a ResponseWriter
-	// that cannot set write deadlines (see [http.ResponseController]) is
-	// written without one. Zero means 1 minute; negative, no limit.
+	// nginx's send_timeout does: a client that takes nothing for this long
+	// has its connection closed and its backend request abandoned, so that
+	// it holds no PHP worker. Static files are sent in pieces of 64 KiB, each
+	// held to it. A ResponseWriter that cannot set write deadlines (see
+	// [http.ResponseController]) is written without one. Zero means 1 minute;
+	// negative, no limit.
 	SendTimeout time.Duration
 
 	// ErrorLog receives backend errors and the application's stderr. Nil

@@ -60,13 +60,10 @@ type ListenConfig struct {
 // the "address already in use" error. The user or group names are looked up,
 // and a bad mode is refused, before anything is created.
 //
-// The socket is never reachable with wider permissions than asked: on Linux
-// it is created with the mode's owner bits only (the socket's own mode is set
-// before bind(2), and the kernel gives the file that mode less the umask), so
-// until the owner and group are changed and the full mode set, a moment
-// later, only the process's own user may connect. If changing them fails, the
-// listener is closed and the socket removed. Other systems create the file
-// with the umask's mode, so in that moment it is as open as the umask allows.
+// On Linux the socket is bound with the mode's owner bits only, until its
+// owner, group and mode are set a moment later, so it is never more open
+// than asked; elsewhere it is, for that moment, as open as the umask allows.
+// If setting them fails, the socket is removed.
 func (lc *ListenConfig) Listen(ctx context.Context, addr string) (net.Listener, error) {
 	path, ok := strings.CutPrefix(addr, "unix:")
 	if !ok {

@@ -53,13 +53,10 @@ type Server struct {
 	MaxConns int
 
 	// MaxRequests is the most requests in flight at once, over all
-	// connections. Requests beyond it are refused with FCGI_OVERLOADED. It is
-	// reported as FCGI_MAX_REQS. A request holds its slot from its
-	// BEGIN_REQUEST until its END_REQUEST is written, or until its connection
-	// ends if its handler never started; it gives it back before its
-	// END_REQUEST leaves, so a web server that sends its next request the
-	// moment it reads one finds the slot free. Zero means 10000; negative, no
-	// limit (and FCGI_MAX_REQS is not reported).
+	// connections, reported as FCGI_MAX_REQS; requests beyond it are refused
+	// with FCGI_OVERLOADED. A request's slot is free before its END_REQUEST
+	// leaves, so the web server's next request finds it free. Zero means
+	// 10000; negative, no limit (and FCGI_MAX_REQS is not reported).
 	MaxRequests int
 
 	// MaxRequestsPerConn is the most requests in flight on one connection.
@@ -75,13 +72,11 @@ type Server struct {
 	// Apache or HAProxy can send; negative, no limit.
 	MaxParamsBytes int
 
-	// MaxBodyBuffer is how many bytes of a request body the connection
-	// buffers while the handler has not read them. When a handler lets its
-	// buffer fill, the connection stops reading (TCP back-pressure on the web
-	// server) until the handler reads or returns; on a multiplexed connection
-	// that delays its other requests, as it must, since FastCGI has no flow
-	// control. Zero means 1 MiB; negative, no limit: the connection never
-	// stops reading.
+	// MaxBodyBuffer is how many bytes of a request body the connection holds
+	// for a handler that has not read them. When it is full, the connection
+	// stops reading until the handler reads or returns, which on a
+	// multiplexed connection delays its other requests: FastCGI has no flow
+	// control. Zero means 1 MiB; negative, no limit.
 	MaxBodyBuffer int
 
 	// MaxRequestBodyBytes limits the size of a request body. A request whose
@@ -91,36 +86,31 @@ type Server struct {
 	// http.MaxBytesReader. Zero and negative mean no limit.
 	MaxRequestBodyBytes int64
 
-	// ReadTimeout bounds how long a request's input, its PARAMS and STDIN
-	// streams (and a Filter's DATA), may take to arrive, counted from its
-	// BEGIN_REQUEST. A request whose handler has not started by then is
-	// answered with status 408; a started one sees its body (or its
-	// FilterData) fail with ErrReadTimeout. Web servers buffer requests and
-	// send them at once, so this only ends stalled or hostile peers. Zero
-	// means 1 minute; negative, no limit.
+	// ReadTimeout bounds how long a request's PARAMS, STDIN and DATA streams
+	// may take to arrive, counted from its BEGIN_REQUEST. A request whose
+	// handler has not started by then gets status 408; a started one sees
+	// its body fail with ErrReadTimeout. Web servers send a request at once,
+	// so this ends only stalled or hostile peers. Zero means 1 minute;
+	// negative, no limit.
 	ReadTimeout time.Duration
 
-	// WriteTimeout bounds each write to the web server: a web server that
-	// stops reading has its connection closed, which frees the handlers
-	// writing to it (their writes fail with ErrConnClosed). It is per write,
-	// not per response, so long streams are fine. The deadline is moved once
-	// per half period rather than on every write, so a write gets between
-	// half of WriteTimeout and all of it. Zero means 1 minute; negative, no
-	// limit.
+	// WriteTimeout bounds each write to the web server, not the whole
+	// response: a web server that stops reading for this long has its
+	// connection closed, and the handlers writing to it see ErrConnClosed. A
+	// write may get as little as half of it. Zero means 1 minute; negative,
+	// no limit.
 	WriteTimeout time.Duration
 
 	// IdleTimeout is how long a kept connection with no request in flight
-	// stays open. The default is longer than nginx's default upstream
-	// keepalive_timeout (60 s), so that nginx, which knows when it will reuse
-	// a connection, is the one that closes it. Zero means 2 minutes;
-	// negative, no limit.
+	// stays open. Zero means 2 minutes, longer than nginx's upstream
+	// keepalive_timeout, so that nginx, which knows when it will reuse a
+	// connection, is the one that closes it; negative, no limit.
 	IdleTimeout time.Duration
 
-	// WebServerAddrs, when not empty, lists the addresses TCP connections are
-	// accepted from; others are closed at once (§3.2). When it is empty the
-	// FCGI_WEB_SERVER_ADDRS environment variable (addresses separated by
-	// commas, IPv4 or IPv6, with an optional /bits prefix length) is used if
-	// set. Unix-socket connections are not checked.
+	// WebServerAddrs lists the addresses TCP connections are accepted from;
+	// others are closed at once (§3.2). Empty means those of the
+	// FCGI_WEB_SERVER_ADDRS environment variable (see ParseWebServerAddrs),
+	// and any address when it is not set. Unix sockets are not checked.
 	WebServerAddrs []netip.Prefix
 
 	// SocketMode is the permission bits (0777 at most) of a unix socket that
