@@ -184,30 +184,30 @@ func callRaw(ctx context.Context, e *env, addr string, role fcgi.Role, kv [][2]s
 		return err
 	}
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Now()) })
+	stop := context.AfterFunc(ctx, func() { c.NC.SetDeadline(time.Now()) })
 	defer stop()
-	c.nc.SetWriteDeadline(deadline)
-	if err := c.writeRequest(1, wire.Role(role), false, encodePairs(kv), body); err != nil {
+	c.NC.SetWriteDeadline(deadline)
+	if err := c.WriteRequest(1, wire.Role(role), false, encodePairs(kv), body); err != nil {
 		return err
 	}
-	if err := c.w.Flush(); err != nil {
+	if err := c.W.Flush(); err != nil {
 		return exitf(exitUnreachable, "sending the request: %v", err)
 	}
-	resp, err := c.readResponse(1, deadline)
+	resp, err := readResponse(c, 1, deadline)
 	if err != nil {
 		if errors.Is(err, errNoAnswer) || ctx.Err() != nil {
 			return &exitError{code: exitBusy, err: errBusy}
 		}
 		return err
 	}
-	e.stderr.Write(resp.stderr)
+	e.stderr.Write(resp.Stderr)
 	if verbose {
-		e.log.Info("END_REQUEST", "app_status", resp.end.AppStatus, "protocol_status", resp.end.ProtocolStatus.String())
+		e.log.Info("END_REQUEST", "app_status", resp.End.AppStatus, "protocol_status", resp.End.ProtocolStatus.String())
 	}
-	if resp.end.ProtocolStatus != wire.StatusRequestComplete {
-		return exitf(exitProtocol, "the application refused the request: %v", resp.end.ProtocolStatus)
+	if resp.End.ProtocolStatus != wire.StatusRequestComplete {
+		return exitf(exitProtocol, "the application refused the request: %v", resp.End.ProtocolStatus)
 	}
-	_, err = e.stdout.Write(resp.stdout)
+	_, err = e.stdout.Write(resp.Stdout)
 	return err
 }
 
