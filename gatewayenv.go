@@ -1,6 +1,7 @@
 package fcgi
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/fcgikit/fcgi/internal/cgienv"
 )
 
 // A route is what a request URL path maps to, as nginx's try_files and
@@ -136,6 +139,13 @@ func isFile(name string) bool {
 // path is the script, as nginx's $fastcgi_script_name is $uri when nothing
 // splits it: cleaned ("/a//b/../c" is "/a/c"), a trailing slash kept.
 func (g *Gateway) route(urlPath string) (route, error) {
+	return g.routeFiles(urlPath, true)
+}
+
+// routeFiles is route. With onDisk false it looks up no file, for a
+// caller that cannot see the application's: a script the path names and
+// the front controller are taken to exist, and nothing else is.
+func (g *Gateway) routeFiles(urlPath string, onDisk bool) (route, error) {
 	if hasControl(urlPath) {
 		return route{}, errBadPath
 	}
@@ -154,7 +164,7 @@ func (g *Gateway) route(urlPath string) (route, error) {
 
 	if script, info, ok := splitScript(p, ext); ok {
 		f, ok := inRoot(root, script)
-		if !ok || !isFile(f) {
+		if !ok || onDisk && !isFile(f) {
 			return route{}, notFound()
 		}
 		// try_files $fastcgi_script_name sets $uri, hence DOCUMENT_URI,
@@ -164,7 +174,7 @@ func (g *Gateway) route(urlPath string) (route, error) {
 	// try_files $uri $uri/, with one stat for both.
 	var fi os.FileInfo
 	f, ok := inRoot(root, p)
-	if ok {
+	if ok && onDisk {
 		fi, _ = os.Stat(f)
 	}
 	if fi != nil && fi.Mode().IsRegular() && !strings.HasSuffix(p, "/") {
@@ -187,7 +197,7 @@ func (g *Gateway) route(urlPath string) (route, error) {
 	}
 	// The front controller.
 	if fc := g.FrontController; fc != "" {
-		if f, ok := inRoot(root, fc); ok && isFile(f) {
+		if f, ok := inRoot(root, fc); ok && (!onDisk || isFile(f)) {
 			return route{script: fc, docURI: fc, file: f}, nil
 		}
 	}
@@ -363,6 +373,39 @@ func (g *Gateway) params(env cgiEnv, r *http.Request, rt route, contentLength st
 		}
 	}
 	return env
+}
+
+func init() { cgienv.Build = commandEnv }
+
+// commandEnv is cgienv.Build: the environment of a request the fcgi
+// command sends, by the rules of params, route and authorizerEnv.
+func commandEnv(cr *cgienv.Request) ([][2]string, error) {
+	r := cr.HTTP
+	g := &Gateway{Root: cr.Root, ScriptExt: cr.ScriptExt, FrontController: cr.FrontController}
+	rt, err := g.routeFiles(r.URL.Path, false)
+	if he := (*httpError)(nil); errors.As(err, &he) && he.code == http.StatusNotFound {
+		g.PassThrough = true
+		rt, err = g.route(r.URL.Path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	env := g.params(nil, r, rt, cr.ContentLength)
+	for _, kv := range cr.Set {
+		env.set(kv[0], kv[1])
+	}
+	if cr.Authorizer {
+		authorizerEnv(&env, rt)
+	}
+	kv := make([][2]string, len(env))
+	for i, p := range env {
+		name := p.name
+		if p.header {
+			name = string(appendCGIHeaderName(nil, p.name))
+		}
+		kv[i] = [2]string{name, p.value}
+	}
+	return kv, nil
 }
 
 // A param is one CGI variable. A header param's name is the HTTP field

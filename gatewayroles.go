@@ -57,6 +57,18 @@ func (g *Gateway) Filter() http.Handler {
 
 type authVarsKey struct{}
 
+// authorizerEnv removes from env, built for a request routed to rt, what
+// an Authorizer is not sent (§6.3): CONTENT_LENGTH, PATH_INFO and
+// SCRIPT_NAME, and SCRIPT_FILENAME when rt names no script.
+func authorizerEnv(env *cgiEnv, rt route) {
+	env.del("CONTENT_LENGTH")
+	env.del("PATH_INFO")
+	env.del("SCRIPT_NAME")
+	if rt.script == "" {
+		env.del("SCRIPT_FILENAME")
+	}
+}
+
 // maxIgnoredBody is how much of a body nobody wants (an allowing
 // authorizer's, a 304's) is read, and dropped, to keep its connection.
 const maxIgnoredBody = 64 << 10
@@ -89,12 +101,7 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 		}
 		env := getEnv()
 		*env = g.params(*env, r, rt, "")
-		env.del("CONTENT_LENGTH")
-		env.del("PATH_INFO")
-		env.del("SCRIPT_NAME")
-		if rt.script == "" {
-			env.del("SCRIPT_FILENAME")
-		}
+		authorizerEnv(env, rt)
 		if err := g.checkParams(*env); err != nil {
 			putEnv(env)
 			g.fail(w, r, err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fcgikit/fcgi/cmd/fcgi/internal/histo"
 	"github.com/fcgikit/fcgi/internal/cgihdr"
+	"github.com/fcgikit/fcgi/internal/rawconn"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -294,7 +295,7 @@ func (b *bencher) run(ctx context.Context) benchResult {
 
 // worker runs requests one at a time, ID 1, as nginx does.
 func (b *bencher) worker(ctx context.Context, s *stats) {
-	var c *rawConn
+	var c *rawconn.Conn
 	defer func() {
 		if c != nil {
 			c.Close()
@@ -339,19 +340,19 @@ var (
 
 // roundTrip sends one request with ID 1 and reads its response, returning
 // the HTTP status from the CGI header and the STDOUT byte count.
-func (b *bencher) roundTrip(c *rawConn) (status int, n int64, err error) {
+func (b *bencher) roundTrip(c *rawconn.Conn) (status int, n int64, err error) {
 	deadline := time.Now().Add(b.timeout)
-	c.nc.SetDeadline(deadline)
+	c.NC.SetDeadline(deadline)
 	const id = 1
-	if err := c.writeRequest(id, wire.RoleResponder, !b.noKeep, b.params, b.body); err != nil {
+	if err := c.WriteRequest(id, wire.RoleResponder, !b.noKeep, b.params, b.body); err != nil {
 		return 0, 0, errBenchClosed
 	}
-	if err := c.w.Flush(); err != nil {
+	if err := c.W.Flush(); err != nil {
 		return 0, 0, classify(err)
 	}
 	var head cgiHead
 	for {
-		rec, err := c.r.Next()
+		rec, err := c.R.Next()
 		if err != nil {
 			return 0, n, classify(err)
 		}
@@ -443,7 +444,7 @@ func (b *bencher) workerMpx(ctx context.Context, s *stats) {
 }
 
 // mpxConn runs requests on c until the run ends (false) or c fails (true).
-func (b *bencher) mpxConn(ctx context.Context, c *rawConn, s *stats) (again bool) {
+func (b *bencher) mpxConn(ctx context.Context, c *rawconn.Conn, s *stats) (again bool) {
 	defer c.Close()
 	type inflight struct {
 		due  time.Time
@@ -460,8 +461,8 @@ func (b *bencher) mpxConn(ctx context.Context, c *rawConn, s *stats) (again bool
 	// The reader goroutine ends when the connection fails or is closed.
 	go func() {
 		for {
-			c.nc.SetReadDeadline(time.Now().Add(b.timeout))
-			rec, err := c.r.Next()
+			c.NC.SetReadDeadline(time.Now().Add(b.timeout))
+			rec, err := c.R.Next()
 			if err != nil {
 				readErr <- err
 				return
@@ -522,17 +523,17 @@ func (b *bencher) mpxConn(ctx context.Context, c *rawConn, s *stats) (again bool
 					return false
 				}
 			}
-			c.nc.Close()
+			c.NC.Close()
 			<-readErr
 			return false
 		}
 		mu.Lock()
 		reqs[id] = &inflight{due: due}
 		mu.Unlock()
-		c.nc.SetWriteDeadline(time.Now().Add(b.timeout))
-		c.writeRequest(id, wire.RoleResponder, true, b.params, b.body)
-		if err := c.w.Flush(); err != nil {
-			c.nc.Close()
+		c.NC.SetWriteDeadline(time.Now().Add(b.timeout))
+		c.WriteRequest(id, wire.RoleResponder, true, b.params, b.body)
+		if err := c.W.Flush(); err != nil {
+			c.NC.Close()
 			finish(<-readErr)
 			return ctx.Err() == nil
 		}

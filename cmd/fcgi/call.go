@@ -29,10 +29,14 @@ response body, or with -i the status line and headers too, as curl -i
 does. What the application writes to FCGI_STDERR goes to stderr. It
 replaces "cgi-fcgi -bind -connect" and its environment juggling.
 
-The request carries the CGI variables nginx sends. The URL's path and
-query become REQUEST_URI, SCRIPT_NAME and QUERY_STRING, its host
-HTTP_HOST and SERVER_NAME; SCRIPT_FILENAME is --root followed by the
-path. -p sets or overrides any variable.
+The request carries the CGI variables nginx sends, built as fcgi gateway
+builds them. The URL's path and query become REQUEST_URI and
+QUERY_STRING, its host HTTP_HOST and SERVER_NAME. The path is routed as
+fcgi gateway --root routes it, without looking at any file: a path with
+a segment ending in --ext runs that script, the rest being PATH_INFO;
+any other path runs --front-controller, or without one is the script
+itself, sent without PATH_INFO. SCRIPT_FILENAME is --root followed by
+the script. -p sets or overrides any variable.
 
 Examples:
 
@@ -42,12 +46,14 @@ Examples:
 	echo 'a=1' | fcgi call -d - unix:/run/app.sock /form.php
 	fcgi call -p SCRIPT_FILENAME=/srv/x.php -p APP_ENV=test unix:/run/app.sock /x
 	fcgi call --raw unix:/run/app.sock /     # the CGI output exactly, as cgi-fcgi prints it
+	fcgi call --root /srv/app/public --front-controller /index.php unix:/run/php/php8.2-fpm.sock /products/5
 
 Without --raw, -i prints the header fields sorted by name, in canonical
 form; --raw prints them as the application wrote them.
 
 Exit status: 0 a response was received (any HTTP status unless --fail),
-1 --fail and an HTTP status of 400 or more, 3 the application could not be
+1 --fail and an HTTP status of 400 or more, 2 a bad command line or a
+-d @file that cannot be read, 3 the application could not be
 reached or closed the connection without answering, 4 it broke the
 protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 ...), 5 connected but no answer within --timeout (busy or stuck).
@@ -59,6 +65,8 @@ protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 		fs.Var(&headers, "H", "request header `Name: value` (repeatable)")
 		fs.Var(&rp.extra, "p", "FastCGI parameter `NAME=VALUE`, set or overridden (repeatable)")
 		fs.StringVar(&rp.root, "root", "/var/www/html", "document root, for SCRIPT_FILENAME")
+		fs.StringVar(&rp.ext, "ext", ".php", "script `extension`: a path with a segment ending in it runs that script, the rest is PATH_INFO")
+		fs.StringVar(&rp.frontController, "front-controller", "", "script `path` under --root for paths that name no script (e.g. /index.php)")
 		data := fs.String("d", "", "request body: a string, @file, or - for stdin")
 		role := fs.String("role", "responder", "FastCGI `role`: responder or authorizer")
 		include := fs.Bool("i", false, "print the status line and headers before the body")
@@ -90,7 +98,14 @@ protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 				case *data == "-":
 					body, err = io.ReadAll(e.stdin)
 				case strings.HasPrefix(*data, "@"):
-					body, err = os.ReadFile((*data)[1:])
+					if body, err = os.ReadFile((*data)[1:]); err != nil {
+						// A mistake on the command line, told before
+						// anything is sent.
+						if pe := (*os.PathError)(nil); errors.As(err, &pe) {
+							err = pe.Err
+						}
+						return &exitError{code: exitUsage, err: fmt.Errorf("-d %s: %w", *data, err)}
+					}
 				default:
 					body = []byte(*data)
 				}
@@ -106,14 +121,13 @@ protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 				}
 			}
 			rp.header = headers
+			rp.authorizer = r == fcgi.RoleAuthorizer
 			kv, err := rp.pairs()
 			if err != nil {
 				return usageError(e, fs, "%v", err)
 			}
-			if r == fcgi.RoleAuthorizer {
-				// §6.3: an Authorizer gets no body and none of these.
-				kv = dropParams(kv, "CONTENT_LENGTH", "PATH_INFO", "PATH_TRANSLATED", "SCRIPT_NAME")
-				body = nil
+			if rp.authorizer {
+				body = nil // §6.3: an Authorizer gets no body
 			}
 			if *verbose {
 				for _, p := range kv {
@@ -123,9 +137,12 @@ protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 			if *raw {
 				return callRaw(ctx, e, args[0], r, kv, body, *timeout, *verbose)
 			}
+			// Ended after the client is closed: nothing writes to it then.
+			stderr := &lineEnder{w: e.stderr}
+			defer stderr.end()
 			c := newClient(e, args[0], *timeout)
 			defer c.Close()
-			req := &fcgi.Request{Role: r, Params: paramMap(kv), Stderr: e.stderr}
+			req := &fcgi.Request{Role: r, Params: paramMap(kv), Stderr: stderr}
 			if body != nil {
 				req.Body = bytes.NewReader(body)
 				req.GetBody = func() (io.Reader, error) { return bytes.NewReader(body), nil }
@@ -184,30 +201,34 @@ func callRaw(ctx context.Context, e *env, addr string, role fcgi.Role, kv [][2]s
 		return err
 	}
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Now()) })
+	stop := context.AfterFunc(ctx, func() { c.NC.SetDeadline(time.Now()) })
 	defer stop()
-	c.nc.SetWriteDeadline(deadline)
-	if err := c.writeRequest(1, wire.Role(role), false, encodePairs(kv), body); err != nil {
+	c.NC.SetWriteDeadline(deadline)
+	if err := c.WriteRequest(1, wire.Role(role), false, encodePairs(kv), body); err != nil {
 		return err
 	}
-	if err := c.w.Flush(); err != nil {
+	if err := c.W.Flush(); err != nil {
 		return exitf(exitUnreachable, "sending the request: %v", err)
 	}
-	resp, err := c.readResponse(1, deadline)
+	resp, err := readResponse(c, 1, deadline)
 	if err != nil {
 		if errors.Is(err, errNoAnswer) || ctx.Err() != nil {
 			return &exitError{code: exitBusy, err: errBusy}
 		}
 		return err
 	}
-	e.stderr.Write(resp.stderr)
+	if len(resp.Stderr) > 0 {
+		stderr := &lineEnder{w: e.stderr}
+		stderr.Write(resp.Stderr)
+		stderr.end()
+	}
 	if verbose {
-		e.log.Info("END_REQUEST", "app_status", resp.end.AppStatus, "protocol_status", resp.end.ProtocolStatus.String())
+		e.log.Info("END_REQUEST", "app_status", resp.End.AppStatus, "protocol_status", resp.End.ProtocolStatus.String())
 	}
-	if resp.end.ProtocolStatus != wire.StatusRequestComplete {
-		return exitf(exitProtocol, "the application refused the request: %v", resp.end.ProtocolStatus)
+	if resp.End.ProtocolStatus != wire.StatusRequestComplete {
+		return exitf(exitProtocol, "the application refused the request: %v", resp.End.ProtocolStatus)
 	}
-	_, err = e.stdout.Write(resp.stdout)
+	_, err = e.stdout.Write(resp.Stdout)
 	return err
 }
 
@@ -231,18 +252,25 @@ func hasHeader(h [][2]string, name string) bool {
 	return false
 }
 
-func dropParams(kv [][2]string, names ...string) [][2]string {
-	out := kv[:0]
-	for _, p := range kv {
-		drop := false
-		for _, n := range names {
-			if p[0] == n {
-				drop = true
-			}
-		}
-		if !drop {
-			out = append(out, p)
-		}
+// lineEnder passes the application's FCGI_STDERR on to w and, at the
+// end, a newline if it did not end in one, so that the shell's prompt
+// does not follow the last line of it.
+type lineEnder struct {
+	w    io.Writer
+	last byte
+}
+
+func (l *lineEnder) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		l.last = p[len(p)-1]
 	}
-	return out
+	return l.w.Write(p)
+}
+
+// end writes the newline the output lacks, if any.
+func (l *lineEnder) end() {
+	if l.last != 0 && l.last != '\n' {
+		l.w.Write([]byte{'\n'})
+		l.last = '\n'
+	}
 }

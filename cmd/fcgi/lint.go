@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi/internal/cgihdr"
+	"github.com/fcgikit/fcgi/internal/rawconn"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -183,14 +184,14 @@ func (l *linter) run(ctx context.Context) {
 
 // connect opens the connection for one check; on failure it records a FAIL
 // for the check and returns nil.
-func (l *linter) connect(ctx context.Context, section, check string) *rawConn {
+func (l *linter) connect(ctx context.Context, section, check string) *rawconn.Conn {
 	c, err := dialRaw(ctx, l.addr, l.timeout)
 	if err != nil {
 		l.add(lintFail, section, check, err.Error())
 		return nil
 	}
 	// Cancelling ctx (SIGTERM) ends any read at once.
-	context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Now()) })
+	context.AfterFunc(ctx, func() { c.NC.SetDeadline(time.Now()) })
 	return c
 }
 
@@ -202,10 +203,10 @@ const strayGrace = 300 * time.Millisecond
 
 // readUntilClose reads records until EOF or until deadline, returning
 // those read and whether the peer closed the connection.
-func readUntilClose(c *rawConn, deadline time.Time) (recs []rawRecord, closed bool, err error) {
-	c.nc.SetReadDeadline(deadline)
+func readUntilClose(c *rawconn.Conn, deadline time.Time) (recs []rawconn.Record, closed bool, err error) {
+	c.NC.SetReadDeadline(deadline)
 	for {
-		rec, err := c.r.Next()
+		rec, err := c.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isConnReset(err) {
 				return recs, true, nil
@@ -215,7 +216,7 @@ func readUntilClose(c *rawConn, deadline time.Time) (recs []rawRecord, closed bo
 			}
 			return recs, false, err
 		}
-		recs = append(recs, rawRecord{rec.Header, append([]byte(nil), rec.Content...)})
+		recs = append(recs, rec)
 	}
 }
 
@@ -226,13 +227,13 @@ func (l *linter) checkRequest(ctx context.Context) {
 		return
 	}
 	defer c.Close()
-	c.nc.SetWriteDeadline(l.deadline())
-	c.writeRequest(id, wire.RoleResponder, false, l.params, nil)
-	if err := c.w.Flush(); err != nil {
+	c.NC.SetWriteDeadline(l.deadline())
+	c.WriteRequest(id, wire.RoleResponder, false, l.params, nil)
+	if err := c.W.Flush(); err != nil {
 		l.add(lintFail, "§5.1", "responder request answered", "sending: "+err.Error())
 		return
 	}
-	resp, err := c.readResponse(id, l.deadline())
+	resp, err := readResponse(c, id, l.deadline())
 	if err != nil {
 		l.add(lintFail, "§5.5", "END_REQUEST received", err.Error())
 		return
@@ -259,10 +260,10 @@ func (l *linter) checkRequest(ctx context.Context) {
 }
 
 // checkResponse checks one complete response to request id.
-func (l *linter) checkResponse(resp *rawResponse, id uint16) {
+func (l *linter) checkResponse(resp *rawconn.Response, id uint16) {
 	var wrongID, wrongType, tooBig []string
 	var ends int
-	for _, r := range resp.records {
+	for _, r := range resp.Records {
 		if r.RequestID != id {
 			if r.RequestID != wire.NullRequestID || !r.Type.IsManagement() {
 				wrongID = append(wrongID, r.Header.String())
@@ -286,16 +287,16 @@ func (l *linter) checkResponse(resp *rawResponse, id uint16) {
 		fmt.Sprintf("nginx rejects: %v", wrongType))
 	l.expect(len(tooBig) == 0, lintWarn, "§3.3", "content plus padding at most 65535 bytes per record",
 		fmt.Sprintf("PHP-FPM-style peers refuse: %v", tooBig))
-	l.expect(resp.end.ProtocolStatus == wire.StatusRequestComplete, lintFail, "§5.5", "protocol status REQUEST_COMPLETE",
-		fmt.Sprintf("got %v", resp.end.ProtocolStatus))
+	l.expect(resp.End.ProtocolStatus == wire.StatusRequestComplete, lintFail, "§5.5", "protocol status REQUEST_COMPLETE",
+		fmt.Sprintf("got %v", resp.End.ProtocolStatus))
 	// §5.3 ends every stream with an empty record, but nginx, HAProxy and
 	// Apache take END_REQUEST as the end of STDOUT too, and PHP-FPM omits
 	// the empty record from some responses (its ping page): a warning.
-	l.expect(resp.stdoutClosed, lintWarn, "§5.3", "STDOUT ended by an empty record before END_REQUEST",
-		"no empty STDOUT record (web servers accept END_REQUEST as the end); records: "+sequence(resp.records))
-	hdr, herr := cgiHeaderBlock(resp.stdout)
+	l.expect(resp.StdoutEnded, lintWarn, "§5.3", "STDOUT ended by an empty record before END_REQUEST",
+		"no empty STDOUT record (web servers accept END_REQUEST as the end); records: "+sequence(resp.Records))
+	hdr, herr := cgiHeaderBlock(resp.Stdout)
 	l.expect(herr == nil, lintFail, "§6.2", "STDOUT starts with a CGI header block",
-		fmt.Sprintf("nginx answers 502 (upstream sent invalid header / prematurely closed stdout): %v; got %q", herr, truncate(resp.stdout, 80)))
+		fmt.Sprintf("nginx answers 502 (upstream sent invalid header / prematurely closed stdout): %v; got %q", herr, truncate(resp.Stdout, 80)))
 	if herr == nil {
 		l.expect(bytes.Contains(bytes.ToLower(hdr), []byte("content-type:")) ||
 			bytes.Contains(bytes.ToLower(hdr), []byte("status:")) ||
@@ -324,7 +325,7 @@ func cgiHeaderBlock(b []byte) ([]byte, error) {
 }
 
 // sequence summarises records as "STDOUT[1]:120 STDOUT[1]:0 END_REQUEST[1]:8".
-func sequence(recs []rawRecord) string {
+func sequence(recs []rawconn.Record) string {
 	var b strings.Builder
 	for i, r := range recs {
 		if i > 0 {
@@ -352,22 +353,22 @@ func (l *linter) checkHighID(ctx context.Context) {
 		return
 	}
 	defer c.Close()
-	c.nc.SetWriteDeadline(l.deadline())
-	c.writeRequest(id, wire.RoleResponder, false, l.params, nil)
-	if err := c.w.Flush(); err != nil {
+	c.NC.SetWriteDeadline(l.deadline())
+	c.WriteRequest(id, wire.RoleResponder, false, l.params, nil)
+	if err := c.W.Flush(); err != nil {
 		l.add(lintFail, "§3.3", check, "sending: "+err.Error())
 		return
 	}
-	resp, err := c.readResponse(id, l.deadline())
+	resp, err := readResponse(c, id, l.deadline())
 	if err != nil {
 		detail := err.Error()
-		if resp != nil && resp.foreign > 0 {
-			detail = fmt.Sprintf("answered with other IDs: %v", resp.records[0].Header)
+		if resp != nil && resp.Foreign > 0 {
+			detail = fmt.Sprintf("answered with other IDs: %v", resp.Records[0].Header)
 		}
 		l.add(lintFail, "§3.3", check, detail)
 		return
 	}
-	l.expect(resp.foreign == 0, lintFail, "§3.3", check, fmt.Sprintf("%d records had another ID", resp.foreign))
+	l.expect(resp.Foreign == 0, lintFail, "§3.3", check, fmt.Sprintf("%d records had another ID", resp.Foreign))
 }
 
 func (l *linter) checkKeepConn(ctx context.Context) {
@@ -379,13 +380,13 @@ func (l *linter) checkKeepConn(ctx context.Context) {
 	}
 	defer c.Close()
 	for i := range 2 {
-		c.nc.SetWriteDeadline(l.deadline())
-		c.writeRequest(id, wire.RoleResponder, true, l.params, nil)
-		if err := c.w.Flush(); err != nil {
+		c.NC.SetWriteDeadline(l.deadline())
+		c.WriteRequest(id, wire.RoleResponder, true, l.params, nil)
+		if err := c.W.Flush(); err != nil {
 			l.add(lintFail, "§5.1", check, fmt.Sprintf("sending request %d: %v", i+1, err))
 			return
 		}
-		resp, err := c.readResponse(id, l.deadline())
+		resp, err := readResponse(c, id, l.deadline())
 		if err != nil {
 			l.add(lintFail, "§5.1", check, fmt.Sprintf("request %d: %v", i+1, err))
 			return
@@ -404,8 +405,8 @@ func (l *linter) checkKeepConn(ctx context.Context) {
 			}
 		}
 		if i == 1 {
-			l.expect(resp.end.ProtocolStatus == wire.StatusRequestComplete,
-				lintFail, "§5.1", check, fmt.Sprintf("second request refused: %v", resp.end.ProtocolStatus))
+			l.expect(resp.End.ProtocolStatus == wire.StatusRequestComplete,
+				lintFail, "§5.1", check, fmt.Sprintf("second request refused: %v", resp.End.ProtocolStatus))
 		}
 	}
 }
@@ -425,22 +426,22 @@ func (l *linter) checkAbort(ctx context.Context) {
 	rp.body = 1 << 20
 	rp.header = append(rp.header, [2]string{"Content-Type", "application/octet-stream"})
 	kv, _ := rp.pairs()
-	c.nc.SetWriteDeadline(l.deadline())
-	c.w.WriteBeginRequest(id, wire.RoleResponder, wire.FlagKeepConn)
-	c.w.WriteStream(wire.TypeParams, id, encodePairs(kv))
-	c.w.WriteRecord(wire.TypeParams, id, nil)
-	c.w.WriteRecord(wire.TypeStdin, id, make([]byte, 1024))
-	if err := c.w.Flush(); err != nil {
+	c.NC.SetWriteDeadline(l.deadline())
+	c.W.WriteBeginRequest(id, wire.RoleResponder, wire.FlagKeepConn)
+	c.W.WriteStream(wire.TypeParams, id, encodePairs(kv))
+	c.W.WriteRecord(wire.TypeParams, id, nil)
+	c.W.WriteRecord(wire.TypeStdin, id, make([]byte, 1024))
+	if err := c.W.Flush(); err != nil {
 		l.add(lintFail, "§5.4", check, "sending: "+err.Error())
 		return
 	}
 	time.Sleep(50 * time.Millisecond) // let the application start the request
-	c.w.WriteRecord(wire.TypeAbortRequest, id, nil)
-	if err := c.w.Flush(); err != nil {
+	c.W.WriteRecord(wire.TypeAbortRequest, id, nil)
+	if err := c.W.Flush(); err != nil {
 		l.add(lintWarn, "§5.4", check, "the application closed the connection before the abort: "+err.Error())
 		return
 	}
-	resp, err := c.readResponse(id, l.deadline())
+	resp, err := readResponse(c, id, l.deadline())
 	switch {
 	case err == nil:
 		l.add(lintPass, "§5.4", check, "")
@@ -455,7 +456,7 @@ func (l *linter) checkAbort(ctx context.Context) {
 	}
 }
 
-func headers(recs []rawRecord) []string {
+func headers(recs []rawconn.Record) []string {
 	var s []string
 	for _, r := range recs {
 		s = append(s, r.Header.String())
@@ -475,14 +476,14 @@ func (l *linter) checkGetValues(ctx context.Context) {
 	for _, n := range names {
 		q = wire.AppendPair(q, n, "")
 	}
-	c.nc.SetWriteDeadline(l.deadline())
-	c.w.WriteRecord(wire.TypeGetValues, wire.NullRequestID, q)
-	if err := c.w.Flush(); err != nil {
+	c.NC.SetWriteDeadline(l.deadline())
+	c.W.WriteRecord(wire.TypeGetValues, wire.NullRequestID, q)
+	if err := c.W.Flush(); err != nil {
 		l.add(lintFail, "§4.1", check, "sending: "+err.Error())
 		return
 	}
-	c.nc.SetReadDeadline(l.deadline())
-	rec, err := c.r.Next()
+	c.NC.SetReadDeadline(l.deadline())
+	rec, err := c.R.Next()
 	if err != nil {
 		l.add(lintFail, "§4.1", check, readError(err, "waiting for GET_VALUES_RESULT").Error())
 		return
@@ -525,14 +526,14 @@ func (l *linter) checkUnknownType(ctx context.Context) {
 		return
 	}
 	defer c.Close()
-	c.nc.SetWriteDeadline(l.deadline())
-	c.w.WriteRecord(unknown, wire.NullRequestID, make([]byte, 8))
-	if err := c.w.Flush(); err != nil {
+	c.NC.SetWriteDeadline(l.deadline())
+	c.W.WriteRecord(unknown, wire.NullRequestID, make([]byte, 8))
+	if err := c.W.Flush(); err != nil {
 		l.add(lintWarn, "§4.2", check, "sending: "+err.Error())
 		return
 	}
-	c.nc.SetReadDeadline(l.deadline())
-	rec, err := c.r.Next()
+	c.NC.SetReadDeadline(l.deadline())
+	rec, err := c.R.Next()
 	if err != nil {
 		l.add(lintWarn, "§4.2", check, readError(err, "waiting for UNKNOWN_TYPE").Error()+" (no mainstream web server sends unknown types)")
 		return
@@ -556,26 +557,26 @@ func (l *linter) checkMultiplex(ctx context.Context) {
 		return
 	}
 	defer c.Close()
-	c.nc.SetWriteDeadline(l.deadline())
+	c.NC.SetWriteDeadline(l.deadline())
 	// Interleave: both BEGIN_REQUESTs, then both PARAMS, then both STDINs.
 	for _, id := range []uint16{1, 2} {
-		c.w.WriteBeginRequest(id, wire.RoleResponder, wire.FlagKeepConn)
+		c.W.WriteBeginRequest(id, wire.RoleResponder, wire.FlagKeepConn)
 	}
 	for _, id := range []uint16{1, 2} {
-		c.w.WriteStream(wire.TypeParams, id, l.params)
-		c.w.WriteRecord(wire.TypeParams, id, nil)
+		c.W.WriteStream(wire.TypeParams, id, l.params)
+		c.W.WriteRecord(wire.TypeParams, id, nil)
 	}
 	for _, id := range []uint16{2, 1} {
-		c.w.WriteRecord(wire.TypeStdin, id, nil)
+		c.W.WriteRecord(wire.TypeStdin, id, nil)
 	}
-	if err := c.w.Flush(); err != nil {
+	if err := c.W.Flush(); err != nil {
 		l.add(lintFail, "§5.6", check, "sending: "+err.Error())
 		return
 	}
-	c.nc.SetReadDeadline(l.deadline())
+	c.NC.SetReadDeadline(l.deadline())
 	ended := map[uint16]bool{}
 	for len(ended) < 2 {
-		rec, err := c.r.Next()
+		rec, err := c.R.Next()
 		if err != nil {
 			l.add(lintFail, "§5.6", check, readError(err, fmt.Sprintf("with %d of 2 answered", len(ended))).Error())
 			return

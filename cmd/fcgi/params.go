@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
+	"net/http"
 	"net/url"
-	"path"
-	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/fcgikit/fcgi/internal/cgienv"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -34,118 +37,105 @@ func (p *paramList) Set(s string) error {
 	return nil
 }
 
-// requestParams is the CGI environment of a request sent by call, ping,
-// status, lint and bench, built the way nginx's fastcgi_params builds it, so applications see
-// what they see behind nginx.
+// requestParams is a request sent by call, ping, status, lint and bench.
+// Its CGI environment is the one fcgikit's Gateway builds (package
+// cgienv), as nginx's fastcgi_params does, so applications see what they
+// see behind nginx or fcgi gateway.
 type requestParams struct {
 	method string
 	target string // path with optional query, or an absolute URL
 	root   string // document root: SCRIPT_FILENAME = root + script path
-	header [][2]string
-	extra  paramList
-	body   int64 // CONTENT_LENGTH; -1 for none
+	// ext and frontController route the path as the Gateway's ScriptExt
+	// and FrontController do.
+	ext             string
+	frontController string
+	header          [][2]string
+	extra           paramList
+	body            int64 // CONTENT_LENGTH; -1 for none
+	// authorizer leaves out what the Authorizer role is not sent.
+	authorizer bool
 }
 
-// pairs returns the ordered CGI variables. Later entries win: -p overrides
-// what the defaults set.
+// pairs returns the ordered CGI variables. -p (extra) overrides what the
+// request gives.
 func (rp *requestParams) pairs() ([][2]string, error) {
 	target := rp.target
 	if target == "" {
 		target = "/"
 	}
-	scheme, host, port := "http", "localhost", "80"
 	u, err := url.Parse(target)
 	if err != nil {
 		return nil, fmt.Errorf("bad URL or path %q: %v", target, err)
 	}
+	host, port := "localhost", 80
+	r := &http.Request{
+		Method:     rp.method,
+		URL:        &url.URL{Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery},
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     http.Header{},
+		// No HTTP client: REMOTE_ADDR is this machine, and there is no
+		// REMOTE_PORT to give.
+		RemoteAddr: "127.0.0.1",
+	}
 	if u.IsAbs() {
-		scheme = u.Scheme
-		host = u.Hostname()
-		switch {
-		case u.Port() != "":
-			port = u.Port()
-		case scheme == "https":
-			port = "443"
+		host = u.Host
+		if u.Scheme == "https" {
+			r.TLS = &tls.ConnectionState{}
+			port = 443
+		}
+		if p := u.Port(); p != "" {
+			if port, err = strconv.Atoi(p); err != nil {
+				return nil, fmt.Errorf("bad port in %q", target)
+			}
 		}
 	}
+	r.Host = host
 	p := u.EscapedPath()
 	if p == "" {
 		p = "/"
+		r.URL.Path = "/"
 	}
 	if !strings.HasPrefix(p, "/") {
 		return nil, fmt.Errorf("bad path %q: must start with /", target)
 	}
-	uri := p
+	r.RequestURI = p
 	if u.RawQuery != "" {
-		uri += "?" + u.RawQuery
+		r.RequestURI += "?" + u.RawQuery
 	}
-	method := rp.method
-	if method == "" {
-		method = "GET"
+	if r.Method == "" {
+		r.Method = "GET"
 	}
 	root := rp.root
 	if root == "" {
 		root = "/var/www/html"
 	}
-	scriptPath := u.Path
-	if scriptPath == "" {
-		scriptPath = "/"
-	}
-	kv := [][2]string{
-		{"GATEWAY_INTERFACE", "CGI/1.1"},
-		{"SERVER_SOFTWARE", "fcgikit"},
-		{"SERVER_PROTOCOL", "HTTP/1.1"},
-		{"REQUEST_SCHEME", scheme},
-		{"REQUEST_METHOD", method},
-		{"REQUEST_URI", uri},
-		{"DOCUMENT_URI", scriptPath},
-		{"SCRIPT_NAME", scriptPath},
-		{"SCRIPT_FILENAME", strings.TrimSuffix(root, "/") + path.Clean(scriptPath)},
-		{"DOCUMENT_ROOT", root},
-		{"QUERY_STRING", u.RawQuery},
-		{"SERVER_NAME", host},
-		{"SERVER_PORT", port},
-		{"SERVER_ADDR", "127.0.0.1"},
-		{"REMOTE_ADDR", "127.0.0.1"},
-		{"REMOTE_PORT", "0"},
-		{"REDIRECT_STATUS", "200"},
-		{"HTTP_HOST", u.Host},
-	}
-	if scheme == "https" {
-		kv = append(kv, [2]string{"HTTPS", "on"})
-	}
-	if u.Host == "" {
-		kv[len(kv)-1][1] = "localhost"
-	}
+	cl := ""
 	if rp.body >= 0 {
-		kv = append(kv, [2]string{"CONTENT_LENGTH", strconv.FormatInt(rp.body, 10)})
+		cl = strconv.FormatInt(rp.body, 10)
 	}
 	for _, h := range rp.header {
-		name := strings.ToUpper(strings.ReplaceAll(h[0], "-", "_"))
-		switch name {
-		case "CONTENT_TYPE", "CONTENT_LENGTH":
-			kv = append(kv, [2]string{name, h[1]})
-		case "PROXY":
-			// httpoxy: never pass a Proxy header as HTTP_PROXY.
-		default:
-			kv = append(kv, [2]string{"HTTP_" + name, h[1]})
+		if strings.EqualFold(h[0], "Content-Length") {
+			cl = h[1]
 		}
+		r.Header.Add(h[0], h[1])
 	}
-	kv = append(kv, rp.extra...)
-	// Drop earlier duplicates, keeping each name's last value in the
-	// position of its first appearance.
-	last := make(map[string]string, len(kv))
-	for _, p := range kv {
-		last[p[0]] = p[1]
+	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+	r = r.WithContext(context.WithValue(context.Background(), http.LocalAddrContextKey, local))
+	kv, err := cgienv.Build(&cgienv.Request{
+		HTTP:            r,
+		Root:            root,
+		ScriptExt:       rp.ext,
+		FrontController: rp.frontController,
+		ContentLength:   cl,
+		Authorizer:      rp.authorizer,
+		Set:             rp.extra,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bad path %q: %v", target, strings.TrimPrefix(err.Error(), "fcgi: "))
 	}
-	out := kv[:0:0]
-	for _, p := range kv {
-		if v, ok := last[p[0]]; ok {
-			out = append(out, [2]string{p[0], v})
-			delete(last, p[0])
-		}
-	}
-	return slices.Clip(out), nil
+	return kv, nil
 }
 
 // encodePairs encodes kv as one PARAMS stream.

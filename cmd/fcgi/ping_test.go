@@ -47,8 +47,8 @@ func TestPingStatusPHPFPM(t *testing.T) {
 	defer c.Close()
 	rp := requestParams{target: "/sleep.php", root: fpm.Root(), body: -1}
 	kv, _ := rp.pairs()
-	c.writeRequest(1, wire.RoleResponder, false, encodePairs(kv), nil)
-	c.w.Flush()
+	c.WriteRequest(1, wire.RoleResponder, false, encodePairs(kv), nil)
+	c.W.Flush()
 	time.Sleep(200 * time.Millisecond)
 	res = runFcgi(t, nil, "ping", "--timeout", "500ms", fpm.Addr())
 	if res.code != exitBusy {

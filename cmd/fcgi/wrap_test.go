@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi/internal/peer"
+	"github.com/fcgikit/fcgi/internal/rawconn"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -309,7 +310,7 @@ func waitGroupGone(t *testing.T, pgid int) {
 }
 
 // wrapRequest sends one request for script to fcgi wrap on sock.
-func wrapRequest(t *testing.T, sock, script string) *rawConn {
+func wrapRequest(t *testing.T, sock, script string) *rawconn.Conn {
 	t.Helper()
 	c, err := dialRaw(context.Background(), "unix:"+sock, 5*time.Second)
 	if err != nil {
@@ -318,8 +319,8 @@ func wrapRequest(t *testing.T, sock, script string) *rawConn {
 	t.Cleanup(func() { c.Close() })
 	rp := requestParams{target: "/hang.cgi", root: filepath.Dir(script), body: -1}
 	kv, _ := rp.pairs()
-	c.writeRequest(1, wire.RoleResponder, false, encodePairs(kv), nil)
-	if err := c.w.Flush(); err != nil {
+	c.WriteRequest(1, wire.RoleResponder, false, encodePairs(kv), nil)
+	if err := c.W.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -338,18 +339,18 @@ func TestWrapTimeoutKillsGroup(t *testing.T) {
 	start := time.Now()
 	c := wrapRequest(t, sock, script)
 	pids := readPIDs(t, pidfile)
-	resp, err := c.readResponse(1, time.Now().Add(10*time.Second))
+	resp, err := readResponse(c, 1, time.Now().Add(10*time.Second))
 	if err != nil {
 		t.Fatalf("response: %v", err)
 	}
 	if el := time.Since(start); el < time.Second || el > 5*time.Second {
 		t.Errorf("response ended after %v with --timeout 1s", el)
 	}
-	if !strings.Contains(string(resp.stdout), "started") {
-		t.Errorf("stdout %q: want the output written before the timeout", resp.stdout)
+	if !strings.Contains(string(resp.Stdout), "started") {
+		t.Errorf("stdout %q: want the output written before the timeout", resp.Stdout)
 	}
-	if string(resp.stderr) != "oops\n" {
-		t.Errorf("FCGI_STDERR %q: want the script's stderr, %q", resp.stderr, "oops\n")
+	if string(resp.Stderr) != "oops\n" {
+		t.Errorf("FCGI_STDERR %q: want the script's stderr, %q", resp.Stderr, "oops\n")
 	}
 	waitGroupGone(t, pids[0])
 	for _, pid := range pids {
@@ -448,10 +449,10 @@ func nginxLikeRequest(t *testing.T, sock, script string, plan bodyPlan) (stdout 
 	}
 	rp := requestParams{method: "POST", target: "/" + filepath.Base(script), root: filepath.Dir(script), body: plan.size}
 	kv, _ := rp.pairs()
-	c.w.WriteBeginRequest(1, wire.RoleResponder, 0)
-	c.w.WriteStream(wire.TypeParams, 1, encodePairs(kv))
-	c.w.WriteRecord(wire.TypeParams, 1, nil)
-	if err := c.w.Flush(); err != nil {
+	c.W.WriteBeginRequest(1, wire.RoleResponder, 0)
+	c.W.WriteStream(wire.TypeParams, 1, encodePairs(kv))
+	c.W.WriteRecord(wire.TypeParams, 1, nil)
+	if err := c.W.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	end := plan.size
@@ -467,7 +468,7 @@ func nginxLikeRequest(t *testing.T, sock, script string, plan bodyPlan) (stdout 
 		chunk := make([]byte, 16<<10)
 		for sent.Load() < end && !started.Load() {
 			n := min(int64(len(chunk)), end-sent.Load())
-			if c.w.WriteRecord(wire.TypeStdin, 1, chunk[:n]) != nil || c.w.Flush() != nil {
+			if c.W.WriteRecord(wire.TypeStdin, 1, chunk[:n]) != nil || c.W.Flush() != nil {
 				return
 			}
 			sent.Add(n)
@@ -479,20 +480,20 @@ func nginxLikeRequest(t *testing.T, sock, script string, plan bodyPlan) (stdout 
 			plan.beforeCut()
 		}
 		if plan.hangUp {
-			c.nc.Close()
+			c.NC.Close()
 			return
 		}
-		c.w.WriteRecord(wire.TypeStdin, 1, nil)
-		c.w.Flush()
+		c.W.WriteRecord(wire.TypeStdin, 1, nil)
+		c.W.Flush()
 	})
 	defer func() {
 		c.Close()
 		wg.Wait()
 	}()
-	c.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	c.NC.SetReadDeadline(time.Now().Add(30 * time.Second))
 	var out []byte
 	for {
-		rec, err := c.r.Next()
+		rec, err := c.R.Next()
 		if err != nil {
 			if !plan.hangUp && plan.until == "" {
 				t.Errorf("after %d bytes of body sent, stdout %q: %v", sent.Load(), out, err)

@@ -1,39 +1,34 @@
 // Package fcgitest drives FastCGI peers with raw records, for tests that
 // must see exactly what goes over the wire: a web server's side of one
-// connection, record by record.
+// connection, record by record (package rawconn), failing the test on
+// what goes wrong.
 package fcgitest
 
 import (
-	"fmt"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/fcgikit/fcgi/internal/rawconn"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
 // Record is a record read by a Conn, with its content copied.
-type Record struct {
-	wire.Header
-	Content []byte
-}
+type Record = rawconn.Record
 
-func (r Record) String() string { return fmt.Sprintf("%v %q", r.Header, r.Content) }
-
-// Conn is the web server's end of one FastCGI connection. Write methods
-// buffer; Flush sends. Reads fail the test after a timeout.
+// Conn is the web server's end of one FastCGI connection, a rawconn.Conn
+// whose failures fail the test. Write methods buffer; Flush sends. Reads
+// fail the test after a timeout.
 type Conn struct {
-	t  testing.TB
-	NC net.Conn
-	R  *wire.Reader
-	W  *wire.Writer
+	*rawconn.Conn
+	t testing.TB
 	// Timeout bounds each read; zero means 10 s.
 	Timeout time.Duration
 }
 
 // NewConn wraps nc.
 func NewConn(t testing.TB, nc net.Conn) *Conn {
-	return &Conn{t: t, NC: nc, R: wire.NewReader(nc), W: wire.NewWriter(nc)}
+	return &Conn{Conn: rawconn.New(nc), t: t}
 }
 
 // Dial connects to a server at network, addr.
@@ -49,26 +44,20 @@ func Dial(t testing.TB, network, addr string) *Conn {
 
 // Begin buffers a BEGIN_REQUEST.
 func (c *Conn) Begin(id uint16, role wire.Role, keepConn bool) *Conn {
-	var flags uint8
-	if keepConn {
-		flags = wire.FlagKeepConn
-	}
-	c.W.WriteBeginRequest(id, role, flags)
+	c.WriteBegin(id, role, keepConn)
 	return c
 }
 
 // Params buffers a PARAMS stream holding the pairs name, value, name,
 // value... and its empty end record.
 func (c *Conn) Params(id uint16, kv ...string) *Conn {
-	c.W.WriteStream(wire.TypeParams, id, Pairs(kv...))
-	c.W.WriteRecord(wire.TypeParams, id, nil)
+	c.WriteParams(id, Pairs(kv...))
 	return c
 }
 
 // Stdin buffers body as STDIN and the empty end record.
 func (c *Conn) Stdin(id uint16, body []byte) *Conn {
-	c.W.WriteStream(wire.TypeStdin, id, body)
-	c.W.WriteRecord(wire.TypeStdin, id, nil)
+	c.WriteStdin(id, body)
 	return c
 }
 
@@ -111,22 +100,11 @@ func (c *Conn) TryNext() (Record, error) {
 		d = 10 * time.Second
 	}
 	c.NC.SetReadDeadline(time.Now().Add(d))
-	rec, err := c.R.Next()
-	if err != nil {
-		return Record{}, err
-	}
-	return Record{Header: rec.Header, Content: append([]byte(nil), rec.Content...)}, nil
+	return c.Conn.Next()
 }
 
 // Response is what an application sent for one request.
-type Response struct {
-	Stdout, Stderr []byte
-	// StdoutEnded is set when the empty STDOUT record arrived.
-	StdoutEnded bool
-	End         wire.EndRequest
-	// Records is every record of the request, in order.
-	Records []Record
-}
+type Response = rawconn.Response
 
 // ReadResponse reads records until the END_REQUEST for id. Records for
 // other IDs fail the test: use ReadResponses when several are in flight.
@@ -136,7 +114,9 @@ func (c *Conn) ReadResponse(id uint16) Response {
 	return rs[id]
 }
 
-// ReadResponses reads records until every id has its END_REQUEST.
+// ReadResponses reads records until every id has its END_REQUEST. A
+// record of another request, of a type no response has, or of STDOUT
+// after its end fails the test.
 func (c *Conn) ReadResponses(ids ...uint16) map[uint16]Response {
 	c.t.Helper()
 	out := make(map[uint16]Response)
@@ -150,27 +130,18 @@ func (c *Conn) ReadResponses(ids ...uint16) map[uint16]Response {
 			c.t.Fatalf("record for unexpected request: %v", rec)
 		}
 		r := out[rec.RequestID]
-		r.Records = append(r.Records, rec)
-		switch rec.Type {
-		case wire.TypeStdout:
-			if r.StdoutEnded {
-				c.t.Fatalf("STDOUT after the end of STDOUT: %v", rec)
-			}
-			if len(rec.Content) == 0 {
-				r.StdoutEnded = true
-			}
-			r.Stdout = append(r.Stdout, rec.Content...)
-		case wire.TypeStderr:
-			r.Stderr = append(r.Stderr, rec.Content...)
-		case wire.TypeEndRequest:
-			end, err := wire.ParseEndRequest(rec.Content)
-			if err != nil {
-				c.t.Fatalf("END_REQUEST: %v", err)
-			}
-			r.End = end
-			delete(want, rec.RequestID)
-		default:
+		switch {
+		case rec.Type == wire.TypeStdout && r.StdoutEnded:
+			c.t.Fatalf("STDOUT after the end of STDOUT: %v", rec)
+		case rec.Type != wire.TypeStdout && rec.Type != wire.TypeStderr && rec.Type != wire.TypeEndRequest:
 			c.t.Fatalf("unexpected record %v", rec)
+		}
+		r.Records = append(r.Records, rec)
+		if err := r.Add(rec); err != nil {
+			c.t.Fatalf("END_REQUEST: %v", err)
+		}
+		if r.Ended {
+			delete(want, rec.RequestID)
 		}
 		out[rec.RequestID] = r
 	}
