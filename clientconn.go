@@ -519,7 +519,7 @@ func (cl *call) readErr(err error) error {
 		}
 	}
 	if errors.Is(err, wire.ErrVersion) {
-		return fmt.Errorf("%w: %s: %v", ErrProtocol, cl.b.addr, err)
+		return fmt.Errorf("%w: %s: %w", ErrProtocol, cl.b.addr, err)
 	}
 	if isTimeout(err) {
 		if !cl.gotStdout {
@@ -1296,6 +1296,9 @@ func (c *Client) GetValues(ctx context.Context, addr string, names ...string) (m
 			return nil, &TimeoutError{Op: "get values", Addr: addr}
 		}
 		return nil, ctx.Err()
+	}
+	if errors.Is(err, wire.ErrVersion) {
+		return nil, fmt.Errorf("%w: %s: %w", ErrProtocol, addr, err)
 	}
 	return nil, fmt.Errorf("%w: %s: %v", ErrBackendClosed, addr, err)
 }

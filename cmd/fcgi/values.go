@@ -77,9 +77,14 @@ func getValues(ctx context.Context, e *env, addr string, names []string, timeout
 	c.ProbeTimeout = timeout
 	vals, err := c.GetValues(ctx, c.Addr, names...)
 	if te := (*fcgi.TimeoutError)(nil); errors.As(err, &te) {
+		// An HTTP server accepts and then waits, as a stuck application
+		// does; the probe tells it apart.
+		if herr := httpProbe(ctx, addr, timeout); herr != nil {
+			return nil, herr
+		}
 		// A connection accepted but never answered, or no connection
 		// at all: either way nobody is there to answer.
-		return nil, &exitError{code: exitUnreachable, err: fmt.Errorf("%w waiting for GET_VALUES_RESULT (%v)", errNoAnswer, err)}
+		return nil, &exitError{code: exitUnreachable, err: fmt.Errorf("%s: %w waiting for GET_VALUES_RESULT", te.Addr, errNoAnswer)}
 	}
 	if err != nil {
 		return nil, clientError(err)
