@@ -47,7 +47,8 @@ func newClient(e *env, addr string, timeout time.Duration) *fcgi.Client {
 var errBusy = errors.New("connected, but no answer in time: the application is busy or stuck")
 
 // clientError gives an error of fcgi.Client the exit status doc.go
-// documents for it, and a message that says each thing once.
+// documents for it, and a message that says each thing once. Before it
+// calls an application busy, it probes for an HTTP server (httpProbe).
 func clientError(err error) error {
 	var te *fcgi.TimeoutError
 	var pe *fcgi.ProtocolStatusError
@@ -67,7 +68,12 @@ func clientError(err error) error {
 		return &exitError{code: exitUnreachable, err: err}
 	case errors.As(err, &te):
 		// Connected, but a write, the response header or the rest of the
-		// response did not come in time.
+		// response did not come in time. An HTTP server on the port
+		// behaves the same until probed; the probe is bounded by
+		// probeWait whatever the caller's context.
+		if herr := httpProbe(context.Background(), te.Addr, probeWait); herr != nil {
+			return herr
+		}
 		return &exitError{code: exitBusy, err: fmt.Errorf("%s: %w (%s)", te.Addr, errBusy, timeoutWhat(te.Op))}
 	case errors.As(err, &pe),
 		errors.Is(err, fcgi.ErrMalformedResponse),
@@ -150,13 +156,7 @@ func get(ctx context.Context, c *fcgi.Client, target string) (*reply, error) {
 	}
 	resp, err := c.Do(ctx, &fcgi.Request{Params: paramMap(kv)})
 	if err != nil {
-		err = clientError(err)
-		if errors.Is(err, errBusy) {
-			if herr := httpProbe(ctx, c.Addr, c.ResponseHeaderTimeout); herr != nil {
-				return nil, herr
-			}
-		}
-		return nil, err
+		return nil, clientError(err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
