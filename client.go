@@ -500,5 +500,8 @@ func (c *Client) GetValues(ctx context.Context, addr string, names ...string) (m
 		}
 		return nil, ctx.Err()
 	}
+	if errors.Is(err, wire.ErrVersion) {
+		return nil, fmt.Errorf("%w: %s: %w", ErrProtocol, addr, err)
+	}
 	return nil, fmt.Errorf("%w: %s: %v", ErrBackendClosed, addr, err)
 }

@@ -141,7 +141,7 @@ func (cl *call) readErr(err error) error {
 		}
 	}
 	if errors.Is(err, wire.ErrVersion) {
-		return fmt.Errorf("%w: %s: %v", ErrProtocol, cl.b.addr, err)
+		return fmt.Errorf("%w: %s: %w", ErrProtocol, cl.b.addr, err)
 	}
 	if isTimeout(err) {
 		if !cl.gotStdout {

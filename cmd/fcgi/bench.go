@@ -6,12 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fcgikit/fcgi/cmd/fcgi/internal/histo"
@@ -43,6 +45,17 @@ is then measured from each request's scheduled start, so a stalled
 application is not hidden (no coordinated omission).
 
 While it runs, a progress line is shown on stderr if stderr is a terminal.
+Ctrl-C (SIGINT) or SIGTERM stops the requests in flight at once and prints
+the report so far, marked as interrupted.
+
+Before the run, bench asks the application for FCGI_MAX_CONNS and
+FCGI_MAX_REQS (FCGI_GET_VALUES, waiting at most a second) and warns when -c
+(times --mpx) is more than the application serves at once: the extra
+requests wait for a worker, and latency then measures the queue.
+
+A response whose HTTP status is not 2xx or 3xx counts as failed, as does
+a request that got no valid response (an error: connect, timeout,
+connection closed, protocol error); latency covers every response.
 
 Examples:
 
@@ -50,8 +63,13 @@ Examples:
 	fcgi bench -c 2 --mpx 32 -n 100000 127.0.0.1:9000
 	fcgi bench --rate 500 -d 30s --json unix:/run/app.sock > result.json
 
-Exit status: 0 if every request succeeded, 1 if some failed (errors or
-non-REQUEST_COMPLETE statuses), 3 if the application could not be reached.
+Exit status: 0 if every request succeeded; 1 if some failed (errors, or
+HTTP statuses other than 2xx and 3xx); 2 for a bad command line or
+address; 3 if no request got an answer because the application could not
+be reached or closed the connections; 4 if the application broke the
+protocol (or refused requests with OVERLOADED...) or is an HTTP server;
+5 if every request timed out; 130 when interrupted by Ctrl-C (143 by
+SIGTERM).
 `,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		b := &bencher{}
@@ -109,6 +127,9 @@ non-REQUEST_COMPLETE statuses), 3 if the application could not be reached.
 				return err
 			}
 			c.Close()
+			if err := b.askLimits(ctx, e); err != nil {
+				return err
+			}
 
 			var stopProgress func()
 			if isTerminal(e.stderr) && !*asJSON {
@@ -125,15 +146,110 @@ non-REQUEST_COMPLETE statuses), 3 if the application could not be reached.
 			} else {
 				b.print(e.stdout, r)
 			}
-			switch {
-			case r.OK == 0 && r.Errors > 0:
-				return &exitError{code: exitUnreachable}
-			case r.Errors > 0:
-				return &exitError{code: exitFail}
-			}
-			return nil
+			return b.verdict(ctx, r)
 		}
 	},
+}
+
+// askLimits learns how many connections and requests the application
+// serves at once, when it answers FCGI_GET_VALUES within a second, and
+// warns when the run is to keep more in flight: those wait in the
+// application's queue, and their latency is the queue's. An application
+// that turns out to be an HTTP server ends the run before it starts.
+func (b *bencher) askLimits(ctx context.Context, e *env) error {
+	kv, err := getValues(ctx, e, b.addr, []string{wire.ValueMaxConns, wire.ValueMaxReqs}, min(b.timeout, time.Second))
+	var he *wire.HTTPReplyError
+	if errors.As(err, &he) {
+		return err
+	}
+	if err != nil {
+		e.log.Debug("no answer to FCGI_GET_VALUES; the application's limits are unknown", "err", err)
+		return nil
+	}
+	for _, p := range kv {
+		n, err := strconv.Atoi(p[1])
+		if err != nil || n <= 0 {
+			continue
+		}
+		switch p[0] {
+		case wire.ValueMaxConns:
+			b.maxConns = n
+		case wire.ValueMaxReqs:
+			b.maxReqs = n
+		}
+	}
+	inflight := b.conns * max(b.mpx, 1)
+	switch {
+	case b.maxConns > 0 && b.conns > b.maxConns:
+		e.log.Warn("more connections than the application serves at once: the extra ones wait for a worker, and latency then measures the queue",
+			"connections", b.conns, wire.ValueMaxConns, b.maxConns)
+	case b.maxReqs > 0 && inflight > b.maxReqs:
+		e.log.Warn("more requests in flight than the application serves at once: the extra ones wait for a worker, and latency then measures the queue",
+			"in_flight", inflight, wire.ValueMaxReqs, b.maxReqs)
+	}
+	return nil
+}
+
+// verdict is the exit status of a run, with the message that explains it.
+func (b *bencher) verdict(ctx context.Context, r benchResult) error {
+	if r.Interrupted {
+		code := 128 + int(syscall.SIGINT)
+		if sc := interruption(ctx); sc != nil {
+			code = sc.exitCode()
+		}
+		return &exitError{code: code, err: fmt.Errorf("%s after %.2fs: the report covers the requests until then", context.Cause(ctx), r.Seconds)}
+	}
+	var protocol, timeouts int64
+	var kinds []string
+	for k, n := range r.ErrorKinds {
+		switch {
+		case k == errBenchTimeout.Error():
+			timeouts += n
+		case protocolKind(k):
+			protocol += n
+			kinds = append(kinds, fmt.Sprintf("%s: %d", k, n))
+		}
+	}
+	sort.Strings(kinds)
+	answered := r.OK + r.HTTPErrors
+	switch {
+	case protocol > 0:
+		return exitf(exitProtocol, "%d of %d requests broke the FastCGI protocol or were refused (%s)", protocol, r.Requests, strings.Join(kinds, ", "))
+	case answered == 0 && r.Errors > 0 && timeouts == r.Errors:
+		return exitf(exitBusy, "every request timed out (--timeout %v): the application is busy or stuck", b.timeout)
+	case answered == 0 && r.Errors > 0:
+		return exitf(exitUnreachable, "no request got an answer: %s", joinCounts(r.ErrorKinds, ""))
+	case r.HTTPErrors > 0:
+		what := fmt.Sprintf("%d of %d responses", r.HTTPErrors, answered)
+		if r.HTTPErrors == answered {
+			what = "every response"
+		}
+		return exitf(exitFail, "%s had an HTTP status other than 2xx or 3xx (%s): check --path and --root; these count as failed", what, joinCounts(r.failedStatuses(), "HTTP "))
+	case r.Errors > 0:
+		return exitf(exitFail, "%d of %d requests failed (%s)", r.Errors, r.Requests, joinCounts(r.ErrorKinds, ""))
+	}
+	return nil
+}
+
+// protocolKind reports whether an error kind of the report is the
+// application breaking the protocol or refusing the request.
+func protocolKind(kind string) bool {
+	switch kind {
+	case errBenchProtocol.Error(), errBenchHeader.Error(),
+		wire.StatusCantMpxConn.String(), wire.StatusOverloaded.String(), wire.StatusUnknownRole.String():
+		return true
+	}
+	return strings.HasPrefix(kind, "STATUS(")
+}
+
+// joinCounts formats counts by name as "prefixNAME: N, ...", by name.
+func joinCounts(m map[string]int64, prefix string) string {
+	parts := make([]string, 0, len(m))
+	for k, v := range m {
+		parts = append(parts, fmt.Sprintf("%s%s: %d", prefix, k, v))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
 }
 
 // headerList is a repeatable -H "Name: value" flag.
@@ -152,6 +268,8 @@ func (h *headerList) Set(s string) error {
 
 type bencher struct {
 	addr     string
+	maxConns int // FCGI_MAX_CONNS, 0 when unknown
+	maxReqs  int // FCGI_MAX_REQS, 0 when unknown
 	conns    int
 	mpx      int
 	noKeep   bool
@@ -163,11 +281,15 @@ type bencher struct {
 	params   []byte
 	body     []byte
 
+	// halt is the context of the whole command: its end (a signal)
+	// interrupts the run, cutting the requests in flight.
+	halt    context.Context
 	start   time.Time
 	stopAt  time.Time // zero: none
 	issued  atomic.Int64
 	done    atomic.Int64
 	failed  atomic.Int64
+	cut     atomic.Int64 // requests in flight when the run was interrupted
 	mu      sync.Mutex
 	total   histo.Histogram
 	errs    map[string]int64
@@ -178,19 +300,47 @@ type bencher struct {
 
 // benchResult is the outcome of a run, as printed by --json.
 type benchResult struct {
-	Target      string           `json:"target"`
-	Mode        string           `json:"mode"`
-	Connections int              `json:"connections"`
-	Seconds     float64          `json:"seconds"`
-	Requests    int64            `json:"requests"`
-	OK          int64            `json:"ok"`
-	Errors      int64            `json:"errors"`
-	ErrorKinds  map[string]int64 `json:"error_kinds,omitempty"`
-	Statuses    map[string]int64 `json:"statuses"`
-	RPS         float64          `json:"requests_per_second"`
-	Bytes       int64            `json:"stdout_bytes"`
-	Latency     map[string]int64 `json:"latency_us"`
-	Histogram   []benchBar       `json:"histogram"`
+	Target      string  `json:"target"`
+	Mode        string  `json:"mode"`
+	Connections int     `json:"connections"`
+	Seconds     float64 `json:"seconds"`
+	// Interrupted is set when a signal stopped the run; Cut counts the
+	// requests then in flight, which are in no other count.
+	Interrupted bool  `json:"interrupted,omitempty"`
+	Cut         int64 `json:"cut,omitempty"`
+	// MaxConns and MaxReqs are the application's FCGI_MAX_CONNS and
+	// FCGI_MAX_REQS, when it told them.
+	MaxConns int `json:"fcgi_max_conns,omitempty"`
+	MaxReqs  int `json:"fcgi_max_reqs,omitempty"`
+	// Requests = OK + HTTPErrors + Errors; Failed = HTTPErrors + Errors.
+	Requests   int64            `json:"requests"`
+	OK         int64            `json:"ok"`     // responses with a 2xx or 3xx status
+	Failed     int64            `json:"failed"` // requests that did not succeed
+	HTTPErrors int64            `json:"http_errors"`
+	Errors     int64            `json:"errors"` // requests with no valid response
+	ErrorKinds map[string]int64 `json:"error_kinds,omitempty"`
+	Statuses   map[string]int64 `json:"statuses"`
+	RPS        float64          `json:"responses_per_second"`
+	Bytes      int64            `json:"stdout_bytes"`
+	Latency    map[string]int64 `json:"latency_us"`
+	Histogram  []benchBar       `json:"histogram"`
+}
+
+// failedStatuses returns the counts of the HTTP statuses that count as
+// failed: any but 2xx and 3xx.
+func (r *benchResult) failedStatuses() map[string]int64 {
+	m := map[string]int64{}
+	for k, v := range r.Statuses {
+		if !okStatus(k) {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// okStatus reports whether an HTTP status counts as success: 2xx or 3xx.
+func okStatus(code string) bool {
+	return len(code) == 3 && (code[0] == '2' || code[0] == '3')
 }
 
 type benchBar struct {
@@ -235,6 +385,11 @@ type stats struct {
 }
 
 func (s *stats) fail(b *bencher, kind string) {
+	if b.halt.Err() != nil {
+		// Cut short by the interruption: not the application's failure.
+		b.cut.Add(1)
+		return
+	}
 	if s.errs == nil {
 		s.errs = map[string]int64{}
 	}
@@ -267,6 +422,7 @@ func (b *bencher) merge(s *stats) {
 
 func (b *bencher) run(ctx context.Context) benchResult {
 	b.errs, b.status = map[string]int64{}, map[int]int64{}
+	b.halt = ctx
 	b.start = time.Now()
 	if b.duration > 0 {
 		b.stopAt = b.start.Add(b.duration)
@@ -308,7 +464,7 @@ func (b *bencher) worker(ctx context.Context, s *stats) {
 		}
 		if c == nil {
 			var err error
-			if c, err = dialRaw(ctx, b.addr, b.timeout); err != nil {
+			if c, err = b.dial(ctx); err != nil {
 				s.fail(b, "connect")
 				continue
 			}
@@ -330,6 +486,31 @@ func (b *bencher) worker(ctx context.Context, s *stats) {
 			c = nil
 		}
 	}
+}
+
+// dial opens a connection of the run, which an interruption closes, so
+// that the request in flight on it ends at once.
+func (b *bencher) dial(ctx context.Context) (*rawConn, error) {
+	c, err := dialRaw(ctx, b.addr, b.timeout)
+	if err != nil {
+		return nil, err
+	}
+	nc := c.nc
+	stop := context.AfterFunc(b.halt, func() { nc.Close() })
+	c.nc = &haltConn{Conn: nc, stop: stop}
+	return c, nil
+}
+
+// haltConn is a connection of the run; closing it cancels its closing by
+// an interruption.
+type haltConn struct {
+	net.Conn
+	stop func() bool
+}
+
+func (c *haltConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
 }
 
 var (
@@ -429,7 +610,7 @@ func (c *cgiHead) result() (int, error) {
 // goroutine writes, a reader goroutine it owns matches END_REQUESTs to IDs.
 func (b *bencher) workerMpx(ctx context.Context, s *stats) {
 	for ctx.Err() == nil {
-		c, err := dialRaw(ctx, b.addr, b.timeout)
+		c, err := b.dial(ctx)
 		if err != nil {
 			s.fail(b, "connect")
 			if _, ok := b.ticket(ctx); !ok {
@@ -584,7 +765,10 @@ func (b *bencher) result() benchResult {
 		Mode:        b.mode(),
 		Connections: b.conns,
 		Seconds:     b.elapsed.Seconds(),
-		OK:          int64(h.Count()),
+		Interrupted: b.halt.Err() != nil,
+		Cut:         b.cut.Load(),
+		MaxConns:    b.maxConns,
+		MaxReqs:     b.maxReqs,
 		ErrorKinds:  b.errs,
 		Statuses:    map[string]int64{},
 		Bytes:       b.bytes,
@@ -593,12 +777,19 @@ func (b *bencher) result() benchResult {
 	for _, v := range b.errs {
 		r.Errors += v
 	}
-	r.Requests = r.OK + r.Errors
-	if r.Seconds > 0 {
-		r.RPS = float64(r.OK) / r.Seconds
-	}
 	for k, v := range b.status {
-		r.Statuses[strconv.Itoa(k)] = v
+		code := strconv.Itoa(k)
+		r.Statuses[code] = v
+		if okStatus(code) {
+			r.OK += v
+		} else {
+			r.HTTPErrors += v
+		}
+	}
+	r.Failed = r.HTTPErrors + r.Errors
+	r.Requests = r.OK + r.Failed
+	if r.Seconds > 0 {
+		r.RPS = float64(h.Count()) / r.Seconds
 	}
 	us := func(d time.Duration) int64 { return d.Microseconds() }
 	r.Latency["min"] = us(h.Min())
@@ -614,17 +805,32 @@ func (b *bencher) result() benchResult {
 }
 
 func (b *bencher) print(w io.Writer, r benchResult) {
+	if r.Interrupted {
+		fmt.Fprintf(w, "INTERRUPTED:  partial report; %d requests in flight were cut and are not counted\n", r.Cut)
+	}
 	fmt.Fprintf(w, "Target:       %s\n", r.Target)
 	fmt.Fprintf(w, "Mode:         %d connections, %s\n", r.Connections, r.Mode)
+	var limits []string
+	if r.MaxConns > 0 {
+		limits = append(limits, fmt.Sprintf("%s=%d", wire.ValueMaxConns, r.MaxConns))
+	}
+	if r.MaxReqs > 0 {
+		limits = append(limits, fmt.Sprintf("%s=%d", wire.ValueMaxReqs, r.MaxReqs))
+	}
+	if len(limits) > 0 {
+		fmt.Fprintf(w, "Application:  %s\n", strings.Join(limits, ", "))
+	}
 	fmt.Fprintf(w, "Duration:     %.2fs\n", r.Seconds)
-	fmt.Fprintf(w, "Requests:     %d completed, %d failed, %.1f/s\n", r.OK, r.Errors, r.RPS)
-	if len(r.ErrorKinds) > 0 {
-		kinds := make([]string, 0, len(r.ErrorKinds))
-		for k, v := range r.ErrorKinds {
-			kinds = append(kinds, fmt.Sprintf("%s: %d", k, v))
+	fmt.Fprintf(w, "Requests:     %d succeeded, %d failed, %.1f responses/s\n", r.OK, r.Failed, r.RPS)
+	if r.Failed > 0 {
+		failed := joinCounts(r.failedStatuses(), "HTTP ")
+		if kinds := joinCounts(r.ErrorKinds, ""); kinds != "" {
+			failed = strings.TrimPrefix(failed+", "+kinds, ", ")
 		}
-		sort.Strings(kinds)
-		fmt.Fprintf(w, "Errors:       %s\n", strings.Join(kinds, ", "))
+		fmt.Fprintf(w, "Failed:       %s\n", failed)
+	}
+	if r.HTTPErrors > 0 {
+		fmt.Fprintf(w, "WARNING:      %d of %d responses had an HTTP status other than 2xx or 3xx; check --path and --root\n", r.HTTPErrors, r.OK+r.HTTPErrors)
 	}
 	codes := make([]string, 0, len(r.Statuses))
 	for k := range r.Statuses {
@@ -638,10 +844,10 @@ func (b *bencher) print(w io.Writer, r benchResult) {
 	fmt.Fprintf(w, "Statuses:     %s\n", strings.Join(sts, ", "))
 	mb := float64(r.Bytes) / 1e6
 	fmt.Fprintf(w, "Transfer:     %.2f MB stdout, %.2f MB/s\n", mb, mb/max(r.Seconds, 1e-9))
-	if r.OK == 0 {
+	h := &b.total
+	if h.Count() == 0 {
 		return
 	}
-	h := &b.total
 	fmt.Fprintf(w, "Latency:      min %v  mean %v  p50 %v  p90 %v  p99 %v  max %v\n",
 		rd(h.Min()), rd(h.Mean()), rd(h.Quantile(0.5)), rd(h.Quantile(0.9)), rd(h.Quantile(0.99)), rd(h.Max()))
 	fmt.Fprintln(w, "Histogram:")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/internal/wire"
 )
 
 // newClient returns the fcgi.Client of one command run (call, ping,
@@ -18,12 +19,15 @@ import (
 // each write, the response header, and each later piece of the response.
 // The client's own log lines (a backend set aside, say) repeat what the
 // returned errors say, so they are shown only at --log-level debug.
+//
+// A malformed addr makes the client's first dial fail with parseAddr's
+// error, which clientError reports as a usage error.
 func newClient(e *env, addr string, timeout time.Duration) *fcgi.Client {
 	log := slog.New(slog.DiscardHandler)
 	if e.log.Enabled(context.Background(), slog.LevelDebug) {
 		log = e.log
 	}
-	return &fcgi.Client{
+	c := &fcgi.Client{
 		Addr:                  fcgiAddr(addr),
 		DialTimeout:           timeout,
 		WriteTimeout:          timeout,
@@ -31,6 +35,10 @@ func newClient(e *env, addr string, timeout time.Duration) *fcgi.Client {
 		ReadTimeout:           timeout,
 		ErrorLog:              log,
 	}
+	if _, _, err := parseAddr(addr); err != nil {
+		c.Dial = func(context.Context, string, string) (net.Conn, error) { return nil, err }
+	}
+	return c
 }
 
 // errBusy: the connection was accepted, by the kernel at least, but no
@@ -39,19 +47,34 @@ func newClient(e *env, addr string, timeout time.Duration) *fcgi.Client {
 var errBusy = errors.New("connected, but no answer in time: the application is busy or stuck")
 
 // clientError gives an error of fcgi.Client the exit status doc.go
-// documents for it.
+// documents for it, and a message that says each thing once. Before it
+// calls an application busy, it probes for an HTTP server (httpProbe).
 func clientError(err error) error {
 	var te *fcgi.TimeoutError
 	var pe *fcgi.ProtocolStatusError
+	var ae *addrError
+	var oe *net.OpError
 	switch {
-	case errors.As(err, &te) && te.Op == "dial",
-		errors.Is(err, fcgi.ErrDial),
+	case errors.As(err, &ae):
+		return &exitError{code: exitUsage, err: ae}
+	case errors.As(err, &te) && te.Op == "dial":
+		return &exitError{code: exitUnreachable, err: fmt.Errorf("%s: no connection in time", te.Addr)}
+	case errors.Is(err, fcgi.ErrDial) && errors.As(err, &oe):
+		// net.Dial's error names the network and the address, once:
+		// "dial unix /run/app.sock: connect: no such file or directory".
+		return &exitError{code: exitUnreachable, err: oe}
+	case errors.Is(err, fcgi.ErrDial),
 		errors.Is(err, fcgi.ErrBackendClosed):
 		return &exitError{code: exitUnreachable, err: err}
 	case errors.As(err, &te):
 		// Connected, but a write, the response header or the rest of the
-		// response did not come in time.
-		return &exitError{code: exitBusy, err: fmt.Errorf("%w (%v)", errBusy, err)}
+		// response did not come in time. An HTTP server on the port
+		// behaves the same until probed; the probe is bounded by
+		// probeWait whatever the caller's context.
+		if herr := httpProbe(context.Background(), te.Addr, probeWait); herr != nil {
+			return herr
+		}
+		return &exitError{code: exitBusy, err: fmt.Errorf("%s: %w (%s)", te.Addr, errBusy, timeoutWhat(te.Op))}
 	case errors.As(err, &pe),
 		errors.Is(err, fcgi.ErrMalformedResponse),
 		errors.Is(err, fcgi.ErrResponseHeaderTooLarge),
@@ -64,6 +87,56 @@ func clientError(err error) error {
 		return &exitError{code: exitUnreachable, err: err}
 	}
 	return err
+}
+
+// timeoutWhat says what a fcgi.TimeoutError's Op was waiting for.
+func timeoutWhat(op string) string {
+	switch op {
+	case "write request":
+		return "writing the request"
+	case "response header":
+		return "waiting for the response header"
+	case "read response":
+		return "reading the response"
+	case "get values":
+		return "waiting for GET_VALUES_RESULT"
+	}
+	return op
+}
+
+// probeWait bounds httpProbe: an HTTP server answers a malformed request
+// within a round trip.
+const probeWait = 500 * time.Millisecond
+
+// httpProbe tells an HTTP server from a busy FastCGI application, which
+// both accept a connection and then say nothing: Go's net/http, for one,
+// waits for the end of a request line, which a FastCGI request need not
+// hold. It sends one FCGI_GET_VALUES record with no content and CRLFs as
+// padding, which a FastCGI application reads as an empty query (§4.1;
+// padding is skipped) and an HTTP server as a malformed request, answered
+// at once with 400. It returns the error to report for an HTTP server
+// (exit 4), or nil when no such answer came within wait (at most
+// probeWait).
+func httpProbe(ctx context.Context, addr string, wait time.Duration) error {
+	wait = min(wait, probeWait)
+	nc, err := dial(ctx, addr, wait)
+	if err != nil {
+		return nil
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(wait))
+	probe := []byte{wire.Version1, byte(wire.TypeGetValues), 0, 0, 0, 0, 8, 0, '\r', '\n', '\r', '\n', '\r', '\n', '\r', '\n'}
+	if _, err := nc.Write(probe); err != nil {
+		return nil
+	}
+	rd := wire.NewReader(nc)
+	defer rd.Release()
+	_, err = rd.Next()
+	var he *wire.HTTPReplyError
+	if !errors.As(err, &he) {
+		return nil
+	}
+	return &exitError{code: exitProtocol, err: fmt.Errorf("%s: %w", addr, he)}
 }
 
 // reply is a whole response, body read, for ping and status.

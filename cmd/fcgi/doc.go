@@ -28,8 +28,11 @@
 //
 // # Addresses
 //
-// A FastCGI address is "host:port" for TCP, or "unix:/path" (or just an
-// absolute path) for a unix socket.
+// A FastCGI address is "unix:PATH" for a unix socket, any other address
+// containing a slash is a unix socket path too ("/run/app.sock",
+// "./php.sock", "php/run/php.sock"), and anything else is TCP "host:port".
+// A URL, a host without a port or a port out of range is a bad command
+// line (exit 2).
 //
 // # Library
 //
@@ -51,15 +54,19 @@
 //
 // # Exit status
 //
-//	0  the job was done
-//	1  it ran and found a problem: a lint check failed, a health check or
-//	   threshold failed, an HTTP error with call --fail, failed bench requests
-//	2  bad command line
-//	3  the application could not be reached (nothing listening, connection
-//	   refused) or closed the connection without answering, or, where no
-//	   connection was involved, did not answer in time
-//	4  the application answered but broke the FastCGI protocol or refused the
-//	   request (END_REQUEST with OVERLOADED, CANT_MPX_CONN, UNKNOWN_ROLE)
-//	5  call, ping and status: connected but no answer in time - the
-//	   application is busy (every worker taken) or stuck, not dead
+//	0    the job was done
+//	1    it ran and found a problem: a lint check failed, a health check or
+//	     threshold failed, an HTTP error with call --fail, failed bench requests
+//	     (a response whose status is not 2xx or 3xx counts as failed)
+//	2    bad command line, such as a malformed address
+//	3    the application could not be reached (nothing listening, connection
+//	     refused) or closed the connection without answering, or, where no
+//	     connection was involved, did not answer in time
+//	4    the application answered but broke the FastCGI protocol or refused the
+//	     request (END_REQUEST with OVERLOADED, CANT_MPX_CONN, UNKNOWN_ROLE),
+//	     or it is an HTTP server, not a FastCGI application
+//	5    call, ping and status: connected but no answer in time - the
+//	     application is busy (every worker taken) or stuck, not dead;
+//	     bench: every request timed out
+//	130  bench interrupted by Ctrl-C (143 by SIGTERM), after its partial report
 package main

@@ -75,6 +75,9 @@ Exit status: 0 no FAIL (and no WARN with --strict), 1 some check failed,
 				return err
 			}
 			c.Close()
+			if err := httpProbe(ctx, l.addr, l.timeout); err != nil {
+				return err
+			}
 			l.run(ctx)
 			if *asJSON {
 				if err := printJSON(e.stdout, l.results); err != nil {

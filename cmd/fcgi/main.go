@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -91,14 +92,45 @@ type env struct {
 
 func main() {
 	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
-	// SIGTERM and SIGINT cancel ctx: every subcommand treats that as a
-	// request to stop gracefully. A second signal kills the process.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	// SIGTERM and SIGINT cancel ctx, with a *signalCause as its cause:
+	// every subcommand treats that as a request to stop gracefully. A
+	// second signal kills the process.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
-		<-ctx.Done()
-		stop() // restore default handling, so a second signal kills
+		sig := <-sigs
+		signal.Stop(sigs) // restore default handling, so a second signal kills
+		cancel(&signalCause{sig.(syscall.Signal)})
 	}()
 	os.Exit(run(ctx, e, os.Args[1:]))
+}
+
+// signalCause is the cause of the cancellation of main's context: the
+// signal that asked the command to stop.
+type signalCause struct{ sig syscall.Signal }
+
+func (s *signalCause) Error() string {
+	switch s.sig {
+	case syscall.SIGINT:
+		return "interrupted (SIGINT)"
+	case syscall.SIGTERM:
+		return "interrupted (SIGTERM)"
+	}
+	return "interrupted (" + s.sig.String() + ")"
+}
+
+// exitCode is the shell's status for a process the signal ended, 128 plus
+// its number: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
+func (s *signalCause) exitCode() int { return 128 + int(s.sig) }
+
+// interruption returns the signal that cancelled ctx, or nil.
+func interruption(ctx context.Context) *signalCause {
+	var s *signalCause
+	if errors.As(context.Cause(ctx), &s) {
+		return s
+	}
+	return nil
 }
 
 // run runs the command line args and returns the exit status.
@@ -171,7 +203,12 @@ func run(ctx context.Context, e *env, args []string) int {
 			return code
 		}
 	}
-	fmt.Fprintf(e.stderr, "fcgi %s: %v\n", c.name, err)
+	// The library's errors begin with its package name, "fcgi: ", which
+	// the command's own prefix already says.
+	fmt.Fprintf(e.stderr, "fcgi %s: %s\n", c.name, strings.TrimPrefix(err.Error(), "fcgi: "))
+	if code == exitUsage {
+		fmt.Fprintf(e.stderr, "Run '%s --help' for usage.\n", fs.Name())
+	}
 	return code
 }
 
@@ -221,31 +258,70 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// splitAddr turns an address as users write it into a network and address
-// for net.Dial: "unix:/path" or a path containing a slash is a unix socket,
-// anything else TCP "host:port".
-func splitAddr(addr string) (network, address string) {
+// An addrError is an address argument that is not a FastCGI address: a
+// mistake on the command line (exit 2), not an application that is down.
+type addrError struct {
+	addr string
+	why  string
+}
+
+func (e *addrError) Error() string { return fmt.Sprintf("address %q: %s", e.addr, e.why) }
+
+// parseAddr turns an address as users write it into a network and an
+// address for net.Dial. Every subcommand reads its addresses with it, by
+// one rule:
+//
+//   - "unix:PATH" is the unix socket PATH;
+//   - an address containing a slash is a unix socket path, absolute or
+//     relative: "/run/php/php.sock", "./php.sock", "php/run/php.sock";
+//   - anything else is TCP "host:port", with a port from 1 to 65535.
+//
+// A URL ("http://127.0.0.1:9000") is refused rather than taken for a path.
+func parseAddr(addr string) (network, address string, err error) {
 	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
-		return "unix", p
+		if p == "" {
+			return "", "", &addrError{addr, "no socket path after unix:"}
+		}
+		return "unix", p, nil
 	}
-	if strings.HasPrefix(addr, "/") || strings.HasPrefix(addr, "./") {
-		return "unix", addr
+	if scheme, rest, ok := strings.Cut(addr, "://"); ok {
+		return "", "", &addrError{addr, fmt.Sprintf("a URL, not a FastCGI address (FastCGI has no %s://; for TCP write host:port, such as %s)", scheme, strings.TrimSuffix(rest, "/"))}
 	}
-	return "tcp", addr
+	if strings.Contains(addr, "/") {
+		return "unix", addr, nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil && !strings.Contains(addr, ":") {
+		return "", "", &addrError{addr, fmt.Sprintf("no port: want host:port (%s:9000), unix:/path, or a socket path containing a slash (./%s)", addr, addr)}
+	}
+	if err != nil {
+		return "", "", &addrError{addr, "want host:port, unix:/path, or a socket path containing a slash (./app.sock)"}
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return "", "", &addrError{addr, fmt.Sprintf("port %q is not a number from 1 to 65535", port)}
+	}
+	return "tcp", addr, nil
 }
 
 // fcgiAddr converts an address as users write it to the form of
-// fcgi.Listen and fcgi.Client: "unix:/path" or "host:port".
+// fcgi.Listen and fcgi.Client: "unix:/path" or "host:port". An address
+// parseAddr refuses is returned as it is, for the caller's dial or listen
+// to fail on.
 func fcgiAddr(addr string) string {
-	if network, address := splitAddr(addr); network == "unix" {
+	if network, address, err := parseAddr(addr); err == nil && network == "unix" {
 		return "unix:" + address
 	}
 	return addr
 }
 
-// dial connects to a FastCGI application.
+// dial connects to a FastCGI application. A malformed address is a usage
+// error; a failure to connect is net.Dial's error, which names the
+// address once.
 func dial(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
-	network, address := splitAddr(addr)
+	network, address, err := parseAddr(addr)
+	if err != nil {
+		return nil, &exitError{code: exitUsage, err: err}
+	}
 	d := net.Dialer{Timeout: timeout}
 	c, err := d.DialContext(ctx, network, address)
 	if err != nil {

@@ -38,7 +38,14 @@ works with any application that answers --path with 200 and --expect.
 It tells dead from busy: a socket nobody accepts on is dead (exit 3); a
 connection accepted but not answered within --timeout means every worker
 is busy and the probe is queued (exit 5) - with --busy-ok that counts as
-alive, so a liveness probe does not restart a pool for being loaded.
+alive, so a liveness probe does not restart a pool for being loaded. An
+HTTP server on the port also accepts and may say nothing, so before
+calling a pool busy ping sends bytes an HTTP server answers at once (and
+FastCGI ignores), waiting at most half a second: an HTTP server is exit
+4, with --busy-ok too.
+
+ADDR is host:port, unix:PATH, or a socket path containing a slash
+(./php.sock).
 
 Examples:
 
@@ -56,8 +63,9 @@ Kubernetes:
 	readinessProbe:
 	  exec: {command: ["fcgi", "status", "--max-listen-queue", "10", "127.0.0.1:9000"]}
 
-Exit status: 0 alive (or busy with --busy-ok), 1 wrong answer, 3 dead
-(unreachable), 4 protocol error, 5 busy (connected, no answer in time).
+Exit status: 0 alive (or busy with --busy-ok), 1 wrong answer, 2 bad
+command line or address, 3 dead (unreachable), 4 protocol error or an
+HTTP server, 5 busy (connected, no answer in time).
 `,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		path := fs.String("path", "/ping", "ping `path` (PHP-FPM's ping.path)")

@@ -24,7 +24,8 @@ of its own and prints the variables the application answers with, one
 NAME=VALUE line each. With no NAME it asks for FCGI_MAX_CONNS,
 FCGI_MAX_REQS and FCGI_MPXS_CONNS.
 
-ADDR is host:port, unix:/path or /path.
+ADDR is host:port, unix:PATH, or a socket path containing a slash
+(./php.sock).
 
 An application may close the connection after answering (PHP-FPM does);
 that is not an error. One that does not answer within --timeout is.
@@ -35,8 +36,9 @@ Examples:
 	fcgi values --json 127.0.0.1:9000
 	fcgi values 127.0.0.1:9000 FCGI_MPXS_CONNS
 
-Exit status: 0 answered, 3 unreachable or no answer in time,
-4 answer broke the protocol.
+Exit status: 0 answered, 2 bad command line or address, 3 unreachable
+or no answer in time, 4 answer broke the protocol or came from an HTTP
+server.
 `,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
@@ -77,9 +79,14 @@ func getValues(ctx context.Context, e *env, addr string, names []string, timeout
 	c.ProbeTimeout = timeout
 	vals, err := c.GetValues(ctx, c.Addr, names...)
 	if te := (*fcgi.TimeoutError)(nil); errors.As(err, &te) {
+		// An HTTP server accepts and then waits, as a stuck application
+		// does; the probe tells it apart.
+		if herr := httpProbe(ctx, addr, timeout); herr != nil {
+			return nil, herr
+		}
 		// A connection accepted but never answered, or no connection
 		// at all: either way nobody is there to answer.
-		return nil, &exitError{code: exitUnreachable, err: fmt.Errorf("%w waiting for GET_VALUES_RESULT (%v)", errNoAnswer, err)}
+		return nil, &exitError{code: exitUnreachable, err: fmt.Errorf("%s: %w waiting for GET_VALUES_RESULT", te.Addr, errNoAnswer)}
 	}
 	if err != nil {
 		return nil, clientError(err)

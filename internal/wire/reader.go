@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"sync"
@@ -42,7 +43,8 @@ func (r *Reader) Reset(rd io.Reader) {
 }
 
 // Release returns r's buffer to a pool shared by all Readers. Call it when
-// the stream is finished; r may be used again afterwards, with a fresh buffer.
+// the stream is finished; r may be used again afterwards, with a fresh
+// buffer.
 func (r *Reader) Release() {
 	if r.small != nil {
 		smallBufs.Put(r.small)
@@ -55,12 +57,11 @@ func (r *Reader) Release() {
 // returned as records.
 func (r *Reader) Buffered() int { return r.w - r.r }
 
-// Ready calls want with the header of each whole record already buffered,
-// in order, without consuming anything, until want returns true; it
-// reports whether one did. A caller uses it to learn whether its next
-// call to Next (or the next few, skipping records it ignores) can return
-// without reading the stream: a record cut short by the buffer's end
-// stops the scan.
+// Ready calls want with the header of each whole record already buffered, in
+// order, without consuming anything, until want returns true; it reports
+// whether one did. A caller uses it to learn whether its next call to Next
+// (or the next few, skipping records it ignores) can return without reading
+// the stream: a record cut short by the buffer's end stops the scan.
 func (r *Reader) Ready(want func(Header) bool) bool {
 	for b := r.buf[r.r:r.w]; len(b) >= HeaderLen; {
 		h := decodeHeader(b)
@@ -84,15 +85,21 @@ func (r *Reader) Ready(want func(Header) bool) bool {
 // At a clean end of stream Next returns io.EOF; a stream that ends inside a
 // record gives io.ErrUnexpectedEOF. A header with a version other than 1
 // gives an error wrapping ErrVersion, with the header in the Record so the
-// caller can log it. Errors from the underlying reader (a deadline, say) are
-// returned as they are and are not sticky: buffered bytes stay, and a later
-// call to Next continues where this one stopped.
+// caller can log it; when the bytes read begin as an HTTP response does
+// ("HTTP/1.1 400 Bad Request"), that error is an [*HTTPReplyError], since the
+// peer is an HTTP server rather than a FastCGI application. Errors from the
+// underlying reader (a deadline, say) are returned as they are and are not
+// sticky: buffered bytes stay, and a later call to Next continues where this
+// one stopped.
 func (r *Reader) Next() (Record, error) {
 	if err := r.fill(HeaderLen); err != nil {
 		return Record{}, err
 	}
 	h := decodeHeader(r.buf[r.r:])
 	if h.Version != Version1 {
+		if b := r.buf[r.r:r.w]; bytes.HasPrefix(b, httpPrefix) {
+			return Record{Header: h}, &HTTPReplyError{StatusLine: statusLine(b)}
+		}
 		return Record{Header: h}, fmt.Errorf("%w: version %d in %v", ErrVersion, h.Version, h)
 	}
 	n := HeaderLen + int(h.ContentLength) + int(h.PaddingLength)
@@ -118,13 +125,13 @@ func (r *Reader) fill(n int) error {
 		r.buf = *r.small
 	}
 	if r.r == r.w {
-		// Everything was consumed: read into the whole buffer, not its
-		// tail, or a request would arrive in two reads.
+		// Everything was consumed: read into the whole buffer, not its tail,
+		// or a request would arrive in two reads.
 		r.r, r.w = 0, 0
 	}
-	// Move the unread tail to the front when the record would not fit
-	// after it; grow only when the buffer is full of unread bytes, so
-	// memory follows what arrived, not what a header declared.
+	// Move the unread tail to the front when the record would not fit after
+	// it; grow only when the buffer is full of unread bytes, so memory
+	// follows what arrived, not what a header declared.
 	if len(r.buf)-r.r < n && r.r > 0 {
 		copy(r.buf, r.buf[r.r:r.w])
 		r.w -= r.r
@@ -169,4 +176,37 @@ func (r *Reader) grow() {
 		r.small = nil
 	}
 	r.buf = nb
+}
+
+// httpPrefix begins every HTTP/1.x response; as a record header it would be
+// version 72 ('H').
+var httpPrefix = []byte("HTTP/")
+
+// An HTTPReplyError reports a stream that begins as an HTTP response where a
+// record header should be: the peer is an HTTP server (nginx, Apache, Go's
+// net/http...) that answered the FastCGI bytes with an error page. It matches
+// ErrVersion with errors.Is.
+type HTTPReplyError struct {
+	// StatusLine is the response's first line as far as it was read, such as
+	// "HTTP/1.1 400 Bad Request".
+	StatusLine string
+}
+
+func (e *HTTPReplyError) Error() string {
+	return fmt.Sprintf("this looks like an HTTP server, not a FastCGI application: it answered %q", e.StatusLine)
+}
+
+// Is reports whether target is ErrVersion.
+func (e *HTTPReplyError) Is(target error) bool { return target == ErrVersion }
+
+// statusLine returns the first line of b, without its line ending, cut to a
+// length that fits an error message.
+func statusLine(b []byte) string {
+	if i := bytes.IndexAny(b, "\r\n"); i >= 0 {
+		b = b[:i]
+	}
+	if len(b) > 80 {
+		b = b[:80]
+	}
+	return string(b)
 }

@@ -394,3 +394,29 @@ func TestWriterWritten(t *testing.T) {
 		t.Fatalf("Written %d after %v, want %d", w.Written(), err, ref.Len())
 	}
 }
+
+// TestReaderHTTPReply: an HTTP server's answer, read as records, is an
+// *HTTPReplyError naming its status line, and still matches ErrVersion.
+func TestReaderHTTPReply(t *testing.T) {
+	for _, tt := range []struct{ stream, line string }{
+		{"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\r\n400 Bad Request", "HTTP/1.1 400 Bad Request"},
+		{"HTTP/1.0 400 Bad Request\nServer: x\n\n", "HTTP/1.0 400 Bad Request"},
+		{"HTTP/1.1", "HTTP/1.1"},
+	} {
+		_, err := NewReader(strings.NewReader(tt.stream)).Next()
+		var he *HTTPReplyError
+		if !errors.As(err, &he) || he.StatusLine != tt.line || !errors.Is(err, ErrVersion) {
+			t.Errorf("%q: err = %v, want an HTTPReplyError for %q matching ErrVersion", tt.stream, err, tt.line)
+			continue
+		}
+		want := `this looks like an HTTP server, not a FastCGI application: it answered "` + tt.line + `"`
+		if err.Error() != want {
+			t.Errorf("message %q, want %q", err, want)
+		}
+	}
+	// Another bad version is no HTTP reply.
+	_, err := NewReader(strings.NewReader("HTTX/1.1 200 OK\r\n")).Next()
+	if he := (*HTTPReplyError)(nil); errors.As(err, &he) || !errors.Is(err, ErrVersion) {
+		t.Errorf("HTTX: err = %v, want a plain ErrVersion", err)
+	}
+}
