@@ -490,15 +490,13 @@ func (b *bencher) worker(ctx context.Context, s *stats) {
 
 // dial opens a connection of the run, which an interruption closes, so
 // that the request in flight on it ends at once.
-func (b *bencher) dial(ctx context.Context) (*rawConn, error) {
-	c, err := dialRaw(ctx, b.addr, b.timeout)
+func (b *bencher) dial(ctx context.Context) (*rawconn.Conn, error) {
+	nc, err := dial(ctx, b.addr, b.timeout)
 	if err != nil {
 		return nil, err
 	}
-	nc := c.nc
 	stop := context.AfterFunc(b.halt, func() { nc.Close() })
-	c.nc = &haltConn{Conn: nc, stop: stop}
-	return c, nil
+	return rawconn.New(&haltConn{Conn: nc, stop: stop}), nil
 }
 
 // haltConn is a connection of the run; closing it cancels its closing by
