@@ -167,15 +167,16 @@ func TestCallStderrNewline(t *testing.T) {
 }
 
 // TestCallMissingBodyFile: -d @FILE naming no file is a usage error, exit
-// 2, told in one line that names the file, and nothing is sent.
+// 2, told in one line that names the file (then the usage hint every
+// usage error ends with), and nothing is sent.
 func TestCallMissingBodyFile(t *testing.T) {
 	var conns atomic.Int32
 	sock := rawServer(t, func(nc net.Conn) { conns.Add(1); nc.Close() })
 	missing := filepath.Join(t.TempDir(), "missing.json")
 	res := runFcgi(t, nil, "call", "-d", "@"+missing, sock, "/x")
 	lines := strings.Split(strings.TrimSuffix(res.stderr, "\n"), "\n")
-	if res.code != exitUsage || len(lines) != 1 || !strings.Contains(res.stderr, missing) {
-		t.Errorf("exit %d, stderr %q; want exit 2 and one line naming %s", res.code, res.stderr, missing)
+	if res.code != exitUsage || len(lines) != 2 || !strings.Contains(lines[0], missing) || !strings.HasPrefix(lines[1], "Run 'fcgi call --help'") {
+		t.Errorf("exit %d, stderr %q; want exit 2, one line naming %s and the usage hint", res.code, res.stderr, missing)
 	}
 	if n := conns.Load(); n != 0 {
 		t.Errorf("%d connections made; want none before the body is read", n)
