@@ -43,7 +43,9 @@ const (
 // is served directly when ServeStatic is set, a directory runs its Index
 // file, and anything else runs FrontController. Paths with control bytes
 // (NUL, newline) are refused with 400. Symbolic links inside Root are
-// followed, as nginx does by default.
+// followed, as nginx does by default. A file the process may not read
+// (permission denied) is answered 403 Forbidden and logged, as nginx
+// does.
 //
 // With PassThrough set, every request goes to the application whatever
 // its path, for applications that route by REQUEST_URI themselves (Go,
@@ -250,9 +252,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.script == "" {
-		f, fi, ok := openRegular(rt.file)
-		if !ok {
-			http.NotFound(w, r)
+		f, fi, err := openRegular(rt.file)
+		if err != nil {
+			if !g.forbidden(w, r, err) {
+				http.NotFound(w, r)
+			}
 			return
 		}
 		defer f.Close()
@@ -266,17 +270,33 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.forward(w, r, rt, &Request{}, nil)
 }
 
-func openRegular(name string) (*os.File, os.FileInfo, bool) {
+// openRegular opens name if it is a regular file.
+func openRegular(name string) (*os.File, os.FileInfo, error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, nil, false
+		return nil, nil, err
 	}
 	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, nil, false
+	if err == nil && !fi.Mode().IsRegular() {
+		err = errors.New("fcgi: not a regular file")
 	}
-	return f, fi, true
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
+}
+
+// forbidden answers 403 Forbidden, and logs which file, when err says a
+// file may not be read, as nginx does; it reports whether it did. Any
+// other error is the caller's to answer (404: no such file).
+func (g *Gateway) forbidden(w http.ResponseWriter, r *http.Request, err error) bool {
+	if !errors.Is(err, os.ErrPermission) {
+		return false
+	}
+	g.logger().Error("fcgi: gateway: file not readable", "method", r.Method, "uri", r.RequestURI, "status", http.StatusForbidden, "err", err)
+	http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
+	return true
 }
 
 // forward completes req for r, routed to rt, and serves it: the CGI

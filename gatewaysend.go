@@ -59,7 +59,6 @@ func (s *sendWriter) ReadFrom(src io.Reader) (int64, error) {
 	return total, nil
 }
 
-// openRegular opens name if it is a regular file.
 // A sendDeadline keeps the write deadline of a response SendTimeout
 // ahead of the last write while the response is being written, and
 // lifts it while the backend is waited for. Moving it costs a timer
