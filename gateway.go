@@ -32,7 +32,8 @@ import (
 // PATH_INFO. Otherwise a file is served directly when ServeStatic is set, a
 // directory runs its Index file, and anything else runs FrontController.
 // Symbolic links are followed, as by nginx; a path with control bytes gets
-// 400. With PassThrough set, every request goes to the application.
+// 400, and a file the process may not read gets 403 and a log line, as from
+// nginx. With PassThrough set, every request goes to the application.
 //
 // The application receives nginx's CGI environment: QUERY_STRING,
 // REQUEST_METHOD, CONTENT_TYPE, CONTENT_LENGTH, SCRIPT_NAME, SCRIPT_FILENAME,
@@ -188,9 +189,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.script == "" {
-		f, fi, ok := openRegular(rt.file)
-		if !ok {
-			http.NotFound(w, r)
+		f, fi, err := openRegular(rt.file)
+		if err != nil {
+			if !g.forbidden(w, r, err) {
+				http.NotFound(w, r)
+			}
 			return
 		}
 		defer f.Close()
@@ -204,17 +207,33 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.forward(w, r, rt, &Request{}, nil)
 }
 
-func openRegular(name string) (*os.File, os.FileInfo, bool) {
+// openRegular opens name if it is a regular file.
+func openRegular(name string) (*os.File, os.FileInfo, error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, nil, false
+		return nil, nil, err
 	}
 	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, nil, false
+	if err == nil && !fi.Mode().IsRegular() {
+		err = errors.New("fcgi: not a regular file")
 	}
-	return f, fi, true
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
+}
+
+// forbidden answers 403 Forbidden, and logs which file, when err says a
+// file may not be read, as nginx does; it reports whether it did. Any
+// other error is the caller's to answer (404: no such file).
+func (g *Gateway) forbidden(w http.ResponseWriter, r *http.Request, err error) bool {
+	if !errors.Is(err, os.ErrPermission) {
+		return false
+	}
+	g.logger().Error("fcgi: gateway: file not readable", "method", r.Method, "uri", r.RequestURI, "status", http.StatusForbidden, "err", err)
+	http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
+	return true
 }
 
 // forward completes req for r, routed to rt, and serves it: the CGI

@@ -19,9 +19,9 @@ import (
 //
 // The request gets the CGI environment of [Gateway], with SCRIPT_NAME the
 // request path and SCRIPT_FILENAME the file. Paths are checked as for
-// scripts: control bytes give 400, and anything but a regular file inside
-// Root gives 404. Index, FrontController, ScriptExt and ServeStatic do not
-// apply.
+// scripts: control bytes give 400, anything but a regular file inside
+// Root gives 404, and a file the process may not read 403. Index,
+// FrontController, ScriptExt and ServeStatic do not apply.
 func (g *Gateway) Filter() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if g.Client == nil {
@@ -33,9 +33,11 @@ func (g *Gateway) Filter() http.Handler {
 			g.fail(w, r, err)
 			return
 		}
-		f, fi, ok := openRegular(rt.file)
-		if !ok {
-			g.fail(w, r, noFile(r.URL.Path))
+		f, fi, err := openRegular(rt.file)
+		if err != nil {
+			if !g.forbidden(w, r, err) {
+				g.fail(w, r, noFile(r.URL.Path))
+			}
 			return
 		}
 		defer f.Close()

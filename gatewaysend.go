@@ -61,12 +61,11 @@ func (s *sendWriter) ReadFrom(src io.Reader) (int64, error) {
 	return total, nil
 }
 
-// openRegular opens name if it is a regular file. A sendDeadline keeps the
-// write deadline of a response SendTimeout ahead of the last write while the
-// response is being written, and lifts it while the backend is waited for.
-// Moving it costs a timer update, so it moves only when an eighth of the
-// timeout has passed since it last did, and lies then 9/8 of the timeout
-// ahead: a write always has at least the whole timeout.
+// A sendDeadline keeps the write deadline of a response SendTimeout ahead of
+// the last write while the response is being written, and lifts it while the
+// backend is waited for. Moving it costs a timer update, so it moves only
+// when an eighth of the timeout has passed since it last did, and lies then
+// 9/8 of the timeout ahead: a write always has at least the whole timeout.
 type sendDeadline struct {
 	w     http.ResponseWriter
 	d     time.Duration // 0: no deadline

@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/fcgikit/fcgi"
@@ -29,9 +30,11 @@ page that shows the request as the application received it. Without
 LISTEN_FDS), as spawned by 'fcgi spawn' or spawn-fcgi. It is the
 application behind 'fcgi gateway' without --backend, and is used in tests.
 
-Paths: / (the page), /env (plain-text variables), /echo (the request
-body echoed), /sleep?d=DURATION, /status/CODE, /pid, /id (the process's
-user, group, supplementary groups and working directory).
+Paths: / (the page, which links all the others), /env (the whole CGI
+environment, as plain text), /echo (the request body echoed),
+/sleep?d=DURATION (an answer after that long, a minute at most; 400 for
+anything else), /status/CODE, /pid, /id (the process's user, group,
+supplementary groups and working directory).
 `,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		listen := fs.String("listen", "", "listen `address` (unix:/path or host:port); default: inherited socket")
@@ -69,6 +72,19 @@ func serveUntil(ctx context.Context, e *env, srv *fcgi.Server, l net.Listener) e
 	return err
 }
 
+// demoPages are the demo's pages that answer a GET, as its front page
+// lists them; /echo has a form of its own there.
+var demoPages = []struct{ href, what string }{
+	{"/env", "the whole CGI environment, as the web server sent it"},
+	{"/sleep?d=1s", "an answer after d (a duration, a minute at most)"},
+	{"/status/418", "a response with that status"},
+	{"/pid", "the application's process ID"},
+	{"/id", "the application's user, groups and working directory"},
+}
+
+// maxDemoSleep bounds /sleep.
+const maxDemoSleep = time.Minute
+
 // demoHandler is the demo application.
 func demoHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -76,10 +92,15 @@ func demoHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprintf(w, "<!doctype html>\n<title>fcgikit demo</title>\n<h1>Hello from fcgikit</h1>\n"+
 			"<p>This page was made by a FastCGI application (pid %d) built on github.com/fcgikit/fcgi.</p>\n"+
-			"<p>%s %s %s from %s</p>\n<h2>FastCGI variables</h2>\n<pre>\n", os.Getpid(),
+			"<p>%s %s %s from %s</p>\n<h2>Pages</h2>\n<ul>\n", os.Getpid(),
 			html.EscapeString(r.Method), html.EscapeString(r.RequestURI), html.EscapeString(r.Proto), html.EscapeString(r.RemoteAddr))
+		for _, p := range demoPages {
+			fmt.Fprintf(w, "<li><a href=\"%[1]s\">%[1]s</a>: %s</li>\n", html.EscapeString(p.href), html.EscapeString(p.what))
+		}
+		fmt.Fprint(w, "<li><form method=\"post\" action=\"/echo\"><input name=\"text\" value=\"hello\"> "+
+			"<button>POST /echo</button>: the request body echoed</form></li>\n</ul>\n<h2>CGI environment</h2>\n<pre>\n")
 		writeEnv(w, r, true)
-		fmt.Fprint(w, "</pre>\n<p>Try <a href=\"/env\">/env</a>, <a href=\"/status/418\">/status/418</a>, <a href=\"/sleep?d=1s\">/sleep?d=1s</a>.</p>\n")
+		fmt.Fprint(w, "</pre>\n")
 	})
 	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -103,9 +124,13 @@ func demoHandler() http.Handler {
 		fmt.Fprintf(w, "uid=%d gid=%d groups=%v cwd=%s\n", os.Getuid(), os.Getgid(), groups, wd)
 	})
 	mux.HandleFunc("/sleep", func(w http.ResponseWriter, r *http.Request) {
-		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+		d, err := time.ParseDuration(r.URL.Query().Get("d"))
+		if err != nil || d < 0 || d > maxDemoSleep {
+			http.Error(w, fmt.Sprintf("want ?d=DURATION, from 0 to %v: 250ms, 2s", maxDemoSleep), http.StatusBadRequest)
+			return
+		}
 		select {
-		case <-time.After(min(d, time.Minute)):
+		case <-time.After(d):
 			fmt.Fprintf(w, "slept %v\n", d)
 		case <-r.Context().Done():
 		}
@@ -123,28 +148,15 @@ func demoHandler() http.Handler {
 	return mux
 }
 
+// writeEnv writes every FastCGI variable of r, the whole CGI
+// environment, sorted, one NAME=VALUE a line.
 func writeEnv(w io.Writer, r *http.Request, escape bool) {
-	esc := func(s string) string {
+	env := fcgi.Params(r)
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		line := k + "=" + env[k] + "\n"
 		if escape {
-			return html.EscapeString(s)
+			line = html.EscapeString(line)
 		}
-		return s
-	}
-	env := fcgi.ProcessEnv(r)
-	keys := make([]string, 0, len(env))
-	for k := range env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		fmt.Fprintf(w, "%s=%s\n", esc(k), esc(env[k]))
-	}
-	hk := make([]string, 0, len(r.Header))
-	for k := range r.Header {
-		hk = append(hk, k)
-	}
-	sort.Strings(hk)
-	for _, k := range hk {
-		fmt.Fprintf(w, "header %s: %s\n", esc(k), esc(r.Header.Get(k)))
+		io.WriteString(w, line)
 	}
 }

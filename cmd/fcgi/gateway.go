@@ -3,14 +3,18 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,8 +47,11 @@ With --root it routes as nginx's try_files and fastcgi_split_path_info do:
 a path whose first segment ending in --ext names an existing script runs
 it, the rest of the path being PATH_INFO; other existing files are served
 directly (unless --static=false); a directory runs its index.php; and
-anything else goes to --front-controller, or is 404 without one. Without
---root every request goes to the application, whatever its path.
+anything else goes to --front-controller, or is 404 without one. A file
+the gateway may not read is 403, and logged, as with nginx. Without
+--root every request goes to the application, whatever its path. A
+--root that is not a directory, or a --front-controller that is not a
+file under it, is refused at start (exit status 2).
 
 With --filter the application plays the FastCGI Filter role instead: each
 request names a file under --root, which is sent to the application as
@@ -63,8 +70,23 @@ reading is cut off, and the backend connection freed), and
 With --tls-cert and --tls-key the gateway serves HTTPS, and the
 application sees HTTPS=on; SIGHUP reloads the certificate and key (a
 renewal needs no restart; if the new files do not load, the old
-certificate stays and the error is logged). SIGTERM stops accepting and
-lets running requests finish for 10 seconds.
+certificate stays and the error is logged).
+
+SIGTERM (or SIGINT) stops accepting connections and lets running requests
+finish for --grace; those still running then are cut off. Either way the
+gateway exits 0. A second SIGTERM or SIGINT kills it at once.
+
+With --access-log every request is logged to that file (- for standard
+output) in the combined log format of nginx and Apache:
+
+	127.0.0.1 - - [03/Dec/2026:17:41:18 +0000] "GET /a?b=1 HTTP/1.1" 200 612 "-" "curl/8.5.0"
+
+that is: client address, -, the Basic authentication user (or -), the
+time the response ended, the request line, the status, the bytes of
+body sent, the Referer and the User-Agent. Quotes, backslashes and
+control bytes in the quoted fields are written \xHH, as nginx writes
+them. The file is opened for appending; SIGHUP reopens it, after
+logrotate has moved it.
 
 With no --backend it starts a demo: fcgikit's own FastCGI server, in this
 process, on a unix socket in a temporary directory, and the gateway in
@@ -78,8 +100,11 @@ Examples:
 	    --root /srv/app/public --front-controller /index.php
 	fcgi gateway --listen :8443 --tls-cert cert.pem --tls-key key.pem --backend 127.0.0.1:9000 --root /srv/app
 	fcgi gateway --listen :8080 --backend unix:/run/render.sock --root /srv/pages --filter
+	fcgi gateway --backend 127.0.0.1:9000 --root /srv/app --access-log /var/log/fcgi/access.log --grace 30s
 
-Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
+Exit status: 0 after SIGTERM or SIGINT; 2 for a bad command line, a
+missing --root or front controller; 1 if the listener or the access log
+could not be opened.
 `,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		c := &fcgi.Client{}
@@ -93,7 +118,8 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 		fs.StringVar(&g.ScriptExt, "ext", ".php", "script `extension`: paths with a segment ending in it run that script")
 		fs.BoolVar(&g.ServeStatic, "static", true, "serve existing files under --root that are not scripts directly")
 		timeout := fs.Duration("timeout", 60*time.Second, "FastCGI timeout: connecting, and each wait for the application to read or answer")
-		fs.Int64Var(&g.MaxBodyBytes, "max-body", 32<<20, "largest request body, in bytes")
+		// Zero is the Gateway's default, which only the help restates.
+		fs.Int64Var(&g.MaxBodyBytes, "max-body", 0, "largest request body, in `bytes`; larger get 413 (0: the Gateway's default, 64 MiB; -1: no limit)")
 		fs.Int64Var(&g.MaxMemoryBytes, "max-body-memory", defaults.GatewayMaxMemoryBytes, "most `bytes` of one request body held in memory; the rest goes to --temp-dir")
 		fs.Int64Var(&g.MaxTotalMemoryBytes, "max-body-memory-total", defaults.GatewayMaxTotalMemoryBytes, "most `bytes` of all request bodies held in memory together")
 		bodyTimeout := fs.Duration("body-timeout", defaults.GatewayBodyReadTimeout, "most time a read of a request body may wait for the client; then 408 (0: no limit)")
@@ -106,6 +132,8 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 		filter := fs.Bool("filter", false, "send each file under --root to the application in the Filter role")
 		tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate `file` (PEM, with --tls-key)")
 		tlsKey := fs.String("tls-key", "", "the private key `file` of --tls-cert (PEM)")
+		grace := fs.Duration("grace", 10*time.Second, "on SIGTERM, how long running requests may finish")
+		accessLog := fs.String("access-log", "", "log each request to this `file` (- for standard output) in the combined log format")
 		return func(ctx context.Context, args []string) error {
 			if len(args) != 0 {
 				return usageError(e, fs, "unexpected argument %q", args[0])
@@ -116,7 +144,7 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 			if *timeout <= 0 {
 				return usageError(e, fs, "--timeout must be positive")
 			}
-			for name, d := range map[string]time.Duration{"header-timeout": *headerTimeout, "body-timeout": *bodyTimeout, "idle-timeout": *idleTimeout, "send-timeout": *sendTimeout} {
+			for name, d := range map[string]time.Duration{"header-timeout": *headerTimeout, "body-timeout": *bodyTimeout, "idle-timeout": *idleTimeout, "send-timeout": *sendTimeout, "grace": *grace} {
 				if d < 0 {
 					return usageError(e, fs, "--%s must not be negative", name)
 				}
@@ -141,6 +169,14 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 			if *filter && (demo || g.Root == "") {
 				return usageError(e, fs, "--filter needs --backend and --root")
 			}
+			if g.FrontController != "" && (demo || g.Root == "") {
+				return usageError(e, fs, "--front-controller needs --backend and --root")
+			}
+			if !demo && g.Root != "" {
+				if err := checkRoot(g.Root, g.FrontController); err != nil {
+					return err
+				}
+			}
 			if demo {
 				addr, stop, err := startDemo(e)
 				if err != nil {
@@ -161,6 +197,15 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 			var h http.Handler = g
 			if *filter {
 				h = g.Filter()
+			}
+			var alog *accessLogger
+			if *accessLog != "" {
+				if alog, err = openAccessLog(*accessLog, e.stdout); err != nil {
+					l.Close()
+					return err
+				}
+				defer alog.close()
+				h = alog.handler(h)
 			}
 			srv := &http.Server{
 				Handler:           h,
@@ -187,8 +232,17 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 				srv.TLSConfig = &tls.Config{GetCertificate: certs.get}
 			}
 			onHangup(ctx, func() {
+				if alog != nil {
+					if err := alog.reopen(); err != nil {
+						e.log.Error("SIGHUP: keeping the access log open", "err", err)
+					} else {
+						e.log.Info("SIGHUP: access log reopened", "file", *accessLog)
+					}
+				}
 				if certs == nil {
-					e.log.Info("SIGHUP: nothing to reload (no --tls-cert)")
+					if alog == nil {
+						e.log.Info("SIGHUP: nothing to reload (no --tls-cert or --access-log)")
+					}
 					return
 				}
 				if err := certs.load(); err != nil {
@@ -210,12 +264,17 @@ Exit status: 0 after SIGTERM, 1 if the listener could not be opened.
 				return err
 			case <-ctx.Done():
 			}
-			e.log.Info("shutting down: waiting for running requests")
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			e.log.Info("stopping: waiting for running requests", "grace", *grace)
+			sctx, cancel := context.WithTimeout(context.Background(), *grace)
 			defer cancel()
-			err = srv.Shutdown(sctx)
+			if err := srv.Shutdown(sctx); err != nil {
+				// The stop was asked for: cutting off what outlived
+				// the grace is part of it, not a failure.
+				e.log.Warn("grace period over: closing the connections of running requests")
+				srv.Close()
+			}
 			<-errc
-			return err
+			return nil
 		}
 	},
 }
@@ -280,4 +339,201 @@ func startDemo(e *env) (addr string, stop func(), err error) {
 		<-done
 		os.RemoveAll(dir)
 	}, nil
+}
+
+// checkRoot refuses a --root that is not a directory, and a
+// --front-controller that is not a file under it: a gateway started with
+// either would answer 404 to every request, with nothing to say why.
+func checkRoot(root, frontController string) error {
+	fi, err := os.Stat(root)
+	if err != nil {
+		return exitf(exitUsage, "--root %s: %v", root, pathErr(err))
+	}
+	if !fi.IsDir() {
+		return exitf(exitUsage, "--root %s: not a directory", root)
+	}
+	if frontController == "" {
+		return nil
+	}
+	if !strings.HasPrefix(frontController, "/") {
+		return exitf(exitUsage, "--front-controller %s: want a path under --root starting with /, such as /index.php", frontController)
+	}
+	name := filepath.Join(root, filepath.FromSlash(frontController))
+	fi, err = os.Stat(name)
+	if err != nil {
+		return exitf(exitUsage, "--front-controller %s: %s: %v", frontController, name, pathErr(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return exitf(exitUsage, "--front-controller %s: %s is not a regular file", frontController, name)
+	}
+	return nil
+}
+
+// pathErr is err without the operation and path of an *fs.PathError,
+// which the message around it gives already.
+func pathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// An accessLogger writes one line per request in the combined log format
+// of nginx and Apache:
+//
+//	$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"
+type accessLogger struct {
+	name string // "" for a writer that is not reopened (standard output)
+	mu   sync.Mutex
+	w    io.Writer
+	f    *os.File // w when it is a file
+}
+
+// openAccessLog opens name for appending, or returns a logger to stdout
+// for "-".
+func openAccessLog(name string, stdout io.Writer) (*accessLogger, error) {
+	if name == "-" {
+		return &accessLogger{w: stdout}, nil
+	}
+	a := &accessLogger{name: name}
+	if err := a.reopen(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// reopen opens the file again, by name, so that the lines go to a new
+// file once logrotate has moved the old one. On error the old file stays
+// in use.
+func (a *accessLogger) reopen() error {
+	if a.name == "" {
+		return nil
+	}
+	f, err := os.OpenFile(a.name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("--access-log: %w", err)
+	}
+	a.mu.Lock()
+	old := a.f
+	a.f, a.w = f, f
+	a.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+func (a *accessLogger) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.f != nil {
+		a.f.Close()
+	}
+}
+
+// handler logs each request h serves once it is over, also when h panics
+// (the Gateway's way to abort a response cut short).
+func (a *accessLogger) handler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lw := &loggingWriter{ResponseWriter: w}
+		defer func() { a.log(r, lw, time.Now()) }()
+		h.ServeHTTP(lw, r)
+	})
+}
+
+func (a *accessLogger) log(r *http.Request, lw *loggingWriter, end time.Time) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	user := "-"
+	if u, _, ok := r.BasicAuth(); ok && u != "" {
+		user = logEscape(u)
+	}
+	status := lw.status
+	if status == 0 {
+		status = http.StatusOK // what net/http sends for a handler that wrote nothing
+	}
+	sent := lw.bytes
+	if r.Method == http.MethodHead {
+		sent = 0 // net/http takes a HEAD response's body and drops it
+	}
+	line := fmt.Sprintf("%s - %s [%s] \"%s\" %d %d \"%s\" \"%s\"\n",
+		host, user, end.Format("02/Jan/2006:15:04:05 -0700"),
+		logEscape(r.Method+" "+r.RequestURI+" "+r.Proto), status, sent,
+		logField(r.Referer()), logField(r.UserAgent()))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	io.WriteString(a.w, line)
+}
+
+// logField is a quoted field's value: logEscape(s), or "-" when empty.
+func logField(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return logEscape(s)
+}
+
+// logEscape writes '"', '\\', control bytes and bytes outside ASCII as
+// \xHH, as nginx's default log escaping does, so that a client cannot
+// forge a line or a field.
+func logEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '"' || c == '\\' || c < 0x20 || c >= 0x7f {
+			fmt.Fprintf(&b, `\x%02X`, c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// loggingWriter records the status and body bytes of a response for the
+// access log. Unwrap gives http.ResponseController the writer beneath
+// (deadlines, flushes), and ReadFrom keeps sendfile for static files.
+type loggingWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *loggingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *loggingWriter) WriteHeader(code int) {
+	if w.status < 200 { // unset, or an interim 1xx
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *loggingWriter) Write(p []byte) (int, error) {
+	if w.status < 200 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *loggingWriter) Flush() {
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *loggingWriter) ReadFrom(src io.Reader) (int64, error) {
+	if w.status < 200 {
+		w.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{w.ResponseWriter}, src)
+	}
+	w.bytes += n
+	return n, err
 }

@@ -68,9 +68,17 @@ SCRIPT_FILENAME lies under DOCUMENT_ROOT, SCRIPT_NAME is its part below
 the root and PATH_INFO the rest of the path; otherwise (git-http-backend,
 say) SCRIPT_NAME is empty and PATH_INFO is the whole path.
 
+A unix socket made by --listen has mode --socket-mode (default 0660, as
+PHP-FPM's listen.mode) and is owned by --socket-user and --socket-group
+(default: wrap's own), so that a web server running as another user can
+connect: connecting takes write permission. For nginx on Debian, whose
+workers run as www-data: --socket-group www-data. spawn-fcgi's letters
+work as short names, as in fcgi spawn: -M, -U and -G.
+
 Examples:
 
 	fcgi wrap --listen unix:/run/fcgiwrap.sock --max 8 --timeout 5m
+	fcgi wrap --listen unix:/run/fcgiwrap.sock -G www-data -M 0660
 	fcgi wrap --listen 127.0.0.1:9001 --root /usr/lib/cgi-bin
 
 nginx in front of git-http-backend (git clone and push over HTTP):
@@ -97,12 +105,26 @@ signal cut the grace short.
 		fs.StringVar(&wr.root, "root", "", "run only scripts under this `directory`")
 		grace := fs.Duration("grace", 30*time.Second, "on SIGTERM, how long running scripts may finish")
 		fs.Var(&wr.env, "env", "extra environment `NAME=VALUE` for scripts (repeatable)")
+		var lc fcgi.ListenConfig
+		fs.Var((*octalMode)(&lc.SocketMode), "socket-mode", "unix socket permission `bits`, octal (default 0660, as PHP-FPM's listen.mode)")
+		fs.Var((*octalMode)(&lc.SocketMode), "M", "short for --socket-mode (spawn-fcgi -M), octal `bits`")
+		fs.StringVar(&lc.SocketOwner, "socket-user", "", "`user` (name or uid) owning the unix socket (default: wrap's)")
+		fs.StringVar(&lc.SocketOwner, "U", "", "short for --socket-user (spawn-fcgi -U)")
+		fs.StringVar(&lc.SocketGroup, "socket-group", "", "`group` (name or gid) of the unix socket (default: wrap's)")
+		fs.StringVar(&lc.SocketGroup, "G", "", "short for --socket-group (spawn-fcgi -G)")
 		return func(ctx context.Context, args []string) error {
 			if len(args) != 0 {
 				return usageError(e, fs, "unexpected argument %q", args[0])
 			}
 			if wr.max < 1 {
 				return usageError(e, fs, "--max must be at least 1")
+			}
+			if (lc.SocketMode != 0 || lc.SocketOwner != "" || lc.SocketGroup != "") && !strings.HasPrefix(fcgiAddr(*listen), "unix:") {
+				what := *listen
+				if what == "" {
+					what = "an inherited socket (no --listen)"
+				}
+				return usageError(e, fs, "--socket-mode, --socket-user and --socket-group are for a unix socket made by --listen, not %s", what)
 			}
 			hurry, stopSignals := secondSignal(nil)
 			defer stopSignals()
@@ -118,7 +140,7 @@ signal cut the grace short.
 			var l net.Listener
 			if *listen != "" {
 				var err error
-				if l, err = fcgi.Listen(fcgiAddr(*listen)); err != nil {
+				if l, err = lc.Listen(ctx, fcgiAddr(*listen)); err != nil {
 					return err
 				}
 				e.log.Info("wrap listening", "addr", l.Addr().String(), "max", wr.max, "timeout", wr.timeout)
