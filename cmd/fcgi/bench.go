@@ -39,10 +39,10 @@ keepalive). --mpx N keeps N requests in flight on each connection with
 distinct IDs, as HAProxy does with mpxs-conns; the application should
 report FCGI_MPXS_CONNS=1.
 
-The run stops after -n requests or -d, whichever comes first (-d defaults
-to 10s when -n is not given). --rate caps the total request rate; latency
-is then measured from each request's scheduled start, so a stalled
-application is not hidden (no coordinated omission).
+The run stops after -n requests or --duration, whichever comes first
+(--duration defaults to 10s when -n is not given). --rate caps the total
+request rate; latency is then measured from each request's scheduled
+start, so a stalled application is not hidden (no coordinated omission).
 
 While it runs, a progress line is shown on stderr if stderr is a terminal.
 Ctrl-C (SIGINT) or SIGTERM stops the requests in flight at once and prints
@@ -59,9 +59,9 @@ connection closed, protocol error); latency covers every response.
 
 Examples:
 
-	fcgi bench -c 8 -d 10s unix:/run/php/php8.2-fpm.sock --path /index.php --root /srv/app
+	fcgi bench -c 8 --duration 10s unix:/run/php/php8.2-fpm.sock --path /index.php --root /srv/app
 	fcgi bench -c 2 --mpx 32 -n 100000 127.0.0.1:9000
-	fcgi bench --rate 500 -d 30s --json unix:/run/app.sock > result.json
+	fcgi bench --rate 500 --duration 30s --json unix:/run/app.sock > result.json
 
 Exit status: 0 if every request succeeded; 1 if some failed (errors, or
 HTTP statuses other than 2xx and 3xx); 2 for a bad command line or
@@ -77,7 +77,7 @@ SIGTERM).
 		fs.IntVar(&b.mpx, "mpx", 0, "requests in flight per connection, with distinct IDs (0: one, ID 1, like nginx)")
 		fs.BoolVar(&b.noKeep, "no-keep-conn", false, "a new connection per request (KEEP_CONN off)")
 		fs.Int64Var(&b.n, "n", 0, "stop after this many requests (0: no count limit)")
-		dur := fs.Duration("d", 0, "stop after this long (default 10s without -n)")
+		dur := fs.Duration("duration", 0, "stop after this long (default 10s without -n)")
 		fs.Float64Var(&b.rate, "rate", 0, "total requests per second (0: as fast as possible)")
 		fs.DurationVar(&b.timeout, "timeout", 10*time.Second, "per-request timeout")
 		fs.StringVar(&b.rp.method, "X", "GET", "request `method`")

@@ -63,18 +63,28 @@ func TestBenchCount(t *testing.T) {
 	}
 }
 
-// TestBenchDurationRate: -d with --rate stops on time with about rate×d
-// requests.
+// TestBenchDurationRate: --duration with --rate stops on time with about
+// rate×duration requests.
 func TestBenchDurationRate(t *testing.T) {
 	addr := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	start := time.Now()
-	r, code := benchJSON(t, addr, "-c", "2", "-d", "1s", "--rate", "100")
+	r, code := benchJSON(t, addr, "-c", "2", "--duration", "1s", "--rate", "100")
 	el := time.Since(start)
 	if code != 0 || r.OK < 90 || r.OK > 101 {
 		t.Errorf("exit %d, %d requests in 1s at 100/s", code, r.OK)
 	}
 	if el > 5*time.Second {
-		t.Errorf("took %v for -d 1s", el)
+		t.Errorf("took %v for --duration 1s", el)
+	}
+}
+
+// TestBenchNoDashD: -d is a request body, as in curl and fcgi call, not
+// a duration as in wrk; bench has no -d, so wrk's "-d 10s" is a usage
+// error rather than a run of another length.
+func TestBenchNoDashD(t *testing.T) {
+	res := runFcgi(t, nil, "bench", "-d", "1s", "unix:/nonexistent/sock")
+	if res.code != exitUsage || !strings.Contains(res.stderr, "-d") {
+		t.Errorf("bench -d 1s: exit %d, stderr %q; want exit %d naming -d", res.code, res.stderr, exitUsage)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -38,7 +39,10 @@ that mainstream web servers tolerate.
 
 The requests are GET --path (default /), with the CGI variables nginx
 sends; SCRIPT_FILENAME is --root followed by the path. Choose a cheap
-page: the checks send about ten requests.
+page: the checks send about ten requests. The first line shows the HTTP
+status of that page. A 404 is a WARN: the checks then tested an error page
+(PHP-FPM's "Primary script unknown" when --root and --path name no file),
+and prove little.
 
 Examples:
 
@@ -108,6 +112,8 @@ type lintResult struct {
 	Section string `json:"section"`
 	Check   string `json:"check"`
 	Detail  string `json:"detail,omitempty"`
+	// Status is the HTTP status of the page tested, on that check only.
+	Status int `json:"status,omitempty"`
 }
 
 type linter struct {
@@ -117,10 +123,11 @@ type linter struct {
 	timeout time.Duration
 	results []lintResult
 	mpxs    string // FCGI_MPXS_CONNS as answered, "" if unknown
+	status  int    // HTTP status of the page tested, 0 if unknown
 }
 
 func (l *linter) add(level, section, check, detail string) {
-	l.results = append(l.results, lintResult{level, section, check, detail})
+	l.results = append(l.results, lintResult{Level: level, Section: section, Check: check, Detail: detail})
 }
 
 // expect records PASS when ok, else level with the detail.
@@ -145,6 +152,9 @@ func (l *linter) count() (fails, warns int) {
 }
 
 func (l *linter) print(w io.Writer) {
+	if l.status != 0 {
+		fmt.Fprintf(w, "page GET %s: %d %s\n", l.rp.target, l.status, http.StatusText(l.status))
+	}
 	for _, r := range l.results {
 		fmt.Fprintf(w, "%s  %-5s %s\n", r.Level, r.Section, r.Check)
 		if r.Detail != "" {
@@ -243,6 +253,7 @@ func (l *linter) checkRequest(ctx context.Context) {
 	}
 	l.add(lintPass, "§5.5", "END_REQUEST received", "")
 	l.checkResponse(resp, id)
+	l.checkPage(resp)
 
 	// Nothing may follow END_REQUEST, and without KEEP_CONN the
 	// application closes the connection.
@@ -307,6 +318,33 @@ func (l *linter) checkResponse(resp *rawconn.Response, id uint16) {
 			lintWarn, "§6.2", "CGI header block has Content-Type, Status or Location",
 			fmt.Sprintf("RFC 3875 §6.2 needs one; got %q", truncate(hdr, 80)))
 	}
+}
+
+// checkPage records the HTTP status of the page tested. A 404 is a
+// warning: the other checks then tested an error page (PHP-FPM's "File
+// not found." for a SCRIPT_FILENAME it cannot open, logged as "Primary
+// script unknown"), not the application, and prove little.
+func (l *linter) checkPage(resp *rawResponse) {
+	const check = "the page tested is found (not 404)"
+	hdr, err := cgiHeaderBlock(resp.stdout)
+	if err != nil {
+		return // the header check has recorded why
+	}
+	status, _, err := cgihdr.Parse(hdr, nil)
+	if err != nil {
+		return
+	}
+	l.status = status
+	r := lintResult{Level: lintPass, Section: "§6.2", Check: check, Status: status}
+	if status == http.StatusNotFound {
+		r.Level = lintWarn
+		r.Detail = fmt.Sprintf("GET %s answered 404 Not Found", l.rp.target)
+		if e := strings.TrimSpace(string(resp.stderr)); e != "" {
+			r.Detail += fmt.Sprintf(" (its stderr: %q)", truncate([]byte(e), 80))
+		}
+		r.Detail += ": the checks tested an error page and prove little; give --path (and --root) of a page that exists"
+	}
+	l.results = append(l.results, r)
 }
 
 // cgiHeaderBlock returns the header block of a CGI response, if it is

@@ -114,3 +114,43 @@ func serveBroken(nc net.Conn) {
 		}
 	}
 }
+
+// pageCheck is the check on the status of the page lint tested.
+const pageCheck = "the page tested is found (not 404)"
+
+// TestLintPageStatus: lint shows the HTTP status of the page it tested
+// and warns when it is a 404, as PHP-FPM answers for a script it cannot
+// find ("Primary script unknown"): every check then tested an error page.
+func TestLintPageStatus(t *testing.T) {
+	fpm := peer.StartPHPFPM(t, peer.PHPFPMConfig{MaxChildren: 2})
+
+	res := runFcgi(t, nil, "lint", fpm.Addr(), "--path", "/ping")
+	if first, _, _ := strings.Cut(res.stdout, "\n"); first != "page GET /ping: 200 OK" {
+		t.Errorf("first line %q, want the page and its status", first)
+	}
+	rs, code := lintJSON(t, fpm.Addr(), "--path", "/ping")
+	if r := rs[pageCheck]; r.Level != lintPass || r.Status != 200 {
+		t.Errorf("/ping: %+v, want PASS with status 200", r)
+	}
+	if code != 0 {
+		t.Errorf("/ping: exit %d", code)
+	}
+
+	res = runFcgi(t, nil, "lint", fpm.Addr(), "--root", fpm.Root(), "--path", "/missing.php")
+	if first, _, _ := strings.Cut(res.stdout, "\n"); first != "page GET /missing.php: 404 Not Found" {
+		t.Errorf("first line %q, want the page and its status", first)
+	}
+	if !strings.Contains(res.stdout, "WARN  §6.2  "+pageCheck) || !strings.Contains(res.stdout, `"Primary script unknown"`) {
+		t.Errorf("no WARN naming PHP-FPM's stderr for a 404:\n%s", res.stdout)
+	}
+	if res.code != 0 {
+		t.Errorf("404 without --strict: exit %d, want 0 (a warning)", res.code)
+	}
+	rs, code = lintJSON(t, "--strict", fpm.Addr(), "--root", fpm.Root(), "--path", "/missing.php")
+	if r := rs[pageCheck]; r.Level != lintWarn || r.Status != 404 || !strings.Contains(r.Detail, "prove little") {
+		t.Errorf("/missing.php: %+v, want WARN with status 404", r)
+	}
+	if code != exitFail {
+		t.Errorf("404 with --strict: exit %d, want 1", code)
+	}
+}
