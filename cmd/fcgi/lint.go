@@ -324,9 +324,9 @@ func (l *linter) checkResponse(resp *rawconn.Response, id uint16) {
 // warning: the other checks then tested an error page (PHP-FPM's "File
 // not found." for a SCRIPT_FILENAME it cannot open, logged as "Primary
 // script unknown"), not the application, and prove little.
-func (l *linter) checkPage(resp *rawResponse) {
+func (l *linter) checkPage(resp *rawconn.Response) {
 	const check = "the page tested is found (not 404)"
-	hdr, err := cgiHeaderBlock(resp.stdout)
+	hdr, err := cgiHeaderBlock(resp.Stdout)
 	if err != nil {
 		return // the header check has recorded why
 	}
@@ -339,7 +339,7 @@ func (l *linter) checkPage(resp *rawResponse) {
 	if status == http.StatusNotFound {
 		r.Level = lintWarn
 		r.Detail = fmt.Sprintf("GET %s answered 404 Not Found", l.rp.target)
-		if e := strings.TrimSpace(string(resp.stderr)); e != "" {
+		if e := strings.TrimSpace(string(resp.Stderr)); e != "" {
 			r.Detail += fmt.Sprintf(" (its stderr: %q)", truncate([]byte(e), 80))
 		}
 		r.Detail += ": the checks tested an error page and prove little; give --path (and --root) of a page that exists"
