@@ -343,7 +343,7 @@ func interruptBench(t *testing.T, sig syscall.Signal, args ...string) interrupte
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, fcgiBin, append([]string{"bench", "-d", "60s", "--timeout", "60s", addr}, args...)...)
+	cmd := exec.CommandContext(ctx, fcgiBin, append([]string{"bench", "--duration", "60s", "--timeout", "60s", addr}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {

@@ -57,7 +57,7 @@ func TestGatewayRootChecked(t *testing.T) {
 	backend := "unix:" + filepath.Join(t.TempDir(), "app.sock")
 	for _, tc := range []struct {
 		args []string
-		want string // the whole of stderr
+		want string // the whole of stderr but the usage hint
 	}{
 		{[]string{"--root", missing}, "fcgi gateway: --root " + missing + ": no such file or directory\n"},
 		{[]string{"--root", index}, "fcgi gateway: --root " + index + ": not a directory\n"},
@@ -69,10 +69,11 @@ func TestGatewayRootChecked(t *testing.T) {
 			"fcgi gateway: --front-controller index.php: want a path under --root starting with /, such as /index.php\n"},
 		{[]string{"--root", missing, "--filter"}, "fcgi gateway: --root " + missing + ": no such file or directory\n"},
 	} {
+		const hint = "Run 'fcgi gateway --help' for usage.\n"
 		args := append([]string{"gateway", "--listen", "127.0.0.1:0", "--backend", backend}, tc.args...)
 		res := runRefused(t, args...)
-		if res.code != exitUsage || res.stderr != tc.want {
-			t.Errorf("fcgi %s: exit %d, stderr %q; want exit 2 and %q", strings.Join(args, " "), res.code, res.stderr, tc.want)
+		if res.code != exitUsage || res.stderr != tc.want+hint {
+			t.Errorf("fcgi %s: exit %d, stderr %q; want exit 2 and %q", strings.Join(args, " "), res.code, res.stderr, tc.want+hint)
 		}
 	}
 	// Without --root there is nothing for a front controller to be under.

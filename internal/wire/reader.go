@@ -192,6 +192,7 @@ type HTTPReplyError struct {
 	StatusLine string
 }
 
+// Error says that the peer looks like an HTTP server, with its status line.
 func (e *HTTPReplyError) Error() string {
 	return fmt.Sprintf("this looks like an HTTP server, not a FastCGI application: it answered %q", e.StatusLine)
 }
