@@ -45,9 +45,13 @@ func TestStatusText(t *testing.T) {
 	if page.code != 0 {
 		t.Fatalf("fcgi call /status: exit %d", page.code)
 	}
-	want, _ := statusFields(t, page.stdout)
+	want, fpmValues := statusFields(t, page.stdout)
 	if len(want) < 14 || want[0] != "pool" {
 		t.Fatalf("PHP-FPM's status page lists %q", want)
+	}
+	fpmStart, err := time.Parse("02/Jan/2006:15:04:05 -0700", fpmValues["start time"])
+	if err != nil {
+		t.Fatalf("PHP-FPM's start time: %v", err)
 	}
 
 	before := time.Now()
@@ -65,8 +69,8 @@ func TestStatusText(t *testing.T) {
 	start, err := time.Parse(time.RFC3339, values["start time"])
 	if err != nil {
 		t.Errorf("start time: %v", err)
-	} else if start.After(before) || before.Sub(start) > time.Minute {
-		t.Errorf("start time %v, want shortly before %v", start, before)
+	} else if !start.Equal(fpmStart) || before.Sub(start) > time.Minute {
+		t.Errorf("start time %v, want PHP-FPM's %v, shortly before %v", start, fpmStart, before)
 	}
 	since, err := time.ParseDuration(values["start since"])
 	if err != nil || !strings.HasSuffix(values["start since"], "s") {
