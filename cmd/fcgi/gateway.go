@@ -163,6 +163,9 @@ could not be opened.
 			c.ReadTimeout = *timeout
 			c.ErrorLog, g.ErrorLog = e.log, e.log
 			for _, b := range backends {
+				if _, _, err := parseAddr(b); err != nil {
+					return usageError(e, fs, "--backend: %v", err)
+				}
 				c.Backends = append(c.Backends, fcgiAddr(b))
 			}
 			demo := len(backends) == 0

@@ -336,3 +336,14 @@ func TestGatewayDemoPages(t *testing.T) {
 		t.Errorf("/sleep?d=10ms: %d %q", code, body)
 	}
 }
+
+// TestGatewayBackendMalformed: a --backend that is no address is a usage
+// error at start, as a malformed address is for every other subcommand.
+func TestGatewayBackendMalformed(t *testing.T) {
+	for _, addr := range []string{"localhost", "http://127.0.0.1:9000", "127.0.0.1:99999"} {
+		res := runFcgi(t, nil, "gateway", "--listen", "127.0.0.1:0", "--backend", addr)
+		if res.code != exitUsage || !strings.HasPrefix(res.stderr, "fcgi gateway: --backend: ") {
+			t.Errorf("--backend %s: exit %d, stderr %q; want exit 2 naming --backend", addr, res.code, res.stderr)
+		}
+	}
+}
