@@ -24,22 +24,7 @@ func envServer(t *testing.T) string {
 		env["REMOTE_ADDR"] = r.RemoteAddr
 		json.NewEncoder(w).Encode(env)
 	})
-	sock := filepath.Join(t.TempDir(), "env.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &fcgi.Server{Handler: h, Authorizer: h}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(l)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return "unix:" + sock
+	return startFcgiServer(t, &fcgi.Server{Handler: h, Authorizer: h}, filepath.Join(t.TempDir(), "env.sock"))
 }
 
 // callEnv runs fcgi call with args and returns the variables the

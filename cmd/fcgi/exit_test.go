@@ -43,26 +43,6 @@ var pingHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) 
 	}
 })
 
-// startFcgiServer serves with srv on a unix socket at path and returns
-// "unix:"+path.
-func startFcgiServer(t *testing.T, srv *fcgi.Server, path string) string {
-	t.Helper()
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(l)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return "unix:" + path
-}
-
 // startHTTPServer runs a net/http server on loopback and returns its
 // host:port. Like most HTTP servers it says nothing until it has read a
 // request line, which FastCGI's bytes need not hold.

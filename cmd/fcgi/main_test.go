@@ -84,12 +84,17 @@ func runFcgi(t *testing.T, stdin []byte, args ...string) result {
 // temp dir and returns its address ("unix:/path").
 func startServer(t *testing.T, h http.Handler) string {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "app.sock")
-	l, err := net.Listen("unix", sock)
+	return startFcgiServer(t, &fcgi.Server{Handler: h}, filepath.Join(t.TempDir(), "app.sock"))
+}
+
+// startFcgiServer serves with srv on a unix socket at path and returns
+// "unix:"+path.
+func startFcgiServer(t *testing.T, srv *fcgi.Server, path string) string {
+	t.Helper()
+	l, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &fcgi.Server{Handler: h}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -99,7 +104,7 @@ func startServer(t *testing.T, h http.Handler) string {
 		srv.Close()
 		<-done
 	})
-	return "unix:" + sock
+	return "unix:" + path
 }
 
 // rawServer accepts on a unix socket in a temp dir and runs serve on each
