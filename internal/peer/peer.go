@@ -1,5 +1,6 @@
 // Package peer starts real FastCGI peers (nginx, PHP-FPM, HAProxy,
-// lighttpd, Apache httpd and cgi-fcgi) for integration tests.
+// lighttpd, Apache httpd and cgi-fcgi), and Prometheus to scrape what
+// fcgikit exports, for integration tests.
 //
 // Each launcher writes its own configuration into a private directory,
 // starts the Debian binary in the foreground as a child process of the

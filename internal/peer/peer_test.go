@@ -3,10 +3,13 @@ package peer_test
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/fcgikit/fcgi/internal/peer"
 )
@@ -312,5 +315,41 @@ func TestRequire(t *testing.T) {
 	f := &fakeTB{TB: t}
 	if path := peer.Require(f, "sh", "dash"); path == "" || f.skip != "" || f.fatal != "" {
 		t.Errorf("Require(sh) = %q, skip %q, fatal %q", path, f.skip, f.fatal)
+	}
+}
+
+// TestPrometheusScrape serves a counter that rises with each scrape and
+// checks that Prometheus scrapes it and answers queries with its value,
+// and that CheckMetrics accepts a clean exposition and rejects a bad one.
+func TestPrometheusScrape(t *testing.T) {
+	watch := checkReaped(t)
+	var scrapes atomic.Int64
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := scrapes.Add(1)
+		fmt.Fprintf(w, "# HELP peer_test_scrapes_total Scrapes so far.\n# TYPE peer_test_scrapes_total counter\npeer_test_scrapes_total %d\n", n)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	p := peer.StartPrometheus(t, peer.PrometheusConfig{Targets: []string{l.Addr().String()}, Job: "peertest"})
+	watch(p.Process)
+	p.WaitScraped(t, 20*time.Second)
+	got := p.Query(t, `peer_test_scrapes_total{job="peertest"}`)
+	if len(got) != 1 || got[0].Value < 1 || got[0].Value > float64(scrapes.Load()) {
+		t.Fatalf("query = %v, want one sample in [1, %d]", got, scrapes.Load())
+	}
+	if got[0].Labels["instance"] != l.Addr().String() {
+		t.Errorf("instance = %q, want %q", got[0].Labels["instance"], l.Addr().String())
+	}
+
+	peer.CheckMetrics(t, []byte("# HELP ok_total Fine.\n# TYPE ok_total counter\nok_total 1\n"))
+	ft := &fakeTB{TB: t}
+	peer.CheckMetrics(ft, []byte("# TYPE bad counter\nbad{ 1\n"))
+	if ft.fatal == "" {
+		t.Error("CheckMetrics accepted a malformed exposition")
 	}
 }

@@ -1,0 +1,219 @@
+package peer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// PrometheusConfig configures [StartPrometheus].
+type PrometheusConfig struct {
+	// Dir holds the configuration, the TSDB storage and the captured
+	// log. Default: a new [TempDir].
+	Dir string
+
+	// Targets are the "host:port" addresses scraped at /metrics, one job
+	// each, named by [PrometheusConfig.Job] or "fcgi". Required.
+	Targets []string
+
+	// Job is the job label of the targets. Default "fcgi".
+	Job string
+
+	// Interval is the scrape interval and timeout. Default 1s, the
+	// shortest that keeps a test quick without loading the machine.
+	Interval time.Duration
+}
+
+// Prometheus is a running Prometheus server on 127.0.0.1 scraping the
+// configured targets.
+type Prometheus struct {
+	*Process
+	url string
+}
+
+// URL returns the server's base URL, "http://127.0.0.1:PORT".
+func (p *Prometheus) URL() string { return p.url }
+
+// Sample is one series of an instant query's answer.
+type Sample struct {
+	Labels map[string]string
+	Value  float64
+}
+
+// Query runs an instant PromQL query through the HTTP API
+// (/api/v1/query) and returns its vector. A query error or an answer
+// that is not a vector fails the test.
+func (p *Prometheus) Query(t testing.TB, query string) []Sample {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", p.url+"/api/v1/query?query="+url.QueryEscape(query), nil)
+	if err != nil {
+		t.Fatalf("peer prometheus: %v", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("peer prometheus: query %q: %v", query, err)
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			ResultType string `json:"resultType"`
+			Result     []struct {
+				Metric map[string]string `json:"metric"`
+				Value  [2]any            `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
+		t.Fatalf("peer prometheus: query %q: %s: %v", query, resp.Status, err)
+	}
+	if answer.Status != "success" || answer.Data.ResultType != "vector" {
+		t.Fatalf("peer prometheus: query %q: status %q, type %q: %s", query, answer.Status, answer.Data.ResultType, answer.Error)
+	}
+	out := make([]Sample, 0, len(answer.Data.Result))
+	for _, r := range answer.Data.Result {
+		s, _ := r.Value[1].(string)
+		var v float64
+		if _, err := fmt.Sscan(s, &v); err != nil {
+			t.Fatalf("peer prometheus: query %q: value %v: %v", query, r.Value[1], err)
+		}
+		out = append(out, Sample{Labels: r.Metric, Value: v})
+	}
+	return out
+}
+
+// WaitScraped polls until every target has been scraped successfully
+// once (up == 1), failing the test after timeout with each target's
+// last error.
+func (p *Prometheus) WaitScraped(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		up := p.Query(t, "up")
+		ok := len(up) > 0
+		for _, s := range up {
+			ok = ok && s.Value == 1
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("peer prometheus: targets not all up after %v: %v\n%s", timeout, up, p.targetErrors(t))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// targetErrors returns each target's last scrape error from
+// /api/v1/targets, for failure messages.
+func (p *Prometheus) targetErrors(t testing.TB) string {
+	t.Helper()
+	resp, err := http.Get(p.url + "/api/v1/targets")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		Data struct {
+			ActiveTargets []struct {
+				ScrapeURL string `json:"scrapeUrl"`
+				Health    string `json:"health"`
+				LastError string `json:"lastError"`
+			} `json:"activeTargets"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, a := range answer.Data.ActiveTargets {
+		fmt.Fprintf(&b, "%s: %s %s\n", a.ScrapeURL, a.Health, a.LastError)
+	}
+	return b.String()
+}
+
+// StartPrometheus starts prometheus on a free port of 127.0.0.1, scraping
+// cfg.Targets, and returns once its HTTP API answers. The test's cleanup
+// stops it (SIGTERM) and reaps it.
+func StartPrometheus(t testing.TB, cfg PrometheusConfig) *Prometheus {
+	t.Helper()
+	bin := Require(t, "prometheus", "prometheus")
+	if len(cfg.Targets) == 0 {
+		t.Fatal("peer prometheus: no targets")
+	}
+	dir := peerDir(t, cfg.Dir)
+	job := cfg.Job
+	if job == "" {
+		job = "fcgi"
+	}
+	interval := cfg.Interval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	quoted := make([]string, len(cfg.Targets))
+	for i, target := range cfg.Targets {
+		quoted[i] = fmt.Sprintf("%q", target)
+	}
+	conf := filepath.Join(dir, "prometheus.yml")
+	writeFile(t, conf, fmt.Sprintf(`# Generated by fcgikit internal/peer.
+global:
+  scrape_interval: %[1]s
+  scrape_timeout: %[1]s
+scrape_configs:
+  - job_name: %[2]q
+    static_configs:
+      - targets: [%[3]s]
+`, interval, job, strings.Join(quoted, ", ")))
+	if out, err := exec.Command(Require(t, "promtool", "prometheus"), "check", "config", conf).CombinedOutput(); err != nil {
+		t.Fatalf("peer prometheus: promtool check config: %v\n%s", err, out)
+	}
+
+	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	p := start(t, spec{
+		name: "prometheus",
+		dir:  dir,
+		conf: conf,
+		argv: []string{bin,
+			"--config.file=" + conf,
+			"--storage.tsdb.path=" + filepath.Join(dir, "data"),
+			"--web.listen-address=" + addr,
+		},
+		stopSig: syscall.SIGTERM,
+		ready: func() error {
+			resp, err := http.Get("http://" + addr + "/-/ready")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("/-/ready: %s", resp.Status)
+			}
+			return nil
+		},
+	})
+	return &Prometheus{Process: p, url: "http://" + addr}
+}
+
+// CheckMetrics runs promtool check metrics on an exposition (the body of
+// a /metrics answer) and fails the test with promtool's complaints if it
+// rejects it. Lint warnings that are only advice (a counter without
+// _total) fail too: an exposition should pass clean.
+func CheckMetrics(t testing.TB, exposition []byte) {
+	t.Helper()
+	cmd := exec.Command(Require(t, "promtool", "prometheus"), "check", "metrics")
+	cmd.Stdin = strings.NewReader(string(exposition))
+	if out, err := cmd.CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Fatalf("peer: promtool check metrics: %v\n%s", err, out)
+	}
+}
