@@ -41,6 +41,9 @@ supplementary groups and working directory).
 		return func(ctx context.Context, args []string) error {
 			var l net.Listener
 			if *listen != "" {
+				if err := listenFlag(e, fs, *listen); err != nil {
+					return err
+				}
 				var err error
 				if l, err = fcgi.Listen(fcgiAddr(*listen)); err != nil {
 					return err

@@ -141,6 +141,11 @@ could not be opened.
 			if (*tlsCert == "") != (*tlsKey == "") {
 				return usageError(e, fs, "--tls-cert and --tls-key go together")
 			}
+			if network, _, err := parseListenAddr(*listen); err != nil {
+				return usageError(e, fs, "--listen: %v", err)
+			} else if network != "tcp" {
+				return usageError(e, fs, "--listen: address %q: HTTP is served on TCP host:port, not a unix socket", *listen)
+			}
 			if *timeout <= 0 {
 				return usageError(e, fs, "--timeout must be positive")
 			}

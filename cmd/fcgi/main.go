@@ -278,6 +278,28 @@ func (e *addrError) Error() string { return fmt.Sprintf("address %q: %s", e.addr
 //
 // A URL ("http://127.0.0.1:9000") is refused rather than taken for a path.
 func parseAddr(addr string) (network, address string, err error) {
+	return parseAddrPort(addr, 1)
+}
+
+// parseListenAddr is parseAddr's rule for an address to listen on: port 0
+// (any free port) is allowed as well, and so, as for parseAddr, is an
+// empty host (":9000", every interface).
+func parseListenAddr(addr string) (network, address string, err error) {
+	return parseAddrPort(addr, 0)
+}
+
+// listenFlag checks the value of a --listen flag by parseListenAddr's
+// rule, so that a malformed address is a usage error before anything
+// starts.
+func listenFlag(e *env, fs *flag.FlagSet, addr string) error {
+	if _, _, err := parseListenAddr(addr); err != nil {
+		return usageError(e, fs, "--listen: %v", err)
+	}
+	return nil
+}
+
+// parseAddrPort is parseAddr with the lowest TCP port it accepts.
+func parseAddrPort(addr string, minPort uint64) (network, address string, err error) {
 	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
 		if p == "" {
 			return "", "", &addrError{addr, "no socket path after unix:"}
@@ -297,8 +319,8 @@ func parseAddr(addr string) (network, address string, err error) {
 	if err != nil {
 		return "", "", &addrError{addr, "want host:port, unix:/path, or a socket path containing a slash (./app.sock)"}
 	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return "", "", &addrError{addr, fmt.Sprintf("port %q is not a number from 1 to 65535", port)}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n < minPort {
+		return "", "", &addrError{addr, fmt.Sprintf("port %q is not a number from %d to 65535", port, minPort)}
 	}
 	return "tcp", addr, nil
 }

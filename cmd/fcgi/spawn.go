@@ -130,6 +130,9 @@ grace short.
 			if listen == "" {
 				return usageError(e, fs, "--listen is required")
 			}
+			if err := listenFlag(e, fs, listen); err != nil {
+				return err
+			}
 			if len(args) == 0 {
 				return usageError(e, fs, "missing PROG (put it after --)")
 			}

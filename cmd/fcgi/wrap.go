@@ -119,6 +119,11 @@ signal cut the grace short.
 			if wr.max < 1 {
 				return usageError(e, fs, "--max must be at least 1")
 			}
+			if *listen != "" {
+				if err := listenFlag(e, fs, *listen); err != nil {
+					return err
+				}
+			}
 			if (lc.SocketMode != 0 || lc.SocketOwner != "" || lc.SocketGroup != "") && !strings.HasPrefix(fcgiAddr(*listen), "unix:") {
 				what := *listen
 				if what == "" {
