@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -134,6 +135,10 @@ could not be opened.
 		tlsKey := fs.String("tls-key", "", "the private key `file` of --tls-cert (PEM)")
 		grace := fs.Duration("grace", 10*time.Second, "on SIGTERM, how long running requests may finish")
 		accessLog := fs.String("access-log", "", "log each request to this `file` (- for standard output) in the combined log format")
+		var sendfiles, errorPages stringList
+		fs.Var(&sendfiles, "sendfile", "serve files the application names with X-Accel-Redirect or X-Sendfile from this internal location, `PREFIX=DIR` (repeatable; e.g. /protected/=/srv/private)")
+		sendfileHeaders := fs.String("sendfile-header", "X-Accel-Redirect,X-Sendfile", "the response `fields` --sendfile honours, comma-separated; the first is sent as X-Sendfile-Type")
+		fs.Var(&errorPages, "error-page", "answer the gateway's own errors with status CODE with this file, `CODE=FILE` (repeatable; e.g. 502=/srv/errors/502.html)")
 		return func(ctx context.Context, args []string) error {
 			if len(args) != 0 {
 				return usageError(e, fs, "unexpected argument %q", args[0])
@@ -169,6 +174,9 @@ could not be opened.
 				c.Backends = append(c.Backends, fcgiAddr(b))
 			}
 			demo := len(backends) == 0
+			if err := gatewayExtras(g, sendfiles, *sendfileHeaders, errorPages); err != nil {
+				return usageError(e, fs, "%v", err)
+			}
 			if *filter && (demo || g.Root == "") {
 				return usageError(e, fs, "--filter needs --backend and --root")
 			}
@@ -539,4 +547,49 @@ func (w *loggingWriter) ReadFrom(src io.Reader) (int64, error) {
 	}
 	w.bytes += n
 	return n, err
+}
+
+// gatewayExtras sets up --sendfile, --sendfile-header and --error-page.
+func gatewayExtras(g *fcgi.Gateway, sendfiles []string, headers string, errorPages []string) error {
+	if len(sendfiles) > 0 {
+		s := &fcgi.Sendfile{}
+		for _, h := range strings.Split(headers, ",") {
+			h = http.CanonicalHeaderKey(strings.TrimSpace(h))
+			if h != "X-Accel-Redirect" && h != "X-Sendfile" {
+				return fmt.Errorf("--sendfile-header: %q is neither X-Accel-Redirect nor X-Sendfile", h)
+			}
+			s.Headers = append(s.Headers, h)
+		}
+		for _, v := range sendfiles {
+			prefix, dir, ok := strings.Cut(v, "=")
+			if !ok || !strings.HasPrefix(prefix, "/") || !strings.HasSuffix(prefix, "/") || dir == "" {
+				return fmt.Errorf("--sendfile %q: want PREFIX=DIR, PREFIX a URL path from / to /", v)
+			}
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+				return fmt.Errorf("--sendfile %q: %s is not a directory", v, dir)
+			}
+			abs, err := filepath.Abs(dir)
+			if err != nil {
+				return err
+			}
+			s.Locations = append(s.Locations, fcgi.SendfileLocation{Prefix: prefix, Dir: abs})
+		}
+		g.Sendfile = s
+	}
+	for _, v := range errorPages {
+		c, file, ok := strings.Cut(v, "=")
+		code, err := strconv.Atoi(c)
+		if !ok || err != nil || code < 400 || code > 599 || file == "" {
+			return fmt.Errorf("--error-page %q: want CODE=FILE, CODE from 400 to 599", v)
+		}
+		h, err := fcgi.ErrorPageFile(file)
+		if err != nil {
+			return fmt.Errorf("--error-page: %v", err)
+		}
+		if g.ErrorPages == nil {
+			g.ErrorPages = map[int]http.Handler{}
+		}
+		g.ErrorPages[code] = h
+	}
+	return nil
 }
