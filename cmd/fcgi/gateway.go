@@ -89,6 +89,25 @@ control bytes in the quoted fields are written \xHH, as nginx writes
 them. The file is opened for appending; SIGHUP reopens it, after
 logrotate has moved it.
 
+With --sendfile PREFIX=DIR (repeatable) a response with X-Accel-Redirect
+(a URL path under PREFIX) or X-Sendfile (a file under DIR) has its body
+dropped and the file served instead, with Range, conditional requests and
+HEAD, and the application's Content-Type, Content-Disposition,
+Cache-Control, Expires, Set-Cookie and Accept-Ranges, as nginx does; the
+PHP worker is free at once. A path outside the locations, or escaping one
+by .. or a symbolic link, is 404 and logged. Requests carry X-Sendfile-Type
+and X-Accel-Mapping for Symfony's and Laravel's BinaryFileResponse.
+--sendfile-header picks which fields are honoured. X-Accel-Buffering: no
+flushes each piece of the response; X-Accel-Expires and X-Accel-Limit-Rate
+are not supported, and removed.
+
+--error-page CODE=FILE (repeatable) answers the gateway's own errors (502,
+503, 504, 413, 431, ...) with the file, the status kept; the application's
+own error responses pass through untouched. When PHP-FPM cannot run a
+script ("Primary script unknown", security.limit_extensions, open_basedir,
+permission denied) the log line of the request carries a hint saying what
+to check.
+
 With no --backend it starts a demo: fcgikit's own FastCGI server, in this
 process, on a unix socket in a temporary directory, and the gateway in
 front of it, so the whole path (HTTP -> gateway -> FastCGI -> application)
@@ -102,6 +121,8 @@ Examples:
 	fcgi gateway --listen :8443 --tls-cert cert.pem --tls-key key.pem --backend 127.0.0.1:9000 --root /srv/app
 	fcgi gateway --listen :8080 --backend unix:/run/render.sock --root /srv/pages --filter
 	fcgi gateway --backend 127.0.0.1:9000 --root /srv/app --access-log /var/log/fcgi/access.log --grace 30s
+	fcgi gateway --backend 127.0.0.1:9000 --root /srv/app/public --sendfile /protected/=/srv/private \
+	    --error-page 502=/srv/errors/502.html
 
 Exit status: 0 after SIGTERM or SIGINT; 2 for a bad command line, a
 missing --root or front controller; 1 if the listener or the access log
