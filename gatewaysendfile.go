@@ -104,8 +104,8 @@ func (g *Gateway) sendfileParams(env *cgiEnv) {
 var sendfileFields = []string{"Content-Type", "Content-Disposition", "Cache-Control", "Expires", "Set-Cookie", "Accept-Ranges"}
 
 // sendfile serves the file resp names, if it names one, and reports whether
-// it did. h is the header the response is being written with, holding the
-// application's fields.
+// it did. w's header may hold the application's fields already (the
+// Gateway's direct mode): only those nginx keeps are left.
 func (g *Gateway) sendfile(w http.ResponseWriter, r *http.Request, resp *Response) bool {
 	s := g.Sendfile
 	if s == nil {
