@@ -160,6 +160,17 @@ type Gateway struct {
 	// negative, no limit.
 	SendTimeout time.Duration
 
+	// Sendfile, if not nil, serves the files the application names with
+	// X-Accel-Redirect or X-Sendfile.
+	Sendfile *Sendfile
+
+	// ErrorPages holds the responses to errors the Gateway makes itself
+	// (502, 503, 504, 413, 431, ...), by status; [ErrorPageFile] makes one
+	// from a file. The response keeps the error's status whatever the
+	// handler writes. The application's own responses, errors or not, are
+	// never replaced. A status with no entry gets a line of text.
+	ErrorPages map[int]http.Handler
+
 	// ErrorLog receives backend errors and the application's stderr. Nil
 	// means slog.Default().
 	ErrorLog *slog.Logger
@@ -243,6 +254,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route, req 
 	env := getEnv()
 	defer putEnv(env)
 	*env = g.params(*env, r, rt, "")
+	g.sendfileParams(env)
 	for k, v := range extra {
 		env.set(k, v)
 	}
@@ -292,6 +304,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 		return
 	}
 	defer resp.Body.Close()
+	if g.sendfile(w, r, resp) {
+		return
+	}
 	if direct {
 		for k := range h { // the application's few fields, not the list
 			if isHopByHop(k) {
@@ -301,17 +316,19 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 	} else {
 		copyHeader(h, resp.Header)
 	}
+	noBuffering := accelNoBuffering(h)
 	w.WriteHeader(resp.StatusCode)
-	g.copyBody(w, r, resp)
+	g.copyBody(w, r, resp, noBuffering)
 }
 
 // copyBody streams resp's body to w, under SendTimeout. It flushes only when
 // the backend has nothing more in hand: a stream (SSE, a slow page) reaches
 // the client as it comes, while a response that arrived whole leaves in one
-// write, with a Content-Length rather than chunked.
-func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Response) {
+// write, with a Content-Length rather than chunked. With noBuffering
+// (X-Accel-Buffering: no) it flushes after every read.
+func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Response, noBuffering bool) {
 	sd := g.sendDeadline(w, r)
-	waiting := func() bool { return resp.call == nil || !resp.call.buffered() }
+	waiting := func() bool { return noBuffering || resp.call == nil || !resp.call.buffered() }
 	if waiting() {
 		if err := sd.flush(); err != nil {
 			g.clientGone(r, &sd, err)
@@ -415,7 +432,7 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := http.StatusBadGateway
 	switch {
 	case errors.As(err, &he):
-		http.Error(w, http.StatusText(he.code), he.code)
+		g.errorPage(w, r, he.code)
 		return
 	case r.Context().Err() != nil:
 		// The client is gone; nobody reads the answer.
@@ -427,7 +444,7 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 		code = http.StatusServiceUnavailable
 	}
 	g.logger().Error("fcgi: gateway: backend failed", "method", r.Method, "uri", r.RequestURI, "status", code, "err", err)
-	http.Error(w, http.StatusText(code), code)
+	g.errorPage(w, r, code)
 }
 
 // stderrLog logs the application's stderr with the request it belongs to.
@@ -439,7 +456,11 @@ type stderrLog struct {
 func (s *stderrLog) Write(p []byte) (int, error) {
 	msg := strings.TrimRight(string(p), "\n")
 	if msg != "" {
-		s.log.Warn("fcgi: backend stderr", "method", s.r.Method, "uri", s.r.RequestURI, "stderr", msg)
+		args := []any{"method", s.r.Method, "uri", s.r.RequestURI, "stderr", msg}
+		if h := fpmHint(msg); h != "" {
+			args = append(args, "hint", h)
+		}
+		s.log.Warn("fcgi: backend stderr", args...)
 	}
 	return len(p), nil
 }

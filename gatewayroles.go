@@ -120,7 +120,7 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 			defer resp.Body.Close()
 			copyHeader(w.Header(), resp.Header)
 			w.WriteHeader(resp.StatusCode)
-			g.copyBody(w, r, resp)
+			g.copyBody(w, r, resp, false)
 			return
 		}
 		// Read the (ignored) body to the end so the connection is reused,

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,6 +89,25 @@ control bytes in the quoted fields are written \xHH, as nginx writes
 them. The file is opened for appending; SIGHUP reopens it, after
 logrotate has moved it.
 
+With --sendfile PREFIX=DIR (repeatable) a response with X-Accel-Redirect
+(a URL path under PREFIX) or X-Sendfile (a file under DIR) has its body
+dropped and the file served instead, with Range, conditional requests and
+HEAD, and the application's Content-Type, Content-Disposition,
+Cache-Control, Expires, Set-Cookie and Accept-Ranges, as nginx does; the
+PHP worker is free at once. A path outside the locations, or escaping one
+by .. or a symbolic link, is 404 and logged. Requests carry X-Sendfile-Type
+and X-Accel-Mapping for Symfony's and Laravel's BinaryFileResponse.
+--sendfile-header picks which fields are honoured. X-Accel-Buffering: no
+flushes each piece of the response; X-Accel-Expires and X-Accel-Limit-Rate
+are not supported, and removed.
+
+--error-page CODE=FILE (repeatable) answers the gateway's own errors (502,
+503, 504, 413, 431, ...) with the file, the status kept; the application's
+own error responses pass through untouched. When PHP-FPM cannot run a
+script ("Primary script unknown", security.limit_extensions, open_basedir,
+permission denied) the log line of the request carries a hint saying what
+to check.
+
 With no --backend it starts a demo: fcgikit's own FastCGI server, in this
 process, on a unix socket in a temporary directory, and the gateway in
 front of it, so the whole path (HTTP -> gateway -> FastCGI -> application)
@@ -101,6 +121,8 @@ Examples:
 	fcgi gateway --listen :8443 --tls-cert cert.pem --tls-key key.pem --backend 127.0.0.1:9000 --root /srv/app
 	fcgi gateway --listen :8080 --backend unix:/run/render.sock --root /srv/pages --filter
 	fcgi gateway --backend 127.0.0.1:9000 --root /srv/app --access-log /var/log/fcgi/access.log --grace 30s
+	fcgi gateway --backend 127.0.0.1:9000 --root /srv/app/public --sendfile /protected/=/srv/private \
+	    --error-page 502=/srv/errors/502.html
 
 Exit status: 0 after SIGTERM or SIGINT; 2 for a bad command line, a
 missing --root or front controller; 1 if the listener or the access log
@@ -134,6 +156,10 @@ could not be opened.
 		tlsKey := fs.String("tls-key", "", "the private key `file` of --tls-cert (PEM)")
 		grace := fs.Duration("grace", 10*time.Second, "on SIGTERM, how long running requests may finish")
 		accessLog := fs.String("access-log", "", "log each request to this `file` (- for standard output) in the combined log format")
+		var sendfiles, errorPages stringList
+		fs.Var(&sendfiles, "sendfile", "serve files the application names with X-Accel-Redirect or X-Sendfile from this internal location, `PREFIX=DIR` (repeatable; e.g. /protected/=/srv/private)")
+		sendfileHeaders := fs.String("sendfile-header", "X-Accel-Redirect,X-Sendfile", "the response `fields` --sendfile honours, comma-separated; the first is sent as X-Sendfile-Type")
+		fs.Var(&errorPages, "error-page", "answer the gateway's own errors with status CODE with this file, `CODE=FILE` (repeatable; e.g. 502=/srv/errors/502.html)")
 		return func(ctx context.Context, args []string) error {
 			if len(args) != 0 {
 				return usageError(e, fs, "unexpected argument %q", args[0])
@@ -174,6 +200,9 @@ could not be opened.
 				c.Backends = append(c.Backends, fcgiAddr(b))
 			}
 			demo := len(backends) == 0
+			if err := gatewayExtras(g, sendfiles, *sendfileHeaders, errorPages); err != nil {
+				return usageError(e, fs, "%v", err)
+			}
 			if *filter && (demo || g.Root == "") {
 				return usageError(e, fs, "--filter needs --backend and --root")
 			}
@@ -544,4 +573,49 @@ func (w *loggingWriter) ReadFrom(src io.Reader) (int64, error) {
 	}
 	w.bytes += n
 	return n, err
+}
+
+// gatewayExtras sets up --sendfile, --sendfile-header and --error-page.
+func gatewayExtras(g *fcgi.Gateway, sendfiles []string, headers string, errorPages []string) error {
+	if len(sendfiles) > 0 {
+		s := &fcgi.Sendfile{}
+		for _, h := range strings.Split(headers, ",") {
+			h = http.CanonicalHeaderKey(strings.TrimSpace(h))
+			if h != "X-Accel-Redirect" && h != "X-Sendfile" {
+				return fmt.Errorf("--sendfile-header: %q is neither X-Accel-Redirect nor X-Sendfile", h)
+			}
+			s.Headers = append(s.Headers, h)
+		}
+		for _, v := range sendfiles {
+			prefix, dir, ok := strings.Cut(v, "=")
+			if !ok || !strings.HasPrefix(prefix, "/") || !strings.HasSuffix(prefix, "/") || dir == "" {
+				return fmt.Errorf("--sendfile %q: want PREFIX=DIR, PREFIX a URL path from / to /", v)
+			}
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+				return fmt.Errorf("--sendfile %q: %s is not a directory", v, dir)
+			}
+			abs, err := filepath.Abs(dir)
+			if err != nil {
+				return err
+			}
+			s.Locations = append(s.Locations, fcgi.SendfileLocation{Prefix: prefix, Dir: abs})
+		}
+		g.Sendfile = s
+	}
+	for _, v := range errorPages {
+		c, file, ok := strings.Cut(v, "=")
+		code, err := strconv.Atoi(c)
+		if !ok || err != nil || code < 400 || code > 599 || file == "" {
+			return fmt.Errorf("--error-page %q: want CODE=FILE, CODE from 400 to 599", v)
+		}
+		h, err := fcgi.ErrorPageFile(file)
+		if err != nil {
+			return fmt.Errorf("--error-page: %v", err)
+		}
+		if g.ErrorPages == nil {
+			g.ErrorPages = map[int]http.Handler{}
+		}
+		g.ErrorPages[code] = h
+	}
+	return nil
 }
