@@ -197,7 +197,10 @@ type Client struct {
 	// connections or the queue of requests. A backend that does not answer
 	// with status 200 and a body containing HealthCheckExpect within the
 	// interval is set aside until a check passes; a check that passes also
-	// ends a cooldown that failed requests started (see BackendCooldown).
+	// ends a cooldown that failed requests started (see BackendCooldown). A
+	// check that times out while the backend has requests in flight counts
+	// as busy, not failed: PHP-FPM answers the ping from a worker. The
+	// checks start with the Client's first request.
 	HealthCheckPath string
 
 	// HealthCheckExpect is text the health check's answer must contain, such

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -67,8 +68,9 @@ func startLoopbackTrio(t *testing.T) []*countedServer {
 }
 
 // load runs requests on c from a few goroutines, GETs and POSTs whose body
-// cannot be sent twice, until stop is closed, and returns what failed.
-func load(c *fcgi.Client, stop chan struct{}) (wait func() []error) {
+// cannot be sent twice, until stop is closed, and returns what failed. params,
+// if not nil, adds parameters to each request.
+func load(c *fcgi.Client, stop chan struct{}, params map[string]string) (wait func() []error) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
@@ -83,6 +85,7 @@ func load(c *fcgi.Client, stop chan struct{}) (wait func() []error) {
 				default:
 				}
 				req := get("/")
+				maps.Copy(req.Params, params)
 				if (i+n)%2 == 0 {
 					req.Params["REQUEST_METHOD"] = "POST"
 					req.Params["CONTENT_LENGTH"] = "5"
@@ -121,7 +124,7 @@ func TestClientDNSBackends(t *testing.T) {
 	}
 	defer c.Close()
 	stop := make(chan struct{})
-	wait := load(c, stop)
+	wait := load(c, stop, nil)
 	if !eventually(func() bool { return s[0].hits.Load() > 20 && s[1].hits.Load() > 20 }) {
 		t.Fatalf("hits %d/%d before the change, want both served", s[0].hits.Load(), s[1].hits.Load())
 	}

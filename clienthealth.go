@@ -3,6 +3,7 @@ package fcgi
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -126,7 +127,16 @@ func (c *Client) checkBackend(ctx context.Context, b *backend, interval time.Dur
 // checked records the result of a health check of b. A failing backend is
 // set aside until a later check passes; a passing one is back in rotation,
 // also if a failed request had set it aside.
+//
+// A check that times out while requests are in flight on b is no verdict:
+// PHP-FPM answers its ping.path from a worker, and with every worker busy
+// the check waits in the listen queue like any request. Failed requests, if
+// any, set such a backend aside.
 func (b *backend) checked(err error, interval time.Duration) {
+	var te *TimeoutError
+	if err != nil && (errors.As(err, &te) || errors.Is(err, context.DeadlineExceeded)) && b.inflight.Load() > 0 {
+		return
+	}
 	if err != nil {
 		// Until two intervals from now: the next check renews it.
 		was := b.checkDown.Swap(time.Now().Add(2 * interval).UnixNano())
