@@ -61,4 +61,3 @@ func checkDNSBackend(addr string) (ok bool, err error) {
 	}
 	return true, nil
 }
-
