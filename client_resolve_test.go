@@ -236,7 +236,7 @@ func TestClientHealthCheck(t *testing.T) {
 			if r.URL.Path == "/ping" {
 				pings[i].Add(1)
 				if i == 0 && sick.Load() {
-					http.Error(w, "sick", 503)
+					http.Error(w, "sick", http.StatusServiceUnavailable)
 					return
 				}
 				io.WriteString(w, "pong")

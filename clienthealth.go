@@ -154,9 +154,11 @@ func (b *backend) checked(err error, interval time.Duration) {
 // asideUntil returns the time until which b is set aside, by a failed
 // request or a failed health check; the zero time when it is not.
 func (b *backend) asideUntil() time.Time {
-	n := max(b.down.Load(), b.checkDown.Load())
-	if n == 0 {
-		return time.Time{}
+	until := b.downUntil()
+	if n := b.checkDown.Load(); n != 0 {
+		if t := time.Unix(0, n); t.After(until) {
+			until = t
+		}
 	}
-	return time.Unix(0, n)
+	return until
 }

@@ -42,7 +42,7 @@ func isDNSAddr(addr string) bool {
 func parseDNSAddr(addr string) (dnsName, error) {
 	if name, ok := strings.CutPrefix(addr, "srv:"); ok {
 		if name == "" {
-			return dnsName{}, fmt.Errorf("fcgi: backend %q: no name after srv:", addr)
+			return dnsName{}, fmt.Errorf("fcgi: backend %q: want srv:NAME", addr)
 		}
 		return dnsName{addr: addr, srv: true, host: name}, nil
 	}

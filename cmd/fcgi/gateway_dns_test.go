@@ -73,7 +73,7 @@ func startNamedApp(t *testing.T, name string, sick *atomic.Bool) int {
 	srv := &fcgi.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/ping" {
 			if sick != nil && sick.Load() {
-				http.Error(w, "sick", 503)
+				http.Error(w, "sick", http.StatusServiceUnavailable)
 				return
 			}
 			io.WriteString(w, "pong")
