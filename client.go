@@ -87,6 +87,18 @@ const defaultAbortGrace = 2 * time.Second
 // backend whose dial fails, or whose new connection is reset before
 // answering, is set aside for BackendCooldown; when every backend is set
 // aside, requests go to the one that is due back first.
+//
+// A backend given as "dns:host:port" stands for every address host resolves
+// to (A and AAAA records) on port, and "srv:name" for the targets of name's
+// SRV records with the lowest priority, on their ports: a Kubernetes
+// headless Service's pods, for example. The names are resolved again every
+// ResolveInterval. An address that leaves the set takes no new request; the
+// requests running on it finish, and its connections close. When a lookup
+// fails, or answers no address, the name keeps its last good set.
+//
+// With HealthCheckPath set, each backend is also sent a request for that
+// path every HealthCheckInterval, on a connection of its own; a backend that
+// fails it is set aside until it passes one.
 type Client struct {
 	// Addr is the backend: "unix:/path/to/socket" or "host:port".
 	Addr string
@@ -167,6 +179,38 @@ type Client struct {
 	// set aside, protocol errors). Nil means slog.Default().
 	ErrorLog *slog.Logger
 
+	// Resolver looks up the backends given as "dns:" and "srv:" names. Nil
+	// means net.DefaultResolver; a Resolver with PreferGo and Dial set
+	// queries a DNS server of the caller's choice.
+	Resolver *net.Resolver
+
+	// ResolveInterval is how often "dns:" and "srv:" names are resolved
+	// again. net.Resolver does not report the records' TTLs: set it to the
+	// TTL of the records (Kubernetes' CoreDNS answers with 5 s). Zero means
+	// 5 s; negative, never: the names are resolved once.
+	ResolveInterval time.Duration
+
+	// HealthCheckPath, when not empty, turns active health checks on: every
+	// HealthCheckInterval each backend is sent a GET for this path
+	// (SCRIPT_NAME, SCRIPT_FILENAME and REQUEST_URI), as PHP-FPM's ping.path
+	// expects ("/ping"), on a connection of its own, never through the
+	// connections or the queue of requests. A backend that does not answer
+	// with status 200 and a body containing HealthCheckExpect within the
+	// interval is set aside until a check passes; a check that passes also
+	// ends a cooldown that failed requests started (see BackendCooldown). A
+	// check that times out while the backend has requests in flight counts
+	// as busy, not failed: PHP-FPM answers the ping from a worker. The
+	// checks start with the Client's first request.
+	HealthCheckPath string
+
+	// HealthCheckExpect is text the health check's answer must contain, such
+	// as PHP-FPM's ping.response ("pong"). Empty means any body.
+	HealthCheckExpect string
+
+	// HealthCheckInterval is how often each backend is checked, and how long
+	// a check may take. Zero means 10 s.
+	HealthCheckInterval time.Duration
+
 	abortGrace time.Duration // zero means defaultAbortGrace; tests shorten it
 
 	initOnce sync.Once
@@ -174,6 +218,10 @@ type Client struct {
 	closed   atomic.Bool
 	rr       atomic.Uint32
 	wg       sync.WaitGroup // background probes
+
+	dyn       *resolveState // nil without "dns:" or "srv:" backends
+	loops     sync.WaitGroup
+	stopLoops []context.CancelFunc
 }
 
 func (c *Client) init() {
@@ -183,9 +231,18 @@ func (c *Client) init() {
 			addrs = append(addrs, c.Addr)
 		}
 		addrs = append(addrs, c.Backends...)
+		var names []string
 		for _, a := range addrs {
+			if isDNSAddr(a) {
+				names = append(names, a)
+				continue
+			}
 			c.backends = append(c.backends, newBackend(c, a))
 		}
+		if names != nil {
+			c.startResolver(names)
+		}
+		c.startHealthChecks()
 	})
 }
 
@@ -282,7 +339,10 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	if c.closed.Load() {
 		return nil, ErrClientClosed
 	}
-	if len(c.backends) == 0 {
+	if err := c.waitResolved(ctx); err != nil {
+		return nil, err
+	}
+	if len(c.current()) == 0 {
 		return nil, ErrNoBackend
 	}
 	body, data := req.Body, req.Data
@@ -293,10 +353,13 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	for {
 		b := c.pick(avoid)
 		cl, err := b.acquire(ctx, forceNew)
+		if err == errBackendGone {
+			continue
+		}
 		if err != nil {
 			var de *dialError
 			// acquire times out only dialling: its queue ends with ctx.
-			if (errors.As(err, &de) || isTimeout(err)) && dialFailures+1 < len(c.backends) && ctx.Err() == nil {
+			if (errors.As(err, &de) || isTimeout(err)) && dialFailures+1 < len(c.current()) && ctx.Err() == nil {
 				dialFailures++
 				avoid = b
 				continue
@@ -319,14 +382,14 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 			// reach a process that is not; another backend, if any, is surer
 			// not to be overloaded.
 			forceNew = true
-			if len(c.backends) > 1 {
+			if len(c.current()) > 1 {
 				avoid = cl.b
 			}
 		case cl.reused && !cl.gotRecord && (req.idempotent() || cl.unsent && isReset(err)) && !isTimeout(err):
 			// A request that may have run (the backend read it, then reset)
 			// is retried only when running it twice is harmless.
 			forceNew = true
-		case !cl.reused && !cl.gotRecord && req.idempotent() && errors.Is(err, ErrBackendClosed) && len(c.backends) > 1:
+		case !cl.reused && !cl.gotRecord && req.idempotent() && errors.Is(err, ErrBackendClosed) && len(c.current()) > 1:
 			// A new connection failed: the backend was set aside; try
 			// another.
 			avoid = cl.b
@@ -358,20 +421,21 @@ func isReset(err error) bool {
 // pick chooses the backend with the fewest requests in flight among those not
 // set aside, avoiding avoid when there is another choice.
 func (c *Client) pick(avoid *backend) *backend {
-	if len(c.backends) == 1 {
-		return c.backends[0]
+	backends := c.current()
+	if len(backends) == 1 {
+		return backends[0]
 	}
 	now := time.Now()
 	start := int(c.rr.Add(1))
 	var best, bestDown *backend
 	bestN := int64(-1)
 	var bestUntil time.Time
-	for i := range c.backends {
-		b := c.backends[(start+i)%len(c.backends)]
+	for i := range backends {
+		b := backends[(start+i)%len(backends)]
 		if b == avoid {
 			continue
 		}
-		until := b.downUntil()
+		until := b.asideUntil()
 		if until.After(now) {
 			if bestDown == nil || until.Before(bestUntil) {
 				bestDown, bestUntil = b, until
@@ -397,7 +461,8 @@ func (c *Client) pick(avoid *backend) *backend {
 func (c *Client) Close() error {
 	c.init()
 	c.closed.Store(true)
-	for _, b := range c.backends {
+	c.stopBackground()
+	for _, b := range c.current() {
 		b.closeIdle()
 	}
 	c.wg.Wait()

@@ -25,6 +25,9 @@ type backend struct {
 
 	inflight atomic.Int64 // requests between acquire and their end
 	down     atomic.Int64 // unix nanoseconds until which the backend is set aside
+	// checkDown is down for a failed health check: until the next one.
+	checkDown atomic.Int64
+	gone      atomic.Bool // left the resolved set: drained, then closed
 
 	probeStarted atomic.Bool
 
@@ -63,7 +66,7 @@ func (b *backend) downUntil() time.Time {
 
 // setAside takes b out of rotation for BackendCooldown.
 func (b *backend) setAside(err error) {
-	if len(b.c.backends) < 2 {
+	if len(b.c.current()) < 2 {
 		return
 	}
 	d := b.c.backendCooldown()
@@ -87,6 +90,10 @@ func (b *backend) acquire(ctx context.Context, forceNew bool) (*call, error) {
 		if c.closed.Load() {
 			b.inflight.Add(-1)
 			return nil, ErrClientClosed
+		}
+		if b.gone.Load() {
+			b.inflight.Add(-1)
+			return nil, errBackendGone
 		}
 		b.mu.Lock()
 		st := b.nextStepLocked(forceNew)
@@ -277,7 +284,7 @@ func (b *backend) putIdle(cc *clientConn) {
 	b.mu.Lock()
 	cc.served++
 	b.recycle.kept.Add(1)
-	if c.closed.Load() || b.mpx == mpxYes || len(b.idle) >= c.maxIdle() || cc.expired(time.Now()) ||
+	if b.retiring() || b.mpx == mpxYes || len(b.idle) >= c.maxIdle() || cc.expired(time.Now()) ||
 		(c.MaxConnsPerBackend <= 0 && b.stalls.waiting.Load() > 0 && len(b.waiters) == 0) ||
 		b.recycle.retire(cc.served) {
 		b.conns--
@@ -357,7 +364,7 @@ func (b *backend) mpxSlotFree(cc *clientConn) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if cc.active.Load() == 0 && !cc.retired.Load() { // a retired one closes itself
-		if b.c.closed.Load() || cc.expired(time.Now()) {
+		if b.retiring() || cc.expired(time.Now()) {
 			if b.removeMpxLocked(cc) {
 				b.conns--
 				go cc.closeConn() // closes the socket; the read loop then ends
@@ -388,7 +395,7 @@ func (b *backend) stopMultiplexing() {
 
 // closeIdle closes the idle connections, for Client.Close.
 func (b *backend) closeIdle() {
-	if b.c.closed.Load() {
+	if b.retiring() {
 		b.recycle.stop()
 	}
 	b.mu.Lock()
@@ -405,7 +412,7 @@ func (b *backend) closeIdle() {
 	b.mpxConns = keep
 	b.conns -= len(mpx)
 	var busy []*clientConn
-	if b.c.closed.Load() {
+	if b.retiring() {
 		// Closed once the requests on them end; at once if those left were
 		// all aborted, whose callers are gone.
 		busy = append(busy, keep...)

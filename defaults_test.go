@@ -72,7 +72,7 @@ func TestDefaultsDocumented(t *testing.T) {
 func formatDefault(name string, v constant.Value) string {
 	n, _ := constant.Int64Val(v)
 	switch {
-	case strings.HasSuffix(name, "Timeout") || strings.HasSuffix(name, "Cooldown"):
+	case strings.HasSuffix(name, "Timeout") || strings.HasSuffix(name, "Cooldown") || strings.HasSuffix(name, "Interval"):
 		d := time.Duration(n)
 		switch {
 		case d == time.Minute:

@@ -33,7 +33,11 @@ Gateway is an HTTP server in front of FastCGI applications, the part of
 nginx that speaks FastCGI (fcgikit's Gateway): each HTTP request becomes
 a FastCGI request with the CGI variables nginx sends. Connections to the
 --backend addresses are kept open and reused, at most --max-conns per
-backend; each request goes to the backend with the fewest in flight.
+backend; each request goes to the backend with the fewest in flight. A
+--backend dns:HOST:PORT stands for every address HOST resolves to, and
+srv:NAME for the targets of NAME's SRV records, resolved again every
+--resolve-interval (a Kubernetes headless Service); with --health-path
+each backend is checked with a FastCGI request (PHP-FPM's ping.path).
 Request bodies are read whole before a backend connection is taken, as
 nginx does, so that a slow client never holds one of the application's
 workers and CONTENT_LENGTH is exact: in memory up to --max-body-memory
@@ -155,6 +159,7 @@ could not be opened.
 		tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate `file` (PEM, with --tls-key)")
 		tlsKey := fs.String("tls-key", "", "the private key `file` of --tls-cert (PEM)")
 		grace := fs.Duration("grace", 10*time.Second, "on SIGTERM, how long running requests may finish")
+		applyBackendFlags := backendFlags(fs, c)
 		accessLog := fs.String("access-log", "", "log each request to this `file` (- for standard output) in the combined log format")
 		var sendfiles, errorPages stringList
 		fs.Var(&sendfiles, "sendfile", "serve files the application names with X-Accel-Redirect or X-Sendfile from this internal location, `PREFIX=DIR` (repeatable; e.g. /protected/=/srv/private)")
@@ -193,7 +198,17 @@ could not be opened.
 			c.ResponseHeaderTimeout = *timeout
 			c.ReadTimeout = *timeout
 			c.ErrorLog, g.ErrorLog = e.log, e.log
+			if err := applyBackendFlags(); err != nil {
+				return usageError(e, fs, "%v", err)
+			}
 			for _, b := range backends {
+				if ok, err := checkDNSBackend(b); ok {
+					if err != nil {
+						return usageError(e, fs, "--backend: %v", err)
+					}
+					c.Backends = append(c.Backends, b)
+					continue
+				}
 				if _, _, err := parseAddr(b); err != nil {
 					return usageError(e, fs, "--backend: %v", err)
 				}

@@ -30,6 +30,8 @@ const (
 	ClientBackendCooldown        = 10 * time.Second
 	ClientMaxMultiplexedRequests = 64
 	ClientMaxResponseHeaderBytes = 64 << 10
+	ClientResolveInterval        = 5 * time.Second
+	ClientHealthCheckInterval    = 10 * time.Second
 )
 
 // fcgi.Gateway.
