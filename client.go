@@ -167,6 +167,9 @@ type Client struct {
 	// set aside, protocol errors). Nil means slog.Default().
 	ErrorLog *slog.Logger
 
+	// Observer, if not nil, is told the timings and outcome of each request.
+	Observer Observer
+
 	abortGrace time.Duration // zero means defaultAbortGrace; tests shorten it
 
 	initOnce sync.Once
@@ -278,6 +281,18 @@ func (e *dialError) Is(target error) bool { return target == ErrDial }
 // reading it, fails its requests with an error saying so, never with
 // ErrBackendClosed.
 func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
+	var tr doTrace
+	if c.Observer != nil {
+		tr.start = time.Now()
+	}
+	resp, err := c.do(ctx, req, &tr)
+	if c.Observer != nil {
+		c.doneDo(ctx, &tr, resp, err)
+	}
+	return resp, err
+}
+
+func (c *Client) do(ctx context.Context, req *Request, tr *doTrace) (*Response, error) {
 	c.init()
 	if c.closed.Load() {
 		return nil, ErrClientClosed
@@ -292,13 +307,18 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	forceNew := false
 	for {
 		b := c.pick(avoid)
-		cl, err := b.acquire(ctx, forceNew)
+		tr.b = b
+		b.stats.requests.Add(1)
+		cl, err := b.acquire(ctx, forceNew, &tr.wait)
 		if err != nil {
+			b.stats.count(outcomeOf(ctx, err))
 			var de *dialError
 			// acquire times out only dialling: its queue ends with ctx.
 			if (errors.As(err, &de) || isTimeout(err)) && dialFailures+1 < len(c.backends) && ctx.Err() == nil {
 				dialFailures++
 				avoid = b
+				b.stats.retries.Add(1)
+				tr.retried = true
 				continue
 			}
 			return nil, err
@@ -307,6 +327,7 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		if err == nil {
 			return resp, nil
 		}
+		b.stats.count(outcomeOf(ctx, err))
 		if retried || ctx.Err() != nil || !req.replayable() {
 			return nil, err
 		}
@@ -334,6 +355,8 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 			return nil, err
 		}
 		retried = true
+		b.stats.retries.Add(1)
+		tr.retried = true
 		if req.GetBody != nil && body != nil && body != http.NoBody {
 			if body, err = req.GetBody(); err != nil {
 				return nil, err
