@@ -88,6 +88,12 @@ control bytes in the quoted fields are written \xHH, as nginx writes
 them. The file is opened for appending; SIGHUP reopens it, after
 logrotate has moved it.
 
+With --metrics the gateway serves Prometheus metrics (the text format, or
+OpenMetrics when asked) at /metrics on that address, a listener of its
+own: requests, queue depth and wait behind --max-conns, connections,
+retries, errors by cause and latency histograms, per backend, under the
+fcgikit_ prefix (listed in docs/command.md).
+
 With no --backend it starts a demo: fcgikit's own FastCGI server, in this
 process, on a unix socket in a temporary directory, and the gateway in
 front of it, so the whole path (HTTP -> gateway -> FastCGI -> application)
@@ -101,6 +107,7 @@ Examples:
 	fcgi gateway --listen :8443 --tls-cert cert.pem --tls-key key.pem --backend 127.0.0.1:9000 --root /srv/app
 	fcgi gateway --listen :8080 --backend unix:/run/render.sock --root /srv/pages --filter
 	fcgi gateway --backend 127.0.0.1:9000 --root /srv/app --access-log /var/log/fcgi/access.log --grace 30s
+	fcgi gateway --backend unix:/run/php/php8.2-fpm.sock --max-conns 16 --metrics 127.0.0.1:9150
 
 Exit status: 0 after SIGTERM or SIGINT; 2 for a bad command line, a
 missing --root or front controller; 1 if the listener or the access log
@@ -134,6 +141,7 @@ could not be opened.
 		tlsKey := fs.String("tls-key", "", "the private key `file` of --tls-cert (PEM)")
 		grace := fs.Duration("grace", 10*time.Second, "on SIGTERM, how long running requests may finish")
 		accessLog := fs.String("access-log", "", "log each request to this `file` (- for standard output) in the combined log format")
+		metrics := fs.String("metrics", "", "serve Prometheus metrics at /metrics on this `address`, a listener of its own")
 		return func(ctx context.Context, args []string) error {
 			if len(args) != 0 {
 				return usageError(e, fs, "unexpected argument %q", args[0])
@@ -225,6 +233,15 @@ could not be opened.
 				fmt.Fprintf(e.stdout, "fcgi gateway: demo application on %s\nOpen %s\n", c.Backends[0], url)
 			} else {
 				fmt.Fprintf(e.stdout, "fcgi gateway: %s -> %s\n", url, strings.Join(c.Backends, ", "))
+			}
+			if *metrics != "" {
+				murl, stop, err := startMetrics(*metrics, g, c)
+				if err != nil {
+					l.Close()
+					return err
+				}
+				defer stop()
+				fmt.Fprintf(e.stdout, "fcgi gateway: metrics on %s\n", murl)
 			}
 			var certs *certReloader
 			if *tlsCert != "" {
