@@ -50,3 +50,15 @@ func benchGatewayMetrics(b *testing.B, metrics bool) {
 // --metrics per request (BENCHMARKS.md).
 func BenchmarkGatewayMetricsOff(b *testing.B) { benchGatewayMetrics(b, false) }
 func BenchmarkGatewayMetricsOn(b *testing.B)  { benchGatewayMetrics(b, true) }
+
+// BenchmarkGatewayMetricsObserve: the --metrics observer's own work per
+// request, to set against a request's time in BenchmarkGatewayMetricsOff.
+func BenchmarkGatewayMetricsObserve(b *testing.B) {
+	c := &fcgi.Client{Addr: "unix:/nonexistent"}
+	m := newGatewayMetrics(&fcgi.Gateway{Client: c}, c)
+	ri := fcgi.RequestDoneInfo{Backend: c.Addr, Wait: 1000, FirstByte: 20000, Total: 30000}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.RequestDone(ri)
+	}
+}
