@@ -45,10 +45,11 @@ type RequestDoneInfo struct {
 	// Retries).
 	Retried bool
 
-	// Outcome classifies how the request ended; Err is why it failed, nil
-	// for OutcomeOK.
+	// Outcome classifies how the request ended.
 	Outcome Outcome
-	Err     error
+
+	// Err is why the request failed; nil for OutcomeOK.
+	Err error
 }
 
 // A doTrace follows one call to Do, for BackendStats and the Observer.
