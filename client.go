@@ -211,6 +211,9 @@ type Client struct {
 	// a check may take. Zero means 10 s.
 	HealthCheckInterval time.Duration
 
+	// Observer, if not nil, is told the timings and outcome of each request.
+	Observer Observer
+
 	abortGrace time.Duration // zero means defaultAbortGrace; tests shorten it
 
 	initOnce sync.Once
@@ -335,6 +338,18 @@ func (e *dialError) Is(target error) bool { return target == ErrDial }
 // reading it, fails its requests with an error saying so, never with
 // ErrBackendClosed.
 func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
+	var tr doTrace
+	if c.Observer != nil {
+		tr.start = time.Now()
+	}
+	resp, err := c.do(ctx, req, &tr)
+	if c.Observer != nil {
+		c.doneDo(ctx, &tr, resp, err)
+	}
+	return resp, err
+}
+
+func (c *Client) do(ctx context.Context, req *Request, tr *doTrace) (*Response, error) {
 	c.init()
 	if c.closed.Load() {
 		return nil, ErrClientClosed
@@ -352,16 +367,21 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	forceNew := false
 	for {
 		b := c.pick(avoid)
-		cl, err := b.acquire(ctx, forceNew)
+		tr.b = b
+		cl, err := b.acquire(ctx, forceNew, &tr.wait)
 		if err == errBackendGone {
 			continue
 		}
+		b.stats.requests.Add(1)
 		if err != nil {
+			b.stats.count(outcomeOf(ctx, err))
 			var de *dialError
 			// acquire times out only dialling: its queue ends with ctx.
 			if (errors.As(err, &de) || isTimeout(err)) && dialFailures+1 < len(c.current()) && ctx.Err() == nil {
 				dialFailures++
 				avoid = b
+				b.stats.retries.Add(1)
+				tr.retried = true
 				continue
 			}
 			return nil, err
@@ -370,6 +390,7 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		if err == nil {
 			return resp, nil
 		}
+		b.stats.count(outcomeOf(ctx, err))
 		if retried || ctx.Err() != nil || !req.replayable() {
 			return nil, err
 		}
@@ -397,6 +418,8 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 			return nil, err
 		}
 		retried = true
+		b.stats.retries.Add(1)
+		tr.retried = true
 		if req.GetBody != nil && body != nil && body != http.NoBody {
 			if body, err = req.GetBody(); err != nil {
 				return nil, err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/fcgikit/fcgi"
@@ -118,6 +119,35 @@ func BenchmarkClient_Get(b *testing.B) {
 	for b.Loop() {
 		benchDo(b, c, req, buf)
 	}
+}
+
+// BenchmarkClient_GetObserved: BenchmarkClient_Get with an Observer, which
+// must add no allocation.
+func BenchmarkClient_GetObserved(b *testing.B) {
+	app := startFastApp(b, "hello, world")
+	var obs countObserver
+	c := &fcgi.Client{Addr: app.addr, Observer: &obs}
+	defer c.Close()
+	req := &fcgi.Request{Params: benchParams}
+	buf := make([]byte, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		benchDo(b, c, req, buf)
+	}
+	if obs.n.Load() == 0 {
+		b.Fatal("observer not called")
+	}
+}
+
+// countObserver counts the requests it is told of and sums their times, as a
+// histogram would.
+type countObserver struct {
+	n, total atomic.Int64
+}
+
+func (o *countObserver) RequestDone(ri fcgi.RequestDoneInfo) {
+	o.n.Add(1)
+	o.total.Add(int64(ri.Total))
 }
 
 // BenchmarkClient_Post: sequential POSTs of 4 KiB.

@@ -67,6 +67,9 @@ type call struct {
 	timer      *time.Timer
 
 	resp Response // returned by Do: one allocation for both
+
+	trace  doTrace // for the Observer, when traced
+	traced bool
 }
 
 // An event is a record routed to a call by a multiplexed read loop; buf holds
@@ -324,6 +327,7 @@ func (cl *call) Read(p []byte) (int, error) {
 		}
 		if err != nil {
 			cl.err = err
+			cl.b.stats.count(outcomeOf(cl.ctx, err))
 			cl.finish(false)
 			return 0, err
 		}
@@ -390,6 +394,9 @@ func (cl *call) finish(reuse bool) {
 	}
 	cl.finished = true
 	cl.notWaiting()
+	if cl.traced {
+		cl.observeEnd()
+	}
 	defer cl.b.inflight.Add(-1)
 	if cl.stop != nil && !cl.stop() {
 		reuse = false // the context ended: deadlines are spoiled, or an abort was sent

@@ -33,6 +33,7 @@ type backend struct {
 
 	recycle recycler // guarded by its own lock
 	stalls  stallWatch
+	stats   backendStats
 
 	mu         sync.Mutex
 	mpx        int
@@ -79,10 +80,13 @@ func (b *backend) setAside(err error) {
 
 // acquire returns a call bound to a connection of b, reusing an idle or
 // multiplexed connection unless forceNew, dialing otherwise, and waiting in
-// line when MaxConnsPerBackend connections are open.
-func (b *backend) acquire(ctx context.Context, forceNew bool) (*call, error) {
+// line when MaxConnsPerBackend connections are open, a wait it adds to
+// *waited.
+func (b *backend) acquire(ctx context.Context, forceNew bool, waited *time.Duration) (*call, error) {
 	c := b.c
 	b.inflight.Add(1)
+	var waitStart time.Time
+	defer b.waited(&waitStart, waited)
 	if c.Multiplex == MultiplexAuto && !b.probeStarted.Load() {
 		b.startProbe()
 	}
@@ -108,6 +112,10 @@ func (b *backend) acquire(ctx context.Context, forceNew bool) (*call, error) {
 		case st.dial:
 			cl, err = b.dialCall(ctx, st.mpx, st.maxReqs)
 		default:
+			if waitStart.IsZero() {
+				waitStart = time.Now()
+				b.stats.waitCount.Add(1)
+			}
 			if err = b.waitTurn(ctx, st.wait); err == nil {
 				forceNew = false
 				continue

@@ -177,6 +177,7 @@ type Gateway struct {
 
 	local   atomic.Pointer[hostPort] // the last local address, formatted
 	bodyMem atomic.Int64             // bytes of request bodies held in memory
+	stats   gatewayStats
 }
 
 func (g *Gateway) logger() *slog.Logger {
@@ -190,6 +191,8 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 
 // ServeHTTP serves r through the FastCGI application.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.stats.begin()
+	defer g.stats.end()
 	if g.Client == nil {
 		g.fail(w, r, ErrNoBackend)
 		return
@@ -203,11 +206,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f, fi, err := openRegular(rt.file)
 		if err != nil {
 			if !g.forbidden(w, r, err) {
+				g.stats.answered(http.StatusNotFound)
 				http.NotFound(w, r)
 			}
 			return
 		}
 		defer f.Close()
+		g.stats.static.Add(1)
 		sw := &sendWriter{ResponseWriter: w, sd: g.sendDeadline(w, r)}
 		http.ServeContent(sw, r, fi.Name(), fi.ModTime(), f)
 		if sw.err != nil {
@@ -242,6 +247,7 @@ func (g *Gateway) forbidden(w http.ResponseWriter, r *http.Request, err error) b
 	if !errors.Is(err, os.ErrPermission) {
 		return false
 	}
+	g.stats.answered(http.StatusForbidden)
 	g.logger().Error("fcgi: gateway: file not readable", "method", r.Method, "uri", r.RequestURI, "status", http.StatusForbidden, "err", err)
 	http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
 	return true
@@ -394,6 +400,7 @@ func (g *Gateway) checkLength(w http.ResponseWriter, r *http.Request, status int
 
 // clientGone logs a failed write to the client.
 func (g *Gateway) clientGone(r *http.Request, sd *sendDeadline, err error) {
+	g.stats.gone.Add(1)
 	if errors.Is(err, http.ErrContentLength) {
 		g.logger().Error("fcgi: gateway: response longer than its Content-Length", "method", r.Method, "uri", r.RequestURI)
 		return
@@ -432,10 +439,12 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := http.StatusBadGateway
 	switch {
 	case errors.As(err, &he):
+		g.stats.answered(he.code)
 		g.errorPage(w, r, he.code)
 		return
 	case r.Context().Err() != nil:
 		// The client is gone; nobody reads the answer.
+		g.stats.gone.Add(1)
 		g.logger().Debug("fcgi: gateway: client went away", "method", r.Method, "uri", r.RequestURI, "err", err)
 		return
 	case errors.As(err, &te):
@@ -443,6 +452,7 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, ErrOverloaded), errors.Is(err, ErrClientClosed):
 		code = http.StatusServiceUnavailable
 	}
+	g.stats.answered(code)
 	g.logger().Error("fcgi: gateway: backend failed", "method", r.Method, "uri", r.RequestURI, "status", code, "err", err)
 	g.errorPage(w, r, code)
 }

@@ -24,6 +24,8 @@ import (
 // FrontController, ScriptExt and ServeStatic do not apply.
 func (g *Gateway) Filter() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.stats.begin()
+		defer g.stats.end()
 		if g.Client == nil {
 			g.fail(w, r, ErrNoBackend)
 			return

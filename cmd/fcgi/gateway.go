@@ -112,6 +112,12 @@ script ("Primary script unknown", security.limit_extensions, open_basedir,
 permission denied) the log line of the request carries a hint saying what
 to check.
 
+With --metrics the gateway serves Prometheus metrics (the text format, or
+OpenMetrics when asked) at /metrics on that address, a listener of its
+own: requests, queue depth and wait behind --max-conns, connections,
+retries, errors by cause and latency histograms, per backend, under the
+fcgikit_ prefix (listed in docs/command.md).
+
 With no --backend it starts a demo: fcgikit's own FastCGI server, in this
 process, on a unix socket in a temporary directory, and the gateway in
 front of it, so the whole path (HTTP -> gateway -> FastCGI -> application)
@@ -127,6 +133,7 @@ Examples:
 	fcgi gateway --backend 127.0.0.1:9000 --root /srv/app --access-log /var/log/fcgi/access.log --grace 30s
 	fcgi gateway --backend 127.0.0.1:9000 --root /srv/app/public --sendfile /protected/=/srv/private \
 	    --error-page 502=/srv/errors/502.html
+	fcgi gateway --backend unix:/run/php/php8.2-fpm.sock --max-conns 16 --metrics 127.0.0.1:9150
 
 Exit status: 0 after SIGTERM or SIGINT; 2 for a bad command line, a
 missing --root or front controller; 1 if the listener or the access log
@@ -165,6 +172,7 @@ could not be opened.
 		fs.Var(&sendfiles, "sendfile", "serve files the application names with X-Accel-Redirect or X-Sendfile from this internal location, `PREFIX=DIR` (repeatable; e.g. /protected/=/srv/private)")
 		sendfileHeaders := fs.String("sendfile-header", "X-Accel-Redirect,X-Sendfile", "the response `fields` --sendfile honours, comma-separated; the first is sent as X-Sendfile-Type")
 		fs.Var(&errorPages, "error-page", "answer the gateway's own errors with status CODE with this file, `CODE=FILE` (repeatable; e.g. 502=/srv/errors/502.html)")
+		metrics := fs.String("metrics", "", "serve Prometheus metrics at /metrics on this `address`, a listener of its own")
 		return func(ctx context.Context, args []string) error {
 			if len(args) != 0 {
 				return usageError(e, fs, "unexpected argument %q", args[0])
@@ -274,6 +282,15 @@ could not be opened.
 				fmt.Fprintf(e.stdout, "fcgi gateway: demo application on %s\nOpen %s\n", c.Backends[0], url)
 			} else {
 				fmt.Fprintf(e.stdout, "fcgi gateway: %s -> %s\n", url, strings.Join(c.Backends, ", "))
+			}
+			if *metrics != "" {
+				murl, stop, err := startMetrics(*metrics, g, c)
+				if err != nil {
+					l.Close()
+					return err
+				}
+				defer stop()
+				fmt.Fprintf(e.stdout, "fcgi gateway: metrics on %s\n", murl)
 			}
 			var certs *certReloader
 			if *tlsCert != "" {
