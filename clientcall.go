@@ -29,21 +29,23 @@ type call struct {
 	stderr io.Writer
 
 	// Owned by the goroutine reading the response.
-	gotRecord  bool         // a record for this request arrived
-	sent       time.Time    // when the request began to be written (reused, not multiplexed)
-	unsent     bool         // writing the request failed before any byte of it left
-	gotStdout  bool         // a STDOUT or END_REQUEST record arrived
-	fresh      atomic.Int32 // freshPending, freshCounted (in stallWatch.waiting) or freshDone
-	freshTimer *time.Timer  // counts the call as stalled after stallWatch.after
-	hdrDL      time.Time    // when ResponseHeaderTimeout expires; zero until known
-	rdl        time.Time    // the read deadline set on the socket, zero for none
-	hs         cgihdr.Scanner
-	header     http.Header // where the response header goes, nil for a new one
-	pending    []byte      // STDOUT not yet returned by Read
-	ended      bool        // END_REQUEST arrived
-	end        wire.EndRequest
-	err        error // returned by Read once pending is empty
-	finished   bool
+	gotRecord    bool         // a record for this request arrived
+	sent         time.Time    // when the request began to be written (reused, not multiplexed)
+	unsent       bool         // writing the request failed before any byte of it left
+	gotStdout    bool         // a STDOUT or END_REQUEST record arrived
+	fresh        atomic.Int32 // freshPending, freshCounted (in stallWatch.waiting) or freshDone
+	freshTimer   *time.Timer  // counts the call as stalled after stallWatch.after
+	hdrDL        time.Time    // when ResponseHeaderTimeout expires; zero until known
+	rdl          time.Time    // the read deadline set on the socket, zero for none
+	hs           cgihdr.Scanner
+	header       http.Header // where the response header goes, nil for a new one
+	interims     int         // interim (1xx) blocks read
+	interimBytes int         // their length, counted against the header limit
+	pending      []byte      // STDOUT not yet returned by Read
+	ended        bool        // END_REQUEST arrived
+	end          wire.EndRequest
+	err          error // returned by Read once pending is empty
+	finished     bool
 
 	// The body writer goroutine: wdone is closed when it returns, after
 	// setting werr, or bodySent (when the last record went out) if it sent
@@ -219,7 +221,18 @@ func (cl *call) readHeader() (int, http.Header, error) {
 			// STDOUT ended; only END_REQUEST may follow.
 			continue
 		}
-		hdr, rest, done, err := cl.hs.Feed(content, limit)
+		hdr, rest, done, err := cl.hs.Feed(content, limit-cl.interimBytes)
+		for done && err == nil {
+			if !cgihdr.IsInterim(hdr) {
+				break
+			}
+			// An interim block (103 Early Hints): delivered, then the next
+			// block is looked for in what followed it.
+			if err := cl.interim(hdr); err != nil {
+				return 0, nil, err
+			}
+			hdr, rest, done, err = cl.hs.Next(rest, limit-cl.interimBytes)
+		}
 		if err != nil {
 			return 0, nil, headerError(err)
 		}

@@ -286,7 +286,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 	if direct {
 		req.header = h
 	}
-	resp, err := g.Client.Do(r.Context(), req)
+	resp, err := g.Client.Do(g.hintsContext(w, r), req)
 	if err != nil {
 		g.fail(w, r, err)
 		return
