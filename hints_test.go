@@ -283,4 +283,3 @@ func TestEarlyHintsSeveral(t *testing.T) {
 		t.Fatalf("%d %v %q", resp.StatusCode, resp.Header, body)
 	}
 }
-
