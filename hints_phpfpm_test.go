@@ -3,6 +3,7 @@ package fcgi_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -10,18 +11,23 @@ import (
 	"github.com/fcgikit/fcgi/internal/peer"
 )
 
-// hintsPHP is docs/early-hints.md's PHP page: PHP sends its header block,
-// with Status: 103, on flush(); the final header block is echoed after it.
-const hintsPHP = `<?php
-header('Status: 103 Early Hints');
-header('Link: </s.css>; rel=preload; as=style');
-flush();
-usleep(100000);
-echo "Status: 200 OK\r\n";
-echo "Content-Type: text/html; charset=utf-8\r\n";
-echo "\r\n";
-echo "<page>";
-`
+// hintsPHP returns docs/early-hints.md's PHP page: PHP sends its header
+// block, with Status: 103, on flush(); the page echoes its final header block
+// after it.
+func hintsPHP(t *testing.T) string {
+	doc, err := os.ReadFile("docs/early-hints.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, code, ok := strings.Cut(string(doc), "```php\n")
+	code, _, ok2 := strings.Cut(code, "\n```")
+	if !ok || !ok2 {
+		t.Fatal("docs/early-hints.md: no php block")
+	}
+	return code
+}
+
+const hintsPHPPage = "<!doctype html><link rel=stylesheet href=/s.css>"
 
 // A PHP-FPM page sends a 103 block then its page: the Gateway passes the 103
 // on, with its Link alone, to net/http's client (seen through httptrace)
@@ -29,7 +35,7 @@ echo "<page>";
 func TestEarlyHintsPHPFPM(t *testing.T) {
 	checkLeaks(t)
 	fpm := startFPM(t, peer.PHPFPMConfig{MaxChildren: 2})
-	fpm.WriteFile("hints.php", hintsPHP)
+	fpm.WriteFile("hints.php", hintsPHP(t))
 	g, h1, _ := phpGateway(t, fpm, 2)
 	h2 := httptest.NewUnstartedServer(g)
 	h2.EnableHTTP2 = true
@@ -43,7 +49,7 @@ func TestEarlyHintsPHPFPM(t *testing.T) {
 		if h := seen.hdrs[0]; len(h) != 1 {
 			t.Errorf("%s: 103 fields %v", resp.Proto, h)
 		}
-		if resp.StatusCode != 200 || body != "<page>" || resp.Header.Get("Content-Type") != "text/html; charset=utf-8" || resp.Header.Get("Link") != "" {
+		if resp.StatusCode != 200 || body != hintsPHPPage || resp.Header.Get("Content-Type") != "text/html; charset=utf-8" || resp.Header.Get("Link") != "" {
 			t.Fatalf("%s: %d %v %q", resp.Proto, resp.StatusCode, resp.Header, body)
 		}
 	}
@@ -53,7 +59,7 @@ func TestEarlyHintsPHPFPM(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if s := string(out); !strings.Contains(s, "< HTTP/1.1 103 Early Hints") || !strings.Contains(s, "< Link: </s.css>; rel=preload; as=style") || !strings.HasSuffix(s, "<page>") {
+	if s := string(out); !strings.Contains(s, "< HTTP/1.1 103 Early Hints") || !strings.Contains(s, "< Link: </s.css>; rel=preload; as=style") || !strings.HasSuffix(s, hintsPHPPage) {
 		t.Fatalf("curl -v:\n%s", s)
 	}
 }
