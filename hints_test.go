@@ -283,3 +283,59 @@ func TestEarlyHintsSeveral(t *testing.T) {
 		t.Fatalf("%d %v %q", resp.StatusCode, resp.Header, body)
 	}
 }
+
+// With LearnEarlyHints the Gateway sends the preload and preconnect links
+// of a route's last page as a 103 on the next HTTP/2 navigation to it, before
+// the application answers; not to HTTP/1.1 clients, nor for requests that are
+// not navigations, nor for links of other rels; and a page without them
+// stops the hints.
+func TestEarlyHintsLearned(t *testing.T) {
+	checkLeaks(t)
+	var mu sync.Mutex
+	links := []string{hintLink + `, <https://cdn.example>; rel="preconnect"`, "</next>; rel=next"}
+	_, h1, h2, _ := hintsGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		for _, l := range links {
+			w.Header().Add("Link", l)
+		}
+		mu.Unlock()
+		io.WriteString(w, "<page>")
+	}))
+	g := h1.Config.Handler.(*fcgi.Gateway)
+	g.LearnEarlyHints = true
+	nav := []string{"Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document"}
+	want := hintLink + ", <https://cdn.example>; rel=\"preconnect\""
+
+	seen, _, _ := traceGet(t, h2.Client(), h2.URL+"/a", nav...)
+	seen.check(t) // nothing learned yet
+	seen, resp, body := traceGet(t, h2.Client(), h2.URL+"/a", nav...)
+	if len(seen.codes) != 1 || seen.codes[0] != 103 || seen.links[0] != want || body != "<page>" || resp.ProtoMajor != 2 {
+		t.Fatalf("second navigation: 1xx %v %q, %s %q", seen.codes, seen.links, resp.Proto, body)
+	}
+	seen, _, _ = traceGet(t, h2.Client(), h2.URL+"/a", "Sec-Fetch-Dest", "document")
+	if len(seen.codes) != 1 {
+		t.Fatalf("Sec-Fetch-Dest: document: 1xx %v", seen.codes)
+	}
+	for name, tc := range map[string]struct {
+		c   *http.Client
+		url string
+		hdr []string
+	}{
+		"not a navigation": {h2.Client(), h2.URL + "/a", []string{"Sec-Fetch-Mode", "cors", "Sec-Fetch-Dest", "empty"}},
+		"no Sec-Fetch":     {h2.Client(), h2.URL + "/a", nil},
+		"another route":    {h2.Client(), h2.URL + "/b", nav},
+		"HTTP/1.1":         {h1.Client(), h1.URL + "/a", nav},
+	} {
+		seen, _, _ := traceGet(t, tc.c, tc.url, tc.hdr...)
+		if len(seen.codes) != 0 {
+			t.Errorf("%s: 1xx %v %q", name, seen.codes, seen.links)
+		}
+	}
+
+	mu.Lock()
+	links = []string{"</next>; rel=next"}
+	mu.Unlock()
+	traceGet(t, h2.Client(), h2.URL+"/a", nav...) // hinted, and forgets
+	seen, _, _ = traceGet(t, h2.Client(), h2.URL+"/a", nav...)
+	seen.check(t)
+}
