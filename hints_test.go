@@ -241,7 +241,7 @@ func TestEarlyHintsBounded(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err %v, want %v", err, tc.want)
 			}
-			if seen.codes != nil && len(seen.codes) > 16 {
+			if len(seen.codes) > 16 {
 				t.Fatalf("%d interim responses delivered", len(seen.codes))
 			}
 
