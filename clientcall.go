@@ -29,23 +29,25 @@ type call struct {
 	stderr io.Writer
 
 	// Owned by the goroutine reading the response.
-	gotRecord    bool         // a record for this request arrived
-	sent         time.Time    // when the request began to be written (reused, not multiplexed)
-	unsent       bool         // writing the request failed before any byte of it left
-	gotStdout    bool         // a STDOUT or END_REQUEST record arrived
-	fresh        atomic.Int32 // freshPending, freshCounted (in stallWatch.waiting) or freshDone
-	freshTimer   *time.Timer  // counts the call as stalled after stallWatch.after
-	hdrDL        time.Time    // when ResponseHeaderTimeout expires; zero until known
-	rdl          time.Time    // the read deadline set on the socket, zero for none
-	hs           cgihdr.Scanner
-	header       http.Header // where the response header goes, nil for a new one
-	interims     int         // interim (1xx) blocks read
-	interimBytes int         // their length, counted against the header limit
-	pending      []byte      // STDOUT not yet returned by Read
-	ended        bool        // END_REQUEST arrived
-	end          wire.EndRequest
-	err          error // returned by Read once pending is empty
-	finished     bool
+	gotRecord  bool         // a record for this request arrived
+	sent       time.Time    // when the request began to be written (reused, not multiplexed)
+	unsent     bool         // writing the request failed before any byte of it left
+	gotStdout  bool         // a STDOUT or END_REQUEST record arrived
+	fresh      atomic.Int32 // freshPending, freshCounted (in stallWatch.waiting) or freshDone
+	freshTimer *time.Timer  // counts the call as stalled after stallWatch.after
+	hdrDL      time.Time    // when ResponseHeaderTimeout expires; zero until known
+	rdl        time.Time    // the read deadline set on the socket, zero for none
+	hs         cgihdr.Scanner
+	header     http.Header // where the response header goes, nil for a new one
+	pending    []byte      // STDOUT not yet returned by Read
+	ended      bool        // END_REQUEST arrived
+	end        wire.EndRequest
+	err        error // returned by Read once pending is empty
+	finished   bool
+
+	// Interim (1xx) header blocks read, and their bytes, which count
+	// against the header limit; owned by the reader too.
+	interims, interimBytes int
 
 	// The body writer goroutine: wdone is closed when it returns, after
 	// setting werr, or bodySent (when the last record went out) if it sent
