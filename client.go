@@ -331,6 +331,13 @@ func (e *dialError) Is(target error) bool { return target == ErrDial }
 // by closing the connection. Do then returns, and Body.Read then fails with,
 // ctx.Err().
 //
+// Interim header blocks the application sends before its final header, such
+// as 103 Early Hints (see docs/early-hints.md), are not the response: as
+// net/http's Transport does with 1xx responses, Do passes each to the
+// Got1xxResponse hook of the [net/http/httptrace.ClientTrace] in ctx, if any, whose
+// error ends the request, and reads on. An application may send at most 16,
+// whose bytes count against MaxResponseHeaderBytes with the final header's.
+//
 // A non-nil error is a [*TimeoutError], a [*ProtocolStatusError], ctx's
 // error, or an error wrapping one of the package's sentinels
 // ([ErrBackendClosed], [ErrMalformedResponse], ...) or the network error. A

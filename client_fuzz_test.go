@@ -46,6 +46,9 @@ func FuzzClientResponse(f *testing.F) {
 	f.Add(cat(rec(wire.TypeGetValuesResult, 0, ""), rec(wire.TypeStdout, 1, "\r\n"), end(1, 0), rec(wire.TypeStdout, 1, "extra")))
 	f.Add(rec(wire.TypeStdout, 1, strings.Repeat("x", 1000))[:20]) // cut inside a record
 	f.Add(cat(rec(wire.TypeStdout, 1, "\r\nbody"), rec(wire.TypeEndRequest, 1, "short")))
+	// Interim blocks (103 Early Hints), one split across records.
+	f.Add(cat(rec(wire.TypeStdout, 1, "Status: 103\r\nLink: </a>\r"), rec(wire.TypeStdout, 1, "\n\r\nStatus: 103\nLink: </b>\n\nX: y\n\nbody"), rec(wire.TypeStdout, 1, ""), end(1, 0)))
+	f.Add(cat(rec(wire.TypeStdout, 1, strings.Repeat("Status: 103\n\n", 20)+"\r\n"), end(1, 0)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c := &fcgi.Client{
 			Addr:                  "fuzz:1",

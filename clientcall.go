@@ -45,6 +45,10 @@ type call struct {
 	err        error // returned by Read once pending is empty
 	finished   bool
 
+	// Interim (1xx) header blocks read, and their bytes, which count
+	// against the header limit; owned by the reader too.
+	interims, interimBytes int
+
 	// The body writer goroutine: wdone is closed when it returns, after
 	// setting werr, or bodySent (when the last record went out) if it sent
 	// everything.
@@ -222,7 +226,18 @@ func (cl *call) readHeader() (int, http.Header, error) {
 			// STDOUT ended; only END_REQUEST may follow.
 			continue
 		}
-		hdr, rest, done, err := cl.hs.Feed(content, limit)
+		hdr, rest, done, err := cl.hs.Feed(content, limit-cl.interimBytes)
+		for done && err == nil {
+			if !cgihdr.IsInterim(hdr) {
+				break
+			}
+			// An interim block (103 Early Hints): delivered, then the next
+			// block is looked for in what followed it.
+			if err := cl.interim(hdr); err != nil {
+				return 0, nil, err
+			}
+			hdr, rest, done, err = cl.hs.Next(rest, limit-cl.interimBytes)
+		}
 		if err != nil {
 			return 0, nil, headerError(err)
 		}

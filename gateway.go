@@ -175,9 +175,21 @@ type Gateway struct {
 	// means slog.Default().
 	ErrorLog *slog.Logger
 
+	// LearnEarlyHints makes the Gateway remember the Link fields with
+	// rel=preload or rel=preconnect of each route's last 2xx answer to a
+	// navigation, and send them as a 103 Early Hints response on the next
+	// navigation to that route, while the application works. It sends them
+	// only to HTTP/2 (and later) clients, and only for navigations
+	// (Sec-Fetch-Mode: navigate or Sec-Fetch-Dest: document), as nginx's
+	// notes on early hints advise: HTTP/1.1 clients and proxies mishandle
+	// interim responses more often, and only a page has subresources worth
+	// hinting. See docs/early-hints.md for the bounds.
+	LearnEarlyHints bool
+
 	local   atomic.Pointer[hostPort] // the last local address, formatted
 	bodyMem atomic.Int64             // bytes of request bodies held in memory
 	stats   gatewayStats
+	hints   learnedHints
 }
 
 func (g *Gateway) logger() *slog.Logger {
@@ -304,7 +316,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 	if direct {
 		req.header = h
 	}
-	resp, err := g.Client.Do(r.Context(), req)
+	g.sendLearnedHints(w, r)
+	resp, err := g.Client.Do(g.hintsContext(w, r), req)
 	if err != nil {
 		g.fail(w, r, err)
 		return
@@ -323,6 +336,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 		copyHeader(h, resp.Header)
 	}
 	noBuffering := accelNoBuffering(h)
+	g.learnHints(r, resp.StatusCode, h)
 	w.WriteHeader(resp.StatusCode)
 	g.copyBody(w, r, resp, noBuffering)
 }

@@ -392,7 +392,8 @@ type writeTracker struct {
 }
 
 func (t *writeTracker) WriteHeader(code int) {
-	t.wrote = true
+	// An interim 103 is not the answer: a 408 may still follow it.
+	t.wrote = t.wrote || code >= 200 || code == http.StatusSwitchingProtocols
 	t.ResponseWriter.WriteHeader(code)
 }
 

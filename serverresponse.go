@@ -56,8 +56,12 @@ func (req *request) newResponse(hr *http.Request) *response {
 // Header implements http.ResponseWriter.
 func (w *response) Header() http.Header { return w.header }
 
-// WriteHeader implements http.ResponseWriter. Informational statuses (1xx)
-// cannot be expressed in a CGI response and are ignored.
+// WriteHeader implements http.ResponseWriter. As with net/http, an
+// informational status other than 101 (such as 103 Early Hints) is sent at
+// once, with the fields of Header set so far, and the handler goes on to
+// write its final status; Header keeps those fields for the final response.
+// It goes out as an interim CGI header block (see docs/early-hints.md),
+// which only a web server that follows that convention understands.
 func (w *response) WriteHeader(code int) {
 	if w.wroteHeader || w.done {
 		return
@@ -65,8 +69,12 @@ func (w *response) WriteHeader(code int) {
 	if code < 100 || code > 999 {
 		panic("fcgi: invalid WriteHeader code " + strconv.Itoa(code))
 	}
-	if code < 200 {
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		w.writeInterim(code)
 		return
+	}
+	if code < 200 {
+		return // 101: a CGI response cannot switch protocols
 	}
 	w.wroteHeader = true
 	w.status = code

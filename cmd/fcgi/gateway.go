@@ -162,6 +162,7 @@ could not be opened.
 		headerTimeout := fs.Duration("header-timeout", 10*time.Second, "most time for a client to send a request's header (0: no limit)")
 		idleTimeout := fs.Duration("idle-timeout", 75*time.Second, "close a keep-alive connection idle this long (0: never)")
 		sendTimeout := fs.Duration("send-timeout", defaults.GatewaySendTimeout, "most time a write of a response may wait for the client (0: no limit)")
+		fs.BoolVar(&g.LearnEarlyHints, "learn-early-hints", false, "send the preload/preconnect Link fields of a page's last answer as a 103 Early Hints on the next HTTP/2 navigation to it (needs --tls-cert)")
 		filter := fs.Bool("filter", false, "send each file under --root to the application in the Filter role")
 		tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate `file` (PEM, with --tls-key)")
 		tlsKey := fs.String("tls-key", "", "the private key `file` of --tls-cert (PEM)")

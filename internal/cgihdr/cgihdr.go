@@ -104,11 +104,70 @@ func (s *Scanner) Feed(p []byte, limit int) (header, rest []byte, done bool, err
 	return s.buf[:end], s.buf[end:], true, nil
 }
 
+// Next readies the scanner for another header that starts with rest, the
+// bytes that followed the header Feed returned (an interim block is followed
+// by the next block). It returns the result of feeding rest.
+func (s *Scanner) Next(rest []byte, limit int) (header, rest2 []byte, done bool, err error) {
+	// rest may alias buf: the copy to its start moves it safely.
+	s.buf = append(s.buf[:0], rest...)
+	s.next = 0
+	if len(s.buf) == 0 {
+		return nil, nil, false, nil
+	}
+	end, next := End(s.buf, 0)
+	s.next = next
+	if end < 0 {
+		if len(s.buf) > limit {
+			return nil, nil, false, ErrTooLarge
+		}
+		return nil, nil, false, nil
+	}
+	if end > limit {
+		return nil, nil, false, ErrTooLarge
+	}
+	return s.buf[:end], s.buf[end:], true, nil
+}
+
 // Parse parses a complete CGI header, as found by End or a Scanner, into
 // an HTTP status and header. The Status field is removed from the header.
 // The header is h when h is not nil (it must be empty; it is left empty on
 // error), a new one otherwise.
 func Parse(block []byte, h http.Header) (status int, _ http.Header, err error) {
+	return parse(block, h, false)
+}
+
+// ParseAny is Parse that also accepts an interim response: a block whose
+// Status is a 1xx code other than 101, such as the 103 Early Hints block an
+// application sends before its final header (see docs/early-hints.md in the
+// module). Such a block's status is returned with its fields, and its
+// Content-Length is not checked: the caller passes it on as an interim
+// response, or drops it, and reads the next block. 101 Switching Protocols
+// stays malformed: a CGI response cannot switch protocols.
+func ParseAny(block []byte, h http.Header) (status int, _ http.Header, err error) {
+	return parse(block, h, true)
+}
+
+// IsInterim reports whether block, a complete header, is an interim
+// response: its first Status field is a 1xx code other than 101. The caller
+// parses it with ParseAny.
+func IsInterim(block []byte) bool {
+	for len(block) > 0 {
+		i := bytes.IndexByte(block, '\n')
+		if i < 0 {
+			return false
+		}
+		line := block[:i]
+		block = block[i+1:]
+		if len(line) < 7 || !strings.EqualFold(string(line[:7]), "status:") {
+			continue
+		}
+		code, ok := parseStatus(strings.Trim(string(line[7:]), " \t\r"))
+		return ok && code < 200 && code != http.StatusSwitchingProtocols
+	}
+	return false
+}
+
+func parse(block []byte, h http.Header, interim bool) (status int, _ http.Header, err error) {
 	// One string for the whole block: names and values are substrings of
 	// it, so the header costs one allocation plus the map.
 	s := string(block)
@@ -159,6 +218,10 @@ func Parse(block []byte, h http.Header) (status int, _ http.Header, err error) {
 			if !ok {
 				return 0, nil, malformed("Status %q", clip(value))
 			}
+			if code < 200 && interim && code != http.StatusSwitchingProtocols {
+				status = code
+				continue
+			}
 			if code < 200 {
 				// CGI has no interim responses: passed on, a 1xx
 				// leaves the HTTP client waiting for the final one.
@@ -173,6 +236,9 @@ func Parse(block []byte, h http.Header) (status int, _ http.Header, err error) {
 			vals = append(vals, value)
 			h[name] = vals[len(vals)-1 : len(vals) : len(vals)]
 		}
+	}
+	if status >= 100 && status < 200 {
+		return status, h, nil
 	}
 	if cl, ok := h["Content-Length"]; ok {
 		n, ok := contentLength(cl)

@@ -41,7 +41,8 @@ func TestParse(t *testing.T) {
 		// no upgrade would wait forever after a 101.
 		{"Status: 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", 0, nil, errMalformed},
 		{"Status: 100\n\n", 0, nil, errMalformed},
-		{"Status: 103 Early Hints\nLink: </a.css>\n\n", 0, nil, errMalformed},
+		{"Status: 103 Early Hints\nLink: </a.css>\n\n", 0, nil, errMalformed}, // ParseAny's
+
 		{"Status: 199\n\n", 0, nil, errMalformed},
 		{"Status: 200\n\n", 200, http.Header{}, nil},
 		// Content-Length: one value, or identical ones collapsed; anything
@@ -77,6 +78,72 @@ func TestParse(t *testing.T) {
 
 // A header straddling records, with LF-only and CRLF line ends, is found
 // wherever the records are cut.
+// ParseAny returns an interim block's status and fields, which Parse
+// refuses; it refuses 101 as Parse does, and reads a final block as Parse
+// does.
+func TestParseAny(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		interim bool
+		status  int
+		link    string
+		err     bool
+	}{
+		{"Status: 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n", true, 103, "</s.css>; rel=preload", false},
+		{"Link: </s.css>\nstatus:  103\n\n", true, 103, "</s.css>", false},
+		{"Status: 100\nContent-Length: x\n\n", true, 100, "", false},
+		{"Status: 199\n\n", true, 199, "", false},
+		{"Status: 101 Switching Protocols\n\n", false, 0, "", true},
+		{"Status: 200\nLink: </a>\n\n", false, 200, "</a>", false},
+		{"Link: </a>\n\n", false, 200, "</a>", false},
+		{"Status: 103\nStatus: 200\n\n", true, 103, "", false},
+		{"Status: 10\n\n", false, 0, "", true},
+	} {
+		if got := IsInterim([]byte(tc.in)); got != tc.interim {
+			t.Errorf("IsInterim(%q) = %v", tc.in, got)
+		}
+		status, h, err := ParseAny([]byte(tc.in), nil)
+		if (err != nil) != tc.err || status != tc.status || (err == nil && h.Get("Link") != tc.link) {
+			t.Errorf("ParseAny(%q) = %d %v %v", tc.in, status, h, err)
+		}
+		if _, _, err := Parse([]byte(tc.in), nil); tc.interim && err == nil {
+			t.Errorf("Parse(%q) accepted an interim block", tc.in)
+		}
+	}
+}
+
+// Next goes on from the bytes after an interim block, including when they
+// alias the scanner's buffer, and counts its limit from there.
+func TestScannerNext(t *testing.T) {
+	in := "Status: 103\r\nLink: </a>\r\n\r\nStatus: 103\nLink: </b>\n\nX: y\n\nbody"
+	for cut := 0; cut <= len(in); cut++ {
+		var s Scanner
+		var blocks []string
+		var rest []byte
+		h, r, done, err := s.Feed([]byte(in[:cut]), 1000)
+		if !done && err == nil {
+			h, r, done, err = s.Feed([]byte(in[cut:]), 1000)
+		} else if done {
+			r = append(append([]byte(nil), r...), in[cut:]...)
+		}
+		for done && err == nil {
+			blocks = append(blocks, string(h))
+			rest = r
+			if !IsInterim(h) {
+				break
+			}
+			h, r, done, err = s.Next(r, 1000)
+		}
+		if err != nil || len(blocks) != 3 || blocks[1] != "Status: 103\nLink: </b>\n\n" || blocks[2] != "X: y\n\n" || string(rest) != "body" {
+			t.Fatalf("cut %d: %q %q %v", cut, blocks, rest, err)
+		}
+	}
+	var s Scanner
+	if _, _, _, err := s.Next([]byte("Status: 103\nLink: "+string(make([]byte, 50))), 40); err != ErrTooLarge {
+		t.Fatalf("over the limit: %v", err)
+	}
+}
+
 func TestScannerSplits(t *testing.T) {
 	in := "Status: 404\nContent-Type: text/plain\r\nX: y\n\r\nbody\n\nmore"
 	for cut1 := 0; cut1 <= len(in); cut1++ {
@@ -134,6 +201,10 @@ func FuzzCGIResponse(f *testing.F) {
 		"Status: 101\r\n\r\n",
 		"Content-Length: 4\r\ncontent-length: 4, 04\r\n\r\nbody",
 		"Content-Length: 4\r\nContent-Length: 7\r\n\r\nbody",
+		"Status: 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nStatus: 200 OK\r\n\r\nbody",
+		"Status: 103\nLink: </a>\n\nStatus: 103\nLink: </b>\n\nX: y\n\nbody",
+		"Status: 100\r\nContent-Length: x\r\n\r\nStatus: 204\r\n\r\n",
+		"X: y\r\nstatus:102\r\n\r\n",
 	} {
 		f.Add([]byte(s), uint16(3), uint16(9))
 	}
@@ -168,6 +239,21 @@ func FuzzCGIResponse(f *testing.F) {
 		}
 		if !wdone || werr != nil {
 			return
+		}
+		// An interim block, and the block after it, as the Client reads them.
+		astatus, ah, aerr := ParseAny(wh, nil)
+		if IsInterim(wh) {
+			if aerr == nil && (astatus < 100 || astatus > 199 || astatus == 101) {
+				t.Fatalf("interim block parsed as %d", astatus)
+			}
+			var fresh Scanner
+			fh, frest, fdone, ferr := fresh.Feed(append([]byte(nil), wrest...), limit)
+			nh, nrest, ndone, nerr := whole.Next(wrest, limit)
+			if (ferr == nil) != (nerr == nil) || fdone != ndone || string(fh) != string(nh) || string(frest) != string(nrest) {
+				t.Fatalf("Next %q %q %v %v, fresh Feed %q %q %v %v", nh, nrest, ndone, nerr, fh, frest, fdone, ferr)
+			}
+		} else if astatus2, h2, err2 := Parse(wh, nil); (aerr == nil) != (err2 == nil) || astatus != astatus2 || (aerr == nil && !reflect.DeepEqual(ah, h2)) {
+			t.Fatalf("ParseAny %d %v %v, Parse %d %v %v", astatus, ah, aerr, astatus2, h2, err2)
 		}
 		status, h, err := Parse(wh, nil)
 		// Into a given map (the gateway's ResponseWriter's): the same
