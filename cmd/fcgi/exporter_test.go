@@ -366,3 +366,52 @@ func TestExporterKeptConnection(t *testing.T) {
 		}
 	}
 }
+
+// listedActive counts the workers of an exposition's phpfpm_process_state
+// that are running or reading a request, as --fix-process-count does.
+func listedActive(samples []sample, pool string) float64 {
+	n := 0.0
+	for _, s := range find(samples, "phpfpm_process_state", map[string]string{"pool": pool}) {
+		if s.labels["state"] == "Running" || s.labels["state"] == "Reading headers" {
+			n += s.value
+		}
+	}
+	return n
+}
+
+// TestExporterFixProcessCount: PHP-FPM's active and idle totals are what
+// its master counted at its last once-a-second round, while its list of
+// workers is current. Right after a request starts, the plain exporter
+// reports the stale totals (and logs that they disagree with the list);
+// with --fix-process-count the figures come from the list: the sleeper
+// and the scrape's own request.
+func TestExporterFixProcessCount(t *testing.T) {
+	fpm := peer.StartPHPFPM(t, peer.PHPFPMConfig{MaxChildren: 6})
+	fpm.WriteFile("nap.php", "<?php sleep(1);")
+	fixed, _ := startExporter(t, "--backend", fpm.Addr(), "--idle-timeout", "0", "--fix-process-count")
+	plain, plainOut := startExporter(t, "--backend", fpm.Addr(), "--idle-timeout", "0")
+	for attempt := 1; ; attempt++ {
+		// At most three naps run at once, which leaves a worker for each
+		// exporter.
+		time.Sleep(400 * time.Millisecond)
+		sleeper(t, fpm.Addr(), fpm.Root(), "/nap.php")
+		time.Sleep(50 * time.Millisecond) // it has reached a worker
+		fb, _ := scrape(t, fixed)
+		pb, _ := scrape(t, plain)
+		f, p := parseExposition(t, fb), parseExposition(t, pb)
+		www := map[string]string{"pool": "www"}
+		a, i, tot := one(t, f, "phpfpm_active_processes", www), one(t, f, "phpfpm_idle_processes", www), one(t, f, "phpfpm_total_processes", www)
+		if a != listedActive(f, "www") || a < 2 || a+i != 6 || tot != 6 {
+			t.Fatalf("--fix-process-count: active %v idle %v total %v, listed active %v; want the list's count, the nap and the scrape among them, and 6 in all\n%s", a, i, tot, listedActive(f, "www"), fb)
+		}
+		if one(t, p, "phpfpm_active_processes", www) != listedActive(p, "www") {
+			if !strings.Contains(plainOut.String(), "--fix-process-count counts them from the list") {
+				t.Errorf("the totals disagree with the list and nothing is logged:\n%s", plainOut.String())
+			}
+			return
+		}
+		if attempt == 25 {
+			t.Fatalf("in 25 tries, PHP-FPM's totals never lagged behind its list:\n%s", pb)
+		}
+	}
+}
