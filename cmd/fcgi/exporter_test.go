@@ -251,6 +251,11 @@ func TestExporterSaturatedPool(t *testing.T) {
 	if v := one(t, samples, "phpfpm_idle_processes", status); v != 0 {
 		t.Errorf("pm.status_listen: phpfpm_idle_processes %v, want 0", v)
 	}
+	// The exporter keeps its connection to the status listener, whose
+	// workers are not used up by it: another reader gets an answer.
+	if res := runFcgi(t, nil, "status", "--timeout", "2s", fpm.StatusAddr("busy")); res.code != 0 {
+		t.Errorf("fcgi status on the status listener the exporter keeps a connection to: exit %d", res.code)
+	}
 	checkExposition(t, body)
 }
 
