@@ -81,7 +81,7 @@ Examples:
 				}
 			}()
 			if *opcache {
-				x.script = &opcacheScript{dir: *opcacheDir}
+				x.script = &opcacheScript{dir: *opcacheDir, name: "fcgi-exporter-opcache"}
 			}
 			l, err := net.Listen("tcp", *listen)
 			if err != nil {

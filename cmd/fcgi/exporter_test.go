@@ -420,3 +420,18 @@ func TestExporterFixProcessCount(t *testing.T) {
 		}
 	}
 }
+
+// TestExporterUsage: a bad command line is exit 2 before anything
+// listens.
+func TestExporterUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"exporter"},
+		{"exporter", "--backend", "localhost"},
+		{"exporter", "--backend", "http://127.0.0.1:9000"},
+		{"exporter", "--backend", "127.0.0.1:9000", "127.0.0.1:9001"},
+	} {
+		if res := runFcgi(t, nil, args...); res.code != exitUsage {
+			t.Errorf("fcgi %s: exit %d, want 2", strings.Join(args, " "), res.code)
+		}
+	}
+}

@@ -66,7 +66,7 @@ Exit status: 0 done, 1 OPcache absent, disabled or restricted
 			}
 			c := newClient(e, *backend, *timeout)
 			defer c.Close()
-			s := &opcacheScript{dir: *dir}
+			s := &opcacheScript{dir: *dir, name: "fcgi-opcache"}
 			if err := s.acquire(); err != nil {
 				return err
 			}
@@ -124,6 +124,10 @@ echo json_encode($out);
 // keeps one entry for it rather than one per run.
 type opcacheScript struct {
 	dir string
+	// name begins the file's name: the exporter's and fcgi opcache's
+	// differ, so that one's removal cannot pull the file from under the
+	// other's run in the same directory.
+	name string
 
 	mu    sync.Mutex
 	users int
@@ -139,7 +143,7 @@ func (s *opcacheScript) acquire() error {
 		return nil
 	}
 	sum := sha256.Sum256([]byte(opcacheScriptText))
-	path := filepath.Join(s.dir, "fcgi-opcache-"+hex.EncodeToString(sum[:4])+".php")
+	path := filepath.Join(s.dir, s.name+"-"+hex.EncodeToString(sum[:4])+".php")
 	f, err := os.CreateTemp(s.dir, ".fcgi-opcache-*")
 	if err != nil {
 		return err
