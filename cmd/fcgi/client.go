@@ -20,6 +20,12 @@ import (
 // The client's own log lines (a backend set aside, say) repeat what the
 // returned errors say, so they are shown only at --log-level debug.
 //
+// A run sends one request, so the client keeps no connection: KEEP_CONN
+// is off and the application closes the connection after its response.
+// With KEEP_CONN set, a PHP-FPM worker would go on to wait for a second
+// request on the connection until the close, which its status page
+// counts as one more accepted request and an active worker.
+//
 // A malformed addr makes the client's first dial fail with parseAddr's
 // error, which clientError reports as a usage error.
 func newClient(e *env, addr string, timeout time.Duration) *fcgi.Client {
@@ -28,12 +34,13 @@ func newClient(e *env, addr string, timeout time.Duration) *fcgi.Client {
 		log = e.log
 	}
 	c := &fcgi.Client{
-		Addr:                  fcgiAddr(addr),
-		DialTimeout:           timeout,
-		WriteTimeout:          timeout,
-		ResponseHeaderTimeout: timeout,
-		ReadTimeout:           timeout,
-		ErrorLog:              log,
+		Addr:                   fcgiAddr(addr),
+		DialTimeout:            timeout,
+		WriteTimeout:           timeout,
+		ResponseHeaderTimeout:  timeout,
+		ReadTimeout:            timeout,
+		MaxIdleConnsPerBackend: -1,
+		ErrorLog:               log,
 	}
 	if _, _, err := parseAddr(addr); err != nil {
 		c.Dial = func(context.Context, string, string) (net.Conn, error) { return nil, err }
@@ -147,21 +154,41 @@ type reply struct {
 }
 
 // get sends a GET for target (a path with an optional query) through c
-// and reads the whole response.
+// and reads the whole response. Its errors carry the exit statuses of
+// clientError.
 func get(ctx context.Context, c *fcgi.Client, target string) (*reply, error) {
-	rp := requestParams{target: target, body: -1}
+	r, err := fetch(ctx, c, &requestParams{target: target, body: -1})
+	var ce *fetchError
+	if errors.As(err, &ce) {
+		return nil, clientError(ce.err)
+	}
+	return r, err
+}
+
+// A fetchError is an error of the fcgi.Client itself, as opposed to a
+// request that could not be built.
+type fetchError struct{ err error }
+
+func (e *fetchError) Error() string { return e.err.Error() }
+func (e *fetchError) Unwrap() error { return e.err }
+
+// fetch sends the request rp through c and reads the whole response. The
+// client's errors are returned as a *fetchError around the error
+// fcgi.Client returned, for the caller to judge: get gives them exit
+// statuses, the exporter reasons for phpfpm_up 0.
+func fetch(ctx context.Context, c *fcgi.Client, rp *requestParams) (*reply, error) {
 	kv, err := rp.pairs()
 	if err != nil {
 		return nil, err
 	}
 	resp, err := c.Do(ctx, &fcgi.Request{Params: paramMap(kv)})
 	if err != nil {
-		return nil, clientError(err)
+		return nil, &fetchError{err}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, clientError(err)
+		return nil, &fetchError{err}
 	}
 	return &reply{status: resp.StatusCode, header: resp.Header, body: body}, nil
 }

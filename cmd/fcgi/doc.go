@@ -15,6 +15,8 @@
 //	call     send one request to an application and print the response (cgi-fcgi)
 //	ping     health-check PHP-FPM (ping.path) for Docker and Kubernetes
 //	status   read PHP-FPM's pool status (pm.status_path), with health thresholds
+//	exporter Prometheus exporter for PHP-FPM pools (replaces php-fpm_exporter)
+//	opcache  read or reset a PHP-FPM pool's OPcache (for deploy hooks)
 //	gateway  serve HTTP from FastCGI applications; with no backend, a built-in demo
 //	values   ask an application for its limits (FCGI_GET_VALUES)
 //	lint     check a live application against the FastCGI spec and what web servers need
@@ -37,7 +39,7 @@
 // # Library
 //
 // The commands are built on the package github.com/fcgikit/fcgi: call,
-// ping and status send their requests with its Client, gateway is its
+// ping, status, exporter and opcache send their requests with its Client, gateway is its
 // Gateway with a pooled Client, and wrap and the gateway's demo
 // application are its Server. values, lint, bench and call --raw speak
 // FastCGI record by record instead, since what they check or print is
@@ -65,7 +67,7 @@
 //	4    the application answered but broke the FastCGI protocol or refused the
 //	     request (END_REQUEST with OVERLOADED, CANT_MPX_CONN, UNKNOWN_ROLE),
 //	     or it is an HTTP server, not a FastCGI application
-//	5    call, ping and status: connected but no answer in time - the
+//	5    call, ping, status and opcache: connected but no answer in time - the
 //	     application is busy (every worker taken) or stuck, not dead;
 //	     bench: every request timed out
 //	130  bench interrupted by Ctrl-C (143 by SIGTERM), after its partial report

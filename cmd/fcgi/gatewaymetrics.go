@@ -95,26 +95,26 @@ func (m *gatewayMetrics) series(backend string) *backendSeries {
 	return s
 }
 
-func desc(name, help string, labels ...string) *prometheus.Desc {
+func gatewayDesc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(metricsPrefix+name, help, labels, nil)
 }
 
 var (
-	descGWRequests  = desc("gateway_requests_total", "HTTP requests the gateway served.")
-	descGWInFlight  = desc("gateway_in_flight_requests", "HTTP requests being served now.")
-	descGWStatic    = desc("gateway_static_files_total", "Requests answered with a file under --root.")
-	descGWRefused   = desc("gateway_refused_total", "Requests the gateway answered itself with an error, by reason: not_found, forbidden, bad_request, body_timeout, body_too_large, header_too_large, backend_error.", "reason")
-	descGWGone      = desc("gateway_clients_gone_total", "Requests whose client went away before its response was sent.")
-	descInFlight    = desc("backend_in_flight_requests", "Requests given to the backend and not yet ended, those waiting for a connection included.", "backend")
-	descOpen        = desc("backend_open_connections", "Connections to the backend open or being dialed.", "backend")
-	descIdle        = desc("backend_idle_connections", "Connections to the backend kept open for the next request.", "backend")
-	descWaiting     = desc("backend_queue_depth", "Requests waiting now for a backend connection (behind --max-conns).", "backend")
-	descSetAside    = desc("backend_set_aside", "1 while the backend is out of rotation after failing, else 0.", "backend")
-	descRequests    = desc("backend_requests_total", "Requests sent to the backend, retries included.", "backend")
-	descWaits       = desc("backend_queue_waits_total", "Requests that had to wait for a backend connection.", "backend")
-	descWaitSeconds = desc("backend_queue_wait_seconds_total", "Total time requests waited for a backend connection.", "backend")
-	descRetries     = desc("backend_retries_total", "Requests sent again after a failure that proves they did not run (a recycled worker, say).", "backend")
-	descErrors      = desc("backend_errors_total", "Failed backend requests by cause: overloaded (FCGI_OVERLOADED), dial, reset, timeout, protocol.", "backend", "cause")
+	descGWRequests  = gatewayDesc("gateway_requests_total", "HTTP requests the gateway served.")
+	descGWInFlight  = gatewayDesc("gateway_in_flight_requests", "HTTP requests being served now.")
+	descGWStatic    = gatewayDesc("gateway_static_files_total", "Requests answered with a file under --root.")
+	descGWRefused   = gatewayDesc("gateway_refused_total", "Requests the gateway answered itself with an error, by reason: not_found, forbidden, bad_request, body_timeout, body_too_large, header_too_large, backend_error.", "reason")
+	descGWGone      = gatewayDesc("gateway_clients_gone_total", "Requests whose client went away before its response was sent.")
+	descInFlight    = gatewayDesc("backend_in_flight_requests", "Requests given to the backend and not yet ended, those waiting for a connection included.", "backend")
+	descOpen        = gatewayDesc("backend_open_connections", "Connections to the backend open or being dialed.", "backend")
+	descIdle        = gatewayDesc("backend_idle_connections", "Connections to the backend kept open for the next request.", "backend")
+	descWaiting     = gatewayDesc("backend_queue_depth", "Requests waiting now for a backend connection (behind --max-conns).", "backend")
+	descSetAside    = gatewayDesc("backend_set_aside", "1 while the backend is out of rotation after failing, else 0.", "backend")
+	descRequests    = gatewayDesc("backend_requests_total", "Requests sent to the backend, retries included.", "backend")
+	descWaits       = gatewayDesc("backend_queue_waits_total", "Requests that had to wait for a backend connection.", "backend")
+	descWaitSeconds = gatewayDesc("backend_queue_wait_seconds_total", "Total time requests waited for a backend connection.", "backend")
+	descRetries     = gatewayDesc("backend_retries_total", "Requests sent again after a failure that proves they did not run (a recycled worker, say).", "backend")
+	descErrors      = gatewayDesc("backend_errors_total", "Failed backend requests by cause: overloaded (FCGI_OVERLOADED), dial, reset, timeout, protocol.", "backend", "cause")
 )
 
 // Describe sends the descriptions of the scraped metrics.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"io"
-	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -30,20 +29,6 @@ func startGatewayMetrics(t *testing.T, args ...string) (url, metrics string) {
 	}
 }
 
-func scrape(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
-	}
-	return string(b)
-}
-
 // TestGatewayMetricsPrometheus: a real Prometheus scrapes fcgi gateway
 // --metrics in front of PHP-FPM and finds the gateway's request counter
 // equal to the requests sent, the backend's counters and histograms
@@ -68,7 +53,7 @@ func TestGatewayMetricsPrometheus(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	exp := scrape(t, murl)
+	exp, _ := scrape(t, murl)
 	peer.CheckMetrics(t, []byte(exp))
 	backend := fpm.Addr()
 	for _, want := range []string{

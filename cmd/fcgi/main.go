@@ -68,6 +68,8 @@ var commands = []*command{
 	callCmd,
 	pingCmd,
 	statusCmd,
+	exporterCmd,
+	opcacheCmd,
 	gatewayCmd,
 	valuesCmd,
 	lintCmd,

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fcgikit/fcgi"
 )
 
 var statusCmd = &command{
@@ -58,20 +60,20 @@ Exit status: 0 healthy, 1 a threshold crossed or not a status page,
 			}
 			c := newClient(e, args[0], *timeout)
 			defer c.Close()
-			cr, err := get(ctx, c, *path+"?json")
-			if err != nil {
+			st, body, err := readStatus(ctx, c, *path, false)
+			var ce *fetchError
+			var ns *notStatusError
+			switch {
+			case errors.As(err, &ce):
+				return clientError(ce.err)
+			case errors.As(err, &ns):
+				return &exitError{code: exitFail, err: ns}
+			case err != nil:
 				return err
-			}
-			if cr.status != 200 {
-				return exitf(exitFail, "status page answered %d: %q", cr.status, truncate(cr.body, 80))
-			}
-			st, err := parseStatus(cr.body)
-			if err != nil {
-				return exitf(exitFail, "not a PHP-FPM status page (want JSON from %s?json): %v", *path, err)
 			}
 			switch *format {
 			case "json":
-				e.stdout.Write(cr.body)
+				e.stdout.Write(body)
 				fmt.Fprintln(e.stdout)
 			case "openmetrics":
 				st.writeMetrics(e.stdout, true)
@@ -93,6 +95,39 @@ Exit status: 0 healthy, 1 a threshold crossed or not a status page,
 			return nil
 		}
 	},
+}
+
+// A notStatusError is an answer that is not PHP-FPM's status page: an
+// HTTP error status, or a body that is not its JSON.
+type notStatusError struct {
+	status int    // the HTTP status; 200 for a body that is not the page
+	msg    string // what fcgi status prints
+}
+
+func (e *notStatusError) Error() string { return e.msg }
+
+// readStatus reads PHP-FPM's status page at path through c as JSON, with
+// the list of workers when full is true, and returns it parsed and as
+// PHP-FPM sent it. fcgi status and fcgi exporter read the page with it.
+// The client's errors are *fetchError, an answer that is not the page a
+// *notStatusError.
+func readStatus(ctx context.Context, c *fcgi.Client, path string, full bool) (poolStatus, []byte, error) {
+	query := "?json"
+	if full {
+		query += "&full"
+	}
+	cr, err := fetch(ctx, c, &requestParams{target: path + query, body: -1})
+	if err != nil {
+		return nil, nil, err
+	}
+	if cr.status != 200 {
+		return nil, nil, &notStatusError{cr.status, fmt.Sprintf("status page answered %d: %q", cr.status, truncate(cr.body, 80))}
+	}
+	st, err := parseStatus(cr.body)
+	if err != nil {
+		return nil, nil, &notStatusError{200, fmt.Sprintf("not a PHP-FPM status page (want JSON from %s?json): %v", path, err)}
+	}
+	return st, cr.body, nil
 }
 
 // A statusField is one field of PHP-FPM's status page, its value as

@@ -47,6 +47,28 @@ type PHPFPMConfig struct {
 	// Pool is raw text added at the end of the pool section, one
 	// directive per line (for example "php_admin_value[memory_limit] = 32M").
 	Pool string
+
+	// ExtraPools are more pools of the same master, each on its own unix
+	// socket, Dir/NAME.sock.
+	ExtraPools []PHPFPMPool
+}
+
+// PHPFPMPool is one of [PHPFPMConfig.ExtraPools]: a static pool with the
+// ping and status paths of the main one.
+type PHPFPMPool struct {
+	// Name is the pool's name, its section and the name of its socket.
+	Name string
+
+	// MaxChildren is pm.max_children. Default 2.
+	MaxChildren int
+
+	// StatusListen adds pm.status_listen on Dir/NAME-status.sock: a
+	// status listener with a worker of its own, outside the pool's
+	// queue.
+	StatusListen bool
+
+	// Pool is raw text added at the end of the pool's section.
+	Pool string
 }
 
 // PHPFPM is a running PHP-FPM master (as root, with -R) and its pool.
@@ -59,6 +81,18 @@ type PHPFPM struct {
 	addr string
 	sock string
 	root string
+}
+
+// PoolAddr returns the address of the extra pool name,
+// "unix:Dir/NAME.sock".
+func (f *PHPFPM) PoolAddr(name string) string {
+	return "unix:" + filepath.Join(f.dir, name+".sock")
+}
+
+// StatusAddr returns the address of the status listener of the extra
+// pool name (PHPFPMPool.StatusListen), "unix:Dir/NAME-status.sock".
+func (f *PHPFPM) StatusAddr(name string) string {
+	return "unix:" + filepath.Join(f.dir, name+"-status.sock")
 }
 
 // Addr returns the pool's address in the package's format:
@@ -152,6 +186,29 @@ php_admin_flag[log_errors] = on
 	}
 	b.WriteString(cfg.Pool)
 	b.WriteString("\n")
+	for _, p := range cfg.ExtraPools {
+		fmt.Fprintf(&b, `
+[%s]
+user = root
+group = root
+listen = %s
+listen.mode = 0666
+pm = static
+pm.max_children = %d
+ping.path = /ping
+ping.response = pong
+pm.status_path = /status
+catch_workers_output = yes
+decorate_workers_output = no
+php_admin_flag[log_errors] = on
+php_admin_value[error_log] = %s
+`, p.Name, filepath.Join(dir, p.Name+".sock"), cmp.Or(p.MaxChildren, 2), log)
+		if p.StatusListen {
+			fmt.Fprintf(&b, "pm.status_listen = %s\n", filepath.Join(dir, p.Name+"-status.sock"))
+		}
+		b.WriteString(p.Pool)
+		b.WriteString("\n")
+	}
 	conf := filepath.Join(dir, "php-fpm.conf")
 	writeFile(t, conf, b.String())
 
