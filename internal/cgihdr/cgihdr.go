@@ -90,6 +90,12 @@ func (s *Scanner) Feed(p []byte, limit int) (header, rest []byte, done bool, err
 		return nil, nil, false, nil
 	}
 	s.buf = append(s.buf, p...)
+	return s.scan(limit)
+}
+
+// scan looks for the end of the header in buf, from where the last scan
+// stopped.
+func (s *Scanner) scan(limit int) (header, rest []byte, done bool, err error) {
 	end, next := End(s.buf, s.next)
 	s.next = next
 	if end < 0 {
@@ -114,18 +120,7 @@ func (s *Scanner) Next(rest []byte, limit int) (header, rest2 []byte, done bool,
 	if len(s.buf) == 0 {
 		return nil, nil, false, nil
 	}
-	end, next := End(s.buf, 0)
-	s.next = next
-	if end < 0 {
-		if len(s.buf) > limit {
-			return nil, nil, false, ErrTooLarge
-		}
-		return nil, nil, false, nil
-	}
-	if end > limit {
-		return nil, nil, false, ErrTooLarge
-	}
-	return s.buf[:end], s.buf[end:], true, nil
+	return s.scan(limit)
 }
 
 // Parse parses a complete CGI header, as found by End or a Scanner, into
