@@ -50,7 +50,8 @@ import (
 //     doc.go's blocks are build-only: they are parts of programs.
 //
 // The fcgi command lines of the other blocks (sh, dockerfile, yaml) are
-// checked by TestDocCommands.
+// checked by TestDocCommands, and the caddyfile blocks of README.md by the
+// caddy module's TestReadmeCaddyfiles, which adapts each with Caddy.
 
 // snippetImports maps a package name used in a fragment to its import path.
 var snippetImports = map[string]string{
