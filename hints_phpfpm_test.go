@@ -29,9 +29,10 @@ func hintsPHP(t *testing.T) string {
 
 const hintsPHPPage = "<!doctype html><link rel=stylesheet href=/s.css>"
 
-// A PHP-FPM page sends a 103 block then its page: the Gateway passes the 103
-// on, with its Link alone, to net/http's client (seen through httptrace)
-// over HTTP/1.1 and HTTP/2, and to curl.
+// A PHP-FPM page sends a 103 block then its page when the web server
+// announces the convention: the Gateway passes the 103 on, with its Link
+// alone, to net/http's client (seen through httptrace) over HTTP/1.1 and
+// HTTP/2, and to curl; behind nginx the page sends none.
 func TestEarlyHintsPHPFPM(t *testing.T) {
 	checkLeaks(t)
 	fpm := startFPM(t, peer.PHPFPMConfig{MaxChildren: 2})
@@ -61,5 +62,14 @@ func TestEarlyHintsPHPFPM(t *testing.T) {
 	}
 	if s := string(out); !strings.Contains(s, "< HTTP/1.1 103 Early Hints") || !strings.Contains(s, "< Link: </s.css>; rel=preload; as=style") || !strings.HasSuffix(s, hintsPHPPage) {
 		t.Fatalf("curl -v:\n%s", s)
+	}
+
+	// nginx does not announce the convention: the same page sends no 103
+	// block, and arrives whole with its Content-Type.
+	ngx := nginxPHP(t, fpm)
+	seen, resp, body := traceGet(t, httpClient(t), ngx.URL()+"/hints.php")
+	seen.check(t)
+	if resp.StatusCode != 200 || body != hintsPHPPage || resp.Header.Get("Content-Type") != "text/html; charset=utf-8" {
+		t.Fatalf("nginx: %d %v %q", resp.StatusCode, resp.Header, body)
 	}
 }

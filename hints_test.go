@@ -79,12 +79,27 @@ func TestEarlyHintsServerClient(t *testing.T) {
 		}
 		c := newClient(addr)
 		defer c.Close()
-		var seen interims
-		resp, err := c.Do(seen.context(context.Background()), get("/"))
+
+		// A web server that does not announce the convention gets no
+		// interim block, traced or not: it would take it for the response.
+		var none interims
+		resp, err := c.Do(none.context(context.Background()), get("/"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		none.check(t)
+		if resp.StatusCode != 200 || string(body) != "<page>" || resp.Header.Get("Link") != hintLink {
+			t.Fatalf("without %s: %d %v %q", fcgi.EarlyHintsParam, resp.StatusCode, resp.Header, body)
+		}
+
+		var seen interims
+		resp, err = c.Do(seen.context(context.Background()), hintedGet("/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
 		resp.Body.Close()
 		seen.check(t, http.StatusEarlyHints)
 		if resp.StatusCode != 200 || string(body) != "<page>" || resp.Header.Get("Link") != hintLink {
@@ -107,11 +122,65 @@ func TestEarlyHintsServerClient(t *testing.T) {
 		}
 
 		// Without a trace the interim block is dropped.
-		resp, body2 := doString(t, c, get("/"))
+		resp, body2 := doString(t, c, hintedGet("/"))
 		if resp.StatusCode != 200 || body2 != "<page>" {
 			t.Fatalf("%d %q", resp.StatusCode, body2)
 		}
 	})
+}
+
+// hintedGet is a GET from a web server that announces the Early Hints
+// convention.
+func hintedGet(uri string) *fcgi.Request {
+	req := get(uri)
+	req.Params[fcgi.EarlyHintsParam] = "1"
+	return req
+}
+
+// Behind nginx, which does not follow the convention, a handler's 103 is
+// dropped and the page arrives whole, also when the client sends a header
+// that would name the announcement: headers arrive as HTTP_* parameters.
+func TestEarlyHintsBehindNginx(t *testing.T) {
+	checkLeaks(t)
+	addr := startServer(t, "tcp", nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v := fcgi.Params(r)[fcgi.EarlyHintsParam]; v != "" {
+			t.Errorf("%s = %q from nginx", fcgi.EarlyHintsParam, v)
+		}
+		hintedPage(w, r)
+	}))
+	n := peer.StartNginx(t, peer.NginxConfig{Dir: peer.TempDir(t), FastCGI: addr})
+	client := httpClient(t)
+	for _, hdr := range [][]string{nil, {"Fcgi-Early-Hints", "1"}, {"Fcgi_Early_Hints", "1"}} {
+		seen, resp, body := traceGet(t, client, n.URL()+"/page", hdr...)
+		seen.check(t)
+		if resp.StatusCode != 200 || body != "<page>" || resp.Header.Get("Link") != hintLink || resp.Header.Get("Content-Type") != "text/html" {
+			t.Fatalf("header %q: %d %v %q", hdr, resp.StatusCode, resp.Header, body)
+		}
+	}
+}
+
+// The Gateway announces the convention to HTTP/1.1 and later clients only.
+func TestEarlyHintsGatewayAnnounces(t *testing.T) {
+	checkLeaks(t)
+	_, h1, h2, _ := hintsGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, fcgi.Params(r)[fcgi.EarlyHintsParam])
+	}))
+	for _, s := range []*httptest.Server{h1, h2} {
+		if _, resp, body := traceGet(t, s.Client(), s.URL+"/"); body != "1" {
+			t.Fatalf("%s: %s = %q, want 1", resp.Proto, fcgi.EarlyHintsParam, body)
+		}
+	}
+	nc, err := net.Dial("tcp", h1.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(nc, "GET / HTTP/1.0\r\nHost: x\r\nFcgi-Early-Hints: 1\r\n\r\n")
+	raw, _ := io.ReadAll(nc)
+	if !strings.HasPrefix(string(raw), "HTTP/1.0 200 OK\r\n") || !strings.HasSuffix(string(raw), "\r\n\r\n") {
+		t.Fatalf("HTTP/1.0: %s sent:\n%s", fcgi.EarlyHintsParam, raw)
+	}
 }
 
 // hintsGateway serves h behind a Server and a Gateway, over HTTP/1.1 and,

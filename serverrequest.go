@@ -33,9 +33,12 @@ type request struct {
 	params        []byte
 	env           string // the PARAMS stream as one string; variables are substrings
 	contentLength int64  // from CONTENT_LENGTH; -1 when absent
-	paramsDone    bool
-	started       bool
-	body          *bodyPipe // nil when the request has no body
+	// earlyHints is set when the web server announces, with
+	// EarlyHintsParam, that it passes interim header blocks on.
+	earlyHints bool
+	paramsDone bool
+	started    bool
+	body       *bodyPipe // nil when the request has no body
 
 	// resp is the request's ResponseWriter, kept here to save an allocation;
 	// it belongs to the handler's goroutine.
@@ -61,8 +64,12 @@ func (req *request) parseParams() error {
 		req.params = nil
 	}
 	req.contentLength = -1
+	req.earlyHints = false
 	var err error
 	perr := wire.ForEachPair(req.env, func(name, value string) bool {
+		if name == EarlyHintsParam {
+			req.earlyHints = value == "1"
+		}
 		if name == "CONTENT_LENGTH" && value != "" {
 			req.contentLength, err = strconv.ParseInt(value, 10, 64)
 			if err != nil || req.contentLength < 0 {

@@ -60,8 +60,11 @@ func (w *response) Header() http.Header { return w.header }
 // informational status other than 101 (such as 103 Early Hints) is sent at
 // once, with the fields of Header set so far, and the handler goes on to
 // write its final status; Header keeps those fields for the final response.
-// It goes out as an interim CGI header block (see docs/early-hints.md),
-// which only a web server that follows that convention understands.
+// It goes out as an interim CGI header block (see docs/early-hints.md), and
+// only when the web server announced with EarlyHintsParam that it passes
+// such blocks on: to any other (nginx, Apache, lighttpd) the first block
+// would be the response, so there the informational status is dropped, as
+// net/http drops it for an HTTP/1.0 client.
 func (w *response) WriteHeader(code int) {
 	if w.wroteHeader || w.done {
 		return
@@ -70,7 +73,9 @@ func (w *response) WriteHeader(code int) {
 		panic("fcgi: invalid WriteHeader code " + strconv.Itoa(code))
 	}
 	if code < 200 && code != http.StatusSwitchingProtocols {
-		w.writeInterim(code)
+		if w.req.earlyHints {
+			w.writeInterim(code)
+		}
 		return
 	}
 	if code < 200 {
