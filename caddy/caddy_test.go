@@ -2,6 +2,7 @@ package fcgicaddy_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,6 +12,8 @@ import (
 	"maps"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -21,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/internal/peer"
 )
 
@@ -47,6 +51,21 @@ echo "first\n"; flush(); usleep(800000); echo "second\n";`,
 	"sleep.php": `<?php usleep(200000); echo getmypid();`,
 }
 
+// hintsPage is the PHP page of docs/early-hints.md: a 103 block, then the
+// page, when the web server announces the convention.
+func hintsPage(t *testing.T) string {
+	doc, err := os.ReadFile("../docs/early-hints.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, code, ok := strings.Cut(string(doc), "```php\n")
+	code, _, ok2 := strings.Cut(code, "\n```")
+	if !ok || !ok2 {
+		t.Fatal("docs/early-hints.md: no php block")
+	}
+	return code
+}
+
 // writeApp writes app into dir.
 func writeApp(t *testing.T, dir string) {
 	t.Helper()
@@ -58,6 +77,9 @@ func writeApp(t *testing.T, dir string) {
 		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hints.php"), []byte(hintsPage(t)), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -151,7 +173,8 @@ func serverVars(t *testing.T, base, path string, header http.Header) map[string]
 //     HTTP_CONTENT_LENGTH, as behind nginx, where php_fastcgi's request
 //     buffering sets both to "0";
 //   - a body sent without Content-Length gets CONTENT_LENGTH, its length
-//     (TestChunkedUpload), where php_fastcgi answers 411.
+//     (TestChunkedUpload), where php_fastcgi answers 411;
+//   - FCGI_EARLY_HINTS is 1: a 103 block reaches the client (TestEarlyHints).
 func TestServerVarsLikePHPFastCGI(t *testing.T) {
 	f := startFronts(t, "")
 	header := http.Header{
@@ -180,7 +203,12 @@ func TestServerVarsLikePHPFastCGI(t *testing.T) {
 			t.Errorf("%s: php_fcgikit CONTENT_LENGTH %q HTTP_CONTENT_LENGTH %q, want \"\" and none",
 				path, fk["CONTENT_LENGTH"], cl)
 		}
+		if _, ok := stock[fcgi.EarlyHintsParam]; ok || fk[fcgi.EarlyHintsParam] != "1" {
+			t.Errorf("%s: %s php_fastcgi %q php_fcgikit %q, want none and 1",
+				path, fcgi.EarlyHintsParam, stock[fcgi.EarlyHintsParam], fk[fcgi.EarlyHintsParam])
+		}
 		for _, m := range []map[string]string{stock, fk} {
+			delete(m, fcgi.EarlyHintsParam)
 			delete(m, "HTTP_COOKIE")
 			delete(m, "CONTENT_LENGTH")
 			delete(m, "HTTP_CONTENT_LENGTH")
@@ -203,6 +231,42 @@ func TestServerVarsLikePHPFastCGI(t *testing.T) {
 			fk["GATEWAY_INTERFACE"] != "CGI/1.1" || fk["HTTP_PROXY"] != "" || fk["HTTP_X_SPOOFED"] != "" {
 			t.Errorf("%s: php_fcgikit HTTP_X_MULTI %q SCRIPT_FILENAME %q GATEWAY_INTERFACE %q HTTP_PROXY %q HTTP_X_SPOOFED %q",
 				path, fk["HTTP_X_MULTI"], fk["SCRIPT_FILENAME"], fk["GATEWAY_INTERFACE"], fk["HTTP_PROXY"], fk["HTTP_X_SPOOFED"])
+		}
+	}
+}
+
+// TestEarlyHints: through php_fcgikit the PHP page of docs/early-hints.md
+// sends its 103, which Caddy passes on with its Link, then the page; through
+// php_fastcgi, which does not announce the convention, the same page sends
+// none and arrives whole.
+func TestEarlyHints(t *testing.T) {
+	f := startFronts(t, "")
+	const link = "</s.css>; rel=preload; as=style"
+	const page = "<!doctype html><link rel=stylesheet href=/s.css>"
+	for _, tc := range []struct {
+		base  string
+		hints []int
+	}{{f.fcgikit, []int{http.StatusEarlyHints}}, {f.stock, nil}} {
+		var mu sync.Mutex
+		var codes []int
+		var links []string
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+			Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+				mu.Lock()
+				defer mu.Unlock()
+				codes, links = append(codes, code), append(links, h.Get("Link"))
+				return nil
+			},
+		})
+		req, _ := http.NewRequestWithContext(ctx, "GET", tc.base+"/hints.php", nil)
+		code, hdr, body := get(t, req)
+		mu.Lock()
+		if !slices.Equal(codes, tc.hints) || (len(codes) > 0 && links[0] != link) {
+			t.Errorf("%s: 1xx %v Link %q, want %v with %q", tc.base, codes, links, tc.hints, link)
+		}
+		mu.Unlock()
+		if code != 200 || body != page || hdr.Get("Content-Type") != "text/html; charset=utf-8" {
+			t.Errorf("%s: %d %v %q", tc.base, code, hdr, body)
 		}
 	}
 }

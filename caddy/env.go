@@ -12,12 +12,13 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/fcgikit/fcgi"
 )
 
 // buildEnv returns the CGI environment of r; contentLength is
 // CONTENT_LENGTH. It is the environment Caddy's fastcgi transport builds,
 // variable for variable, but for two things fcgikit's Gateway and nginx do
-// too:
+// too, and one that is fcgikit's:
 //
 //   - several Cookie fields are joined with "; ", the separator of the
 //     Cookie header, not ", ", which makes PHP read a cookie's value as
@@ -25,7 +26,11 @@ import (
 //   - a request without a body has no CONTENT_LENGTH value and no
 //     HTTP_CONTENT_LENGTH, where php_fastcgi's request buffering adds a
 //     Content-Length of 0; and a body sent without Content-Length (chunked)
-//     has its spooled length, where php_fastcgi answers 411.
+//     has its spooled length, where php_fastcgi answers 411;
+//   - FCGI_EARLY_HINTS=1 (fcgi.EarlyHintsParam) announces to HTTP/1.1 and
+//     later requests that a 103 block of the application reaches the
+//     client: the transport reports it to reverse_proxy, which passes 1xx
+//     responses on (docs/early-hints.md of the fcgi module).
 //
 // Header fields whose names hold "_" or "." never get here: Caddy's server
 // drops them (but those its expected_underscore_headers allows), so that
@@ -165,6 +170,10 @@ func (t *Transport) buildEnv(r *http.Request, contentLength string) (map[string]
 			continue
 		}
 		env["HTTP_"+strings.ReplaceAll(strings.ToUpper(name), "-", "_")] = strings.Join(vs, ", ")
+	}
+
+	if r.ProtoAtLeast(1, 1) {
+		env[fcgi.EarlyHintsParam] = "1"
 	}
 
 	// The operator's variables last: no request header can override them.
