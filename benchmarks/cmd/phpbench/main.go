@@ -3,8 +3,10 @@
 // fastcgi_pass with kept connections (fastcgi_keep_conn on and an
 // upstream keepalive) and with nginx's default of a connection per
 // request, fcgikit's `fcgi gateway`, Caddy's own php_fastcgi, and Caddy
-// with fcgikit's php_fcgikit. A Caddy site answering `respond "hello"`
-// itself is measured too: what Caddy costs before any FastCGI.
+// with fcgikit's php_fcgikit. Two Caddy baselines split Caddy's own
+// overhead: reverse_proxy with the fcgikit transport alone (php_fcgikit
+// without php_fastcgi's try_files and rewrite), and a site answering
+// `respond "hello"` itself (Caddy's HTTP server, no proxy).
 //
 // Each front has its own PHP-FPM master and static pool, all with the
 // same settings: a kept FastCGI connection pins a worker, so fronts
@@ -121,7 +123,7 @@ func run(ctx context.Context, c config) error {
 	}
 
 	pools := map[string]*pool{}
-	for _, name := range []string{"nginx-keep", "nginx-plain", "gateway", "caddy-fastcgi", "caddy-fcgikit"} {
+	for _, name := range []string{"nginx-keep", "nginx-plain", "gateway", "caddy-fastcgi", "caddy-fcgikit", "caddy-proxy"} {
 		p, err := startPool(ctx, fpm, filepath.Join(dir, "fpm-"+name), c.children)
 		if err != nil {
 			return err
@@ -163,7 +165,7 @@ func run(ctx context.Context, c config) error {
 	defer gw.stop()
 
 	var ports []int
-	for range 3 {
+	for range 4 {
 		p, err := benchutil.FreePort()
 		if err != nil {
 			return err
@@ -176,7 +178,7 @@ func run(ctx context.Context, c config) error {
 	}
 	cf := filepath.Join(caddyDir, "Caddyfile")
 	if err := os.WriteFile(cf, []byte(caddyfile(caddyDir, root, ports,
-		pools["caddy-fastcgi"].sock, pools["caddy-fcgikit"].sock, c.children)), 0o644); err != nil {
+		pools["caddy-fastcgi"].sock, pools["caddy-fcgikit"].sock, pools["caddy-proxy"].sock, c.children)), 0o644); err != nil {
 		return err
 	}
 	cd, err := startProc(ctx, "caddy", caddyEnv(caddyDir), "tcp", fmt.Sprintf("127.0.0.1:%d", ports[2]),
@@ -194,6 +196,7 @@ func run(ctx context.Context, c config) error {
 		{"fcgi gateway", "http://" + gwAddr + "/hello.php", gw.pgid, pools["gateway"]},
 		{"Caddy php_fastcgi", caddyURL(0) + "/hello.php", cd.pgid, pools["caddy-fastcgi"]},
 		{"Caddy php_fcgikit", caddyURL(1) + "/hello.php", cd.pgid, pools["caddy-fcgikit"]},
+		{"Caddy reverse_proxy, transport fcgikit", caddyURL(3) + "/hello.php", cd.pgid, pools["caddy-proxy"]},
 		{"Caddy respond (no PHP)", caddyURL(2) + "/hello.php", cd.pgid, nil},
 	}
 	for _, f := range fronts {
@@ -261,6 +264,7 @@ func run(ctx context.Context, c config) error {
 		gateway
 		stock
 		fcgikit
+		proxy
 		static
 	)
 	fmt.Printf("\n| ratio (req/s) | value |\n|---|---:|\n")
@@ -269,6 +273,8 @@ func run(ctx context.Context, c config) error {
 	fmt.Printf("| fcgi gateway / nginx kept | %.2f× |\n", ratio(gateway, ngKeep))
 	fmt.Printf("| fcgi gateway / nginx default | %.2f× |\n", ratio(gateway, ngPlain))
 	fmt.Printf("| php_fastcgi / fcgi gateway | %.2f× |\n", ratio(stock, gateway))
+	fmt.Printf("| Caddy reverse_proxy fcgikit / php_fcgikit | %.2f× |\n", ratio(proxy, fcgikit))
+	fmt.Printf("| Caddy reverse_proxy fcgikit / fcgi gateway | %.2f× |\n", ratio(proxy, gateway))
 	fmt.Printf("| Caddy respond / fcgi gateway | %.2f× |\n", ratio(static, gateway))
 	return nil
 }

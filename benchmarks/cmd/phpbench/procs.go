@@ -173,13 +173,16 @@ func goBuild(modDir, pkg, out string) error {
 }
 
 // caddyfile is the Caddyfile of the one Caddy process: a site per Caddy
-// front, each on its own port and pool, and the static baseline.
-func caddyfile(dir, root string, ports []int, stockSock, fcgikitSock string, children int) string {
+// front, each on its own port and pool, and the static baseline. The
+// reverse_proxy site is php_fcgikit without php_fastcgi's routing
+// (try_files, which stats the script and its index, and the rewrite).
+func caddyfile(dir, root string, ports []int, stockSock, fcgikitSock, proxySock string, children int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n\tstorage file_system %s\n}\n", filepath.Join(dir, "storage"))
 	fmt.Fprintf(&b, "http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\troot * %s\n\tphp_fastcgi unix/%s\n}\n", ports[0], root, stockSock)
 	fmt.Fprintf(&b, "http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\troot * %s\n\tphp_fcgikit unix/%s {\n\t\tmax_conns %d\n\t}\n}\n", ports[1], root, fcgikitSock, children)
 	fmt.Fprintf(&b, "http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\trespond \"hello\"\n}\n", ports[2])
+	fmt.Fprintf(&b, "http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\treverse_proxy unix/%s {\n\t\ttransport fcgikit {\n\t\t\troot %s\n\t\t\tsplit .php\n\t\t\tmax_conns %d\n\t\t}\n\t}\n}\n", ports[3], proxySock, root, children)
 	return b.String()
 }
 
