@@ -98,7 +98,8 @@ type Gateway struct {
 	PassThrough bool
 
 	// Params holds more parameters to send with every request (APP_ENV,
-	// PHP_VALUE, ...). Those the gateway computes take precedence.
+	// PHP_VALUE, ...). Those the gateway computes take precedence, and
+	// FCGI_EARLY_HINTS is the gateway's alone (docs/early-hints.md).
 	Params map[string]string
 
 	// ServerName is SERVER_NAME. Zero means the host of the request's Host
@@ -284,6 +285,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route, req 
 			env.set(k, v)
 		}
 	}
+	// Only the Gateway announces that it passes interim blocks on
+	// (hintsContext), and only to a client that can receive them (not
+	// HTTP/1.0): not Params, not an authorizer's variables.
+	env.del(EarlyHintsParam)
+	if r.ProtoAtLeast(1, 1) {
+		env.add(EarlyHintsParam, "1")
+	}
 	// Checked before the body is read: a request refused for its header
 	// wastes no upload.
 	if err := g.checkParams(*env); err != nil {
@@ -348,7 +356,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 // (X-Accel-Buffering: no) it flushes after every read.
 func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Response, noBuffering bool) {
 	sd := g.sendDeadline(w, r)
-	waiting := func() bool { return noBuffering || resp.call == nil || !resp.call.buffered() }
+	waiting := func() bool { return noBuffering || !resp.Buffered() }
 	if waiting() {
 		if err := sd.flush(); err != nil {
 			g.clientGone(r, &sd, err)

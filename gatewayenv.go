@@ -336,11 +336,6 @@ func (g *Gateway) params(env cgiEnv, r *http.Request, rt route, contentLength st
 	}
 	env.add("SERVER_NAME", name)
 	env.add("REDIRECT_STATUS", "200")
-	if r.ProtoAtLeast(1, 1) {
-		// The Gateway passes 103 blocks on (hintsContext); HTTP/1.0 has
-		// no interim responses.
-		env.add(EarlyHintsParam, "1")
-	}
 
 	// Every header as HTTP_*, as nginx passes them, except Proxy
 	// (httpoxy, CVE-2016-5385). Repeated headers are joined as nginx

@@ -159,12 +159,14 @@ func TestEarlyHintsBehindNginx(t *testing.T) {
 	}
 }
 
-// The Gateway announces the convention to HTTP/1.1 and later clients only.
+// The Gateway announces the convention to HTTP/1.1 and later clients only,
+// whatever its Params hold.
 func TestEarlyHintsGatewayAnnounces(t *testing.T) {
 	checkLeaks(t)
-	_, h1, h2, _ := hintsGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	g, h1, h2, _ := hintsGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, fcgi.Params(r)[fcgi.EarlyHintsParam])
 	}))
+	g.Params = map[string]string{fcgi.EarlyHintsParam: "1"}
 	for _, s := range []*httptest.Server{h1, h2} {
 		if _, resp, body := traceGet(t, s.Client(), s.URL+"/"); body != "1" {
 			t.Fatalf("%s: %s = %q, want 1", resp.Proto, fcgi.EarlyHintsParam, body)
