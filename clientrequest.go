@@ -100,6 +100,13 @@ type Response struct {
 	call *call
 }
 
+// Buffered reports whether a Read of Body would return without waiting for
+// the application: body bytes are in hand, or the end of the response has
+// arrived. A proxy flushes its client only when Buffered is false, so that a
+// response that arrived whole leaves in one write while a stream still
+// reaches the client as the application writes it.
+func (r *Response) Buffered() bool { return r.call != nil && r.call.buffered() }
+
 // AppStatus returns the application's exit status from END_REQUEST, and
 // whether it has arrived: it has once Body returned io.EOF.
 func (r *Response) AppStatus() (status uint32, ok bool) {

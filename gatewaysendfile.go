@@ -124,7 +124,7 @@ func (g *Gateway) sendfile(w http.ResponseWriter, r *http.Request, resp *Respons
 	}
 	// The application's body is not wanted: drain what it has already sent
 	// so that its connection is kept, and otherwise abandon it.
-	if resp.call != nil && resp.call.buffered() {
+	if resp.Buffered() {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, maxIgnoredBody))
 	}
 	resp.Body.Close()

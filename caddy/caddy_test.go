@@ -48,6 +48,7 @@ echo strlen($b), " ", md5($b), " ", $_SERVER['CONTENT_LENGTH'] ?? '-';`,
 	"stream.php": `<?php while (ob_get_level()) ob_end_flush();
 echo "first\n"; flush(); usleep(800000); echo "second\n";`,
 	"hello.php": `<?php echo "hello";`,
+	"big.php":   `<?php echo str_repeat("0123456789abcdef", 8192);`,
 	"sleep.php": `<?php usleep(200000); echo getmypid();`,
 }
 
@@ -365,6 +366,38 @@ func TestForms(t *testing.T) {
 
 // TestFlushStreams: what PHP flush()es reaches the client before the
 // script ends.
+// TestWholeResponseOneWrite: a page that has arrived whole when its header
+// is read gets its length, as behind the Gateway, where reverse_proxy would
+// flush a body of unknown length after every write and send it chunked; a
+// page larger than what is read ahead still arrives whole; a HEAD gets no
+// made-up Content-Length of 0.
+func TestWholeResponseOneWrite(t *testing.T) {
+	f := startFronts(t, "")
+	for _, tc := range []struct {
+		method, path string
+		length       int64 // -1: chunked
+		body         int
+	}{
+		{"GET", "/hello.php", 5, 5},
+		{"GET", "/big.php", -1, 16 * 8192},
+		{"HEAD", "/hello.php", -1, 0},
+	} {
+		req, _ := http.NewRequest(tc.method, f.fcgikit+tc.path, nil)
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || len(body) != tc.body {
+			t.Errorf("%s %s: %d, %d bytes, %v", tc.method, tc.path, resp.StatusCode, len(body), err)
+		}
+		if resp.ContentLength != tc.length {
+			t.Errorf("%s %s: Content-Length %d (Transfer-Encoding %q), want %d", tc.method, tc.path, resp.ContentLength, resp.TransferEncoding, tc.length)
+		}
+	}
+}
+
 func TestFlushStreams(t *testing.T) {
 	f := startFronts(t, "")
 	start := time.Now()

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -324,9 +325,24 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 			hr.ContentLength = n
 		}
 	}
+	var body io.Reader = resp.Body
+	if hr.ContentLength < 0 {
+		// reverse_proxy flushes after every write of a body of unknown
+		// length. A response that has arrived whole, the common small
+		// page, is read here instead: it gets its length and leaves in one
+		// write. One still coming streams as the application flushes it.
+		var n int64
+		if n, body = readAhead(resp); n >= 0 {
+			hr.ContentLength = n
+			if r.Method != http.MethodHead && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified {
+				hr.Header.Set("Content-Length", strconv.FormatInt(n, 10))
+			}
+		}
+	}
 	hr.Body = &responseBody{
 		t:      t,
-		body:   resp.Body,
+		body:   body,
+		closer: resp.Body,
 		spool:  spool,
 		stderr: stderr,
 		status: resp.StatusCode,
@@ -335,12 +351,43 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return hr, nil
 }
 
+// maxReadAhead bounds what readAhead holds of a response.
+const maxReadAhead = 64 << 10
+
+// readAhead reads resp's body while it is in hand, up to maxReadAhead, and
+// returns its length when that reached its end, else -1, with a reader of
+// the whole body.
+func readAhead(resp *fcgi.Response) (int64, io.Reader) {
+	if !resp.Buffered() {
+		return -1, resp.Body
+	}
+	buf := make([]byte, 0, 4<<10)
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) >= maxReadAhead {
+				break
+			}
+			buf = slices.Grow(buf, len(buf))
+		}
+		n, err := resp.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return int64(len(buf)), bytes.NewReader(buf)
+		}
+		if err != nil || !resp.Buffered() {
+			break // the error comes again from resp.Body
+		}
+	}
+	return -1, io.MultiReader(bytes.NewReader(buf), resp.Body)
+}
+
 // responseBody is the response body Caddy copies to the client. Closing it
 // ends the request: it logs the captured FCGI_STDERR and removes the spooled
 // request body.
 type responseBody struct {
 	t      *Transport
-	body   io.ReadCloser
+	body   io.Reader // what readAhead left of closer
+	closer io.ReadCloser
 	spool  *spooled
 	stderr *stderrBuffer
 	status int
@@ -351,7 +398,7 @@ type responseBody struct {
 func (b *responseBody) Read(p []byte) (int, error) { return b.body.Read(p) }
 
 func (b *responseBody) Close() error {
-	err := b.body.Close()
+	err := b.closer.Close()
 	b.once.Do(func() {
 		b.spool.close()
 		if b.stderr == nil {
