@@ -38,9 +38,10 @@ type call struct {
 	hdrDL      time.Time    // when ResponseHeaderTimeout expires; zero until known
 	rdl        time.Time    // the read deadline set on the socket, zero for none
 	hs         cgihdr.Scanner
-	header     http.Header // where the response header goes, nil for a new one
-	pending    []byte      // STDOUT not yet returned by Read
-	ended      bool        // END_REQUEST arrived
+	header     http.Header         // where the response header goes, nil for a new one
+	hints      http.ResponseWriter // where 103 Early Hints go (Gateway), or nil
+	pending    []byte              // STDOUT not yet returned by Read
+	ended      bool                // END_REQUEST arrived
 	end        wire.EndRequest
 	err        error // returned by Read once pending is empty
 	finished   bool
@@ -92,6 +93,7 @@ func (cl *call) roundTrip(ctx context.Context, req *Request, body, data io.Reade
 	cl.ctx = ctx
 	cl.stderr = req.Stderr
 	cl.header = req.header
+	cl.hints = req.hints
 	if ctx.Done() != nil {
 		cl.stop = context.AfterFunc(ctx, cl.cancel)
 	}

@@ -2,6 +2,7 @@ package fcgi
 
 import (
 	"fmt"
+	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
 
@@ -16,8 +17,10 @@ const maxInterimResponses = 16
 
 // interim delivers an interim header block, such as 103 Early Hints, the way
 // net/http's Transport delivers a 1xx response: to the Got1xxResponse hook of
-// the httptrace.ClientTrace of the request's context. Without the hook the
-// block is dropped. The error of the hook ends the request.
+// the httptrace.ClientTrace of the request's context. A Gateway's request
+// sends a 103 on to its client first, as a trace the Gateway added to the
+// context would, ahead of any trace already there. Without either the block
+// is dropped. The error of the hook ends the request.
 func (cl *call) interim(block []byte) error {
 	cl.interims++
 	cl.interimBytes += len(block)
@@ -27,6 +30,9 @@ func (cl *call) interim(block []byte) error {
 	status, h, err := cgihdr.ParseAny(block, nil)
 	if err != nil {
 		return headerError(err)
+	}
+	if cl.hints != nil && status == http.StatusEarlyHints {
+		sendEarlyHints(cl.hints, http.Header(h))
 	}
 	if trace := httptrace.ContextClientTrace(cl.ctx); trace != nil && trace.Got1xxResponse != nil {
 		return trace.Got1xxResponse(status, textproto.MIMEHeader(h))

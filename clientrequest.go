@@ -54,6 +54,11 @@ type Request struct {
 	// header, set by Gateway, is the empty map the response header is parsed
 	// into (the ResponseWriter's), which saves building one and copying it.
 	header http.Header
+
+	// hints, set by Gateway for an HTTP/1.1 or later client, receives the
+	// application's 103 Early Hints: handing the ResponseWriter down costs no
+	// allocation, where a context with an httptrace.ClientTrace costs three.
+	hints http.ResponseWriter
 }
 
 // idempotent reports whether r may be sent again.

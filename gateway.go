@@ -325,7 +325,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 		req.header = h
 	}
 	g.sendLearnedHints(w, r)
-	resp, err := g.Client.Do(g.hintsContext(w, r), req)
+	if r.ProtoAtLeast(1, 1) {
+		req.hints = w // HTTP/1.0 has no interim responses
+	}
+	resp, err := g.Client.Do(r.Context(), req)
 	if err != nil {
 		g.fail(w, r, err)
 		return
