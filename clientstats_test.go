@@ -277,11 +277,14 @@ func TestClientStatsPHPFPMRecycling(t *testing.T) {
 // early, each with durations in order.
 func TestClientObserver(t *testing.T) {
 	checkLeaks(t)
+	// The rest of /slow's body is sent once the caller has had the header
+	// for 100ms, so that the gap holds however late the first byte is read.
+	release := make(chan struct{})
 	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
 			r.Write("Status: 201 Created\r\nContent-Type: text/plain\r\n\r\nfirst")
 			if r.Params["REQUEST_URI"] == "/slow" {
-				time.Sleep(100 * time.Millisecond)
+				<-release
 				r.Write("more")
 			} else if r.Params["REQUEST_URI"] == "/stuck" {
 				select {
@@ -296,9 +299,16 @@ func TestClientObserver(t *testing.T) {
 	c.Observer = &obs
 	defer c.Close()
 
-	resp, body := doString(t, c, get("/slow"))
-	if resp.StatusCode != 201 || body != "firstmore" {
-		t.Fatalf("%d %q", resp.StatusCode, body)
+	resp, err := c.Do(context.Background(), get("/slow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if body := string(b); err != nil || resp.StatusCode != 201 || body != "firstmore" {
+		t.Fatalf("%d %q %v", resp.StatusCode, body, err)
 	}
 	got := obs.all()
 	if len(got) != 1 {
@@ -314,7 +324,7 @@ func TestClientObserver(t *testing.T) {
 
 	// Given up on while reading the body.
 	ctx, cancel := context.WithCancel(context.Background())
-	resp, err := c.Do(ctx, get("/stuck"))
+	resp, err = c.Do(ctx, get("/stuck"))
 	if err != nil {
 		t.Fatal(err)
 	}
