@@ -316,7 +316,14 @@ type dialError struct {
 	err  error
 }
 
-func (e *dialError) Error() string { return "fcgi: dial " + e.addr + ": " + e.err.Error() }
+func (e *dialError) Error() string {
+	// net.Dial's errors name the operation and the address already.
+	var oe *net.OpError
+	if errors.As(e.err, &oe) && oe.Op == "dial" && (oe.Addr != nil || oe.Source != nil) {
+		return "fcgi: " + e.err.Error()
+	}
+	return "fcgi: dial " + e.addr + ": " + e.err.Error()
+}
 func (e *dialError) Unwrap() error { return e.err }
 
 // Is lets callers recognise a failure to connect with errors.Is(err,

@@ -99,7 +99,7 @@ Examples:
 				ReadHeaderTimeout: 10 * time.Second,
 				ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
 			}
-			fmt.Fprintf(e.stdout, "fcgi exporter: http://%s/metrics <- %s\n", l.Addr(), strings.Join(backends, ", "))
+			fmt.Fprintf(e.stdout, "fcgi exporter: %s <- %s\n", openURL("http", l.Addr(), "/metrics"), strings.Join(backends, ", "))
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(l) }()
 			select {

@@ -278,7 +278,7 @@ could not be opened.
 			if *tlsCert != "" {
 				scheme = "https"
 			}
-			url := scheme + "://" + l.Addr().String() + "/"
+			url := openURL(scheme, l.Addr(), "/")
 			if demo {
 				fmt.Fprintf(e.stdout, "fcgi gateway: demo application on %s\nOpen %s\n", c.Backends[0], url)
 			} else {

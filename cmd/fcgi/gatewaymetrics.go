@@ -193,5 +193,5 @@ func startMetrics(addr string, g *fcgi.Gateway, c *fcgi.Client) (url string, sto
 	mux.Handle("GET /metrics", m.handler())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(l)
-	return "http://" + l.Addr().String() + "/metrics", func() { srv.Close() }, nil
+	return openURL("http", l.Addr(), "/metrics"), func() { srv.Close() }, nil
 }

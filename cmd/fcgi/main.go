@@ -380,3 +380,14 @@ func onHangup(ctx context.Context, reload func()) {
 		}
 	}()
 }
+
+// openURL is the URL a user can open for a listener: a wildcard listener
+// reports its address as [::] or 0.0.0.0, which browsers and curl cannot
+// reach on every system, so the URL names the loopback address instead.
+func openURL(scheme string, a net.Addr, path string) string {
+	host := a.String()
+	if t, ok := a.(*net.TCPAddr); ok && t.IP.IsUnspecified() {
+		host = net.JoinHostPort("127.0.0.1", strconv.Itoa(t.Port))
+	}
+	return scheme + "://" + host + path
+}
