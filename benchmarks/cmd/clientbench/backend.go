@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/benchmarks/internal/benchutil"
 )
 
 var (
@@ -94,9 +95,8 @@ func (l *countingListener) Accept() (net.Conn, error) {
 
 // backend is the child process serving FastCGI on sock.
 type backend struct {
-	sock   string
-	cmd    *exec.Cmd
-	exited chan struct{}
+	*benchutil.Proc // Pgid, for GroupCPU; Stop
+	sock            string
 }
 
 // startBackend runs this program again as the backend (flag -backend), in
@@ -109,31 +109,15 @@ func startBackend(ctx context.Context, sock string) (*backend, error) {
 	}
 	cmd := exec.Command(exe, "-backend", sock)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	b := &backend{sock: sock}
+	b.Proc, err = benchutil.StartProc(ctx, "backend", cmd, 10*time.Second, func() error {
+		_, err := b.accepted()
+		return err
+	}, nil)
+	if err != nil {
 		return nil, err
 	}
-	b := &backend{sock: sock, cmd: cmd, exited: make(chan struct{})}
-	// Reaps the backend; ends when it exits.
-	go func() { cmd.Wait(); close(b.exited) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := b.accepted(); err == nil {
-			return b, nil
-		}
-		select {
-		case <-b.exited:
-			return nil, fmt.Errorf("backend exited at start")
-		case <-ctx.Done():
-			b.stop()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			b.stop()
-			return nil, fmt.Errorf("backend not listening on %s after 10s", sock)
-		}
-	}
+	return b, nil
 }
 
 // accepted returns the number of FastCGI connections the backend has
@@ -150,19 +134,4 @@ func (b *backend) accepted() (int64, error) {
 		return 0, err
 	}
 	return strconv.ParseInt(strings.TrimSpace(line), 10, 64)
-}
-
-// pid returns the backend's process ID, which is also its process group.
-func (b *backend) pid() int { return b.cmd.Process.Pid }
-
-// stop ends the backend: SIGTERM, then SIGKILL to its process group after
-// 3 s.
-func (b *backend) stop() {
-	b.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-b.exited:
-	case <-time.After(3 * time.Second):
-		syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
-		<-b.exited
-	}
 }

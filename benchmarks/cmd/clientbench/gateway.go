@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -90,7 +88,7 @@ func gatewayPart(ctx context.Context, cfg config) error {
 		urls := []string{gwURLs[0] + size.script, gwURLs[1] + size.script, gwURLs[2] + size.script, ng.URL + size.script}
 		const ngx = 3 // nginx's index in urls
 		for _, url := range urls {
-			if err := check(url, size.body); err != nil {
+			if err := benchutil.Check(url, size.body); err != nil {
 				return fmt.Errorf("%w\nnginx error log:\n%s", err, ng.ErrorLog())
 			}
 			if _, err := benchutil.RunWrk(ctx, wrk, url, cfg.wrkThreads, cfg.conns, time.Second); err != nil { // warm up
@@ -106,7 +104,7 @@ func gatewayPart(ctx context.Context, cfg config) error {
 			if i == ngx {
 				proxy = func() time.Duration { return benchutil.GroupCPU(ng.Pgid()) }
 			}
-			p0, b0 := proxy(), benchutil.GroupCPU(cfg.backend.pid())
+			p0, b0 := proxy(), benchutil.GroupCPU(cfg.backend.Pgid())
 			r, err := benchutil.Wrk(ctx, wrk, urls[i], cfg.wrkThreads, cfg.conns, cfg.d)
 			if err != nil {
 				return 0, err
@@ -116,7 +114,7 @@ func gatewayPart(ctx context.Context, cfg config) error {
 			}
 			perReq := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.Requests) }
 			cpu[i][0] = append(cpu[i][0], perReq(proxy()-p0))
-			cpu[i][1] = append(cpu[i][1], perReq(benchutil.GroupCPU(cfg.backend.pid())-b0))
+			cpu[i][1] = append(cpu[i][1], perReq(benchutil.GroupCPU(cfg.backend.Pgid())-b0))
 			cpu[i][2] = append(cpu[i][2], perReq(r.CPU))
 			return r.Rate, nil
 		})
@@ -141,23 +139,5 @@ func gatewayPart(ctx context.Context, cfg config) error {
 		fmt.Println(r)
 	}
 	fmt.Println()
-	return nil
-}
-
-// check makes one request and verifies the body.
-func check(url string, want []byte) error {
-	hc := &http.Client{Timeout: 5 * time.Second}
-	resp, err := hc.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK || !bytes.Equal(b, want) {
-		return fmt.Errorf("GET %s: %s, %d bytes", url, resp.Status, len(b))
-	}
 	return nil
 }

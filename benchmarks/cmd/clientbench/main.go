@@ -142,7 +142,7 @@ func run(ctx context.Context, cfg config, parts string) error {
 	if err != nil {
 		return err
 	}
-	defer b.stop()
+	defer b.Stop()
 	cfg.backend = b
 
 	fmt.Printf("# fcgikit client and gateway\n\n%s, %s, GOMAXPROCS %d, %d CPUs; %d interleaved rounds of %v per contender and size, concurrency %d.\n"+

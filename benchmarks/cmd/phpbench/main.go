@@ -32,9 +32,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"log"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -128,7 +126,7 @@ func run(ctx context.Context, c config) error {
 		if err != nil {
 			return err
 		}
-		defer p.stop()
+		defer p.Stop()
 		pools[name] = p
 	}
 
@@ -162,7 +160,7 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
-	defer gw.stop()
+	defer gw.Stop()
 
 	var ports []int
 	for range 4 {
@@ -186,21 +184,21 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
-	defer cd.stop()
+	defer cd.Stop()
 	caddyVersion, _ := output(caddyBin, "version")
 
 	caddyURL := func(i int) string { return fmt.Sprintf("http://127.0.0.1:%d", ports[i]) }
 	fronts := []front{
 		{"nginx fastcgi_pass, kept", ng.URL + "/hello.php", ng.Pgid, pools["nginx-keep"]},
 		{"nginx fastcgi_pass, default", fmt.Sprintf("http://127.0.0.1:%d/hello.php", port2), ng.Pgid, pools["nginx-plain"]},
-		{"fcgi gateway", "http://" + gwAddr + "/hello.php", gw.pgid, pools["gateway"]},
-		{"Caddy php_fastcgi", caddyURL(0) + "/hello.php", cd.pgid, pools["caddy-fastcgi"]},
-		{"Caddy php_fcgikit", caddyURL(1) + "/hello.php", cd.pgid, pools["caddy-fcgikit"]},
-		{"Caddy reverse_proxy, transport fcgikit", caddyURL(3) + "/hello.php", cd.pgid, pools["caddy-proxy"]},
-		{"Caddy respond (no PHP)", caddyURL(2) + "/hello.php", cd.pgid, nil},
+		{"fcgi gateway", "http://" + gwAddr + "/hello.php", gw.Pgid, pools["gateway"]},
+		{"Caddy php_fastcgi", caddyURL(0) + "/hello.php", cd.Pgid, pools["caddy-fastcgi"]},
+		{"Caddy php_fcgikit", caddyURL(1) + "/hello.php", cd.Pgid, pools["caddy-fcgikit"]},
+		{"Caddy reverse_proxy, transport fcgikit", caddyURL(3) + "/hello.php", cd.Pgid, pools["caddy-proxy"]},
+		{"Caddy respond (no PHP)", caddyURL(2) + "/hello.php", cd.Pgid, nil},
 	}
 	for _, f := range fronts {
-		if err := check(f.url); err != nil {
+		if err := benchutil.Check(f.url, []byte("hello")); err != nil {
 			return err
 		}
 		if _, err := benchutil.RunWrk(ctx, wrk, f.url, c.wrkThreads, c.conns, time.Second); err != nil { // warm up
@@ -214,7 +212,7 @@ func run(ctx context.Context, c config) error {
 		fc0 := benchutil.GroupCPU(f.proc())
 		var pc0 time.Duration
 		if f.pool != nil {
-			pc0 = benchutil.GroupCPU(f.pool.pgid())
+			pc0 = benchutil.GroupCPU(f.pool.Pgid())
 		}
 		r, err := benchutil.Wrk(ctx, wrk, f.url, c.wrkThreads, c.conns, c.d)
 		if err != nil {
@@ -223,7 +221,7 @@ func run(ctx context.Context, c config) error {
 		fc := benchutil.GroupCPU(f.proc()) - fc0
 		var pc time.Duration
 		if f.pool != nil {
-			pc = benchutil.GroupCPU(f.pool.pgid()) - pc0
+			pc = benchutil.GroupCPU(f.pool.Pgid()) - pc0
 		}
 		var s sample
 		if r.Requests > 0 {
@@ -276,24 +274,6 @@ func run(ctx context.Context, c config) error {
 	fmt.Printf("| Caddy reverse_proxy fcgikit / php_fcgikit | %.2f× |\n", ratio(proxy, fcgikit))
 	fmt.Printf("| Caddy reverse_proxy fcgikit / fcgi gateway | %.2f× |\n", ratio(proxy, gateway))
 	fmt.Printf("| Caddy respond / fcgi gateway | %.2f× |\n", ratio(static, gateway))
-	return nil
-}
-
-// check makes one request and verifies the page.
-func check(url string) error {
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK || string(b) != "hello" {
-		return fmt.Errorf("GET %s: %s %q, want 200 \"hello\"", url, resp.Status, b)
-	}
 	return nil
 }
 

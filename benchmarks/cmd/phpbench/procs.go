@@ -1,103 +1,31 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/fcgikit/fcgi/benchmarks/internal/benchutil"
 )
-
-// proc is a program the benchmark started in a process group of its own,
-// so that its CPU time (workers included) can be read and it can be
-// stopped by its PID.
-type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	logs   *syncBuffer
-	exited chan struct{}
-}
-
-// syncBuffer is a bytes.Buffer the reaping goroutines may write while the
-// main one reads it for an error message.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b := s.b.Bytes()
-	return string(b[max(0, len(b)-4096):])
-}
 
 // startProc runs argv with env added to this process's environment and
 // returns once network/address accepts connections.
-func startProc(ctx context.Context, name string, env []string, network, address string, argv ...string) (*proc, error) {
-	p := &proc{name: name, logs: new(syncBuffer), exited: make(chan struct{})}
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	// Reaps the process; ends when it exits.
-	go func() { p.cmd.Wait(); close(p.exited) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout(network, address, time.Second)
-		if err == nil {
-			c.Close()
-			return p, nil
-		}
-		select {
-		case <-p.exited:
-			return nil, fmt.Errorf("%s exited at start:\n%s", name, p.logs)
-		case <-ctx.Done():
-			p.stop()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			p.stop()
-			return nil, fmt.Errorf("%s not listening on %s after 30s:\n%s", name, address, p.logs)
-		}
-	}
-}
-
-// pgid is the process group, for benchutil.GroupCPU.
-func (p *proc) pgid() int { return p.cmd.Process.Pid }
-
-// stop sends SIGTERM (which stops PHP-FPM's and nginx's workers too) and
-// kills the group if it has not exited within 5 s.
-func (p *proc) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(5 * time.Second):
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.exited
-	}
+func startProc(ctx context.Context, name string, env []string, network, address string, argv ...string) (*benchutil.Proc, error) {
+	logs := new(benchutil.LogBuffer)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	return benchutil.StartProc(ctx, name, cmd, 30*time.Second, benchutil.Listening(network, address), logs.String)
 }
 
 // pool is one PHP-FPM master with its static pool, serving root on
 // sock.
 type pool struct {
-	*proc
+	*benchutil.Proc
 	sock string
 }
 
@@ -141,7 +69,7 @@ php_admin_value[error_log] = %[2]s
 	if err != nil {
 		return nil, err
 	}
-	return &pool{proc: p, sock: sock}, nil
+	return &pool{Proc: p, sock: sock}, nil
 }
 
 // lookPHPFPM returns the path of php-fpm8.2, or of php-fpm.

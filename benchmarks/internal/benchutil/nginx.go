@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -19,8 +18,7 @@ type Nginx struct {
 	URL     string // "http://127.0.0.1:port"
 	Version string // "nginx/1.22.1"
 
-	cmd    *exec.Cmd
-	exited chan struct{}
+	*Proc // Pgid, for GroupCPU; Stop
 }
 
 // nginxMain wraps the caller's http-level configuration: foreground,
@@ -106,62 +104,21 @@ func StartNginx(ctx context.Context, dir string, workers int, httpConf string) (
 	}
 	version, _ := exec.Command(bin, "-v").CombinedOutput()
 
-	cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
 	n := &Nginx{
 		Dir:     dir,
 		URL:     fmt.Sprintf("http://127.0.0.1:%d", port),
 		Version: strings.TrimPrefix(strings.TrimSpace(string(version)), "nginx version: "),
-		cmd:     cmd,
-		exited:  make(chan struct{}),
 	}
-	// Reaps nginx; ends when the master process exits.
-	go func() { cmd.Wait(); close(n.exited) }()
-
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return n, nil
-		}
-		select {
-		case <-n.exited:
-			return nil, fmt.Errorf("nginx exited at start:\n%s", n.ErrorLog())
-		case <-ctx.Done():
-			n.Stop()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			n.Stop()
-			return nil, fmt.Errorf("nginx not listening on %s after 10s:\n%s", addr, n.ErrorLog())
-		}
+	cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log"))
+	n.Proc, err = StartProc(ctx, "nginx", cmd, 10*time.Second, Listening("tcp", fmt.Sprintf("127.0.0.1:%d", port)), n.ErrorLog)
+	if err != nil {
+		return nil, err
 	}
+	return n, nil
 }
-
-// Pgid returns nginx's process group: its master and workers, for
-// [GroupCPU].
-func (n *Nginx) Pgid() int { return n.cmd.Process.Pid }
 
 // ErrorLog returns the end of nginx's error log.
 func (n *Nginx) ErrorLog() string { return Tail(filepath.Join(n.Dir, "error.log")) }
-
-// Stop asks nginx for a fast shutdown (SIGTERM, which stops the workers
-// too), and kills its process group if it has not exited within 3 s.
-func (n *Nginx) Stop() {
-	n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.exited:
-	case <-time.After(3 * time.Second):
-		syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-		<-n.exited
-	}
-}
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort() (int, error) {
