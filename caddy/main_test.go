@@ -21,6 +21,15 @@ import (
 // code runs in that binary, not in the test).
 var caddyBin string
 
+// xcaddyBuildFlags and xcaddyBuildEnv are how xcaddy v0.4.5 compiles Caddy
+// (its builder.go). TestMain builds cmd/caddy the same way: the binary under
+// test is the one users get from xcaddy, and TestXcaddyBuild finds every
+// package in the build cache, leaving it only the link to do.
+var (
+	xcaddyBuildFlags = []string{"-ldflags", "-w -s", "-trimpath", "-tags", "nobadger,nomysql,nopgx"}
+	xcaddyBuildEnv   = []string{"CGO_ENABLED=0"}
+)
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "fcgicaddy-bin-")
 	if err != nil {
@@ -28,7 +37,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	caddyBin = filepath.Join(dir, "caddy")
-	build := exec.Command("go", "build", "-o", caddyBin, "./cmd/caddy")
+	build := exec.Command("go", append(append([]string{"build", "-o", caddyBin}, xcaddyBuildFlags...), "./cmd/caddy")...)
+	build.Env = append(os.Environ(), xcaddyBuildEnv...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building caddy:", err)

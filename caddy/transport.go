@@ -12,11 +12,15 @@
 // spooled, in memory and then in a temporary file, so that PHP-FPM gets the
 // CONTENT_LENGTH it needs instead of Caddy answering 411.
 //
-// Build Caddy with it with
+// Build Caddy with it, in this module's directory of a checkout, with
+//
+//	xcaddy build v2.11.9 --with github.com/fcgikit/fcgi/caddy@v0.0.0=. --replace github.com/fcgikit/fcgi@v0.0.0=..
+//
+// (both modules replaced by the checkout at exactly the version v0.0.0 the
+// build requires, so that the go command never looks them up), or from this
+// module's cmd/caddy. Once the modules are published, the line is
 //
 //	xcaddy build --with github.com/fcgikit/fcgi/caddy
-//
-// or from this module's cmd/caddy.
 package fcgicaddy
 
 import (
