@@ -609,3 +609,112 @@ func shellWords(line string) []string {
 	}
 	return words
 }
+
+// TestReadmeLayout keeps README.md's Layout table true: every file and
+// directory it names exists, and every library source file and internal
+// package is named, so that a reader looking for a piece of logic finds its
+// file there.
+func TestReadmeLayout(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Layout\n")
+	if !ok {
+		t.Fatal("README.md has no Layout section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	named := map[string]bool{}
+	for _, line := range strings.Split(section, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		where, _, _ := strings.Cut(strings.TrimPrefix(line, "| "), " |")
+		for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(where, -1) {
+			p := strings.TrimSuffix(m[1], "/")
+			named[p] = true
+			if _, err := os.Stat(p); err != nil {
+				t.Errorf("Layout names %s, which does not exist", m[1])
+			}
+		}
+	}
+	var want []string
+	files, _ := filepath.Glob("*.go")
+	for _, f := range files {
+		if !strings.HasSuffix(f, "_test.go") {
+			want = append(want, f)
+		}
+	}
+	dirs, _ := filepath.Glob("internal/*")
+	want = append(want, dirs...)
+	want = append(want, "cmd/fcgi", "caddy", "benchmarks")
+	for _, w := range want {
+		if !named[w] {
+			t.Errorf("README.md's Layout does not name %s", w)
+		}
+	}
+}
+
+// TestDocsNameRealTests fails when README.md, docs/ or BENCHMARKS.md cite a
+// test, fuzz target or benchmark that no _test.go file of the repository
+// (any module) defines: the documents prove their claims by naming tests, so
+// a renamed or deleted test must not leave a claim without proof. A name
+// ending in * stands for the tests it begins.
+func TestDocsNameRealTests(t *testing.T) {
+	defined := map[string]bool{}
+	funcRE := regexp.MustCompile(`(?m)^func ((?:Test|Fuzz|Benchmark)[A-Z0-9_]\w*)\(`)
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) && path != "." {
+			return filepath.SkipDir
+		}
+		if !strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range funcRE.FindAllSubmatch(b, -1) {
+			defined[string(m[1])] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, _ := filepath.Glob("docs/*.md")
+	docs = append(docs, "README.md", "BENCHMARKS.md")
+	citeRE := regexp.MustCompile(`\b((?:Test|Fuzz|Benchmark)[A-Z][A-Za-z0-9_]*)(\*?)`)
+	cited := 0
+	for _, doc := range docs {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range citeRE.FindAllStringSubmatch(string(b), -1) {
+			name, prefix := m[1], m[2] == "*"
+			cited++
+			if defined[name] {
+				continue
+			}
+			found := false
+			if prefix {
+				for d := range defined {
+					if strings.HasPrefix(d, name) {
+						found = true
+						break
+					}
+				}
+			}
+			if !found {
+				t.Errorf("%s cites %s, which no _test.go file defines", doc, m[1]+m[2])
+			}
+		}
+	}
+	if cited < 20 {
+		t.Fatalf("only %d citations of tests found: the pattern no longer matches the documents", cited)
+	}
+}
