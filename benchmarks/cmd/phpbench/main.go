@@ -3,16 +3,18 @@
 // fastcgi_pass with kept connections (fastcgi_keep_conn on and an
 // upstream keepalive) and with nginx's default of a connection per
 // request, fcgikit's `fcgi gateway`, Caddy's own php_fastcgi, and Caddy
-// with fcgikit's php_fcgikit. Two Caddy baselines split Caddy's own
+// with fcgikit's php_fcgikit. Three Caddy baselines split Caddy's own
 // overhead: reverse_proxy with the fcgikit transport alone (php_fcgikit
-// without php_fastcgi's try_files and rewrite), and a site answering
+// without php_fastcgi's try_files and rewrite), php_fcgikit's routes
+// before a transport that answers "hello" itself (cmd/benchcaddy's
+// benchnull: everything Caddy does but FastCGI), and a site answering
 // `respond "hello"` itself (Caddy's HTTP server, no proxy).
 //
 // Each front has its own PHP-FPM master and static pool, all with the
 // same settings: a kept FastCGI connection pins a worker, so fronts
 // sharing a pool would starve one another. The program writes every
-// configuration into a temporary directory, builds `fcgi` and the caddy
-// binary of ../caddy/cmd/caddy with go build, starts every server in a
+// configuration into a temporary directory, builds `fcgi` and
+// cmd/benchcaddy (Caddy with fcgikit's module and benchnull) with go build, starts every server in a
 // process group of its own and stops them by PID before it exits.
 //
 // wrk drives each front in turn with the same threads, connections and
@@ -51,7 +53,7 @@ func main() {
 	wrkThreads := flag.Int("wrk-threads", 2, "wrk threads")
 	children := flag.Int("children", 4, "pm.max_children of every PHP-FPM pool (pm = static); also php_fcgikit's max_conns and the gateway's --max-conns")
 	workers := flag.Int("nginx-workers", 1, "nginx worker_processes")
-	repo := flag.String("repo", "..", "the fcgikit repository: cmd/fcgi and caddy/cmd/caddy are built from it")
+	repo := flag.String("repo", "..", "the fcgikit repository: cmd/fcgi and benchmarks/cmd/benchcaddy are built from it")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("phpbench: ")
@@ -109,7 +111,7 @@ func run(ctx context.Context, c config) error {
 	if err := goBuild(repo, "./cmd/fcgi", fcgiBin); err != nil {
 		return err
 	}
-	if err := goBuild(filepath.Join(repo, "caddy"), "./cmd/caddy", caddyBin); err != nil {
+	if err := goBuild(filepath.Join(repo, "benchmarks"), "./cmd/benchcaddy", caddyBin); err != nil {
 		return err
 	}
 	root := filepath.Join(dir, "www")
@@ -163,7 +165,7 @@ func run(ctx context.Context, c config) error {
 	defer gw.Stop()
 
 	var ports []int
-	for range 4 {
+	for range 5 {
 		p, err := benchutil.FreePort()
 		if err != nil {
 			return err
@@ -195,6 +197,7 @@ func run(ctx context.Context, c config) error {
 		{"Caddy php_fastcgi", caddyURL(0) + "/hello.php", cd.Pgid, pools["caddy-fastcgi"]},
 		{"Caddy php_fcgikit", caddyURL(1) + "/hello.php", cd.Pgid, pools["caddy-fcgikit"]},
 		{"Caddy reverse_proxy, transport fcgikit", caddyURL(3) + "/hello.php", cd.Pgid, pools["caddy-proxy"]},
+		{"Caddy php_fcgikit's routes, benchnull transport (no PHP)", caddyURL(4) + "/hello.php", cd.Pgid, nil},
 		{"Caddy respond (no PHP)", caddyURL(2) + "/hello.php", cd.Pgid, nil},
 	}
 	for _, f := range fronts {
@@ -243,6 +246,7 @@ func run(ctx context.Context, c config) error {
 		c.children, c.wrkThreads, c.conns, c.rounds, c.d)
 	fmt.Println("| front | req/s | front CPU µs/req | PHP-FPM CPU µs/req |")
 	fmt.Println("|---|---:|---:|---:|")
+	frontCPU := make([]float64, len(fronts))
 	for i, f := range fronts {
 		var fcpu, pcpu []float64
 		for _, s := range samples[i] {
@@ -253,7 +257,8 @@ func run(ctx context.Context, c config) error {
 		if f.pool == nil {
 			pool = "–"
 		}
-		fmt.Printf("| %s | %.0f | %.1f | %s |\n", f.name, benchutil.Median(rates[i]), benchutil.Median(fcpu), pool)
+		frontCPU[i] = benchutil.Median(fcpu)
+		fmt.Printf("| %s | %.0f | %.1f | %s |\n", f.name, benchutil.Median(rates[i]), frontCPU[i], pool)
 	}
 	ratio := func(a, b int) float64 { return benchutil.MedianRatio(rates[a], rates[b]) }
 	const (
@@ -263,6 +268,7 @@ func run(ctx context.Context, c config) error {
 		stock
 		fcgikit
 		proxy
+		null
 		static
 	)
 	fmt.Printf("\n| ratio (req/s) | value |\n|---|---:|\n")
@@ -274,6 +280,13 @@ func run(ctx context.Context, c config) error {
 	fmt.Printf("| Caddy reverse_proxy fcgikit / php_fcgikit | %.2f× |\n", ratio(proxy, fcgikit))
 	fmt.Printf("| Caddy reverse_proxy fcgikit / fcgi gateway | %.2f× |\n", ratio(proxy, gateway))
 	fmt.Printf("| Caddy respond / fcgi gateway | %.2f× |\n", ratio(static, gateway))
+	// What no transport can beat: Caddy's handlers before one that costs
+	// nothing and runs no PHP.
+	fmt.Printf("| Caddy php_fcgikit's routes, benchnull / php_fastcgi | %.2f× |\n", ratio(null, stock))
+	fmt.Printf("| Caddy php_fcgikit's routes, benchnull / php_fcgikit | %.2f× |\n", ratio(null, fcgikit))
+	fmt.Printf("\nCaddy's own CPU per request before the transport (benchnull site): %.1f µs; "+
+		"php_fcgikit's transport and FastCGI round trip on top of it: %.1f µs; "+
+		"php_fastcgi's: %.1f µs.\n", frontCPU[null], frontCPU[fcgikit]-frontCPU[null], frontCPU[stock]-frontCPU[null])
 	return nil
 }
 

@@ -103,7 +103,8 @@ func goBuild(modDir, pkg, out string) error {
 // caddyfile is the Caddyfile of the one Caddy process: a site per Caddy
 // front, each on its own port and pool, and the static baseline. The
 // reverse_proxy site is php_fcgikit without php_fastcgi's routing
-// (try_files, which stats the script and its index, and the rewrite).
+// (try_files, which stats the script and its index, and the rewrite); the
+// last site is php_fcgikit's routing before the benchnull transport.
 func caddyfile(dir, root string, ports []int, stockSock, fcgikitSock, proxySock string, children int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n\tstorage file_system %s\n}\n", filepath.Join(dir, "storage"))
@@ -111,8 +112,31 @@ func caddyfile(dir, root string, ports []int, stockSock, fcgikitSock, proxySock 
 	fmt.Fprintf(&b, "http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\troot * %s\n\tphp_fcgikit unix/%s {\n\t\tmax_conns %d\n\t}\n}\n", ports[1], root, fcgikitSock, children)
 	fmt.Fprintf(&b, "http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\trespond \"hello\"\n}\n", ports[2])
 	fmt.Fprintf(&b, "http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\treverse_proxy unix/%s {\n\t\ttransport fcgikit {\n\t\t\troot %s\n\t\t\tsplit .php\n\t\t\tmax_conns %d\n\t\t}\n\t}\n}\n", ports[3], proxySock, root, children)
+	fmt.Fprintf(&b, "http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\troot * %s\n%s}\n", ports[4], root,
+		strings.ReplaceAll(phpRoutes, "{{upstream}}", "unix/"+filepath.Join(dir, "none.sock")))
 	return b.String()
 }
+
+// phpRoutes is php_fastcgi's expansion, as Caddy's documentation writes
+// it out and php_fcgikit's too, with the benchnull transport: Caddy's
+// handlers in front of a transport that costs nothing.
+const phpRoutes = `	route {
+		@canonicalPath {
+			file {path}/index.php
+			not path */
+		}
+		redir @canonicalPath {orig_path}/{orig_?query} 308
+		@indexFiles file {
+			try_files {path} {path}/index.php index.php
+			split_path .php
+		}
+		rewrite @indexFiles {file_match.relative}
+		@phpFiles path *.php
+		reverse_proxy @phpFiles {{upstream}} {
+			transport benchnull
+		}
+	}
+`
 
 // caddyEnv keeps everything Caddy writes inside dir.
 func caddyEnv(dir string) []string {
