@@ -50,8 +50,10 @@ import (
 //     doc.go's blocks are build-only: they are parts of programs.
 //
 // The fcgi command lines of the other blocks (sh, dockerfile, yaml) are
-// checked by TestDocCommands, and the caddyfile blocks of README.md by the
-// caddy module's TestReadmeCaddyfiles, which adapts each with Caddy.
+// checked by TestDocCommands, README.md's nginx block is run by real nginx
+// in front of the nginx-app snippet (runReadmeNginxBlock), and the
+// caddyfile blocks of README.md by the caddy module's TestReadmeCaddyfiles,
+// which adapts each with Caddy.
 
 // snippetImports maps a package name used in a fragment to its import path.
 var snippetImports = map[string]string{
@@ -379,6 +381,7 @@ func runNginxAppSnippet(t *testing.T, bin string) {
 	if status, body, err := do("GET", "/", nil, 0); err != nil || status != 200 || body != "hello from FastCGI: GET /, 0 bytes\n" {
 		t.Fatalf("GET / = %d %q, %v\n%s", status, body, err, out)
 	}
+	t.Run("nginx", func(t *testing.T) { runReadmeNginxBlock(t, sock) })
 
 	const inFlight, half = 8, 1000
 	type result struct {
@@ -430,6 +433,52 @@ func runNginxAppSnippet(t *testing.T, bin string) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Errorf("still running 10 s after SIGTERM with nothing in flight\n%s", out)
+	}
+}
+
+// runReadmeNginxBlock runs README.md's nginx configuration, as written but
+// for the socket's path and the port, with nginx's workers as www-data as
+// Debian runs them, in front of the nginx-app snippet listening on sock.
+func runReadmeNginxBlock(t *testing.T, sock string) {
+	peer.Require(t, "nginx", "nginx")
+	peer.RequireRoot(t, "run nginx's workers as www-data", "www-data")
+	var block string
+	for _, b := range markdownBlocks(t, "README.md") {
+		if b.lang == "nginx" {
+			block = b.code
+			break
+		}
+	}
+	port := peer.FreePort(t)
+	for _, r := range [][2]string{
+		{"unix:/run/app/fcgi.sock", "unix:" + sock},
+		{"listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", port)},
+	} {
+		if !strings.Contains(block, r[0]) {
+			t.Fatalf("README.md's nginx block has no %q to point at the test's program:\n%s", r[0], block)
+		}
+		block = strings.Replace(block, r[0], r[1], 1)
+	}
+	// include fastcgi_params is relative to nginx's configuration
+	// directory, where peer.StartNginx writes Debian's file.
+	n := peer.StartNginx(t, peer.NginxConfig{User: "www-data", HTTP: block})
+	hc := httpClient(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	for i := range 3 {
+		status, body := httpGet(t, hc, fmt.Sprintf("%s/page/%d", base, i))
+		if want := fmt.Sprintf("hello from FastCGI: GET /page/%d, 0 bytes\n", i); status != 200 || body != want {
+			t.Fatalf("GET /page/%d through README's nginx block: %d %q, want 200 %q\nnginx error log:\n%s", i, status, body, want, n.ErrorLog())
+		}
+	}
+	const size = 300 << 10
+	resp, err := hc.Post(base+"/upload", "application/octet-stream", bytes.NewReader(make([]byte, size)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("hello from FastCGI: POST /upload, %d bytes\n", size); resp.StatusCode != 200 || string(body) != want {
+		t.Fatalf("POST of %d bytes through README's nginx block: %d %q, want 200 %q\nnginx error log:\n%s", size, resp.StatusCode, body, want, n.ErrorLog())
 	}
 }
 
