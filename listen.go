@@ -168,7 +168,7 @@ func (p socketPerm) bind(ctx context.Context, path string) (net.Listener, error)
 	nlc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		// Best effort: a system that refuses leaves the umask's mode, which
 		// apply corrects a moment later.
-		return c.Control(func(fd uintptr) { syscall.Fchmod(int(fd), uint32(p.mode&0o700)) })
+		return c.Control(func(fd uintptr) { fchmodSocket(fd, p.mode&0o700) })
 	}}
 	return nlc.Listen(ctx, "unix", path)
 }
@@ -233,11 +233,11 @@ func inheritedListener() (net.Listener, error) {
 	}
 	// Work on a duplicate: an *os.File for fd 0 itself would close it when
 	// collected, taking whatever descriptor has that number by then.
-	fd, err := syscall.Dup(0)
+	fd, err := dupStdin()
 	if err != nil {
 		return nil, ErrNotListener
 	}
-	f := os.NewFile(uintptr(fd), "stdin")
+	f := os.NewFile(fd, "stdin")
 	defer f.Close()
 	l, err := net.FileListener(f)
 	if err != nil {
