@@ -238,3 +238,72 @@ func TestClientMultiplexSlowAbortServer(t *testing.T) {
 	defer c.Close()
 	runSlowAbort(t, c, &seen, release, func() { <-slowDone })
 }
+
+// TestClientBodyCloseDuringRead: as with net/http, a response Body may be
+// closed from another goroutine while a Read waits for the application.
+// The Read returns at once with http.ErrBodyReadAfterClose, the request is
+// abandoned (its connection closed, or the request aborted on a
+// multiplexed one), nothing counts as a backend failure, and with one
+// connection allowed the next request is served.
+func TestClientBodyCloseDuringRead(t *testing.T) {
+	for _, mode := range []fcgi.MultiplexMode{fcgi.MultiplexOff, fcgi.MultiplexOn} {
+		t.Run(fmt.Sprint("multiplex=", mode == fcgi.MultiplexOn), func(t *testing.T) {
+			checkLeaks(t)
+			ended := make(chan error, 4)
+			addr := startServer(t, "unix", &fcgi.Server{ErrorLog: quietLog}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/stall" {
+					io.WriteString(w, "next")
+					return
+				}
+				io.WriteString(w, "first part")
+				w.(http.Flusher).Flush()
+				<-r.Context().Done() // until the client gives the request up
+				ended <- context.Cause(r.Context())
+			}))
+			c := &fcgi.Client{Addr: "unix:" + addr, MaxConnsPerBackend: 1, Multiplex: mode, ErrorLog: quietLog}
+			defer c.Close()
+
+			resp, err := c.Do(context.Background(), get("/stall"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := make([]byte, len("first part"))
+			if _, err := io.ReadFull(resp.Body, first); err != nil {
+				t.Fatal(err)
+			}
+			readErr := make(chan error, 1)
+			go func() {
+				_, err := resp.Body.Read(make([]byte, 10))
+				readErr <- err
+			}()
+			time.Sleep(50 * time.Millisecond) // the Read is waiting
+			if err := resp.Body.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			select {
+			case err := <-readErr:
+				if !errors.Is(err, http.ErrBodyReadAfterClose) {
+					t.Errorf("Read during Close: %v, want http.ErrBodyReadAfterClose", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Read still waiting 10 s after Close")
+			}
+			if _, err := resp.Body.Read(make([]byte, 1)); !errors.Is(err, http.ErrBodyReadAfterClose) {
+				t.Errorf("Read after Close: %v, want http.ErrBodyReadAfterClose", err)
+			}
+			select {
+			case <-ended:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the application's handler was not told that the request was given up")
+			}
+			_, body := doString(t, c, get("/next"))
+			if body != "next" {
+				t.Errorf("next request: %q", body)
+			}
+			st := c.Stats()[0]
+			if st.ResetErrors+st.Timeouts+st.ProtocolErrors != 0 {
+				t.Errorf("a Close counted as a backend failure: %+v", st)
+			}
+		})
+	}
+}

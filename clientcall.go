@@ -46,6 +46,14 @@ type call struct {
 	err        error // returned by Read once pending is empty
 	finished   bool
 
+	// Close may come from another goroutine while a Read waits, as with
+	// net/http. bodyMu guards reading and closed; closeReq tells the
+	// waiting Read, which then ends the call itself.
+	bodyMu   sync.Mutex
+	reading  bool
+	closed   bool
+	closeReq atomic.Bool
+
 	// Interim (1xx) header blocks read, and their bytes, which count
 	// against the header limit; owned by the reader too.
 	interims, interimBytes int
@@ -172,7 +180,7 @@ func (cl *call) next() (wire.Type, []byte, error) {
 		provisional := cl.armRead()
 		rec, err := cc.rd.Next()
 		if err != nil {
-			if provisional && isTimeout(err) && cl.ctx.Err() == nil {
+			if provisional && isTimeout(err) && cl.ctx.Err() == nil && !cl.closeReq.Load() {
 				continue // the body is still being sent: the wait has not begun
 			}
 			return 0, nil, cl.readErr(err)
@@ -318,8 +326,8 @@ func (cl *call) armRead() (provisional bool) {
 	}
 	cc.nc.SetReadDeadline(dl)
 	cl.rdl = dl
-	if cl.stop != nil && cl.ctx.Err() != nil {
-		// cancel's deadline may have just been replaced.
+	if cl.stop != nil && cl.ctx.Err() != nil || cl.closeReq.Load() {
+		// cancel's or Close's deadline may have just been replaced.
 		cc.nc.SetReadDeadline(time.Unix(1, 0))
 	}
 	return provisional
@@ -329,6 +337,25 @@ func (cl *call) appStatus() (uint32, bool) { return cl.end.AppStatus, cl.ended }
 
 // Read reads the response body: STDOUT after the CGI header.
 func (cl *call) Read(p []byte) (int, error) {
+	cl.bodyMu.Lock()
+	if cl.closed {
+		cl.bodyMu.Unlock()
+		return 0, http.ErrBodyReadAfterClose
+	}
+	cl.reading = true
+	cl.bodyMu.Unlock()
+	n, err := cl.read(p)
+	cl.bodyMu.Lock()
+	cl.reading = false
+	cl.bodyMu.Unlock()
+	if cl.closeReq.Load() {
+		cl.abandon()
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return n, err
+}
+
+func (cl *call) read(p []byte) (int, error) {
 	for len(cl.pending) == 0 {
 		if cl.err != nil {
 			return 0, cl.err
@@ -344,7 +371,9 @@ func (cl *call) Read(p []byte) (int, error) {
 		}
 		if err != nil {
 			cl.err = err
-			cl.b.stats.count(outcomeOf(cl.ctx, err))
+			if !cl.closeReq.Load() { // else the caller gave up: no failure of the backend's
+				cl.b.stats.count(outcomeOf(cl.ctx, err))
+			}
 			cl.finish(false)
 			return 0, err
 		}
@@ -393,14 +422,38 @@ func (cl *call) buffered() bool {
 	return true
 }
 
-// Close ends the response. Before io.EOF it abandons the request.
+// Close ends the response. Before io.EOF it abandons the request. During a
+// Read on another goroutine it wakes that Read, which then abandons the
+// request and returns [http.ErrBodyReadAfterClose].
 func (cl *call) Close() error {
+	cl.bodyMu.Lock()
+	if cl.closed {
+		cl.bodyMu.Unlock()
+		return nil
+	}
+	cl.closed = true
+	if cl.reading {
+		cl.closeReq.Store(true)
+		cl.bodyMu.Unlock()
+		if cl.cc.mpx {
+			cl.abort()
+		} else {
+			cl.cc.nc.SetReadDeadline(time.Unix(1, 0))
+		}
+		return nil
+	}
+	cl.bodyMu.Unlock()
+	cl.abandon()
+	return nil
+}
+
+// abandon ends a call whose body is closed, unless it has ended already.
+func (cl *call) abandon() {
 	if !cl.finished {
 		cl.err = http.ErrBodyReadAfterClose
 		cl.pending = nil
 		cl.finish(false)
 	}
-	return nil
 }
 
 // finish ends the call once: the connection goes back to the pool when reuse

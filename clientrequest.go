@@ -99,7 +99,9 @@ type Response struct {
 	// request (the connection is closed, or on a multiplexed connection the
 	// request is aborted with FCGI_ABORT_REQUEST). A connection is reused
 	// only when its Body was read to io.EOF. A Read after Close returns
-	// [http.ErrBodyReadAfterClose].
+	// [http.ErrBodyReadAfterClose]. As with net/http, Close may be called
+	// from another goroutine while a Read waits: that Read returns
+	// [http.ErrBodyReadAfterClose] at once.
 	Body io.ReadCloser
 
 	call *call
