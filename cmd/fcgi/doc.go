@@ -70,5 +70,6 @@
 //	5    call, ping, status and opcache: connected but no answer in time - the
 //	     application is busy (every worker taken) or stuck, not dead;
 //	     bench: every request timed out
-//	130  bench interrupted by Ctrl-C (143 by SIGTERM), after its partial report
+//	130  interrupted by Ctrl-C (143 by SIGTERM) before the job was done: call,
+//	     ping, status, values, lint, opcache, bench (after its partial report)
 package main

@@ -23,6 +23,7 @@ import (
 
 var exporterCmd = &command{
 	name:    "exporter",
+	serves:  true,
 	summary: "Prometheus exporter for PHP-FPM pools (replaces php-fpm_exporter)",
 	usage: `
 Usage: fcgi exporter [flags] --backend ADDR [--backend ADDR]...

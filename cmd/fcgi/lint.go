@@ -188,7 +188,7 @@ func (l *linter) run(ctx context.Context) {
 	}
 	for _, check := range checks {
 		if ctx.Err() != nil {
-			l.add(lintFail, "", "interrupted", ctx.Err().Error())
+			l.add(lintFail, "", context.Cause(ctx).Error(), "the remaining checks did not run")
 			return
 		}
 		check(ctx)
