@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -121,7 +122,13 @@ func readStatus(ctx context.Context, c *fcgi.Client, path string, full bool) (po
 		return nil, nil, err
 	}
 	if cr.status != 200 {
-		return nil, nil, &notStatusError{cr.status, fmt.Sprintf("status page answered %d: %q", cr.status, truncate(cr.body, 80))}
+		msg := fmt.Sprintf("status page answered %d: %q", cr.status, truncate(cr.body, 80))
+		if cr.status == http.StatusNotFound {
+			// PHP-FPM runs a path that is not its status path as a
+			// script, which is not there.
+			msg += fmt.Sprintf(": does the pool set pm.status_path = %s?", path)
+		}
+		return nil, nil, &notStatusError{cr.status, msg}
 	}
 	st, err := parseStatus(cr.body)
 	if err != nil {
