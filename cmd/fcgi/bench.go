@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -52,6 +53,9 @@ Before the run, bench asks the application for FCGI_MAX_CONNS and
 FCGI_MAX_REQS (FCGI_GET_VALUES, waiting at most a second) and warns when -c
 (times --mpx) is more than the application serves at once: the extra
 requests wait for a worker, and latency then measures the queue.
+PHP-FPM tells neither, and takes no more kept connections than
+pm.max_children: the report warns when some connections got almost no
+responses, having waited in its queue.
 
 A response whose HTTP status is not 2xx or 3xx counts as failed, as does
 a request that got no valid response (an error: connect, timeout,
@@ -296,6 +300,9 @@ type bencher struct {
 	status  map[int]int64
 	bytes   int64
 	elapsed time.Duration
+	// perConn is each worker's count of responses, for the starved
+	// connections of the report.
+	perConn []uint64
 }
 
 // benchResult is the outcome of a run, as printed by --json.
@@ -312,6 +319,10 @@ type benchResult struct {
 	// FCGI_MAX_REQS, when it told them.
 	MaxConns int `json:"fcgi_max_conns,omitempty"`
 	MaxReqs  int `json:"fcgi_max_reqs,omitempty"`
+	// Starved counts the connections that got under a tenth of the
+	// responses of the median one: the application served fewer
+	// connections at once than -c, and theirs waited in its queue.
+	Starved int `json:"starved_connections,omitempty"`
 	// Requests = OK + HTTPErrors + Errors; Failed = HTTPErrors + Errors.
 	Requests   int64            `json:"requests"`
 	OK         int64            `json:"ok"`     // responses with a 2xx or 3xx status
@@ -411,6 +422,7 @@ func (b *bencher) merge(s *stats) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.total.Merge(&s.h)
+	b.perConn = append(b.perConn, s.h.Count())
 	for k, v := range s.errs {
 		b.errs[k] += v
 	}
@@ -786,6 +798,7 @@ func (b *bencher) result() benchResult {
 	}
 	r.Failed = r.HTTPErrors + r.Errors
 	r.Requests = r.OK + r.Failed
+	r.Starved = starved(b.perConn)
 	if r.Seconds > 0 {
 		r.RPS = float64(h.Count()) / r.Seconds
 	}
@@ -800,6 +813,30 @@ func (b *bencher) result() benchResult {
 		r.Histogram = append(r.Histogram, benchBar{us(bar.Lo), us(bar.Hi), bar.Count})
 	}
 	return r
+}
+
+// starved counts the connections that got under a tenth of the
+// responses of the median connection, once that one got at least ten.
+// PHP-FPM, which tells no limit by FCGI_GET_VALUES, accepts no more
+// connections than it has workers: those over pm.max_children wait in
+// its listen queue until another closes, which with kept connections is
+// the end of the run.
+func starved(perConn []uint64) int {
+	if len(perConn) < 2 {
+		return 0
+	}
+	sorted := slices.Sorted(slices.Values(perConn))
+	median := sorted[len(sorted)/2]
+	if median < 10 {
+		return 0
+	}
+	n := 0
+	for _, c := range sorted {
+		if c*10 < median {
+			n++
+		}
+	}
+	return n
 }
 
 func (b *bencher) print(w io.Writer, r benchResult) {
@@ -829,6 +866,9 @@ func (b *bencher) print(w io.Writer, r benchResult) {
 	}
 	if r.HTTPErrors > 0 {
 		fmt.Fprintf(w, "WARNING:      %d of %d responses had an HTTP status other than 2xx or 3xx; check --path and --root\n", r.HTTPErrors, r.OK+r.HTTPErrors)
+	}
+	if r.Starved > 0 {
+		fmt.Fprintf(w, "WARNING:      %d of %d connections got almost no responses: the application serves fewer connections at once (PHP-FPM: pm.max_children), and their requests waited in its queue, their latency the queue's; lower -c\n", r.Starved, r.Connections)
 	}
 	codes := make([]string, 0, len(r.Statuses))
 	for k := range r.Statuses {
