@@ -469,6 +469,7 @@ func (b *bencher) worker(ctx context.Context, s *stats) {
 			c.Close()
 		}
 	}()
+	var rd redial
 	for {
 		due, ok := b.ticket(ctx)
 		if !ok {
@@ -478,8 +479,12 @@ func (b *bencher) worker(ctx context.Context, s *stats) {
 			var err error
 			if c, err = b.dial(ctx); err != nil {
 				s.fail(b, "connect")
+				if !b.backOff(ctx, &rd) {
+					return
+				}
 				continue
 			}
+			rd = redial{}
 		}
 		status, n, err := b.roundTrip(c)
 		switch {
@@ -497,6 +502,43 @@ func (b *bencher) worker(ctx context.Context, s *stats) {
 			c.Close()
 			c = nil
 		}
+	}
+}
+
+// redial is a worker's state between failed dials.
+type redial struct {
+	wait  time.Duration // the last wait; 0 after a dial that worked
+	since time.Time     // the first failure of the series
+}
+
+// backOff waits before a worker dials again after a failed dial, the wait
+// doubling from 10 ms to a second, so that an application that is down
+// for a moment (a PHP-FPM restart) is retried a few times a second
+// rather than as fast as the machine can dial, which would count a failure
+// per attempt and take the CPU from the application. It returns false when
+// the run ends first, or when the dials have failed for longer than
+// --timeout: the worker stops then, so that a run of -n requests against
+// an application gone for good ends rather than try every one of them.
+func (b *bencher) backOff(ctx context.Context, r *redial) bool {
+	now := time.Now()
+	if r.wait == 0 {
+		r.since = now
+	}
+	if now.Sub(r.since) > b.timeout {
+		return false
+	}
+	r.wait = min(max(2*r.wait, 10*time.Millisecond), time.Second)
+	d := r.wait
+	if !b.stopAt.IsZero() {
+		d = min(d, time.Until(b.stopAt))
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -619,15 +661,17 @@ func (c *cgiHead) result() (int, error) {
 // workerMpx keeps b.mpx requests in flight on one connection: this
 // goroutine writes, a reader goroutine it owns matches END_REQUESTs to IDs.
 func (b *bencher) workerMpx(ctx context.Context, s *stats) {
+	var rd redial
 	for ctx.Err() == nil {
 		c, err := b.dial(ctx)
 		if err != nil {
 			s.fail(b, "connect")
-			if _, ok := b.ticket(ctx); !ok {
+			if _, ok := b.ticket(ctx); !ok || !b.backOff(ctx, &rd) {
 				return
 			}
 			continue
 		}
+		rd = redial{}
 		if !b.mpxConn(ctx, c, s) {
 			return
 		}

@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"github.com/fcgikit/fcgi"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -113,5 +115,37 @@ func TestBenchPHPFPM(t *testing.T) {
 	r, _ = benchJSON(t, fpm.Addr(), "-c", "3", "-n", "300", "--path", "/ping")
 	if r.Starved != 1 {
 		t.Errorf("starved_connections %d, want 1", r.Starved)
+	}
+}
+
+// TestBenchBackendGone: when the application goes away during a run (a
+// PHP-FPM restart), the connections wait between attempts to reconnect
+// rather than spin: the failures counted are a handful per connection,
+// not as many as the machine can dial, and the run still ends on time.
+func TestBenchBackendGone(t *testing.T) {
+	// With a count and the application gone for good, each connection
+	// gives up once its dials have failed for --timeout.
+	for _, mode := range [][]string{{"--duration", "2s"}, {"--duration", "2s", "--mpx", "4"}, {"-n", "1000000", "--timeout", "2s"}} {
+		t.Run(strings.Join(mode, ""), func(t *testing.T) {
+			srv := &fcgi.Server{}
+			var served atomic.Int64
+			srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if served.Add(1) == 50 {
+					go srv.Close() // the socket file goes with the listener
+				}
+				pingHandler.ServeHTTP(w, r)
+			})
+			addr := startFcgiServer(t, srv, filepath.Join(t.TempDir(), "app.sock"))
+			r, code := benchJSON(t, append([]string{addr, "-c", "4"}, mode...)...)
+			if code != exitFail || r.ErrorKinds["connect"] == 0 {
+				t.Fatalf("exit %d, errors %v; want 1 and connect errors", code, r.ErrorKinds)
+			}
+			if n := r.ErrorKinds["connect"]; n > 200 {
+				t.Errorf("%d connect errors from 4 connections in %.1f s: they spin", n, r.Seconds)
+			}
+			if r.Seconds > 20 {
+				t.Errorf("the run took %.1f s, want about 2", r.Seconds)
+			}
+		})
 	}
 }
