@@ -44,7 +44,7 @@ Examples:
 	fcgi call unix:/run/php/php8.2-fpm.sock /ping
 	fcgi call -i 127.0.0.1:9000 'http://example.com/index.php?page=2' --root /srv/app/public
 	fcgi call -X PUT -H 'Content-Type: application/json' -d @body.json unix:/run/app.sock /api/items
-	echo 'a=1' | fcgi call -d - unix:/run/app.sock /form.php
+	printf 'a=1' | fcgi call -d - unix:/run/app.sock /form.php
 	fcgi call -p SCRIPT_FILENAME=/srv/x.php -p APP_ENV=test unix:/run/app.sock /x
 	fcgi call --raw unix:/run/app.sock /     # the CGI output exactly, as cgi-fcgi prints it
 	fcgi call --root /srv/app/public --front-controller /index.php unix:/run/php/php8.2-fpm.sock /products/5
