@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -323,6 +324,10 @@ type benchResult struct {
 	// responses of the median one: the application served fewer
 	// connections at once than -c, and theirs waited in its queue.
 	Starved int `json:"starved_connections,omitempty"`
+	// Unsent counts the requests --rate scheduled before the end of
+	// --duration that were never sent, the connections being busy: the
+	// rate was not reached.
+	Unsent int64 `json:"unsent,omitempty"`
 	// Requests = OK + HTTPErrors + Errors; Failed = HTTPErrors + Errors.
 	Requests   int64            `json:"requests"`
 	OK         int64            `json:"ok"`     // responses with a 2xx or 3xx status
@@ -368,6 +373,12 @@ func (b *bencher) ticket(ctx context.Context) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	now := time.Now()
+	if !b.stopAt.IsZero() && !now.Before(b.stopAt) {
+		// Requests --rate scheduled before the end but not yet sent
+		// (the connections were busy) stay unsent: the run ends on
+		// time, and the report counts them.
+		return time.Time{}, false
+	}
 	due := now
 	if b.rate > 0 {
 		due = b.start.Add(time.Duration(float64(i) / b.rate * float64(time.Second)))
@@ -843,6 +854,14 @@ func (b *bencher) result() benchResult {
 	r.Failed = r.HTTPErrors + r.Errors
 	r.Requests = r.OK + r.Failed
 	r.Starved = starved(b.perConn)
+	if b.rate > 0 && b.duration > 0 && !r.Interrupted {
+		// Ticket i is due at i/rate seconds: those before the end.
+		scheduled := int64(math.Ceil(b.rate*b.duration.Seconds() - 1e-9))
+		if b.n > 0 {
+			scheduled = min(scheduled, b.n)
+		}
+		r.Unsent = max(0, scheduled-r.Requests)
+	}
 	if r.Seconds > 0 {
 		r.RPS = float64(h.Count()) / r.Seconds
 	}
@@ -910,6 +929,9 @@ func (b *bencher) print(w io.Writer, r benchResult) {
 	}
 	if r.HTTPErrors > 0 {
 		fmt.Fprintf(w, "WARNING:      %d of %d responses had an HTTP status other than 2xx or 3xx; check --path and --root\n", r.HTTPErrors, r.OK+r.HTTPErrors)
+	}
+	if r.Unsent > 0 {
+		fmt.Fprintf(w, "WARNING:      --rate %g not reached: %d of the %d requests scheduled were not sent, every connection being busy; raise -c, or the application is slower than that\n", b.rate, r.Unsent, r.Requests+r.Unsent)
 	}
 	if r.Starved > 0 {
 		fmt.Fprintf(w, "WARNING:      %d of %d connections got almost no responses: the application serves fewer connections at once (PHP-FPM: pm.max_children), and their requests waited in its queue, their latency the queue's; lower -c\n", r.Starved, r.Connections)

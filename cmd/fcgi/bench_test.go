@@ -80,6 +80,29 @@ func TestBenchDurationRate(t *testing.T) {
 	}
 }
 
+// TestBenchRateNotReached: when the application cannot keep up with
+// --rate, the run still ends at --duration, rather than send the backlog
+// of requests scheduled before it, and the report says the rate was not
+// reached.
+func TestBenchRateNotReached(t *testing.T) {
+	addr := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(100 * time.Millisecond)
+	}))
+	r, code := benchJSON(t, addr, "-c", "1", "--duration", "1s", "--rate", "100", "--timeout", "30s")
+	// One connection serves 10 requests a second at most; the other 90
+	// of the second's 100 were never sent.
+	if code != 0 || r.Seconds > 5 || r.OK > 30 {
+		t.Errorf("exit %d, %d requests in %.1f s; want 0 and about 10 in about 1 s", code, r.OK, r.Seconds)
+	}
+	if r.Unsent < 50 {
+		t.Errorf("unsent %d, want the about 90 scheduled requests never sent", r.Unsent)
+	}
+	res := runFcgi(t, nil, "bench", addr, "-c", "1", "--duration", "1s", "--rate", "100", "--timeout", "30s")
+	if !strings.Contains(res.stdout, "--rate 100 not reached") {
+		t.Errorf("the report does not say the rate was not reached:\n%s", res.stdout)
+	}
+}
+
 // TestBenchNoDashD: -d is a request body, as in curl and fcgi call, not
 // a duration as in wrk; bench has no -d, so wrk's "-d 10s" is a usage
 // error rather than a run of another length.
