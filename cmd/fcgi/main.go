@@ -23,7 +23,7 @@ const (
 	exitOK          = 0 // the job was done
 	exitFail        = 1 // the job ran and found a problem (lint FAIL, ping unhealthy, HTTP error with --fail)
 	exitUsage       = 2 // bad command line
-	exitUnreachable = 3 // the FastCGI application could not be reached, or did not answer in time
+	exitUnreachable = 3 // the FastCGI application could not be reached, or closed the connection without answering
 	exitProtocol    = 4 // the application answered but broke the FastCGI protocol
 	exitBusy        = 5 // connected, but no answer in time: busy (every worker taken) or stuck
 )
