@@ -301,9 +301,16 @@ type bencher struct {
 	status  map[int]int64
 	bytes   int64
 	elapsed time.Duration
-	// perConn is each worker's count of responses, for the starved
-	// connections of the report.
-	perConn []uint64
+	// perConn is each worker's tally, for the starved connections of
+	// the report.
+	perConn []connTally
+}
+
+// connTally is what one worker's connections got: how many responses,
+// and the longest wait for one.
+type connTally struct {
+	n       uint64
+	longest time.Duration
 }
 
 // benchResult is the outcome of a run, as printed by --json.
@@ -433,7 +440,7 @@ func (b *bencher) merge(s *stats) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.total.Merge(&s.h)
-	b.perConn = append(b.perConn, s.h.Count())
+	b.perConn = append(b.perConn, connTally{s.h.Count(), s.h.Max()})
 	for k, v := range s.errs {
 		b.errs[k] += v
 	}
@@ -853,7 +860,7 @@ func (b *bencher) result() benchResult {
 	}
 	r.Failed = r.HTTPErrors + r.Errors
 	r.Requests = r.OK + r.Failed
-	r.Starved = starved(b.perConn)
+	r.Starved = starved(b.perConn, b.elapsed)
 	if b.rate > 0 && b.duration > 0 && !r.Interrupted {
 		// Ticket i is due at i/rate seconds: those before the end.
 		scheduled := int64(math.Ceil(b.rate*b.duration.Seconds() - 1e-9))
@@ -879,23 +886,29 @@ func (b *bencher) result() benchResult {
 }
 
 // starved counts the connections that got under a tenth of the
-// responses of the median connection, once that one got at least ten.
+// responses of the median connection, once that one got at least ten,
+// and waited for one of them half the run or more (a connection that
+// started late and found the count used up got few too, without waiting).
 // PHP-FPM, which tells no limit by FCGI_GET_VALUES, accepts no more
 // connections than it has workers: those over pm.max_children wait in
 // its listen queue until another closes, which with kept connections is
 // the end of the run.
-func starved(perConn []uint64) int {
+func starved(perConn []connTally, elapsed time.Duration) int {
 	if len(perConn) < 2 {
 		return 0
 	}
-	sorted := slices.Sorted(slices.Values(perConn))
-	median := sorted[len(sorted)/2]
+	counts := make([]uint64, len(perConn))
+	for i, c := range perConn {
+		counts[i] = c.n
+	}
+	slices.Sort(counts)
+	median := counts[len(counts)/2]
 	if median < 10 {
 		return 0
 	}
 	n := 0
-	for _, c := range sorted {
-		if c*10 < median {
+	for _, c := range perConn {
+		if c.n*10 < median && c.longest >= elapsed/2 {
 			n++
 		}
 	}
