@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -52,6 +54,9 @@ Before the run, bench asks the application for FCGI_MAX_CONNS and
 FCGI_MAX_REQS (FCGI_GET_VALUES, waiting at most a second) and warns when -c
 (times --mpx) is more than the application serves at once: the extra
 requests wait for a worker, and latency then measures the queue.
+PHP-FPM tells neither, and takes no more kept connections than
+pm.max_children: the report warns when some connections got almost no
+responses, having waited in its queue.
 
 A response whose HTTP status is not 2xx or 3xx counts as failed, as does
 a request that got no valid response (an error: connect, timeout,
@@ -296,6 +301,16 @@ type bencher struct {
 	status  map[int]int64
 	bytes   int64
 	elapsed time.Duration
+	// perConn is each worker's tally, for the starved connections of
+	// the report.
+	perConn []connTally
+}
+
+// connTally is what one worker's connections got: how many responses,
+// and the longest wait for one.
+type connTally struct {
+	n       uint64
+	longest time.Duration
 }
 
 // benchResult is the outcome of a run, as printed by --json.
@@ -312,6 +327,14 @@ type benchResult struct {
 	// FCGI_MAX_REQS, when it told them.
 	MaxConns int `json:"fcgi_max_conns,omitempty"`
 	MaxReqs  int `json:"fcgi_max_reqs,omitempty"`
+	// Starved counts the connections that got under a tenth of the
+	// responses of the median one: the application served fewer
+	// connections at once than -c, and theirs waited in its queue.
+	Starved int `json:"starved_connections,omitempty"`
+	// Unsent counts the requests --rate scheduled before the end of
+	// --duration that were never sent, the connections being busy: the
+	// rate was not reached.
+	Unsent int64 `json:"unsent,omitempty"`
 	// Requests = OK + HTTPErrors + Errors; Failed = HTTPErrors + Errors.
 	Requests   int64            `json:"requests"`
 	OK         int64            `json:"ok"`     // responses with a 2xx or 3xx status
@@ -357,6 +380,12 @@ func (b *bencher) ticket(ctx context.Context) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	now := time.Now()
+	if !b.stopAt.IsZero() && !now.Before(b.stopAt) {
+		// Requests --rate scheduled before the end but not yet sent
+		// (the connections were busy) stay unsent: the run ends on
+		// time, and the report counts them.
+		return time.Time{}, false
+	}
 	due := now
 	if b.rate > 0 {
 		due = b.start.Add(time.Duration(float64(i) / b.rate * float64(time.Second)))
@@ -411,6 +440,7 @@ func (b *bencher) merge(s *stats) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.total.Merge(&s.h)
+	b.perConn = append(b.perConn, connTally{s.h.Count(), s.h.Max()})
 	for k, v := range s.errs {
 		b.errs[k] += v
 	}
@@ -457,6 +487,7 @@ func (b *bencher) worker(ctx context.Context, s *stats) {
 			c.Close()
 		}
 	}()
+	var rd redial
 	for {
 		due, ok := b.ticket(ctx)
 		if !ok {
@@ -466,8 +497,12 @@ func (b *bencher) worker(ctx context.Context, s *stats) {
 			var err error
 			if c, err = b.dial(ctx); err != nil {
 				s.fail(b, "connect")
+				if !b.backOff(ctx, &rd) {
+					return
+				}
 				continue
 			}
+			rd = redial{}
 		}
 		status, n, err := b.roundTrip(c)
 		switch {
@@ -485,6 +520,43 @@ func (b *bencher) worker(ctx context.Context, s *stats) {
 			c.Close()
 			c = nil
 		}
+	}
+}
+
+// redial is a worker's state between failed dials.
+type redial struct {
+	wait  time.Duration // the last wait; 0 after a dial that worked
+	since time.Time     // the first failure of the series
+}
+
+// backOff waits before a worker dials again after a failed dial, the wait
+// doubling from 10 ms to a second, so that an application that is down
+// for a moment (a PHP-FPM restart) is retried a few times a second
+// rather than as fast as the machine can dial, which would count a failure
+// per attempt and take the CPU from the application. It returns false when
+// the run ends first, or when the dials have failed for longer than
+// --timeout: the worker stops then, so that a run of -n requests against
+// an application gone for good ends rather than try every one of them.
+func (b *bencher) backOff(ctx context.Context, r *redial) bool {
+	now := time.Now()
+	if r.wait == 0 {
+		r.since = now
+	}
+	if now.Sub(r.since) > b.timeout {
+		return false
+	}
+	r.wait = min(max(2*r.wait, 10*time.Millisecond), time.Second)
+	d := r.wait
+	if !b.stopAt.IsZero() {
+		d = min(d, time.Until(b.stopAt))
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -607,15 +679,17 @@ func (c *cgiHead) result() (int, error) {
 // workerMpx keeps b.mpx requests in flight on one connection: this
 // goroutine writes, a reader goroutine it owns matches END_REQUESTs to IDs.
 func (b *bencher) workerMpx(ctx context.Context, s *stats) {
+	var rd redial
 	for ctx.Err() == nil {
 		c, err := b.dial(ctx)
 		if err != nil {
 			s.fail(b, "connect")
-			if _, ok := b.ticket(ctx); !ok {
+			if _, ok := b.ticket(ctx); !ok || !b.backOff(ctx, &rd) {
 				return
 			}
 			continue
 		}
+		rd = redial{}
 		if !b.mpxConn(ctx, c, s) {
 			return
 		}
@@ -786,6 +860,15 @@ func (b *bencher) result() benchResult {
 	}
 	r.Failed = r.HTTPErrors + r.Errors
 	r.Requests = r.OK + r.Failed
+	r.Starved = starved(b.perConn, b.elapsed)
+	if b.rate > 0 && b.duration > 0 && !r.Interrupted {
+		// Ticket i is due at i/rate seconds: those before the end.
+		scheduled := int64(math.Ceil(b.rate*b.duration.Seconds() - 1e-9))
+		if b.n > 0 {
+			scheduled = min(scheduled, b.n)
+		}
+		r.Unsent = max(0, scheduled-r.Requests)
+	}
 	if r.Seconds > 0 {
 		r.RPS = float64(h.Count()) / r.Seconds
 	}
@@ -800,6 +883,36 @@ func (b *bencher) result() benchResult {
 		r.Histogram = append(r.Histogram, benchBar{us(bar.Lo), us(bar.Hi), bar.Count})
 	}
 	return r
+}
+
+// starved counts the connections that got under a tenth of the
+// responses of the median connection, once that one got at least ten,
+// and waited for one of them half the run or more (a connection that
+// started late and found the count used up got few too, without waiting).
+// PHP-FPM, which tells no limit by FCGI_GET_VALUES, accepts no more
+// connections than it has workers: those over pm.max_children wait in
+// its listen queue until another closes, which with kept connections is
+// the end of the run.
+func starved(perConn []connTally, elapsed time.Duration) int {
+	if len(perConn) < 2 {
+		return 0
+	}
+	counts := make([]uint64, len(perConn))
+	for i, c := range perConn {
+		counts[i] = c.n
+	}
+	slices.Sort(counts)
+	median := counts[len(counts)/2]
+	if median < 10 {
+		return 0
+	}
+	n := 0
+	for _, c := range perConn {
+		if c.n*10 < median && c.longest >= elapsed/2 {
+			n++
+		}
+	}
+	return n
 }
 
 func (b *bencher) print(w io.Writer, r benchResult) {
@@ -829,6 +942,12 @@ func (b *bencher) print(w io.Writer, r benchResult) {
 	}
 	if r.HTTPErrors > 0 {
 		fmt.Fprintf(w, "WARNING:      %d of %d responses had an HTTP status other than 2xx or 3xx; check --path and --root\n", r.HTTPErrors, r.OK+r.HTTPErrors)
+	}
+	if r.Unsent > 0 {
+		fmt.Fprintf(w, "WARNING:      --rate %g not reached: %d of the %d requests scheduled were not sent, every connection being busy; raise -c, or the application is slower than that\n", b.rate, r.Unsent, r.Requests+r.Unsent)
+	}
+	if r.Starved > 0 {
+		fmt.Fprintf(w, "WARNING:      %d of %d connections got almost no responses: the application serves fewer connections at once (PHP-FPM: pm.max_children), and their requests waited in its queue, their latency the queue's; lower -c\n", r.Starved, r.Connections)
 	}
 	codes := make([]string, 0, len(r.Statuses))
 	for k := range r.Statuses {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fcgikit/fcgi"
@@ -43,7 +44,7 @@ Examples:
 	fcgi call unix:/run/php/php8.2-fpm.sock /ping
 	fcgi call -i 127.0.0.1:9000 'http://example.com/index.php?page=2' --root /srv/app/public
 	fcgi call -X PUT -H 'Content-Type: application/json' -d @body.json unix:/run/app.sock /api/items
-	echo 'a=1' | fcgi call -d - unix:/run/app.sock /form.php
+	printf 'a=1' | fcgi call -d - unix:/run/app.sock /form.php
 	fcgi call -p SCRIPT_FILENAME=/srv/x.php -p APP_ENV=test unix:/run/app.sock /x
 	fcgi call --raw unix:/run/app.sock /     # the CGI output exactly, as cgi-fcgi prints it
 	fcgi call --root /srv/app/public --front-controller /index.php unix:/run/php/php8.2-fpm.sock /products/5
@@ -137,7 +138,10 @@ protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 			if *raw {
 				return callRaw(ctx, e, args[0], r, kv, body, *timeout, *verbose)
 			}
-			// Ended after the client is closed: nothing writes to it then.
+			// Ended before the output starts, so that on a terminal
+			// PHP-FPM's "Primary script unknown" is a line of its own
+			// rather than the start of "File not found.", and again at
+			// the end for what came later.
 			stderr := &lineEnder{w: e.stderr}
 			defer stderr.end()
 			c := newClient(e, args[0], *timeout)
@@ -152,6 +156,7 @@ protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 				return clientError(err)
 			}
 			defer resp.Body.Close()
+			stderr.end()
 			if *include {
 				if err := writeHeader(e.stdout, resp.StatusCode, resp.Header); err != nil {
 					return err
@@ -255,12 +260,17 @@ func hasHeader(h [][2]string, name string) bool {
 // lineEnder passes the application's FCGI_STDERR on to w and, at the
 // end, a newline if it did not end in one, so that the shell's prompt
 // does not follow the last line of it.
+// The client writes FCGI_STDERR while the response streams, hence the
+// mutex.
 type lineEnder struct {
 	w    io.Writer
+	mu   sync.Mutex
 	last byte
 }
 
 func (l *lineEnder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if len(p) > 0 {
 		l.last = p[len(p)-1]
 	}
@@ -269,6 +279,8 @@ func (l *lineEnder) Write(p []byte) (int, error) {
 
 // end writes the newline the output lacks, if any.
 func (l *lineEnder) end() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.last != 0 && l.last != '\n' {
 		l.w.Write([]byte{'\n'})
 		l.last = '\n'

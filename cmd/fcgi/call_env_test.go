@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -137,6 +138,20 @@ func TestCallStderrNewline(t *testing.T) {
 		res := runFcgi(t, nil, args...)
 		if res.code != 0 || res.stderr != "PHP Warning: no newline\n" {
 			t.Errorf("--raw=%v: exit %d, stderr %q; want the warning and one newline", raw, res.code, res.stderr)
+		}
+	}
+	// On a terminal, where both streams are one, the warning's line ends
+	// before the body starts, as PHP-FPM's "Primary script unknown" does
+	// before "File not found.".
+	for _, raw := range []bool{false, true} {
+		args := []string{"call", sock, "/x"}
+		if raw {
+			args = append(args, "--raw")
+		}
+		cmd := exec.Command(fcgiBin, args...)
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(out), "PHP Warning: no newline\n") || !strings.HasSuffix(string(out), "body\n") {
+			t.Errorf("--raw=%v: %v, output on one stream %q; want the warning's line, then the body", raw, err, out)
 		}
 	}
 	// A newline the application wrote is not doubled.

@@ -19,6 +19,7 @@ import (
 
 var demoAppCmd = &command{
 	name:    "demo-app",
+	serves:  true,
 	summary: "serve a small demo FastCGI application",
 	hidden:  true,
 	usage: `

@@ -62,13 +62,14 @@
 //	     (a response whose status is not 2xx or 3xx counts as failed)
 //	2    bad command line, such as a malformed address
 //	3    the application could not be reached (nothing listening, connection
-//	     refused) or closed the connection without answering, or, where no
-//	     connection was involved, did not answer in time
+//	     refused, no connection in time) or closed the connection without
+//	     answering
 //	4    the application answered but broke the FastCGI protocol or refused the
 //	     request (END_REQUEST with OVERLOADED, CANT_MPX_CONN, UNKNOWN_ROLE),
 //	     or it is an HTTP server, not a FastCGI application
-//	5    call, ping, status and opcache: connected but no answer in time - the
+//	5    call, ping, status, values and opcache: connected but no answer in time - the
 //	     application is busy (every worker taken) or stuck, not dead;
 //	     bench: every request timed out
-//	130  bench interrupted by Ctrl-C (143 by SIGTERM), after its partial report
+//	130  interrupted by Ctrl-C (143 by SIGTERM) before the job was done: call,
+//	     ping, status, values, lint, opcache, bench (after its partial report)
 package main

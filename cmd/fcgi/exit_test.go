@@ -244,7 +244,7 @@ func TestExitStatusTable(t *testing.T) {
 		},
 		exitBusy: func(t *testing.T) {
 			addr := startSilentServer(t)
-			for _, args := range [][]string{{"ping"}, {"status"}, {"call", "ADDR", "/"}} {
+			for _, args := range [][]string{{"ping"}, {"status"}, {"values"}, {"call", "ADDR", "/"}} {
 				if len(args) == 1 {
 					args = append(args, "ADDR")
 				}

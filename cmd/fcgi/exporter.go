@@ -23,6 +23,7 @@ import (
 
 var exporterCmd = &command{
 	name:    "exporter",
+	serves:  true,
 	summary: "Prometheus exporter for PHP-FPM pools (replaces php-fpm_exporter)",
 	usage: `
 Usage: fcgi exporter [flags] --backend ADDR [--backend ADDR]...
@@ -139,6 +140,12 @@ type fpmPool struct {
 	name     string // the pool's name at its last answer; "" before one
 	failures int64  // scrapes that failed, phpfpm_scrape_failures
 	warned   bool   // the process-count mismatch has been logged
+	// down is the reason of the last scrape's failure, "" after an
+	// answer, and downSince when the failures began: the log says when
+	// a pool goes down, or fails otherwise, and when it answers again,
+	// not at every scrape of an outage.
+	down      string
+	downSince time.Time
 }
 
 func newFPMPool(e *env, addr, path string, timeout, idle time.Duration) *fpmPool {
@@ -239,18 +246,33 @@ func (x *exporter) scrapePool(ctx context.Context, p *fpmPool, opcache bool) *po
 	}
 	ps.duration = time.Since(start)
 	p.mu.Lock()
+	was, since := p.down, p.downSince
 	if err != nil {
 		ps.st = nil
 		ps.reason = scrapeReason(err)
 		p.failures++
-	} else if v, ok := st.raw("pool"); ok {
-		json.Unmarshal(v, &p.name)
+		p.down = ps.reason
+		if was == "" {
+			p.downSince = start
+		}
+	} else {
+		p.down = ""
+		if v, ok := st.raw("pool"); ok {
+			json.Unmarshal(v, &p.name)
+		}
 	}
 	ps.name, ps.failures = p.name, p.failures
 	p.mu.Unlock()
 	if err != nil {
-		x.log.Warn("pool down", "scrape_uri", p.uri, "pool", ps.name, "reason", ps.reason, "err", err)
+		level := slog.LevelWarn
+		if was == ps.reason {
+			level = slog.LevelDebug // said when it began
+		}
+		x.log.Log(ctx, level, "pool down", "scrape_uri", p.uri, "pool", ps.name, "reason", ps.reason, "err", err)
 		return ps
+	}
+	if was != "" {
+		x.log.Info("pool up again", "scrape_uri", p.uri, "pool", ps.name, "down_for", time.Since(since).Round(time.Second))
 	}
 	if !x.fixCount {
 		active, idle := countProcesses(ps.procs)

@@ -435,3 +435,31 @@ func TestExporterUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestExporterLogsChanges: a pool that stays down is logged once, not at
+// every scrape, which would fill the log through an outage; its return
+// is logged once too.
+func TestExporterLogsChanges(t *testing.T) {
+	dir := t.TempDir()
+	url, out := startExporter(t, "--backend", "unix:"+dir+"/php-fpm.sock")
+	for range 3 {
+		body, _ := scrape(t, url)
+		if v := one(t, parseExposition(t, body), "phpfpm_up", nil); v != 0 {
+			t.Fatalf("phpfpm_up %v before PHP-FPM started", v)
+		}
+	}
+	peer.StartPHPFPM(t, peer.PHPFPMConfig{Dir: dir, MaxChildren: 1})
+	for range 2 {
+		body, _ := scrape(t, url)
+		if v := one(t, parseExposition(t, body), "phpfpm_up", nil); v != 1 {
+			t.Fatalf("phpfpm_up %v once PHP-FPM runs", v)
+		}
+	}
+	log := out.String()
+	if n := strings.Count(log, `msg="pool down"`); n != 1 {
+		t.Errorf(`"pool down" logged %d times over 3 failed scrapes, want once:\n%s`, n, log)
+	}
+	if n := strings.Count(log, `msg="pool up again"`); n != 1 {
+		t.Errorf(`"pool up again" logged %d times, want once:\n%s`, n, log)
+	}
+}

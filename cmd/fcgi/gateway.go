@@ -25,6 +25,7 @@ import (
 
 var gatewayCmd = &command{
 	name:    "gateway",
+	serves:  true,
 	summary: "serve HTTP from FastCGI applications; with no backend, a built-in demo",
 	usage: `
 Usage: fcgi gateway [flags]

@@ -51,7 +51,9 @@ Examples:
 	fcgi lint --json --strict unix:/run/app.sock
 
 Exit status: 0 no FAIL (and no WARN with --strict), 1 some check failed,
-3 the application could not be reached at all.
+3 the application could not be reached at all, 4 an HTTP server, 5 no
+answer to the first request in time (busy: every worker taken, or stuck),
+so no check ran.
 `,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		l := &linter{}
@@ -83,6 +85,9 @@ Exit status: 0 no FAIL (and no WARN with --strict), 1 some check failed,
 				return err
 			}
 			l.run(ctx)
+			if l.busy {
+				return &exitError{code: exitBusy, err: fmt.Errorf("%s: %w: no answer to the first request within --timeout, so no check could run", l.addr, errBusy)}
+			}
 			if *asJSON {
 				if err := printJSON(e.stdout, l.results); err != nil {
 					return err
@@ -123,6 +128,7 @@ type linter struct {
 	timeout time.Duration
 	results []lintResult
 	mpxs    string // FCGI_MPXS_CONNS as answered, "" if unknown
+	busy    bool   // the first request got no record in time: no check ran
 	status  int    // HTTP status of the page tested, 0 if unknown
 }
 
@@ -188,10 +194,13 @@ func (l *linter) run(ctx context.Context) {
 	}
 	for _, check := range checks {
 		if ctx.Err() != nil {
-			l.add(lintFail, "", "interrupted", ctx.Err().Error())
+			l.add(lintFail, "", context.Cause(ctx).Error(), "the remaining checks did not run")
 			return
 		}
 		check(ctx)
+		if l.busy {
+			return
+		}
 	}
 }
 
@@ -247,6 +256,12 @@ func (l *linter) checkRequest(ctx context.Context) {
 		return
 	}
 	resp, err := readResponse(c, id, l.deadline())
+	if errors.Is(err, errNoAnswer) && (resp == nil || len(resp.Records) == 0) {
+		// Not a word: every worker busy, or stuck. The other checks
+		// would time out the same and prove nothing.
+		l.busy = true
+		return
+	}
 	if err != nil {
 		l.add(lintFail, "§5.5", "END_REQUEST received", err.Error())
 		return

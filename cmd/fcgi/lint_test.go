@@ -154,3 +154,15 @@ func TestLintPageStatus(t *testing.T) {
 		t.Errorf("404 with --strict: exit %d, want 1", code)
 	}
 }
+
+// TestLintBusy: an application that accepts but does not answer the first
+// request in time, a PHP-FPM pool whose every worker is busy, is exit 5,
+// busy, said in one line, not a page of FAILs saying web servers will
+// break.
+func TestLintBusy(t *testing.T) {
+	addr := startSilentServer(t)
+	res := runFcgi(t, nil, "lint", "--timeout", "300ms", addr)
+	if res.code != exitBusy || !strings.Contains(res.stderr, "busy or stuck") || strings.Contains(res.stdout, "FAIL") {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 5, busy, and no FAIL", res.code, res.stdout, res.stderr)
+	}
+}

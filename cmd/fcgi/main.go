@@ -23,7 +23,7 @@ const (
 	exitOK          = 0 // the job was done
 	exitFail        = 1 // the job ran and found a problem (lint FAIL, ping unhealthy, HTTP error with --fail)
 	exitUsage       = 2 // bad command line
-	exitUnreachable = 3 // the FastCGI application could not be reached, or did not answer in time
+	exitUnreachable = 3 // the FastCGI application could not be reached, or closed the connection without answering
 	exitProtocol    = 4 // the application answered but broke the FastCGI protocol
 	exitBusy        = 5 // connected, but no answer in time: busy (every worker taken) or stuck
 )
@@ -60,6 +60,11 @@ type command struct {
 	// examples. Flags are listed after it.
 	usage  string
 	hidden bool
+	// serves marks a command that runs until it is stopped (gateway,
+	// exporter, wrap, spawn): a signal is how it ends, and its status
+	// is its own. A command that does one job and ends is cut short by
+	// one instead, and exits with the signal's status.
+	serves bool
 	setup  func(fs *flag.FlagSet, e *env) func(ctx context.Context, args []string) error
 }
 
@@ -201,9 +206,14 @@ func run(ctx context.Context, e *env, args []string) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		code = ee.code
-		if ee.err == nil {
-			return code
-		}
+	}
+	// A job cut short failed because of the signal, whatever the error
+	// its cancellation caused ("context canceled", or no answer in
+	// time); bench has said so already, with its partial report.
+	if sc := interruption(ctx); sc != nil && !c.serves && code != sc.exitCode() {
+		code, err = sc.exitCode(), sc
+	} else if ee != nil && ee.err == nil {
+		return code
 	}
 	// The library's errors begin with its package name, "fcgi: ", which
 	// the command's own prefix already says.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,7 +12,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -81,6 +81,8 @@ Exit status: 0 done, 1 OPcache absent, disabled or restricted
 				return clientError(fe.err)
 			case err != nil:
 				return &exitError{code: exitFail, err: err}
+			case !st.Status.Enabled:
+				return &exitError{code: exitFail, err: errOpcacheDisabled}
 			}
 			if *asJSON {
 				e.stdout.Write(st.raw)
@@ -204,12 +206,22 @@ func (s *opcacheScript) run(ctx context.Context, c *fcgi.Client, reset bool) (*o
 	case !st.Loaded:
 		return nil, errors.New("OPcache is not loaded in this pool (zend_extension=opcache)")
 	case st.Reset != nil && !*st.Reset:
-		return nil, fmt.Errorf("opcache_reset() refused: %s", strings.TrimSpace(st.Error+" (opcache.restrict_api, or OPcache disabled)"))
+		// PHP refuses a reset of a disabled cache without a warning.
+		why := st.Error
+		if why == "" && st.Status != nil && !st.Status.Enabled {
+			why = errOpcacheDisabled.Error()
+		}
+		return nil, fmt.Errorf("opcache_reset() refused: %s", cmp.Or(why, "PHP gave no reason"))
 	case st.Status == nil:
 		return nil, fmt.Errorf("no OPcache status: %s", st.Error)
 	}
 	return st, nil
 }
+
+// errOpcacheDisabled is fcgi opcache's failure for a pool whose OPcache
+// is loaded but off: opcache_get_status still answers, with the figures
+// of the master's shared cache, which this pool does not use.
+var errOpcacheDisabled = errors.New("OPcache is disabled in this pool (opcache.enable=0)")
 
 // opcacheStatus is the script's answer: opcache_get_status(false), the
 // fields the metrics use.

@@ -137,3 +137,17 @@ func TestOpcacheUnreadable(t *testing.T) {
 		t.Errorf("opcache flush: exit %d, want 2", res.code)
 	}
 }
+
+// TestOpcacheDisabled: a pool with opcache.enable=0 is exit status 1 for
+// status and reset, as the exit table says, with a message naming the
+// setting, not exit 0 with "enabled: false" or an empty reason.
+func TestOpcacheDisabled(t *testing.T) {
+	fpm := peer.StartPHPFPM(t, peer.PHPFPMConfig{MaxChildren: 1, Pool: "php_admin_value[opcache.enable] = 0\n"})
+	dir := t.TempDir()
+	for _, sub := range []string{"status", "reset"} {
+		res := runFcgi(t, nil, "opcache", sub, "--backend", fpm.Addr(), "--dir", dir)
+		if res.code != exitFail || !strings.Contains(res.stderr, "disabled in this pool (opcache.enable=0)") {
+			t.Errorf("opcache %s: exit %d, stderr %q; want 1 and OPcache disabled, opcache.enable=0", sub, res.code, res.stderr)
+		}
+	}
+}

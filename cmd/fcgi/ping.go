@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 )
@@ -86,7 +87,13 @@ HTTP server, 5 busy (connected, no answer in time).
 				return err
 			}
 			if cr.status != 200 || !bytes.Contains(cr.body, []byte(*expect)) {
-				return exitf(exitFail, "unexpected answer: status %d, body %q", cr.status, truncate(cr.body, 80))
+				msg := fmt.Sprintf("unexpected answer: status %d, body %q", cr.status, truncate(cr.body, 80))
+				if cr.status == http.StatusNotFound {
+					// PHP-FPM runs a path that is not its ping path as
+					// a script, which is not there.
+					msg += fmt.Sprintf(": does the pool set ping.path = %s?", *path)
+				}
+				return &exitError{code: exitFail, err: errors.New(msg)}
 			}
 			if !*quiet {
 				fmt.Fprintln(e.stdout, strings.TrimSpace(string(cr.body)))

@@ -25,6 +25,23 @@ func TestPingStatusPHPFPM(t *testing.T) {
 	if res.code != exitFail {
 		t.Errorf("wrong answer: exit %d, want 1", res.code)
 	}
+	// A path the pool does not serve, as with ping.path or
+	// pm.status_path unset, is PHP-FPM's 404 "File not found.": the
+	// message names the setting to check.
+	res = runFcgi(t, nil, "ping", "--path", "/unset", fpm.Addr())
+	if res.code != exitFail || !strings.Contains(res.stderr, "ping.path = /unset") {
+		t.Errorf("ping of a path the pool does not serve: exit %d, stderr %q; want 1 naming ping.path", res.code, res.stderr)
+	}
+	res = runFcgi(t, nil, "status", "--path", "/unset", fpm.Addr())
+	if res.code != exitFail || !strings.Contains(res.stderr, "pm.status_path = /unset") {
+		t.Errorf("status of a path the pool does not serve: exit %d, stderr %q; want 1 naming pm.status_path", res.code, res.stderr)
+	}
+	// PHP-FPM counts no listen queue on a unix socket: the threshold
+	// could never fail, which the command says.
+	res = runFcgi(t, nil, "status", "--max-listen-queue", "10", fpm.Addr())
+	if res.code != 0 || !strings.Contains(res.stderr, "--max-listen-queue cannot fail") {
+		t.Errorf("--max-listen-queue on a unix socket pool: exit %d, stderr %q; want 0 and a warning", res.code, res.stderr)
+	}
 	res = runFcgi(t, nil, "status", "--format", "json", fpm.Addr())
 	if res.code != 0 || !strings.Contains(res.stdout, `"idle processes"`) {
 		t.Errorf("status json: exit %d", res.code)

@@ -22,6 +22,7 @@ import (
 
 var spawnCmd = &command{
 	name:    "spawn",
+	serves:  true,
 	summary: "bind a socket and run FastCGI application processes on it (spawn-fcgi)",
 	usage: `
 Usage: fcgi spawn --listen ADDR [flags] -- PROG [ARGS...]

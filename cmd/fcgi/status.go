@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -31,7 +32,9 @@ that). The metrics carry the pool's name as the label pool.
 Thresholds turn it into a readiness check that tells busy from dead:
 --max-listen-queue N fails when more than N connections wait for a worker,
 --min-idle N fails when fewer than N workers are idle. Without them any
-answer is healthy. Dead and busy are told apart as by fcgi ping.
+answer is healthy. Dead and busy are told apart as by fcgi ping. PHP-FPM
+counts the listen queue only of a pool that listens on TCP: on a unix
+socket it is always 0, and --max-listen-queue cannot fail.
 
 Examples:
 
@@ -82,6 +85,11 @@ Exit status: 0 healthy, 1 a threshold crossed or not a status page,
 			default:
 				st.writeText(e.stdout)
 			}
+			// PHP-FPM counts the queue only of a TCP listener; for a unix
+			// socket it reports a queue of 0 in a backlog of 0, always.
+			if n, ok := st.int("listen queue len"); ok && n == 0 && *maxQueue >= 0 {
+				e.log.Warn("PHP-FPM counts no listen queue for this pool (listen queue len 0: it listens on a unix socket), so --max-listen-queue cannot fail; use --min-idle, or give the pool a TCP listen")
+			}
 			var problems []string
 			if q, ok := st.int("listen queue"); ok && *maxQueue >= 0 && q > int64(*maxQueue) {
 				problems = append(problems, fmt.Sprintf("listen queue %d > %d", q, *maxQueue))
@@ -121,7 +129,13 @@ func readStatus(ctx context.Context, c *fcgi.Client, path string, full bool) (po
 		return nil, nil, err
 	}
 	if cr.status != 200 {
-		return nil, nil, &notStatusError{cr.status, fmt.Sprintf("status page answered %d: %q", cr.status, truncate(cr.body, 80))}
+		msg := fmt.Sprintf("status page answered %d: %q", cr.status, truncate(cr.body, 80))
+		if cr.status == http.StatusNotFound {
+			// PHP-FPM runs a path that is not its status path as a
+			// script, which is not there.
+			msg += fmt.Sprintf(": does the pool set pm.status_path = %s?", path)
+		}
+		return nil, nil, &notStatusError{cr.status, msg}
 	}
 	st, err := parseStatus(cr.body)
 	if err != nil {

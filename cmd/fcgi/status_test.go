@@ -270,3 +270,13 @@ func TestStatusMetrics(t *testing.T) {
 		t.Errorf("promtool check metrics passes PHP-FPM's page: exit %d\n%s", code, out)
 	}
 }
+
+// TestStatusListenQueueTCP: on a TCP listener PHP-FPM counts its listen
+// queue, and --max-listen-queue gives no warning.
+func TestStatusListenQueueTCP(t *testing.T) {
+	fpm := peer.StartPHPFPM(t, peer.PHPFPMConfig{TCP: true, MaxChildren: 1})
+	res := runFcgi(t, nil, "status", "--max-listen-queue", "10", fpm.Addr())
+	if res.code != 0 || res.stderr != "" {
+		t.Errorf("exit %d, stderr %q; want 0 and nothing on stderr", res.code, res.stderr)
+	}
+}

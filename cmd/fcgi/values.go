@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"maps"
 	"slices"
 	"time"
 
-	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -36,9 +34,9 @@ Examples:
 	fcgi values --json 127.0.0.1:9000
 	fcgi values 127.0.0.1:9000 FCGI_MPXS_CONNS
 
-Exit status: 0 answered, 2 bad command line or address, 3 unreachable
-or no answer in time, 4 answer broke the protocol or came from an HTTP
-server.
+Exit status: 0 answered, 2 bad command line or address, 3 unreachable,
+4 answer broke the protocol or came from an HTTP server, 5 connected but
+no answer in time (PHP-FPM answers from a worker: a busy pool).
 `,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 		timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
@@ -78,17 +76,11 @@ func getValues(ctx context.Context, e *env, addr string, names []string, timeout
 	defer c.Close()
 	c.ProbeTimeout = timeout
 	vals, err := c.GetValues(ctx, c.Addr, names...)
-	if te := (*fcgi.TimeoutError)(nil); errors.As(err, &te) {
-		// An HTTP server accepts and then waits, as a stuck application
-		// does; the probe tells it apart.
-		if herr := httpProbe(ctx, addr, timeout); herr != nil {
-			return nil, herr
-		}
-		// A connection accepted but never answered, or no connection
-		// at all: either way nobody is there to answer.
-		return nil, &exitError{code: exitUnreachable, err: fmt.Errorf("%s: %w waiting for GET_VALUES_RESULT", te.Addr, errNoAnswer)}
-	}
 	if err != nil {
+		// A connection accepted but not answered is busy, as for
+		// ping: PHP-FPM answers FCGI_GET_VALUES from a worker, which a
+		// saturated pool has none of; no connection in time is
+		// unreachable.
 		return nil, clientError(err)
 	}
 	var kv [][2]string

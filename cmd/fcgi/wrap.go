@@ -23,6 +23,7 @@ import (
 
 var wrapCmd = &command{
 	name:    "wrap",
+	serves:  true,
 	summary: "run CGI scripts for a web server over FastCGI (fcgiwrap)",
 	usage: `
 Usage: fcgi wrap [flags]
