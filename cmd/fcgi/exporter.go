@@ -58,7 +58,10 @@ Examples:
 		fs.Var(&backends, "backend", "PHP-FPM pool `address` (repeatable, one per pool or status listener)")
 		fs.StringVar(&x.path, "path", "/status", "status `path` (PHP-FPM's pm.status_path)")
 		fs.DurationVar(&x.timeout, "timeout", 3*time.Second, "how long a scrape waits for each pool; a pool later than this is down (phpfpm_up 0)")
-		idle := fs.Duration("idle-timeout", 5*time.Minute, "close the connection kept to a pool after this long without a scrape (0: a new connection for each scrape)")
+		// PHP-FPM gives a kept connection a worker of its own: kept by
+		// default, it would take one from the traffic of a pool's own
+		// socket for good.
+		idle := fs.Duration("idle-timeout", 0, "keep the connection to a pool between scrapes, closing it after this long without one; for a status listener (pm.status_listen) only, as it holds a worker (0: a new connection for each scrape)")
 		fs.BoolVar(&x.fixCount, "fix-process-count", false, "count active and idle workers from the status page's list of workers, not from its totals")
 		opcache := fs.Bool("opcache", false, "add OPcache's figures (phpfpm_opcache_*), read by running a PHP script through each pool")
 		opcacheDir := fs.String("opcache-dir", os.TempDir(), "`directory` for --opcache's script: the pool's workers must read it there")

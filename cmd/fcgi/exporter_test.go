@@ -349,15 +349,15 @@ func countingProxy(t *testing.T, addr string) (string, *atomic.Int64) {
 	return l.Addr().String(), &n
 }
 
-// TestExporterKeptConnection: the exporter reads a pool over one
-// connection kept from scrape to scrape; with --idle-timeout 0, over a
-// new connection each time.
+// TestExporterKeptConnection: by default the exporter reads a pool over a
+// new connection for each scrape; with --idle-timeout, over one connection
+// kept from scrape to scrape.
 func TestExporterKeptConnection(t *testing.T) {
 	fpm := peer.StartPHPFPM(t, peer.PHPFPMConfig{TCP: true, MaxChildren: 2})
 	for _, tc := range []struct {
 		args  []string
 		conns int64
-	}{{nil, 1}, {[]string{"--idle-timeout", "0"}, 3}} {
+	}{{nil, 3}, {[]string{"--idle-timeout", "5m"}, 1}} {
 		addr, n := countingProxy(t, fpm.Addr())
 		url, _ := startExporter(t, append([]string{"--backend", addr}, tc.args...)...)
 		for range 3 {
@@ -369,6 +369,23 @@ func TestExporterKeptConnection(t *testing.T) {
 		if got := n.Load(); got != tc.conns {
 			t.Errorf("%v: PHP-FPM saw %d connections for 3 scrapes, want %d", tc.args, got, tc.conns)
 		}
+	}
+}
+
+// TestExporterLeavesWorkersToTraffic: PHP-FPM gives a kept connection a
+// worker of its own, so an exporter that kept its connection to a pool's
+// own socket between scrapes would take a worker from the traffic for
+// good: a one-worker pool would serve nothing else. With the defaults,
+// after a scrape the pool's worker serves the next request.
+func TestExporterLeavesWorkersToTraffic(t *testing.T) {
+	fpm := peer.StartPHPFPM(t, peer.PHPFPMConfig{MaxChildren: 1})
+	url, _ := startExporter(t, "--backend", fpm.Addr())
+	body, _ := scrape(t, url)
+	if v := one(t, parseExposition(t, body), "phpfpm_up", nil); v != 1 {
+		t.Fatalf("phpfpm_up %v", v)
+	}
+	if res := runFcgi(t, nil, "ping", "--timeout", "3s", fpm.Addr()); res.code != 0 {
+		t.Fatalf("after a scrape, the pool's one worker does not answer: ping exit %d, %s", res.code, res.stderr)
 	}
 }
 
