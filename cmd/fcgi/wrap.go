@@ -133,12 +133,16 @@ signal cut the grace short.
 			}
 			hurry, stopSignals := secondSignal(nil)
 			defer stopSignals()
-			if wr.root != "" {
-				abs, err := filepath.Abs(wr.root)
-				if err != nil {
-					return err
+			// Both are taken from the working directory at the start, as a
+			// user types them: a request's SCRIPT_FILENAME is absolute.
+			for _, p := range []*string{&wr.root, &wr.script} {
+				if *p != "" {
+					abs, err := filepath.Abs(*p)
+					if err != nil {
+						return err
+					}
+					*p = abs
 				}
-				wr.root = abs
 			}
 			wr.log = e.log
 			wr.slots = make(chan struct{}, wr.max)
@@ -278,7 +282,7 @@ func (wr *wrapper) checkScript(script string) (int, string) {
 		return http.StatusNotFound, "no SCRIPT_FILENAME"
 	case !filepath.IsAbs(script) || filepath.Clean(script) != script || strings.ContainsRune(script, 0):
 		return http.StatusNotFound, "SCRIPT_FILENAME not a clean absolute path"
-	case wr.root != "" && !strings.HasPrefix(script, wr.root+"/"):
+	case wr.root != "" && wr.root != "/" && !strings.HasPrefix(script, wr.root+"/"):
 		return http.StatusForbidden, "outside --root"
 	}
 	fi, err := os.Stat(script)
