@@ -42,6 +42,11 @@ type Cmd struct {
 	// Stderr receives the script's standard error, line by line. Nil
 	// discards it.
 	Stderr func(line string)
+
+	// HeaderSent, if not nil, is called once the response header has
+	// been flushed to the client, which is then past the point where
+	// nginx takes stderr for part of an oversized header.
+	HeaderSent func()
 }
 
 // Errors Serve returns.
@@ -186,7 +191,7 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 		}
 		return nil
 	}
-	status, herr := writeResponse(w, outR, hold)
+	status, herr := writeResponse(w, outR, hold, c.HeaderSent)
 	if herr != nil {
 		// A bad header, or the client went away: nobody wants the rest.
 		g.Kill(false)
@@ -254,11 +259,13 @@ func dirOf(path string) string {
 
 // writeResponse parses the CGI header block from r (RFC 3875 §6), with the
 // parser fcgi.Client uses, and writes the response to w once hold returns
-// nil. It returns the status sent (0 if none was).
-func writeResponse(w http.ResponseWriter, r io.Reader, hold func() error) (status int, err error) {
+// nil, calling sent (if not nil) once the header has been flushed. It
+// returns the status sent (0 if none was).
+func writeResponse(w http.ResponseWriter, r io.Reader, hold func() error, sent func()) (status int, err error) {
 	var sc cgihdr.Scanner
 	var hdr http.Header
 	var body io.Reader
+	buffered := false // the body's first bytes came with the header
 	hbuf := make([]byte, 4<<10)
 	for body == nil {
 		n, rerr := r.Read(hbuf)
@@ -274,6 +281,7 @@ func writeResponse(w http.ResponseWriter, r io.Reader, hold func() error) (statu
 				// rest may alias hbuf: the body is copied with a
 				// buffer of its own.
 				body = io.MultiReader(bytes.NewReader(rest), r)
+				buffered = len(rest) > 0
 				continue
 			}
 		}
@@ -294,6 +302,26 @@ func writeResponse(w http.ResponseWriter, r io.Reader, hold func() error) (statu
 	w.WriteHeader(status)
 
 	rc := http.NewResponseController(w)
+	flush := func() error {
+		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return err
+		}
+		if sent != nil {
+			sent()
+			sent = nil
+		}
+		return nil
+	}
+	// The header goes out at once, not with the body's first bytes: a
+	// script may take its time over its body (a long poll, a slow
+	// report), and the web server gives up on a response without a
+	// header (nginx's fastcgi_read_timeout). With bytes of the body at
+	// hand, the first write below sends both.
+	if !buffered {
+		if err := flush(); err != nil {
+			return status, err
+		}
+	}
 	buf := make([]byte, 32<<10)
 	for {
 		n, rerr := body.Read(buf)
@@ -303,7 +331,7 @@ func writeResponse(w http.ResponseWriter, r io.Reader, hold func() error) (statu
 			}
 			// Stream: the script decides the pacing, as with nginx's
 			// fastcgi_buffering off.
-			if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			if err := flush(); err != nil {
 				return status, err
 			}
 		}
