@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -37,9 +38,13 @@ Each script runs in a process group of its own. The whole group - the
 script and everything it started - is killed when --timeout passes, when
 the web server aborts the request or closes the connection (a client that
 went away), and when the script exits; no process outlives its request.
-The script's standard error is sent to the web server on the request's
-FCGI_STDERR stream, which it writes to its error log (nginx: "FastCGI
-sent in stderr"), and logged here too, one record per line.
+The script's standard error is logged here, one record per line, and
+sent to the web server on the request's FCGI_STDERR stream, which it
+writes to its error log (nginx: "FastCGI sent in stderr"). What the
+script writes there before its response header waits for the header (64
+KiB of it; the rest is only logged here): nginx fails a response whose
+header comes after more STDERR records than its buffer holds, with 502
+and "upstream sent too big header".
 
 The response goes to the web server once the script has read its whole
 body, closed its standard input or exited, as with fcgiwrap: nginx sends
@@ -250,19 +255,23 @@ func (wr *wrapper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 	}
 	start := time.Now()
-	stderr := fcgi.Stderr(w)
+	stderr := &stderrRelay{w: fcgi.Stderr(w)}
 	cmd := &cgiexec.Cmd{
 		Path:  script,
 		Env:   wr.cgiEnv(r, params, script),
 		Stdin: r.Body,
 		Stderr: func(line string) {
 			wr.log.Warn("script stderr", "script", script, "line", line)
-			// The web server logs it too, with the request. It fails only
-			// once the request is over, when nobody is left to tell.
-			io.WriteString(stderr, line+"\n")
+			// The web server logs it too, with the request.
+			stderr.line(line)
 		},
+		HeaderSent: stderr.release,
 	}
 	err := cmd.Serve(ctx, w)
+	// A response without the script's header (an error page) goes out
+	// before the stderr that waited for it.
+	http.NewResponseController(w).Flush()
+	stderr.release()
 	switch {
 	case err == nil:
 		wr.log.Debug("done", "script", script, "uri", r.RequestURI, "duration", time.Since(start))
@@ -273,6 +282,62 @@ func (wr *wrapper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		wr.log.Warn("script failed", "script", script, "uri", r.RequestURI, "err", err)
 	}
+}
+
+// maxHeldStderr bounds the stderr a stderrRelay keeps for the web server
+// until the response header has gone out.
+const maxHeldStderr = 64 << 10
+
+// stderrRelay passes a script's stderr lines on to the web server's
+// FCGI_STDERR stream, but none of them ahead of the response header:
+// nginx reads what comes before the header into one buffer
+// (fastcgi_buffer_size), and once a buffer full of STDERR records ends
+// inside a record's header, it fails the response with 502 ("upstream
+// sent too big header"). Until release the lines wait, up to
+// maxHeldStderr bytes; later ones are in wrap's log only. Each line is a
+// write of its own, so one record: nginx logs a record as one message,
+// cut at 2 KiB. A stderrRelay is safe for concurrent use.
+type stderrRelay struct {
+	w io.Writer
+
+	mu      sync.Mutex
+	open    bool     // released: lines go out as they come
+	held    []string // lines written before release
+	size    int      // bytes in held
+	dropped int      // lines past maxHeldStderr
+}
+
+func (s *stderrRelay) line(line string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.open:
+		// It fails only once the request is over, when nobody is left
+		// to tell.
+		io.WriteString(s.w, line+"\n")
+	case s.size+len(line) > maxHeldStderr:
+		s.dropped++
+	default:
+		s.held = append(s.held, line)
+		s.size += len(line)
+	}
+}
+
+// release sends the held lines, and every later line as it comes.
+func (s *stderrRelay) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open {
+		return
+	}
+	s.open = true
+	for _, line := range s.held {
+		io.WriteString(s.w, line+"\n")
+	}
+	if s.dropped > 0 {
+		fmt.Fprintf(s.w, "fcgi wrap: %d more lines of stderr, written before the response header, are in wrap's log only\n", s.dropped)
+	}
+	s.held = nil
 }
 
 // checkScript says why script cannot run: a status and a reason, or 0.

@@ -2,14 +2,64 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/fcgikit/fcgi/internal/peer"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
+
+// TestWrapNginxStderrBeforeHeader: behind nginx, a script that writes
+// much to stderr before its header gets its response through, and its
+// stderr still reaches nginx's error log, a message per line. nginx reads
+// the records before the header into its fastcgi_buffer_size buffer, and
+// once a buffer full of STDERR records ends inside a record header it
+// fails the response: 502, "upstream sent too big header".
+func TestWrapNginxStderrBeforeHeader(t *testing.T) {
+	peer.Require(t, "nginx", "nginx")
+	dir := t.TempDir()
+	root := filepath.Join(dir, "www")
+	os.MkdirAll(root, 0o755)
+	script := "#!/bin/sh\ni=0\nwhile [ $i -lt 3000 ]; do echo \"w $i\" >&2; i=$((i+1)); done\n" +
+		"echo 'Content-Type: text/plain'\necho\necho body\n"
+	if err := os.WriteFile(filepath.Join(root, "chatty.cgi"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "wrap.sock")
+	startFcgi(t, "wrap", "--listen", "unix:"+sock, "--root", root, "--log-level", "error")
+	waitDial(t, sock)
+	n := peer.StartNginx(t, peer.NginxConfig{Root: root, FastCGI: "unix:" + sock})
+
+	for i := range 5 {
+		resp, err := http.Get(n.URL() + "/chatty.cgi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "body\n" {
+			t.Fatalf("GET %d: %d %q, want 200 %q; nginx's error log ends:\n%s", i, resp.StatusCode, body, "body\n", tail(n.ErrorLog(), 3))
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(n.ErrorLog(), `FastCGI sent in stderr: "w 2999"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx's error log lacks the script's last stderr line; it ends:\n%s", tail(n.ErrorLog(), 3))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
 
 // TestWrapHeaderBeforeBody: a script's header goes to the web server as
 // soon as it is written, not with the first byte of the body: a script
