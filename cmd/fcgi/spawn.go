@@ -37,8 +37,9 @@ SIGTERM or SIGINT kills them at once.
 Each process runs in a process group of its own, and whatever it started
 goes with it: when it exits, or is killed at the end of the grace period,
 every process left in its group is killed (SIGKILL), so no orphan holds
-the socket. SIGTERM goes to the process alone, which is in charge of
-stopping its children.
+the socket; a kill also reaches its descendants outside the group (the
+scripts of an fcgi wrap, each in a group of its own). SIGTERM goes to
+the process alone, which is in charge of stopping its children.
 
 SIGHUP restarts the processes one at a time (a rolling restart, to load
 a new build): each gets SIGTERM, up to --grace to finish its requests,
@@ -365,7 +366,9 @@ func (sp *spawner) command() *exec.Cmd {
 		// Set in the child before exec (setgroups, setgid, setuid).
 		Credential: sp.cred,
 		// A group of its own, so that killing -pgid reaches everything
-		// the process starts (unless it calls setsid, as daemons do).
+		// the process starts, once it is gone too (unless that calls
+		// setsid, as daemons do, or leads a group, as fcgi wrap's
+		// scripts do: pgroup kills those while the process runs).
 		Setpgid: true,
 		// If spawn dies without forwarding a signal, the kernel tells
 		// the process. (Go sets it after the credentials, whose change

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -140,4 +141,30 @@ func TestWrapScriptPaths(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSpawnWrapKillsScripts: fcgi wrap under fcgi spawn, as the docs
+// pair them (wrap takes spawn's socket on fd 0), with wrap's grace longer
+// than spawn's: when spawn kills wrap at the end of its grace, wrap's
+// running scripts and their children go too, though each script leads a
+// process group of its own, out of the reach of a kill of wrap's group.
+func TestSpawnWrapKillsScripts(t *testing.T) {
+	dir := t.TempDir()
+	script, pidfile := hangScript(t, dir)
+	sock := filepath.Join(dir, "wrap.sock")
+	var pids []int
+	spawn, out, done := startFcgiOrphans(t, func() []int { return pids },
+		"spawn", "--listen", "unix:"+sock, "--grace", "1s", "--", fcgiBin, "wrap", "--grace", "5m")
+	waitDial(t, sock)
+	wrapRequest(t, sock, script)
+	pids = readPIDs(t, pidfile)
+	spawn.Process.Signal(syscall.SIGTERM)
+	waitOutput(t, out, "grace period over: killing")
+	select {
+	case err := <-done:
+		done <- err
+	case <-time.After(20 * time.Second):
+		t.Fatal("spawn still running 20 s after SIGTERM with --grace 1s")
+	}
+	waitGone(t, pids...)
 }

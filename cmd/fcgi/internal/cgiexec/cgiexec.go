@@ -105,7 +105,9 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		// A group of its own, so that killing -pgid reaches everything
-		// the script starts (unless it calls setsid, as daemons do).
+		// the script starts, once it is gone too (unless that calls
+		// setsid, as daemons do: pgroup kills those while the script
+		// runs).
 		Setpgid: true,
 		// If this process dies, the kernel kills the script.
 		Pdeathsig: syscall.SIGKILL,
