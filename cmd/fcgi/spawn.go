@@ -104,8 +104,9 @@ grace short.
 			listen = path
 			return nil
 		})
-		fs.IntVar(&sp.n, "n", 1, "number of processes")
-		fs.IntVar(&sp.n, "F", 1, "short for -n (spawn-fcgi -F)")
+		sp.n = 1
+		fs.Var((*procCount)(&sp.n), "n", "`number` of processes")
+		fs.Var((*procCount)(&sp.n), "F", "short for -n (spawn-fcgi -F), a `number`")
 		var lc fcgi.ListenConfig
 		fs.Var((*octalMode)(&lc.SocketMode), "socket-mode", "unix socket permission `bits`, octal (default 0660, as PHP-FPM's listen.mode)")
 		fs.Var((*octalMode)(&lc.SocketMode), "M", "short for --socket-mode (spawn-fcgi -M), octal `bits`")
@@ -546,6 +547,26 @@ func writePIDFile(path string) (remove func(), err error) {
 
 // octalMode is a flag.Value for a file mode written in octal, as chmod
 // takes it: "0660" or "660".
+// procCount is -n's value. spawn-fcgi's -n is a switch (stay in the
+// foreground), which spawn-fcgi users type out of habit: its error says so.
+type procCount int
+
+func (n *procCount) String() string {
+	if n == nil {
+		return ""
+	}
+	return strconv.Itoa(int(*n))
+}
+
+func (n *procCount) Set(s string) error {
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("want a number of processes (spawn-fcgi's -n, no fork, is what spawn always does: leave it out)")
+	}
+	*n = procCount(v)
+	return nil
+}
+
 type octalMode os.FileMode
 
 func (m *octalMode) String() string {
