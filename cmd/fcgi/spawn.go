@@ -18,6 +18,7 @@ import (
 
 	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/cmd/fcgi/internal/pgroup"
+	"github.com/fcgikit/fcgi/cmd/fcgi/internal/reap"
 )
 
 var spawnCmd = &command{
@@ -213,6 +214,9 @@ grace short.
 				sp.restart[i] = make(chan chan error)
 				sp.done[i] = make(chan struct{})
 			}
+			// The orphans of the processes come here, to be reaped, even
+			// where spawn is not PID 1.
+			defer reap.Adopt()()
 			onHangup(ctx, func() { sp.rollingRestart(ctx) })
 			hurry, stopSignals := secondSignal(func() {
 				e.log.Info("stopping: SIGTERM sent to every process", "grace", sp.grace)
@@ -308,7 +312,7 @@ func (sp *spawner) supervise(ctx context.Context, i int) error {
 	for n := 0; ; n++ {
 		cmd := sp.command()
 		t0 := time.Now()
-		if err := cmd.Start(); err != nil {
+		if err := reap.Start(cmd); err != nil {
 			if n == 0 {
 				return fmt.Errorf("starting %s: %w", sp.argv[0], err)
 			}
@@ -392,6 +396,7 @@ func (sp *spawner) wait(ctx context.Context, cmd *exec.Cmd, log *slog.Logger, re
 	// otherwise go on accepting on the socket). Ends when cmd exits.
 	go func() {
 		err := cmd.Wait()
+		reap.Done(cmd)
 		g.Kill(true)
 		done <- err
 	}()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/cmd/fcgi/internal/cgiexec"
+	"github.com/fcgikit/fcgi/cmd/fcgi/internal/reap"
 )
 
 var wrapCmd = &command{
@@ -38,6 +39,8 @@ Each script runs in a process group of its own. The whole group - the
 script and everything it started - is killed when --timeout passes, when
 the web server aborts the request or closes the connection (a client that
 went away), and when the script exits; no process outlives its request.
+What the script leaves comes to wrap, a subreaper, which reaps it: wrap
+can be PID 1 of a container without an init.
 The script's standard error is logged here, one record per line, and
 sent to the web server on the request's FCGI_STDERR stream, which it
 writes to its error log (nginx: "FastCGI sent in stderr"). What the
@@ -138,6 +141,10 @@ signal cut the grace short.
 			}
 			hurry, stopSignals := secondSignal(nil)
 			defer stopSignals()
+			// The scripts' orphans (a background job, killed with its
+			// script's group) come here, to be reaped, even where wrap
+			// is not PID 1.
+			defer reap.Adopt()()
 			// Both are taken from the working directory at the start, as a
 			// user types them: a request's SCRIPT_FILENAME is absolute.
 			for _, p := range []*string{&wr.root, &wr.script} {

@@ -5,7 +5,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -167,4 +169,77 @@ func TestSpawnWrapKillsScripts(t *testing.T) {
 		t.Fatal("spawn still running 20 s after SIGTERM with --grace 1s")
 	}
 	waitGone(t, pids...)
+}
+
+// TestWrapReapsOrphansAsPID1: fcgi wrap as PID 1, as in a container
+// without an init (a PID namespace here), reaps the orphans its scripts
+// leave: a background job, killed with the script's group when the script
+// exits, goes to PID 1, and would be a zombie for ever.
+func TestWrapReapsOrphansAsPID1(t *testing.T) {
+	peer.Require(t, "unshare", "util-linux")
+	dir := t.TempDir()
+	script := filepath.Join(dir, "bg.cgi")
+	body := "#!/bin/sh\nsleep 300 &\necho 'Content-Type: text/plain'\necho\necho started\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "wrap.sock")
+	cmd := exec.Command("unshare", "--fork", "--pid", "--mount-proc", fcgiBin, "wrap", "--listen", "unix:"+sock)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var wrap int // wrap's PID out here, unshare's child
+	t.Cleanup(func() {
+		if wrap > 0 {
+			syscall.Kill(wrap, syscall.SIGTERM)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("unshare ... fcgi wrap: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Error("fcgi wrap still running 15 s after SIGTERM")
+		}
+		t.Logf("unshare ... fcgi wrap: output:\n%s", out.String())
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := func() error { _, err := os.Stat(sock); return err }(); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Skipf("fcgi wrap in a PID namespace (unshare --pid) did not start: %s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitDial(t, sock)
+	wrap = waitChildren(t, cmd.Process.Pid, 1)[0]
+	for range 3 {
+		if res := runFcgi(t, nil, "call", "--root", dir, "unix:"+sock, "/bg.cgi"); res.code != 0 || res.stdout != "started\n" {
+			t.Fatalf("exit %d, %q; want 0, %q", res.code, res.stdout, "started\n")
+		}
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		var zombies []int
+		for _, pid := range allPIDs() {
+			if st := procStat(pid); len(st) > 1 && st[0] == "Z" && st[1] == strconv.Itoa(wrap) {
+				zombies = append(zombies, pid)
+			}
+		}
+		if len(zombies) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("zombies %v, children of fcgi wrap as PID 1: orphans it never reaped", zombies)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

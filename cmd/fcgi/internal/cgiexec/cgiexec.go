@@ -22,6 +22,7 @@ import (
 	"syscall"
 
 	"github.com/fcgikit/fcgi/cmd/fcgi/internal/pgroup"
+	"github.com/fcgikit/fcgi/cmd/fcgi/internal/reap"
 	"github.com/fcgikit/fcgi/internal/cgihdr"
 )
 
@@ -112,7 +113,7 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 		// If this process dies, the kernel kills the script.
 		Pdeathsig: syscall.SIGKILL,
 	}
-	if err := cmd.Start(); err != nil {
+	if err := reap.Start(cmd); err != nil {
 		http.Error(w, "cannot start script", http.StatusInternalServerError)
 		return err
 	}
@@ -128,6 +129,7 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	// which closes the pipes. Ends when the script exits.
 	go func() {
 		err := cmd.Wait()
+		reap.Done(cmd)
 		g.Kill(true)
 		close(exited)
 		waitc <- err
