@@ -53,7 +53,7 @@ func (g *Group) Kill(reaped bool) {
 func killTree(pid int) {
 	// A leader reaped a moment ago may have lent its PID to a process
 	// outside the group, which is no one's to kill.
-	if _, pgrp, ok := stat(pid); !ok || pgrp != pid {
+	if _, _, pgrp, ok := Stat(pid); !ok || pgrp != pid {
 		return
 	}
 	stopped := map[int]bool{pid: true}
@@ -83,7 +83,7 @@ func descendants(pid int) []int {
 		if err != nil {
 			continue
 		}
-		if ppid, _, ok := stat(p); ok {
+		if _, ppid, _, ok := Stat(p); ok {
 			children[ppid] = append(children[ppid], p)
 		}
 	}
@@ -96,21 +96,21 @@ func descendants(pid int) []int {
 	return out
 }
 
-// stat returns the parent and the process group of pid, from
-// /proc/PID/stat; ok is false if pid is gone.
-func stat(pid int) (ppid, pgrp int, ok bool) {
+// Stat returns the state (R, S, Z...), the parent and the process group
+// of pid, from /proc/PID/stat; ok is false if pid is gone.
+func Stat(pid int) (state string, ppid, pgrp int, ok bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, 0, false
+		return "", 0, 0, false
 	}
 	// The command name, in parentheses, may hold spaces: the fields after
 	// it are the state, the parent's PID and the group's.
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(f) < 3 {
-		return 0, 0, false
+		return "", 0, 0, false
 	}
 	ppid, err1 := strconv.Atoi(f[1])
 	pgrp, err2 := strconv.Atoi(f[2])
-	return ppid, pgrp, err1 == nil && err2 == nil
+	return f[0], ppid, pgrp, err1 == nil && err2 == nil
 }

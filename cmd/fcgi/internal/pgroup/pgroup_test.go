@@ -84,7 +84,7 @@ func TestKillReachesDescendantOutsideGroup(t *testing.T) {
 	if grandchild == 0 {
 		t.Fatal("no grandchild PID")
 	}
-	if _, pgrp, _ := stat(grandchild); pgrp == cmd.Process.Pid {
+	if _, _, pgrp, _ := Stat(grandchild); pgrp == cmd.Process.Pid {
 		t.Fatalf("grandchild %d in the leader's group: the test tests nothing", grandchild)
 	}
 	g := New(cmd.Process.Pid)

@@ -13,9 +13,10 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/fcgikit/fcgi/cmd/fcgi/internal/pgroup"
 )
 
 var (
@@ -82,22 +83,14 @@ func Adopt() (stop func()) {
 func sweep() {
 	starting.Lock()
 	defer starting.Unlock()
-	self := strconv.Itoa(os.Getpid())
+	self := os.Getpid()
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// After the command name, in parentheses: the state, then the
-		// parent's PID.
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) < 2 || f[0] != "Z" || f[1] != self {
+		if state, ppid, _, ok := pgroup.Stat(pid); !ok || state != "Z" || ppid != self {
 			continue
 		}
 		mu.Lock()
