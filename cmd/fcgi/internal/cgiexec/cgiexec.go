@@ -45,8 +45,9 @@ type Cmd struct {
 	Stderr func(line string)
 
 	// HeaderSent, if not nil, is called once the response header has
-	// been flushed to the client, which is then past the point where
-	// nginx takes stderr for part of an oversized header.
+	// been flushed to the client. From then on stderr sent to the web
+	// server can no longer cost the response: nginx fails one whose
+	// header comes after a buffer full of STDERR records.
 	HeaderSent func()
 }
 
