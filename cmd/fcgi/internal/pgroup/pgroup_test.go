@@ -80,8 +80,16 @@ func TestKillReachesDescendantOutsideGroup(t *testing.T) {
 	// setsid, not a group leader, makes a session of its own and execs
 	// sleep in it, with its PID.
 	cmd, grandchild := startGrandchild(t, "setsid sleep 1000 & echo $! > $PIDFILE; wait")
-	if _, _, pgrp, _ := Stat(grandchild); pgrp == cmd.Process.Pid {
-		t.Fatalf("grandchild %d in the leader's group: the test tests nothing", grandchild)
+	// $! is known before setsid has run: wait for it to leave the group.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, _, pgrp, ok := Stat(grandchild); ok && pgrp != cmd.Process.Pid {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("grandchild %d still in the leader's group: the test tests nothing", grandchild)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	New(cmd.Process.Pid).Kill(false)
 	waitDead(t, grandchild, "grandchild outside the group")
