@@ -241,3 +241,24 @@ func TestWrapReapsOrphansAsPID1(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestWrapStderrWithoutHeader: the stderr of a script that fails before
+// its header, held for the header that never comes, reaches the web
+// server after wrap's 502, before the request ends.
+func TestWrapStderrWithoutHeader(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "hang.cgi") // the path wrapRequest asks for
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho 'cannot open the database' >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "wrap.sock")
+	startFcgi(t, "wrap", "--listen", "unix:"+sock)
+	waitDial(t, sock)
+	resp, err := readResponse(wrapRequest(t, sock, script), 1, time.Now().Add(15*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(resp.Stdout), "Status: 502") || string(resp.Stderr) != "cannot open the database\n" {
+		t.Errorf("stdout %q, FCGI_STDERR %q; want a 502 and the script's stderr", resp.Stdout, resp.Stderr)
+	}
+}
