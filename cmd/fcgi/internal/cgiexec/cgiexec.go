@@ -40,8 +40,8 @@ type Cmd struct {
 	// also ends a copy blocked reading it.
 	Stdin io.ReadCloser
 
-	// Stderr receives the script's standard error, line by line. Nil
-	// discards it.
+	// Stderr receives the script's standard error, line by line (a
+	// line over 64 KiB in pieces of 64 KiB). Nil discards it.
 	Stderr func(line string)
 
 	// HeaderSent, if not nil, is called once the response header has
@@ -166,14 +166,21 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	// Owned by Serve: forwards stderr lines. Ends when every process of
 	// the group has gone.
 	wg.Go(func() {
-		sc := bufio.NewScanner(errR)
-		sc.Buffer(make([]byte, 4096), 64<<10)
-		for sc.Scan() {
-			if c.Stderr != nil {
-				c.Stderr(sc.Text())
+		// A line longer than the buffer comes in pieces of its size,
+		// rather than end the stream (bufio.Scanner's ErrTooLong).
+		br := bufio.NewReaderSize(errR, 64<<10)
+		for {
+			line, err := br.ReadSlice('\n')
+			if len(line) > 0 && c.Stderr != nil {
+				if err == nil {
+					line = bytes.TrimSuffix(line[:len(line)-1], []byte("\r"))
+				}
+				c.Stderr(string(line))
+			}
+			if err != nil && err != bufio.ErrBufferFull {
+				break
 			}
 		}
-		io.Copy(io.Discard, errR)
 	})
 
 	// The response waits for the body: nginx sends no more of the body
