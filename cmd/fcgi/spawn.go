@@ -18,6 +18,7 @@ import (
 
 	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/cmd/fcgi/internal/pgroup"
+	"github.com/fcgikit/fcgi/cmd/fcgi/internal/reap"
 )
 
 var spawnCmd = &command{
@@ -38,8 +39,9 @@ SIGTERM or SIGINT kills them at once.
 Each process runs in a process group of its own, and whatever it started
 goes with it: when it exits, or is killed at the end of the grace period,
 every process left in its group is killed (SIGKILL), so no orphan holds
-the socket. SIGTERM goes to the process alone, which is in charge of
-stopping its children.
+the socket; a kill also reaches its descendants outside the group (the
+scripts of an fcgi wrap, each in a group of its own). SIGTERM goes to
+the process alone, which is in charge of stopping its children.
 
 SIGHUP restarts the processes one at a time (a rolling restart, to load
 a new build): each gets SIGTERM, up to --grace to finish its requests,
@@ -104,8 +106,9 @@ grace short.
 			listen = path
 			return nil
 		})
-		fs.IntVar(&sp.n, "n", 1, "number of processes")
-		fs.IntVar(&sp.n, "F", 1, "short for -n (spawn-fcgi -F)")
+		sp.n = 1
+		fs.Var((*procCount)(&sp.n), "n", "`number` of processes")
+		fs.Var((*procCount)(&sp.n), "F", "short for -n (spawn-fcgi -F), a `number`")
 		var lc fcgi.ListenConfig
 		fs.Var((*octalMode)(&lc.SocketMode), "socket-mode", "unix socket permission `bits`, octal (default 0660, as PHP-FPM's listen.mode)")
 		fs.Var((*octalMode)(&lc.SocketMode), "M", "short for --socket-mode (spawn-fcgi -M), octal `bits`")
@@ -212,6 +215,9 @@ grace short.
 				sp.restart[i] = make(chan chan error)
 				sp.done[i] = make(chan struct{})
 			}
+			// The orphans of the processes come here, to be reaped, even
+			// where spawn is not PID 1.
+			defer reap.Adopt()()
 			onHangup(ctx, func() { sp.rollingRestart(ctx) })
 			hurry, stopSignals := secondSignal(func() {
 				e.log.Info("stopping: SIGTERM sent to every process", "grace", sp.grace)
@@ -307,7 +313,7 @@ func (sp *spawner) supervise(ctx context.Context, i int) error {
 	for n := 0; ; n++ {
 		cmd := sp.command()
 		t0 := time.Now()
-		if err := cmd.Start(); err != nil {
+		if err := reap.Start(cmd); err != nil {
 			if n == 0 {
 				return fmt.Errorf("starting %s: %w", sp.argv[0], err)
 			}
@@ -366,7 +372,9 @@ func (sp *spawner) command() *exec.Cmd {
 		// Set in the child before exec (setgroups, setgid, setuid).
 		Credential: sp.cred,
 		// A group of its own, so that killing -pgid reaches everything
-		// the process starts (unless it calls setsid, as daemons do).
+		// the process starts, once it is gone too (unless that calls
+		// setsid, as daemons do, or leads a group, as fcgi wrap's
+		// scripts do: pgroup kills those while the process runs).
 		Setpgid: true,
 		// If spawn dies without forwarding a signal, the kernel tells
 		// the process. (Go sets it after the credentials, whose change
@@ -389,6 +397,7 @@ func (sp *spawner) wait(ctx context.Context, cmd *exec.Cmd, log *slog.Logger, re
 	// otherwise go on accepting on the socket). Ends when cmd exits.
 	go func() {
 		err := cmd.Wait()
+		reap.Done(cmd)
 		g.Kill(true)
 		done <- err
 	}()
@@ -544,6 +553,26 @@ func writePIDFile(path string) (remove func(), err error) {
 
 // octalMode is a flag.Value for a file mode written in octal, as chmod
 // takes it: "0660" or "660".
+// procCount is -n's value. spawn-fcgi's -n is a switch (stay in the
+// foreground), which spawn-fcgi users type out of habit: its error says so.
+type procCount int
+
+func (n *procCount) String() string {
+	if n == nil {
+		return ""
+	}
+	return strconv.Itoa(int(*n))
+}
+
+func (n *procCount) Set(s string) error {
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("want a number of processes (spawn-fcgi's -n, no fork, is what spawn always does: leave it out)")
+	}
+	*n = procCount(v)
+	return nil
+}
+
 type octalMode os.FileMode
 
 func (m *octalMode) String() string {

@@ -325,6 +325,8 @@ func TestSpawnFlagErrors(t *testing.T) {
 		{[]string{"--listen", sock, "-u", "4242"}, exitFail, "give --group"},
 		{[]string{"--listen", sock, "-d", filepath.Join(dir, "nowhere")}, exitFail, "--chdir"},
 		{[]string{"--listen", sock, "-P", dir}, exitFail, "not a regular file"},
+		// spawn-fcgi's -n (no fork), out of habit.
+		{[]string{"-n", "-s", sock}, exitUsage, "spawn-fcgi's -n, no fork, is what spawn always does"},
 	} {
 		res := runFcgi(t, nil, append(append([]string{"spawn"}, tc.args...), "--", fcgiBin, "demo-app")...)
 		if res.code != tc.code || !strings.Contains(res.stderr, tc.msg) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/cmd/fcgi/internal/cgiexec"
+	"github.com/fcgikit/fcgi/cmd/fcgi/internal/reap"
 )
 
 var wrapCmd = &command{
@@ -38,9 +40,15 @@ Each script runs in a process group of its own. The whole group - the
 script and everything it started - is killed when --timeout passes, when
 the web server aborts the request or closes the connection (a client that
 went away), and when the script exits; no process outlives its request.
-The script's standard error is sent to the web server on the request's
-FCGI_STDERR stream, which it writes to its error log (nginx: "FastCGI
-sent in stderr"), and logged here too, one record per line.
+What the script leaves comes to wrap, a subreaper, which reaps it: wrap
+can be PID 1 of a container without an init.
+The script's standard error is logged here, one record per line, and
+sent to the web server on the request's FCGI_STDERR stream, which it
+writes to its error log (nginx: "FastCGI sent in stderr"). What the
+script writes there before its response header waits for the header (64
+KiB of it; the rest is only logged here): nginx fails a response whose
+header comes after more STDERR records than its buffer holds, with 502
+and "upstream sent too big header".
 
 The response goes to the web server once the script has read its whole
 body, closed its standard input or exited, as with fcgiwrap: nginx sends
@@ -134,12 +142,20 @@ signal cut the grace short.
 			}
 			hurry, stopSignals := secondSignal(nil)
 			defer stopSignals()
-			if wr.root != "" {
-				abs, err := filepath.Abs(wr.root)
-				if err != nil {
-					return err
+			// The scripts' orphans (a background job, killed with its
+			// script's group) come here, to be reaped, even where wrap
+			// is not PID 1.
+			defer reap.Adopt()()
+			// Both are taken from the working directory at the start, as a
+			// user types them: a request's SCRIPT_FILENAME is absolute.
+			for _, p := range []*string{&wr.root, &wr.script} {
+				if *p != "" {
+					abs, err := filepath.Abs(*p)
+					if err != nil {
+						return err
+					}
+					*p = abs
 				}
-				wr.root = abs
 			}
 			wr.log = e.log
 			wr.slots = make(chan struct{}, wr.max)
@@ -247,19 +263,23 @@ func (wr *wrapper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 	}
 	start := time.Now()
-	stderr := fcgi.Stderr(w)
+	stderr := &stderrRelay{w: fcgi.Stderr(w)}
 	cmd := &cgiexec.Cmd{
 		Path:  script,
 		Env:   wr.cgiEnv(r, params, script),
 		Stdin: r.Body,
 		Stderr: func(line string) {
 			wr.log.Warn("script stderr", "script", script, "line", line)
-			// The web server logs it too, with the request. It fails only
-			// once the request is over, when nobody is left to tell.
-			io.WriteString(stderr, line+"\n")
+			// The web server logs it too, with the request.
+			stderr.line(line)
 		},
+		HeaderSent: stderr.release,
 	}
 	err := cmd.Serve(ctx, w)
+	// A response without the script's header (an error page) goes out
+	// before the stderr that waited for it.
+	http.NewResponseController(w).Flush()
+	stderr.release()
 	switch {
 	case err == nil:
 		wr.log.Debug("done", "script", script, "uri", r.RequestURI, "duration", time.Since(start))
@@ -272,6 +292,62 @@ func (wr *wrapper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// maxHeldStderr bounds the stderr a stderrRelay keeps for the web server
+// until the response header has gone out.
+const maxHeldStderr = 64 << 10
+
+// stderrRelay passes a script's stderr lines on to the web server's
+// FCGI_STDERR stream, but none of them ahead of the response header:
+// nginx reads what comes before the header into one buffer
+// (fastcgi_buffer_size), and once a buffer full of STDERR records ends
+// inside a record's header, it fails the response with 502 ("upstream
+// sent too big header"). Until release the lines wait, up to
+// maxHeldStderr bytes; later ones are in wrap's log only. Each line is a
+// write of its own, so one record: nginx logs a record as one message,
+// cut at 2 KiB. A stderrRelay is safe for concurrent use.
+type stderrRelay struct {
+	w io.Writer
+
+	mu      sync.Mutex
+	open    bool     // released: lines go out as they come
+	held    []string // lines written before release
+	size    int      // bytes in held
+	dropped int      // lines past maxHeldStderr
+}
+
+func (s *stderrRelay) line(line string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.open:
+		// It fails only once the request is over, when nobody is left
+		// to tell.
+		io.WriteString(s.w, line+"\n")
+	case s.size+len(line) > maxHeldStderr:
+		s.dropped++
+	default:
+		s.held = append(s.held, line)
+		s.size += len(line)
+	}
+}
+
+// release sends the held lines, and every later line as it comes.
+func (s *stderrRelay) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open {
+		return
+	}
+	s.open = true
+	for _, line := range s.held {
+		io.WriteString(s.w, line+"\n")
+	}
+	if s.dropped > 0 {
+		fmt.Fprintf(s.w, "fcgi wrap: %d more lines of stderr, written before the response header, are in wrap's log only\n", s.dropped)
+	}
+	s.held = nil
+}
+
 // checkScript says why script cannot run: a status and a reason, or 0.
 func (wr *wrapper) checkScript(script string) (int, string) {
 	switch {
@@ -279,7 +355,7 @@ func (wr *wrapper) checkScript(script string) (int, string) {
 		return http.StatusNotFound, "no SCRIPT_FILENAME"
 	case !filepath.IsAbs(script) || filepath.Clean(script) != script || strings.ContainsRune(script, 0):
 		return http.StatusNotFound, "SCRIPT_FILENAME not a clean absolute path"
-	case wr.root != "" && !strings.HasPrefix(script, wr.root+"/"):
+	case wr.root != "" && wr.root != "/" && !strings.HasPrefix(script, wr.root+"/"):
 		return http.StatusForbidden, "outside --root"
 	}
 	fi, err := os.Stat(script)

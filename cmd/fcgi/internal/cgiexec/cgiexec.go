@@ -22,6 +22,7 @@ import (
 	"syscall"
 
 	"github.com/fcgikit/fcgi/cmd/fcgi/internal/pgroup"
+	"github.com/fcgikit/fcgi/cmd/fcgi/internal/reap"
 	"github.com/fcgikit/fcgi/internal/cgihdr"
 )
 
@@ -39,9 +40,15 @@ type Cmd struct {
 	// also ends a copy blocked reading it.
 	Stdin io.ReadCloser
 
-	// Stderr receives the script's standard error, line by line. Nil
-	// discards it.
+	// Stderr receives the script's standard error, line by line (a
+	// line over 64 KiB in pieces of 64 KiB). Nil discards it.
 	Stderr func(line string)
+
+	// HeaderSent, if not nil, is called once the response header has
+	// been flushed to the client. From then on stderr sent to the web
+	// server can no longer cost the response: nginx fails one whose
+	// header comes after a buffer full of STDERR records.
+	HeaderSent func()
 }
 
 // Errors Serve returns.
@@ -100,12 +107,14 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		// A group of its own, so that killing -pgid reaches everything
-		// the script starts (unless it calls setsid, as daemons do).
+		// the script starts, once it is gone too (unless that calls
+		// setsid, as daemons do: pgroup kills those while the script
+		// runs).
 		Setpgid: true,
 		// If this process dies, the kernel kills the script.
 		Pdeathsig: syscall.SIGKILL,
 	}
-	if err := cmd.Start(); err != nil {
+	if err := reap.Start(cmd); err != nil {
 		http.Error(w, "cannot start script", http.StatusInternalServerError)
 		return err
 	}
@@ -121,6 +130,7 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	// which closes the pipes. Ends when the script exits.
 	go func() {
 		err := cmd.Wait()
+		reap.Done(cmd)
 		g.Kill(true)
 		close(exited)
 		waitc <- err
@@ -156,14 +166,21 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 	// Owned by Serve: forwards stderr lines. Ends when every process of
 	// the group has gone.
 	wg.Go(func() {
-		sc := bufio.NewScanner(errR)
-		sc.Buffer(make([]byte, 4096), 64<<10)
-		for sc.Scan() {
-			if c.Stderr != nil {
-				c.Stderr(sc.Text())
+		// A line longer than the buffer comes in pieces of its size,
+		// rather than end the stream (bufio.Scanner's ErrTooLong).
+		br := bufio.NewReaderSize(errR, 64<<10)
+		for {
+			line, err := br.ReadSlice('\n')
+			if len(line) > 0 && c.Stderr != nil {
+				if err == nil {
+					line = bytes.TrimSuffix(line[:len(line)-1], []byte("\r"))
+				}
+				c.Stderr(string(line))
+			}
+			if err != nil && err != bufio.ErrBufferFull {
+				break
 			}
 		}
-		io.Copy(io.Discard, errR)
 	})
 
 	// The response waits for the body: nginx sends no more of the body
@@ -186,7 +203,7 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 		}
 		return nil
 	}
-	status, herr := writeResponse(w, outR, hold)
+	status, herr := writeResponse(w, outR, hold, c.HeaderSent)
 	if herr != nil {
 		// A bad header, or the client went away: nobody wants the rest.
 		g.Kill(false)
@@ -254,11 +271,13 @@ func dirOf(path string) string {
 
 // writeResponse parses the CGI header block from r (RFC 3875 §6), with the
 // parser fcgi.Client uses, and writes the response to w once hold returns
-// nil. It returns the status sent (0 if none was).
-func writeResponse(w http.ResponseWriter, r io.Reader, hold func() error) (status int, err error) {
+// nil, calling sent (if not nil) once the header has been flushed. It
+// returns the status sent (0 if none was).
+func writeResponse(w http.ResponseWriter, r io.Reader, hold func() error, sent func()) (status int, err error) {
 	var sc cgihdr.Scanner
 	var hdr http.Header
 	var body io.Reader
+	buffered := false // the body's first bytes came with the header
 	hbuf := make([]byte, 4<<10)
 	for body == nil {
 		n, rerr := r.Read(hbuf)
@@ -274,6 +293,7 @@ func writeResponse(w http.ResponseWriter, r io.Reader, hold func() error) (statu
 				// rest may alias hbuf: the body is copied with a
 				// buffer of its own.
 				body = io.MultiReader(bytes.NewReader(rest), r)
+				buffered = len(rest) > 0
 				continue
 			}
 		}
@@ -294,6 +314,26 @@ func writeResponse(w http.ResponseWriter, r io.Reader, hold func() error) (statu
 	w.WriteHeader(status)
 
 	rc := http.NewResponseController(w)
+	flush := func() error {
+		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return err
+		}
+		if sent != nil {
+			sent()
+			sent = nil
+		}
+		return nil
+	}
+	// The header goes out at once, not with the body's first bytes: a
+	// script may take its time over its body (a long poll, a slow
+	// report), and the web server gives up on a response without a
+	// header (nginx's fastcgi_read_timeout). With bytes of the body at
+	// hand, the first write below sends both.
+	if !buffered {
+		if err := flush(); err != nil {
+			return status, err
+		}
+	}
 	buf := make([]byte, 32<<10)
 	for {
 		n, rerr := body.Read(buf)
@@ -303,7 +343,7 @@ func writeResponse(w http.ResponseWriter, r io.Reader, hold func() error) (statu
 			}
 			// Stream: the script decides the pacing, as with nginx's
 			// fastcgi_buffering off.
-			if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			if err := flush(); err != nil {
 				return status, err
 			}
 		}

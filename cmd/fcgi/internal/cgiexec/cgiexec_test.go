@@ -35,3 +35,22 @@ func TestServeBodyTooLarge(t *testing.T) {
 		t.Errorf("the script took %s bytes for the whole body", b)
 	}
 }
+
+// TestServeLongStderrLine: a stderr line longer than the line buffer
+// comes in pieces, and the lines after it still come.
+func TestServeLongStderrLine(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "long.cgi")
+	body := "#!/bin/sh\nhead -c 200000 /dev/zero | tr '\\0' x >&2\necho >&2\necho after >&2\nprintf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	w := httptest.NewRecorder()
+	c := &Cmd{Path: script, Env: []string{"PATH=/usr/bin:/bin"}, Stderr: func(line string) { lines = append(lines, line) }}
+	if err := c.Serve(context.Background(), w); err != nil || w.Body.String() != "ok\n" {
+		t.Fatalf("Serve: %v, body %q", err, w.Body)
+	}
+	if all := strings.Join(lines, ""); len(all) != 200000+len("after") || !strings.HasSuffix(all, "xafter") || lines[len(lines)-1] != "after" {
+		t.Errorf("stderr in %d lines, %d bytes; want the 200000 x's, then the line \"after\"", len(lines), len(all))
+	}
+}
