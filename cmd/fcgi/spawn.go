@@ -376,11 +376,11 @@ func (sp *spawner) command() *exec.Cmd {
 		// setsid, as daemons do, or leads a group, as fcgi wrap's
 		// scripts do: pgroup kills those while the process runs).
 		Setpgid: true,
-		// If spawn dies without forwarding a signal, the kernel tells
-		// the process. (Go sets it after the credentials, whose change
-		// would clear it.)
-		Pdeathsig: syscall.SIGTERM,
 	}
+	// If spawn dies without forwarding a signal, the kernel tells the
+	// process. (Go sets it after the credentials, whose change would clear
+	// it.)
+	pgroup.DieWithParent(cmd.SysProcAttr, syscall.SIGTERM)
 	return cmd
 }
 

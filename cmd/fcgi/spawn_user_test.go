@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fcgikit/fcgi/cmd/fcgi/internal/pgroup"
 	"github.com/fcgikit/fcgi/internal/peer"
 )
 
@@ -300,10 +301,9 @@ func nobodyDir(t *testing.T, dir, name string) string {
 // asNobody runs a command as nobody with no supplementary group, killed
 // if the test dies first.
 func asNobody() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{
-		Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}},
-		Pdeathsig:  syscall.SIGKILL,
-	}
+	attr := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+	pgroup.DieWithParent(attr, syscall.SIGKILL)
+	return attr
 }
 
 // TestSpawnFlagErrors: mistakes in the new flags are refused before

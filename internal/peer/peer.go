@@ -321,12 +321,10 @@ func start(t testing.TB, s spec) *Process {
 	cmd.Dir = s.dir
 	cmd.Stdout = out
 	cmd.Stderr = out
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid: true,
-		// If the test binary dies without running its cleanups, the
-		// peer dies with it instead of holding its port.
-		Pdeathsig: syscall.SIGKILL,
-	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// If the test binary dies without running its cleanups, the peer dies
+	// with it instead of holding its port.
+	dieWithParent(cmd.SysProcAttr)
 	p := &Process{
 		name:    s.name,
 		dir:     s.dir,

@@ -111,9 +111,9 @@ func (c *Cmd) Serve(ctx context.Context, w http.ResponseWriter) (err error) {
 		// setsid, as daemons do: pgroup kills those while the script
 		// runs).
 		Setpgid: true,
-		// If this process dies, the kernel kills the script.
-		Pdeathsig: syscall.SIGKILL,
 	}
+	// If this process dies, the kernel kills the script.
+	pgroup.DieWithParent(cmd.SysProcAttr, syscall.SIGKILL)
 	if err := reap.Start(cmd); err != nil {
 		http.Error(w, "cannot start script", http.StatusInternalServerError)
 		return err

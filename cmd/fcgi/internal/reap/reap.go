@@ -53,8 +53,7 @@ func Done(cmd *exec.Cmd) {
 // Adopt makes this process a child subreaper and reaps the orphans that
 // come to it, until stop is called.
 func Adopt() (stop func()) {
-	const prSetChildSubreaper = 36
-	syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0)
+	becomeSubreaper()
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGCHLD)
 	quit, done := make(chan struct{}), make(chan struct{})
