@@ -25,6 +25,7 @@ package fcgicaddy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -268,7 +269,7 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	case length < 0:
 		// PHP-FPM reads exactly CONTENT_LENGTH bytes of FCGI_STDIN: a body
 		// of unknown length is read to its end first.
-		spool, err = t.spool(r.Body)
+		spool, err = t.requestSpool(r)
 		if err != nil {
 			return nil, err
 		}
@@ -287,7 +288,7 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	env, err := t.buildEnv(r, contentLength)
 	if err != nil {
-		spool.close()
+		spool.endAttempt()
 		return nil, err
 	}
 	req.Params = env
@@ -304,7 +305,7 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 	resp, err := c.Do(r.Context(), req)
 	if err != nil {
-		spool.close()
+		spool.endAttempt()
 		var te *fcgi.TimeoutError
 		if errors.Is(err, fcgi.ErrDial) || errors.As(err, &te) && te.Op == "dial" {
 			// So that Caddy retries the request on another upstream
@@ -343,7 +344,7 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 			}
 		}
 	}
-	hr.Body = &responseBody{
+	rb := &responseBody{
 		t:      t,
 		body:   body,
 		closer: resp.Body,
@@ -352,6 +353,12 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 		status: resp.StatusCode,
 		uri:    r.RequestURI,
 	}
+	// reverse_proxy closes the body on every path it knows, but a handler
+	// of handle_response that panics, or a module holding the response,
+	// may not: the end of the request closes it, so that its connection
+	// (a PHP-FPM worker) goes back to max_conns.
+	rb.stop = context.AfterFunc(r.Context(), func() { rb.Close() })
+	hr.Body = rb
 	return hr, nil
 }
 
@@ -386,8 +393,8 @@ func readAhead(resp *fcgi.Response) (int64, io.Reader) {
 }
 
 // responseBody is the response body Caddy copies to the client. Closing it
-// ends the request: it logs the captured FCGI_STDERR and removes the spooled
-// request body.
+// ends the attempt: it gives the connection back, logs the captured
+// FCGI_STDERR and ends the attempt's hold on the spooled request body.
 type responseBody struct {
 	t      *Transport
 	body   io.Reader // what readAhead left of closer
@@ -396,33 +403,60 @@ type responseBody struct {
 	stderr *stderrBuffer
 	status int
 	uri    string
-	once   sync.Once
+	stop   func() bool // stops the close at the request's end
+
+	// mu is held by Read and Close: the close at the request's end runs on
+	// its own goroutine, and fcgi's Response.Body is not safe for a Close
+	// during a Read. The Read it waits for ends soon: the same context's
+	// end wakes it.
+	mu     sync.Mutex
+	closed bool
+	err    error
 }
 
-func (b *responseBody) Read(p []byte) (int, error) { return b.body.Read(p) }
+func (b *responseBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.body.Read(p)
+}
 
 func (b *responseBody) Close() error {
-	err := b.closer.Close()
-	b.once.Do(func() {
-		b.spool.close()
-		if b.stderr == nil {
-			return
-		}
-		b.stderr.mu.Lock()
-		msg, truncated := b.stderr.buf.String(), b.stderr.truncated
-		b.stderr.mu.Unlock()
-		if msg == "" {
-			return
-		}
-		level := zapcore.WarnLevel
-		if b.status >= 400 {
-			level = zapcore.ErrorLevel
-		}
-		if c := b.t.logger.Check(level, "stderr"); c != nil {
-			c.Write(zap.String("uri", b.uri), zap.String("body", msg), zap.Bool("truncated", truncated))
-		}
-	})
-	return err
+	if b.stop != nil {
+		b.stop()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return b.err
+	}
+	b.closed = true
+	b.err = b.closer.Close()
+	b.spool.endAttempt()
+	b.logStderr()
+	return b.err
+}
+
+// logStderr logs what the application wrote to FCGI_STDERR, if captured.
+func (b *responseBody) logStderr() {
+	if b.stderr == nil {
+		return
+	}
+	b.stderr.mu.Lock()
+	msg, truncated := b.stderr.buf.String(), b.stderr.truncated
+	b.stderr.mu.Unlock()
+	if msg == "" {
+		return
+	}
+	level := zapcore.WarnLevel
+	if b.status >= 400 {
+		level = zapcore.ErrorLevel
+	}
+	if c := b.t.logger.Check(level, "stderr"); c != nil {
+		c.Write(zap.String("uri", b.uri), zap.String("body", msg), zap.Bool("truncated", truncated))
+	}
 }
 
 // maxStderr bounds the FCGI_STDERR output kept for the log per request.
