@@ -244,9 +244,11 @@ http://127.0.0.1:%d {
 		})
 	}
 
-	t.Run("reload", func(t *testing.T) {
-		// The old configuration's Cleanup closes its idle connections: the
-		// backend sees every one closed, and the new one serves.
+	t.Run("reload during a request", func(t *testing.T) {
+		// The old configuration's Cleanup closes its idle connections, and
+		// the connection of its request in flight once that ends: the
+		// backend sees every one closed. The request gets its whole answer,
+		// and the new configuration serves.
 		if be.open() == 0 {
 			t.Fatal("no idle connection to see closed")
 		}
@@ -254,18 +256,41 @@ http://127.0.0.1:%d {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req, _ := http.NewRequest("POST", "http://localhost/load", bytes.NewReader(conf))
-		req.Header.Set("Content-Type", "text/caddyfile")
-		req.Header.Set("Cache-Control", "must-revalidate") // reload the same configuration
-		resp, err := admin.Do(req)
-		if err != nil {
-			t.Fatal(err)
+		held := make(chan string, 1)
+		go func() {
+			code, body := do(t, "POST", url("plain", "/hold"), "held", unsized{bytes.NewReader(chunk)})
+			held <- fmt.Sprintf("%d %s", code, body)
+		}()
+		be.waitRequest(t, "held")
+		reloaded := make(chan string, 1)
+		go func() {
+			req, _ := http.NewRequest("POST", "http://localhost/load", bytes.NewReader(conf))
+			req.Header.Set("Content-Type", "text/caddyfile")
+			req.Header.Set("Cache-Control", "must-revalidate") // reload the same configuration
+			resp, err := admin.Do(req)
+			if err != nil {
+				reloaded <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			reloaded <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+		}()
+		// Either order is right: the reload waits for the request, or the
+		// request outlives its configuration's Cleanup.
+		select {
+		case r := <-reloaded:
+			reloaded <- r
+		case <-time.After(time.Second):
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("reload: %d %s", resp.StatusCode, b)
+		close(be.hold)
+		if got, want := <-held, fmt.Sprintf("200 stdin=%d cl=%d", len(chunk), len(chunk)); got != want {
+			t.Errorf("request across the reload: %q, want %q", got, want)
 		}
+		if r := <-reloaded; !strings.HasPrefix(r, "200 ") {
+			t.Fatalf("reload: %s", r)
+		}
+		be.waitClosed(t, "held")
 		waitFor(t, "the old configuration's idle connections closed", func() string {
 			if n := be.open(); n != 0 {
 				return fmt.Sprintf("%d open", n)
@@ -485,6 +510,7 @@ type fakeBackend struct {
 	byCase   map[string]int // X-Case → connection of its last attempt
 	tries    map[string]int // X-Case → attempts seen
 	changed  chan struct{}  // closed and replaced on every change
+	hold     chan struct{}  // /hold answers once it is closed
 }
 
 func startFakeBackend(t *testing.T) *fakeBackend {
@@ -494,7 +520,7 @@ func startFakeBackend(t *testing.T) *fakeBackend {
 		t.Fatal(err)
 	}
 	b := &fakeBackend{ln: ln, addr: ln.Addr().String(), openConn: map[int]bool{},
-		byCase: map[string]int{}, tries: map[string]int{}, changed: make(chan struct{})}
+		byCase: map[string]int{}, tries: map[string]int{}, changed: make(chan struct{}), hold: make(chan struct{})}
 	var wg sync.WaitGroup
 	var conns sync.Map
 	t.Cleanup(func() {
@@ -660,6 +686,8 @@ func (b *fakeBackend) respond(nc net.Conn, w *wire.Writer, id uint16, keep bool,
 	switch path(env) {
 	case "/hang":
 		return true // the next read ends when Caddy gives up
+	case "/hold":
+		<-b.hold
 	case "/big", "/closemid", "/rst":
 		w.WriteStream(wire.TypeStdout, id, []byte("Content-Type: text/plain\r\n\r\n"))
 		n := 8 << 20
