@@ -61,7 +61,7 @@ func TestResourceEndings(t *testing.T) {
 			dial_timeout 1s
 			capture_stderr
 		}`, maxConns, spoolDir)
-	ports := map[string]int{"plain": peer.FreePort(t), "retry": peer.FreePort(t), "rmatch": peer.FreePort(t), "handle": peer.FreePort(t)}
+	ports := map[string]int{"plain": peer.FreePort(t), "retry": peer.FreePort(t), "rmatch": peer.FreePort(t), "handle": peer.FreePort(t), "limited": peer.FreePort(t)}
 	sites := fmt.Sprintf(`
 http://127.0.0.1:%d {
 	bind 127.0.0.1
@@ -97,11 +97,21 @@ http://127.0.0.1:%d {
 		%s
 	}
 }
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	request_body {
+		max_size 16KiB
+	}
+	reverse_proxy %s {
+		%s
+	}
+}
 `, ports["plain"], be.addr, transport,
 		ports["retry"], refused, slow, be.addr, transport,
 		ports["rmatch"], be.addr, transport,
-		ports["handle"], be.addr, transport)
-	c := startCaddyIn(t, dir, "unix/"+adminSock, sites, ports["plain"], ports["retry"], ports["rmatch"], ports["handle"])
+		ports["handle"], be.addr, transport,
+		ports["limited"], be.addr, transport)
+	c := startCaddyIn(t, dir, "unix/"+adminSock, sites, ports["plain"], ports["retry"], ports["rmatch"], ports["handle"], ports["limited"])
 	pid := c.cmd.Process.Pid
 	admin := &http.Client{
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -118,10 +128,11 @@ http://127.0.0.1:%d {
 		// run performs the request(s) of the case; id tags them for the
 		// backend (X-Case).
 		run func(t *testing.T, id string)
-		// abandons: the backend connection of request id must close.
-		abandons bool
+		// abandons: the backend connection of request id must close;
+		// keeps: it must stay open, kept for the next request.
+		abandons, keeps bool
 	}{
-		{name: "ok chunked, spooled to file", run: func(t *testing.T, id string) {
+		{name: "ok chunked, spooled to file", keeps: true, run: func(t *testing.T, id string) {
 			code, body := do(t, "POST", url("plain", "/ok"), id, unsized{bytes.NewReader(chunk)})
 			if want := fmt.Sprintf("stdin=%d cl=%d", len(chunk), len(chunk)); code != 200 || body != want {
 				t.Errorf("status %d %q, want 200 %q", code, body, want)
@@ -151,6 +162,12 @@ http://127.0.0.1:%d {
 		}},
 		{name: "body over max_body", run: func(t *testing.T, id string) {
 			code, _ := do(t, "POST", url("plain", "/ok"), id, unsized{bytes.NewReader(bytes.Repeat(chunk, 40))})
+			if code != http.StatusRequestEntityTooLarge {
+				t.Errorf("status %d, want 413", code)
+			}
+		}},
+		{name: "body over request_body max_size, spooled", run: func(t *testing.T, id string) {
+			code, _ := do(t, "POST", url("limited", "/ok"), id, unsized{bytes.NewReader(bytes.Repeat(chunk, 4))})
 			if code != http.StatusRequestEntityTooLarge {
 				t.Errorf("status %d, want 413", code)
 			}
@@ -197,7 +214,7 @@ http://127.0.0.1:%d {
 				t.Errorf("status %d, want 5xx", code)
 			}
 		}},
-		{name: "stderr past its bound", run: func(t *testing.T, id string) {
+		{name: "stderr past its bound", keeps: true, run: func(t *testing.T, id string) {
 			code, body := do(t, "GET", url("plain", "/stderr"), id, nil)
 			if code != 200 || body != "stdin=0 cl=" {
 				t.Errorf("status %d %q", code, body)
@@ -214,7 +231,7 @@ http://127.0.0.1:%d {
 				}
 			}
 		}},
-		{name: "retry on a 503 response (lb_retry_match), spooled body", run: func(t *testing.T, id string) {
+		{name: "retry on a 503 response (lb_retry_match), spooled body", keeps: true, run: func(t *testing.T, id string) {
 			code, body := do(t, "POST", url("rmatch", "/503once"), id, unsized{bytes.NewReader(chunk)})
 			if want := fmt.Sprintf("stdin=%d cl=%d", len(chunk), len(chunk)); code != 200 || body != want {
 				t.Errorf("status %d %q, want 200 %q", code, body, want)
@@ -241,6 +258,9 @@ http://127.0.0.1:%d {
 			checkResources(t, pid, spoolDir, admin)
 			pool(t, url("plain", "/ok"), 2*maxConns)
 			checkResources(t, pid, spoolDir, admin)
+			if tc.keeps && !be.isOpen(id) {
+				t.Errorf("the connection of %s is closed, want it kept", id)
+			}
 		})
 	}
 
@@ -295,6 +315,17 @@ http://127.0.0.1:%d {
 			if n := be.open(); n != 0 {
 				return fmt.Sprintf("%d open", n)
 			}
+			return ""
+		})
+		// Until the old servers are gone, a new connection may reach one of
+		// them as it shuts down and be reset: Caddy's, not the transport's.
+		fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+		waitFor(t, "the new configuration serves", func() string {
+			resp, err := fresh.Get(url("plain", "/ok"))
+			if err != nil {
+				return err.Error()
+			}
+			resp.Body.Close()
 			return ""
 		})
 		pool(t, url("plain", "/ok"), 2*maxConns)
@@ -591,6 +622,14 @@ func (b *fakeBackend) wait(t *testing.T, what string, cond func() bool) {
 			return
 		}
 	}
+}
+
+// isOpen reports whether the connection of the request tagged id is open.
+func (b *fakeBackend) isOpen(id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c, ok := b.byCase[id]
+	return ok && b.openConn[c]
 }
 
 // waitRequest waits until the request tagged id has begun.
