@@ -282,6 +282,11 @@ http://127.0.0.1:%d {
 			held <- fmt.Sprintf("%d %s", code, body)
 		}()
 		be.waitRequest(t, "held")
+		// The goroutine probe of checkResources sees a request in the
+		// transport: it can fail.
+		if g := fcgiGoroutines(t, admin); !strings.Contains(g, "fcgi.(*Client).Do") {
+			t.Errorf("no goroutine in fcgi.(*Client).Do during a request:\n%s", g)
+		}
 		reloaded := make(chan string, 1)
 		go func() {
 			req, _ := http.NewRequest("POST", "http://localhost/load", bytes.NewReader(conf))
