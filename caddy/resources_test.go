@@ -239,6 +239,14 @@ http://127.0.0.1:%d {
 				t.Errorf("backend saw %d attempts, want 2", n)
 			}
 		}},
+		{name: "retry on a 503 response (lb_retry_match), known length", run: func(t *testing.T, id string) {
+			// The first attempt read the body; there is none left to send
+			// again. The retry must fail, not pass a short body off as whole.
+			code, body := do(t, "POST", url("rmatch", "/503once"), id, bytes.NewReader(chunk))
+			if code == 200 && body != fmt.Sprintf("stdin=%d cl=%d", len(chunk), len(chunk)) {
+				t.Errorf("status %d %q: a short body passed as whole", code, body)
+			}
+		}},
 		{name: "handle_response: body never read", abandons: true, run: func(t *testing.T, id string) {
 			code, body := do(t, "POST", url("handle", "/big"), id, unsized{bytes.NewReader(chunk)})
 			if code != 200 || body != "replaced" {
