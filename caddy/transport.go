@@ -30,10 +30,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -277,7 +279,11 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 		req.Body = spool.reader()
 		req.GetBody = func() (io.Reader, error) { return spool.reader(), nil }
 	default:
-		req.Body = r.Body
+		body, err := t.sizedBody(r)
+		if err != nil {
+			return nil, err
+		}
+		req.Body = body
 	}
 
 	// As Caddy's transport: the Content-Length the client sent, and none
@@ -360,6 +366,74 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	rb.stop = context.AfterFunc(r.Context(), func() { rb.Close() })
 	hr.Body = rb
 	return hr, nil
+}
+
+// sentVar is the request variable recording which body of known length an
+// attempt began to send.
+const sentVar = "fcgikit.body_sent"
+
+// bodySent records that an attempt read from body, which a later attempt
+// cannot send again.
+type bodySent struct {
+	body io.ReadCloser
+	sent atomic.Bool // set by the body writer's goroutine
+}
+
+// errBodySent refuses a retry whose body of known length an earlier attempt
+// streamed: what is left of it is not the body.
+var errBodySent = errors.New("fcgikit: the request body went to an earlier attempt and cannot be sent again; request_buffers lets such requests be retried")
+
+// sizedBody returns r's body of known length to stream. reverse_proxy
+// retries with the same body, read by the first attempt: the retry is
+// refused before anything reaches the upstream, and a body that ends short
+// of its length fails the request rather than reaching the application as
+// a whole one. A retry with a fresh body (request_buffers gives one per
+// attempt) streams it.
+func (t *Transport) sizedBody(r *http.Request) (io.Reader, error) {
+	ctx := r.Context()
+	bs, _ := caddyhttp.GetVar(ctx, sentVar).(*bodySent)
+	if bs != nil && sameBody(bs.body, r.Body) {
+		if bs.sent.Load() {
+			return nil, errBodySent
+		}
+	} else {
+		bs = &bodySent{body: r.Body}
+		caddyhttp.SetVar(ctx, sentVar, bs)
+	}
+	return &sizedBody{r: r.Body, left: r.ContentLength, sent: &bs.sent}, nil
+}
+
+// sameBody reports whether a and b are the same body; values of a type
+// that == cannot compare are taken as different.
+func sameBody(a, b io.ReadCloser) bool {
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	return ta == tb && ta != nil && ta.Comparable() && a == b
+}
+
+// sizedBody reads a body of known length: left bytes, and an error if it
+// ends before.
+type sizedBody struct {
+	r    io.Reader
+	left int64
+	sent *atomic.Bool
+}
+
+func (b *sizedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	if n > 0 {
+		b.sent.Store(true)
+	}
+	b.left -= int64(n)
+	if err == io.EOF && b.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
 }
 
 // maxReadAhead bounds what readAhead holds of a response.
