@@ -363,7 +363,7 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	// of handle_response that panics, or a module holding the response,
 	// may not: the end of the request closes it, so that its connection
 	// (a PHP-FPM worker) goes back to max_conns.
-	rb.stop = context.AfterFunc(r.Context(), func() { rb.Close() })
+	rb.stop = context.AfterFunc(r.Context(), func() { rb.release() })
 	hr.Body = rb
 	return hr, nil
 }
@@ -477,12 +477,12 @@ type responseBody struct {
 	stderr *stderrBuffer
 	status int
 	uri    string
-	stop   func() bool // stops the close at the request's end
+	stop   func() bool // stops the release at the request's end
 
-	// mu is held by Read and Close: the close at the request's end runs on
-	// its own goroutine, and fcgi's Response.Body is not safe for a Close
-	// during a Read. The Read it waits for ends soon: the same context's
-	// end wakes it.
+	// mu is held by Read and release: the release at the request's end runs
+	// on its own goroutine, and fcgi's Response.Body is not safe for a
+	// Close during a Read. The Read it waits for ends soon: the same
+	// context's end wakes it.
 	mu     sync.Mutex
 	closed bool
 	err    error
@@ -498,9 +498,12 @@ func (b *responseBody) Read(p []byte) (int, error) {
 }
 
 func (b *responseBody) Close() error {
-	if b.stop != nil {
-		b.stop()
-	}
+	b.stop()
+	return b.release()
+}
+
+// release ends the attempt, once: Close, or the request's end.
+func (b *responseBody) release() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
