@@ -110,7 +110,10 @@ http://127.0.0.1:%d {
 		ports["rmatch"], be.addr, transport,
 		ports["handle"], be.addr, transport,
 		ports["limited"], be.addr, transport)
-	c := startCaddyIn(t, dir, "unix/"+adminSock, sites, ports["plain"], ports["retry"], ports["rmatch"], ports["handle"], ports["limited"])
+	// h2c: an HTTP/2 client cancels one stream, and the request's context
+	// ends while its handler still runs.
+	options := fmt.Sprintf("\tadmin unix/%s\n\tservers {\n\t\tprotocols h1 h2c\n\t}", adminSock)
+	c := startCaddyIn(t, dir, options, sites, ports["plain"], ports["retry"], ports["rmatch"], ports["handle"], ports["limited"])
 	pid := c.cmd.Process.Pid
 	admin := &http.Client{
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -118,6 +121,10 @@ http://127.0.0.1:%d {
 		}},
 		Timeout: 30 * time.Second,
 	}
+	h2cTransport := &http.Transport{Protocols: new(http.Protocols)}
+	h2cTransport.Protocols.SetUnencryptedHTTP2(true)
+	defer h2cTransport.CloseIdleConnections()
+	h2c := &http.Client{Transport: h2cTransport, Timeout: 30 * time.Second}
 	url := func(site, path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", ports[site], path) }
 
 	chunk := bytes.Repeat([]byte("0123456789abcdef"), 512) // 8 KiB: past body_memory, into a file
@@ -188,6 +195,42 @@ http://127.0.0.1:%d {
 				t.Errorf("status %q, want 200", status)
 			}
 			reset(nc)
+		}},
+		{name: "HTTP/2 stream cancelled mid-response", abandons: true, run: func(t *testing.T, id string) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", url("plain", "/big"), nil)
+			req.Header.Set("X-Case", id)
+			resp, err := h2c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.ProtoMajor != 2 {
+				t.Fatalf("%s, want HTTP/2", resp.Proto)
+			}
+			io.ReadFull(resp.Body, make([]byte, 64<<10))
+			cancel()
+			resp.Body.Close()
+		}},
+		{name: "HTTP/2 stream cancelled mid-upload", run: func(t *testing.T, id string) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			req, _ := http.NewRequestWithContext(ctx, "POST", url("plain", "/ok"), pr)
+			req.Header.Set("X-Case", id)
+			done := make(chan struct{})
+			// Owned by the case, which waits for done.
+			go func() {
+				defer close(done)
+				if resp, err := h2c.Do(req); err == nil {
+					resp.Body.Close()
+				}
+			}()
+			pw.Write(chunk)
+			waitSpoolFile(t, pid, spoolDir)
+			cancel()
+			<-done
 		}},
 		{name: "backend answers without reading a spooled body", run: func(t *testing.T, id string) {
 			code, body := do(t, "POST", url("plain", "/noread"), id, unsized{bytes.NewReader(bytes.Repeat(chunk, 30))})
