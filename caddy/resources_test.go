@@ -111,8 +111,9 @@ http://127.0.0.1:%d {
 		ports["handle"], be.addr, transport,
 		ports["limited"], be.addr, transport)
 	// h2c: an HTTP/2 client cancels one stream, and the request's context
-	// ends while its handler still runs.
-	options := fmt.Sprintf("\tadmin unix/%s\n\tservers {\n\t\tprotocols h1 h2c\n\t}", adminSock)
+	// ends while its handler still runs. read_body: what bounds a client
+	// that stops sending a body being spooled.
+	options := fmt.Sprintf("\tadmin unix/%s\n\tservers {\n\t\tprotocols h1 h2c\n\t\ttimeouts {\n\t\t\tread_body 3s\n\t\t}\n\t}", adminSock)
 	c := startCaddyIn(t, dir, options, sites, ports["plain"], ports["retry"], ports["rmatch"], ports["handle"], ports["limited"])
 	pid := c.cmd.Process.Pid
 	admin := &http.Client{
@@ -153,6 +154,14 @@ http://127.0.0.1:%d {
 				t.Errorf("status %q, want a 4xx or none", status)
 			}
 			nc.Close()
+		}},
+		{name: "client stops sending mid-upload (read_body)", run: func(t *testing.T, id string) {
+			nc := rawUpload(t, ports["plain"], "/ok", id, chunk)
+			waitSpoolFile(t, pid, spoolDir)
+			nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if status := readStatus(nc); status != "" && !strings.HasPrefix(status, "HTTP/1.1 4") {
+				t.Errorf("status %q, want a 4xx or none", status)
+			}
 		}},
 		{name: "client RST mid-upload", run: func(t *testing.T, id string) {
 			nc := rawUpload(t, ports["plain"], "/ok", id, chunk)
