@@ -28,6 +28,8 @@ import (
 //	fcgi.Client conn / slot     Do                          response read to its end (kept), or the
 //	                                                        response body closed, or the request's
 //	                                                        context ended (closed)
+//	known-length body (client)  streamed by Do              Caddy's server; a retry after any of it was
+//	                                                        read is refused before sending (502)
 //	response body               RoundTrip returns           Close by reverse_proxy, or the context's end
 //	body writer goroutine       Do, body over 16 KiB        body sent, or the connection fails or closes
 //	stderr buffer (64 KiB)      Do, capture_stderr          the response body's close (logged once)
