@@ -31,7 +31,7 @@ import (
 //	known-length body (client)  streamed by Do              Caddy's server; a retry after any of it was
 //	                                                        read is refused before sending (502)
 //	response body               RoundTrip returns           Close by reverse_proxy, or the context's end
-//	body writer goroutine       Do, body over 16 KiB        body sent, or the connection fails or closes
+//	body writer goroutine       Do, a body not sent inline  body sent, or the connection fails or closes
 //	stderr buffer (64 KiB)      Do, capture_stderr          the response body's close (logged once)
 //
 // TestResourceEndings drives each way a request can end through a real
