@@ -1,17 +1,16 @@
 package fcgi
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/fcgikit/fcgi/internal/defaults"
+	"github.com/fcgikit/fcgi/internal/spool"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -19,14 +18,6 @@ import (
 // [Gateway.StreamRequestBody] is set; smaller ones are read first so that the
 // request can be replayed.
 const streamFrom = 64 << 10
-
-// The chunks a body is held in grow from firstChunk to maxChunk bytes as the
-// data arrives: a body that stalls holds little more than it sent, and one
-// that grows is never copied to a larger buffer.
-const (
-	firstChunk = 4 << 10
-	maxChunk   = 64 << 10
-)
 
 var (
 	errTooLarge       = &httpError{code: http.StatusRequestEntityTooLarge, msg: "fcgi: request body too large"}
@@ -71,6 +62,13 @@ func (g *Gateway) reserve(n int64) bool {
 		}
 	}
 }
+
+// gatewayBudget is a Gateway as the spool.Budget its MaxTotalMemoryBytes
+// sets.
+type gatewayBudget Gateway
+
+func (b *gatewayBudget) Reserve(n int64) bool { return (*Gateway)(b).reserve(n) }
+func (b *gatewayBudget) Unreserve(n int64)    { b.bodyMem.Add(-n) }
 
 // checkParams refuses a request one of whose parameters would be longer than
 // MaxParamPairBytes as a name-value pair: 414 for those the request target
@@ -133,192 +131,41 @@ func (g *Gateway) body(w http.ResponseWriter, r *http.Request, req *Request, b *
 	if clock != nil {
 		defer clock.stop() // a panicking read must not leave it running
 	}
-	b.g = g
-	err := b.fill(body, r.ContentLength, limit)
+	b.MemMax, b.Budget, b.TempDir, b.Prefix = g.maxMemory(), (*gatewayBudget)(g), g.TempDir, "fcgi-body-"
+	err := b.Fill(body, r.ContentLength, limit)
 	if clock != nil && clock.stop() && err != nil {
 		return "", errBodyTimeout
 	}
 	if err != nil {
-		return "", err
+		return "", g.spoolErr(err)
 	}
-	if b.size == 0 {
+	if b.Size() == 0 {
 		return "", nil
 	}
-	req.Body = b.reader()
-	req.GetBody = func() (io.Reader, error) { return b.reader(), nil }
-	return strconv.FormatInt(b.size, 10), nil
+	req.Body = b.Reader()
+	req.GetBody = func() (io.Reader, error) { return b.Reader(), nil }
+	return strconv.FormatInt(b.Size(), 10), nil
 }
 
-// A bodyBuffer holds a request body read before it is sent: in memory, in
-// chunks allocated as the data arrives, while the Gateway's memory bounds
-// allow, and otherwise in a temporary file. Its zero value is empty.
-type bodyBuffer struct {
-	g      *Gateway
-	chunks [][]byte // the last one may have room left
-	held   int64    // bytes accounted in g.bodyMem: the chunks' capacity
-	size   int64    // bytes of body, in chunks or in file
-	file   *os.File
-	stop   func()     // for a streamed body: stops reading it
-	clock  *bodyClock // for a streamed body: its BodyReadTimeout
-
-	unlinked bool // file's name is gone already
-}
-
-// fill reads r to its end: length bytes, or up to EOF when length is negative
-// (unknown). A body longer than limit (when limit >= 0) is refused with 413.
-func (b *bodyBuffer) fill(r io.Reader, length, limit int64) error {
-	memMax := b.g.maxMemory()
-	if length > 0 && memMax >= 0 && length > memMax {
-		if err := b.spill(); err != nil {
-			return err
-		}
-		return b.fillFile(r, length, limit)
-	}
-	for {
-		if length >= 0 && b.size == length {
-			return nil
-		}
-		c := b.room(length, memMax)
-		if c == nil {
-			// No memory to be had: read on into a scratch buffer to learn
-			// whether there is more, and if so move to disk.
-			bp := copyBufs.Get().(*[]byte)
-			p := *bp
-			if length >= 0 {
-				p = p[:min(int64(len(p)), length-b.size)]
-			}
-			n, err := io.ReadAtLeast(r, p, 1)
-			if err == nil {
-				if err = b.spill(); err == nil {
-					err = b.write(p[:n], limit)
-				}
-			}
-			copyBufs.Put(bp)
-			switch {
-			case err == io.EOF && length < 0:
-				return nil
-			case err == io.EOF:
-				return readErr(io.ErrUnexpectedEOF)
-			case errors.Is(err, errTooLarge), errors.Is(err, errSpool):
-				return err
-			case err != nil:
-				return readErr(err)
-			}
-			return b.fillFile(r, length, limit)
-		}
-		last := len(b.chunks) - 1
-		n, err := r.Read(c[len(c):cap(c)])
-		b.chunks[last] = c[:len(c)+n]
-		b.size += int64(n)
-		if limit >= 0 && b.size > limit {
-			return errTooLarge
-		}
-		if done, err := readEnd(err, length, b.size); done {
-			return err
-		}
-	}
-}
-
-// room returns the chunk to read into next, allocating one if the last is
-// full, or nil when the memory bounds allow no more.
-func (b *bodyBuffer) room(length, memMax int64) []byte {
-	if n := len(b.chunks); n > 0 {
-		if c := b.chunks[n-1]; len(c) < cap(c) {
-			return c
-		}
-	}
-	size := int64(firstChunk)
-	if n := len(b.chunks); n > 0 {
-		size = min(2*int64(cap(b.chunks[n-1])), maxChunk)
-	} else if length > 0 {
-		size = min(length, maxChunk) // a small body in one piece
-	}
-	if length >= 0 {
-		size = min(size, length-b.size)
-	}
-	if memMax >= 0 {
-		size = min(size, memMax-b.held)
-	}
-	if size <= 0 || !b.g.reserve(size) {
-		return nil
-	}
-	b.held += size
-	c := make([]byte, 0, size)
-	b.chunks = append(b.chunks, c)
-	return c
-}
-
-// spill moves the body to a new temporary file and gives its memory back.
-func (b *bodyBuffer) spill() error {
-	f, err := os.CreateTemp(b.g.TempDir, "fcgi-body-")
-	if err != nil {
-		b.g.logger().Error("fcgi: gateway: buffering a request body", "err", err)
-		return errSpool
-	}
-	b.file = f
-	// Unlinked at once where the system allows it, as nginx does: the open
-	// file lives on, and nothing is left behind even if the process dies.
-	// Elsewhere (Windows) release removes it.
-	b.unlinked = os.Remove(f.Name()) == nil
-	for _, c := range b.chunks {
-		if _, err := f.Write(c); err != nil {
-			b.g.logger().Error("fcgi: gateway: buffering a request body", "err", err)
-			return errSpool
-		}
-	}
-	b.freeMemory()
-	return nil
-}
-
-// fillFile reads the rest of r into the file.
-func (b *bodyBuffer) fillFile(r io.Reader, length, limit int64) error {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	for length < 0 || b.size < length {
-		p := buf
-		if length >= 0 && length-b.size < int64(len(p)) {
-			p = p[:length-b.size]
-		}
-		n, err := r.Read(p)
-		if werr := b.write(p[:n], limit); werr != nil {
-			return werr
-		}
-		if done, err := readEnd(err, length, b.size); done {
-			return err
-		}
-	}
-	return nil
-}
-
-// readEnd tells whether a read of a body of length bytes (negative: unknown)
-// that returned err, size bytes in, ends the body, and with what error: EOF
-// before length is an unexpected EOF.
-func readEnd(err error, length, size int64) (bool, error) {
+// spoolErr is the answer to a body spool.Buffer.Fill could not hold.
+func (g *Gateway) spoolErr(err error) error {
+	var re *spool.ReadError
 	switch {
-	case err == io.EOF && length >= 0 && size < length:
-		return true, readErr(io.ErrUnexpectedEOF)
-	case err == io.EOF:
-		return true, nil
-	case err != nil:
-		return true, readErr(err)
+	case err == spool.ErrTooLarge:
+		return errTooLarge
+	case errors.As(err, &re):
+		return readErr(re.Err)
 	}
-	return false, nil
+	g.logger().Error("fcgi: gateway: buffering a request body", "err", err)
+	return errSpool
 }
 
-func (b *bodyBuffer) write(p []byte, limit int64) error {
-	if len(p) == 0 {
-		return nil
-	}
-	b.size += int64(len(p))
-	if limit >= 0 && b.size > limit {
-		return errTooLarge
-	}
-	if _, err := b.file.Write(p); err != nil {
-		b.g.logger().Error("fcgi: gateway: buffering a request body", "err", err)
-		return errSpool
-	}
-	return nil
+// A bodyBuffer is a request body read before it is sent, or, for one that
+// streams, what stops its reading. Its zero value is empty.
+type bodyBuffer struct {
+	spool.Buffer
+	stop  func()     // for a streamed body: stops reading it
+	clock *bodyClock // for a streamed body: its BodyReadTimeout
 }
 
 // readErr is the answer to a failed read of the client's body: 413 when a
@@ -332,26 +179,6 @@ func readErr(err error) error {
 	return &httpError{code: http.StatusBadRequest, msg: "fcgi: reading request body: " + err.Error()}
 }
 
-// reader returns a reader of the whole body.
-func (b *bodyBuffer) reader() io.Reader {
-	if b.file != nil {
-		return io.NewSectionReader(b.file, 0, b.size)
-	}
-	if len(b.chunks) == 1 {
-		// A bytes.Reader lets the client send a small body together with the
-		// request's header.
-		return bytes.NewReader(b.chunks[0])
-	}
-	return &chunksReader{chunks: b.chunks}
-}
-
-func (b *bodyBuffer) freeMemory() {
-	if b.held != 0 {
-		b.g.bodyMem.Add(-b.held)
-	}
-	b.held, b.chunks = 0, nil
-}
-
 // release gives back what b holds: its memory, its temporary file, the
 // client's body when it streams.
 func (b *bodyBuffer) release() {
@@ -361,16 +188,7 @@ func (b *bodyBuffer) release() {
 	if b.clock != nil {
 		b.clock.stop()
 	}
-	if b.file != nil {
-		b.file.Close()
-		if !b.unlinked {
-			os.Remove(b.file.Name())
-		}
-		b.file = nil
-	}
-	if b.g != nil {
-		b.freeMemory()
-	}
+	b.Release()
 }
 
 // serveStreamed serves req, whose body streams, as g.serve does, and answers
@@ -403,24 +221,6 @@ func (t *writeTracker) Write(p []byte) (int, error) {
 }
 
 func (t *writeTracker) Unwrap() http.ResponseWriter { return t.ResponseWriter }
-
-// chunksReader reads a body held in chunks.
-type chunksReader struct {
-	chunks [][]byte
-	i, off int
-}
-
-func (r *chunksReader) Read(p []byte) (int, error) {
-	for r.i < len(r.chunks) && r.off == len(r.chunks[r.i]) {
-		r.i, r.off = r.i+1, 0
-	}
-	if r.i == len(r.chunks) {
-		return 0, io.EOF
-	}
-	n := copy(p, r.chunks[r.i][r.off:])
-	r.off += n
-	return n, nil
-}
 
 // A bodyClock breaks off a read of the client's body that has waited too
 // long, by moving the connection's read deadline to now. It runs only while a

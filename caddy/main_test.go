@@ -58,9 +58,10 @@ type caddyServer struct {
 }
 
 // globalBlock is the global options block every test Caddyfile starts
-// with: no admin endpoint, no certificates, nothing outside dir.
-func globalBlock(dir string) string {
-	return fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n\tstorage file_system %s\n}\n", filepath.Join(dir, "storage"))
+// with: no certificates, nothing outside dir, and options, lines of global
+// options ("admin off" for no admin endpoint).
+func globalBlock(dir, options string) string {
+	return fmt.Sprintf("{\n%s\n\tauto_https off\n\tpersist_config off\n\tstorage file_system %s\n}\n", options, filepath.Join(dir, "storage"))
 }
 
 // caddyEnv is the environment caddy runs in: HOME and the XDG directories
@@ -78,9 +79,14 @@ func caddyEnv(dir string) []string {
 // ends, showing its log if the test failed.
 func startCaddy(t *testing.T, sites string, ports ...int) *caddyServer {
 	t.Helper()
-	dir := peer.TempDir(t)
+	return startCaddyIn(t, peer.TempDir(t), "\tadmin off", sites, ports...)
+}
+
+// startCaddyIn is startCaddy in dir, with the global options options.
+func startCaddyIn(t *testing.T, dir, options, sites string, ports ...int) *caddyServer {
+	t.Helper()
 	conf := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(conf, []byte(globalBlock(dir)+sites), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(globalBlock(dir, options)+sites), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	c := &caddyServer{dir: dir, logs: new(bytes.Buffer)}

@@ -25,14 +25,17 @@ package fcgicaddy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -268,7 +271,7 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	case length < 0:
 		// PHP-FPM reads exactly CONTENT_LENGTH bytes of FCGI_STDIN: a body
 		// of unknown length is read to its end first.
-		spool, err = t.spool(r.Body)
+		spool, err = t.requestSpool(r)
 		if err != nil {
 			return nil, err
 		}
@@ -276,7 +279,11 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 		req.Body = spool.reader()
 		req.GetBody = func() (io.Reader, error) { return spool.reader(), nil }
 	default:
-		req.Body = r.Body
+		body, err := t.sizedBody(r)
+		if err != nil {
+			return nil, err
+		}
+		req.Body = body
 	}
 
 	// As Caddy's transport: the Content-Length the client sent, and none
@@ -287,7 +294,7 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	env, err := t.buildEnv(r, contentLength)
 	if err != nil {
-		spool.close()
+		spool.endAttempt()
 		return nil, err
 	}
 	req.Params = env
@@ -304,7 +311,7 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 	resp, err := c.Do(r.Context(), req)
 	if err != nil {
-		spool.close()
+		spool.endAttempt()
 		var te *fcgi.TimeoutError
 		if errors.Is(err, fcgi.ErrDial) || errors.As(err, &te) && te.Op == "dial" {
 			// So that Caddy retries the request on another upstream
@@ -343,7 +350,7 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 			}
 		}
 	}
-	hr.Body = &responseBody{
+	rb := &responseBody{
 		t:      t,
 		body:   body,
 		closer: resp.Body,
@@ -352,7 +359,81 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 		status: resp.StatusCode,
 		uri:    r.RequestURI,
 	}
+	// reverse_proxy closes the body on every path it knows, but a handler
+	// of handle_response that panics, or a module holding the response,
+	// may not: the end of the request closes it, so that its connection
+	// (a PHP-FPM worker) goes back to max_conns.
+	rb.stop = context.AfterFunc(r.Context(), func() { rb.release() })
+	hr.Body = rb
 	return hr, nil
+}
+
+// sentVar is the request variable recording which body of known length an
+// attempt began to send.
+const sentVar = "fcgikit.body_sent"
+
+// bodySent records that an attempt read from body, which a later attempt
+// cannot send again.
+type bodySent struct {
+	body io.ReadCloser
+	sent atomic.Bool // set by the body writer's goroutine
+}
+
+// errBodySent refuses a retry whose body of known length an earlier attempt
+// streamed: what is left of it is not the body.
+var errBodySent = errors.New("fcgikit: the request body went to an earlier attempt and cannot be sent again; request_buffers lets such requests be retried")
+
+// sizedBody returns r's body of known length to stream. reverse_proxy
+// retries with the same body, read by the first attempt: the retry is
+// refused before anything reaches the upstream, and a body that ends short
+// of its length fails the request rather than reaching the application as
+// a whole one. A retry with a fresh body (request_buffers gives one per
+// attempt) streams it.
+func (t *Transport) sizedBody(r *http.Request) (io.Reader, error) {
+	ctx := r.Context()
+	bs, _ := caddyhttp.GetVar(ctx, sentVar).(*bodySent)
+	if bs != nil && sameBody(bs.body, r.Body) {
+		if bs.sent.Load() {
+			return nil, errBodySent
+		}
+	} else {
+		bs = &bodySent{body: r.Body}
+		caddyhttp.SetVar(ctx, sentVar, bs)
+	}
+	return &sizedBody{r: r.Body, left: r.ContentLength, sent: &bs.sent}, nil
+}
+
+// sameBody reports whether a and b are the same body; values of a type
+// that == cannot compare are taken as different.
+func sameBody(a, b io.ReadCloser) bool {
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	return ta == tb && ta != nil && ta.Comparable() && a == b
+}
+
+// sizedBody reads a body of known length: left bytes, and an error if it
+// ends before.
+type sizedBody struct {
+	r    io.Reader
+	left int64
+	sent *atomic.Bool
+}
+
+func (b *sizedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	if n > 0 {
+		b.sent.Store(true)
+	}
+	b.left -= int64(n)
+	if err == io.EOF && b.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
 }
 
 // maxReadAhead bounds what readAhead holds of a response.
@@ -386,8 +467,8 @@ func readAhead(resp *fcgi.Response) (int64, io.Reader) {
 }
 
 // responseBody is the response body Caddy copies to the client. Closing it
-// ends the request: it logs the captured FCGI_STDERR and removes the spooled
-// request body.
+// ends the attempt: it gives the connection back, logs the captured
+// FCGI_STDERR and ends the attempt's hold on the spooled request body.
 type responseBody struct {
 	t      *Transport
 	body   io.Reader // what readAhead left of closer
@@ -396,33 +477,63 @@ type responseBody struct {
 	stderr *stderrBuffer
 	status int
 	uri    string
-	once   sync.Once
+	stop   func() bool // stops the release at the request's end
+
+	// mu is held by Read and release: the release at the request's end runs
+	// on its own goroutine, and fcgi's Response.Body is not safe for a
+	// Close during a Read. The Read it waits for ends soon: the same
+	// context's end wakes it.
+	mu     sync.Mutex
+	closed bool
+	err    error
 }
 
-func (b *responseBody) Read(p []byte) (int, error) { return b.body.Read(p) }
+func (b *responseBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.body.Read(p)
+}
 
 func (b *responseBody) Close() error {
-	err := b.closer.Close()
-	b.once.Do(func() {
-		b.spool.close()
-		if b.stderr == nil {
-			return
-		}
-		b.stderr.mu.Lock()
-		msg, truncated := b.stderr.buf.String(), b.stderr.truncated
-		b.stderr.mu.Unlock()
-		if msg == "" {
-			return
-		}
-		level := zapcore.WarnLevel
-		if b.status >= 400 {
-			level = zapcore.ErrorLevel
-		}
-		if c := b.t.logger.Check(level, "stderr"); c != nil {
-			c.Write(zap.String("uri", b.uri), zap.String("body", msg), zap.Bool("truncated", truncated))
-		}
-	})
-	return err
+	b.stop()
+	return b.release()
+}
+
+// release ends the attempt, once: Close, or the request's end.
+func (b *responseBody) release() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return b.err
+	}
+	b.closed = true
+	b.err = b.closer.Close()
+	b.spool.endAttempt()
+	b.logStderr()
+	return b.err
+}
+
+// logStderr logs what the application wrote to FCGI_STDERR, if captured.
+func (b *responseBody) logStderr() {
+	if b.stderr == nil {
+		return
+	}
+	b.stderr.mu.Lock()
+	msg, truncated := b.stderr.buf.String(), b.stderr.truncated
+	b.stderr.mu.Unlock()
+	if msg == "" {
+		return
+	}
+	level := zapcore.WarnLevel
+	if b.status >= 400 {
+		level = zapcore.ErrorLevel
+	}
+	if c := b.t.logger.Check(level, "stderr"); c != nil {
+		c.Write(zap.String("uri", b.uri), zap.String("body", msg), zap.Bool("truncated", truncated))
+	}
 }
 
 // maxStderr bounds the FCGI_STDERR output kept for the log per request.

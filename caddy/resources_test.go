@@ -1,0 +1,609 @@
+package fcgicaddy_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fcgikit/fcgi/internal/peer"
+)
+
+// What a request through the transport holds, and when each is given back:
+//
+//	resource                    taken                       given back
+//	spooled body (memory/file)  RoundTrip, unknown length   when the Caddy request ends (its context),
+//	                                                        shared by reverse_proxy's retries
+//	fcgi.Client conn / slot     Do                          response read to its end (kept), or the
+//	                                                        response body closed, or the request's
+//	                                                        context ended (closed)
+//	known-length body (client)  streamed by Do              Caddy's server; a retry after any of it was
+//	                                                        read is refused before sending (502)
+//	response body               RoundTrip returns           Close by reverse_proxy, or the context's end
+//	body writer goroutine       Do, a body not sent inline  body sent, or the connection fails or closes
+//	stderr buffer (64 KiB)      Do, capture_stderr          the response body's close (logged once)
+//
+// TestResourceEndings drives each way a request can end through a real
+// Caddy against fakeBackend, and after each checks that all of them came
+// back: no file of temp_dir open in Caddy (the spool unlinks its files at
+// once, so the check is on /proc/PID/fd, "(deleted)" ones included), no
+// fcgikit goroutine left in Caddy, every connection the case abandoned
+// closed at the backend, and the max_conns pool free: twice max_conns
+// concurrent requests all succeed.
+func TestResourceEndings(t *testing.T) {
+	be := startFakeBackend(t)
+	dir := peer.TempDir(t)
+	spoolDir := filepath.Join(dir, "spool")
+	if err := os.Mkdir(spoolDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	refused := closedPort(t)
+	slow := fullBacklogListener(t)
+	adminSock := filepath.Join(dir, "admin.sock")
+
+	const maxConns = 2
+	transport := fmt.Sprintf(`transport fcgikit {
+			max_conns %d
+			body_memory 4KiB
+			max_body 256KiB
+			temp_dir %s
+			read_timeout 3s
+			dial_timeout 1s
+			capture_stderr
+		}`, maxConns, spoolDir)
+	ports := map[string]int{"plain": peer.FreePort(t), "retry": peer.FreePort(t), "rmatch": peer.FreePort(t), "handle": peer.FreePort(t), "limited": peer.FreePort(t)}
+	sites := fmt.Sprintf(`
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy %s {
+		%s
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy %s %s %s {
+		lb_policy round_robin
+		lb_retries 2
+		%s
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy %s {
+		lb_retries 1
+		lb_retry_match {
+			expression `+"`{rp.status_code} == 503`"+`
+		}
+		%s
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	reverse_proxy %s {
+		@ok status 200
+		handle_response @ok {
+			respond "replaced" 200
+		}
+		%s
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	request_body {
+		max_size 16KiB
+	}
+	reverse_proxy %s {
+		%s
+	}
+}
+`, ports["plain"], be.addr, transport,
+		ports["retry"], refused, slow, be.addr, transport,
+		ports["rmatch"], be.addr, transport,
+		ports["handle"], be.addr, transport,
+		ports["limited"], be.addr, transport)
+	// h2c: an HTTP/2 client cancels one stream, and the request's context
+	// ends while its handler still runs. read_body: what bounds a client
+	// that stops sending a body being spooled.
+	options := fmt.Sprintf("\tadmin unix/%s\n\tservers {\n\t\tprotocols h1 h2c\n\t\ttimeouts {\n\t\t\tread_body 3s\n\t\t}\n\t}", adminSock)
+	c := startCaddyIn(t, dir, options, sites, ports["plain"], ports["retry"], ports["rmatch"], ports["handle"], ports["limited"])
+	pid := c.cmd.Process.Pid
+	admin := &http.Client{
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", adminSock)
+		}},
+		Timeout: 30 * time.Second,
+	}
+	h2cTransport := &http.Transport{Protocols: new(http.Protocols)}
+	h2cTransport.Protocols.SetUnencryptedHTTP2(true)
+	defer h2cTransport.CloseIdleConnections()
+	h2c := &http.Client{Transport: h2cTransport, Timeout: 30 * time.Second}
+	url := func(site, path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", ports[site], path) }
+
+	chunk := bytes.Repeat([]byte("0123456789abcdef"), 512) // 8 KiB: past body_memory, into a file
+
+	cases := []struct {
+		name string
+		// run performs the request(s) of the case; id tags them for the
+		// backend (X-Case).
+		run func(t *testing.T, id string)
+		// abandons: the backend connection of request id must close;
+		// keeps: it must stay open, kept for the next request.
+		abandons, keeps bool
+	}{
+		{name: "ok chunked, spooled to file", keeps: true, run: func(t *testing.T, id string) {
+			code, body := do(t, "POST", url("plain", "/ok"), id, unsized{bytes.NewReader(chunk)})
+			if want := fmt.Sprintf("stdin=%d cl=%d", len(chunk), len(chunk)); code != 200 || body != want {
+				t.Errorf("status %d %q, want 200 %q", code, body, want)
+			}
+		}},
+		{name: "client FIN mid-upload", run: func(t *testing.T, id string) {
+			nc := rawUpload(t, ports["plain"], "/ok", id, chunk)
+			waitSpoolFile(t, pid, spoolDir)
+			nc.(*net.TCPConn).CloseWrite()
+			nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if status := readStatus(nc); status != "" && !strings.HasPrefix(status, "HTTP/1.1 4") {
+				t.Errorf("status %q, want a 4xx or none", status)
+			}
+			nc.Close()
+		}},
+		{name: "client stops sending mid-upload (read_body)", run: func(t *testing.T, id string) {
+			nc := rawUpload(t, ports["plain"], "/ok", id, chunk)
+			waitSpoolFile(t, pid, spoolDir)
+			nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if status := readStatus(nc); status != "" && !strings.HasPrefix(status, "HTTP/1.1 4") {
+				t.Errorf("status %q, want a 4xx or none", status)
+			}
+		}},
+		{name: "client RST mid-upload", run: func(t *testing.T, id string) {
+			nc := rawUpload(t, ports["plain"], "/ok", id, chunk)
+			waitSpoolFile(t, pid, spoolDir)
+			reset(nc)
+		}},
+		{name: "client RST mid-upload, known length, streamed", abandons: true, run: func(t *testing.T, id string) {
+			nc := dialCaddy(t, ports["plain"])
+			fmt.Fprintf(nc, "POST /ok HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Case: %s\r\nContent-Length: 1000000\r\n\r\n", ports["plain"], id)
+			nc.Write(chunk)
+			be.waitRequest(t, id)
+			reset(nc)
+		}},
+		{name: "body over max_body", run: func(t *testing.T, id string) {
+			code, _ := do(t, "POST", url("plain", "/ok"), id, unsized{bytes.NewReader(bytes.Repeat(chunk, 40))})
+			if code != http.StatusRequestEntityTooLarge {
+				t.Errorf("status %d, want 413", code)
+			}
+		}},
+		{name: "body over request_body max_size, spooled", run: func(t *testing.T, id string) {
+			code, _ := do(t, "POST", url("limited", "/ok"), id, unsized{bytes.NewReader(bytes.Repeat(chunk, 4))})
+			if code != http.StatusRequestEntityTooLarge {
+				t.Errorf("status %d, want 413", code)
+			}
+		}},
+		{name: "client RST mid-response", abandons: true, run: func(t *testing.T, id string) {
+			nc := dialCaddy(t, ports["plain"])
+			fmt.Fprintf(nc, "GET /big HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Case: %s\r\n\r\n", ports["plain"], id)
+			nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if status := readStatus(nc); !strings.HasPrefix(status, "HTTP/1.1 200") {
+				t.Errorf("status %q, want 200", status)
+			}
+			reset(nc)
+		}},
+		{name: "client RST mid-response, spooled body", abandons: true, run: func(t *testing.T, id string) {
+			nc := rawUpload(t, ports["plain"], "/big", id, chunk)
+			io.WriteString(nc, "0\r\n\r\n")
+			nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if status := readStatus(nc); !strings.HasPrefix(status, "HTTP/1.1 200") {
+				t.Errorf("status %q, want 200", status)
+			}
+			reset(nc)
+		}},
+		{name: "HTTP/2 stream cancelled mid-response", abandons: true, run: func(t *testing.T, id string) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", url("plain", "/big"), nil)
+			req.Header.Set("X-Case", id)
+			resp, err := h2c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.ProtoMajor != 2 {
+				t.Fatalf("%s, want HTTP/2", resp.Proto)
+			}
+			io.ReadFull(resp.Body, make([]byte, 64<<10))
+			cancel()
+			resp.Body.Close()
+		}},
+		{name: "HTTP/2 stream cancelled mid-upload", run: func(t *testing.T, id string) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			req, _ := http.NewRequestWithContext(ctx, "POST", url("plain", "/ok"), pr)
+			req.Header.Set("X-Case", id)
+			done := make(chan struct{})
+			// Owned by the case, which waits for done.
+			go func() {
+				defer close(done)
+				if resp, err := h2c.Do(req); err == nil {
+					resp.Body.Close()
+				}
+			}()
+			pw.Write(chunk)
+			waitSpoolFile(t, pid, spoolDir)
+			cancel()
+			<-done
+		}},
+		{name: "backend answers without reading a spooled body", run: func(t *testing.T, id string) {
+			code, body := do(t, "POST", url("plain", "/noread"), id, unsized{bytes.NewReader(bytes.Repeat(chunk, 30))})
+			if code != 200 || body != "noread" {
+				t.Errorf("status %d %q, want 200 noread", code, body)
+			}
+		}},
+		{name: "backend closes mid-response", abandons: true, run: func(t *testing.T, id string) {
+			code, body := do(t, "GET", url("plain", "/closemid"), id, nil)
+			if code == 200 && len(body) >= 100000 {
+				t.Errorf("status %d, %d bytes: the whole body of a cut response", code, len(body))
+			}
+		}},
+		{name: "backend RST mid-response, spooled body", abandons: true, run: func(t *testing.T, id string) {
+			code, body := do(t, "POST", url("plain", "/rst"), id, unsized{bytes.NewReader(chunk)})
+			if code == 200 && len(body) >= 100000 {
+				t.Errorf("status %d, %d bytes: the whole body of a reset response", code, len(body))
+			}
+		}},
+		{name: "backend never answers (read_timeout), spooled body", abandons: true, run: func(t *testing.T, id string) {
+			code, _ := do(t, "POST", url("plain", "/hang"), id, unsized{bytes.NewReader(chunk)})
+			if code < 500 {
+				t.Errorf("status %d, want 5xx", code)
+			}
+		}},
+		{name: "stderr past its bound", keeps: true, run: func(t *testing.T, id string) {
+			code, body := do(t, "GET", url("plain", "/stderr"), id, nil)
+			if code != 200 || body != "stdin=0 cl=" {
+				t.Errorf("status %d %q", code, body)
+			}
+		}},
+		{name: "retries after refused and slow dials, spooled body", run: func(t *testing.T, id string) {
+			// Round robin over refused, slow, backend with two retries: each
+			// request ends at the backend, after zero, one or two failed
+			// dials, and over three requests every order is taken.
+			for i := range 3 {
+				code, body := do(t, "POST", url("retry", "/ok"), id+"-"+strconv.Itoa(i), unsized{bytes.NewReader(chunk)})
+				if want := fmt.Sprintf("stdin=%d cl=%d", len(chunk), len(chunk)); code != 200 || body != want {
+					t.Errorf("request %d: status %d %q, want 200 %q", i, code, body, want)
+				}
+			}
+		}},
+		{name: "retries after refused and slow dials, known length", run: func(t *testing.T, id string) {
+			// A failed dial sends nothing: the retry streams the body whole.
+			for i := range 3 {
+				code, body := do(t, "POST", url("retry", "/ok"), id+"-"+strconv.Itoa(i), bytes.NewReader(chunk))
+				if want := fmt.Sprintf("stdin=%d cl=%d", len(chunk), len(chunk)); code != 200 || body != want {
+					t.Errorf("request %d: status %d %q, want 200 %q", i, code, body, want)
+				}
+			}
+		}},
+		{name: "retry on a 503 response (lb_retry_match), spooled body", keeps: true, run: func(t *testing.T, id string) {
+			code, body := do(t, "POST", url("rmatch", "/503once"), id, unsized{bytes.NewReader(chunk)})
+			if want := fmt.Sprintf("stdin=%d cl=%d", len(chunk), len(chunk)); code != 200 || body != want {
+				t.Errorf("status %d %q, want 200 %q", code, body, want)
+			}
+			if n := be.attempts(id); n != 2 {
+				t.Errorf("backend saw %d attempts, want 2", n)
+			}
+		}},
+		{name: "retry on a 503 response (lb_retry_match), known length", run: func(t *testing.T, id string) {
+			// The first attempt read the body; there is none left to send
+			// again. The retry must fail, not pass a short body off as whole.
+			code, body := do(t, "POST", url("rmatch", "/503once"), id, bytes.NewReader(chunk))
+			if code != http.StatusBadGateway {
+				t.Errorf("status %d %q, want 502", code, body)
+			}
+			if n := be.attempts(id); n != 1 {
+				t.Errorf("backend saw %d attempts, want 1: the retry must send nothing", n)
+			}
+		}},
+		{name: "handle_response: body never read", abandons: true, run: func(t *testing.T, id string) {
+			code, body := do(t, "POST", url("handle", "/big"), id, unsized{bytes.NewReader(chunk)})
+			if code != 200 || body != "replaced" {
+				t.Errorf("status %d %q, want 200 replaced", code, body)
+			}
+		}},
+	}
+
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := "c" + strconv.Itoa(i)
+			tc.run(t, id)
+			if tc.abandons {
+				be.waitClosed(t, id)
+			}
+			checkResources(t, pid, spoolDir, admin)
+			pool(t, url("plain", "/ok"), 2*maxConns)
+			checkResources(t, pid, spoolDir, admin)
+			if tc.keeps && !be.isOpen(id) {
+				t.Errorf("the connection of %s is closed, want it kept", id)
+			}
+		})
+	}
+
+	t.Run("reload during a request", func(t *testing.T) {
+		// The old configuration's Cleanup closes its idle connections, and
+		// the connection of its request in flight once that ends: the
+		// backend sees every one closed. The request gets its whole answer,
+		// and the new configuration serves.
+		if be.open() == 0 {
+			t.Fatal("no idle connection to see closed")
+		}
+		conf, err := os.ReadFile(filepath.Join(dir, "Caddyfile"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held := make(chan string, 1)
+		// Owned by the subtest, which waits for held.
+		go func() {
+			code, body := do(t, "POST", url("plain", "/hold"), "held", unsized{bytes.NewReader(chunk)})
+			held <- fmt.Sprintf("%d %s", code, body)
+		}()
+		be.waitRequest(t, "held")
+		// The goroutine probe of checkResources sees a request in the
+		// transport: it can fail.
+		if g := fcgiGoroutines(t, admin); !strings.Contains(g, "fcgi.(*Client).Do") {
+			t.Errorf("no goroutine in fcgi.(*Client).Do during a request:\n%s", g)
+		}
+		reloaded := make(chan string, 1)
+		// Owned by the subtest, which waits for reloaded.
+		go func() {
+			req, _ := http.NewRequest("POST", "http://localhost/load", bytes.NewReader(conf))
+			req.Header.Set("Content-Type", "text/caddyfile")
+			req.Header.Set("Cache-Control", "must-revalidate") // reload the same configuration
+			resp, err := admin.Do(req)
+			if err != nil {
+				reloaded <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			reloaded <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+		}()
+		// Either order is right: the reload waits for the request, or the
+		// request outlives its configuration's Cleanup.
+		select {
+		case r := <-reloaded:
+			reloaded <- r
+		case <-time.After(time.Second):
+		}
+		close(be.hold)
+		if got, want := <-held, fmt.Sprintf("200 stdin=%d cl=%d", len(chunk), len(chunk)); got != want {
+			t.Errorf("request across the reload: %q, want %q", got, want)
+		}
+		if r := <-reloaded; !strings.HasPrefix(r, "200 ") {
+			t.Fatalf("reload: %s", r)
+		}
+		be.waitClosed(t, "held")
+		waitFor(t, "the old configuration's idle connections closed", func() string {
+			if n := be.open(); n != 0 {
+				return fmt.Sprintf("%d open", n)
+			}
+			return ""
+		})
+		// Until the old servers are gone, a new connection may reach one of
+		// them as it shuts down and be reset: Caddy's, not the transport's.
+		fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+		waitFor(t, "the new configuration serves", func() string {
+			resp, err := fresh.Get(url("plain", "/ok"))
+			if err != nil {
+				return err.Error()
+			}
+			resp.Body.Close()
+			return ""
+		})
+		pool(t, url("plain", "/ok"), 2*maxConns)
+		checkResources(t, pid, spoolDir, admin)
+	})
+}
+
+// do sends one request tagged id and returns its status and body; a
+// response cut short gives what arrived.
+func do(t *testing.T, method, url, id string, body io.Reader) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Case", id)
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Logf("%s %s: %v", method, url, err)
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// pool sends n GETs of url at once and fails unless every one succeeds.
+func pool(t *testing.T, url string, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			code, body := do(t, "GET", url, "pool-"+strconv.Itoa(i), nil)
+			if code != 200 || body != "stdin=0 cl=" {
+				errs <- fmt.Errorf("request %d: %d %q", i, code, body)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("after the case, %d concurrent requests: %v", n, err)
+	}
+}
+
+// checkResources waits until Caddy holds no file of spoolDir and runs no
+// fcgikit goroutine.
+func checkResources(t *testing.T, pid int, spoolDir string, admin *http.Client) {
+	t.Helper()
+	waitFor(t, "spool files closed", func() string {
+		if fds := spoolFDs(pid, spoolDir); len(fds) > 0 {
+			return strings.Join(fds, ", ")
+		}
+		return ""
+	})
+	waitFor(t, "fcgikit goroutines ended", func() string {
+		return fcgiGoroutines(t, admin)
+	})
+}
+
+// waitFor polls cond, which describes what is still wrong or returns "",
+// for up to 20 seconds.
+func waitFor(t *testing.T, what string, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		wrong := cond()
+		if wrong == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: not within 20s: %s", what, wrong)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// spoolFDs lists the descriptors of process pid open on files of dir,
+// unlinked ones included.
+func spoolFDs(pid int, dir string) []string {
+	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, _ := os.ReadDir(fdDir)
+	var fds []string
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join(fdDir, e.Name()))
+		if err == nil && strings.HasPrefix(target, dir+"/") {
+			fds = append(fds, e.Name()+" -> "+target)
+		}
+	}
+	return fds
+}
+
+// waitSpoolFile waits until Caddy has a file of dir open: a chunked body
+// is being spooled to disk.
+func waitSpoolFile(t *testing.T, pid int, dir string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(spoolFDs(pid, dir)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no spool file opened within 20s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// fcgiGoroutines returns the stacks of Caddy's goroutines in fcgikit's
+// packages, or "" if there are none. Caddy's admin endpoint serves them.
+func fcgiGoroutines(t *testing.T, admin *http.Client) string {
+	t.Helper()
+	resp, err := admin.Get("http://localhost/debug/pprof/goroutine?debug=2")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return fmt.Sprintf("pprof: %d %s", resp.StatusCode, b)
+	}
+	var found []string
+	for _, g := range strings.Split(string(b), "\n\n") {
+		// A function of the library or of the transport, not a file path.
+		if strings.Contains(g, "\ngithub.com/fcgikit/fcgi.") || strings.Contains(g, "\ngithub.com/fcgikit/fcgi/caddy.") {
+			found = append(found, g)
+		}
+	}
+	return strings.Join(found, "\n\n")
+}
+
+func dialCaddy(t *testing.T, port int) net.Conn {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+// rawUpload starts a chunked POST of path and sends body as one chunk,
+// leaving the body unfinished.
+func rawUpload(t *testing.T, port int, path, id string, body []byte) net.Conn {
+	t.Helper()
+	nc := dialCaddy(t, port)
+	fmt.Fprintf(nc, "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Case: %s\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", path, port, id, len(body))
+	nc.Write(body)
+	io.WriteString(nc, "\r\n")
+	return nc
+}
+
+// readStatus returns the status line of the response on nc, or "".
+func readStatus(nc net.Conn) string {
+	line, _ := bufio.NewReader(nc).ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+// reset closes nc with a TCP RST.
+func reset(nc net.Conn) {
+	nc.(*net.TCPConn).SetLinger(0)
+	nc.Close()
+}
+
+// closedPort returns an address on which nothing listens: a dial to it is
+// refused.
+func closedPort(t *testing.T) string {
+	return fmt.Sprintf("127.0.0.1:%d", peer.FreePort(t))
+}
+
+// fullBacklogListener returns the address of a socket that listens with a
+// backlog of 0 and never accepts, its queue filled: a dial to it hangs
+// until it times out.
+func fullBacklogListener(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	for range 8 {
+		nc, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { nc.Close() })
+	}
+	t.Fatal("a listener of backlog 0 accepts 8 connections")
+	return ""
+}
