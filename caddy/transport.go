@@ -479,19 +479,16 @@ type responseBody struct {
 	uri    string
 	stop   func() bool // stops the release at the request's end
 
-	// mu is held by Read and release: the release at the request's end runs
-	// on its own goroutine, and fcgi's Response.Body is not safe for a
-	// Close during a Read. The Read it waits for ends soon: the same
-	// context's end wakes it.
-	mu     sync.Mutex
-	closed bool
-	err    error
+	// The release at the request's end runs on its own goroutine, maybe
+	// during a Read: fcgi's Response.Body allows that Close, as net/http's
+	// does, and wakes the Read.
+	once   sync.Once
+	closed atomic.Bool
+	err    error // set by release, in once
 }
 
 func (b *responseBody) Read(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
+	if b.closed.Load() {
 		return 0, http.ErrBodyReadAfterClose
 	}
 	return b.body.Read(p)
@@ -504,15 +501,12 @@ func (b *responseBody) Close() error {
 
 // release ends the attempt, once: Close, or the request's end.
 func (b *responseBody) release() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return b.err
-	}
-	b.closed = true
-	b.err = b.closer.Close()
-	b.spool.endAttempt()
-	b.logStderr()
+	b.once.Do(func() {
+		b.closed.Store(true)
+		b.err = b.closer.Close()
+		b.spool.endAttempt()
+		b.logStderr()
+	})
 	return b.err
 }
 
