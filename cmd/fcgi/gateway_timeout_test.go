@@ -27,11 +27,13 @@ func dialGateway(t *testing.T, url string) net.Conn {
 }
 
 // waitClosed reads nc until the gateway closes it and returns how long
-// that took; a connection still open after 20 s fails the test.
-func waitClosed(t *testing.T, nc net.Conn, r io.Reader) time.Duration {
+// that took since start; a connection still open 20 s from now fails the
+// test. A caller measuring a timeout takes start before its last write:
+// the gateway's clock starts when it reads that, which may be before
+// waitClosed is called.
+func waitClosed(t *testing.T, nc net.Conn, r io.Reader, start time.Time) time.Duration {
 	t.Helper()
-	start := time.Now()
-	nc.SetReadDeadline(start.Add(20 * time.Second))
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
 	_, err := io.Copy(io.Discard, r)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -51,8 +53,9 @@ func TestGatewayBodyTimeout(t *testing.T) {
 		"Transfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n",
 	} {
 		nc := dialGateway(t, url)
+		start := time.Now()
 		io.WriteString(nc, "POST /echo HTTP/1.1\r\nHost: x\r\n"+stalled)
-		if d := waitClosed(t, nc, nc); d < time.Second {
+		if d := waitClosed(t, nc, nc, start); d < time.Second {
 			t.Errorf("%q: cut after %v, before the timeout", stalled, d)
 		}
 	}
@@ -100,7 +103,7 @@ func TestGatewayIdleTimeout(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Close {
 		t.Fatalf("status %d, close %v: not kept alive", resp.StatusCode, resp.Close)
 	}
-	waitClosed(t, nc, br)
+	waitClosed(t, nc, br, time.Now())
 	if d := time.Since(start); d < 500*time.Millisecond {
 		t.Errorf("closed %v after the request was sent, before the idle timeout", d)
 	}
@@ -142,7 +145,7 @@ func TestGatewaySendTimeout(t *testing.T) {
 	if string(body) != "ok" {
 		t.Fatalf("next request: %d %q", got.StatusCode, body)
 	}
-	waitClosed(t, nc, br)
+	waitClosed(t, nc, br, time.Now())
 }
 
 // TestGatewayBodyTimeoutSlowBackend: a backend that takes its time before
@@ -186,8 +189,9 @@ func TestGatewayBodyTimeoutSlowBackend(t *testing.T) {
 func TestGatewayHeaderTimeout(t *testing.T) {
 	url := gatewayURL(t, "--header-timeout", "500ms")
 	nc := dialGateway(t, url)
+	start := time.Now()
 	io.WriteString(nc, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow:")
-	if d := waitClosed(t, nc, nc); d < 500*time.Millisecond {
+	if d := waitClosed(t, nc, nc, start); d < 500*time.Millisecond {
 		t.Errorf("cut after %v, before the timeout", d)
 	}
 }
