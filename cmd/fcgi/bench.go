@@ -958,6 +958,9 @@ func (b *bencher) print(w io.Writer, r benchResult) {
 	for _, k := range codes {
 		sts = append(sts, fmt.Sprintf("%s: %d", k, r.Statuses[k]))
 	}
+	if len(sts) == 0 {
+		sts = []string{"none: no response came"}
+	}
 	fmt.Fprintf(w, "Statuses:     %s\n", strings.Join(sts, ", "))
 	mb := float64(r.Bytes) / 1e6
 	fmt.Fprintf(w, "Transfer:     %.2f MB stdout, %.2f MB/s\n", mb, mb/max(r.Seconds, 1e-9))

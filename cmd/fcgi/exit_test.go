@@ -256,6 +256,9 @@ func TestExitStatusTable(t *testing.T) {
 			if !strings.Contains(res.stdout, "timeout: 3") {
 				t.Errorf("the report does not count the timeouts:\n%s", res.stdout)
 			}
+			if !strings.Contains(res.stdout, "Statuses:     none: no response came") {
+				t.Errorf("the report's Statuses line does not say that no response came:\n%s", res.stdout)
+			}
 		},
 		128 + int(syscall.SIGINT): func(t *testing.T) {
 			r := interruptBench(t, syscall.SIGINT, "-c", "2")
