@@ -104,8 +104,26 @@ func git(t *testing.T, dir string, args ...string) string {
 	return string(out)
 }
 
+// docBlock returns the first code block of docs/command.md whose fence
+// names lang and whose text holds want.
+func docBlock(t *testing.T, lang, want string) string {
+	t.Helper()
+	src, err := os.ReadFile("../../docs/command.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, part := range strings.Split(string(src), "```"+lang+"\n")[1:] {
+		block, _, ok := strings.Cut(part, "\n```")
+		if ok && strings.Contains(block, want) {
+			return block + "\n"
+		}
+	}
+	t.Fatalf("docs/command.md has no %s block with %q", lang, want)
+	return ""
+}
+
 // TestWrapGitHTTPBackend: git clone and git push over HTTP through nginx,
-// fcgi wrap and git-http-backend.
+// fcgi wrap and git-http-backend, with docs/command.md's nginx block.
 func TestWrapGitHTTPBackend(t *testing.T) {
 	peer.Require(t, "nginx", "nginx")
 	backend := "/usr/lib/git-core/git-http-backend"
@@ -122,18 +140,18 @@ func TestWrapGitHTTPBackend(t *testing.T) {
 	startFcgi(t, "wrap", "--listen", "unix:"+sock, "--max", "4", "--timeout", "30s", "--log-level", "debug")
 	waitDial(t, sock)
 
-	ndir := peer.TempDir(t)
-	n := peer.StartNginx(t, peer.NginxConfig{Dir: ndir, Server: fmt.Sprintf(`
-        location / {
-            fastcgi_pass unix:%s;
-            include %s/fastcgi_params;
-            fastcgi_param SCRIPT_FILENAME %s;
-            fastcgi_param GIT_PROJECT_ROOT %s;
-            fastcgi_param GIT_HTTP_EXPORT_ALL "";
-            fastcgi_param PATH_INFO $uri;
-            fastcgi_param REMOTE_USER tester;
-        }
-`, sock, ndir, backend, repos)})
+	// docs/command.md's location block, as written but for the socket
+	// and the repositories' directory. include fastcgi_params is relative
+	// to nginx's configuration directory, where peer.StartNginx writes
+	// Debian's file.
+	block := docBlock(t, "nginx", "git-http-backend")
+	for _, r := range [][2]string{{"unix:/run/fcgiwrap.sock", "unix:" + sock}, {"/srv/git", repos}} {
+		if !strings.Contains(block, r[0]) {
+			t.Fatalf("docs/command.md's git-http-backend block has no %q:\n%s", r[0], block)
+		}
+		block = strings.ReplaceAll(block, r[0], r[1])
+	}
+	n := peer.StartNginx(t, peer.NginxConfig{Server: block})
 
 	work := filepath.Join(dir, "work")
 	os.Mkdir(work, 0o755)
