@@ -1,10 +1,14 @@
 package main
 
+// The configuration blocks of docs/command.md that are not fcgi command
+// lines (TestDocCommands checks those), run by the programs they configure.
+
 import (
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -70,5 +74,44 @@ func TestDocPrometheusYAML(t *testing.T) {
 	}
 	if configs == 0 || rules == 0 {
 		t.Fatalf("docs/command.md: %d scrape configurations and %d rule files found; the test no longer finds them", configs, rules)
+	}
+}
+
+// TestDocStatusListenIni: the pool settings docs/command.md gives for a
+// status listener work in PHP-FPM: with them, `fcgi status` reads the
+// pool's status through the listener. The block's listen line is the
+// test's own socket; its status listener a free port.
+func TestDocStatusListenIni(t *testing.T) {
+	src, err := os.ReadFile("../../docs/command.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, part, ok := strings.Cut(string(src), "```ini\n")
+	if !ok {
+		t.Fatal("docs/command.md has no ini block")
+	}
+	block, _, _ := strings.Cut(part, "\n```")
+	port := peer.FreePort(t)
+	var pool []string
+	for _, line := range strings.Split(block, "\n") {
+		switch {
+		case strings.HasPrefix(line, "[") || strings.HasPrefix(line, "listen ="):
+			// The section and the socket are the test pool's.
+		case strings.HasPrefix(line, "pm.status_listen"):
+			if !strings.Contains(line, "127.0.0.1:9001") {
+				t.Fatalf("the status listener line changed: %q", line)
+			}
+			pool = append(pool, strings.Replace(line, "127.0.0.1:9001", "127.0.0.1:"+strconv.Itoa(port), 1))
+		default:
+			pool = append(pool, line)
+		}
+	}
+	peer.StartPHPFPM(t, peer.PHPFPMConfig{MaxChildren: 1, Pool: strings.Join(pool, "\n")})
+	// The master opens every listener before it starts the workers
+	// StartPHPFPM waits for.
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	res := runFcgi(t, nil, "status", addr)
+	if res.code != 0 || !strings.Contains(res.stdout, "pool:") {
+		t.Fatalf("fcgi status through the docs' status listener: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
 }
