@@ -196,6 +196,12 @@ func (b *bodyBuffer) release() {
 // the read deadline that cut it off has cancelled the request, and a request
 // cancelled without an answer would otherwise get net/http's empty 200.
 func (g *Gateway) serveStreamed(w http.ResponseWriter, r *http.Request, req *Request, b *bodyBuffer) {
+	// The application may answer while the body still streams to it: an
+	// HTTP/1 server of net/http, unless told so, locks the request body to
+	// write the response header, and a body read waiting for the client
+	// holds that lock until the client sends more, or for good. HTTP/2 is
+	// full duplex already, and says the call is not supported.
+	http.NewResponseController(w).EnableFullDuplex()
 	tw := &writeTracker{ResponseWriter: w}
 	g.serve(tw, r, req)
 	if !tw.wrote && b.clock.hasFired() {
