@@ -52,15 +52,7 @@ func (g *Gateway) reserve(n int64) bool {
 	if limit == 0 {
 		limit = defaults.GatewayMaxTotalMemoryBytes
 	}
-	for {
-		cur := g.bodyMem.Load()
-		if limit >= 0 && cur+n > limit {
-			return false
-		}
-		if g.bodyMem.CompareAndSwap(cur, cur+n) {
-			return true
-		}
-	}
+	return spool.Reserve(&g.bodyMem, limit, n)
 }
 
 // gatewayBudget is a Gateway as the spool.Budget its MaxTotalMemoryBytes

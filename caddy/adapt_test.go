@@ -102,6 +102,7 @@ http://example.com {
 		keepalive_timeout 1m
 		multiplex auto
 		body_memory 512KiB
+		max_total_memory 32MiB
 		max_body 100MB
 		temp_dir /var/tmp
 		flush_interval -1
@@ -114,7 +115,7 @@ http://example.com {
 	tr := transportOf(t, fk)
 	want := map[string]any{
 		"protocol": "fcgikit", "max_conns": 8.0, "max_idle_conns": 4.0, "keepalive_timeout": 60e9,
-		"multiplex": "auto", "body_memory": 512.0 * 1024, "max_body": 100e6, "temp_dir": "/var/tmp",
+		"multiplex": "auto", "body_memory": 512.0 * 1024, "max_total_memory": 32.0 * 1024 * 1024, "max_body": 100e6, "temp_dir": "/var/tmp",
 		"split_path": []any{".php"},
 	}
 	for k, v := range want {
@@ -126,7 +127,7 @@ http://example.com {
 		t.Errorf("reverse_proxy's own flush_interval is lost:\n%s", fk)
 	}
 
-	for _, bad := range []string{"max_conns x", "multiplex sometimes", "max_body 0", "body_memory", "no_such_option 1"} {
+	for _, bad := range []string{"max_conns x", "multiplex sometimes", "max_body 0", "body_memory", "max_total_memory x", "no_such_option 1"} {
 		_, err := adapt(t, "http://example.com {\n\treverse_proxy unix//a.sock {\n\t\ttransport fcgikit {\n\t\t\t"+bad+"\n\t\t}\n\t}\n}\n")
 		if err == nil {
 			t.Errorf("transport fcgikit { %s }: adapted, want an error", bad)

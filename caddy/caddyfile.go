@@ -40,6 +40,7 @@ func init() {
 //		keepalive_timeout <duration>
 //		multiplex off|on|auto
 //		body_memory <size>
+//		max_total_memory <size>|off
 //		max_body <size>|off
 //		temp_dir <path>
 //	}
@@ -148,6 +149,12 @@ func (t *Transport) option(d *caddyfile.Dispenser, name string, args []string) (
 		}
 	case "body_memory":
 		t.BodyMemory, err = size()
+	case "max_total_memory":
+		if len(args) == 1 && args[0] == "off" {
+			t.MaxTotalMemory = -1
+		} else {
+			t.MaxTotalMemory, err = size()
+		}
 	case "max_body":
 		if len(args) == 1 && args[0] == "off" {
 			t.MaxBody = -1
@@ -321,7 +328,7 @@ func isTransportOption(name string) bool {
 	switch name {
 	case "root", "env", "resolve_root_symlink", "capture_stderr",
 		"dial_timeout", "read_timeout", "write_timeout", "keepalive_timeout",
-		"max_conns", "max_idle_conns", "multiplex", "body_memory", "max_body", "temp_dir":
+		"max_conns", "max_idle_conns", "multiplex", "body_memory", "max_total_memory", "max_body", "temp_dir":
 		return true
 	}
 	return false

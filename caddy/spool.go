@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
@@ -72,7 +73,7 @@ func (t *Transport) spool(body io.Reader) (*spooled, error) {
 	if limit == 0 {
 		limit = defaults.GatewayMaxBodyBytes
 	}
-	s := &spooled{buf: spool.Buffer{MemMax: memMax, TempDir: t.TempDir, Prefix: "fcgikit-body-"}}
+	s := &spooled{buf: spool.Buffer{MemMax: memMax, Budget: t.bodyMem, TempDir: t.TempDir, Prefix: "fcgikit-body-"}}
 	err := s.buf.Fill(body, -1, limit)
 	var re *spool.ReadError
 	var mbe *http.MaxBytesError
@@ -124,6 +125,18 @@ func (s *spooled) close() {
 		s.buf.Release()
 	}
 }
+
+// A memBudget is the memory a Transport's spooled bodies hold, against
+// MaxTotalMemory: without it, as many concurrent chunked uploads as clients
+// can open would hold body_memory each.
+type memBudget struct {
+	limit int64 // negative: none
+	used  atomic.Int64
+}
+
+func (m *memBudget) Reserve(n int64) bool { return spool.Reserve(&m.used, m.limit, n) }
+
+func (m *memBudget) Unreserve(n int64) { m.used.Add(-n) }
 
 type errReader struct{ err error }
 

@@ -46,6 +46,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/internal/defaults"
 )
 
 func init() {
@@ -110,6 +111,11 @@ type Transport struct {
 	// spooled before it goes to a temporary file. Zero means 1 MiB.
 	BodyMemory int64 `json:"body_memory,omitempty"`
 
+	// MaxTotalMemory bounds the memory the spooled bodies of all requests
+	// hold together; past it, a body goes to a temporary file. Zero means
+	// 64 MiB, as the Gateway's MaxTotalMemoryBytes; negative, no bound.
+	MaxTotalMemory int64 `json:"max_total_memory,omitempty"`
+
 	// MaxBody bounds a spooled body of unknown length; a longer one is
 	// answered 413. Zero means 64 MiB; negative, no limit. Bodies of known
 	// length are streamed and bounded only by Caddy's request_body.
@@ -123,6 +129,7 @@ type Transport struct {
 	logger         *zap.Logger
 
 	upstreams *upstreams
+	bodyMem   *memBudget // the spooled bodies' memory, against MaxTotalMemory
 }
 
 // upstreams holds a Transport's Clients, by fcgi address ("unix:/path" or
@@ -168,6 +175,11 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("body_memory %d: negative", t.BodyMemory)
 	}
 	t.upstreams = &upstreams{clients: make(map[string]*fcgi.Client)}
+	limit := t.MaxTotalMemory
+	if limit == 0 {
+		limit = defaults.GatewayMaxTotalMemoryBytes
+	}
+	t.bodyMem = &memBudget{limit: limit}
 	return nil
 }
 

@@ -103,3 +103,42 @@ func openFiles(t *testing.T, dir string) []string {
 	}
 	return files
 }
+
+// TestSpoolMemoryBounded: the spooled bodies of concurrent requests hold
+// at most max_total_memory together; past it a body goes to a temporary
+// file, and reads back whole. The memory comes back as each request ends.
+func TestSpoolMemoryBounded(t *testing.T) {
+	cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	for _, tc := range []struct {
+		total, wantMax int64
+	}{{3 << 19, 1 << 20}, {-1, 3 << 20}} {
+		tr := &Transport{BodyMemory: 1 << 20, MaxTotalMemory: tc.total, TempDir: t.TempDir()}
+		if err := tr.Provision(cctx); err != nil {
+			t.Fatal(err)
+		}
+		body := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+		var held []*spooled
+		for range 3 {
+			s, err := tr.spool(bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, s)
+		}
+		if used := tr.bodyMem.used.Load(); used != tc.wantMax {
+			t.Errorf("max_total_memory %d: three 1 MiB bodies hold %d bytes of memory, want %d", tc.total, used, tc.wantMax)
+		}
+		for i, s := range held {
+			got, err := io.ReadAll(s.reader())
+			if err != nil || !bytes.Equal(got, body) {
+				t.Errorf("max_total_memory %d: body %d read back %d bytes, %v", tc.total, i, len(got), err)
+			}
+			s.close()
+		}
+		if used := tr.bodyMem.used.Load(); used != 0 {
+			t.Errorf("max_total_memory %d: %d bytes still accounted after every request ended", tc.total, used)
+		}
+		tr.Cleanup()
+	}
+}

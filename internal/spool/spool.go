@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // The chunks a body is held in grow from firstChunk to maxChunk bytes as the
@@ -45,6 +46,20 @@ type Budget interface {
 	Reserve(n int64) bool
 	// Unreserve gives back n bytes Reserve accounted.
 	Unreserve(n int64)
+}
+
+// Reserve adds n to used, the bytes a Budget has accounted, if that keeps
+// it within limit (negative: no limit), and reports whether it did.
+func Reserve(used *atomic.Int64, limit, n int64) bool {
+	for {
+		cur := used.Load()
+		if limit >= 0 && cur+n > limit {
+			return false
+		}
+		if used.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
 }
 
 // A Buffer holds one body. Its zero value holds nothing in memory (every
