@@ -133,7 +133,8 @@ type exporter struct {
 }
 
 // An fpmPool is one --backend: its client, which keeps one connection
-// between scrapes, and what the exporter remembers of it.
+// between scrapes with --idle-timeout, and what the exporter remembers of
+// it.
 type fpmPool struct {
 	addr string
 	uri  string // the scrape_uri label, as php-fpm_exporter writes it
