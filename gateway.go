@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fcgikit/fcgi/internal/fpmhint"
 )
 
 // A Gateway is an [http.Handler] that serves a FastCGI application, PHP-FPM
@@ -492,7 +494,7 @@ func (s *stderrLog) Write(p []byte) (int, error) {
 	msg := strings.TrimRight(string(p), "\n")
 	if msg != "" {
 		args := []any{"method", s.r.Method, "uri", s.r.RequestURI, "stderr", msg}
-		if h := fpmHint(msg); h != "" {
+		if h := fpmhint.For(msg); h != "" {
 			args = append(args, "hint", h)
 		}
 		s.log.Warn("fcgi: backend stderr", args...)

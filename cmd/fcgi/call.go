@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/internal/fpmhint"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -165,6 +166,7 @@ protocol or refused the request (END_REQUEST with OVERLOADED, UNKNOWN_ROLE,
 			if _, err := io.Copy(e.stdout, resp.Body); err != nil {
 				return clientError(err)
 			}
+			stderr.hint()
 			if *verbose {
 				status, _ := resp.AppStatus()
 				e.log.Info("END_REQUEST", "app_status", status, "protocol_status", "REQUEST_COMPLETE")
@@ -225,7 +227,7 @@ func callRaw(ctx context.Context, e *env, addr string, role fcgi.Role, kv [][2]s
 	if len(resp.Stderr) > 0 {
 		stderr := &lineEnder{w: e.stderr}
 		stderr.Write(resp.Stderr)
-		stderr.end()
+		stderr.hint()
 	}
 	if verbose {
 		e.log.Info("END_REQUEST", "app_status", resp.End.AppStatus, "protocol_status", resp.End.ProtocolStatus.String())
@@ -266,7 +268,12 @@ type lineEnder struct {
 	w    io.Writer
 	mu   sync.Mutex
 	last byte
+	seen []byte // the start of the output, for hint
 }
+
+// maxSeen bounds what a lineEnder keeps for hint: PHP-FPM's messages come
+// first.
+const maxSeen = 8 << 10
 
 func (l *lineEnder) Write(p []byte) (int, error) {
 	l.mu.Lock()
@@ -274,7 +281,23 @@ func (l *lineEnder) Write(p []byte) (int, error) {
 	if len(p) > 0 {
 		l.last = p[len(p)-1]
 	}
+	if room := maxSeen - len(l.seen); room > 0 {
+		l.seen = append(l.seen, p[:min(len(p), room)]...)
+	}
 	return l.w.Write(p)
+}
+
+// hint ends the output's line and says what to check when it holds a
+// message of PHP-FPM's that names neither cause nor setting ("Primary
+// script unknown"), as the Gateway's log does.
+func (l *lineEnder) hint() {
+	l.end()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if h := fpmhint.For(string(l.seen)); h != "" {
+		fmt.Fprintf(l.w, "fcgi call: hint: %s\n", h)
+		l.seen = nil // once
+	}
 }
 
 // end writes the newline the output lacks, if any.

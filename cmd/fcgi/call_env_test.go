@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/internal/peer"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -180,5 +181,26 @@ func TestCallMissingBodyFile(t *testing.T) {
 	}
 	if n := conns.Load(); n != 0 {
 		t.Errorf("%d connections made; want none before the body is read", n)
+	}
+}
+
+// TestCallPHPFPMHint: PHP-FPM's "Primary script unknown" names neither the
+// cause nor the setting; fcgi call follows it with the hint the Gateway
+// logs, in both modes, and says nothing more when all went well.
+func TestCallPHPFPMHint(t *testing.T) {
+	fpm := peer.StartPHPFPM(t, peer.PHPFPMConfig{MaxChildren: 1})
+	fpm.WriteFile("ok.php", "<?php echo 'ok';")
+	for _, raw := range []bool{false, true} {
+		args := []string{"call", "--root", fpm.Root(), fpm.Addr(), "/missing.php"}
+		if raw {
+			args = append(args, "--raw")
+		}
+		res := runFcgi(t, nil, args...)
+		if !strings.Contains(res.stderr, "Primary script unknown") || !strings.Contains(res.stderr, "hint: PHP-FPM found no file at SCRIPT_FILENAME") {
+			t.Errorf("--raw=%v: stderr %q; want PHP-FPM's message and the hint", raw, res.stderr)
+		}
+	}
+	if res := runFcgi(t, nil, "call", "--root", fpm.Root(), fpm.Addr(), "/ok.php"); res.code != 0 || res.stderr != "" || res.stdout != "ok" {
+		t.Errorf("a good page: exit %d, stdout %q, stderr %q", res.code, res.stdout, res.stderr)
 	}
 }
