@@ -46,13 +46,10 @@ type call struct {
 	err        error // returned by Read once pending is empty
 	finished   bool
 
-	// Close may come from another goroutine while a Read waits, as with
-	// net/http. bodyMu guards reading and closed; closeReq tells the
-	// waiting Read, which then ends the call itself.
-	bodyMu   sync.Mutex
-	reading  bool
-	closed   bool
-	closeReq atomic.Bool
+	// body is the Body's state (bodyIdle...): Close may come from another
+	// goroutine while a Read waits, as with net/http, and then leaves
+	// ending the call to that Read.
+	body atomic.Int32
 
 	// Interim (1xx) header blocks read, and their bytes, which count
 	// against the header limit; owned by the reader too.
@@ -84,6 +81,17 @@ type call struct {
 	trace  doTrace // for the Observer, when traced
 	traced bool
 }
+
+// The states of a call's Body.
+const (
+	bodyIdle    int32 = iota // no Read under way
+	bodyReading              // a Read is under way
+	bodyClosing              // Close came during a Read, which ends the call
+	bodyClosed               // closed: Reads fail
+)
+
+// closing reports whether Close came during the Read under way.
+func (cl *call) closing() bool { return cl.body.Load() == bodyClosing }
 
 // An event is a record routed to a call by a multiplexed read loop; buf holds
 // a copy of its content.
@@ -180,7 +188,7 @@ func (cl *call) next() (wire.Type, []byte, error) {
 		provisional := cl.armRead()
 		rec, err := cc.rd.Next()
 		if err != nil {
-			if provisional && isTimeout(err) && cl.ctx.Err() == nil && !cl.closeReq.Load() {
+			if provisional && isTimeout(err) && cl.ctx.Err() == nil && !cl.closing() {
 				continue // the body is still being sent: the wait has not begun
 			}
 			return 0, nil, cl.readErr(err)
@@ -326,7 +334,7 @@ func (cl *call) armRead() (provisional bool) {
 	}
 	cc.nc.SetReadDeadline(dl)
 	cl.rdl = dl
-	if cl.stop != nil && cl.ctx.Err() != nil || cl.closeReq.Load() {
+	if cl.stop != nil && cl.ctx.Err() != nil || cl.closing() {
 		// cancel's or Close's deadline may have just been replaced.
 		cc.nc.SetReadDeadline(time.Unix(1, 0))
 	}
@@ -337,18 +345,13 @@ func (cl *call) appStatus() (uint32, bool) { return cl.end.AppStatus, cl.ended }
 
 // Read reads the response body: STDOUT after the CGI header.
 func (cl *call) Read(p []byte) (int, error) {
-	cl.bodyMu.Lock()
-	if cl.closed {
-		cl.bodyMu.Unlock()
+	if !cl.body.CompareAndSwap(bodyIdle, bodyReading) {
 		return 0, http.ErrBodyReadAfterClose
 	}
-	cl.reading = true
-	cl.bodyMu.Unlock()
 	n, err := cl.read(p)
-	cl.bodyMu.Lock()
-	cl.reading = false
-	cl.bodyMu.Unlock()
-	if cl.closeReq.Load() {
+	if !cl.body.CompareAndSwap(bodyReading, bodyIdle) {
+		// bodyClosing: Close came meanwhile.
+		cl.body.Store(bodyClosed)
 		cl.abandon()
 		return 0, http.ErrBodyReadAfterClose
 	}
@@ -371,7 +374,7 @@ func (cl *call) read(p []byte) (int, error) {
 		}
 		if err != nil {
 			cl.err = err
-			if !cl.closeReq.Load() { // else the caller gave up: no failure of the backend's
+			if !cl.closing() { // else the caller gave up: no failure of the backend's
 				cl.b.stats.count(outcomeOf(cl.ctx, err))
 			}
 			cl.finish(false)
@@ -426,25 +429,26 @@ func (cl *call) buffered() bool {
 // Read on another goroutine it wakes that Read, which then abandons the
 // request and returns [http.ErrBodyReadAfterClose].
 func (cl *call) Close() error {
-	cl.bodyMu.Lock()
-	if cl.closed {
-		cl.bodyMu.Unlock()
-		return nil
-	}
-	cl.closed = true
-	if cl.reading {
-		cl.closeReq.Store(true)
-		cl.bodyMu.Unlock()
-		if cl.cc.mpx {
-			cl.abort()
-		} else {
-			cl.cc.nc.SetReadDeadline(time.Unix(1, 0))
+	for {
+		switch cl.body.Load() {
+		case bodyIdle:
+			if cl.body.CompareAndSwap(bodyIdle, bodyClosed) {
+				cl.abandon()
+				return nil
+			}
+		case bodyReading:
+			if cl.body.CompareAndSwap(bodyReading, bodyClosing) {
+				if cl.cc.mpx {
+					cl.abort()
+				} else {
+					cl.cc.nc.SetReadDeadline(time.Unix(1, 0))
+				}
+				return nil
+			}
+		default:
+			return nil
 		}
-		return nil
 	}
-	cl.bodyMu.Unlock()
-	cl.abandon()
-	return nil
 }
 
 // abandon ends a call whose body is closed, unless it has ended already.
