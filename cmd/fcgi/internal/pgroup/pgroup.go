@@ -73,25 +73,67 @@ func killTree(pid int) {
 	}
 }
 
-// descendants lists the processes below pid, from /proc; none where there
-// is no /proc.
+// descendants lists the processes below pid; none where there is no /proc.
 func descendants(pid int) []int {
+	var out []int
+	for next := Children(pid); len(next) > 0; {
+		p := next[0]
+		next = append(next[1:], Children(p)...)
+		out = append(out, p)
+	}
+	return out
+}
+
+// Children lists the children of process pid; none where there is no
+// /proc. Linux lists each thread's in /proc/PID/task/TID/children: a file
+// per thread, not one per process of the machine, which would cost more
+// than the CGI request whose SIGCHLD asks. Without those files (a kernel
+// built without CONFIG_PROC_CHILDREN), every process's stat is read.
+func Children(pid int) []int {
+	if out, ok := childrenFromTasks(pid); ok {
+		return out
+	}
+	return childrenFromStat(pid)
+}
+
+// childrenFromTasks reads pid's children from its threads' children
+// files; ok is false where the kernel has none.
+func childrenFromTasks(pid int) (out []int, ok bool) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task/"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, true // pid is gone, or there is no /proc: no children
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + t.Name() + "/children")
+		if err != nil {
+			if os.IsNotExist(err) && len(out) == 0 {
+				return nil, false
+			}
+			continue // a thread that has just exited
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out, true
+}
+
+// childrenFromStat lists pid's children from every process's
+// /proc/PID/stat.
+func childrenFromStat(pid int) []int {
+	var out []int
 	ents, _ := os.ReadDir("/proc")
-	children := map[int][]int{}
 	for _, e := range ents {
 		p, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		if _, ppid, _, ok := Stat(p); ok {
-			children[ppid] = append(children[ppid], p)
+		if _, ppid, _, ok := Stat(p); ok && ppid == pid {
+			out = append(out, p)
 		}
-	}
-	var out []int
-	for next := children[pid]; len(next) > 0; {
-		p := next[0]
-		next = append(next[1:], children[p]...)
-		out = append(out, p)
 	}
 	return out
 }

@@ -12,8 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 
@@ -84,7 +82,7 @@ func Adopt() (stop func()) {
 func sweep() {
 	starting.Lock()
 	defer starting.Unlock()
-	for _, pid := range children() {
+	for _, pid := range pgroup.Children(os.Getpid()) {
 		mu.Lock()
 		mine := ours[pid]
 		mu.Unlock()
@@ -93,50 +91,4 @@ func sweep() {
 			syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
 		}
 	}
-}
-
-// children lists this process's children. Linux lists each thread's in
-// /proc/self/task/TID/children: a sweep then reads a file per thread, not
-// one per process of the machine, which at a SIGCHLD per CGI request
-// would cost more than the request. Without those files (a kernel built
-// without CONFIG_PROC_CHILDREN), every process's stat is read.
-func children() []int {
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err == nil {
-		var out []int
-		for _, t := range tasks {
-			b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
-			if err != nil {
-				out = nil
-				break
-			}
-			for _, f := range strings.Fields(string(b)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					out = append(out, pid)
-				}
-			}
-		}
-		if err == nil {
-			return out
-		}
-	}
-	return childrenFromStat()
-}
-
-// childrenFromStat lists this process's children from every process's
-// /proc/PID/stat.
-func childrenFromStat() []int {
-	self := os.Getpid()
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if _, ppid, _, ok := pgroup.Stat(pid); ok && ppid == self {
-			out = append(out, pid)
-		}
-	}
-	return out
 }

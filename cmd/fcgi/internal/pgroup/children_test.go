@@ -1,6 +1,7 @@
-package reap
+package pgroup
 
 import (
+	"os"
 	"os/exec"
 	"slices"
 	"testing"
@@ -17,27 +18,27 @@ func TestChildren(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	}()
-	fast, slow := children(), childrenFromStat()
+	fast, slow := Children(os.Getpid()), childrenFromStat(os.Getpid())
 	slices.Sort(fast)
 	slices.Sort(slow)
 	if !slices.Contains(fast, cmd.Process.Pid) {
-		t.Errorf("children() = %v, without the child %d", fast, cmd.Process.Pid)
+		t.Errorf("Children = %v, without the child %d", fast, cmd.Process.Pid)
 	}
 	if !slices.Equal(fast, slow) {
-		t.Errorf("children() = %v, from every stat %v", fast, slow)
+		t.Errorf("Children = %v, from every stat %v", fast, slow)
 	}
 }
 
-// What a sweep costs at each SIGCHLD: reading this process's children
+// What reap's sweep costs at each SIGCHLD: reading this process's children
 // against reading every process of the machine.
 func BenchmarkChildren(b *testing.B) {
 	for b.Loop() {
-		children()
+		Children(os.Getpid())
 	}
 }
 
 func BenchmarkChildrenFromStat(b *testing.B) {
 	for b.Loop() {
-		childrenFromStat()
+		childrenFromStat(os.Getpid())
 	}
 }
