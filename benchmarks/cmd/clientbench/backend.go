@@ -45,9 +45,10 @@ var sizes = []struct {
 }
 
 // serveBackend is the child process: fcgikit's server on the unix socket
-// sock, and on sock+".n" a counter of the connections accepted so far
-// (each connection there gets the number and is closed). It returns on
-// SIGTERM or SIGINT.
+// sock, net/http's server with the same handler on sock+".http" (for the
+// HTTP proxies the Gateway is compared with), and on sock+".n" a counter
+// of the FastCGI connections accepted so far (each connection there gets
+// the number and is closed). It returns on SIGTERM or SIGINT.
 func serveBackend(sock string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -59,6 +60,14 @@ func serveBackend(sock string) error {
 	srv := &fcgi.Server{Handler: handler}
 	go srv.Serve(cl)
 	defer srv.Close()
+
+	hl, err := net.Listen("unix", sock+".http")
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: handler}
+	go hs.Serve(hl)
+	defer hs.Close()
 
 	nl, err := net.Listen("unix", sock+".n")
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -15,8 +17,11 @@ import (
 
 // nginxHTTP serves the backend the way fcgi.Gateway's documentation
 // describes nginx doing it: the script must exist (try_files), kept
-// upstream connections.
+// upstream connections. Under /proxy/ it proxies the same requests to the
+// backend's net/http server instead, with kept connections too: the same
+// job over HTTP.
 const nginxHTTP = `    upstream backend { server unix:{{sock}}; keepalive 32; }
+    upstream httpbackend { server unix:{{sock}}.http; keepalive 32; }
 
     server {
         listen 127.0.0.1:{{port}};
@@ -30,8 +35,20 @@ const nginxHTTP = `    upstream backend { server unix:{{sock}}; keepalive 32; }
             fastcgi_pass backend;
             fastcgi_keep_conn on;
         }
+        location ^~ /proxy/ {
+            proxy_pass http://httpbackend/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
     }
 `
+
+// front is one HTTP front under wrk in part gateway.
+type front struct {
+	name  string // its row in the CPU table
+	url   string // the base URL; the script's path follows
+	nginx bool   // its CPU is nginx's process group's, not this process's
+}
 
 // gatewayPart is part "gateway".
 func gatewayPart(ctx context.Context, cfg config) error {
@@ -39,21 +56,31 @@ func gatewayPart(ctx context.Context, cfg config) error {
 	if err != nil {
 		return fmt.Errorf("part gateway: %w", err)
 	}
-
-	// fcgi.Gateway in a net/http server on loopback, with the client's
-	// defaults and with MaxConnsPerBackend set to the concurrency.
-	var gwURLs []string
-	for _, maxConns := range []int{0, cfg.conns} {
-		c := newClient(cfg.backend.sock, maxConns)
-		defer c.Close()
+	var cs []front
+	serve := func(name string, h http.Handler) error {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
-		hs := &http.Server{Handler: &fcgi.Gateway{Client: c, Root: cfg.root}}
+		hs := &http.Server{Handler: h}
 		go hs.Serve(l)
-		defer hs.Close()
-		gwURLs = append(gwURLs, "http://"+l.Addr().String())
+		context.AfterFunc(ctx, func() { hs.Close() })
+		cs = append(cs, front{name: name, url: "http://" + l.Addr().String()})
+		return nil
+	}
+
+	// fcgi.Gateway in a net/http server on loopback, with the client's
+	// defaults and with MaxConnsPerBackend set to the concurrency.
+	for _, maxConns := range []int{0, cfg.conns} {
+		c := newClient(cfg.backend.sock, maxConns)
+		defer c.Close()
+		name := "Gateway, defaults"
+		if maxConns > 0 {
+			name = "Gateway, limit"
+		}
+		if err := serve(name, &fcgi.Gateway{Client: c, Root: cfg.root}); err != nil {
+			return err
+		}
 	}
 
 	// The same Gateway behind a minimal HTTP/1.1 loop instead of
@@ -69,7 +96,44 @@ func gatewayPart(ctx context.Context, cfg config) error {
 		floorDone := make(chan struct{})
 		go func() { serveFloor(l, &fcgi.Gateway{Client: c, Root: cfg.root}); close(floorDone) }()
 		defer func() { l.Close(); <-floorDone }()
-		gwURLs = append(gwURLs, "http://"+l.Addr().String())
+		cs = append(cs, front{name: "Gateway without net/http", url: "http://" + l.Addr().String()})
+	}
+
+	// Go's own reverse proxy to the backend's net/http server: the same
+	// job as the Gateway's with HTTP instead of FastCGI, on the same
+	// net/http server, its cost the floor of a proxy written in Go.
+	{
+		tr := &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", cfg.backend.sock+".http")
+			},
+			MaxIdleConnsPerHost: cfg.conns,
+		}
+		defer tr.CloseIdleConnections()
+		rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: "backend"})
+		rp.Transport = tr
+		// wrk closes its connections mid-request at the end of each run;
+		// the proxy's log of each would drown the tables.
+		rp.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, _ error) { w.WriteHeader(http.StatusBadGateway) }
+		if err := serve("Go httputil.ReverseProxy", rp); err != nil {
+			return err
+		}
+	}
+
+	// net/http's server answering by itself, no FastCGI: the floor
+	// under any http.Handler, the Gateway's included.
+	{
+		bodies := map[string][]byte{}
+		for _, size := range sizes {
+			bodies[size.script] = size.body
+		}
+		if err := serve("net/http alone, no backend", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html; charset=UTF-8")
+			w.Write(bodies[r.URL.Path])
+		})); err != nil {
+			return err
+		}
 	}
 
 	conf := strings.NewReplacer("{{sock}}", cfg.backend.sock, "{{root}}", cfg.root).Replace(nginxHTTP)
@@ -78,39 +142,44 @@ func gatewayPart(ctx context.Context, cfg config) error {
 		return err
 	}
 	defer ng.Stop()
+	const (
+		gwDefaults, gwLimit, gwFloor, goProxy, httpAlone = 0, 1, 2, 3, 4 // indices in cs
+		ngx, ngxProxy                                    = 5, 6
+	)
+	cs = append(cs,
+		front{name: "nginx fastcgi_pass", url: ng.URL, nginx: true},
+		front{name: "nginx proxy_pass (HTTP)", url: ng.URL + "/proxy", nginx: true})
 
 	fmt.Printf("## Gateway: fcgi.Gateway (net/http server) vs %s fastcgi_pass (%d worker), wrk -t%d -c%d\n\n",
 		ng.Version, cfg.workers, cfg.wrkThreads, cfg.conns)
-	fmt.Println("| response | Gateway req/s, defaults | Gateway req/s, limit | nginx req/s | Gateway / nginx, defaults (target ≥ 0.8×) | Gateway / nginx, limit (target ≥ 0.8×) | Gateway without net/http / nginx (no target) |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| response | Gateway req/s, defaults | Gateway req/s, limit | nginx req/s | Gateway / nginx, defaults (target ≥ 0.8×) | Gateway / nginx, limit (target ≥ 0.8×) | Gateway without net/http / nginx | Go ReverseProxy / nginx proxy_pass | net/http alone / nginx |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	var cpuRows []string
 	for _, size := range sizes {
-		urls := []string{gwURLs[0] + size.script, gwURLs[1] + size.script, gwURLs[2] + size.script, ng.URL + size.script}
-		const ngx = 3 // nginx's index in urls
-		for _, url := range urls {
-			if err := benchutil.Check(url, size.body); err != nil {
-				return fmt.Errorf("%w\nnginx error log:\n%s", err, ng.ErrorLog())
+		for _, c := range cs {
+			if err := benchutil.Check(c.url+size.script, size.body); err != nil {
+				return fmt.Errorf("%s: %w\nnginx error log:\n%s", c.name, err, ng.ErrorLog())
 			}
-			if _, err := benchutil.RunWrk(ctx, wrk, url, cfg.wrkThreads, cfg.conns, time.Second); err != nil { // warm up
+			if _, err := benchutil.RunWrk(ctx, wrk, c.url+size.script, cfg.wrkThreads, cfg.conns, time.Second); err != nil { // warm up
 				return err
 			}
 		}
 		// CPU time per request, by whom, alongside the rates: the
 		// machine is shared by wrk, the backend and the proxy, so the
 		// proxy's cost per request is what decides its throughput.
-		cpu := make([][3][]float64, len(urls)) // proxy, backend, wrk; µs per request
-		rates, err := benchutil.Interleave(len(urls), cfg.rounds, func(i int) (float64, error) {
+		cpu := make([][3][]float64, len(cs)) // proxy, backend, wrk; µs per request
+		rates, err := benchutil.Interleave(len(cs), cfg.rounds, func(i int) (float64, error) {
 			proxy := benchutil.SelfCPU
-			if i == ngx {
+			if cs[i].nginx {
 				proxy = func() time.Duration { return benchutil.GroupCPU(ng.Pgid()) }
 			}
 			p0, b0 := proxy(), benchutil.GroupCPU(cfg.backend.Pgid())
-			r, err := benchutil.Wrk(ctx, wrk, urls[i], cfg.wrkThreads, cfg.conns, cfg.d)
+			r, err := benchutil.Wrk(ctx, wrk, cs[i].url+size.script, cfg.wrkThreads, cfg.conns, cfg.d)
 			if err != nil {
 				return 0, err
 			}
 			if r.Requests == 0 {
-				return 0, fmt.Errorf("wrk %s: no request completed", urls[i])
+				return 0, fmt.Errorf("wrk %s: no request completed", cs[i].url+size.script)
 			}
 			perReq := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.Requests) }
 			cpu[i][0] = append(cpu[i][0], perReq(proxy()-p0))
@@ -121,12 +190,13 @@ func gatewayPart(ctx context.Context, cfg config) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.2f× | %.2f× | %.2f× |\n", size.name,
-			benchutil.Median(rates[0]), benchutil.Median(rates[1]), benchutil.Median(rates[ngx]),
-			benchutil.MedianRatio(rates[0], rates[ngx]), benchutil.MedianRatio(rates[1], rates[ngx]),
-			benchutil.MedianRatio(rates[2], rates[ngx]))
-		for i, name := range []string{"Gateway, defaults", "Gateway, limit", "Gateway without net/http", "nginx"} {
-			cpuRows = append(cpuRows, fmt.Sprintf("| %s | %s | %.1f | %.1f | %.1f |", size.name, name,
+		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.2f× | %.2f× | %.2f× | %.2f× | %.2f× |\n", size.name,
+			benchutil.Median(rates[gwDefaults]), benchutil.Median(rates[gwLimit]), benchutil.Median(rates[ngx]),
+			benchutil.MedianRatio(rates[gwDefaults], rates[ngx]), benchutil.MedianRatio(rates[gwLimit], rates[ngx]),
+			benchutil.MedianRatio(rates[gwFloor], rates[ngx]), benchutil.MedianRatio(rates[goProxy], rates[ngxProxy]),
+			benchutil.MedianRatio(rates[httpAlone], rates[ngx]))
+		for i, c := range cs {
+			cpuRows = append(cpuRows, fmt.Sprintf("| %s | %s | %.1f | %.1f | %.1f |", size.name, c.name,
 				benchutil.Median(cpu[i][0]), benchutil.Median(cpu[i][1]), benchutil.Median(cpu[i][2])))
 		}
 	}
