@@ -68,7 +68,11 @@ func main() {
 	wrkThreads := flag.Int("wrk-threads", 2, "wrk threads")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (clients, gateway; not the backend) to this file")
 	backendSock := flag.String("backend", "", "internal: serve as the FastCGI backend on this unix socket")
+	procs := flag.Int("gomaxprocs", 0, "GOMAXPROCS of this process (clients and proxies), not of the backend's; 0 leaves Go's default")
 	flag.Parse()
+	if *procs > 0 {
+		runtime.GOMAXPROCS(*procs)
+	}
 	log.SetFlags(0)
 	log.SetPrefix("clientbench: ")
 

@@ -2,8 +2,9 @@
 // "hello" page (<?php echo "hello";), in one run on one machine: nginx's
 // fastcgi_pass with kept connections (fastcgi_keep_conn on and an
 // upstream keepalive) and with nginx's default of a connection per
-// request, fcgikit's `fcgi gateway`, Caddy's own php_fastcgi, and Caddy
-// with fcgikit's php_fcgikit. Three Caddy baselines split Caddy's own
+// request, fcgikit's `fcgi gateway` (as it starts, and with
+// GOMAXPROCS=1), Caddy's own php_fastcgi, and Caddy with fcgikit's
+// php_fcgikit. Three Caddy baselines split Caddy's own
 // overhead: reverse_proxy with the fcgikit transport alone (php_fcgikit
 // without php_fastcgi's try_files and rewrite), php_fcgikit's routes
 // before a transport that answers "hello" itself (cmd/benchcaddy's
@@ -14,8 +15,9 @@
 // same settings: a kept FastCGI connection pins a worker, so fronts
 // sharing a pool would starve one another. The program writes every
 // configuration into a temporary directory, builds `fcgi` and
-// cmd/benchcaddy (Caddy with fcgikit's module and benchnull) with go build, starts every server in a
-// process group of its own and stops them by PID before it exits.
+// cmd/benchcaddy (Caddy with fcgikit's module and benchnull) with go
+// build, starts every server in a process group of its own and stops them
+// by PID before it exits.
 //
 // wrk drives each front in turn with the same threads, connections and
 // duration, round after round, so that load from elsewhere on the machine
@@ -123,7 +125,7 @@ func run(ctx context.Context, c config) error {
 	}
 
 	pools := map[string]*pool{}
-	for _, name := range []string{"nginx-keep", "nginx-plain", "gateway", "caddy-fastcgi", "caddy-fcgikit", "caddy-proxy"} {
+	for _, name := range []string{"nginx-keep", "nginx-plain", "gateway", "gateway-1p", "caddy-fastcgi", "caddy-fcgikit", "caddy-proxy"} {
 		p, err := startPool(ctx, fpm, filepath.Join(dir, "fpm-"+name), c.children)
 		if err != nil {
 			return err
@@ -163,6 +165,20 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 	defer gw.Stop()
+	// The same gateway on one P: the Go scheduler's cost of a second P
+	// when the gateway shares two cores with its pool and wrk.
+	gw1Port, err := benchutil.FreePort()
+	if err != nil {
+		return err
+	}
+	gw1Addr := fmt.Sprintf("127.0.0.1:%d", gw1Port)
+	gw1, err := startProc(ctx, "fcgi gateway, GOMAXPROCS 1", []string{"GOMAXPROCS=1"}, "tcp", gw1Addr, fcgiBin, "gateway",
+		"--listen", gw1Addr, "--backend", "unix:"+pools["gateway-1p"].sock,
+		"--max-conns", fmt.Sprint(c.children), "--root", root)
+	if err != nil {
+		return err
+	}
+	defer gw1.Stop()
 
 	var ports []int
 	for range 5 {
@@ -194,6 +210,7 @@ func run(ctx context.Context, c config) error {
 		{"nginx fastcgi_pass, kept", ng.URL + "/hello.php", ng.Pgid, pools["nginx-keep"]},
 		{"nginx fastcgi_pass, default", fmt.Sprintf("http://127.0.0.1:%d/hello.php", port2), ng.Pgid, pools["nginx-plain"]},
 		{"fcgi gateway", "http://" + gwAddr + "/hello.php", gw.Pgid, pools["gateway"]},
+		{"fcgi gateway, GOMAXPROCS=1", "http://" + gw1Addr + "/hello.php", gw1.Pgid, pools["gateway-1p"]},
 		{"Caddy php_fastcgi", caddyURL(0) + "/hello.php", cd.Pgid, pools["caddy-fastcgi"]},
 		{"Caddy php_fcgikit", caddyURL(1) + "/hello.php", cd.Pgid, pools["caddy-fcgikit"]},
 		{"Caddy reverse_proxy, transport fcgikit", caddyURL(3) + "/hello.php", cd.Pgid, pools["caddy-proxy"]},
@@ -265,6 +282,7 @@ func run(ctx context.Context, c config) error {
 		ngKeep = iota
 		ngPlain
 		gateway
+		gateway1P
 		stock
 		fcgikit
 		proxy
@@ -276,6 +294,8 @@ func run(ctx context.Context, c config) error {
 	fmt.Printf("| php_fcgikit / fcgi gateway | %.2f× |\n", ratio(fcgikit, gateway))
 	fmt.Printf("| fcgi gateway / nginx kept | %.2f× |\n", ratio(gateway, ngKeep))
 	fmt.Printf("| fcgi gateway / nginx default | %.2f× |\n", ratio(gateway, ngPlain))
+	fmt.Printf("| fcgi gateway GOMAXPROCS=1 / nginx kept | %.2f× |\n", ratio(gateway1P, ngKeep))
+	fmt.Printf("| fcgi gateway GOMAXPROCS=1 / fcgi gateway | %.2f× |\n", ratio(gateway1P, gateway))
 	fmt.Printf("| php_fastcgi / fcgi gateway | %.2f× |\n", ratio(stock, gateway))
 	fmt.Printf("| Caddy reverse_proxy fcgikit / php_fcgikit | %.2f× |\n", ratio(proxy, fcgikit))
 	fmt.Printf("| Caddy reverse_proxy fcgikit / fcgi gateway | %.2f× |\n", ratio(proxy, gateway))
