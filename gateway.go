@@ -60,7 +60,8 @@ import (
 // dropped; a header an HTTP client could not act on (a 1xx status,
 // Content-Length fields that disagree) gets 502. Backend failures give 502,
 // 503 (FCGI_OVERLOADED) or 504 (a [Client] timeout), with a log line that
-// says why; the application's stderr is logged with its request.
+// says why; the application's stderr is logged with its request, up to
+// 64 KiB a request.
 //
 // A zero limit or timeout means the default its field states, a negative one
 // none. A Gateway must not be changed or copied after it starts serving; it
@@ -484,20 +485,41 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	g.errorPage(w, r, code)
 }
 
-// stderrLog logs the application's stderr with the request it belongs to.
+// maxStderrLog bounds the stderr of one request that is logged, as the Caddy
+// transport bounds what it captures: an application that warns in a loop, or
+// a hostile one, costs a bounded log per request rather than one line per
+// record for as long as it goes on.
+const maxStderrLog = 64 << 10
+
+// stderrLog logs the application's stderr with the request it belongs to, up
+// to maxStderrLog bytes, then one line saying the rest is dropped. The Client
+// writes it from the goroutine reading the response only.
 type stderrLog struct {
-	log *slog.Logger
-	r   *http.Request
+	log       *slog.Logger
+	r         *http.Request
+	logged    int  // bytes of stderr logged
+	truncated bool // the bound was reached: nothing more is logged
 }
 
 func (s *stderrLog) Write(p []byte) (int, error) {
-	msg := strings.TrimRight(string(p), "\n")
+	if s.truncated {
+		return len(p), nil
+	}
+	q := p
+	if room := maxStderrLog - s.logged; len(q) > room {
+		q, s.truncated = q[:room], true
+	}
+	s.logged += len(q)
+	msg := strings.TrimRight(string(q), "\n")
 	if msg != "" {
 		args := []any{"method", s.r.Method, "uri", s.r.RequestURI, "stderr", msg}
 		if h := fpmhint.For(msg); h != "" {
 			args = append(args, "hint", h)
 		}
 		s.log.Warn("fcgi: backend stderr", args...)
+	}
+	if s.truncated {
+		s.log.Warn("fcgi: backend stderr truncated: the rest of this request's is not logged", "method", s.r.Method, "uri", s.r.RequestURI, "logged_bytes", maxStderrLog)
 	}
 	return len(p), nil
 }

@@ -1,0 +1,215 @@
+package fcgi_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/internal/wire"
+)
+
+// raw writes records on r's connection as a hostile application would,
+// outside the fake's own bookkeeping.
+func raw(r *fakeReq, fn func(w *wire.Writer)) {
+	c := r.conn
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	fn(c.wr)
+	c.wr.Flush()
+}
+
+// expectServed checks that c serves a fresh request and that, with it
+// done, c holds only idle connections.
+func expectServed(t *testing.T, c *fcgi.Client) {
+	t.Helper()
+	resp, body := doString(t, c, get("/ok"))
+	if resp.StatusCode != 200 || body != "hello" {
+		t.Fatalf("next request: %d %q", resp.StatusCode, body)
+	}
+	if !eventually(func() bool {
+		inflight, waiters, _, _, _ := fcgi.PoolState(c)
+		open, idle := fcgi.PoolCounts(c)
+		return inflight == 0 && waiters == 0 && open == idle
+	}) {
+		inflight, waiters, _, _, _ := fcgi.PoolState(c)
+		open, idle := fcgi.PoolCounts(c)
+		t.Fatalf("pool: %d in flight, %d waiting, %d open, %d idle", inflight, waiters, open, idle)
+	}
+}
+
+// Records a misbehaving application sends after its END_REQUEST, or for a
+// request ID never used, never reach another request.
+func TestClientHostileStrayRecords(t *testing.T) {
+	checkLeaks(t)
+	for _, tc := range []struct {
+		name  string
+		write func(r *fakeReq)
+		ok    bool // the hostile request itself succeeds
+	}{
+		{"stdout-after-end", func(r *fakeReq) {
+			r.Write("\r\nfirst")
+			r.End(0, 0)
+			time.Sleep(20 * time.Millisecond)
+			raw(r, func(w *wire.Writer) {
+				w.WriteStream(wire.TypeStdout, r.ID, []byte("Status: 500\r\n\r\npoison"))
+				w.WriteRecord(wire.TypeStdout, r.ID, nil)
+				w.WriteEndRequest(r.ID, 0, 0)
+			})
+		}, true},
+		{"end-twice", func(r *fakeReq) {
+			r.Write("\r\nfirst")
+			r.End(0, 0)
+			raw(r, func(w *wire.Writer) { w.WriteEndRequest(r.ID, 0, 0) })
+		}, true},
+		{"other-id-before-header", func(r *fakeReq) {
+			raw(r, func(w *wire.Writer) { w.WriteStream(wire.TypeStdout, 7, []byte("\r\npoison")) })
+			r.Write("\r\nfirst")
+		}, false},
+		{"other-id-in-body", func(r *fakeReq) {
+			r.Write("\r\nfir")
+			raw(r, func(w *wire.Writer) { w.WriteStream(wire.TypeStdout, 7, []byte("poison")) })
+			r.Write("st")
+		}, false},
+		{"end-before-stdout", func(r *fakeReq) {
+			raw(r, func(w *wire.Writer) { w.WriteEndRequest(r.ID, 0, 0) })
+		}, false},
+		{"short-end-request", func(r *fakeReq) {
+			raw(r, func(w *wire.Writer) {
+				w.WriteStream(wire.TypeStdout, r.ID, []byte("\r\nfirst"))
+				w.WriteRecord(wire.TypeEndRequest, r.ID, []byte{0, 0, 0})
+			})
+			time.Sleep(50 * time.Millisecond)
+		}, false},
+		{"data-record", func(r *fakeReq) {
+			raw(r, func(w *wire.Writer) { w.WriteStream(wire.TypeData, r.ID, []byte("x")) })
+		}, false},
+		{"management-flood", func(r *fakeReq) {
+			raw(r, func(w *wire.Writer) {
+				for range 1000 {
+					w.WriteRecord(wire.TypeGetValuesResult, 0, wire.AppendPair(nil, "FCGI_MAX_REQS", "0"))
+				}
+			})
+			r.Write("\r\nfirst")
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var hostile sync.Once
+			app := startFake(t, "unix", func(a *fakeApp) {
+				a.Handler = func(r *fakeReq) {
+					if r.Params["REQUEST_URI"] == "/hostile" {
+						hostile.Do(func() { tc.write(r) })
+						return
+					}
+					r.Write("Content-Type: text/plain\r\n\r\nhello")
+				}
+			})
+			c := newClient(app.Addr)
+			c.MaxConnsPerBackend = 1
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			resp, err := c.Do(ctx, get("/hostile"))
+			var body []byte
+			if err == nil {
+				body, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			if tc.ok && (err != nil || string(body) != "first") {
+				t.Fatalf("hostile request: %q, %v", body, err)
+			}
+			if !tc.ok && err == nil {
+				t.Fatalf("hostile request succeeded: %q", body)
+			}
+			time.Sleep(100 * time.Millisecond) // let late records arrive
+			for range 3 {
+				expectServed(t, c)
+			}
+		})
+	}
+}
+
+// A backend that sends its answer one byte at a time meets each stage's
+// timeout: the header's as a whole, the body's per record.
+func TestClientHostileTrickle(t *testing.T) {
+	checkLeaks(t)
+	trickle := func(r *fakeReq, t wire.Type, p []byte) {
+		var rec bytes.Buffer
+		w := wire.NewWriter(&rec)
+		w.WriteStream(t, r.ID, p)
+		w.Flush()
+		for _, b := range rec.Bytes() {
+			select {
+			case <-r.Aborted:
+				return
+			case <-time.After(30 * time.Millisecond):
+			}
+			r.conn.wmu.Lock()
+			_, err := r.conn.nc.Write([]byte{b})
+			r.conn.wmu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(r *fakeReq)
+		op   string
+	}{
+		{"header", func(r *fakeReq) { trickle(r, wire.TypeStdout, []byte("X: "+strings.Repeat("y", 200)+"\r\n\r\n")) }, "response header"},
+		{"stderr-before-header", func(r *fakeReq) {
+			for range 200 {
+				select {
+				case <-r.Aborted:
+					return
+				case <-time.After(30 * time.Millisecond):
+				}
+				r.WriteErr("still here\n")
+			}
+		}, "response header"},
+		{"body", func(r *fakeReq) {
+			r.Write("\r\n")
+			trickle(r, wire.TypeStdout, bytes.Repeat([]byte("y"), 200))
+		}, "read response"},
+	} {
+		for _, mpx := range []fcgi.MultiplexMode{fcgi.MultiplexOff, fcgi.MultiplexOn} {
+			name := tc.name
+			if mpx == fcgi.MultiplexOn {
+				name += "/mpx"
+			}
+			t.Run(name, func(t *testing.T) {
+				app := startFake(t, "unix", func(a *fakeApp) {
+					a.Handler = func(r *fakeReq) {
+						if r.Params["REQUEST_URI"] == "/hostile" {
+							tc.run(r)
+							return
+						}
+						r.Write("Content-Type: text/plain\r\n\r\nhello")
+					}
+				})
+				c := newClient(app.Addr)
+				c.Multiplex = mpx
+				c.ResponseHeaderTimeout = 500 * time.Millisecond
+				c.ReadTimeout = 500 * time.Millisecond
+				c.MaxConnsPerBackend = 1
+				defer c.Close()
+				resp, err := c.Do(context.Background(), get("/hostile"))
+				if err == nil {
+					_, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				var te *fcgi.TimeoutError
+				if !errors.As(err, &te) || te.Op != tc.op {
+					t.Fatalf("error %v, want a %s timeout", err, tc.op)
+				}
+				expectServed(t, c)
+			})
+		}
+	}
+}
