@@ -213,3 +213,63 @@ func TestClientHostileTrickle(t *testing.T) {
 		}
 	}
 }
+
+// A backend that took multiplexed requests and then refuses a second one
+// with FCGI_CANT_MPX_CONN is no longer multiplexed; its multiplexed
+// connection must not hold a slot of MaxConnsPerBackend once its requests
+// end, or the refused request, retried on a connection of its own, waits
+// for it to idle out.
+func TestClientCantMpxConnFreesSlot(t *testing.T) {
+	checkLeaks(t)
+	release := make(chan struct{})
+	app := startFake(t, "unix", func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			if r.ID > 1 {
+				r.End(0, wire.StatusCantMpxConn)
+				return
+			}
+			if r.Params["REQUEST_URI"] == "/slow" {
+				<-release
+			}
+			r.Write("Content-Type: text/plain\r\n\r\nhello")
+		}
+	})
+	c := newClient(app.Addr)
+	c.Multiplex = fcgi.MultiplexOn
+	c.MaxConnsPerBackend = 1
+	defer c.Close()
+	slow := make(chan error, 1)
+	go func() {
+		resp, err := c.Do(context.Background(), get("/slow"))
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		slow <- err
+	}()
+	if !eventually(func() bool { return app.requests.Load() == 1 }) {
+		t.Fatal("the slow request did not arrive")
+	}
+	refused := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := c.Do(ctx, get("/ok"))
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		refused <- err
+	}()
+	if !eventually(func() bool { return app.requests.Load() == 2 }) {
+		t.Fatal("the second request did not arrive")
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatalf("slow request: %v", err)
+	}
+	if err := <-refused; err != nil {
+		t.Fatalf("refused request, retried: %v", err)
+	}
+	expectServed(t, c)
+}

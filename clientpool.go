@@ -372,7 +372,10 @@ func (b *backend) mpxSlotFree(cc *clientConn) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if cc.active.Load() == 0 && !cc.retired.Load() { // a retired one closes itself
-		if b.retiring() || cc.expired(time.Now()) {
+		// A backend no longer multiplexed (FCGI_CANT_MPX_CONN) gets no more
+		// requests on cc: kept, it would hold a slot of MaxConnsPerBackend
+		// until IdleTimeout.
+		if b.retiring() || b.mpx != mpxYes || cc.expired(time.Now()) {
 			if b.removeMpxLocked(cc) {
 				b.conns--
 				go cc.closeConn() // closes the socket; the read loop then ends
@@ -394,11 +397,28 @@ func (b *backend) mpxConnBroken(cc *clientConn) {
 	b.mu.Unlock()
 }
 
-// stopMultiplexing is called when a backend answers CANT_MPX_CONN.
+// stopMultiplexing is called when a backend answers CANT_MPX_CONN. Its
+// multiplexed connections take no new request: those without one close now,
+// freeing their slots of MaxConnsPerBackend for connections of one request
+// each, and the others when their last request ends (mpxSlotFree).
 func (b *backend) stopMultiplexing() {
 	b.mu.Lock()
 	b.mpx = mpxNo
+	var unused []*clientConn
+	keep := b.mpxConns[:0]
+	for _, cc := range b.mpxConns {
+		if cc.active.Load() == 0 && !cc.retired.Load() {
+			unused = append(unused, cc)
+		} else {
+			keep = append(keep, cc)
+		}
+	}
+	clear(b.mpxConns[len(keep):])
+	b.mpxConns = keep
+	b.conns -= len(unused)
+	b.wakeAllLocked()
 	b.mu.Unlock()
+	closeConns(unused)
 }
 
 // closeIdle closes the idle connections, for Client.Close.
