@@ -273,3 +273,52 @@ func TestClientCantMpxConnFreesSlot(t *testing.T) {
 	}
 	expectServed(t, c)
 }
+
+// A kept connection answering FCGI_OVERLOADED (an application shutting
+// down gracefully) has the request retried on a new connection; at
+// MaxConnsPerBackend the retry must not wait for that connection, idle
+// again, to time out.
+func TestClientOverloadedRetryAtConnLimit(t *testing.T) {
+	checkLeaks(t)
+	for _, tc := range []struct {
+		name   string
+		status wire.ProtocolStatus
+		mpx    fcgi.MultiplexMode
+	}{
+		{"overloaded", wire.StatusOverloaded, fcgi.MultiplexOff},
+		{"cant-mpx-conn", wire.StatusCantMpxConn, fcgi.MultiplexOff},
+		{"overloaded/mpx", wire.StatusOverloaded, fcgi.MultiplexOn},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := startFake(t, "unix", func(a *fakeApp) {
+				a.Handler = func(r *fakeReq) {
+					r.conn.mu.Lock()
+					second := r.conn.served == 2
+					r.conn.mu.Unlock()
+					if second {
+						r.End(0, tc.status)
+						return
+					}
+					r.Write("Content-Type: text/plain\r\n\r\nhello")
+				}
+			})
+			c := newClient(app.Addr)
+			c.MaxConnsPerBackend = 1
+			c.Multiplex = tc.mpx
+			defer c.Close()
+			doString(t, c, get("/"))
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			resp, err := c.Do(ctx, get("/"))
+			if err != nil {
+				t.Fatalf("retried request: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(body) != "hello" {
+				t.Fatalf("body %q", body)
+			}
+			expectServed(t, c)
+		})
+	}
+}

@@ -158,9 +158,16 @@ func (b *backend) nextStepLocked(forceNew bool) step {
 			return step{cc: cc}
 		}
 	}
+	limit := b.c.MaxConnsPerBackend
+	if forceNew && limit > 0 && b.conns >= limit {
+		// The retry of a request refused on a connection (FCGI_OVERLOADED,
+		// FCGI_CANT_MPX_CONN) takes that connection's slot when it is idle
+		// again: nothing else would free it before IdleTimeout.
+		b.evictUnusedLocked()
+	}
 	// One multiplexed connection is dialed at a time: the others wait for its
 	// free IDs.
-	if limit := b.c.MaxConnsPerBackend; (limit <= 0 || b.conns < limit) && !(mpx && b.mpxDialing) {
+	if (limit <= 0 || b.conns < limit) && !(mpx && b.mpxDialing) {
 		b.conns++
 		if mpx {
 			b.mpxDialing = true
@@ -170,6 +177,28 @@ func (b *backend) nextStepLocked(forceNew bool) step {
 	ch := make(chan struct{}, 1)
 	b.waiters = append(b.waiters, ch)
 	return step{wait: ch}
+}
+
+// evictUnusedLocked closes the least recently used connection that carries
+// no request, if there is one, freeing its slot.
+func (b *backend) evictUnusedLocked() {
+	if len(b.idle) > 0 {
+		cc := b.idle[0]
+		copy(b.idle, b.idle[1:])
+		b.idle[len(b.idle)-1] = nil
+		b.idle = b.idle[:len(b.idle)-1]
+		cc.inIdle = false
+		b.conns--
+		go closeConns([]*clientConn{cc}) // owned by nobody; ends after close(2)
+		return
+	}
+	for _, cc := range b.mpxConns {
+		if cc.active.Load() == 0 && !cc.retired.Load() && b.removeMpxLocked(cc) {
+			b.conns--
+			go closeConns([]*clientConn{cc}) // its read loop then ends
+			return
+		}
+	}
 }
 
 // reuseIdle returns a call on the idle connection cc, or nil when the backend
