@@ -56,7 +56,8 @@ import (
 //
 // The response is streamed, flushed whenever the application has nothing
 // more ready (so server-sent events work), and sent in one write with a
-// Content-Length when it arrives whole. Hop-by-hop header fields are
+// Content-Length when it arrives whole; for HEAD the backend request ends
+// once the header is sent, as with nginx. Hop-by-hop header fields are
 // dropped; a header an HTTP client could not act on (a 1xx status,
 // Content-Length fields that disagree) gets 502. Backend failures give 502,
 // 503 (FCGI_OVERLOADED) or 504 (a [Client] timeout), with a log line that
@@ -361,6 +362,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 // write, with a Content-Length rather than chunked. With noBuffering
 // (X-Accel-Buffering: no) it flushes after every read.
 func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Response, noBuffering bool) {
+	if r.Method == http.MethodHead {
+		// net/http sends no body for HEAD and drops what is written: the
+		// backend is let go once its header is out, as nginx does, not read
+		// to the end of a body that may never end.
+		discardBuffered(resp)
+		return
+	}
 	sd := g.sendDeadline(w, r)
 	waiting := func() bool { return noBuffering || !resp.Buffered() }
 	if waiting() {
@@ -408,6 +416,21 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 			}
 			// Tell net/http the response is incomplete.
 			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// discardBuffered reads and drops the part of resp's body already in hand, up
+// to maxIgnoredBody, without waiting for the backend: a body that has arrived
+// whole keeps its connection, and the caller's Close abandons any other.
+func discardBuffered(resp *Response) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	for n := 0; n < maxIgnoredBody && resp.Buffered(); {
+		m, err := resp.Body.Read(*bp)
+		n += m
+		if err != nil {
+			return
 		}
 	}
 }
