@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -321,4 +322,88 @@ func TestClientOverloadedRetryAtConnLimit(t *testing.T) {
 			expectServed(t, c)
 		})
 	}
+}
+
+// lingerAfterBeginConn returns from a write that holds a BEGIN_REQUEST only
+// a while after the bytes have left, so that the backend's answer to it is
+// read before the writer goes on.
+type lingerAfterBeginConn struct{ net.Conn }
+
+func (c lingerAfterBeginConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if len(p) >= 2 && p[1] == byte(wire.TypeBeginRequest) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return n, err
+}
+
+// onlyReader hides a reader's type, so that the client streams it from a
+// goroutine rather than sending it with the request's header.
+type onlyReader struct{ io.Reader }
+
+// An application may refuse a multiplexed request as soon as its
+// BEGIN_REQUEST arrives (fcgikit's Server does with FCGI_OVERLOADED beyond
+// MaxRequests), before the client has started sending the body. The request
+// ID and its slot on the connection are given back once, not twice: the
+// connection then counts its requests right, and serves its limit of them
+// concurrently.
+func TestClientMpxRefusedAtBegin(t *testing.T) {
+	checkLeaks(t)
+	release := make(chan struct{})
+	app := startFake(t, "unix", func(a *fakeApp) {
+		a.RefuseAtBegin = func(served int) bool { return served == 1 }
+		a.Handler = func(r *fakeReq) {
+			if r.Params["REQUEST_URI"] == "/slow" {
+				<-release
+			}
+			r.Write("Content-Type: text/plain\r\n\r\nhello")
+		}
+	})
+	c := newClient(app.Addr)
+	c.Multiplex = fcgi.MultiplexOn
+	c.MaxMultiplexedRequests = 2
+	c.MaxConnsPerBackend = 1
+	c.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		return lingerAfterBeginConn{nc}, nil
+	}
+	defer c.Close()
+	req := get("/")
+	req.Params["REQUEST_METHOD"] = "POST"
+	req.Body = onlyReader{strings.NewReader(strings.Repeat("x", 100<<10))}
+	if _, err := c.Do(context.Background(), req); !errors.Is(err, fcgi.ErrOverloaded) {
+		t.Fatalf("refused request: %v, want ErrOverloaded", err)
+	}
+	expectServed(t, c)
+	// The connection carries two requests at once, and a third waits.
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := c.Do(ctx, get("/slow"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}()
+	}
+	if !eventually(func() bool { return app.requests.Load() >= 4 }) {
+		t.Fatal("the slow requests did not arrive")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := app.maxActive.Load(); n > 2 {
+		t.Errorf("%d requests at once on a connection limited to 2", n)
+	}
+	close(release)
+	wg.Wait()
+	expectServed(t, c)
 }
