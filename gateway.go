@@ -220,6 +220,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.script == "" {
+		closeUnreadBody(w, r) // a file or a 404 needs no body
 		f, fi, err := openRegular(rt.file)
 		if err != nil {
 			if !g.forbidden(w, r, err) {
@@ -264,6 +265,7 @@ func (g *Gateway) forbidden(w http.ResponseWriter, r *http.Request, err error) b
 	if !errors.Is(err, os.ErrPermission) {
 		return false
 	}
+	closeUnreadBody(w, r)
 	g.stats.answered(http.StatusForbidden)
 	g.logger().Error("fcgi: gateway: file not readable", "method", r.Method, "uri", r.RequestURI, "status", http.StatusForbidden, "err", err)
 	http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
@@ -490,6 +492,9 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := http.StatusBadGateway
 	switch {
 	case errors.As(err, &he):
+		// The gateway's own refusals come before, or in the middle of,
+		// reading the body.
+		closeUnreadBody(w, r)
 		g.stats.answered(he.code)
 		g.errorPage(w, r, he.code)
 		return

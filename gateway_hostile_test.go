@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -126,4 +127,183 @@ func TestGatewayHeadFreesBackend(t *testing.T) {
 		srv.Close()
 		g.Client.Close()
 	}
+}
+
+// Hostile HTTP clients, each against a Gateway whose backend allows one
+// connection: afterwards no request is in flight at the gateway, no body
+// memory or temporary file is held, the backend connection is idle, and a
+// fresh request is served.
+func TestGatewayHostileClients(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, "unix", func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			if r.Params["REQUEST_URI"] == "/slow" {
+				time.Sleep(100 * time.Millisecond)
+			}
+			r.Write("Content-Type: text/plain\r\n\r\n" + r.Params["REQUEST_URI"] + " " + r.Params["CONTENT_LENGTH"])
+		}
+	})
+	spool := t.TempDir()
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	g.Client.MaxConnsPerBackend = 1
+	g.TempDir = spool
+	g.MaxMemoryBytes = 8 << 10
+	g.MaxBodyBytes = 1 << 20
+	g.BodyReadTimeout = 300 * time.Millisecond
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	chunked := func(n int) string {
+		var b strings.Builder
+		for range n {
+			b.WriteString("1000\r\n" + strings.Repeat("z", 4096) + "\r\n")
+		}
+		return b.String()
+	}
+	for _, tc := range []struct {
+		name string
+		send string // written at once
+		rst  bool   // reset after send, without reading
+		want []string
+	}{
+		{"pipelined", "GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", false,
+			[]string{"200 /slow ", "200 /a ", "200 /b "}},
+		{"http10", "GET /c HTTP/1.0\r\n\r\n", false, []string{"200 /c "}},
+		{"expect-over-limit", "POST /d HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 99999999\r\n\r\n", false, []string{"413"}},
+		{"chunked-over-limit", "POST /e HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(300) + "0\r\n\r\n", false, []string{"413"}},
+		{"chunked-malformed", "POST /f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(4) + "zz\r\n", false, []string{"400"}},
+		{"chunked-spilled", "POST /g HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(16) + "0\r\n\r\n", false, []string{"200 /g 65536"}},
+		{"chunked-stalls", "POST /h HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(16), false, []string{"408"}},
+		{"chunked-reset", "POST /i HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(16), true, nil},
+		{"expect-reset", "POST /j HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("z", 50000), true, nil},
+		{"conflicting-length", "POST /k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", false, []string{"400"}},
+		{"cookies", "GET /l HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("Cookie: "+strings.Repeat("c", 1000)+"\r\n", 100) + "\r\n", false, []string{"431"}},
+		{"long-uri", "GET /m?" + strings.Repeat("q", 70000) + " HTTP/1.1\r\nHost: x\r\n\r\n", false, []string{"414"}},
+		// net/http answers it itself.
+		{"options-star", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", false, []string{"200 "}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			go io.WriteString(nc, tc.send) // the server may answer before it has read it all
+			if tc.rst {
+				time.Sleep(100 * time.Millisecond)
+				nc.(*net.TCPConn).SetLinger(0)
+				nc.Close()
+			}
+			nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(nc)
+			for i, want := range tc.want {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("response %d: %v", i, err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				var got string
+				if resp.StatusCode == 200 {
+					got = strconv.Itoa(resp.StatusCode) + " " + string(body)
+				} else {
+					got = strconv.Itoa(resp.StatusCode)
+				}
+				if got != want {
+					t.Fatalf("response %d: %q, want %q (%v %q)", i, got, want, resp.Header, body)
+				}
+			}
+			nc.Close()
+			if !eventuallyFor(5*time.Second, func() bool {
+				open, idle := fcgi.PoolCounts(g.Client)
+				return g.Stats().InFlight == 0 && fcgi.GatewayBodyMemory(g) == 0 && len(spooledFiles(t, spool)) == 0 && open == idle
+			}) {
+				open, idle := fcgi.PoolCounts(g.Client)
+				t.Fatalf("in flight %d, body memory %d, files %v, %d open %d idle", g.Stats().InFlight, fcgi.GatewayBodyMemory(g), spooledFiles(t, spool), open, idle)
+			}
+			resp, err := srv.Client().Get(srv.URL + "/next")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(body) != "/next " {
+				t.Fatalf("next request: %d %q", resp.StatusCode, body)
+			}
+		})
+	}
+	srv.Client().CloseIdleConnections()
+}
+
+// The Gateway answers some requests without reading their body to the end:
+// a body over MaxBodyBytes, a header or URL the application cannot take, a
+// path with no script, a static file, an authorizer's refusal. A client
+// that then stops sending the body must still get the answer: net/http
+// reads up to 256 KiB of an unread body before it sends a response on a
+// connection it keeps, and waits, with no deadline, for a client that has
+// stopped. The answer closes the connection instead.
+func TestGatewayEarlyAnswerUnreadBody(t *testing.T) {
+	checkLeaks(t)
+	app := startFake(t, "unix", func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			if r.Role == wire.RoleAuthorizer && r.Params["REQUEST_URI"] == "/deny" {
+				r.Write("Status: 403\r\n\r\nno")
+				return
+			}
+			r.Write("Content-Type: text/plain\r\n\r\nhello")
+		}
+	})
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	g.FrontController = ""
+	g.ServeStatic = true
+	g.MaxBodyBytes = 64 << 10
+	g.BodyReadTimeout = -1 // only the answer may end the wait
+	mux := http.NewServeMux()
+	mux.Handle("/deny", g.Authorizer(g))
+	mux.Handle("/", g)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	chunk := "1000\r\n" + strings.Repeat("z", 4096) + "\r\n"
+	for _, tc := range []struct {
+		name, send string
+		code       int
+	}{
+		{"413-chunked", "POST /index.php HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + strings.Repeat(chunk, 20), 413},
+		{"431", "POST /index.php HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("b", 70000) + "\r\nContent-Length: 1000\r\n\r\n", 431},
+		{"414", "POST /index.php?" + strings.Repeat("q", 70000) + " HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", 414},
+		{"404", "POST /missing.php HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", 404},
+		{"400", "POST /a%01.php HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", 400},
+		{"static", "POST /style.css HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", 200},
+		{"authorizer-denies", "POST /deny HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			go io.WriteString(nc, tc.send) // and then nothing more
+			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.code {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.code)
+			}
+			if !resp.Close {
+				t.Error("the connection is kept, with the body unread")
+			}
+		})
+	}
+	// A request whose body was read keeps its connection.
+	resp, err := srv.Client().Post(srv.URL+"/index.php", "text/plain", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.Close {
+		t.Error("a request whose body was read closes its connection")
+	}
+	srv.Client().CloseIdleConnections()
 }
