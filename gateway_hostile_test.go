@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -306,4 +308,60 @@ func TestGatewayEarlyAnswerUnreadBody(t *testing.T) {
 		t.Error("a request whose body was read closes its connection")
 	}
 	srv.Client().CloseIdleConnections()
+}
+
+// An application that hands a file over with X-Accel-Redirect but goes on
+// sending a body nobody wants, slowly, is let go once its header is in: the
+// file is served at once, not after the application's body has ended.
+func TestGatewaySendfileDropsSlowBody(t *testing.T) {
+	checkLeaks(t)
+	private := t.TempDir()
+	os.WriteFile(filepath.Join(private, "f.txt"), []byte("the file"), 0o644)
+	ended := make(chan struct{}, 1)
+	app := startFake(t, "unix", func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			defer func() { ended <- struct{}{} }()
+			r.Write("X-Accel-Redirect: /protected/f.txt\r\n\r\nunwanted")
+			for range 2000 { // 20 s at most
+				select {
+				case <-r.Aborted:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+				r.conn.wmu.Lock()
+				err := r.conn.wr.WriteStream(wire.TypeStdout, r.ID, []byte("x"))
+				if err == nil {
+					err = r.conn.wr.Flush()
+				}
+				r.conn.wmu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}
+	})
+	for _, mpx := range []fcgi.MultiplexMode{fcgi.MultiplexOff, fcgi.MultiplexOn} {
+		g, _ := newGateway(t, app.Addr, docRoot(t))
+		g.Client.Multiplex = mpx
+		g.Sendfile = &fcgi.Sendfile{Locations: []fcgi.SendfileLocation{{Prefix: "/protected/", Dir: private}}}
+		srv := httptest.NewServer(g)
+		hc := &http.Client{Timeout: 5 * time.Second}
+		resp, err := hc.Get(srv.URL + "/index.php")
+		if err != nil {
+			t.Fatalf("mpx %v: %v", mpx, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "the file" {
+			t.Fatalf("mpx %v: %d %q", mpx, resp.StatusCode, body)
+		}
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("mpx %v: the application's request still runs", mpx)
+		}
+		hc.CloseIdleConnections()
+		srv.Close()
+		g.Client.Close()
+	}
 }
