@@ -365,3 +365,163 @@ func TestGatewaySendfileDropsSlowBody(t *testing.T) {
 		g.Client.Close()
 	}
 }
+
+// Hostile backends behind a Gateway in an http.Server, one connection
+// allowed, with and without multiplexing: each misbehaviour gets the
+// answer it calls for, and afterwards the gateway holds nothing, the
+// backend connection is idle or closed, and a fresh request is served.
+func TestGatewayHostileBackends(t *testing.T) {
+	checkLeaks(t)
+	stdout := func(r *fakeReq, p string) {
+		raw(r, func(w *wire.Writer) { w.WriteStream(wire.TypeStdout, r.ID, []byte(p)) })
+	}
+	hang := func(r *fakeReq) {
+		select {
+		case <-r.Aborted:
+		case <-time.After(3 * time.Second):
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(r *fakeReq)
+		code int
+		body string
+	}{
+		{"end-before-stdout", func(r *fakeReq) { raw(r, func(w *wire.Writer) { w.WriteEndRequest(r.ID, 0, 0) }) }, 502, ""},
+		{"stdout-after-end", func(r *fakeReq) {
+			r.Write("\r\nok")
+			r.End(0, 0)
+			stdout(r, "Status: 500\r\n\r\npoison")
+		}, 200, "ok"},
+		{"huge-line", func(r *fakeReq) {
+			line := strings.Repeat("y", 60000)
+			stdout(r, "X: ")
+			for range 170 { // 10 MB
+				stdout(r, line)
+			}
+		}, 502, ""},
+		{"many-fields", func(r *fakeReq) {
+			var b strings.Builder
+			for i := range 100000 {
+				b.WriteString("X" + strconv.Itoa(i) + ": v\r\n")
+				if b.Len() > 60000 {
+					stdout(r, b.String())
+					b.Reset()
+				}
+			}
+			stdout(r, b.String()+"\r\n")
+		}, 502, ""},
+		{"status-malformed", func(r *fakeReq) { r.Write("Status: twohundred\r\n\r\nx") }, 502, ""},
+		{"status-101", func(r *fakeReq) { r.Write("Status: 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n") }, 502, ""},
+		{"interim-flood", func(r *fakeReq) {
+			for range 20 {
+				r.Write("Status: 103\r\nLink: </a.css>; rel=preload\r\n\r\n")
+			}
+			r.Write("\r\nlate")
+		}, 502, ""},
+		{"status-999", func(r *fakeReq) { r.Write("Status: 999 Odd\r\n\r\nodd") }, 999, "odd"},
+		{"204-body", func(r *fakeReq) { r.Write("Status: 204\r\n\r\n" + strings.Repeat("b", 200000)) }, 204, ""},
+		{"304-endless", func(r *fakeReq) {
+			r.Write("Status: 304\r\n\r\n")
+			for range 2000 {
+				select {
+				case <-r.Aborted:
+					return
+				default:
+				}
+				r.Write(strings.Repeat("b", 1000))
+			}
+		}, 304, ""},
+		{"location-only", func(r *fakeReq) { r.Write("Location: /index.php\r\n\r\n") }, 302, ""},
+		{"overloaded", func(r *fakeReq) { r.End(0, wire.StatusOverloaded) }, 503, ""},
+		{"unknown-role", func(r *fakeReq) { r.End(0, wire.StatusUnknownRole) }, 502, ""},
+		{"short-end", func(r *fakeReq) {
+			raw(r, func(w *wire.Writer) {
+				w.WriteStream(wire.TypeStdout, r.ID, []byte("\r\nbody"))
+				w.WriteRecord(wire.TypeEndRequest, r.ID, []byte{1})
+			})
+			hang(r)
+		}, 0, ""}, // the response is cut short: its connection closes
+		{"close-mid-record", func(r *fakeReq) {
+			r.Write("Content-Length: 100\r\n\r\nabc")
+			r.conn.wmu.Lock()
+			r.conn.nc.Write([]byte{1, byte(wire.TypeStdout), 0, byte(r.ID), 0, 50, 0, 0, 'x'})
+			r.conn.nc.Close()
+			r.conn.wmu.Unlock()
+		}, 0, ""},
+		{"management-mid-body", func(r *fakeReq) {
+			r.Write("\r\nab")
+			raw(r, func(w *wire.Writer) {
+				w.WriteRecord(wire.TypeGetValuesResult, 0, wire.AppendPair(nil, "FCGI_MPXS_CONNS", "1"))
+				w.WriteRecord(wire.TypeUnknownType, 0, make([]byte, 8))
+			})
+			r.Write("cd")
+		}, 200, "abcd"},
+		{"data-record", func(r *fakeReq) {
+			r.Write("\r\nab")
+			raw(r, func(w *wire.Writer) { w.WriteStream(wire.TypeData, r.ID, []byte("x")) })
+			hang(r)
+		}, 0, ""},
+	} {
+		for _, mpx := range []fcgi.MultiplexMode{fcgi.MultiplexOff, fcgi.MultiplexOn} {
+			name := tc.name
+			if mpx == fcgi.MultiplexOn {
+				name += "/mpx"
+			}
+			t.Run(name, func(t *testing.T) {
+				app := startFake(t, "unix", func(a *fakeApp) {
+					a.Handler = func(r *fakeReq) {
+						if r.Params["REQUEST_URI"] == "/hostile" {
+							tc.run(r)
+							return
+						}
+						r.Write("Content-Type: text/plain\r\n\r\nhello")
+					}
+				})
+				g, _ := newGateway(t, app.Addr, docRoot(t))
+				g.Client.MaxConnsPerBackend = 1
+				g.Client.Multiplex = mpx
+				g.Client.ReadTimeout = 2 * time.Second
+				g.ErrorLog = quietLog
+				srv := httptest.NewServer(g)
+				defer srv.Close()
+				hc := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+				defer hc.CloseIdleConnections()
+				resp, err := hc.Get(srv.URL + "/hostile")
+				var body []byte
+				if err == nil {
+					body, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				if tc.code == 0 {
+					// Cut short once begun: an error, at once or mid-body.
+					if err == nil {
+						t.Fatalf("%d %q, want a response cut short", resp.StatusCode, body)
+					}
+				} else if err != nil {
+					t.Fatal(err)
+				} else if resp.StatusCode != tc.code || (tc.body != "" || tc.code < 300) && string(body) != tc.body && tc.code != 502 {
+					t.Fatalf("%d %q, want %d %q", resp.StatusCode, body, tc.code, tc.body)
+				}
+				if !eventuallyFor(5*time.Second, func() bool {
+					open, idle := fcgi.PoolCounts(g.Client)
+					return g.Stats().InFlight == 0 && open == idle
+				}) {
+					open, idle := fcgi.PoolCounts(g.Client)
+					t.Fatalf("in flight %d, %d open %d idle", g.Stats().InFlight, open, idle)
+				}
+				for range 2 {
+					resp, err = hc.Get(srv.URL + "/next")
+					if err != nil {
+						t.Fatal(err)
+					}
+					body, _ = io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 || string(body) != "hello" {
+						t.Fatalf("next: %d %q", resp.StatusCode, body)
+					}
+				}
+			})
+		}
+	}
+}
