@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -524,4 +525,49 @@ func TestGatewayHostileBackends(t *testing.T) {
 			})
 		}
 	}
+}
+
+// An application that answers before it has read a large buffered body:
+// the answer reaches the client, the body's writer ends, its temporary file
+// is removed, and the next request is served over the one connection
+// allowed.
+func TestGatewayAnswerBeforeReadingBody(t *testing.T) {
+	checkLeaks(t)
+	var served atomic.Int64
+	app := startFake(t, "unix", func(a *fakeApp) {
+		a.RunOnParams = true
+		a.Handler = func(r *fakeReq) {
+			served.Add(1)
+			r.Write("Status: 413\r\nContent-Type: text/plain\r\n\r\nno thanks")
+		}
+	})
+	spool := t.TempDir()
+	g, _ := newGateway(t, app.Addr, docRoot(t))
+	g.Client.MaxConnsPerBackend = 1
+	g.TempDir = spool
+	g.MaxMemoryBytes = 64 << 10
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	for _, n := range []int{64 << 10, 8 << 20} { // in memory, in a file
+		resp, err := srv.Client().Post(srv.URL+"/index.php", "application/octet-stream", strings.NewReader(strings.Repeat("b", n)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 413 || string(body) != "no thanks" {
+			t.Fatalf("%d bytes: %d %q", n, resp.StatusCode, body)
+		}
+		if !eventuallyFor(5*time.Second, func() bool {
+			open, idle := fcgi.PoolCounts(g.Client)
+			return g.Stats().InFlight == 0 && fcgi.GatewayBodyMemory(g) == 0 && len(spooledFiles(t, spool)) == 0 && open == idle
+		}) {
+			open, idle := fcgi.PoolCounts(g.Client)
+			t.Fatalf("%d bytes: in flight %d, memory %d, files %v, %d open %d idle", n, g.Stats().InFlight, fcgi.GatewayBodyMemory(g), spooledFiles(t, spool), open, idle)
+		}
+	}
+	if served.Load() != 2 {
+		t.Fatalf("%d requests reached the application, want 2", served.Load())
+	}
+	srv.Client().CloseIdleConnections()
 }
