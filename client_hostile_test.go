@@ -407,3 +407,62 @@ func TestClientMpxRefusedAtBegin(t *testing.T) {
 	wg.Wait()
 	expectServed(t, c)
 }
+
+// Absurd FCGI_GET_VALUES answers: a request limit of zero, below zero, not
+// a number or past the 65535 request IDs, and a multiplexing flag that is
+// neither 0 nor 1. Requests are served, within the IDs there are.
+func TestClientAbsurdGetValues(t *testing.T) {
+	checkLeaks(t)
+	for _, vals := range []map[string]string{
+		{"FCGI_MPXS_CONNS": "1", "FCGI_MAX_REQS": "0"},
+		{"FCGI_MPXS_CONNS": "1", "FCGI_MAX_REQS": "-7"},
+		{"FCGI_MPXS_CONNS": "1", "FCGI_MAX_REQS": "lots"},
+		{"FCGI_MPXS_CONNS": "1", "FCGI_MAX_REQS": "2147483648"},
+		{"FCGI_MPXS_CONNS": "1", "FCGI_MAX_REQS": "99999999999999999999999"},
+		{"FCGI_MPXS_CONNS": "yes", "FCGI_MAX_REQS": "3"},
+		{"FCGI_MPXS_CONNS": "1", "FCGI_MAX_REQS": "1"},
+	} {
+		t.Run(vals["FCGI_MPXS_CONNS"]+"-"+vals["FCGI_MAX_REQS"], func(t *testing.T) {
+			app := startFake(t, "unix", func(a *fakeApp) {
+				a.Values = vals
+				a.Handler = func(r *fakeReq) {
+					time.Sleep(20 * time.Millisecond)
+					r.Write("Content-Type: text/plain\r\n\r\nhello")
+				}
+			})
+			c := newClient(app.Addr)
+			c.Multiplex = fcgi.MultiplexAuto
+			c.MaxConnsPerBackend = 2
+			defer c.Close()
+			doString(t, c, get("/"))
+			if !eventually(func() bool {
+				_, err := c.GetValues(context.Background(), app.Addr)
+				return err == nil
+			}) {
+				t.Fatal("GetValues failed")
+			}
+			time.Sleep(50 * time.Millisecond) // the client's own probe has answered
+			var wg sync.WaitGroup
+			for range 20 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					resp, err := c.Do(ctx, get("/"))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}()
+			}
+			wg.Wait()
+			if vals["FCGI_MAX_REQS"] == "1" && app.maxActive.Load() > 1 {
+				t.Errorf("%d requests at once on a connection, FCGI_MAX_REQS is 1", app.maxActive.Load())
+			}
+			expectServed(t, c)
+		})
+	}
+}

@@ -180,6 +180,7 @@ func TestGatewayHostileClients(t *testing.T) {
 		{"expect-reset", "POST /j HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("z", 50000), true, nil},
 		{"conflicting-length", "POST /k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", false, []string{"400"}},
 		{"cookies", "GET /l HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("Cookie: "+strings.Repeat("c", 1000)+"\r\n", 100) + "\r\n", false, []string{"431"}},
+		{"many-headers", "GET /n HTTP/1.1\r\nHost: x\r\n" + manyHeaders(8000) + "\r\n", false, []string{"200 /n "}},
 		{"long-uri", "GET /m?" + strings.Repeat("q", 70000) + " HTTP/1.1\r\nHost: x\r\n\r\n", false, []string{"414"}},
 		// net/http answers it itself.
 		{"options-star", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", false, []string{"200 "}},
@@ -570,4 +571,13 @@ func TestGatewayAnswerBeforeReadingBody(t *testing.T) {
 		t.Fatalf("%d requests reached the application, want 2", served.Load())
 	}
 	srv.Client().CloseIdleConnections()
+}
+
+// manyHeaders returns n distinct header lines of some 120 bytes each.
+func manyHeaders(n int) string {
+	var b strings.Builder
+	for i := range n {
+		b.WriteString("X-H" + strconv.Itoa(i) + ": " + strings.Repeat("v", 100) + "\r\n")
+	}
+	return b.String()
 }
