@@ -158,9 +158,16 @@ func (b *backend) nextStepLocked(forceNew bool) step {
 			return step{cc: cc}
 		}
 	}
+	limit := b.c.MaxConnsPerBackend
+	if forceNew && limit > 0 && b.conns >= limit {
+		// The retry of a request refused on a connection (FCGI_OVERLOADED,
+		// FCGI_CANT_MPX_CONN) takes that connection's slot when it is idle
+		// again: nothing else would free it before IdleTimeout.
+		b.evictUnusedLocked()
+	}
 	// One multiplexed connection is dialed at a time: the others wait for its
 	// free IDs.
-	if limit := b.c.MaxConnsPerBackend; (limit <= 0 || b.conns < limit) && !(mpx && b.mpxDialing) {
+	if (limit <= 0 || b.conns < limit) && !(mpx && b.mpxDialing) {
 		b.conns++
 		if mpx {
 			b.mpxDialing = true
@@ -170,6 +177,28 @@ func (b *backend) nextStepLocked(forceNew bool) step {
 	ch := make(chan struct{}, 1)
 	b.waiters = append(b.waiters, ch)
 	return step{wait: ch}
+}
+
+// evictUnusedLocked closes the least recently used connection that carries
+// no request, if there is one, freeing its slot.
+func (b *backend) evictUnusedLocked() {
+	if len(b.idle) > 0 {
+		cc := b.idle[0]
+		copy(b.idle, b.idle[1:])
+		b.idle[len(b.idle)-1] = nil
+		b.idle = b.idle[:len(b.idle)-1]
+		cc.inIdle = false
+		b.conns--
+		go closeConns([]*clientConn{cc}) // owned by nobody; ends after close(2)
+		return
+	}
+	for _, cc := range b.mpxConns {
+		if cc.active.Load() == 0 && !cc.retired.Load() && b.removeMpxLocked(cc) {
+			b.conns--
+			go closeConns([]*clientConn{cc}) // its read loop then ends
+			return
+		}
+	}
 }
 
 // reuseIdle returns a call on the idle connection cc, or nil when the backend
@@ -372,7 +401,10 @@ func (b *backend) mpxSlotFree(cc *clientConn) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if cc.active.Load() == 0 && !cc.retired.Load() { // a retired one closes itself
-		if b.retiring() || cc.expired(time.Now()) {
+		// A backend no longer multiplexed (FCGI_CANT_MPX_CONN) gets no more
+		// requests on cc: kept, it would hold a slot of MaxConnsPerBackend
+		// until IdleTimeout.
+		if b.retiring() || b.mpx != mpxYes || cc.expired(time.Now()) {
 			if b.removeMpxLocked(cc) {
 				b.conns--
 				go cc.closeConn() // closes the socket; the read loop then ends
@@ -394,11 +426,28 @@ func (b *backend) mpxConnBroken(cc *clientConn) {
 	b.mu.Unlock()
 }
 
-// stopMultiplexing is called when a backend answers CANT_MPX_CONN.
+// stopMultiplexing is called when a backend answers CANT_MPX_CONN. Its
+// multiplexed connections take no new request: those without one close now,
+// freeing their slots of MaxConnsPerBackend for connections of one request
+// each, and the others when their last request ends (mpxSlotFree).
 func (b *backend) stopMultiplexing() {
 	b.mu.Lock()
 	b.mpx = mpxNo
+	var unused []*clientConn
+	keep := b.mpxConns[:0]
+	for _, cc := range b.mpxConns {
+		if cc.active.Load() == 0 && !cc.retired.Load() {
+			unused = append(unused, cc)
+		} else {
+			keep = append(keep, cc)
+		}
+	}
+	clear(b.mpxConns[len(keep):])
+	b.mpxConns = keep
+	b.conns -= len(unused)
+	b.wakeAllLocked()
 	b.mu.Unlock()
+	closeConns(unused)
 }
 
 // closeIdle closes the idle connections, for Client.Close.

@@ -64,6 +64,14 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 		}
 	}
 
+	inline := body == nil && data == nil
+	if !inline && cc.mpx {
+		// The body writer's hold on the ID, taken before the backend can
+		// see the request: an answer to its BEGIN_REQUEST alone (an
+		// FCGI_OVERLOADED at once) must not free the ID, and count the
+		// request out of the connection, before the writer holds it.
+		cl.refs.Add(1)
+	}
 	cc.wmu.Lock()
 	cc.setWriteDeadline(cl.c.writeTimeout())
 	wr := cc.wr
@@ -82,7 +90,6 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 	if err == nil {
 		err = wr.WriteRecord(wire.TypeParams, cl.id, nil)
 	}
-	inline := body == nil && data == nil
 	if inline && err == nil {
 		err = wr.WriteStream(wire.TypeStdin, cl.id, small)
 	}
@@ -110,14 +117,14 @@ func (cl *call) writeRequest(req *Request, body, data io.Reader) error {
 		werr := cl.writeErr(err)
 		if cc.mpx {
 			cc.failWrite(err)
+			if !inline {
+				cl.releaseRef() // no writer takes the hold
+			}
 		}
 		return werr
 	}
 	if !inline {
 		cl.wdone = make(chan struct{})
-		if cc.mpx {
-			cl.refs.Add(1)
-		}
 		// Owned by the call; ends when the body (and data) are sent, or at
 		// the first read or write error.
 		go cl.writeBody(body, data, role == wire.RoleFilter)

@@ -45,6 +45,11 @@ type fakeApp struct {
 	dropped  atomic.Bool
 	// NoReadStdin never reads after PARAMS (for write timeouts).
 	NoReadStdin bool
+	// RefuseAtBegin, if not nil, is asked about the Nth request (1-based)
+	// on a connection as its BEGIN_REQUEST arrives; true answers
+	// FCGI_OVERLOADED at once, before the rest of the request is read,
+	// whose records are then ignored.
+	RefuseAtBegin func(served int) bool
 
 	conns      atomic.Int64 // accepted
 	open       atomic.Int64 // open now
@@ -224,6 +229,13 @@ func (c *fakeConn) serve() {
 			c.mu.Unlock()
 
 			a.requests.Add(1)
+			if a.RefuseAtBegin != nil && a.RefuseAtBegin(served) {
+				c.wmu.Lock()
+				c.wr.WriteEndRequest(rec.RequestID, 0, wire.StatusOverloaded)
+				c.wr.Flush()
+				c.wmu.Unlock()
+				continue
+			}
 			a.idsMu.Lock()
 			a.ids[rec.RequestID]++
 			a.idsMu.Unlock()

@@ -56,11 +56,13 @@ import (
 //
 // The response is streamed, flushed whenever the application has nothing
 // more ready (so server-sent events work), and sent in one write with a
-// Content-Length when it arrives whole. Hop-by-hop header fields are
+// Content-Length when it arrives whole; for HEAD the backend request ends
+// once the header is sent, as with nginx. Hop-by-hop header fields are
 // dropped; a header an HTTP client could not act on (a 1xx status,
 // Content-Length fields that disagree) gets 502. Backend failures give 502,
 // 503 (FCGI_OVERLOADED) or 504 (a [Client] timeout), with a log line that
-// says why; the application's stderr is logged with its request.
+// says why; the application's stderr is logged with its request, up to
+// 64 KiB a request.
 //
 // A zero limit or timeout means the default its field states, a negative one
 // none. A Gateway must not be changed or copied after it starts serving; it
@@ -218,6 +220,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.script == "" {
+		closeUnreadBody(w, r) // a file or a 404 needs no body
 		f, fi, err := openRegular(rt.file)
 		if err != nil {
 			if !g.forbidden(w, r, err) {
@@ -262,6 +265,7 @@ func (g *Gateway) forbidden(w http.ResponseWriter, r *http.Request, err error) b
 	if !errors.Is(err, os.ErrPermission) {
 		return false
 	}
+	closeUnreadBody(w, r)
 	g.stats.answered(http.StatusForbidden)
 	g.logger().Error("fcgi: gateway: file not readable", "method", r.Method, "uri", r.RequestURI, "status", http.StatusForbidden, "err", err)
 	http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
@@ -360,6 +364,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 // write, with a Content-Length rather than chunked. With noBuffering
 // (X-Accel-Buffering: no) it flushes after every read.
 func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Response, noBuffering bool) {
+	if r.Method == http.MethodHead {
+		// net/http sends no body for HEAD and drops what is written: the
+		// backend is let go once its header is out, as nginx does, not read
+		// to the end of a body that may never end.
+		discardBuffered(resp)
+		return
+	}
 	sd := g.sendDeadline(w, r)
 	waiting := func() bool { return noBuffering || !resp.Buffered() }
 	if waiting() {
@@ -407,6 +418,21 @@ func (g *Gateway) copyBody(w http.ResponseWriter, r *http.Request, resp *Respons
 			}
 			// Tell net/http the response is incomplete.
 			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// discardBuffered reads and drops the part of resp's body already in hand, up
+// to maxIgnoredBody, without waiting for the backend: a body that has arrived
+// whole keeps its connection, and the caller's Close abandons any other.
+func discardBuffered(resp *Response) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	for n := 0; n < maxIgnoredBody && resp.Buffered(); {
+		m, err := resp.Body.Read(*bp)
+		n += m
+		if err != nil {
+			return
 		}
 	}
 }
@@ -466,6 +492,9 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := http.StatusBadGateway
 	switch {
 	case errors.As(err, &he):
+		// The gateway's own refusals come before, or in the middle of,
+		// reading the body.
+		closeUnreadBody(w, r)
 		g.stats.answered(he.code)
 		g.errorPage(w, r, he.code)
 		return
@@ -484,20 +513,41 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	g.errorPage(w, r, code)
 }
 
-// stderrLog logs the application's stderr with the request it belongs to.
+// maxStderrLog bounds the stderr of one request that is logged, as the Caddy
+// transport bounds what it captures: an application that warns in a loop, or
+// a hostile one, costs a bounded log per request rather than one line per
+// record for as long as it goes on.
+const maxStderrLog = 64 << 10
+
+// stderrLog logs the application's stderr with the request it belongs to, up
+// to maxStderrLog bytes, then one line saying the rest is dropped. The Client
+// writes it from the goroutine reading the response only.
 type stderrLog struct {
-	log *slog.Logger
-	r   *http.Request
+	log       *slog.Logger
+	r         *http.Request
+	logged    int  // bytes of stderr logged
+	truncated bool // the bound was reached: nothing more is logged
 }
 
 func (s *stderrLog) Write(p []byte) (int, error) {
-	msg := strings.TrimRight(string(p), "\n")
+	if s.truncated {
+		return len(p), nil
+	}
+	q := p
+	if room := maxStderrLog - s.logged; len(q) > room {
+		q, s.truncated = q[:room], true
+	}
+	s.logged += len(q)
+	msg := strings.TrimRight(string(q), "\n")
 	if msg != "" {
 		args := []any{"method", s.r.Method, "uri", s.r.RequestURI, "stderr", msg}
 		if h := fpmhint.For(msg); h != "" {
 			args = append(args, "hint", h)
 		}
 		s.log.Warn("fcgi: backend stderr", args...)
+	}
+	if s.truncated {
+		s.log.Warn("fcgi: backend stderr truncated: the rest of this request's is not logged", "method", s.r.Method, "uri", s.r.RequestURI, "logged_bytes", maxStderrLog)
 	}
 	return len(p), nil
 }

@@ -152,6 +152,18 @@ func (g *Gateway) spoolErr(err error) error {
 	return errSpool
 }
 
+// closeUnreadBody makes the answer to r, given without reading r's body to its
+// end, the last on its HTTP/1 connection. Otherwise net/http reads up to
+// 256 KiB of the rest before it sends the answer, to keep the connection, with
+// no deadline: a client that stops sending keeps it waiting, and the answer
+// unsent, for as long as it likes. HTTP/2 has no such wait, and a Connection
+// field there would close every stream of the connection.
+func closeUnreadBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		w.Header().Set("Connection", "close")
+	}
+}
+
 // A bodyBuffer is a request body read before it is sent, or, for one that
 // streams, what stops its reading. Its zero value is empty.
 type bodyBuffer struct {

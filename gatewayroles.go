@@ -115,11 +115,13 @@ func (g *Gateway) Authorizer(next http.Handler) http.Handler {
 		resp, err := g.Client.Do(r.Context(), req)
 		putEnv(env)
 		if err != nil {
+			closeUnreadBody(w, r) // the authorizer takes no body
 			g.fail(w, r, err)
 			return
 		}
 		if resp.StatusCode != http.StatusOK {
 			defer resp.Body.Close()
+			closeUnreadBody(w, r)
 			copyHeader(w.Header(), resp.Header)
 			w.WriteHeader(resp.StatusCode)
 			g.copyBody(w, r, resp, false)

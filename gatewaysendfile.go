@@ -123,10 +123,9 @@ func (g *Gateway) sendfile(w http.ResponseWriter, r *http.Request, resp *Respons
 		return false
 	}
 	// The application's body is not wanted: drain what it has already sent
-	// so that its connection is kept, and otherwise abandon it.
-	if resp.Buffered() {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, maxIgnoredBody))
-	}
+	// so that its connection is kept, and otherwise abandon it, without
+	// waiting for more.
+	discardBuffered(resp)
 	resp.Body.Close()
 
 	h := w.Header()
