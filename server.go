@@ -46,8 +46,9 @@ type Server struct {
 	// filters.
 	Filter http.Handler
 
-	// MaxConns is the most connections served at once; above it the listener
-	// is not accepted from, so new connections wait in the kernel's backlog.
+	// MaxConns is the most connections served at once, over all the
+	// listeners being served; above it no listener is accepted from, so new
+	// connections wait in the kernel's backlog.
 	// It is reported to web servers as FCGI_MAX_CONNS. Zero means 10000;
 	// negative, no limit (and FCGI_MAX_CONNS is not reported).
 	MaxConns int
@@ -155,10 +156,15 @@ type Server struct {
 	closing    chan struct{} // closed by Shutdown and Close
 	connsDone  chan struct{} // closed when conns is empty during shutdown
 	requests   atomic.Int64  // in flight, over all connections
-	peersOnce  sync.Once
-	peers      []netip.Prefix
-	peersErr   error
-	stats      serverStats
+	// connSlots bounds the connections served at once over every listener
+	// (MaxConns): a full semaphore stops every Serve accepting, leaving new
+	// connections to the kernel's backlog. Made by the first Serve under mu,
+	// then only sent to and received from.
+	connSlots chan struct{}
+	peersOnce sync.Once
+	peers     []netip.Prefix
+	peersErr  error
+	stats     serverStats
 }
 
 // Stats are counters of a Server's activity since it started, for a program
@@ -327,9 +333,7 @@ func (s *Server) Serve(l net.Listener) error {
 			panic("fcgi: BaseContext returned a nil context")
 		}
 	}
-	// slots bounds the connections served at once; a full semaphore stops
-	// accepting, leaving new connections to the kernel's backlog.
-	slots := make(chan struct{}, s.maxConns())
+	slots := s.slots()
 	var delay time.Duration
 	for {
 		select {
@@ -380,6 +384,16 @@ func (s *Server) Serve(l net.Listener) error {
 			c.serve(ctx)
 		}()
 	}
+}
+
+// slots returns the semaphore of MaxConns, shared by every listener.
+func (s *Server) slots() chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.connSlots == nil {
+		s.connSlots = make(chan struct{}, s.maxConns())
+	}
+	return s.connSlots
 }
 
 // doneChan returns a channel closed once the server shuts down. Waiting on it
