@@ -73,11 +73,14 @@ type Server struct {
 	// Apache or HAProxy can send; negative, no limit.
 	MaxParamsBytes int
 
-	// MaxBodyBuffer is how many bytes of a request body the connection holds
-	// for a handler that has not read them. When it is full, the connection
-	// stops reading until the handler reads or returns, which on a
-	// multiplexed connection delays its other requests: FastCGI has no flow
-	// control. Zero means 1 MiB; negative, no limit.
+	// MaxBodyBuffer is how many bytes of a request body (or of a Filter's
+	// FCGI_DATA) the connection holds for a handler that has not read them.
+	// When it is full, the connection stops reading until the handler reads
+	// or returns, which on a multiplexed connection delays its other
+	// requests: FastCGI has no flow control. Meanwhile no abort or close of
+	// the web server's is seen, so the wait ends at the request's
+	// ReadTimeout too, and its body then fails with ErrReadTimeout. Zero
+	// means 1 MiB; negative, no limit.
 	MaxBodyBuffer int
 
 	// MaxRequestBodyBytes limits the size of a request body. A request whose

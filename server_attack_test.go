@@ -1,6 +1,10 @@
 package fcgi_test
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -9,7 +13,94 @@ import (
 	"time"
 
 	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/internal/wire"
 )
+
+// A handler that does not read its body, while the web server sends more of
+// it than MaxBodyBuffer holds, leaves the connection's reader waiting for
+// room. The request's ReadTimeout still bounds that wait: after it, the
+// reader goes on and sees the abort, FIN or reset that follows, and the
+// handler's context ends.
+func TestFullBodyBufferSeesEnding(t *testing.T) {
+	for _, ending := range []string{"abort", "fin", "rst"} {
+		t.Run(ending, func(t *testing.T) {
+			checkLeaks(t)
+			ended := make(chan error, 1)
+			srv := &fcgi.Server{MaxBodyBuffer: 1024, ReadTimeout: 300 * time.Millisecond, ErrorLog: quietLog}
+			addr := startServer(t, "tcp", srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				<-r.Context().Done()
+				ended <- context.Cause(r.Context())
+			}))
+			c := dial(t, "tcp", addr)
+			c.Begin(1, wire.RoleResponder, true).Params(1, "REQUEST_METHOD", "POST", "REQUEST_URI", "/", "CONTENT_LENGTH", "1048576")
+			for range 8 {
+				c.Record(wire.TypeStdin, 1, bytes.Repeat([]byte("b"), 1024))
+			}
+			c.Flush()
+			switch ending {
+			case "abort":
+				c.Record(wire.TypeAbortRequest, 1, nil).Flush()
+			case "rst":
+				c.NC.(*net.TCPConn).SetLinger(0)
+				c.NC.Close()
+			case "fin":
+				c.NC.Close()
+			}
+			select {
+			case <-ended:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("handler's context still alive 10 s after the %s: %+v", ending, srv.Stats())
+			}
+			if !eventuallyFor(5*time.Second, func() bool { return srv.Stats().InFlight == 0 }) {
+				t.Fatalf("slot not given back: %+v", srv.Stats())
+			}
+		})
+	}
+}
+
+// A Filter whose web server sends FCGI_DATA before the end of STDIN (§6.4
+// has it the other way round), past MaxBodyBuffer, to a handler that reads
+// its body first as FilterData asks: the handler waits for STDIN behind the
+// DATA that waits for it. ReadTimeout ends the wait: the handler's body
+// fails with ErrReadTimeout, the request is answered and the connection
+// serves on.
+func TestFilterDataBeforeStdinBodyReadFirst(t *testing.T) {
+	checkLeaks(t)
+	bodyErr := make(chan error, 2)
+	srv := &fcgi.Server{MaxBodyBuffer: 1024, ReadTimeout: 300 * time.Millisecond, ErrorLog: quietLog,
+		Filter: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, err := io.ReadAll(r.Body)
+			bodyErr <- err
+			d, _ := fcgi.FilterDataOf(r)
+			data, derr := io.ReadAll(d)
+			fmt.Fprintf(w, "body=%s data=%d err=%v", body, len(data), derr)
+		})}
+	addr := startServer(t, "unix", srv, nil)
+	c := dial(t, "unix", addr)
+	data := bytes.Repeat([]byte("d"), 8<<10)
+	c.Begin(1, wire.RoleFilter, true).Params(1, filterParams("in", len(data))...)
+	for p := data; len(p) > 0; p = p[1024:] {
+		c.Record(wire.TypeData, 1, p[:1024])
+	}
+	c.Record(wire.TypeData, 1, nil).Stdin(1, []byte("in")).Flush()
+	r := c.ReadResponse(1)
+	if r.End.ProtocolStatus != wire.StatusRequestComplete {
+		t.Fatalf("protocol status %v", r.End.ProtocolStatus)
+	}
+	if err := <-bodyErr; !errors.Is(err, fcgi.ErrReadTimeout) {
+		t.Fatalf("body error %v, want ErrReadTimeout", err)
+	}
+	// The connection still serves, in the order of §6.4.
+	c.Begin(1, wire.RoleFilter, true).Params(1, filterParams("x", 2)...).Stdin(1, []byte("x")).
+		Record(wire.TypeData, 1, []byte("ok")).Record(wire.TypeData, 1, nil).Flush()
+	<-bodyErr
+	if _, body := parseCGI(t, c.ReadResponse(1).Stdout); body != "body=x data=2 err=<nil>" {
+		t.Fatalf("second request: %q", body)
+	}
+	if st := srv.Stats(); st.InFlight != 0 || st.Timeouts == 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
 
 // MaxConns bounds the connections of the Server, not of each listener it
 // serves: with MaxConns 1 and two listeners, a connection on the second

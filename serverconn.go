@@ -175,18 +175,6 @@ func (c *conn) lowerReadDeadlineLocked(d time.Time) {
 	}
 }
 
-// inputArrived reports whether all of a request's input streams have ended:
-// STDIN, and a Filter's DATA. Called on the serve goroutine.
-func (req *request) inputArrived() bool {
-	if !req.inputDone.Load() {
-		return false
-	}
-	if req.role != RoleFilter || !req.started {
-		return true
-	}
-	return req.filter != nil && req.filter.ended
-}
-
 // isClosedConnError reports the ways a web server ends a connection that are
 // not protocol errors: a close, or a reset (HAProxy resets a backend
 // connection when its client aborts).
@@ -418,8 +406,8 @@ func (c *conn) stdin(req *request, content []byte) {
 		}
 		return
 	}
-	if req.body != nil {
-		req.body.write(content)
+	if req.body != nil && !req.body.write(content) {
+		c.inputLate(req)
 	}
 }
 
