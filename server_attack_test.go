@@ -8,11 +8,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fcgikit/fcgi"
+	"github.com/fcgikit/fcgi/internal/fcgitest"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -145,5 +148,96 @@ func TestMaxConnsAcrossListeners(t *testing.T) {
 	second.Timeout = 10 * time.Second
 	if _, body := parseCGI(t, second.ReadResponse(1).Stdout); !strings.HasPrefix(body, "ok") {
 		t.Fatalf("second: %q", body)
+	}
+}
+
+// countingListener counts the Write calls made on the connections it
+// accepts: each is a system call of the server's.
+type countingListener struct {
+	net.Listener
+	writes *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{c.(*net.UnixConn), l.writes}, nil
+}
+
+type countingConn struct {
+	*net.UnixConn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.UnixConn.Write(p)
+}
+
+// Management records and refused BEGIN_REQUESTs sent together are answered
+// together: 8 bytes from the web server do not cost the server a write
+// system call each.
+func TestManagementAnswersCoalesced(t *testing.T) {
+	checkLeaks(t)
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var writes atomic.Int64
+	srv := &fcgi.Server{Handler: http.HandlerFunc(hello), ErrorLog: quietLog}
+	serveOn(t, countingListener{l, &writes}, srv)
+	c := dial(t, "unix", l.Addr().String())
+	const n = 20000
+	go func() {
+		for i := range n {
+			switch i % 3 {
+			case 0:
+				c.Record(wire.Type(42), 0, nil)
+			case 1:
+				c.Record(wire.TypeGetValues, 0, fcgitest.Pairs(wire.ValueMpxsConns, ""))
+			case 2:
+				c.Begin(uint16(i), wire.Role(9), true)
+			}
+		}
+		c.W.Flush()
+	}()
+	for i := range n {
+		rec := c.Next()
+		want := [...]wire.Type{wire.TypeUnknownType, wire.TypeGetValuesResult, wire.TypeEndRequest}[i%3]
+		if rec.Type != want {
+			t.Fatalf("answer %d: %v, want type %v", i, rec, want)
+		}
+	}
+	c.Get(1, true, "/after")
+	if _, body := parseCGI(t, c.ReadResponse(1).Stdout); body != "hello, /after" {
+		t.Fatalf("body %q", body)
+	}
+	t.Logf("%d write calls for %d answers", writes.Load(), n)
+	if w := writes.Load(); w > n/10 {
+		t.Fatalf("%d write calls for %d answers", w, n)
+	}
+}
+
+// An answer held back for the records behind it still goes out when the
+// reader then waits: here, behind a body that fills MaxBodyBuffer for a
+// handler that does not read.
+func TestHeldAnswerNotStuckBehindFullBody(t *testing.T) {
+	checkLeaks(t)
+	srv := &fcgi.Server{MaxBodyBuffer: 1024, ErrorLog: quietLog}
+	addr := startServer(t, "unix", srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	c := dial(t, "unix", addr)
+	c.Timeout = 5 * time.Second
+	c.Begin(1, wire.RoleResponder, true).Params(1, "REQUEST_METHOD", "POST", "CONTENT_LENGTH", "100000").
+		Record(wire.TypeGetValues, 0, fcgitest.Pairs(wire.ValueMpxsConns, ""))
+	for range 4 {
+		c.Record(wire.TypeStdin, 1, make([]byte, 1024))
+	}
+	c.Flush()
+	if rec := c.Next(); rec.Type != wire.TypeGetValuesResult {
+		t.Fatalf("got %v", rec)
 	}
 }

@@ -84,6 +84,7 @@ func (c *conn) startDrain() {
 	c.stage = stageDrain
 	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
 		c.wmu.Lock()
+		c.flushAnswersLocked()
 		cw.CloseWrite()
 		c.wmu.Unlock()
 	}

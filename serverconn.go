@@ -8,7 +8,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -55,6 +54,9 @@ type conn struct {
 	// request's own deadline set it, so the next write sets its own.
 	writeDeadline time.Time
 	exact         bool
+	// unflushed is set, under wmu, when answers of the serve goroutine's wait
+	// in wr (see answer); the serve goroutine reads it without the lock.
+	unflushed atomic.Bool
 
 	// mu guards the fields below. Lock order: wmu, then mu.
 	mu      sync.Mutex
@@ -93,6 +95,7 @@ func (c *conn) serve(ctx context.Context) {
 	c.mu.Unlock()
 	cause := ErrConnClosed
 	defer func() {
+		c.flushAnswers()
 		c.close(cause)
 		c.dropUnstarted()
 		c.rd.Release()
@@ -103,6 +106,9 @@ func (c *conn) serve(ctx context.Context) {
 	c.armIdleLocked()
 	c.mu.Unlock()
 	for {
+		if c.unflushed.Load() && !c.rd.Ready(anyRecord) {
+			c.flushAnswers()
+		}
 		rec, err := c.rd.Next()
 		draining := c.draining.Load()
 		if err != nil {
@@ -244,7 +250,7 @@ func (c *conn) management(rec wire.Record) error {
 	}
 	// Any other type with ID 0, BEGIN_REQUEST included, is a management
 	// record this application does not understand (§4.2).
-	return c.write(func(w *wire.Writer) error { return w.WriteUnknownType(rec.Type) })
+	return c.answer(func(w *wire.Writer) error { return w.WriteUnknownType(rec.Type) })
 }
 
 // getValues answers GET_VALUES with one GET_VALUES_RESULT holding the
@@ -277,7 +283,7 @@ func (c *conn) getValues(content []byte) error {
 		// cannot make the answer grow.
 		return len(res) < 96
 	})
-	return c.write(func(w *wire.Writer) error {
+	return c.answer(func(w *wire.Writer) error {
 		return w.WriteRecord(wire.TypeGetValuesResult, wire.NullRequestID, res)
 	})
 }
@@ -289,7 +295,7 @@ func (c *conn) refuseBegin(id uint16, status wire.ProtocolStatus) error {
 	if status == wire.StatusOverloaded || status == wire.StatusCantMpxConn {
 		c.srv.stats.overloaded.Add(1)
 	}
-	return c.write(func(w *wire.Writer) error { return w.WriteEndRequest(id, 0, status) })
+	return c.answer(func(w *wire.Writer) error { return w.WriteEndRequest(id, 0, status) })
 }
 
 // begin starts a request (§5.1).
@@ -406,7 +412,12 @@ func (c *conn) stdin(req *request, content []byte) {
 		}
 		return
 	}
-	if req.body != nil && !req.body.write(content) {
+	if req.body == nil {
+		return
+	}
+	// The write may wait for the handler: answers must not wait with it.
+	c.flushAnswers()
+	if !req.body.write(content) {
 		c.inputLate(req)
 	}
 }
@@ -461,64 +472,6 @@ func (c *conn) abort(req *request) {
 		req.started = true
 		c.endRequest(req, nil, nil, 0, false, wire.StatusRequestComplete)
 	}
-}
-
-// write runs f on the connection's Writer and flushes, under wmu. After a
-// write error the connection is closed and every later write fails.
-func (c *conn) write(f func(w *wire.Writer) error) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.writeLocked(f)
-}
-
-func (c *conn) writeLocked(f func(w *wire.Writer) error) error {
-	return c.writeLockedUntil(f, time.Time{})
-}
-
-// writeLockedUntil is writeLocked with a deadline of the request's own
-// (http.ResponseController.SetWriteDeadline), when not zero, on top of
-// Server.WriteTimeout.
-func (c *conn) writeLockedUntil(f func(w *wire.Writer) error, until time.Time) error {
-	if c.werr != nil {
-		return c.werr
-	}
-	if t := c.srv.writeTimeout(); t > 0 || !until.IsZero() || c.exact {
-		now := time.Now()
-		var d time.Time
-		if t > 0 {
-			d = now.Add(t)
-		}
-		switch {
-		case !until.IsZero():
-			if !until.After(now) {
-				return os.ErrDeadlineExceeded
-			}
-			d = minTime(d, until)
-			c.setWriteDeadline(d, true)
-		case c.exact || c.writeDeadline.Sub(now) < t/2:
-			c.setWriteDeadline(d, false)
-		}
-	}
-	err := f(&c.wr)
-	if err == nil {
-		err = c.wr.Flush()
-	}
-	if err != nil {
-		if isTimeout(err) {
-			c.srv.stats.timeouts.Add(1)
-			c.srv.logger().Warn("fcgi: write timeout; closing connection", "remote", c.remoteAddr())
-		}
-		c.werr = ErrConnClosed
-		c.wr.Reset(c.rwc)
-		go c.close(ErrConnClosed)
-		return c.werr
-	}
-	return nil
-}
-
-func (c *conn) setWriteDeadline(d time.Time, exact bool) {
-	c.writeDeadline, c.exact = d, exact
-	c.rwc.SetWriteDeadline(d)
 }
 
 // endRequest sends the rest of a request's STDOUT (hdr and out), the empty

@@ -209,6 +209,7 @@ func (c *conn) data(req *request, content []byte) {
 		d.pipe.closeWrite()
 		return
 	}
+	c.flushAnswers() // the write may wait for the handler
 	if !d.pipe.write(content) {
 		c.inputLate(req)
 	}
