@@ -241,3 +241,94 @@ func TestHeldAnswerNotStuckBehindFullBody(t *testing.T) {
 		t.Fatalf("got %v", rec)
 	}
 }
+
+// rawRecord encodes a record with padding, which wire.Writer never sends.
+func rawRecord(t wire.Type, id uint16, content []byte, pad int) []byte {
+	b := []byte{1, byte(t), byte(id >> 8), byte(id), byte(len(content) >> 8), byte(len(content)), byte(pad), 0}
+	b = append(b, content...)
+	return append(b, make([]byte, pad)...)
+}
+
+// Records a web server has no business sending: every type with request ID
+// 0, odd GET_VALUES encodings, records for IDs never begun or already
+// ended, maximal records with padding. Each is answered as §3.3 and §4 say
+// or ignored, one GET_VALUES_RESULT per GET_VALUES, and the connection
+// serves on.
+func TestHostileRecordsAnsweredOrIgnored(t *testing.T) {
+	checkLeaks(t)
+	srv := &fcgi.Server{MaxConns: 7, ErrorLog: quietLog}
+	addr := startServer(t, "unix", srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %d", r.URL.Path, len(b))
+	}))
+	c := dial(t, "unix", addr)
+	var raw []byte
+	wantUnknown := 0
+	for typ := range 256 {
+		switch wire.Type(typ) {
+		case wire.TypeGetValues, wire.TypeGetValuesResult, wire.TypeUnknownType:
+			continue
+		}
+		raw = append(raw, rawRecord(wire.Type(typ), 0, []byte("xxxxxxxx"), typ%3)...)
+		wantUnknown++
+	}
+	huge := bytes.Repeat(fcgitest.Pairs(wire.ValueMaxConns, ""), 65535/16)
+	getValues := [][]byte{
+		huge,                                    // the answer does not grow with the question
+		{0x80, 0, 0, 14, 0},                     // a name of 14 bytes, in four
+		{0xff, 0xff, 0xff, 0xff, 0x80, 0, 0, 0}, // lengths past the record
+		{0x80, 0, 0},                            // a length cut short
+		append([]byte{14, 0x80, 0, 0, 0}, wire.ValueMaxConns...),
+		nil,
+	}
+	for _, q := range getValues {
+		raw = append(raw, rawRecord(wire.TypeGetValues, 0, q, 7)...)
+	}
+	// Records for IDs never begun, and an ABORT for one.
+	raw = append(raw, rawRecord(wire.TypeStdin, 9, []byte("x"), 0)...)
+	raw = append(raw, rawRecord(wire.TypeAbortRequest, 9, nil, 0)...)
+	raw = append(raw, rawRecord(wire.TypeEndRequest, 9, make([]byte, 8), 0)...)
+	if _, err := c.NC.Write(raw); err != nil {
+		t.Fatal(err)
+	}
+	unknown, results := 0, 0
+	for unknown < wantUnknown || results < len(getValues) {
+		rec := c.Next()
+		switch rec.Type {
+		case wire.TypeUnknownType:
+			unknown++
+		case wire.TypeGetValuesResult:
+			results++
+			if len(rec.Content) > 64 {
+				t.Fatalf("GET_VALUES_RESULT of %d bytes", len(rec.Content))
+			}
+		default:
+			t.Fatalf("unexpected %v", rec)
+		}
+	}
+	if unknown != wantUnknown {
+		t.Fatalf("%d UNKNOWN_TYPE, want %d", unknown, wantUnknown)
+	}
+	// A maximal STDIN record with maximal padding, then ABORT of the ended
+	// request and a BEGIN reusing its ID.
+	body := bytes.Repeat([]byte("b"), wire.MaxContent)
+	req := rawRecord(wire.TypeBeginRequest, 1, []byte{0, 1, 1, 0, 0, 0, 0, 0}, 255)
+	req = append(req, rawRecord(wire.TypeParams, 1, fcgitest.Pairs("REQUEST_URI", "/max", "CONTENT_LENGTH", fmt.Sprint(len(body))), 255)...)
+	req = append(req, rawRecord(wire.TypeParams, 1, nil, 255)...)
+	req = append(req, rawRecord(wire.TypeStdin, 1, body, 255)...)
+	req = append(req, rawRecord(wire.TypeStdin, 1, nil, 255)...)
+	if _, err := c.NC.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	if _, b := parseCGI(t, c.ReadResponse(1).Stdout); b != fmt.Sprintf("/max %d", len(body)) {
+		t.Fatalf("body %q", b)
+	}
+	c.Record(wire.TypeAbortRequest, 1, nil).Flush()
+	c.Get(1, true, "/again")
+	if _, b := parseCGI(t, c.ReadResponse(1).Stdout); b != "/again 0" {
+		t.Fatalf("body %q", b)
+	}
+	if st := srv.Stats(); st.InFlight != 0 || st.ProtocolErrors != 0 || st.Requests != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}

@@ -256,33 +256,38 @@ func (c *conn) management(rec wire.Record) error {
 // getValues answers GET_VALUES with one GET_VALUES_RESULT holding the
 // variables asked for that this server knows (§4.1).
 func (c *conn) getValues(content []byte) error {
-	var out [128]byte
-	res := out[:0]
-	s := c.srv
+	// Each name is answered once, however often it is asked.
+	var maxConns, maxReqs, mpxsConns bool
 	// A malformed query is answered as far as it could be read.
 	_ = wire.ForEachPair(content, func(name, _ []byte) bool {
 		switch string(name) {
-		// A server without a limit has none to tell: the web server keeps its
-		// own.
 		case wire.ValueMaxConns:
-			if n := s.maxConns(); n != math.MaxInt {
-				res = wire.AppendPair(res, wire.ValueMaxConns, strconv.Itoa(n))
-			}
+			maxConns = true
 		case wire.ValueMaxReqs:
-			if n := s.maxRequests(); n != math.MaxInt {
-				res = wire.AppendPair(res, wire.ValueMaxReqs, strconv.Itoa(n))
-			}
+			maxReqs = true
 		case wire.ValueMpxsConns:
-			mpxs := "1"
-			if s.maxRequestsPerConn() == 1 {
-				mpxs = "0"
-			}
-			res = wire.AppendPair(res, wire.ValueMpxsConns, mpxs)
+			mpxsConns = true
 		}
-		// Three answers at most, whatever was asked: a query repeating names
-		// cannot make the answer grow.
-		return len(res) < 96
+		return !(maxConns && maxReqs && mpxsConns)
 	})
+	var out [128]byte
+	res := out[:0]
+	s := c.srv
+	// A server without a limit has none to tell: the web server keeps its
+	// own.
+	if n := s.maxConns(); maxConns && n != math.MaxInt {
+		res = wire.AppendPair(res, wire.ValueMaxConns, strconv.Itoa(n))
+	}
+	if n := s.maxRequests(); maxReqs && n != math.MaxInt {
+		res = wire.AppendPair(res, wire.ValueMaxReqs, strconv.Itoa(n))
+	}
+	if mpxsConns {
+		mpxs := "1"
+		if s.maxRequestsPerConn() == 1 {
+			mpxs = "0"
+		}
+		res = wire.AppendPair(res, wire.ValueMpxsConns, mpxs)
+	}
 	return c.answer(func(w *wire.Writer) error {
 		return w.WriteRecord(wire.TypeGetValuesResult, wire.NullRequestID, res)
 	})
