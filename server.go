@@ -68,9 +68,12 @@ type Server struct {
 	MaxRequestsPerConn int
 
 	// MaxParamsBytes limits the size of one request's PARAMS stream (the CGI
-	// variables, headers included). A request over it is answered with status
-	// 431 without calling the handler. Zero means 1 MiB, more than nginx,
-	// Apache or HAProxy can send; negative, no limit.
+	// variables, headers included), each HTTP_ variable counting 112 bytes
+	// more, about what holding it as a header costs: the limit bounds the
+	// memory a request holds, however its variables are cut. A request over
+	// it is answered with status 431 without calling the handler. Zero means
+	// 1 MiB, more than nginx, Apache or HAProxy can send; negative, no
+	// limit.
 	MaxParamsBytes int
 
 	// MaxBodyBuffer is how many bytes of a request body (or of a Filter's

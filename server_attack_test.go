@@ -332,3 +332,119 @@ func TestHostileRecordsAnsweredOrIgnored(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// A web server that never reads a response its handler writes without end,
+// with no WriteTimeout: Shutdown returns when its context ends, and Close
+// then fails the handler's blocked write.
+func TestShutdownThenCloseUnblockUnreadResponse(t *testing.T) {
+	checkLeaks(t)
+	writeErr := make(chan error, 1)
+	srv := &fcgi.Server{WriteTimeout: -1, ErrorLog: quietLog}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				writeErr <- err
+				return
+			}
+		}
+	})
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	c := dial(t, "tcp", l.Addr().String())
+	c.Get(1, true, "/endless") // and never read
+	if !eventually(func() bool { return srv.Stats().InFlight == 1 }) {
+		t.Fatal("request not in flight")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(ctx) }()
+	select {
+	case err := <-shut:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return when its context ended")
+	}
+	srv.Close()
+	select {
+	case err := <-writeErr:
+		if !errors.Is(err, fcgi.ErrConnClosed) {
+			t.Fatalf("handler's write: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close left the handler's write blocked")
+	}
+	if err := <-done; !errors.Is(err, fcgi.ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
+	}
+	if !eventuallyFor(5*time.Second, func() bool { st := srv.Stats(); return st.Conns == 0 && st.InFlight == 0 }) {
+		t.Fatalf("after Close: %+v", srv.Stats())
+	}
+}
+
+// tinyHeaders returns HTTP_ variables of empty value, as many as fit in
+// about n bytes of PARAMS.
+func tinyHeaders(n int) []string {
+	var kv []string
+	for i, size := 0, 0; size < n; i++ {
+		name := fmt.Sprintf("HTTP_%x", i)
+		kv = append(kv, name, "")
+		size += 2 + len(name)
+	}
+	return kv
+}
+
+// Each HTTP_ variable becomes a header, which costs far more to hold than its
+// bytes in PARAMS: a PARAMS stream of tiny headers costs what the handler's
+// request holds, not what it weighs, against MaxParamsBytes. Under the limit,
+// a request holds about what the limit says, however its variables are cut.
+func TestTinyHeadersCountAgainstMaxParams(t *testing.T) {
+	checkLeaks(t)
+	const limit = 256 << 10
+	started := make(chan struct{}, 100)
+	srv := &fcgi.Server{MaxParamsBytes: limit, ErrorLog: quietLog}
+	addr := startServer(t, "unix", srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		io.ReadAll(r.Body) // waits for a body that does not come
+	}))
+	// Under the limit by its bytes, far over it by what it costs.
+	c := dial(t, "unix", addr)
+	c.Begin(1, wire.RoleResponder, true).Params(1, append(tinyHeaders(limit-64), "REQUEST_METHOD", "GET")...).Stdin(1, nil).Flush()
+	if h, _ := parseCGI(t, c.ReadResponse(1).Stdout); h["Status"] != "431 Request Header Fields Too Large" {
+		t.Fatalf("status %q", h["Status"])
+	}
+	// What a request under the limit holds, for headers cut small and for
+	// one large one.
+	for _, kv := range [][]string{tinyHeaders(limit / 13), {"HTTP_X", strings.Repeat("x", limit-256)}} {
+		c := dial(t, "unix", addr)
+		before := heapInUse()
+		const n = 20
+		for id := uint16(1); id <= n; id++ {
+			c.Begin(id, wire.RoleResponder, true).Params(id, append(kv, "REQUEST_METHOD", "POST", "CONTENT_LENGTH", "10")...)
+		}
+		c.Flush()
+		for range n {
+			select {
+			case <-started:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("handlers not started: %+v", srv.Stats())
+			}
+		}
+		grown := int64(heapInUse()) - int64(before)
+		t.Logf("%d variables: %d KiB held per request", len(kv)/2, grown/n>>10)
+		if grown > n*2*limit {
+			t.Fatalf("%d variables: %d KiB held per request, over twice MaxParamsBytes", len(kv)/2, grown/n>>10)
+		}
+		c.NC.Close()
+		if !eventuallyFor(5*time.Second, func() bool { return srv.Stats().InFlight == 0 }) {
+			t.Fatalf("slots not given back: %+v", srv.Stats())
+		}
+	}
+}

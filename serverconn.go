@@ -370,7 +370,7 @@ func (c *conn) params(req *request, content []byte) {
 	}
 	if len(content) == 0 {
 		req.paramsDone = true
-		if err := req.parseParams(); err != nil {
+		if err := req.parseParams(c.srv.maxParamsBytes()); err != nil {
 			c.refuse(req, err)
 			return
 		}

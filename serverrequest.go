@@ -56,9 +56,17 @@ type request struct {
 	stderr bool
 }
 
+// headerCost is what holding a header made from an HTTP_ variable costs on
+// top of its bytes in the PARAMS stream: its http.Header entry, its canonical
+// name and its value's slice. MaxParamsBytes counts it, so that a stream cut
+// into tiny variables costs no more than the limit says.
+const headerCost = 112
+
 // parseParams checks the PARAMS stream and keeps it as one string, so the
-// variables and headers made from it are substrings that cost nothing.
-func (req *request) parseParams() error {
+// variables and headers made from it are substrings that cost nothing. A
+// stream whose headers would cost more than maxBytes to hold gives
+// errParamsTooLarge.
+func (req *request) parseParams(maxBytes int) error {
 	if req.params != nil {
 		req.env = string(req.params)
 		req.params = nil
@@ -66,7 +74,11 @@ func (req *request) parseParams() error {
 	req.contentLength = -1
 	req.earlyHints = false
 	var err error
+	headers := 0
 	perr := wire.ForEachPair(req.env, func(name, value string) bool {
+		if strings.HasPrefix(name, "HTTP_") {
+			headers++
+		}
 		if name == EarlyHintsParam {
 			req.earlyHints = value == "1"
 		}
@@ -81,6 +93,9 @@ func (req *request) parseParams() error {
 	})
 	if perr != nil {
 		return perr
+	}
+	if headers > (maxBytes-len(req.env))/headerCost {
+		return errParamsTooLarge
 	}
 	if req.role == RoleAuthorizer {
 		// An Authorizer gets no body (§6.3), whatever CONTENT_LENGTH the web
