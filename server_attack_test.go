@@ -448,3 +448,101 @@ func TestTinyHeadersCountAgainstMaxParams(t *testing.T) {
 		}
 	}
 }
+
+// Several multiplexed handlers writing without end to a web server that
+// never reads: the write timeout ends them all, gives back their slots and
+// the connection, and the server serves the next connection at its limits.
+func TestWriteTimeoutFreesEverySlot(t *testing.T) {
+	checkLeaks(t)
+	const n = 3
+	errs := make(chan error, n)
+	srv := &fcgi.Server{WriteTimeout: 300 * time.Millisecond, MaxConns: 1, MaxRequests: n, ErrorLog: quietLog}
+	addr := startServer(t, "tcp", srv, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/small" {
+			io.WriteString(w, "ok")
+			return
+		}
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}))
+	c := dial(t, "tcp", addr)
+	for id := uint16(1); id <= n; id++ {
+		c.Get(id, true, "/endless")
+	}
+	for range n {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, fcgi.ErrConnClosed) {
+				t.Fatalf("handler's write: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("handlers still writing: %+v", srv.Stats())
+		}
+	}
+	if !eventuallyFor(5*time.Second, func() bool { st := srv.Stats(); return st.Conns == 0 && st.InFlight == 0 }) {
+		t.Fatalf("after the timeout: %+v", srv.Stats())
+	}
+	next := dial(t, "tcp", addr)
+	for id := uint16(1); id <= n; id++ {
+		next.Get(id, true, "/small")
+	}
+	for id, r := range next.ReadResponses(1, 2, 3) {
+		if _, body := parseCGI(t, r.Stdout); body != "ok" {
+			t.Fatalf("request %d: %q", id, body)
+		}
+	}
+}
+
+// Requests the connection's reader ends itself (aborted before their
+// handler starts, refused for malformed PARAMS) are answered together when
+// they come together, as management records are.
+func TestReaderEndedRequestsCoalesced(t *testing.T) {
+	checkLeaks(t)
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var writes atomic.Int64
+	srv := &fcgi.Server{Handler: http.HandlerFunc(hello), ErrorLog: quietLog}
+	serveOn(t, countingListener{l, &writes}, srv)
+	c := dial(t, "unix", l.Addr().String())
+	const n = 10000
+	go func() {
+		for i := range n {
+			id := uint16(i%50 + 1)
+			c.Begin(id, wire.RoleResponder, true)
+			if i%2 == 0 {
+				c.Record(wire.TypeAbortRequest, id, nil)
+			} else {
+				c.Record(wire.TypeParams, id, []byte{0x80}).Record(wire.TypeParams, id, nil)
+			}
+		}
+		c.W.Flush()
+	}()
+	for i := range n {
+		rec := c.Next()
+		if rec.Type == wire.TypeStdout {
+			rec = c.Next() // the 400's header, then its end
+			rec = c.Next()
+		}
+		if rec.Type != wire.TypeEndRequest {
+			t.Fatalf("answer %d: %v", i, rec)
+		}
+	}
+	c.Get(1, true, "/after")
+	if _, body := parseCGI(t, c.ReadResponse(1).Stdout); body != "hello, /after" {
+		t.Fatalf("body %q", body)
+	}
+	t.Logf("%d write calls for %d requests", writes.Load(), n)
+	if w := writes.Load(); w > n/10 {
+		t.Fatalf("%d write calls for %d requests", w, n)
+	}
+	if st := srv.Stats(); st.InFlight != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}

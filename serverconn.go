@@ -459,7 +459,7 @@ func (c *conn) refuse(req *request, err error) {
 	body := http.StatusText(code) + "\n"
 	out := fmt.Appendf(nil, "Status: %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s", code, http.StatusText(code), len(body), body)
 	req.cancel(err)
-	c.endRequest(req, nil, out, 0, true, wire.StatusRequestComplete)
+	c.endByReader(req, out, true, wire.StatusRequestComplete)
 }
 
 // abort handles ABORT_REQUEST: the handler's context is cancelled and its
@@ -475,7 +475,7 @@ func (c *conn) abort(req *request) {
 	}
 	if !req.started {
 		req.started = true
-		c.endRequest(req, nil, nil, 0, false, wire.StatusRequestComplete)
+		c.endByReader(req, nil, false, wire.StatusRequestComplete)
 	}
 }
 
@@ -486,6 +486,18 @@ func (c *conn) abort(req *request) {
 // sent the moment it is read is accepted, whether it reuses the ID or takes
 // the last slot of MaxRequests.
 func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endStdout bool, status wire.ProtocolStatus) {
+	c.endRequestBy(false, req, hdr, out, appStatus, endStdout, status)
+}
+
+// endByReader is endRequest for a request the serve goroutine ends itself
+// (refused, aborted or shut down before its handler started): as its other
+// answers (see answer), the records wait in the Writer while more records
+// wait to be read, unless the connection is to close after them.
+func (c *conn) endByReader(req *request, out []byte, endStdout bool, status wire.ProtocolStatus) {
+	c.endRequestBy(true, req, nil, out, 0, endStdout, status)
+}
+
+func (c *conn) endRequestBy(reader bool, req *request, hdr, out []byte, appStatus uint32, endStdout bool, status wire.ProtocolStatus) {
 	c.wmu.Lock()
 	c.mu.Lock()
 	delete(c.reqs, req.id)
@@ -499,7 +511,12 @@ func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endSt
 	}
 	closing := c.closing
 	c.mu.Unlock()
-	_ = c.writeLocked(func(w *wire.Writer) error {
+	// c.rd is the serve goroutine's: only it may look.
+	hold := reader && !(idle && closing) && c.rd.Ready(anyRecord)
+	if hold {
+		c.unflushed.Store(true)
+	}
+	_ = c.writeRecords(func(w *wire.Writer) error {
 		if err := w.WriteStream(wire.TypeStdout, req.id, hdr); err != nil {
 			return err
 		}
@@ -515,7 +532,7 @@ func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endSt
 			return err
 		}
 		return w.WriteEndRequest(req.id, appStatus, status)
-	})
+	}, time.Time{}, !hold)
 	if idle && closing {
 		// Right after END_REQUEST went out: what the web server sends from
 		// now on was sent after it could have read it, on a connection it

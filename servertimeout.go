@@ -61,7 +61,7 @@ func (c *conn) expire() bool {
 		req.started = true
 		req.inputDone.Store(true)
 		req.cancel(ErrServerClosed)
-		c.endRequest(req, nil, nil, 0, false, wire.StatusOverloaded)
+		c.endByReader(req, nil, false, wire.StatusOverloaded)
 	}
 	return true
 }
