@@ -190,7 +190,9 @@ func TestManagementAnswersCoalesced(t *testing.T) {
 	serveOn(t, countingListener{l, &writes}, srv)
 	c := dial(t, "unix", l.Addr().String())
 	const n = 20000
+	sent := make(chan struct{})
 	go func() {
+		defer close(sent)
 		for i := range n {
 			switch i % 3 {
 			case 0:
@@ -210,6 +212,7 @@ func TestManagementAnswersCoalesced(t *testing.T) {
 			t.Fatalf("answer %d: %v, want type %v", i, rec, want)
 		}
 	}
+	<-sent
 	c.Get(1, true, "/after")
 	if _, body := parseCGI(t, c.ReadResponse(1).Stdout); body != "hello, /after" {
 		t.Fatalf("body %q", body)
@@ -512,7 +515,9 @@ func TestReaderEndedRequestsCoalesced(t *testing.T) {
 	serveOn(t, countingListener{l, &writes}, srv)
 	c := dial(t, "unix", l.Addr().String())
 	const n = 10000
+	sent := make(chan struct{})
 	go func() {
+		defer close(sent)
 		for i := range n {
 			id := uint16(i%50 + 1)
 			c.Begin(id, wire.RoleResponder, true)
@@ -534,6 +539,7 @@ func TestReaderEndedRequestsCoalesced(t *testing.T) {
 			t.Fatalf("answer %d: %v", i, rec)
 		}
 	}
+	<-sent
 	c.Get(1, true, "/after")
 	if _, body := parseCGI(t, c.ReadResponse(1).Stdout); body != "hello, /after" {
 		t.Fatalf("body %q", body)
