@@ -46,8 +46,9 @@ type Server struct {
 	// filters.
 	Filter http.Handler
 
-	// MaxConns is the most connections served at once; above it the listener
-	// is not accepted from, so new connections wait in the kernel's backlog.
+	// MaxConns is the most connections served at once, over all the
+	// listeners being served; above it no listener is accepted from, so new
+	// connections wait in the kernel's backlog.
 	// It is reported to web servers as FCGI_MAX_CONNS. Zero means 10000;
 	// negative, no limit (and FCGI_MAX_CONNS is not reported).
 	MaxConns int
@@ -67,16 +68,22 @@ type Server struct {
 	MaxRequestsPerConn int
 
 	// MaxParamsBytes limits the size of one request's PARAMS stream (the CGI
-	// variables, headers included). A request over it is answered with status
-	// 431 without calling the handler. Zero means 1 MiB, more than nginx,
-	// Apache or HAProxy can send; negative, no limit.
+	// variables, headers included), each HTTP_ variable counting 112 bytes
+	// more, about what holding it as a header costs: the limit bounds the
+	// memory a request holds, however its variables are cut. A request over
+	// it is answered with status 431 without calling the handler. Zero means
+	// 1 MiB, more than nginx, Apache or HAProxy can send; negative, no
+	// limit.
 	MaxParamsBytes int
 
-	// MaxBodyBuffer is how many bytes of a request body the connection holds
-	// for a handler that has not read them. When it is full, the connection
-	// stops reading until the handler reads or returns, which on a
-	// multiplexed connection delays its other requests: FastCGI has no flow
-	// control. Zero means 1 MiB; negative, no limit.
+	// MaxBodyBuffer is how many bytes of a request body (or of a Filter's
+	// FCGI_DATA) the connection holds for a handler that has not read them.
+	// When it is full, the connection stops reading until the handler reads
+	// or returns, which on a multiplexed connection delays its other
+	// requests: FastCGI has no flow control. Meanwhile no abort or close of
+	// the web server's is seen, so the wait ends at the request's
+	// ReadTimeout too, and its body then fails with ErrReadTimeout. Zero
+	// means 1 MiB; negative, no limit.
 	MaxBodyBuffer int
 
 	// MaxRequestBodyBytes limits the size of a request body. A request whose
@@ -155,10 +162,15 @@ type Server struct {
 	closing    chan struct{} // closed by Shutdown and Close
 	connsDone  chan struct{} // closed when conns is empty during shutdown
 	requests   atomic.Int64  // in flight, over all connections
-	peersOnce  sync.Once
-	peers      []netip.Prefix
-	peersErr   error
-	stats      serverStats
+	// connSlots bounds the connections served at once over every listener
+	// (MaxConns): a full semaphore stops every Serve accepting, leaving new
+	// connections to the kernel's backlog. Made by the first Serve under mu,
+	// then only sent to and received from.
+	connSlots chan struct{}
+	peersOnce sync.Once
+	peers     []netip.Prefix
+	peersErr  error
+	stats     serverStats
 }
 
 // Stats are counters of a Server's activity since it started, for a program
@@ -327,9 +339,7 @@ func (s *Server) Serve(l net.Listener) error {
 			panic("fcgi: BaseContext returned a nil context")
 		}
 	}
-	// slots bounds the connections served at once; a full semaphore stops
-	// accepting, leaving new connections to the kernel's backlog.
-	slots := make(chan struct{}, s.maxConns())
+	slots := s.slots()
 	var delay time.Duration
 	for {
 		select {
@@ -380,6 +390,16 @@ func (s *Server) Serve(l net.Listener) error {
 			c.serve(ctx)
 		}()
 	}
+}
+
+// slots returns the semaphore of MaxConns, shared by every listener.
+func (s *Server) slots() chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.connSlots == nil {
+		s.connSlots = make(chan struct{}, s.maxConns())
+	}
+	return s.connSlots
 }
 
 // doneChan returns a channel closed once the server shuts down. Waiting on it

@@ -1,10 +1,6 @@
 package fcgi
 
-import (
-	"time"
-
-	"github.com/fcgikit/fcgi/internal/wire"
-)
+import "time"
 
 // drainTimeout bounds how long a connection that is about to close keeps
 // reading (and discarding) what the web server still sends, so that the close
@@ -60,74 +56,6 @@ func (c *conn) nextStage() bool {
 	return true
 }
 
-// expire handles a read deadline: requests whose input is late are ended, and
-// the next deadline is armed. It reports whether the connection lives on; an
-// idle connection past its idle timeout does not.
-func (c *conn) expire() bool {
-	now := time.Now()
-	var late []*request
-	c.mu.Lock()
-	if c.draining.Load() {
-		// finish set the deadline that ends the connection: keep it.
-		c.mu.Unlock()
-		return true
-	}
-	var next time.Time
-	if t := c.srv.idleTimeout(); len(c.reqs) == 0 && t > 0 && !c.idleSince.IsZero() {
-		if next = c.idleSince.Add(t); !now.Before(next) {
-			c.mu.Unlock()
-			c.srv.stats.timeouts.Add(1)
-			return false
-		}
-	}
-	shutdown := c.srv.inShutdown.Load()
-	var halfOpen []*request
-	for _, req := range c.reqs {
-		if shutdown && !req.started {
-			halfOpen = append(halfOpen, req)
-			continue
-		}
-		if req.inputArrived() {
-			continue
-		}
-		if !req.deadline.After(now) {
-			late = append(late, req)
-			continue
-		}
-		if next.IsZero() || req.deadline.Before(next) {
-			next = req.deadline
-		}
-	}
-	c.readDeadline = next
-	c.rwc.SetReadDeadline(next)
-	c.mu.Unlock()
-	for _, req := range late {
-		c.srv.stats.timeouts.Add(1)
-		req.inputDone.Store(true)
-		switch {
-		case !req.started:
-			req.paramsDone = true
-			c.refuse(req, ErrReadTimeout)
-		case req.body != nil:
-			req.body.closeWithError(ErrReadTimeout)
-		}
-		if f := req.filter; f != nil && !f.ended {
-			f.ended = true
-			f.pipe.closeWithError(ErrReadTimeout)
-		}
-	}
-	// A request whose handler has not started has nothing to finish: Shutdown
-	// ends it now rather than waiting for its input, which a stalled web
-	// server may never send. OVERLOADED tells the web server it did not run.
-	for _, req := range halfOpen {
-		req.started = true
-		req.inputDone.Store(true)
-		req.cancel(ErrServerClosed)
-		c.endRequest(req, nil, nil, 0, false, wire.StatusOverloaded)
-	}
-	return true
-}
-
 // dropUnstarted gives back, when the connection has ended, the slots of
 // requests whose handler never started: a started request is ended by its
 // handler's return, but nothing else would end these. It runs on the serve
@@ -156,6 +84,7 @@ func (c *conn) startDrain() {
 	c.stage = stageDrain
 	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
 		c.wmu.Lock()
+		c.flushAnswersLocked()
 		cw.CloseWrite()
 		c.wmu.Unlock()
 	}

@@ -8,7 +8,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -55,6 +54,9 @@ type conn struct {
 	// request's own deadline set it, so the next write sets its own.
 	writeDeadline time.Time
 	exact         bool
+	// unflushed is set, under wmu, when answers of the serve goroutine's wait
+	// in wr (see answer); the serve goroutine reads it without the lock.
+	unflushed atomic.Bool
 
 	// mu guards the fields below. Lock order: wmu, then mu.
 	mu      sync.Mutex
@@ -93,6 +95,7 @@ func (c *conn) serve(ctx context.Context) {
 	c.mu.Unlock()
 	cause := ErrConnClosed
 	defer func() {
+		c.flushAnswers()
 		c.close(cause)
 		c.dropUnstarted()
 		c.rd.Release()
@@ -103,6 +106,9 @@ func (c *conn) serve(ctx context.Context) {
 	c.armIdleLocked()
 	c.mu.Unlock()
 	for {
+		if c.unflushed.Load() && !c.rd.Ready(anyRecord) {
+			c.flushAnswers()
+		}
 		rec, err := c.rd.Next()
 		draining := c.draining.Load()
 		if err != nil {
@@ -175,18 +181,6 @@ func (c *conn) lowerReadDeadlineLocked(d time.Time) {
 	}
 }
 
-// inputArrived reports whether all of a request's input streams have ended:
-// STDIN, and a Filter's DATA. Called on the serve goroutine.
-func (req *request) inputArrived() bool {
-	if !req.inputDone.Load() {
-		return false
-	}
-	if req.role != RoleFilter || !req.started {
-		return true
-	}
-	return req.filter != nil && req.filter.ended
-}
-
 // isClosedConnError reports the ways a web server ends a connection that are
 // not protocol errors: a close, or a reset (HAProxy resets a backend
 // connection when its client aborts).
@@ -256,40 +250,45 @@ func (c *conn) management(rec wire.Record) error {
 	}
 	// Any other type with ID 0, BEGIN_REQUEST included, is a management
 	// record this application does not understand (§4.2).
-	return c.write(func(w *wire.Writer) error { return w.WriteUnknownType(rec.Type) })
+	return c.answer(func(w *wire.Writer) error { return w.WriteUnknownType(rec.Type) })
 }
 
 // getValues answers GET_VALUES with one GET_VALUES_RESULT holding the
 // variables asked for that this server knows (§4.1).
 func (c *conn) getValues(content []byte) error {
-	var out [128]byte
-	res := out[:0]
-	s := c.srv
+	// Each name is answered once, however often it is asked.
+	var maxConns, maxReqs, mpxsConns bool
 	// A malformed query is answered as far as it could be read.
 	_ = wire.ForEachPair(content, func(name, _ []byte) bool {
 		switch string(name) {
-		// A server without a limit has none to tell: the web server keeps its
-		// own.
 		case wire.ValueMaxConns:
-			if n := s.maxConns(); n != math.MaxInt {
-				res = wire.AppendPair(res, wire.ValueMaxConns, strconv.Itoa(n))
-			}
+			maxConns = true
 		case wire.ValueMaxReqs:
-			if n := s.maxRequests(); n != math.MaxInt {
-				res = wire.AppendPair(res, wire.ValueMaxReqs, strconv.Itoa(n))
-			}
+			maxReqs = true
 		case wire.ValueMpxsConns:
-			mpxs := "1"
-			if s.maxRequestsPerConn() == 1 {
-				mpxs = "0"
-			}
-			res = wire.AppendPair(res, wire.ValueMpxsConns, mpxs)
+			mpxsConns = true
 		}
-		// Three answers at most, whatever was asked: a query repeating names
-		// cannot make the answer grow.
-		return len(res) < 96
+		return !(maxConns && maxReqs && mpxsConns)
 	})
-	return c.write(func(w *wire.Writer) error {
+	var out [128]byte
+	res := out[:0]
+	s := c.srv
+	// A server without a limit has none to tell: the web server keeps its
+	// own.
+	if n := s.maxConns(); maxConns && n != math.MaxInt {
+		res = wire.AppendPair(res, wire.ValueMaxConns, strconv.Itoa(n))
+	}
+	if n := s.maxRequests(); maxReqs && n != math.MaxInt {
+		res = wire.AppendPair(res, wire.ValueMaxReqs, strconv.Itoa(n))
+	}
+	if mpxsConns {
+		mpxs := "1"
+		if s.maxRequestsPerConn() == 1 {
+			mpxs = "0"
+		}
+		res = wire.AppendPair(res, wire.ValueMpxsConns, mpxs)
+	}
+	return c.answer(func(w *wire.Writer) error {
 		return w.WriteRecord(wire.TypeGetValuesResult, wire.NullRequestID, res)
 	})
 }
@@ -301,7 +300,7 @@ func (c *conn) refuseBegin(id uint16, status wire.ProtocolStatus) error {
 	if status == wire.StatusOverloaded || status == wire.StatusCantMpxConn {
 		c.srv.stats.overloaded.Add(1)
 	}
-	return c.write(func(w *wire.Writer) error { return w.WriteEndRequest(id, 0, status) })
+	return c.answer(func(w *wire.Writer) error { return w.WriteEndRequest(id, 0, status) })
 }
 
 // begin starts a request (§5.1).
@@ -371,7 +370,7 @@ func (c *conn) params(req *request, content []byte) {
 	}
 	if len(content) == 0 {
 		req.paramsDone = true
-		if err := req.parseParams(); err != nil {
+		if err := req.parseParams(c.srv.maxParamsBytes()); err != nil {
 			c.refuse(req, err)
 			return
 		}
@@ -418,8 +417,13 @@ func (c *conn) stdin(req *request, content []byte) {
 		}
 		return
 	}
-	if req.body != nil {
-		req.body.write(content)
+	if req.body == nil {
+		return
+	}
+	// The write may wait for the handler: answers must not wait with it.
+	c.flushAnswers()
+	if !req.body.write(content) {
+		c.inputLate(req)
 	}
 }
 
@@ -455,7 +459,7 @@ func (c *conn) refuse(req *request, err error) {
 	body := http.StatusText(code) + "\n"
 	out := fmt.Appendf(nil, "Status: %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s", code, http.StatusText(code), len(body), body)
 	req.cancel(err)
-	c.endRequest(req, nil, out, 0, true, wire.StatusRequestComplete)
+	c.endByReader(req, out, true, wire.StatusRequestComplete)
 }
 
 // abort handles ABORT_REQUEST: the handler's context is cancelled and its
@@ -471,66 +475,8 @@ func (c *conn) abort(req *request) {
 	}
 	if !req.started {
 		req.started = true
-		c.endRequest(req, nil, nil, 0, false, wire.StatusRequestComplete)
+		c.endByReader(req, nil, false, wire.StatusRequestComplete)
 	}
-}
-
-// write runs f on the connection's Writer and flushes, under wmu. After a
-// write error the connection is closed and every later write fails.
-func (c *conn) write(f func(w *wire.Writer) error) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.writeLocked(f)
-}
-
-func (c *conn) writeLocked(f func(w *wire.Writer) error) error {
-	return c.writeLockedUntil(f, time.Time{})
-}
-
-// writeLockedUntil is writeLocked with a deadline of the request's own
-// (http.ResponseController.SetWriteDeadline), when not zero, on top of
-// Server.WriteTimeout.
-func (c *conn) writeLockedUntil(f func(w *wire.Writer) error, until time.Time) error {
-	if c.werr != nil {
-		return c.werr
-	}
-	if t := c.srv.writeTimeout(); t > 0 || !until.IsZero() || c.exact {
-		now := time.Now()
-		var d time.Time
-		if t > 0 {
-			d = now.Add(t)
-		}
-		switch {
-		case !until.IsZero():
-			if !until.After(now) {
-				return os.ErrDeadlineExceeded
-			}
-			d = minTime(d, until)
-			c.setWriteDeadline(d, true)
-		case c.exact || c.writeDeadline.Sub(now) < t/2:
-			c.setWriteDeadline(d, false)
-		}
-	}
-	err := f(&c.wr)
-	if err == nil {
-		err = c.wr.Flush()
-	}
-	if err != nil {
-		if isTimeout(err) {
-			c.srv.stats.timeouts.Add(1)
-			c.srv.logger().Warn("fcgi: write timeout; closing connection", "remote", c.remoteAddr())
-		}
-		c.werr = ErrConnClosed
-		c.wr.Reset(c.rwc)
-		go c.close(ErrConnClosed)
-		return c.werr
-	}
-	return nil
-}
-
-func (c *conn) setWriteDeadline(d time.Time, exact bool) {
-	c.writeDeadline, c.exact = d, exact
-	c.rwc.SetWriteDeadline(d)
 }
 
 // endRequest sends the rest of a request's STDOUT (hdr and out), the empty
@@ -540,6 +486,18 @@ func (c *conn) setWriteDeadline(d time.Time, exact bool) {
 // sent the moment it is read is accepted, whether it reuses the ID or takes
 // the last slot of MaxRequests.
 func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endStdout bool, status wire.ProtocolStatus) {
+	c.endRequestBy(false, req, hdr, out, appStatus, endStdout, status)
+}
+
+// endByReader is endRequest for a request the serve goroutine ends itself
+// (refused, aborted or shut down before its handler started): as its other
+// answers (see answer), the records wait in the Writer while more records
+// wait to be read, unless the connection is to close after them.
+func (c *conn) endByReader(req *request, out []byte, endStdout bool, status wire.ProtocolStatus) {
+	c.endRequestBy(true, req, nil, out, 0, endStdout, status)
+}
+
+func (c *conn) endRequestBy(reader bool, req *request, hdr, out []byte, appStatus uint32, endStdout bool, status wire.ProtocolStatus) {
 	c.wmu.Lock()
 	c.mu.Lock()
 	delete(c.reqs, req.id)
@@ -553,7 +511,12 @@ func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endSt
 	}
 	closing := c.closing
 	c.mu.Unlock()
-	_ = c.writeLocked(func(w *wire.Writer) error {
+	// c.rd is the serve goroutine's: only it may look.
+	hold := reader && !(idle && closing) && c.rd.Ready(anyRecord)
+	if hold {
+		c.unflushed.Store(true)
+	}
+	_ = c.writeRecords(func(w *wire.Writer) error {
 		if err := w.WriteStream(wire.TypeStdout, req.id, hdr); err != nil {
 			return err
 		}
@@ -569,7 +532,7 @@ func (c *conn) endRequest(req *request, hdr, out []byte, appStatus uint32, endSt
 			return err
 		}
 		return w.WriteEndRequest(req.id, appStatus, status)
-	})
+	}, time.Time{}, !hold)
 	if idle && closing {
 		// Right after END_REQUEST went out: what the web server sends from
 		// now on was sent after it could have read it, on a connection it

@@ -56,9 +56,17 @@ type request struct {
 	stderr bool
 }
 
+// headerCost is what holding a header made from an HTTP_ variable costs on
+// top of its bytes in the PARAMS stream: its http.Header entry, its canonical
+// name and its value's slice. MaxParamsBytes counts it, so that a stream cut
+// into tiny variables costs no more than the limit says.
+const headerCost = 112
+
 // parseParams checks the PARAMS stream and keeps it as one string, so the
-// variables and headers made from it are substrings that cost nothing.
-func (req *request) parseParams() error {
+// variables and headers made from it are substrings that cost nothing. A
+// stream whose headers would cost more than maxBytes to hold gives
+// errParamsTooLarge.
+func (req *request) parseParams(maxBytes int) error {
 	if req.params != nil {
 		req.env = string(req.params)
 		req.params = nil
@@ -66,7 +74,11 @@ func (req *request) parseParams() error {
 	req.contentLength = -1
 	req.earlyHints = false
 	var err error
+	headers := 0
 	perr := wire.ForEachPair(req.env, func(name, value string) bool {
+		if strings.HasPrefix(name, "HTTP_") {
+			headers++
+		}
 		if name == EarlyHintsParam {
 			req.earlyHints = value == "1"
 		}
@@ -81,6 +93,9 @@ func (req *request) parseParams() error {
 	})
 	if perr != nil {
 		return perr
+	}
+	if headers > (maxBytes-len(req.env))/headerCost {
+		return errParamsTooLarge
 	}
 	if req.role == RoleAuthorizer {
 		// An Authorizer gets no body (§6.3), whatever CONTENT_LENGTH the web
@@ -212,6 +227,7 @@ func (req *request) httpRequest(maxBodyBuffer int, maxBody int64) (*http.Request
 	default:
 		body := newBodyPipe(req.contentLength, maxBodyBuffer)
 		body.maxBytes = maxBody
+		body.inputDeadline = req.deadline
 		// The body fails as soon as the request is cancelled (abort, closed
 		// connection, even one closed before the handler starts), so a
 		// handler never waits on a body nobody will finish.
@@ -343,6 +359,12 @@ type bodyPipe struct {
 
 	deadline time.Time   // set by http.ResponseController.SetReadDeadline
 	timer    *time.Timer // wakes readers at the deadline
+
+	// inputDeadline is when the request's input must have arrived
+	// (Server.ReadTimeout), zero for never: a write waiting for room gives
+	// up then, so that a handler that does not read cannot keep the
+	// connection's reader from seeing an abort or a close for longer.
+	inputDeadline time.Time
 }
 
 func newBodyPipe(contentLength int64, limit int) *bodyPipe {
@@ -351,20 +373,42 @@ func newBodyPipe(contentLength int64, limit int) *bodyPipe {
 	return p
 }
 
-// write appends STDIN content, waiting while the buffer is full. Called by
-// the serve goroutine.
-func (p *bodyPipe) write(b []byte) {
+// write appends STDIN content, waiting while the buffer is full, until
+// inputDeadline at most. It reports false when that passed first: the input
+// is late. Called by the serve goroutine.
+func (p *bodyPipe) write(b []byte) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.remain >= 0 && int64(len(b)) > p.remain {
 		// A Responder reads at most CONTENT_LENGTH bytes (§6.2).
 		b = b[:p.remain]
 	}
+	var wake *time.Timer
 	for len(p.buf)-p.off >= p.limit && !p.closed && p.err == nil {
+		if !p.inputDeadline.IsZero() {
+			d := time.Until(p.inputDeadline)
+			if d <= 0 {
+				if wake != nil {
+					wake.Stop()
+				}
+				return false
+			}
+			if wake == nil {
+				// Only a write that has to wait pays for a timer.
+				wake = time.AfterFunc(d, func() {
+					p.mu.Lock()
+					p.cond.Broadcast()
+					p.mu.Unlock()
+				})
+			}
+		}
 		p.cond.Wait()
 	}
+	if wake != nil {
+		wake.Stop()
+	}
 	if p.closed || p.err != nil || p.tooBig || len(b) == 0 {
-		return
+		return true
 	}
 	if p.maxBytes > 0 && p.total+int64(len(b)) > p.maxBytes {
 		b = b[:p.maxBytes-p.total]
@@ -380,6 +424,7 @@ func (p *bodyPipe) write(b []byte) {
 		p.remain -= int64(len(b))
 	}
 	p.cond.Broadcast()
+	return true
 }
 
 // allArrived reports whether the whole body has come: the empty STDIN, or

@@ -176,6 +176,7 @@ func (c *conn) filterData(req *request) *FilterData {
 	}
 	d := &FilterData{Length: -1, pipe: newBodyPipe(-1, c.srv.maxBodyBuffer())}
 	d.Length, d.LastMod = dataMeta(req.env)
+	d.pipe.inputDeadline = req.deadline
 	// The request's context ends when it is aborted, its connection closes or
 	// its handler returns: a Read or a full pipe waiting for the serve
 	// goroutine or the handler gives up then.
@@ -208,5 +209,8 @@ func (c *conn) data(req *request, content []byte) {
 		d.pipe.closeWrite()
 		return
 	}
-	d.pipe.write(content)
+	c.flushAnswers() // the write may wait for the handler
+	if !d.pipe.write(content) {
+		c.inputLate(req)
+	}
 }
