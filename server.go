@@ -47,7 +47,8 @@ type Server struct {
 	Filter http.Handler
 
 	// MaxConns is the most connections served at once, over all the
-	// listeners being served; above it no listener is accepted from, so new
+	// listeners being served; above it each listener holds the one
+	// connection it has just accepted, unserved, and accepts no more, so new
 	// connections wait in the kernel's backlog.
 	// It is reported to web servers as FCGI_MAX_CONNS. Zero means 10000;
 	// negative, no limit (and FCGI_MAX_CONNS is not reported).
@@ -163,8 +164,9 @@ type Server struct {
 	connsDone  chan struct{} // closed when conns is empty during shutdown
 	requests   atomic.Int64  // in flight, over all connections
 	// connSlots bounds the connections served at once over every listener
-	// (MaxConns): a full semaphore stops every Serve accepting, leaving new
-	// connections to the kernel's backlog. Made by the first Serve under mu,
+	// (MaxConns): with the semaphore full, each Serve holds the one
+	// connection it has just accepted and accepts no more, leaving the
+	// others to the kernel's backlog. Made by the first Serve under mu,
 	// then only sent to and received from.
 	connSlots chan struct{}
 	peersOnce sync.Once
@@ -342,14 +344,8 @@ func (s *Server) Serve(l net.Listener) error {
 	slots := s.slots()
 	var delay time.Duration
 	for {
-		select {
-		case slots <- struct{}{}:
-		case <-s.doneChan():
-			return ErrServerClosed
-		}
 		rw, err := l.Accept()
 		if err != nil {
-			<-slots
 			if s.inShutdown.Load() {
 				return ErrServerClosed
 			}
@@ -366,8 +362,17 @@ func (s *Server) Serve(l net.Listener) error {
 			s.stats.connsRefused.Add(1)
 			s.logger().Warn("fcgi: connection refused: peer not in WebServerAddrs", "remote", rw.RemoteAddr().String())
 			rw.Close()
-			<-slots
 			continue
+		}
+		// The slot is taken after Accept, not before: a listener waiting
+		// in Accept holding one would keep it from the others' connections.
+		// A connection accepted at the limit waits here, as it would have
+		// in the kernel's backlog.
+		select {
+		case slots <- struct{}{}:
+		case <-s.doneChan():
+			rw.Close()
+			return ErrServerClosed
 		}
 		s.stats.connsAccepted.Add(1)
 		ctx := base

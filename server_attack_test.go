@@ -151,6 +151,52 @@ func TestMaxConnsAcrossListeners(t *testing.T) {
 	}
 }
 
+// A connection accepted while every MaxConns slot is taken waits for one,
+// and Shutdown closes it rather than leaving it open and unserved; the
+// request in flight still finishes.
+func TestShutdownClosesConnWaitingForSlot(t *testing.T) {
+	checkLeaks(t)
+	release := make(chan struct{})
+	srv := &fcgi.Server{MaxConns: 1, ErrorLog: quietLog, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		io.WriteString(w, "ok")
+	})}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveOn(t, l, srv)
+	first := dial(t, "tcp", l.Addr().String())
+	first.Get(1, true, "/")
+	if !eventually(func() bool { return srv.Stats().InFlight == 1 }) {
+		t.Fatal("first request not in flight")
+	}
+	waiting := dial(t, "tcp", l.Addr().String())
+	waiting.Get(1, true, "/")
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- srv.Shutdown(ctx)
+	}()
+	if rec, err := waiting.TryNext(); err == nil || isTimeoutErr(err) {
+		t.Fatalf("connection waiting for a slot: %v, %v; want it closed by Shutdown", rec, err)
+	}
+	close(release)
+	if _, body := parseCGI(t, first.ReadResponse(1).Stdout); body != "ok" {
+		t.Fatalf("request in flight: %q", body)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
+// isTimeoutErr reports whether err is a deadline expiring.
+func isTimeoutErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 // countingListener counts the Write calls made on the connections it
 // accepts: each is a system call of the server's.
 type countingListener struct {
