@@ -42,19 +42,22 @@ import (
 // closed at the backend, and every request slot free: as many requests as
 // the slots held at the backend at once, twice over.
 //
-// It runs with each multiplex mode. Multiplexed, a connection carries two
+// It runs with each multiplex mode: off, on, and auto, where the backend
+// answers FCGI_GET_VALUES with FCGI_MPXS_CONNS=1 and FCGI_MAX_REQS=3.
+// Multiplexed, a connection carries two
 // other requests, mid-response, beside the case's, so that one of them
 // always shares its connection: a request Caddy abandons is ended with
 // FCGI_ABORT_REQUEST, and its connection and the others on it live on; a
 // connection the backend breaks fails every request on it. The slots are
-// max_conns connections of 64 request IDs each.
+// max_conns connections of 64 request IDs each (on) or of the backend's
+// FCGI_MAX_REQS (auto).
 func TestResourceEndings(t *testing.T) {
-	// Every port of both runs at once, so that none is given twice.
-	ports := freePorts(t, 12)
+	// Every port of the runs at once, so that none is given twice.
+	ports := freePorts(t, 18)
 	for i, m := range []struct {
 		mode    string
 		perConn int // requests one connection carries at once
-	}{{"off", 1}, {"on", 64}} {
+	}{{"off", 1}, {"on", 64}, {"auto", 3}} {
 		t.Run("multiplex "+m.mode, func(t *testing.T) {
 			t.Parallel()
 			resourceEndings(t, m.mode, m.perConn, ports[6*i:6*i+6])
@@ -158,6 +161,34 @@ http://127.0.0.1:%d {
 	url := func(site, path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", ports[site], path) }
 
 	chunk := bytes.Repeat([]byte("0123456789abcdef"), 512) // 8 KiB: past body_memory, into a file
+
+	// multiplexing waits until two requests to site share a connection:
+	// until its transport's probe has its answer, auto sends one request
+	// per connection.
+	tries := 0
+	multiplexing := func(t *testing.T, site string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			tries++
+			a := startBystander(t, be, h2c, url(site, "/part"), fmt.Sprintf("mpx-%s-%d-a", site, tries))
+			b := startBystander(t, be, h2c, url(site, "/part"), fmt.Sprintf("mpx-%s-%d-b", site, tries))
+			shared := be.conn(a.id) == be.conn(b.id)
+			a.finish(t, true)
+			b.finish(t, true)
+			if shared {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no two requests share a connection within 20s", site)
+			}
+		}
+	}
+	if mode == "auto" {
+		for site := range ports {
+			multiplexing(t, site)
+		}
+	}
 
 	cases := []struct {
 		name string
@@ -477,6 +508,9 @@ http://127.0.0.1:%d {
 			resp.Body.Close()
 			return ""
 		})
+		if mode == "auto" {
+			multiplexing(t, "plain")
+		}
 		pool(t, be, h2c, url("plain", "/barrier"), slots)
 		checkResources(t, pid, spoolDir, admin, be, mpx)
 	})
