@@ -27,7 +27,9 @@ import (
 //	                                                        shared by reverse_proxy's retries
 //	fcgi.Client conn / slot     Do                          response read to its end (kept), or the
 //	                                                        response body closed, or the request's
-//	                                                        context ended (closed)
+//	                                                        context ended (closed; multiplexed, the
+//	                                                        request aborted and its ID freed once the
+//	                                                        backend ends it)
 //	known-length body (client)  streamed by Do              Caddy's server; a retry after any of it was
 //	                                                        read is refused before sending (502)
 //	response body               RoundTrip returns           Close by reverse_proxy, or the context's end
@@ -38,19 +40,19 @@ import (
 // Caddy against fakeBackend, and after each checks that all of them came
 // back: no file of temp_dir open in Caddy (the spool unlinks its files at
 // once, so the check is on /proc/PID/fd, "(deleted)" ones included), no
-// fcgikit goroutine left in Caddy, every connection the case abandoned
-// closed at the backend, and every request slot free: as many requests as
-// the slots held at the backend at once, twice over.
+// fcgikit goroutine left in Caddy but the read loops of open multiplexed
+// connections, every connection the case abandoned closed at the backend,
+// and every request slot free: as many requests as there are slots held at
+// the backend at once, twice over.
 //
 // It runs with each multiplex mode: off, on, and auto, where the backend
 // answers FCGI_GET_VALUES with FCGI_MPXS_CONNS=1 and FCGI_MAX_REQS=3.
-// Multiplexed, a connection carries two
-// other requests, mid-response, beside the case's, so that one of them
-// always shares its connection: a request Caddy abandons is ended with
-// FCGI_ABORT_REQUEST, and its connection and the others on it live on; a
-// connection the backend breaks fails every request on it. The slots are
-// max_conns connections of 64 request IDs each (on) or of the backend's
-// FCGI_MAX_REQS (auto).
+// Multiplexed, two other requests are mid-response beside the case's, so
+// that one of them always shares its connection: a request Caddy abandons
+// is ended with FCGI_ABORT_REQUEST, and its connection and the others on
+// it live on; a connection the backend breaks fails every request on it.
+// The slots are max_conns connections of 64 request IDs each (on) or of
+// the backend's FCGI_MAX_REQS (auto).
 func TestResourceEndings(t *testing.T) {
 	// Every port of the runs at once, so that none is given twice.
 	ports := freePorts(t, 18)
