@@ -434,51 +434,37 @@ func (c *beConn) respond(r *beReq) bool {
 		if !c.send(func(w *wire.Writer) { w.WriteStream(wire.TypeStdout, r.id, []byte("Status: 203 Part\r\n\r\nbegin-")) }) {
 			return false
 		}
-		// A dot every half second, within any read_timeout of the test.
-		tick := time.NewTicker(500 * time.Millisecond)
-		defer tick.Stop()
-		for held := true; held; {
-			select {
-			case <-c.b.hold(env["HTTP_X_CASE"]):
-				held = false
-			case <-tick.C:
-				if !c.send(func(w *wire.Writer) { w.WriteStream(wire.TypeStdout, r.id, []byte(".")) }) {
-					return false
-				}
-			case <-r.aborted:
-				return c.end(r)
-			case <-c.closed:
-				return false
-			}
+		switch c.dots(r, c.b.hold(env["HTTP_X_CASE"])) {
+		case stopAborted:
+			return c.end(r)
+		case stopBroken:
+			return false
 		}
 		if !c.send(func(w *wire.Writer) { w.WriteStream(wire.TypeStdout, r.id, []byte("end")) }) {
 			return false
 		}
 		return c.end(r)
 	case "/barrier":
-		// The header at once and a dot every half second, within any
-		// read_timeout of the test, while the barrier waits.
+		// The header at once, and dots while the barrier waits.
 		if !c.send(func(w *wire.Writer) { w.WriteStream(wire.TypeStdout, r.id, header) }) {
 			return false
 		}
 		met := make(chan bool, 1)
+		done := make(chan struct{})
 		// Owned by the request; ends within the barrier's 20s.
-		go func() { met <- c.b.barrier(c.closed) }()
-		tick := time.NewTicker(500 * time.Millisecond)
-		defer tick.Stop()
-		for waiting := true; waiting; {
-			select {
-			case m := <-met:
-				if !m {
-					ok = "barrier not met"
-				}
-				waiting = false
-			case <-tick.C:
-				if !c.send(func(w *wire.Writer) { w.WriteStream(wire.TypeStdout, r.id, []byte(".")) }) {
-					<-met
-					return false
-				}
-			}
+		go func() {
+			met <- c.b.barrier(c.closed)
+			close(done)
+		}()
+		stop := c.dots(r, done)
+		if !<-met {
+			ok = "barrier not met"
+		}
+		switch stop {
+		case stopAborted:
+			return c.end(r)
+		case stopBroken:
+			return false
 		}
 		header = nil
 	case "/big", "/closemid", "/rst":
@@ -524,6 +510,35 @@ func (c *beConn) respond(r *beReq) bool {
 		return false
 	}
 	return c.end(r)
+}
+
+// How dots stops.
+const (
+	stopDone    = iota // done closed
+	stopAborted        // r was aborted
+	stopBroken         // the connection failed
+)
+
+// dots writes a dot of r's body every half second, within any
+// read_timeout of the test, until done is closed or r or its connection
+// ends.
+func (c *beConn) dots(r *beReq, done <-chan struct{}) int {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return stopDone
+		case <-tick.C:
+			if !c.send(func(w *wire.Writer) { w.WriteStream(wire.TypeStdout, r.id, []byte(".")) }) {
+				return stopBroken
+			}
+		case <-r.aborted:
+			return stopAborted
+		case <-c.closed:
+			return stopBroken
+		}
+	}
 }
 
 // end ends r with FCGI_END_REQUEST; it reports whether the connection goes
