@@ -121,6 +121,7 @@ func startCaddyIn(t *testing.T, dir, options, sites string, ports ...int) *caddy
 			}
 			select {
 			case err := <-exited:
+				exited <- err // for Cleanup, which waits for the exit
 				t.Fatalf("caddy exited (%v) before listening on %s:\n%s\n%s", err, addr, sites, c.logs)
 			default:
 			}

@@ -27,7 +27,9 @@ import (
 //	                                                        shared by reverse_proxy's retries
 //	fcgi.Client conn / slot     Do                          response read to its end (kept), or the
 //	                                                        response body closed, or the request's
-//	                                                        context ended (closed)
+//	                                                        context ended (closed; multiplexed, the
+//	                                                        request aborted and its ID freed once the
+//	                                                        backend ends it)
 //	known-length body (client)  streamed by Do              Caddy's server; a retry after any of it was
 //	                                                        read is refused before sending (502)
 //	response body               RoundTrip returns           Close by reverse_proxy, or the context's end
@@ -38,17 +40,45 @@ import (
 // Caddy against fakeBackend, and after each checks that all of them came
 // back: no file of temp_dir open in Caddy (the spool unlinks its files at
 // once, so the check is on /proc/PID/fd, "(deleted)" ones included), no
-// fcgikit goroutine left in Caddy, every connection the case abandoned
-// closed at the backend, and the max_conns pool free: twice max_conns
-// concurrent requests all succeed.
+// fcgikit goroutine left in Caddy but the read loops of open multiplexed
+// connections, every connection the case abandoned closed at the backend,
+// and every request slot free: as many requests as there are slots held at
+// the backend at once, twice over.
+//
+// It runs with each multiplex mode: off, on, and auto, where the backend
+// answers FCGI_GET_VALUES with FCGI_MPXS_CONNS=1 and FCGI_MAX_REQS=3.
+// Multiplexed, two other requests are mid-response beside the case's, so
+// that one of them always shares its connection: a request Caddy abandons
+// is ended with FCGI_ABORT_REQUEST, and its connection and the others on
+// it live on; a connection the backend breaks fails every request on it.
+// The slots are max_conns connections of 64 request IDs each (on) or of
+// the backend's FCGI_MAX_REQS (auto).
 func TestResourceEndings(t *testing.T) {
-	be := startFakeBackend(t)
+	// Every port of the runs at once, so that none is given twice.
+	ports := freePorts(t, 18)
+	for i, m := range []struct {
+		mode    string
+		perConn int // requests one connection carries at once
+	}{{"off", 1}, {"on", 64}, {"auto", 3}} {
+		t.Run("multiplex "+m.mode, func(t *testing.T) {
+			t.Parallel()
+			resourceEndings(t, m.mode, m.perConn, ports[6*i:6*i+6])
+		})
+	}
+}
+
+// resourceEndings runs the cases with the transport's multiplex mode, on
+// a backend whose connections carry perConn requests at once, on Caddy's
+// ports free[:5] and with nothing listening on free[5].
+func resourceEndings(t *testing.T, mode string, perConn int, free []int) {
+	be := startFakeBackend(t, perConn)
+	mpx := mode != "off"
 	dir := peer.TempDir(t)
 	spoolDir := filepath.Join(dir, "spool")
 	if err := os.Mkdir(spoolDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	refused := closedPort(t)
+	refused := fmt.Sprintf("127.0.0.1:%d", free[5])
 	slow := fullBacklogListener(t)
 	adminSock := filepath.Join(dir, "admin.sock")
 
@@ -61,8 +91,10 @@ func TestResourceEndings(t *testing.T) {
 			read_timeout 3s
 			dial_timeout 1s
 			capture_stderr
-		}`, maxConns, spoolDir)
-	ports := map[string]int{"plain": peer.FreePort(t), "retry": peer.FreePort(t), "rmatch": peer.FreePort(t), "handle": peer.FreePort(t), "limited": peer.FreePort(t)}
+			multiplex %s
+		}`, maxConns, spoolDir, mode)
+	slots := maxConns * perConn
+	ports := map[string]int{"plain": free[0], "retry": free[1], "rmatch": free[2], "handle": free[3], "limited": free[4]}
 	sites := fmt.Sprintf(`
 http://127.0.0.1:%d {
 	bind 127.0.0.1
@@ -132,14 +164,48 @@ http://127.0.0.1:%d {
 
 	chunk := bytes.Repeat([]byte("0123456789abcdef"), 512) // 8 KiB: past body_memory, into a file
 
+	// multiplexing waits until two requests to site share a connection:
+	// until its transport's probe has its answer, auto sends one request
+	// per connection.
+	tries := 0
+	multiplexing := func(t *testing.T, site string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			tries++
+			a := startBystander(t, be, h2c, url(site, "/part"), fmt.Sprintf("mpx-%s-%d-a", site, tries))
+			b := startBystander(t, be, h2c, url(site, "/part"), fmt.Sprintf("mpx-%s-%d-b", site, tries))
+			shared := be.conn(a.id) == be.conn(b.id)
+			a.finish(t, true)
+			b.finish(t, true)
+			if shared {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no two requests share a connection within 20s", site)
+			}
+		}
+	}
+	if mode == "auto" {
+		for site := range ports {
+			multiplexing(t, site)
+		}
+	}
+
 	cases := []struct {
 		name string
 		// run performs the request(s) of the case; id tags them for the
 		// backend (X-Case).
 		run func(t *testing.T, id string)
-		// abandons: the backend connection of request id must close;
-		// keeps: it must stay open, kept for the next request.
-		abandons, keeps bool
+		// site is the site the case's requests go to, "" for plain.
+		site string
+		// abandons: Caddy gives up on request id: without multiplexing
+		// its connection must close, multiplexed the backend must get
+		// FCGI_ABORT_REQUEST for it and the connection stay open. breaks:
+		// the backend ends the connection of request id, and with it every
+		// request on it. keeps: the connection must stay open, kept for the
+		// next request.
+		abandons, breaks, keeps bool
 	}{
 		{name: "ok chunked, spooled to file", keeps: true, run: func(t *testing.T, id string) {
 			code, body := do(t, "POST", url("plain", "/ok"), id, unsized{bytes.NewReader(chunk)})
@@ -183,7 +249,7 @@ http://127.0.0.1:%d {
 				t.Errorf("status %d, want 413", code)
 			}
 		}},
-		{name: "body over request_body max_size, spooled", run: func(t *testing.T, id string) {
+		{name: "body over request_body max_size, spooled", site: "limited", run: func(t *testing.T, id string) {
 			code, _ := do(t, "POST", url("limited", "/ok"), id, unsized{bytes.NewReader(bytes.Repeat(chunk, 4))})
 			if code != http.StatusRequestEntityTooLarge {
 				t.Errorf("status %d, want 413", code)
@@ -249,13 +315,13 @@ http://127.0.0.1:%d {
 				t.Errorf("status %d %q, want 200 noread", code, body)
 			}
 		}},
-		{name: "backend closes mid-response", abandons: true, run: func(t *testing.T, id string) {
+		{name: "backend closes mid-response", breaks: true, run: func(t *testing.T, id string) {
 			code, body := do(t, "GET", url("plain", "/closemid"), id, nil)
 			if code == 200 && len(body) >= 100000 {
 				t.Errorf("status %d, %d bytes: the whole body of a cut response", code, len(body))
 			}
 		}},
-		{name: "backend RST mid-response, spooled body", abandons: true, run: func(t *testing.T, id string) {
+		{name: "backend RST mid-response, spooled body", breaks: true, run: func(t *testing.T, id string) {
 			code, body := do(t, "POST", url("plain", "/rst"), id, unsized{bytes.NewReader(chunk)})
 			if code == 200 && len(body) >= 100000 {
 				t.Errorf("status %d, %d bytes: the whole body of a reset response", code, len(body))
@@ -273,7 +339,7 @@ http://127.0.0.1:%d {
 				t.Errorf("status %d %q", code, body)
 			}
 		}},
-		{name: "retries after refused and slow dials, spooled body", run: func(t *testing.T, id string) {
+		{name: "retries after refused and slow dials, spooled body", site: "retry", run: func(t *testing.T, id string) {
 			// Round robin over refused, slow, backend with two retries: each
 			// request ends at the backend, after zero, one or two failed
 			// dials, and over three requests every order is taken.
@@ -284,7 +350,7 @@ http://127.0.0.1:%d {
 				}
 			}
 		}},
-		{name: "retries after refused and slow dials, known length", run: func(t *testing.T, id string) {
+		{name: "retries after refused and slow dials, known length", site: "retry", run: func(t *testing.T, id string) {
 			// A failed dial sends nothing: the retry streams the body whole.
 			for i := range 3 {
 				code, body := do(t, "POST", url("retry", "/ok"), id+"-"+strconv.Itoa(i), bytes.NewReader(chunk))
@@ -293,7 +359,7 @@ http://127.0.0.1:%d {
 				}
 			}
 		}},
-		{name: "retry on a 503 response (lb_retry_match), spooled body", keeps: true, run: func(t *testing.T, id string) {
+		{name: "retry on a 503 response (lb_retry_match), spooled body", site: "rmatch", keeps: true, run: func(t *testing.T, id string) {
 			code, body := do(t, "POST", url("rmatch", "/503once"), id, unsized{bytes.NewReader(chunk)})
 			if want := fmt.Sprintf("stdin=%d cl=%d", len(chunk), len(chunk)); code != 200 || body != want {
 				t.Errorf("status %d %q, want 200 %q", code, body, want)
@@ -302,7 +368,7 @@ http://127.0.0.1:%d {
 				t.Errorf("backend saw %d attempts, want 2", n)
 			}
 		}},
-		{name: "retry on a 503 response (lb_retry_match), known length", run: func(t *testing.T, id string) {
+		{name: "retry on a 503 response (lb_retry_match), known length", site: "rmatch", run: func(t *testing.T, id string) {
 			// The first attempt read the body; there is none left to send
 			// again. The retry must fail, not pass a short body off as whole.
 			code, body := do(t, "POST", url("rmatch", "/503once"), id, bytes.NewReader(chunk))
@@ -313,7 +379,7 @@ http://127.0.0.1:%d {
 				t.Errorf("backend saw %d attempts, want 1: the retry must send nothing", n)
 			}
 		}},
-		{name: "handle_response: body never read", abandons: true, run: func(t *testing.T, id string) {
+		{name: "handle_response: body never read", site: "handle", abandons: true, run: func(t *testing.T, id string) {
 			code, body := do(t, "POST", url("handle", "/big"), id, unsized{bytes.NewReader(chunk)})
 			if code != 200 || body != "replaced" {
 				t.Errorf("status %d %q, want 200 replaced", code, body)
@@ -324,13 +390,49 @@ http://127.0.0.1:%d {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			id := "c" + strconv.Itoa(i)
+			site := tc.site
+			if site == "" {
+				site = "plain"
+			}
+			var others []*bystander
+			if mpx {
+				// Two, one after the other: the case's request takes the
+				// connection with the fewest requests, which is one of
+				// theirs whether they share one or have one each.
+				for j := range 2 {
+					others = append(others, startBystander(t, be, h2c, url(site, "/part"), id+"-other"+strconv.Itoa(j)))
+				}
+			}
 			tc.run(t, id)
-			if tc.abandons {
+			switch {
+			case tc.breaks:
+				be.waitClosed(t, id)
+			case tc.abandons && mpx:
+				be.waitAborted(t, id)
+				if !be.isOpen(id) {
+					t.Errorf("the connection of %s closed after its abort, want it open for the others", id)
+				}
+			case tc.abandons:
 				be.waitClosed(t, id)
 			}
-			checkResources(t, pid, spoolDir, admin)
-			pool(t, url("plain", "/ok"), 2*maxConns)
-			checkResources(t, pid, spoolDir, admin)
+			shared := false
+			for _, o := range others {
+				// A retry may take a connection of its own: one whose
+				// request was just abandoned takes none until the backend
+				// ends that request.
+				if be.sharedWith(id, o.id) {
+					shared = true
+				}
+				// A broken connection fails the requests on it; any other
+				// ending of the case leaves them alone.
+				o.finish(t, !(tc.breaks && be.conn(id) == be.conn(o.id)))
+			}
+			if mpx && be.attempts(id) > 0 && !shared {
+				t.Errorf("%s, on connections %v, shares none with another request (%s on %d, %s on %d)", id, be.conns(id), others[0].id, be.conn(others[0].id), others[1].id, be.conn(others[1].id))
+			}
+			checkResources(t, pid, spoolDir, admin, be, mpx)
+			pool(t, be, h2c, url("plain", "/barrier"), slots)
+			checkResources(t, pid, spoolDir, admin, be, mpx)
 			if tc.keeps && !be.isOpen(id) {
 				t.Errorf("the connection of %s is closed, want it kept", id)
 			}
@@ -383,7 +485,7 @@ http://127.0.0.1:%d {
 			reloaded <- r
 		case <-time.After(time.Second):
 		}
-		close(be.hold)
+		be.release("held")
 		if got, want := <-held, fmt.Sprintf("200 stdin=%d cl=%d", len(chunk), len(chunk)); got != want {
 			t.Errorf("request across the reload: %q, want %q", got, want)
 		}
@@ -408,8 +510,11 @@ http://127.0.0.1:%d {
 			resp.Body.Close()
 			return ""
 		})
-		pool(t, url("plain", "/ok"), 2*maxConns)
-		checkResources(t, pid, spoolDir, admin)
+		if mode == "auto" {
+			multiplexing(t, "plain")
+		}
+		pool(t, be, h2c, url("plain", "/barrier"), slots)
+		checkResources(t, pid, spoolDir, admin, be, mpx)
 	})
 }
 
@@ -433,29 +538,106 @@ func do(t *testing.T, method, url, id string, body io.Reader) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// pool sends n GETs of url at once and fails unless every one succeeds.
-func pool(t *testing.T, url string, n int) {
+// pool sends 2 × slots GETs of url, a /barrier of be, at once with hc:
+// they pass the barrier slots at a time, so that every one succeeds only
+// if the transport can hold slots requests at the backend together. hc
+// speaks HTTP/2: a request that waits at the barrier may outlast Caddy's
+// read_body timeout, which ends an HTTP/1 request, body or not.
+func pool(t *testing.T, be *fakeBackend, hc *http.Client, url string, slots int) {
 	t.Helper()
+	be.setBarrier(slots)
+	n := 2 * slots
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
 		wg.Go(func() {
-			code, body := do(t, "GET", url, "pool-"+strconv.Itoa(i), nil)
-			if code != 200 || body != "stdin=0 cl=" {
-				errs <- fmt.Errorf("request %d: %d %q", i, code, body)
+			req, err := http.NewRequest("GET", url, nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			req.Header.Set("X-Case", "pool-"+strconv.Itoa(i))
+			resp, err := hc.Do(req)
+			if err != nil {
+				errs <- fmt.Errorf("request %d: %v", i, err)
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			// Dots come while it waits at the barrier.
+			if body := strings.TrimLeft(string(b), "."); resp.StatusCode != 200 || body != "stdin=0 cl=" {
+				errs <- fmt.Errorf("request %d: %d %q", i, resp.StatusCode, b)
 			}
 		})
 	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Errorf("after the case, %d concurrent requests: %v", n, err)
+		t.Errorf("after the case, %d concurrent requests, %d at the backend at once: %v", n, slots, err)
+	}
+}
+
+// A bystander is a request in flight beside a case's, its answer begun
+// and held by the backend until finish.
+type bystander struct {
+	be   *fakeBackend
+	id   string
+	done chan string // its status and body
+}
+
+// startBystander sends a GET of url, a /part of be, tagged id, with hc,
+// and returns once its response header has arrived. hc speaks HTTP/2:
+// Caddy's read_body timeout ends an HTTP/1 request that outlasts it, body
+// or not, and a bystander outlasts the cases that wait for timeouts.
+func startBystander(t *testing.T, be *fakeBackend, hc *http.Client, url, id string) *bystander {
+	t.Helper()
+	o := &bystander{be: be, id: id, done: make(chan string, 1)}
+	header := make(chan struct{})
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Case", id)
+	// Owned by the case, which waits for done in finish.
+	go func() {
+		resp, err := hc.Do(req)
+		close(header)
+		if err != nil {
+			o.done <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		o.done <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	select {
+	case <-header:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no response header for %s within 30s", id)
+	}
+	return o
+}
+
+// finish lets the backend end the bystander's answer and checks it came
+// whole if whole, or cut short if not.
+func (o *bystander) finish(t *testing.T, whole bool) {
+	t.Helper()
+	o.be.release(o.id)
+	got := <-o.done
+	// Dots come between the two halves while it is held.
+	ok := strings.HasPrefix(got, "203 begin-") && strings.HasSuffix(got, "end") && strings.Trim(got[len("203 begin-"):len(got)-len("end")], ".") == ""
+	if whole && !ok {
+		t.Errorf("%s, on connection %d: %q, want 203 begin-...end", o.id, o.be.conn(o.id), got)
+	}
+	if !whole && ok {
+		t.Errorf("%s, on the broken connection %d: %q, want it cut short", o.id, o.be.conn(o.id), got)
 	}
 }
 
 // checkResources waits until Caddy holds no file of spoolDir and runs no
-// fcgikit goroutine.
-func checkResources(t *testing.T, pid int, spoolDir string, admin *http.Client) {
+// fcgikit goroutine but, multiplexed, the read loop of each connection
+// open at be.
+func checkResources(t *testing.T, pid int, spoolDir string, admin *http.Client, be *fakeBackend, mpx bool) {
 	t.Helper()
 	waitFor(t, "spool files closed", func() string {
 		if fds := spoolFDs(pid, spoolDir); len(fds) > 0 {
@@ -464,7 +646,21 @@ func checkResources(t *testing.T, pid int, spoolDir string, admin *http.Client) 
 		return ""
 	})
 	waitFor(t, "fcgikit goroutines ended", func() string {
-		return fcgiGoroutines(t, admin)
+		var left []string
+		loops := 0
+		for _, g := range strings.Split(fcgiGoroutines(t, admin), "\n\n") {
+			switch {
+			case g == "":
+			case mpx && strings.Contains(g, "\ngithub.com/fcgikit/fcgi.(*clientConn).readLoop("):
+				loops++
+			default:
+				left = append(left, g)
+			}
+		}
+		if open := be.open(); mpx && loops != open {
+			left = append(left, fmt.Sprintf("%d read loops for %d connections open at the backend", loops, open))
+		}
+		return strings.Join(left, "\n\n")
 	})
 }
 
@@ -570,10 +766,21 @@ func reset(nc net.Conn) {
 	nc.Close()
 }
 
-// closedPort returns an address on which nothing listens: a dial to it is
-// refused.
-func closedPort(t *testing.T) string {
-	return fmt.Sprintf("127.0.0.1:%d", peer.FreePort(t))
+// freePorts returns n distinct TCP ports on 127.0.0.1 that were free a
+// moment ago: each stays bound until all are found, so that the system
+// gives none twice.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
 }
 
 // fullBacklogListener returns the address of a socket that listens with a
