@@ -309,7 +309,7 @@ type runningSnippet struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed once it has exited; err is then set
 	err  error
-	out  lockedBuffer
+	out  logBuffer
 }
 
 // startSnippet starts a server snippet; it is killed when the test ends.

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -55,24 +54,6 @@ func docRoot(t *testing.T) string {
 		os.WriteFile(p, []byte(content), 0o644)
 	}
 	return root
-}
-
-// logBuffer is a slog destination safe for concurrent use.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func newGateway(t *testing.T, addr, root string) (*fcgi.Gateway, *logBuffer) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -146,8 +147,14 @@ func TestWriteTimeoutFreesHandler(t *testing.T) {
 	}
 }
 
+// An idle kept connection is closed at IdleTimeout as the timeout it is: it
+// is counted in Timeouts, not in ProtocolErrors, and logged below Warn (a
+// web server keeping connections longer than the server would otherwise
+// write a warning for each).
 func TestIdleTimeoutClosesKeptConn(t *testing.T) {
-	srv := &fcgi.Server{IdleTimeout: 200 * time.Millisecond}
+	var log logBuffer
+	srv := &fcgi.Server{IdleTimeout: 200 * time.Millisecond,
+		ErrorLog: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	addr := startServer(t, "tcp", srv, http.HandlerFunc(hello))
 	c := dial(t, "tcp", addr)
 	c.Get(1, true, "/")
@@ -158,6 +165,15 @@ func TestIdleTimeoutClosesKeptConn(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("closed after %v", d)
+	}
+	if !eventually(func() bool { return srv.Stats().Conns == 0 }) {
+		t.Fatal("connection still counted open")
+	}
+	if st := srv.Stats(); st.Timeouts != 1 || st.ProtocolErrors != 0 {
+		t.Fatalf("stats %+v, want 1 timeout and no protocol error", st)
+	}
+	if log.String() != "" {
+		t.Fatalf("idle close logged at Warn or above:\n%s", log.String())
 	}
 }
 

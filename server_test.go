@@ -403,7 +403,7 @@ func TestHandlerReturnCancelsContext(t *testing.T) {
 }
 
 func TestPanicGives500(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &logBuffer{}
 	srv := &fcgi.Server{ErrorLog: slog.New(slog.NewTextHandler(logs, nil))}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) {
@@ -464,23 +464,6 @@ func TestPanicAfterFlushClosesConn(t *testing.T) {
 	if _, body := parseCGI(t, c2.ReadResponse(1).Stdout); body != "hello, /ok" {
 		t.Fatalf("other connection: %q", body)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func TestFlushSendsHeaderFirst(t *testing.T) {

@@ -120,8 +120,14 @@ func (c *conn) serve(ctx context.Context) {
 				continue
 			case timeout && draining && c.nextStage():
 				continue
-			case timeout && !draining && c.expire():
-				continue
+			case timeout && !draining:
+				if c.expire() {
+					continue
+				}
+				// IdleTimeout: the web server kept the connection and sent
+				// nothing more, which is no fault of its own.
+				c.srv.logger().Debug("fcgi: idle connection closed", "remote", c.remoteAddr())
+				return
 			}
 			if !draining && !isClosedConnError(err) {
 				c.srv.stats.protocolErrors.Add(1)
