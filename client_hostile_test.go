@@ -101,15 +101,7 @@ func TestClientHostileStrayRecords(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var hostile sync.Once
-			app := startFake(t, "unix", func(a *fakeApp) {
-				a.Handler = func(r *fakeReq) {
-					if r.Params["REQUEST_URI"] == "/hostile" {
-						hostile.Do(func() { tc.write(r) })
-						return
-					}
-					r.Write("Content-Type: text/plain\r\n\r\nhello")
-				}
-			})
+			app := startHostileApp(t, func(r *fakeReq) { hostile.Do(func() { tc.write(r) }) })
 			c := newClient(app.Addr)
 			c.MaxConnsPerBackend = 1
 			defer c.Close()
@@ -179,39 +171,25 @@ func TestClientHostileTrickle(t *testing.T) {
 			trickle(r, wire.TypeStdout, bytes.Repeat([]byte("y"), 200))
 		}, "read response"},
 	} {
-		for _, mpx := range []fcgi.MultiplexMode{fcgi.MultiplexOff, fcgi.MultiplexOn} {
-			name := tc.name
-			if mpx == fcgi.MultiplexOn {
-				name += "/mpx"
+		forEachMultiplex(t, tc.name, func(t *testing.T, mpx fcgi.MultiplexMode) {
+			app := startHostileApp(t, tc.run)
+			c := newClient(app.Addr)
+			c.Multiplex = mpx
+			c.ResponseHeaderTimeout = 500 * time.Millisecond
+			c.ReadTimeout = 500 * time.Millisecond
+			c.MaxConnsPerBackend = 1
+			defer c.Close()
+			resp, err := c.Do(context.Background(), get("/hostile"))
+			if err == nil {
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
 			}
-			t.Run(name, func(t *testing.T) {
-				app := startFake(t, "unix", func(a *fakeApp) {
-					a.Handler = func(r *fakeReq) {
-						if r.Params["REQUEST_URI"] == "/hostile" {
-							tc.run(r)
-							return
-						}
-						r.Write("Content-Type: text/plain\r\n\r\nhello")
-					}
-				})
-				c := newClient(app.Addr)
-				c.Multiplex = mpx
-				c.ResponseHeaderTimeout = 500 * time.Millisecond
-				c.ReadTimeout = 500 * time.Millisecond
-				c.MaxConnsPerBackend = 1
-				defer c.Close()
-				resp, err := c.Do(context.Background(), get("/hostile"))
-				if err == nil {
-					_, err = io.ReadAll(resp.Body)
-					resp.Body.Close()
-				}
-				var te *fcgi.TimeoutError
-				if !errors.As(err, &te) || te.Op != tc.op {
-					t.Fatalf("error %v, want a %s timeout", err, tc.op)
-				}
-				expectServed(t, c)
-			})
-		}
+			var te *fcgi.TimeoutError
+			if !errors.As(err, &te) || te.Op != tc.op {
+				t.Fatalf("error %v, want a %s timeout", err, tc.op)
+			}
+			expectServed(t, c)
+		})
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/internal/wire"
 )
 
@@ -400,4 +401,31 @@ func (a *fakeApp) IDs() map[uint16]int {
 		m[k] = v
 	}
 	return m
+}
+
+// startHostileApp starts a fake application that answers /hostile with
+// hostile and every other path with a plain "hello", the request a client
+// must still be able to serve after the hostile one.
+func startHostileApp(t *testing.T, hostile func(r *fakeReq)) *fakeApp {
+	return startFake(t, "unix", func(a *fakeApp) {
+		a.Handler = func(r *fakeReq) {
+			if r.Params["REQUEST_URI"] == "/hostile" {
+				hostile(r)
+				return
+			}
+			r.Write("Content-Type: text/plain\r\n\r\nhello")
+		}
+	})
+}
+
+// forEachMultiplex runs f as a subtest named name with multiplexing off,
+// and as name+"/mpx" with it on.
+func forEachMultiplex(t *testing.T, name string, f func(t *testing.T, mpx fcgi.MultiplexMode)) {
+	for _, mpx := range []fcgi.MultiplexMode{fcgi.MultiplexOff, fcgi.MultiplexOn} {
+		n := name
+		if mpx == fcgi.MultiplexOn {
+			n += "/mpx"
+		}
+		t.Run(n, func(t *testing.T) { f(t, mpx) })
+	}
 }

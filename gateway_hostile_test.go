@@ -465,66 +465,52 @@ func TestGatewayHostileBackends(t *testing.T) {
 			hang(r)
 		}, 0, ""},
 	} {
-		for _, mpx := range []fcgi.MultiplexMode{fcgi.MultiplexOff, fcgi.MultiplexOn} {
-			name := tc.name
-			if mpx == fcgi.MultiplexOn {
-				name += "/mpx"
+		forEachMultiplex(t, tc.name, func(t *testing.T, mpx fcgi.MultiplexMode) {
+			app := startHostileApp(t, tc.run)
+			g, _ := newGateway(t, app.Addr, docRoot(t))
+			g.Client.MaxConnsPerBackend = 1
+			g.Client.Multiplex = mpx
+			g.Client.ReadTimeout = 2 * time.Second
+			g.ErrorLog = quietLog
+			srv := httptest.NewServer(g)
+			defer srv.Close()
+			hc := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			defer hc.CloseIdleConnections()
+			resp, err := hc.Get(srv.URL + "/hostile")
+			var body []byte
+			if err == nil {
+				body, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
 			}
-			t.Run(name, func(t *testing.T) {
-				app := startFake(t, "unix", func(a *fakeApp) {
-					a.Handler = func(r *fakeReq) {
-						if r.Params["REQUEST_URI"] == "/hostile" {
-							tc.run(r)
-							return
-						}
-						r.Write("Content-Type: text/plain\r\n\r\nhello")
-					}
-				})
-				g, _ := newGateway(t, app.Addr, docRoot(t))
-				g.Client.MaxConnsPerBackend = 1
-				g.Client.Multiplex = mpx
-				g.Client.ReadTimeout = 2 * time.Second
-				g.ErrorLog = quietLog
-				srv := httptest.NewServer(g)
-				defer srv.Close()
-				hc := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-				defer hc.CloseIdleConnections()
-				resp, err := hc.Get(srv.URL + "/hostile")
-				var body []byte
+			if tc.code == 0 {
+				// Cut short once begun: an error, at once or mid-body.
 				if err == nil {
-					body, err = io.ReadAll(resp.Body)
-					resp.Body.Close()
+					t.Fatalf("%d %q, want a response cut short", resp.StatusCode, body)
 				}
-				if tc.code == 0 {
-					// Cut short once begun: an error, at once or mid-body.
-					if err == nil {
-						t.Fatalf("%d %q, want a response cut short", resp.StatusCode, body)
-					}
-				} else if err != nil {
+			} else if err != nil {
+				t.Fatal(err)
+			} else if resp.StatusCode != tc.code || (tc.body != "" || tc.code < 300) && string(body) != tc.body && tc.code != 502 {
+				t.Fatalf("%d %q, want %d %q", resp.StatusCode, body, tc.code, tc.body)
+			}
+			if !eventuallyFor(5*time.Second, func() bool {
+				open, idle := fcgi.PoolCounts(g.Client)
+				return g.Stats().InFlight == 0 && open == idle
+			}) {
+				open, idle := fcgi.PoolCounts(g.Client)
+				t.Fatalf("in flight %d, %d open %d idle", g.Stats().InFlight, open, idle)
+			}
+			for range 2 {
+				resp, err = hc.Get(srv.URL + "/next")
+				if err != nil {
 					t.Fatal(err)
-				} else if resp.StatusCode != tc.code || (tc.body != "" || tc.code < 300) && string(body) != tc.body && tc.code != 502 {
-					t.Fatalf("%d %q, want %d %q", resp.StatusCode, body, tc.code, tc.body)
 				}
-				if !eventuallyFor(5*time.Second, func() bool {
-					open, idle := fcgi.PoolCounts(g.Client)
-					return g.Stats().InFlight == 0 && open == idle
-				}) {
-					open, idle := fcgi.PoolCounts(g.Client)
-					t.Fatalf("in flight %d, %d open %d idle", g.Stats().InFlight, open, idle)
+				body, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(body) != "hello" {
+					t.Fatalf("next: %d %q", resp.StatusCode, body)
 				}
-				for range 2 {
-					resp, err = hc.Get(srv.URL + "/next")
-					if err != nil {
-						t.Fatal(err)
-					}
-					body, _ = io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 || string(body) != "hello" {
-						t.Fatalf("next: %d %q", resp.StatusCode, body)
-					}
-				}
-			})
-		}
+			}
+		})
 	}
 }
 
