@@ -271,10 +271,7 @@ func TestClientOverloadedRetryAtConnLimit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			app := startFake(t, "unix", func(a *fakeApp) {
 				a.Handler = func(r *fakeReq) {
-					r.conn.mu.Lock()
-					second := r.conn.served == 2
-					r.conn.mu.Unlock()
-					if second {
+					if r.NthOnConn() == 2 {
 						r.End(0, tc.status)
 						return
 					}

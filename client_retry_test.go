@@ -82,10 +82,7 @@ func TestClientOverloadedOnKeptConnRetried(t *testing.T) {
 	checkLeaks(t)
 	app := startFake(t, "unix", func(a *fakeApp) {
 		a.Handler = func(r *fakeReq) {
-			r.conn.mu.Lock()
-			second := r.conn.served == 2
-			r.conn.mu.Unlock()
-			if second {
+			if r.NthOnConn() == 2 {
 				r.End(0, wire.StatusOverloaded)
 				return
 			}

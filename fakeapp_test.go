@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/fcgikit/fcgi"
 	"github.com/fcgikit/fcgi/internal/wire"
@@ -361,6 +362,36 @@ func (r *fakeReq) write(t wire.Type, p []byte) {
 	defer c.wmu.Unlock()
 	c.wr.WriteStream(t, r.ID, p)
 	c.wr.Flush()
+}
+
+// Dribble sends p on STDOUT every 10 ms until the request is aborted, a
+// write fails or 20 s pass: an application whose body never ends.
+func (r *fakeReq) Dribble(p []byte) {
+	c := r.conn
+	for range 2000 {
+		select {
+		case <-r.Aborted:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		c.wmu.Lock()
+		err := c.wr.WriteStream(wire.TypeStdout, r.ID, p)
+		if err == nil {
+			err = c.wr.Flush()
+		}
+		c.wmu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// NthOnConn returns how many requests r's connection has begun, r
+// included.
+func (r *fakeReq) NthOnConn() int {
+	r.conn.mu.Lock()
+	defer r.conn.mu.Unlock()
+	return r.conn.served
 }
 
 // End sends the empty STDOUT and END_REQUEST, once.

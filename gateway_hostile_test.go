@@ -76,23 +76,7 @@ func TestGatewayHeadFreesBackend(t *testing.T) {
 			}
 			defer func() { ended <- struct{}{} }()
 			r.Write("Content-Type: text/event-stream\r\n\r\n")
-			chunk := strings.Repeat("data: x\n\n", 1000)
-			for range 2000 { // 20 s at most
-				select {
-				case <-r.Aborted:
-					return
-				case <-time.After(10 * time.Millisecond):
-				}
-				r.conn.wmu.Lock()
-				err := r.conn.wr.WriteStream(wire.TypeStdout, r.ID, []byte(chunk))
-				if err == nil {
-					err = r.conn.wr.Flush()
-				}
-				r.conn.wmu.Unlock()
-				if err != nil {
-					return
-				}
-			}
+			r.Dribble([]byte(strings.Repeat("data: x\n\n", 1000)))
 		}
 	})
 	for _, mpx := range []fcgi.MultiplexMode{fcgi.MultiplexOff, fcgi.MultiplexOn} {
@@ -324,22 +308,7 @@ func TestGatewaySendfileDropsSlowBody(t *testing.T) {
 		a.Handler = func(r *fakeReq) {
 			defer func() { ended <- struct{}{} }()
 			r.Write("X-Accel-Redirect: /protected/f.txt\r\n\r\nunwanted")
-			for range 2000 { // 20 s at most
-				select {
-				case <-r.Aborted:
-					return
-				case <-time.After(10 * time.Millisecond):
-				}
-				r.conn.wmu.Lock()
-				err := r.conn.wr.WriteStream(wire.TypeStdout, r.ID, []byte("x"))
-				if err == nil {
-					err = r.conn.wr.Flush()
-				}
-				r.conn.wmu.Unlock()
-				if err != nil {
-					return
-				}
-			}
+			r.Dribble([]byte("x"))
 		}
 	})
 	for _, mpx := range []fcgi.MultiplexMode{fcgi.MultiplexOff, fcgi.MultiplexOn} {
