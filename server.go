@@ -89,15 +89,16 @@ type Server struct {
 
 	// MaxBufferedBytes bounds the request input the server holds over all
 	// connections: the PARAMS of every request in flight (counted as
-	// MaxParamsBytes counts them) and the bodies and FCGI_DATA that their
-	// handlers have not read yet. Without it a web server that multiplexes
-	// could make the server hold MaxRequests times MaxParamsBytes and
-	// MaxBodyBuffer. Beyond it, a request whose PARAMS would not fit is
-	// refused with FCGI_OVERLOADED, as beyond MaxRequests, and each body
-	// buffer holds 64 KiB at most instead of MaxBodyBuffer: its connection
-	// then waits for that request's handler alone, as when its buffer is full,
-	// never for other requests to give room back. Stats.Buffered is what it
-	// holds now. Zero means 64 MiB; negative, no limit.
+	// MaxParamsBytes counts them) and the buffers of the bodies and
+	// FCGI_DATA that their handlers have not read yet. Without it a web
+	// server that multiplexes could make the server hold MaxRequests times
+	// MaxParamsBytes and MaxBodyBuffer. Beyond it, a request whose PARAMS
+	// would not fit is refused with FCGI_OVERLOADED, as beyond MaxRequests,
+	// and each body buffer holds 64 KiB at most instead of MaxBodyBuffer:
+	// its connection then waits for that request's handler alone, as when
+	// its buffer is full, never for other requests to give room back.
+	// Stats.Buffered is what it holds now. Zero means 64 MiB; negative, no
+	// limit.
 	MaxBufferedBytes int
 
 	// MaxRequestBodyBytes limits the size of a request body. A request whose

@@ -345,7 +345,7 @@ var commonHeaders = func() map[string]string {
 // STDIN content into it, to the handler, which reads. It buffers up to a
 // limit so the serve goroutine does not wait for the handler; past the limit
 // it does (see Server.MaxBodyBuffer). What it holds counts in its server's
-// MaxBufferedBytes.
+// MaxBufferedBytes, by the capacity of its buffer.
 type bodyPipe struct {
 	srv    *Server
 	mu     sync.Mutex
@@ -424,8 +424,13 @@ func (p *bodyPipe) write(b []byte) bool {
 		n := copy(p.buf, p.buf[p.off:])
 		p.buf, p.off = p.buf[:n], 0
 	}
+	// The budget counts the buffer's capacity, which is what it costs, and
+	// only changes when the buffer grows: reads cost no atomic operation.
+	was := cap(p.buf)
 	p.buf = append(p.buf, b...)
-	p.srv.buffered.Add(int64(len(b)))
+	if grown := cap(p.buf) - was; grown != 0 {
+		p.srv.buffered.Add(int64(grown))
+	}
 	if p.remain >= 0 {
 		p.remain -= int64(len(b))
 	}
@@ -483,7 +488,7 @@ func (p *bodyPipe) closeRead() {
 		p.timer.Stop()
 		p.timer = nil
 	}
-	p.srv.buffered.Add(-int64(len(p.buf) - p.off))
+	p.srv.buffered.Add(-int64(cap(p.buf)))
 	p.buf, p.off = nil, 0
 	p.cond.Broadcast()
 	p.mu.Unlock()
@@ -504,9 +509,14 @@ func (p *bodyPipe) Read(b []byte) (int, error) {
 		case p.off < len(p.buf):
 			n := copy(b, p.buf[p.off:])
 			p.off += n
-			p.srv.buffered.Add(-int64(n))
 			if p.off == len(p.buf) {
 				p.buf, p.off = p.buf[:0], 0
+				if cap(p.buf) > bodyFloor {
+					// A buffer grown past the floor by a handler that
+					// read late goes back to the budget once empty.
+					p.srv.buffered.Add(-int64(cap(p.buf)))
+					p.buf = nil
+				}
 			}
 			p.cond.Broadcast()
 			return n, nil
