@@ -468,13 +468,17 @@ func (p *bodyPipe) closeWrite() {
 	p.mu.Unlock()
 }
 
-// closeWithError fails reads with err at once: the request was aborted or its
-// connection closed.
+// closeWithError fails reads with err at once: the request was aborted, its
+// connection closed or its input is late. Nothing can read the buffer any
+// more, so it goes back to the budget now rather than when the handler
+// returns.
 func (p *bodyPipe) closeWithError(err error) {
 	p.mu.Lock()
 	if p.err == nil {
 		p.err = err
 	}
+	p.srv.buffered.Add(-int64(cap(p.buf)))
+	p.buf, p.off = nil, 0
 	p.cond.Broadcast()
 	p.mu.Unlock()
 }
