@@ -73,12 +73,14 @@
 //     otherwise. net/http/fcgi lets the panic end the process.
 //   - The connection's reader never waits for a handler: a handler that is
 //     slow to read its body does not stall other requests on the connection
-//     until its body buffer (Server.MaxBodyBuffer) is full.
+//     until its body buffer (Server.MaxBodyBuffer, or 64 KiB once the
+//     server holds Server.MaxBufferedBytes of input) is full.
 //   - GET_VALUES is answered in one record with the names asked for,
 //     FCGI_MAX_CONNS and FCGI_MAX_REQS included; unknown management records
 //     get UNKNOWN_TYPE; a BEGIN_REQUEST with ID 0 is refused.
 //   - Limits: PARAMS size, requests per connection and in all, connections,
-//     and read, write and idle timeouts, all with defaults (see Server).
+//     the input buffered over all requests, and read, write and idle
+//     timeouts, all with defaults (see Server).
 //   - r.RequestURI is set, r.URL is in origin form as net/http's server
 //     gives it, and r.RemoteAddr carries REMOTE_PORT when the web server
 //     sends it (and only REMOTE_ADDR when it does not, never a made-up

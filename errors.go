@@ -51,6 +51,11 @@ var (
 	// stream passed Server.MaxParamsBytes. The web server is sent status 431.
 	errParamsTooLarge = errors.New("fcgi: request params too large")
 
+	// errOverBudget is the cause of a request refused because its PARAMS
+	// would take the input the server holds past Server.MaxBufferedBytes.
+	// The web server is sent FCGI_OVERLOADED.
+	errOverBudget = errors.New("fcgi: MaxBufferedBytes reached")
+
 	// errDuplicateRequest ends a connection whose web server sent a
 	// BEGIN_REQUEST for a request ID that is still active (§3.3: an ID is
 	// active from BEGIN_REQUEST until END_REQUEST).

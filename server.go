@@ -84,8 +84,22 @@ type Server struct {
 	// requests: FastCGI has no flow control. Meanwhile no abort or close of
 	// the web server's is seen, so the wait ends at the request's
 	// ReadTimeout too, and its body then fails with ErrReadTimeout. Zero
-	// means 1 MiB; negative, no limit.
+	// means 1 MiB; negative, no limit. Beyond MaxBufferedBytes it is 64 KiB.
 	MaxBodyBuffer int
+
+	// MaxBufferedBytes bounds the request input the server holds over all
+	// connections: the PARAMS of every request in flight (counted as
+	// MaxParamsBytes counts them) and the buffers of the bodies and
+	// FCGI_DATA that their handlers have not read yet. Without it a web
+	// server that multiplexes could make the server hold MaxRequests times
+	// MaxParamsBytes and MaxBodyBuffer. Beyond it, a request whose PARAMS
+	// would not fit is refused with FCGI_OVERLOADED, as beyond MaxRequests,
+	// and each body buffer holds 64 KiB at most instead of MaxBodyBuffer:
+	// its connection then waits for that request's handler alone, as when
+	// its buffer is full, never for other requests to give room back.
+	// Stats.Buffered is what it holds now. Zero means 64 MiB; negative, no
+	// limit.
+	MaxBufferedBytes int
 
 	// MaxRequestBodyBytes limits the size of a request body. A request whose
 	// CONTENT_LENGTH is larger is answered with status 413 without calling
@@ -163,6 +177,7 @@ type Server struct {
 	closing    chan struct{} // closed by Shutdown and Close
 	connsDone  chan struct{} // closed when conns is empty during shutdown
 	requests   atomic.Int64  // in flight, over all connections
+	buffered   atomic.Int64  // bytes of request input held (MaxBufferedBytes)
 	// connSlots bounds the connections served at once over every listener
 	// (MaxConns): with the semaphore full, each Serve holds the one
 	// connection it has just accepted and accepts no more, leaving the
@@ -185,10 +200,11 @@ type Stats struct {
 	InFlight       int64 // requests in flight now
 	Requests       int64 // requests begun, refused ones included
 	Aborted        int64 // requests aborted by ABORT_REQUEST or a closed connection
-	Overloaded     int64 // requests refused by MaxRequests or MaxRequestsPerConn
+	Overloaded     int64 // requests refused by MaxRequests, MaxRequestsPerConn or MaxBufferedBytes
 	Panics         int64 // handlers that panicked
 	ProtocolErrors int64 // connections closed because the web server broke the protocol
 	Timeouts       int64 // read, write and idle timeouts
+	Buffered       int64 // bytes of request input held now, as MaxBufferedBytes counts them
 }
 
 type serverStats struct {
@@ -212,6 +228,7 @@ func (s *Server) Stats() Stats {
 		Panics:         st.panics.Load(),
 		ProtocolErrors: st.protocolErrors.Load(),
 		Timeouts:       st.timeouts.Load(),
+		Buffered:       s.buffered.Load(),
 	}
 }
 

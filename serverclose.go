@@ -66,6 +66,7 @@ func (c *conn) dropUnstarted() {
 	for id, req := range c.reqs {
 		if !req.started {
 			delete(c.reqs, id)
+			c.releaseParams(req)
 			n++
 		}
 	}

@@ -376,8 +376,13 @@ func (c *conn) params(req *request, content []byte) {
 	}
 	if len(content) == 0 {
 		req.paramsDone = true
-		if err := req.parseParams(c.srv.maxParamsBytes()); err != nil {
+		headers, err := req.parseParams(c.srv.maxParamsBytes())
+		if err != nil {
 			c.refuse(req, err)
+			return
+		}
+		if !c.holdParams(req, headers*headerCost) {
+			c.overload(req)
 			return
 		}
 		// Without CONTENT_LENGTH only STDIN tells whether a body comes; web
@@ -390,6 +395,10 @@ func (c *conn) params(req *request, content []byte) {
 	if len(req.params)+len(req.env)+len(content) > c.srv.maxParamsBytes() {
 		req.paramsDone = true
 		c.refuse(req, errParamsTooLarge)
+		return
+	}
+	if !c.holdParams(req, len(content)) {
+		c.overload(req)
 		return
 	}
 	// Web servers send all PARAMS in one record: keep it as the string it
@@ -437,7 +446,7 @@ func (c *conn) stdin(req *request, content []byte) {
 // the handler returns and the request is answered.
 func (c *conn) start(req *request) {
 	req.started = true
-	hr, err := req.httpRequest(c.srv.maxBodyBuffer(), c.srv.MaxRequestBodyBytes)
+	hr, err := req.httpRequest(c.srv, c.srv.maxBodyBuffer(), c.srv.MaxRequestBodyBytes)
 	if err != nil {
 		c.refuse(req, err)
 		return
@@ -508,6 +517,7 @@ func (c *conn) endRequestBy(reader bool, req *request, hdr, out []byte, appStatu
 	c.mu.Lock()
 	delete(c.reqs, req.id)
 	c.srv.requests.Add(-1)
+	c.releaseParams(req)
 	idle := len(c.reqs) == 0
 	if idle {
 		c.lastReq = req // for startDrain, should the connection close now
@@ -565,6 +575,7 @@ func (c *conn) abandonRequest(req *request, appStatus uint32) {
 	c.mu.Lock()
 	delete(c.reqs, req.id)
 	c.srv.requests.Add(-1)
+	c.releaseParams(req)
 	idle := len(c.reqs) == 0
 	if !req.keepConn {
 		c.closing = true // once the others are done
@@ -591,6 +602,9 @@ func (c *conn) abandonRequest(req *request, appStatus uint32) {
 func (c *conn) released(req *request, idle, closing bool) {
 	if req.body != nil {
 		req.body.closeRead()
+	}
+	if req.filter != nil {
+		req.filter.pipe.closeRead()
 	}
 	if !idle {
 		return

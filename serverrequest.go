@@ -38,7 +38,10 @@ type request struct {
 	earlyHints bool
 	paramsDone bool
 	started    bool
-	body       *bodyPipe // nil when the request has no body
+	// held is what the request's PARAMS count in Server.MaxBufferedBytes,
+	// given back when it leaves its connection's table (releaseParams).
+	held int64
+	body *bodyPipe // nil when the request has no body
 
 	// resp is the request's ResponseWriter, kept here to save an allocation;
 	// it belongs to the handler's goroutine.
@@ -65,8 +68,8 @@ const headerCost = 112
 // parseParams checks the PARAMS stream and keeps it as one string, so the
 // variables and headers made from it are substrings that cost nothing. A
 // stream whose headers would cost more than maxBytes to hold gives
-// errParamsTooLarge.
-func (req *request) parseParams(maxBytes int) error {
+// errParamsTooLarge. It returns the number of headers.
+func (req *request) parseParams(maxBytes int) (int, error) {
 	if req.params != nil {
 		req.env = string(req.params)
 		req.params = nil
@@ -92,17 +95,17 @@ func (req *request) parseParams(maxBytes int) error {
 		return true
 	})
 	if perr != nil {
-		return perr
+		return 0, perr
 	}
 	if headers > (maxBytes-len(req.env))/headerCost {
-		return errParamsTooLarge
+		return 0, errParamsTooLarge
 	}
 	if req.role == RoleAuthorizer {
 		// An Authorizer gets no body (§6.3), whatever CONTENT_LENGTH the web
 		// server passed on from the client's request.
 		req.contentLength = 0
 	}
-	return err
+	return headers, err
 }
 
 // envKey is the context key under which a request is kept for ProcessEnv,
@@ -111,7 +114,7 @@ type envKey struct{}
 
 // httpRequest builds the *http.Request a handler sees from the CGI variables,
 // the way net/http's server would have built it from the client's request.
-func (req *request) httpRequest(maxBodyBuffer int, maxBody int64) (*http.Request, error) {
+func (req *request) httpRequest(srv *Server, maxBodyBuffer int, maxBody int64) (*http.Request, error) {
 	if maxBody > 0 && req.contentLength > maxBody {
 		return nil, &http.MaxBytesError{Limit: maxBody}
 	}
@@ -225,7 +228,7 @@ func (req *request) httpRequest(maxBodyBuffer int, maxBody int64) (*http.Request
 	case req.contentLength == 0:
 		r.Body = http.NoBody
 	default:
-		body := newBodyPipe(req.contentLength, maxBodyBuffer)
+		body := newBodyPipe(srv, req.contentLength, maxBodyBuffer)
 		body.maxBytes = maxBody
 		body.inputDeadline = req.deadline
 		// The body fails as soon as the request is cancelled (abort, closed
@@ -341,8 +344,10 @@ var commonHeaders = func() map[string]string {
 // bodyPipe carries a request body from the serve goroutine, which writes
 // STDIN content into it, to the handler, which reads. It buffers up to a
 // limit so the serve goroutine does not wait for the handler; past the limit
-// it does (see Server.MaxBodyBuffer).
+// it does (see Server.MaxBodyBuffer). What it holds counts in its server's
+// MaxBufferedBytes, by the capacity of its buffer.
 type bodyPipe struct {
+	srv    *Server
 	mu     sync.Mutex
 	cond   sync.Cond
 	buf    []byte
@@ -367,8 +372,8 @@ type bodyPipe struct {
 	inputDeadline time.Time
 }
 
-func newBodyPipe(contentLength int64, limit int) *bodyPipe {
-	p := &bodyPipe{limit: limit, remain: contentLength}
+func newBodyPipe(srv *Server, contentLength int64, limit int) *bodyPipe {
+	p := &bodyPipe{srv: srv, limit: limit, remain: contentLength}
 	p.cond.L = &p.mu
 	return p
 }
@@ -384,7 +389,7 @@ func (p *bodyPipe) write(b []byte) bool {
 		b = b[:p.remain]
 	}
 	var wake *time.Timer
-	for len(p.buf)-p.off >= p.limit && !p.closed && p.err == nil {
+	for p.full(len(b)) && !p.closed && p.err == nil {
 		if !p.inputDeadline.IsZero() {
 			d := time.Until(p.inputDeadline)
 			if d <= 0 {
@@ -419,12 +424,31 @@ func (p *bodyPipe) write(b []byte) bool {
 		n := copy(p.buf, p.buf[p.off:])
 		p.buf, p.off = p.buf[:n], 0
 	}
+	// The budget counts the buffer's capacity, which is what it costs, and
+	// only changes when the buffer grows: reads cost no atomic operation.
+	was := cap(p.buf)
 	p.buf = append(p.buf, b...)
+	if grown := cap(p.buf) - was; grown != 0 {
+		p.srv.buffered.Add(int64(grown))
+	}
 	if p.remain >= 0 {
 		p.remain -= int64(len(b))
 	}
 	p.cond.Broadcast()
 	return true
+}
+
+// full reports whether a write of n bytes must wait for the handler to read:
+// the buffer holds its limit, or the server's budget is spent and n more
+// bytes would take it past bodyFloor. p.mu must be held.
+func (p *bodyPipe) full(n int) bool {
+	held := len(p.buf) - p.off
+	if held >= p.limit {
+		return true
+	}
+	// The budget is looked at only past the floor, which most bodies never
+	// reach.
+	return held > 0 && held+n > bodyFloor && p.srv.overBudget(n)
 }
 
 // allArrived reports whether the whole body has come: the empty STDIN, or
@@ -444,13 +468,17 @@ func (p *bodyPipe) closeWrite() {
 	p.mu.Unlock()
 }
 
-// closeWithError fails reads with err at once: the request was aborted or its
-// connection closed.
+// closeWithError fails reads with err at once: the request was aborted, its
+// connection closed or its input is late. Nothing can read the buffer any
+// more, so it goes back to the budget now rather than when the handler
+// returns.
 func (p *bodyPipe) closeWithError(err error) {
 	p.mu.Lock()
 	if p.err == nil {
 		p.err = err
 	}
+	p.srv.buffered.Add(-int64(cap(p.buf)))
+	p.buf, p.off = nil, 0
 	p.cond.Broadcast()
 	p.mu.Unlock()
 }
@@ -464,6 +492,7 @@ func (p *bodyPipe) closeRead() {
 		p.timer.Stop()
 		p.timer = nil
 	}
+	p.srv.buffered.Add(-int64(cap(p.buf)))
 	p.buf, p.off = nil, 0
 	p.cond.Broadcast()
 	p.mu.Unlock()
@@ -486,6 +515,12 @@ func (p *bodyPipe) Read(b []byte) (int, error) {
 			p.off += n
 			if p.off == len(p.buf) {
 				p.buf, p.off = p.buf[:0], 0
+				if cap(p.buf) > bodyFloor {
+					// A buffer grown past the floor by a handler that
+					// read late goes back to the budget once empty.
+					p.srv.buffered.Add(-int64(cap(p.buf)))
+					p.buf = nil
+				}
 			}
 			p.cond.Broadcast()
 			return n, nil

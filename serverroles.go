@@ -174,7 +174,7 @@ func (c *conn) filterData(req *request) *FilterData {
 	if req.filter != nil {
 		return req.filter
 	}
-	d := &FilterData{Length: -1, pipe: newBodyPipe(-1, c.srv.maxBodyBuffer())}
+	d := &FilterData{Length: -1, pipe: newBodyPipe(c.srv, -1, c.srv.maxBodyBuffer())}
 	d.Length, d.LastMod = dataMeta(req.env)
 	d.pipe.inputDeadline = req.deadline
 	// The request's context ends when it is aborted, its connection closes or

@@ -13,6 +13,7 @@ const (
 	ServerMaxRequestsPerConn = 1000
 	ServerMaxParamsBytes     = 1 << 20
 	ServerMaxBodyBuffer      = 1 << 20
+	ServerMaxBufferedBytes   = 64 << 20
 	ServerReadTimeout        = time.Minute
 	ServerWriteTimeout       = time.Minute
 	ServerIdleTimeout        = 2 * time.Minute
