@@ -226,46 +226,26 @@ func (c countingConn) Write(p []byte) (int, error) {
 // together: 8 bytes from the web server do not cost the server a write
 // system call each.
 func TestManagementAnswersCoalesced(t *testing.T) {
-	checkLeaks(t)
-	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var writes atomic.Int64
-	srv := &fcgi.Server{Handler: http.HandlerFunc(hello), ErrorLog: quietLog}
-	serveOn(t, countingListener{l, &writes}, srv)
-	c := dial(t, "unix", l.Addr().String())
 	const n = 20000
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		for i := range n {
-			switch i % 3 {
-			case 0:
-				c.Record(wire.Type(42), 0, nil)
-			case 1:
-				c.Record(wire.TypeGetValues, 0, fcgitest.Pairs(wire.ValueMpxsConns, ""))
-			case 2:
-				c.Begin(uint16(i), wire.Role(9), true)
-			}
+	_, writes := burstWrites(t, n, func(c *fcgitest.Conn, i int) {
+		switch i % 3 {
+		case 0:
+			c.Record(wire.Type(42), 0, nil)
+		case 1:
+			c.Record(wire.TypeGetValues, 0, fcgitest.Pairs(wire.ValueMpxsConns, ""))
+		case 2:
+			c.Begin(uint16(i), wire.Role(9), true)
 		}
-		c.W.Flush()
-	}()
-	for i := range n {
+	}, func(c *fcgitest.Conn, i int) {
 		rec := c.Next()
 		want := [...]wire.Type{wire.TypeUnknownType, wire.TypeGetValuesResult, wire.TypeEndRequest}[i%3]
 		if rec.Type != want {
 			t.Fatalf("answer %d: %v, want type %v", i, rec, want)
 		}
-	}
-	<-sent
-	c.Get(1, true, "/after")
-	if _, body := parseCGI(t, c.ReadResponse(1).Stdout); body != "hello, /after" {
-		t.Fatalf("body %q", body)
-	}
-	t.Logf("%d write calls for %d answers", writes.Load(), n)
-	if w := writes.Load(); w > n/10 {
-		t.Fatalf("%d write calls for %d answers", w, n)
+	})
+	t.Logf("%d write calls for %d answers", writes, n)
+	if writes > n/10 {
+		t.Fatalf("%d write calls for %d answers", writes, n)
 	}
 }
 
@@ -551,6 +531,40 @@ func TestWriteTimeoutFreesEverySlot(t *testing.T) {
 // handler starts, refused for malformed PARAMS) are answered together when
 // they come together, as management records are.
 func TestReaderEndedRequestsCoalesced(t *testing.T) {
+	const n = 10000
+	srv, writes := burstWrites(t, n, func(c *fcgitest.Conn, i int) {
+		id := uint16(i%50 + 1)
+		c.Begin(id, wire.RoleResponder, true)
+		if i%2 == 0 {
+			c.Record(wire.TypeAbortRequest, id, nil)
+		} else {
+			c.Record(wire.TypeParams, id, []byte{0x80}).Record(wire.TypeParams, id, nil)
+		}
+	}, func(c *fcgitest.Conn, i int) {
+		rec := c.Next()
+		if rec.Type == wire.TypeStdout {
+			rec = c.Next() // the 400's header, then its end
+			rec = c.Next()
+		}
+		if rec.Type != wire.TypeEndRequest {
+			t.Fatalf("answer %d: %v", i, rec)
+		}
+	})
+	t.Logf("%d write calls for %d requests", writes, n)
+	if writes > n/10 {
+		t.Fatalf("%d write calls for %d requests", writes, n)
+	}
+	if st := srv.Stats(); st.InFlight != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// burstWrites serves a hello handler on a unix socket, sends it n units of
+// records in one burst (send writes unit i), reads the answer to each
+// (answer reads unit i's), checks that a request is then served, and
+// returns the server and the write calls it made.
+func burstWrites(t *testing.T, n int, send func(c *fcgitest.Conn, i int), answer func(c *fcgitest.Conn, i int)) (*fcgi.Server, int64) {
+	t.Helper()
 	checkLeaks(t)
 	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
 	if err != nil {
@@ -560,41 +574,21 @@ func TestReaderEndedRequestsCoalesced(t *testing.T) {
 	srv := &fcgi.Server{Handler: http.HandlerFunc(hello), ErrorLog: quietLog}
 	serveOn(t, countingListener{l, &writes}, srv)
 	c := dial(t, "unix", l.Addr().String())
-	const n = 10000
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
 		for i := range n {
-			id := uint16(i%50 + 1)
-			c.Begin(id, wire.RoleResponder, true)
-			if i%2 == 0 {
-				c.Record(wire.TypeAbortRequest, id, nil)
-			} else {
-				c.Record(wire.TypeParams, id, []byte{0x80}).Record(wire.TypeParams, id, nil)
-			}
+			send(c, i)
 		}
 		c.W.Flush()
 	}()
 	for i := range n {
-		rec := c.Next()
-		if rec.Type == wire.TypeStdout {
-			rec = c.Next() // the 400's header, then its end
-			rec = c.Next()
-		}
-		if rec.Type != wire.TypeEndRequest {
-			t.Fatalf("answer %d: %v", i, rec)
-		}
+		answer(c, i)
 	}
 	<-sent
 	c.Get(1, true, "/after")
 	if _, body := parseCGI(t, c.ReadResponse(1).Stdout); body != "hello, /after" {
 		t.Fatalf("body %q", body)
 	}
-	t.Logf("%d write calls for %d requests", writes.Load(), n)
-	if w := writes.Load(); w > n/10 {
-		t.Fatalf("%d write calls for %d requests", w, n)
-	}
-	if st := srv.Stats(); st.InFlight != 0 {
-		t.Fatalf("stats %+v", st)
-	}
+	return srv, writes.Load()
 }
