@@ -49,8 +49,8 @@ func (w *response) writeInterim(code int) {
 	// A failed write breaks the connection, which the final response's
 	// writes report. The final header is still to come, so a handler that
 	// panics now gets its 500.
-	c.writeLockedUntil(func(wr *wire.Writer) error {
+	c.writeRecords(func(wr *wire.Writer) error {
 		return wr.WriteStream(wire.TypeStdout, w.req.id, b)
-	}, w.writeDeadline)
+	}, w.writeDeadline, true)
 	c.wmu.Unlock()
 }

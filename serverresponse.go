@@ -214,7 +214,7 @@ func (w *response) send(p []byte) error {
 		body, p = nil, nil
 	}
 	c.wmu.Lock()
-	err := c.writeLockedUntil(func(wr *wire.Writer) error {
+	err := c.writeRecords(func(wr *wire.Writer) error {
 		if !w.hdrSent {
 			if err := wr.WriteStream(wire.TypeStdout, id, w.hdr); err != nil {
 				return err
@@ -224,7 +224,7 @@ func (w *response) send(p []byte) error {
 			return err
 		}
 		return wr.WriteStream(wire.TypeStdout, id, p)
-	}, w.writeDeadline)
+	}, w.writeDeadline, true)
 	c.wmu.Unlock()
 	if err == os.ErrDeadlineExceeded {
 		// Nothing was written: the response can go on after the handler moves

@@ -45,19 +45,15 @@ func (c *conn) flushAnswersLocked() {
 // writeLocked runs f on the connection's Writer and flushes; wmu is held.
 // After a write error the connection is closed and every later write fails.
 func (c *conn) writeLocked(f func(w *wire.Writer) error) error {
-	return c.writeLockedUntil(f, time.Time{})
+	return c.writeRecords(f, time.Time{}, true)
 }
 
-// writeLockedUntil is writeLocked with a deadline of the request's own
-// (http.ResponseController.SetWriteDeadline), when not zero, on top of
-// Server.WriteTimeout.
-func (c *conn) writeLockedUntil(f func(w *wire.Writer) error, until time.Time) error {
-	return c.writeRecords(f, until, true)
-}
-
-// writeRecords runs f on the connection's Writer under the write deadline,
-// which also bounds the writes the Writer makes when its buffer fills, and
-// flushes when flush is set.
+// writeRecords runs f on the connection's Writer, wmu held, under the write
+// deadline, which also bounds the writes the Writer makes when its buffer
+// fills, and flushes when flush is set. A non-zero until is a deadline of
+// the request's own (http.ResponseController.SetWriteDeadline) on top of
+// Server.WriteTimeout. After a write error the connection is closed and
+// every later write fails.
 func (c *conn) writeRecords(f func(w *wire.Writer) error, until time.Time, flush bool) error {
 	if c.werr != nil {
 		return c.werr
