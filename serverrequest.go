@@ -438,6 +438,13 @@ func (p *bodyPipe) write(b []byte) bool {
 	return true
 }
 
+// dropBuffer gives the buffer back to the server's budget. p.mu must be
+// held.
+func (p *bodyPipe) dropBuffer() {
+	p.srv.buffered.Add(-int64(cap(p.buf)))
+	p.buf, p.off = nil, 0
+}
+
 // full reports whether a write of n bytes must wait for the handler to read:
 // the buffer holds its limit, or the server's budget is spent and n more
 // bytes would take it past bodyFloor. p.mu must be held.
@@ -477,8 +484,7 @@ func (p *bodyPipe) closeWithError(err error) {
 	if p.err == nil {
 		p.err = err
 	}
-	p.srv.buffered.Add(-int64(cap(p.buf)))
-	p.buf, p.off = nil, 0
+	p.dropBuffer()
 	p.cond.Broadcast()
 	p.mu.Unlock()
 }
@@ -492,8 +498,7 @@ func (p *bodyPipe) closeRead() {
 		p.timer.Stop()
 		p.timer = nil
 	}
-	p.srv.buffered.Add(-int64(cap(p.buf)))
-	p.buf, p.off = nil, 0
+	p.dropBuffer()
 	p.cond.Broadcast()
 	p.mu.Unlock()
 }
@@ -518,8 +523,7 @@ func (p *bodyPipe) Read(b []byte) (int, error) {
 				if cap(p.buf) > bodyFloor {
 					// A buffer grown past the floor by a handler that
 					// read late goes back to the budget once empty.
-					p.srv.buffered.Add(-int64(cap(p.buf)))
-					p.buf = nil
+					p.dropBuffer()
 				}
 			}
 			p.cond.Broadcast()
