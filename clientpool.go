@@ -183,11 +183,7 @@ func (b *backend) nextStepLocked(forceNew bool) step {
 // no request, if there is one, freeing its slot.
 func (b *backend) evictUnusedLocked() {
 	if len(b.idle) > 0 {
-		cc := b.idle[0]
-		copy(b.idle, b.idle[1:])
-		b.idle[len(b.idle)-1] = nil
-		b.idle = b.idle[:len(b.idle)-1]
-		cc.inIdle = false
+		cc := b.removeIdleLocked(0)
 		b.conns--
 		go closeConns([]*clientConn{cc}) // owned by nobody; ends after close(2)
 		return
@@ -292,17 +288,25 @@ func (b *backend) connGone() {
 	b.mu.Unlock()
 }
 
+// removeIdleLocked takes the connection at index i out of the idle list, and
+// stops its idle timer.
+func (b *backend) removeIdleLocked(i int) *clientConn {
+	cc := b.idle[i]
+	copy(b.idle[i:], b.idle[i+1:])
+	b.idle[len(b.idle)-1] = nil
+	b.idle = b.idle[:len(b.idle)-1]
+	cc.inIdle = false
+	if cc.idleTimer != nil {
+		cc.idleTimer.Stop()
+	}
+	return cc
+}
+
 // popIdleLocked takes the most recently used idle connection that is still
 // within its lifetime.
 func (b *backend) popIdleLocked() *clientConn {
 	for len(b.idle) > 0 {
-		cc := b.idle[len(b.idle)-1]
-		b.idle[len(b.idle)-1] = nil
-		b.idle = b.idle[:len(b.idle)-1]
-		cc.inIdle = false
-		if cc.idleTimer != nil {
-			cc.idleTimer.Stop()
-		}
+		cc := b.removeIdleLocked(len(b.idle) - 1)
 		if cc.expired(time.Now()) {
 			b.conns--
 			go cc.closeConn() // owned by nobody; ends after close(2)
@@ -351,10 +355,9 @@ func (cc *clientConn) idleExpired() {
 			b.mu.Unlock()
 			return
 		}
-		cc.inIdle = false
 		for i, x := range b.idle {
 			if x == cc {
-				b.idle = append(b.idle[:i], b.idle[i+1:]...)
+				b.removeIdleLocked(i)
 				break
 			}
 		}
