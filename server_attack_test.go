@@ -191,6 +191,39 @@ func TestShutdownClosesConnWaitingForSlot(t *testing.T) {
 	}
 }
 
+// Close, like Shutdown, closes a connection accepted while every MaxConns
+// slot is taken, and the server is left with nothing open.
+func TestCloseClosesConnWaitingForSlot(t *testing.T) {
+	checkLeaks(t)
+	release := make(chan struct{})
+	defer close(release)
+	srv := &fcgi.Server{MaxConns: 1, ErrorLog: quietLog, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveOn(t, l, srv)
+	first := dial(t, "tcp", l.Addr().String())
+	first.Get(1, true, "/")
+	if !eventually(func() bool { return srv.Stats().InFlight == 1 }) {
+		t.Fatal("first request not in flight")
+	}
+	waiting := dial(t, "tcp", l.Addr().String())
+	waiting.Get(1, true, "/")
+	srv.Close()
+	if rec, err := waiting.TryNext(); err == nil || isTimeoutErr(err) {
+		t.Fatalf("connection waiting for a slot: %v, %v; want it closed by Close", rec, err)
+	}
+	if !eventually(func() bool { st := srv.Stats(); return st.Conns == 0 && st.InFlight == 0 }) {
+		t.Fatalf("stats after Close: %+v", srv.Stats())
+	}
+}
+
 // isTimeoutErr reports whether err is a deadline expiring.
 func isTimeoutErr(err error) bool {
 	var ne net.Error
